@@ -1,0 +1,1 @@
+"""Ticket data: schema, feature vocabularies, input readers and the DuckDB store (the source of truth)."""

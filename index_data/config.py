@@ -1,0 +1,45 @@
+"""The one settings object. Every value can be set by an environment variable prefixed TICKETSEARCH_."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TICKETSEARCH_", extra="ignore")
+
+    # Encoder
+    model: str = Field(
+        default="minilm",
+        description="'minilm' (packaged all-MiniLM-L6-v2) or a path to a local sentence-transformers model directory.",
+    )
+    max_seq_length: int = Field(default=256, ge=16, le=512)
+    encode_batch_size: int = Field(default=64, ge=1, le=1024)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(default=0, ge=0, le=256, description="torch/FAISS threads; 0 keeps the library default.")
+
+    # Vector index
+    index_type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    flat_max_rows: int = Field(default=200_000, ge=1, description="'auto' uses exact flat search up to this size.")
+    hnsw_m: int = Field(default=32, ge=4, le=128)
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=128, ge=8)
+    ivf_nprobe: int = Field(default=32, ge=1)
+    exact_filter_max: int = Field(
+        default=50_000, ge=0, description="A filtered search over at most this many candidates is exact (brute force)."
+    )
+
+    # Feature vocabularies
+    default_max_vocab: int = Field(default=1000, ge=1)
+
+    # Ingest
+    ingest_chunk_rows: int = Field(default=50_000, ge=100)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,34 @@
+"""Error types shared by every layer. A TicketsearchError carries a one-line, user-facing message."""
+
+from __future__ import annotations
+
+
+class TicketsearchError(Exception):
+    """Base class for errors that are reported to the user as one line."""
+
+
+class SchemaError(TicketsearchError):
+    """A schema file is missing, malformed or refers to a forbidden field."""
+
+
+class RowError(TicketsearchError):
+    """One input row is malformed. `line` is 1-based (the data row number for CSV/Parquet)."""
+
+    def __init__(self, line: int, reason: str, ticket_id: str | None = None) -> None:
+        self.line = line
+        self.reason = reason
+        self.ticket_id = ticket_id
+        where = f"line {line}" + (f" (id {ticket_id!r})" if ticket_id else "")
+        super().__init__(f"{where}: {reason}")
+
+
+class IngestError(TicketsearchError):
+    """An ingest was refused; nothing was written."""
+
+
+class NotFoundError(TicketsearchError):
+    """A ticket id or index directory does not exist."""
+
+
+class QueryError(TicketsearchError):
+    """A search request is invalid (unknown filter field, bad value, bad date)."""

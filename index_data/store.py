@@ -1,0 +1,390 @@
+"""The DuckDB ticket store: the source of truth for every ticket, its text, typed fields and stable row id.
+
+Row ids are assigned once per ticket id and never reused (FAISS maps to them). Writes are transactional:
+an ingest either commits all of its valid rows or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from .errors import IngestError, NotFoundError, QueryError, SchemaError
+from .records import Ticket, text_hash
+from .schema import FieldSpec, Schema
+
+STORE_FORMAT = 1
+DB_FILENAME = "tickets.duckdb"
+
+_SQL_TYPE = {"categorical": "VARCHAR", "multi": "VARCHAR[]", "numeric": "DOUBLE", "date": "TIMESTAMP"}
+_ARROW_TYPE = {
+    "categorical": pa.string(),
+    "multi": pa.list_(pa.string()),
+    "numeric": pa.float64(),
+    "date": pa.timestamp("us"),
+}
+
+
+@dataclass
+class UpsertResult:
+    inserted: int
+    updated: int
+    change_seq: int
+
+
+@dataclass
+class StoredTicket:
+    row_id: int
+    id: str
+    title: str
+    body: str
+    created: datetime
+    duplicate_of: str | None
+    values: dict[str, Any]
+    text_hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "created": self.created.isoformat(),
+            "duplicate_of": self.duplicate_of,
+            "fields": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.values.items()},
+        }
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, datetime):
+        return o.isoformat()
+    return str(o)
+
+
+class TicketStore:
+    """A DuckDB database file holding tickets. Open one per process; only one process may write."""
+
+    def __init__(self, path: Path, schema: Schema | None = None, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise NotFoundError(f"{self.path}: no ticket store here (run 'ticketsearch ingest' first)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            msg = str(exc).splitlines()[0]
+            if "lock" in msg.lower():
+                raise IngestError(f"{self.path} is open for writing by another process: {msg}") from None
+            raise IngestError(f"cannot open {self.path}: {msg}") from None
+        self.schema = self._init_schema(schema)
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def _init_schema(self, schema: Schema | None) -> Schema:
+        has_meta = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchall()[0][0]
+        stored: Schema | None = None
+        if has_meta:
+            rows = self.con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
+            stored = Schema.from_dict(json.loads(rows[0][0])) if rows else None
+        if stored is not None:
+            if schema is not None and schema.to_dict() != stored.to_dict():
+                raise SchemaError(
+                    f"{self.path} was built with schema {stored.name!r}; it cannot be re-ingested with "
+                    f"schema {schema.name!r} (use a new --index directory)"
+                )
+            return stored
+        if schema is None:
+            raise NotFoundError(f"{self.path}: no ticket store here (run 'ticketsearch ingest' first)")
+        if self.read_only:
+            raise NotFoundError(f"{self.path}: store is empty")
+        cols = ",\n".join(f"  {f.column} {_SQL_TYPE[f.kind]}" for f in schema.fields)
+        self.con.execute("BEGIN")
+        self.con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        self.con.execute(
+            f"""CREATE TABLE tickets (
+  id VARCHAR PRIMARY KEY,
+  row_id BIGINT NOT NULL,
+  title VARCHAR NOT NULL,
+  body VARCHAR NOT NULL,
+  created TIMESTAMP NOT NULL,
+  duplicate_of VARCHAR,
+  text_hash VARCHAR NOT NULL,
+  raw_fields JSON{',' if cols else ''}
+{cols}
+)"""
+        )
+        self.con.execute(
+            "CREATE TABLE embedding_cache (model_key VARCHAR, text_hash VARCHAR, vec FLOAT[], "
+            "PRIMARY KEY (model_key, text_hash))"
+        )
+        self.con.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                ("schema", json.dumps(schema.to_dict())),
+                ("format", str(STORE_FORMAT)),
+                ("next_row_id", "0"),
+                ("change_seq", "0"),
+            ],
+        )
+        self.con.execute("COMMIT")
+        return schema
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> TicketStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- meta -----------------------------------------------------------------------------------
+    def _meta_int(self, key: str) -> int:
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    @property
+    def change_seq(self) -> int:
+        return self._meta_int("change_seq")
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def upsert(self, tickets: Sequence[Ticket]) -> UpsertResult:
+        """Insert or replace tickets by id in one transaction. Row ids of existing ids are kept."""
+        if self.read_only:
+            raise IngestError(f"{self.path} is open read-only")
+        latest: dict[str, Ticket] = {}
+        for t in tickets:
+            latest[t.id] = t  # the last occurrence of an id wins
+        if not latest:
+            return UpsertResult(0, 0, self.change_seq)
+        ids = list(latest)
+        self.con.execute("BEGIN")
+        try:
+            self.con.register("_ids", pa.table({"id": pa.array(ids, pa.string())}))
+            existing = dict(
+                self.con.execute("SELECT t.id, t.row_id FROM tickets t JOIN _ids USING (id)").fetchall()
+            )
+            self.con.unregister("_ids")
+            next_row = self._meta_int("next_row_id")
+            row_ids: list[int] = []
+            for tid in ids:
+                rid = existing.get(tid)
+                if rid is None:
+                    rid = next_row
+                    next_row += 1
+                row_ids.append(rid)
+            batch = self._to_arrow([latest[i] for i in ids], row_ids)
+            self.con.register("_batch", batch)
+            if existing:
+                self.con.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM _batch)")
+            cols = ", ".join(batch.column_names)
+            self.con.execute(f"INSERT INTO tickets ({cols}) SELECT {cols} FROM _batch")
+            self.con.unregister("_batch")
+            seq = self._meta_int("change_seq") + 1
+            self._set_meta("next_row_id", str(next_row))
+            self._set_meta("change_seq", str(seq))
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return UpsertResult(inserted=len(ids) - len(existing), updated=len(existing), change_seq=seq)
+
+    def delete(self, ids: Iterable[str]) -> list[int]:
+        """Delete tickets by id; returns the row ids removed."""
+        ids = list(ids)
+        self.con.execute("BEGIN")
+        try:
+            self.con.register("_ids", pa.table({"id": pa.array(ids, pa.string())}))
+            rows = [r[0] for r in self.con.execute("SELECT row_id FROM tickets JOIN _ids USING (id)").fetchall()]
+            self.con.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM _ids)")
+            self.con.unregister("_ids")
+            if rows:
+                self._set_meta("change_seq", str(self._meta_int("change_seq") + 1))
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return rows
+
+    def _to_arrow(self, tickets: Sequence[Ticket], row_ids: Sequence[int]) -> pa.Table:
+        data: dict[str, pa.Array] = {
+            "id": pa.array([t.id for t in tickets], pa.string()),
+            "row_id": pa.array(row_ids, pa.int64()),
+            "title": pa.array([t.title for t in tickets], pa.string()),
+            "body": pa.array([t.body for t in tickets], pa.string()),
+            "created": pa.array([t.created for t in tickets], pa.timestamp("us")),
+            "duplicate_of": pa.array([t.duplicate_of for t in tickets], pa.string()),
+            "text_hash": pa.array([text_hash(t.text(self.schema)) for t in tickets], pa.string()),
+            "raw_fields": pa.array(
+                [json.dumps(t.raw_fields, default=_json_default, ensure_ascii=False) for t in tickets], pa.string()
+            ),
+        }
+        for f in self.schema.fields:
+            data[f.column] = pa.array([t.values.get(f.name) for t in tickets], _ARROW_TYPE[f.kind])
+        return pa.table(data)
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.con.execute("SELECT count(*) FROM tickets").fetchall()[0][0]
+
+    def _select(self) -> str:
+        fcols = "".join(f", {f.column}" for f in self.schema.fields)
+        return f"SELECT row_id, id, title, body, created, duplicate_of, text_hash{fcols} FROM tickets"
+
+    def _row(self, r: Sequence[Any]) -> StoredTicket:
+        values = {f.name: r[7 + i] for i, f in enumerate(self.schema.fields)}
+        return StoredTicket(
+            row_id=r[0], id=r[1], title=r[2], body=r[3], created=r[4], duplicate_of=r[5], text_hash=r[6],
+            values=values,
+        )
+
+    def get(self, ticket_id: str) -> StoredTicket:
+        rows = self.con.execute(self._select() + " WHERE id = ?", [ticket_id]).fetchall()
+        if not rows:
+            raise NotFoundError(f"ticket {ticket_id!r} not found")
+        return self._row(rows[0])
+
+    def get_rows(self, row_ids: Sequence[int]) -> list[StoredTicket]:
+        """Tickets for these row ids, in the given order; ids that no longer exist are dropped."""
+        if len(row_ids) == 0:
+            return []
+        self.con.register("_rids", pa.table({"row_id": pa.array(list(row_ids), pa.int64())}))
+        rows = self.con.execute(self._select() + " WHERE row_id IN (SELECT row_id FROM _rids)").fetchall()
+        self.con.unregister("_rids")
+        by_id = {r[0]: self._row(r) for r in rows}
+        return [by_id[r] for r in row_ids if r in by_id]
+
+    def iter_index_rows(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, list[str], list[str], list[str]]]:
+        """Yield (row_ids, text_hashes, titles, bodies) in row-id order, in batches."""
+        cur = self.con.execute("SELECT row_id, text_hash, title, body FROM tickets ORDER BY row_id")
+        while True:
+            rows = cur.fetchmany(batch)
+            if not rows:
+                return
+            yield (
+                np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+            )
+
+    def field_rows(self) -> Iterator[dict[str, Any]]:
+        """Every ticket's typed field values, for learning vocabularies and statistics."""
+        if not self.schema.fields:
+            for _ in range(self.count()):
+                yield {}
+            return
+        cols = ", ".join(f.column for f in self.schema.fields)
+        cur = self.con.execute(f"SELECT {cols} FROM tickets ORDER BY row_id")
+        while rows := cur.fetchmany(10_000):
+            for r in rows:
+                yield {f.name: r[i] for i, f in enumerate(self.schema.fields)}
+
+    # ---- filters --------------------------------------------------------------------------------
+    def filter_row_ids(
+        self,
+        filters: dict[str, list[Any]] | None = None,
+        before: datetime | None = None,
+        after: datetime | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> np.ndarray | None:
+        """Row ids that satisfy every filter (values of one field are OR-ed). None means no restriction."""
+        where, params = self.filter_sql(filters or {}, before, after)
+        if exclude_ids:
+            where.append("id NOT IN (SELECT unnest(?))")
+            params.append(list(exclude_ids))
+        if not where:
+            return None
+        sql = "SELECT row_id FROM tickets WHERE " + " AND ".join(where) + " ORDER BY row_id"
+        return self.con.execute(sql, params).fetchnumpy()["row_id"].astype(np.int64)
+
+    def filter_sql(
+        self, filters: dict[str, list[Any]], before: datetime | None, after: datetime | None
+    ) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        for name, values in filters.items():
+            try:
+                spec = self.schema.field(name)
+            except KeyError:
+                raise QueryError(
+                    f"unknown filter field {name!r}; allowed: {', '.join(self.schema.field_names) or '(none)'}"
+                ) from None
+            vals = [coerce_filter_value(spec, v) for v in values]
+            if spec.kind == "multi":
+                where.append(f"list_has_any({spec.column}, ?::VARCHAR[])")
+                params.append(vals)
+            else:
+                where.append(f"{spec.column} IN (SELECT unnest(?))")
+                params.append(vals)
+        if before is not None:
+            where.append("created < ?")
+            params.append(before)
+        if after is not None:
+            where.append("created >= ?")
+            params.append(after)
+        return where, params
+
+    # ---- embedding cache ------------------------------------------------------------------------
+    def cached_embeddings(self, model_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        if not hashes:
+            return {}
+        self.con.register("_h", pa.table({"text_hash": pa.array(list(set(hashes)), pa.string())}))
+        tbl = self.con.sql(
+            "SELECT c.text_hash, c.vec FROM embedding_cache c JOIN _h USING (text_hash) WHERE c.model_key = ?",
+            params=[model_key],
+        ).to_arrow_table()
+        self.con.unregister("_h")
+        if tbl.num_rows == 0:
+            return {}
+        keys = tbl.column("text_hash").to_pylist()
+        flat = tbl.column("vec").combine_chunks().flatten().to_numpy().astype(np.float32)
+        mat = flat.reshape(len(keys), -1)
+        return {k: mat[i] for i, k in enumerate(keys)}
+
+    def put_embeddings(self, model_key: str, hashes: Sequence[str], vecs: np.ndarray) -> None:
+        if len(hashes) == 0:
+            return
+        dim = vecs.shape[1]
+        values = pa.array(np.ascontiguousarray(vecs, dtype=np.float32).reshape(-1), pa.float32())
+        lists = pa.ListArray.from_arrays(pa.array(np.arange(0, len(hashes) * dim + 1, dim, dtype=np.int32)), values)
+        tbl = pa.table(
+            {
+                "model_key": pa.array([model_key] * len(hashes), pa.string()),
+                "text_hash": pa.array(list(hashes), pa.string()),
+                "vec": lists,
+            }
+        )
+        self.con.register("_emb", tbl)
+        self.con.execute("INSERT INTO embedding_cache SELECT * FROM _emb ON CONFLICT DO NOTHING")
+        self.con.unregister("_emb")
+
+
+def coerce_filter_value(spec: FieldSpec, value: Any) -> Any:
+    if spec.kind == "numeric":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise QueryError(f"filter {spec.name!r} needs a number, got {value!r}") from None
+    if spec.kind == "date":
+        from .records import parse_datetime
+
+        try:
+            return parse_datetime(value)
+        except ValueError as exc:
+            raise QueryError(f"filter {spec.name!r}: {exc}") from None
+    if isinstance(value, (dict, list)):
+        raise QueryError(f"filter {spec.name!r} needs plain values")
+    return str(value)

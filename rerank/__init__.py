@@ -1,0 +1,1 @@
+"""Second-stage reranking (the cross-attention fusion pair model)."""

@@ -1,0 +1,1 @@
+"""First-stage retrieval: the bi-encoder, the FAISS vector index, index building and search."""

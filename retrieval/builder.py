@@ -1,0 +1,108 @@
+"""Build (or rebuild) the vector index of an index directory from its DuckDB store.
+
+Embeddings are cached in the store by (model key, text hash), so a rebuild only encodes new or changed text.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from index_data.atomic import atomic_write_json
+from index_data.config import Settings, get_settings
+from index_data.features import FeatureSpace
+from index_data.records import ticket_text
+from index_data.store import DB_FILENAME, TicketStore
+
+from .encoder import Encoder
+from .manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest
+from .vector_index import VectorIndex
+
+
+@dataclass
+class BuildReport:
+    tickets: int
+    encoded: int
+    cached: int
+    encode_seconds: float
+    total_seconds: float
+    index_kind: str
+
+    @property
+    def encode_rate(self) -> float:
+        return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
+
+
+def store_path(index_dir: Path) -> Path:
+    return Path(index_dir) / DB_FILENAME
+
+
+def embed_store(store: TicketStore, encoder: Encoder, progress: bool = True) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """(row ids, embeddings) of every stored ticket, encoding only texts missing from the cache.
+
+    Returns (ids, vecs, number encoded, encode seconds).
+    """
+    ids_parts: list[np.ndarray] = []
+    hashes: list[str] = []
+    texts: dict[str, str] = {}
+    for row_ids, hs, titles, bodies in store.iter_index_rows():
+        ids_parts.append(row_ids)
+        hashes.extend(hs)
+        for h, t, b in zip(hs, titles, bodies):
+            texts.setdefault(h, ticket_text(store.schema, t, b))
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
+    cache = store.cached_embeddings(encoder.key, list(texts))
+    missing = [h for h in texts if h not in cache]
+    t0 = time.perf_counter()
+    if missing:
+        vecs = encoder.encode([texts[h] for h in missing], progress=progress, desc="encode")
+        store.put_embeddings(encoder.key, missing, vecs)
+        cache.update(zip(missing, vecs))
+    seconds = time.perf_counter() - t0
+    mat = np.zeros((len(hashes), encoder.dim), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        mat[i] = cache[h]
+    return ids, mat, len(missing), seconds
+
+
+def build_index(
+    index_dir: Path,
+    store: TicketStore,
+    encoder: Encoder,
+    model_spec: str,
+    settings: Settings | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Embed every ticket, build the FAISS index and feature vocabularies, and write the manifest last."""
+    settings = settings or get_settings()
+    start = time.perf_counter()
+    ids, vecs, encoded, enc_s = embed_store(store, encoder, progress)
+    vindex = VectorIndex.build(ids, vecs, kind=settings.index_type, settings=settings)
+    out = Path(index_dir) / INDEX_SUBDIR
+    vindex.save(out)
+    features = FeatureSpace.fit(store.schema, store.field_rows())
+    atomic_write_json(out / FEATURES_FILENAME, features.to_dict())
+    Manifest(
+        model=model_spec,
+        model_name=encoder.name,
+        model_key=encoder.key,
+        dim=encoder.dim,
+        max_seq_length=encoder.max_seq_length,
+        schema=store.schema.name,
+        index_kind=vindex.kind,
+        counts={"tickets": len(ids), "vectors": vindex.ntotal, "features": features.dim},
+        change_seq=store.change_seq,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    ).save(index_dir)
+    return BuildReport(
+        tickets=len(ids),
+        encoded=encoded,
+        cached=len(ids) - encoded,
+        encode_seconds=enc_s,
+        total_seconds=time.perf_counter() - start,
+        index_kind=vindex.kind,
+    )

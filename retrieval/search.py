@@ -1,0 +1,152 @@
+"""Search an index directory: dense retrieval with filters applied before the top k is cut."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from index_data.config import Settings, get_settings
+from index_data.errors import QueryError, TicketsearchError
+from index_data.records import parse_datetime, ticket_text
+from index_data.store import StoredTicket, TicketStore
+
+from .builder import store_path
+from .encoder import Encoder
+from .manifest import INDEX_SUBDIR, Manifest
+from .vector_index import VectorIndex
+
+MAX_K = 1000
+
+
+@dataclass
+class Hit:
+    id: str
+    title: str
+    score: float
+    created: str
+    fields: dict[str, Any]
+    row_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "score": round(self.score, 6), "created": self.created,
+                "fields": self.fields}
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    query_text: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _jsonable(v: Any) -> Any:
+    return v.isoformat() if isinstance(v, datetime) else v
+
+
+def to_hit(t: StoredTicket, score: float) -> Hit:
+    return Hit(
+        id=t.id, title=t.title, score=float(score), created=t.created.isoformat(),
+        fields={k: _jsonable(v) for k, v in t.values.items()}, row_id=t.row_id,
+    )
+
+
+def _as_datetime(value: str | datetime | None, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise QueryError(f"{name}: {exc}") from None
+
+
+class Searcher:
+    """Opens an index directory read-only and answers queries."""
+
+    def __init__(
+        self, index_dir: Path, settings: Settings | None = None, encoder: Encoder | None = None,
+        store: TicketStore | None = None,
+    ) -> None:
+        self.index_dir = Path(index_dir)
+        self.settings = settings or get_settings()
+        self.manifest = Manifest.load(self.index_dir)
+        self.store = store or TicketStore(store_path(self.index_dir), read_only=True)
+        self.vindex = VectorIndex.load(self.index_dir / INDEX_SUBDIR, self.manifest.index_kind, self.settings)
+        self._encoder = encoder
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            settings = self.settings.model_copy(update={"max_seq_length": self.manifest.max_seq_length})
+            self._encoder = Encoder(self.manifest.model, settings=settings)
+            if self._encoder.key != self.manifest.model_key:
+                raise TicketsearchError(
+                    f"{self.index_dir} was built with model {self.manifest.model_key}; "
+                    f"the loaded model is {self._encoder.key}"
+                )
+        return self._encoder
+
+    def close(self) -> None:
+        self.store.close()
+
+    def validate_fields(self, fields: dict[str, Any] | None) -> dict[str, Any]:
+        """Check the query ticket's own structured fields against the schema (values may be unseen)."""
+        fields = fields or {}
+        allowed = self.store.schema.field_names
+        unknown = sorted(set(fields) - set(allowed))
+        if unknown:
+            raise QueryError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or '(none)'}")
+        return fields
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        like: str | None = None,
+        fields: dict[str, Any] | None = None,
+        filters: dict[str, list[Any]] | None = None,
+        before: str | datetime | None = None,
+        after: str | datetime | None = None,
+        k: int = 10,
+    ) -> SearchResult:
+        if not 1 <= k <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+        self.validate_fields(fields)
+        timings: dict[str, float] = {}
+        exclude: list[str] = []
+        encoder = self.encoder if like is None else None  # load the model outside the timed stage
+        t0 = time.perf_counter()
+        if like is not None:
+            if text:
+                raise QueryError("give either a query text or --like ID, not both")
+            src = self.store.get(like)
+            query_text = ticket_text(self.store.schema, src.title, src.body)
+            try:
+                qvec = self.vindex.reconstruct(src.row_id)[None, :]
+            except KeyError:
+                qvec = self.encoder.encode([query_text])
+            exclude = [like]
+        else:
+            if text is None or not text.strip():
+                raise QueryError("query text is empty")
+            query_text = text.strip()
+            assert encoder is not None
+            qvec = encoder.encode([query_text])
+        timings["encode"] = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        allowed = self.store.filter_row_ids(
+            filters, _as_datetime(before, "before"), _as_datetime(after, "after"), exclude_ids=exclude
+        )
+        scores, ids = self.vindex.search(qvec, k, allowed)
+        timings["retrieve"] = (time.perf_counter() - t1) * 1000
+        t2 = time.perf_counter()
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        rows = self.store.get_rows([i for i, _ in pairs])
+        score_of = dict(pairs)
+        hits = [to_hit(t, score_of[t.row_id]) for t in rows]
+        timings["fetch"] = (time.perf_counter() - t2) * 1000
+        return SearchResult(hits=hits, query_text=query_text, timings_ms=timings)
+

@@ -1,0 +1,163 @@
+"""The FAISS vector index over L2-normalised embeddings (inner product = cosine), keyed by store row ids.
+
+Kinds: exact `flat`, graph `hnsw`, and inverted-file `ivf`. `auto` picks flat up to a size threshold and
+HNSW above it. A filtered search (an allowed set of row ids) is exact when the allowed set is small, and
+uses FAISS's IDSelector otherwise, so that a filtered search still returns k hits when k exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index_data.atomic import atomic_write_with
+from index_data.config import Settings, get_settings
+from index_data.errors import TicketsearchError
+
+INDEX_FILENAME = "vectors.faiss"
+
+
+def choose_kind(n: int, settings: Settings) -> str:
+    if settings.index_type != "auto":
+        return settings.index_type
+    return "flat" if n <= settings.flat_max_rows else "hnsw"
+
+
+class VectorIndex:
+    def __init__(self, index: faiss.Index, kind: str, settings: Settings | None = None) -> None:
+        self.index = index
+        self.kind = kind
+        self.settings = settings or get_settings()
+        self._apply_search_params()
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", settings: Settings | None = None) -> VectorIndex:
+        settings = settings or get_settings()
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        if vecs.ndim != 2 or len(ids) != len(vecs):
+            raise ValueError("ids and vecs must have the same length")
+        dim = vecs.shape[1]
+        if kind == "auto":
+            kind = choose_kind(len(ids), settings)
+        if kind == "flat":
+            base: faiss.Index = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            base = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efConstruction = settings.hnsw_ef_construction
+        elif kind == "ivf":
+            nlist = max(1, min(int(4 * np.sqrt(max(len(ids), 1))), max(len(ids) // 39, 1)))
+            quantizer = faiss.IndexFlatIP(dim)
+            base = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            if len(ids):
+                base.train(vecs)
+        else:
+            raise TicketsearchError(f"unknown index type {kind!r} (flat, hnsw, ivf, auto)")
+        index = faiss.IndexIDMap2(base)
+        if len(ids):
+            index.add_with_ids(vecs, ids)
+        return cls(index, kind, settings)
+
+    def _apply_search_params(self) -> None:
+        base = faiss.downcast_index(self.index.index)
+        if isinstance(base, faiss.IndexHNSW):
+            base.hnsw.efSearch = self.settings.hnsw_ef_search
+        elif isinstance(base, faiss.IndexIVF):
+            base.nprobe = self.settings.ivf_nprobe
+            if base.direct_map.type == faiss.DirectMap.NoMap:
+                base.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct by id; allows removal
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        target = Path(directory) / INDEX_FILENAME
+        atomic_write_with(target, lambda p: faiss.write_index(self.index, str(p)))
+        return target
+
+    @classmethod
+    def load(cls, directory: Path, kind: str, settings: Settings | None = None) -> VectorIndex:
+        path = Path(directory) / INDEX_FILENAME
+        if not path.is_file():
+            raise TicketsearchError(f"{path}: no vector index here (run 'ticketsearch ingest' first)")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise TicketsearchError(f"{path}: unreadable FAISS index ({str(exc).splitlines()[0]})") from None
+        return cls(index, kind, settings)
+
+    # ---- queries --------------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def reconstruct(self, row_id: int) -> np.ndarray:
+        try:
+            return self.index.reconstruct(int(row_id))
+        except RuntimeError:
+            raise KeyError(row_id) from None
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query, best first; -1 ids pad rows with fewer than k results."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, int(k))
+        if allowed is None:
+            return self.index.search(q, k)
+        allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+        if len(allowed) == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if self.kind == "flat" or len(allowed) <= self.settings.exact_filter_max:
+            return self._exact_subset(q, k, allowed)
+        sel = faiss.IDSelectorBatch(allowed)
+        base = faiss.downcast_index(self.index.index)
+        if isinstance(base, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.settings.hnsw_ef_search, k))
+        elif isinstance(base, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self.settings.ivf_nprobe)
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        scores, ids = self.index.search(q, k, params=params)
+        short = (ids < 0).sum(axis=1) > 0
+        if short.any() and len(allowed) > k:
+            # The approximate search ran dry before k hits; answer those queries exactly.
+            s2, i2 = self._exact_subset(q[short], k, allowed)
+            scores[short], ids[short] = s2, i2
+        return scores, ids
+
+    def _exact_subset(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        present = allowed[np.isin(allowed, self.ids(), assume_unique=False)] if self.kind != "flat" else allowed
+        if self.kind == "flat":
+            sel = faiss.IDSelectorBatch(present)
+            return self.index.search(q, k, params=faiss.SearchParameters(sel=sel))
+        vecs = np.vstack([self.index.reconstruct(int(i)) for i in present]) if len(present) else np.zeros((0, q.shape[1]), np.float32)
+        sims = q @ vecs.T
+        kk = min(k, len(present))
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        if kk:
+            top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            for r in range(len(q)):
+                order = top[r][np.argsort(-sims[r, top[r]], kind="stable")]
+                scores[r, :kk] = sims[r, order]
+                ids[r, :kk] = present[order]
+        return scores, ids
+
+    # ---- updates --------------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        self.index.add_with_ids(np.ascontiguousarray(vecs, np.float32), np.ascontiguousarray(ids, np.int64))
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove vectors by row id (flat only: HNSW graphs do not support removal; rebuild instead)."""
+        if self.kind != "flat":
+            raise TicketsearchError(f"removing vectors from a {self.kind} index is not supported; rebuild it")
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64))))

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from index_data.errors import IngestError
+from index_data.ingest import ingest_file
+from index_data.schema import load_schema
+from index_data.store import TicketStore
+
+
+def rows_with_errors(tmp_path: Path) -> Path:
+    lines = [
+        json.dumps({"id": "S-1", "title": "a", "body": "x", "created": "2024-01-01"}),
+        json.dumps({"title": "no id", "created": "2024-01-01"}),
+        json.dumps({"id": "S-3", "title": "bad date", "created": "2024-13-45"}),
+        json.dumps({"id": "S-4", "title": "d", "created": "2024-01-04", "fields": {"affected_count": "many"}}),
+        json.dumps({"id": "S-5", "title": "e", "created": "2024-01-05", "fields": {"affected_count": 3}}),
+    ]
+    p = tmp_path / "in.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_skip_reports_each_bad_row_and_writes_the_rest(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=load_schema("support")) as s:
+        rep = ingest_file(s, rows_with_errors(tmp_path), on_error="skip", progress=False)
+        assert [e.line for e in rep.errors] == [2, 3, 4]
+        assert "missing id" in str(rep.errors[0]) and "affected_count" in str(rep.errors[2])
+        assert rep.inserted == 2 and s.count() == 2
+
+
+def test_stop_writes_nothing(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=load_schema("support")) as s:
+        s.upsert([])
+        with pytest.raises(IngestError, match="line 2: missing id"):
+            ingest_file(s, rows_with_errors(tmp_path), on_error="stop", progress=False)
+        assert s.count() == 0 and s.change_seq == 0
+
+
+def test_reingest_is_idempotent(tmp_path: Path, demo_file: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=load_schema("support")) as s:
+        a = ingest_file(s, demo_file, progress=False)
+        snapshot = s.con.execute("SELECT * EXCLUDE (raw_fields) FROM tickets ORDER BY row_id").fetchall()
+        b = ingest_file(s, demo_file, progress=False)
+        assert (a.inserted, a.updated) == (300, 0)
+        assert (b.inserted, b.updated) == (0, 300)
+        assert s.con.execute("SELECT * EXCLUDE (raw_fields) FROM tickets ORDER BY row_id").fetchall() == snapshot

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from index_data.errors import IngestError, RowError
+from index_data.records import Ticket, parse_datetime, read_tickets, ticket_text
+from index_data.schema import load_schema
+
+JIRA = load_schema("jira")
+SUPPORT = load_schema("support")
+
+
+def jira_row(**over) -> dict:
+    row = {
+        "id": "HADOOP-1", "title": "NPE in NameNode", "body": "Stack trace here", "created": "2015-03-01T10:00:00+02:00",
+        "duplicate_of": None,
+        "fields": {"project": "HADOOP", "issuetype": "Bug", "priority": "Major", "components": ["hdfs"],
+                   "versions": ["2.6.0"], "labels": [], "status": "Closed", "resolution": "Duplicate"},
+        "links": [{"type": "Duplicate", "key": "HADOOP-2"}],
+    }
+    row.update(over)
+    return row
+
+
+def test_nested_fields_are_read_and_created_is_utc(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write(json.dumps(jira_row()) + "\n")
+    [t] = list(read_tickets(p, JIRA))
+    assert isinstance(t, Ticket)
+    assert t.created == datetime(2015, 3, 1, 8, 0, 0)
+    assert t.values["project"] == "HADOOP" and t.values["components"] == ["hdfs"]
+    assert "resolution" not in t.values  # leaky fields are never features...
+    assert t.raw_fields["resolution"] == "Duplicate"  # ...but nothing given is lost
+    assert ticket_text(JIRA, t.title, t.body) == "NPE in NameNode\nStack trace here"
+
+
+def test_flat_csv_columns(tmp_path: Path) -> None:
+    p = tmp_path / "t.csv"
+    with open(p, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "title", "body", "created", "category", "affected_count", "product"])
+        w.writerow(["S-1", "Login broken", "", "2024-05-01", "high", "12", "SSO"])
+        w.writerow(["S-2", "Billing", "double charge", "2024-05-02T10:00:00Z", "low", "not-a-number", "Pay"])
+    out = list(read_tickets(p, SUPPORT))
+    assert isinstance(out[0], Ticket) and out[0].values["affected_count"] == 12.0
+    assert out[0].values["submitted"] == datetime(2024, 5, 1)  # date field sourced from `created`
+    assert isinstance(out[1], RowError) and out[1].line == 3 and "affected_count" in out[1].reason
+
+
+def test_parquet(tmp_path: Path) -> None:
+    p = tmp_path / "t.parquet"
+    pq.write_table(
+        pa.table({"id": ["P-1"], "title": ["t"], "body": ["b"], "created": ["2020-01-01T00:00:00Z"],
+                  "components": [["a", "b"]], "project": ["HIVE"]}),
+        p,
+    )
+    [t] = list(read_tickets(p, JIRA))
+    assert t.values["components"] == ["a", "b"] and t.values["project"] == "HIVE"
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ({"id": None}, "missing id"),
+        ({"id": "  "}, "missing id"),
+        ({"created": "yesterday"}, "not an ISO-8601 date"),
+        ({"created": None}, "missing created"),
+        ({"title": 5}, "title must be a string"),
+        ({"title": "", "body": "  "}, "both empty"),
+        ({"fields": {"components": "a", "priority": ["x"]}}, "priority"),
+        ({"fields": {"components": [{"a": 1}]}}, "components"),
+        ({"duplicate_of": "HADOOP-1"}, "itself"),
+        ({"fields": "nope"}, "fields must be an object"),
+    ],
+)
+def test_bad_rows_name_line_and_reason(tmp_path: Path, row: dict, reason: str) -> None:
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps(jira_row(id="OK-1")) + "\n" + json.dumps(jira_row(**row)) + "\n")
+    out = list(read_tickets(p, JIRA))
+    assert isinstance(out[0], Ticket)
+    assert isinstance(out[1], RowError), out[1]
+    assert out[1].line == 2 and reason in str(out[1])
+
+
+def test_invalid_json_line(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps(jira_row()) + "\n\n{not json\n")
+    out = list(read_tickets(p, JIRA))
+    assert isinstance(out[1], RowError) and out[1].line == 3 and "invalid JSON" in str(out[1])
+
+
+def test_unknown_file_type_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "x.xml").write_text("<x/>")
+    with pytest.raises(IngestError, match="unknown file type"):
+        list(read_tickets(tmp_path / "x.xml", JIRA))
+    with pytest.raises(IngestError, match="no such file"):
+        list(read_tickets(tmp_path / "x.jsonl", JIRA))
+
+
+def test_parse_datetime_variants() -> None:
+    assert parse_datetime("2024-01-01") == datetime(2024, 1, 1)
+    assert parse_datetime("2024-01-01T05:00:00-05:00") == datetime(2024, 1, 1, 10)
+    with pytest.raises(ValueError):
+        parse_datetime("01/02/2024")

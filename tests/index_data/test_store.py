@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index_data.errors import IngestError, NotFoundError, QueryError, SchemaError
+from index_data.records import normalize_row
+from index_data.schema import load_schema
+from index_data.store import TicketStore
+
+SUPPORT = load_schema("support")
+
+
+def tk(i: int, title: str = "t", **fields):
+    raw = {"id": f"S-{i}", "title": f"{title} {i}", "body": "b", "created": f"2024-01-{i:02d}T00:00:00Z",
+           "fields": {"product": "A", "category": "high", **fields}}
+    return normalize_row(SUPPORT, raw, i)
+
+
+def test_upsert_is_idempotent_and_row_ids_are_stable(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        r1 = s.upsert([tk(1), tk(2), tk(3)])
+        assert (r1.inserted, r1.updated) == (3, 0)
+        before = {i: s.get(f"S-{i}").row_id for i in (1, 2, 3)}
+        r2 = s.upsert([tk(2, title="changed"), tk(4)])
+        assert (r2.inserted, r2.updated) == (1, 1)
+        assert s.count() == 4
+        assert s.get("S-2").row_id == before[2] and s.get("S-2").title == "changed 2"
+        assert s.get("S-4").row_id == 3
+        r3 = s.upsert([tk(1), tk(2, title="changed"), tk(3), tk(4)])
+        assert s.count() == 4 and r3.inserted == 0 and r3.change_seq == 3
+
+
+def test_deleted_row_ids_are_never_reused(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        s.upsert([tk(1), tk(2)])
+        assert s.delete(["S-2", "S-9"]) == [1]
+        s.upsert([tk(3)])
+        assert s.get("S-3").row_id == 2
+        with pytest.raises(NotFoundError):
+            s.get("S-2")
+
+
+def test_last_duplicate_in_batch_wins(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        s.upsert([tk(1, title="old"), tk(1, title="new")])
+        assert s.count() == 1 and s.get("S-1").title == "new 1"
+
+
+def test_filters(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=load_schema("jira")) as s:
+        rows = [
+            {"id": "A-1", "title": "a", "created": "2015-01-01", "fields": {"project": "HDFS", "components": ["x", "y"]}},
+            {"id": "A-2", "title": "b", "created": "2016-01-01", "fields": {"project": "HDFS", "components": ["z"]}},
+            {"id": "A-3", "title": "c", "created": "2017-01-01", "fields": {"project": "YARN", "components": []}},
+        ]
+        s.upsert([normalize_row(s.schema, r, i) for i, r in enumerate(rows)])
+        assert s.filter_row_ids() is None
+        assert list(s.filter_row_ids({"project": ["HDFS"]})) == [0, 1]
+        assert list(s.filter_row_ids({"project": ["HDFS", "YARN"]}, before=datetime(2017, 1, 1))) == [0, 1]
+        assert list(s.filter_row_ids({"components": ["y", "z"]})) == [0, 1]
+        assert list(s.filter_row_ids(after=datetime(2016, 1, 1), exclude_ids=["A-3"])) == [1]
+        with pytest.raises(QueryError, match="allowed: project"):
+            s.filter_row_ids({"status": ["Closed"]})
+
+
+def test_reopen_keeps_schema_and_rejects_another(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        s.upsert([tk(1)])
+    with TicketStore(tmp_path / "t.duckdb") as s:
+        assert s.schema == SUPPORT and s.count() == 1
+    with pytest.raises(SchemaError, match="built with schema 'support'"):
+        TicketStore(tmp_path / "t.duckdb", schema=load_schema("jira"))
+    with pytest.raises(NotFoundError):
+        TicketStore(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_embedding_cache_round_trip(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        v = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+        s.put_embeddings("m", ["h1", "h2", "h3"], v)
+        s.put_embeddings("m", ["h1"], v[:1] + 1)  # existing keys are kept, not duplicated
+        got = s.cached_embeddings("m", ["h1", "h3", "nope"])
+        assert set(got) == {"h1", "h3"}
+        assert np.array_equal(got["h1"], v[0]) and np.array_equal(got["h3"], v[2])
+        assert s.cached_embeddings("other-model", ["h1"]) == {}
+
+
+def test_a_second_writer_process_gets_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    with TicketStore(db, schema=SUPPORT) as s:
+        s.upsert([tk(1)])
+        code = (
+            "import sys\nfrom index_data.store import TicketStore\nfrom index_data.errors import IngestError\n"
+            f"try:\n    TicketStore({str(db)!r})\nexcept IngestError as e:\n    print(e); sys.exit(3)\n"
+        )
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 3, res.stderr
+        assert "another process" in res.stdout
+        assert s.count() == 1
+
+
+def test_failed_upsert_rolls_back(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        s.upsert([tk(1)])
+        bad = tk(2)
+        bad.values["affected_count"] = "not a number"  # bypasses validation: the write must fail whole
+        with pytest.raises(Exception):
+            s.upsert([tk(3), bad])
+        assert s.count() == 1 and s.change_seq == 1
+    with TicketStore(tmp_path / "t.duckdb", read_only=True) as ro:
+        with pytest.raises(IngestError, match="read-only"):
+            ro.upsert([tk(4)])

@@ -1,0 +1,99 @@
+"""End to end on a real index: 300 generated tickets in DuckDB, MiniLM embeddings in FAISS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from index_data.errors import NotFoundError, QueryError
+from index_data.store import TicketStore
+from retrieval.builder import build_index, store_path
+from retrieval.search import Searcher
+
+
+@pytest.fixture(scope="module")
+def searcher(built_index: Path, encoder, settings):
+    s = Searcher(built_index, settings=settings, encoder=encoder)
+    yield s
+    s.close()
+
+
+def test_own_text_finds_the_ticket_at_rank_1(searcher: Searcher, demo_rows: list[dict]) -> None:
+    texts: dict[str, list[str]] = {}
+    for r in demo_rows:
+        texts.setdefault(r["title"] + "\n" + r["body"], []).append(r["id"])
+    sample = demo_rows[::10]
+    for r in sample:
+        res = searcher.search(r["title"] + "\n" + r["body"], k=3)
+        assert res.hits[0].id in texts[r["title"] + "\n" + r["body"]], (r["id"], [h.id for h in res.hits])
+        assert res.hits[0].score > 0.99
+
+
+def test_duplicates_are_found_near_the_top(searcher: Searcher, demo_rows: list[dict]) -> None:
+    dups = [r for r in demo_rows if r["duplicate_of"]]
+    found = 0
+    for r in dups:
+        res = searcher.search(r["title"] + "\n" + r["body"], k=10, before=r["created"])
+        found += r["duplicate_of"] in [h.id for h in res.hits]
+    assert found / len(dups) > 0.5
+
+
+def test_filters_hold_and_still_fill_k(searcher: Searcher) -> None:
+    res = searcher.search("payment failed", k=15, filters={"product": ["Mobile App"]})
+    assert len(res.hits) == 15
+    assert all(h.fields["product"] == "Mobile App" for h in res.hits)
+    res = searcher.search("payment failed", k=10, filters={"category": ["low", "medium"]}, before="2024-06-01")
+    assert len(res.hits) == 10
+    assert all(h.fields["category"] in ("low", "medium") and h.created < "2024-06-01" for h in res.hits)
+    res = searcher.search("payment failed", k=5, after="2099-01-01")
+    assert res.hits == []
+
+
+def test_like_excludes_the_ticket_itself(searcher: Searcher, demo_rows: list[dict]) -> None:
+    target = next(r for r in demo_rows if r["duplicate_of"])
+    res = searcher.search(like=target["id"], k=10)
+    ids = [h.id for h in res.hits]
+    assert target["id"] not in ids and len(ids) == 10
+    assert target["duplicate_of"] in ids
+
+
+def test_bad_queries(searcher: Searcher) -> None:
+    with pytest.raises(QueryError, match="empty"):
+        searcher.search("   ")
+    with pytest.raises(QueryError, match="allowed: category"):
+        searcher.search("x", filters={"status": ["Closed"]})
+    with pytest.raises(QueryError, match="unknown field"):
+        searcher.search("x", fields={"colour": "red"})
+    with pytest.raises(QueryError, match="k must be"):
+        searcher.search("x", k=0)
+    with pytest.raises(QueryError, match="needs a number"):
+        searcher.search("x", filters={"affected_count": ["lots"]})
+    with pytest.raises(QueryError, match="before"):
+        searcher.search("x", before="soon")
+    with pytest.raises(NotFoundError):
+        searcher.search(like="SUP-999999")
+    assert searcher.search("x", fields={"category": "never-seen-value"}).hits  # unseen values are fine
+
+
+def test_index_reloads_from_disk_with_identical_results(built_index: Path, searcher: Searcher, encoder, settings) -> None:
+    again = Searcher(built_index, settings=settings, encoder=encoder)
+    try:
+        for q in ("refund not received", "app crashes at startup", "SAML login loop"):
+            a = [(h.id, round(h.score, 5)) for h in searcher.search(q, k=10).hits]
+            b = [(h.id, round(h.score, 5)) for h in again.search(q, k=10).hits]
+            assert a == b
+    finally:
+        again.close()
+
+
+def test_rebuild_reuses_cached_embeddings(tmp_path: Path, demo_file: Path, encoder, settings) -> None:
+    from index_data.ingest import ingest_file
+    from index_data.schema import load_schema
+
+    with TicketStore(store_path(tmp_path), schema=load_schema("support")) as store:
+        ingest_file(store, demo_file, progress=False)
+        first = build_index(tmp_path, store, encoder, "minilm", settings=settings, progress=False)
+        ingest_file(store, demo_file, progress=False)
+        second = build_index(tmp_path, store, encoder, "minilm", settings=settings, progress=False)
+    assert first.encoded > 250 and second.encoded == 0 and second.tickets == 300

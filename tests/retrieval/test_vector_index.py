@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index_data.config import Settings
+from retrieval.vector_index import VectorIndex, choose_kind
+
+
+def unit(rng: np.random.Generator, n: int, d: int = 32) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture()
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = np.arange(1000, 3000, 2, dtype=np.int64)  # sparse, non-contiguous row ids
+    return ids, unit(rng, len(ids))
+
+
+def exact(vecs: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int, allowed=None) -> np.ndarray:
+    mask = np.ones(len(ids), bool) if allowed is None else np.isin(ids, allowed)
+    s = vecs[mask] @ q
+    return ids[mask][np.argsort(-s, kind="stable")[:k]]
+
+
+def test_auto_kind_by_size() -> None:
+    s = Settings(flat_max_rows=100)
+    assert choose_kind(100, s) == "flat"
+    assert choose_kind(101, s) == "hnsw"
+    assert choose_kind(5, Settings(index_type="ivf")) == "ivf"
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_search_returns_row_ids_and_matches_exact(kind: str, data) -> None:
+    ids, vecs = data
+    idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings(ivf_nprobe=64))
+    assert idx.ntotal == len(ids) and idx.kind == kind
+    scores, got = idx.search(vecs[10], 1)
+    assert got[0, 0] == ids[10] and abs(scores[0, 0] - 1.0) < 1e-5
+    truth = exact(vecs, ids, vecs[5], 10)
+    overlap = len(set(idx.search(vecs[5], 10)[1][0]) & set(truth))
+    assert overlap >= (10 if kind == "flat" else 8)
+
+
+@pytest.mark.parametrize("kind, exact_max", [("flat", 0), ("hnsw", 0), ("hnsw", 10_000), ("ivf", 0)])
+def test_filtered_search_returns_k_when_k_exist(kind: str, exact_max: int, data) -> None:
+    ids, vecs = data
+    idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings(exact_filter_max=exact_max, ivf_nprobe=4))
+    rng = np.random.default_rng(1)
+    allowed = np.sort(rng.choice(ids, size=25, replace=False))
+    q = unit(rng, 1)[0]
+    _, got = idx.search(q, 20, allowed)
+    assert (got[0] >= 0).sum() == 20
+    assert set(got[0]) <= set(allowed)
+    if kind == "flat" or exact_max:
+        assert list(got[0]) == list(exact(vecs, ids, q, 20, allowed))
+
+
+def test_filtered_search_with_fewer_than_k(data) -> None:
+    ids, vecs = data
+    idx = VectorIndex.build(ids, vecs, kind="flat")
+    _, got = idx.search(vecs[0], 10, np.array([ids[0], ids[1]]))
+    assert list(got[0][:2]) == [ids[0], ids[1]] and (got[0][2:] == -1).all()
+    _, none = idx.search(vecs[0], 5, np.array([], dtype=np.int64))
+    assert (none == -1).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_save_load_gives_identical_results(kind: str, data, tmp_path: Path) -> None:
+    ids, vecs = data
+    idx = VectorIndex.build(ids, vecs, kind=kind)
+    idx.save(tmp_path)
+    again = VectorIndex.load(tmp_path, kind)
+    q = vecs[:7]
+    a, b = idx.search(q, 15), again.search(q, 15)
+    assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0])
+    assert np.allclose(again.reconstruct(ids[3]), vecs[3])
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_remove_and_add(data) -> None:
+    ids, vecs = data
+    idx = VectorIndex.build(ids, vecs, kind="flat")
+    assert idx.remove(ids[:2]) == 2
+    assert ids[0] not in set(idx.search(vecs[0], 5)[1][0])
+    idx.add(ids[:1], vecs[:1])
+    assert idx.search(vecs[0], 1)[1][0, 0] == ids[0]
