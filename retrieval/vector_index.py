@@ -155,6 +155,10 @@ class VectorIndex:
     # ---- updates --------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         self.index.add_with_ids(np.ascontiguousarray(vecs, np.float32), np.ascontiguousarray(ids, np.int64))
+        base = faiss.downcast_index(self.index.index)
+        if isinstance(base, faiss.IndexIVF):  # FAISS does not extend an IVF direct map on add: rebuild it
+            base.set_direct_map_type(faiss.DirectMap.NoMap)
+            base.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove vectors by row id (flat only: HNSW graphs do not support removal; rebuild instead)."""

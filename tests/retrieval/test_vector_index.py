@@ -89,3 +89,13 @@ def test_remove_and_add(data) -> None:
     assert ids[0] not in set(idx.search(vecs[0], 5)[1][0])
     idx.add(ids[:1], vecs[:1])
     assert idx.search(vecs[0], 1)[1][0, 0] == ids[0]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_added_vectors_are_searchable_and_reconstructable(kind: str, data) -> None:
+    ids, vecs = data
+    idx = VectorIndex.build(ids[:-10], vecs[:-10], kind=kind)
+    idx.add(ids[-10:], vecs[-10:])
+    assert np.allclose(idx.reconstruct(ids[-1]), vecs[-1])
+    _, got = idx.search(vecs[-1], 5, np.array(ids[-10:]))
+    assert got[0, 0] == ids[-1]
