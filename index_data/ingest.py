@@ -38,21 +38,22 @@ def ingest_file(
     With on_error="stop" the first malformed row aborts the ingest before anything is written.
     With "skip" malformed rows are reported and the rest are written. The write is one transaction.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file")
     report = IngestReport()
     start = time.perf_counter()
     good: list[Ticket] = []
-    bar = tqdm(desc="read", unit=" rows", disable=not progress, mininterval=0.5)
-    for item in read_tickets(Path(path), store.schema):
-        report.rows_read += 1
-        bar.update(1)
-        if isinstance(item, RowError):
-            if on_error == "stop":
-                bar.close()
-                raise IngestError(f"{path}: {item} (nothing was written)")
-            report.errors.append(item)
-        else:
-            good.append(item)
-    bar.close()
+    with tqdm(desc="read", unit=" rows", disable=not progress, mininterval=0.5) as bar:
+        for item in read_tickets(path, store.schema):
+            report.rows_read += 1
+            bar.update(1)
+            if isinstance(item, RowError):
+                if on_error == "stop":
+                    raise IngestError(f"{path}: {item} (nothing was written)")
+                report.errors.append(item)
+            else:
+                good.append(item)
     res = store.upsert(good)
     report.inserted, report.updated, report.change_seq = res.inserted, res.updated, res.change_seq
     report.seconds = time.perf_counter() - start

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
@@ -18,6 +19,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn a TicketsearchError into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TicketsearchError as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
 
 
 def fail(message: str) -> None:
@@ -37,6 +54,7 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, list[str]]:
 
 
 @app.command("demo-data")
+@one_line_errors
 def demo_data(
     out: Annotated[Path, typer.Option("--out", help="Output file (.jsonl or .jsonl.gz).")],
     n: Annotated[int, typer.Option("-n", min=1, max=1_000_000, help="Number of tickets.")] = 2000,
@@ -50,6 +68,7 @@ def demo_data(
 
 
 @app.command()
+@one_line_errors
 def ingest(
     data: Annotated[Path, typer.Option("--data", help="Tickets: .jsonl[.gz], .csv[.gz] or .parquet.")],
     index: Annotated[Path, typer.Option("--index", help="Index directory (created if missing).")],
@@ -73,6 +92,8 @@ def ingest(
         fail(f"--on-error must be 'skip' or 'stop', got {on_error!r}")
     if index_type not in (None, "auto", "flat", "hnsw", "ivf"):
         fail(f"--index-type must be auto, flat, hnsw or ivf, got {index_type!r}")
+    if not data.is_file():
+        fail(f"{data}: no such file")
     settings = get_settings()
     if index_type:
         settings = settings.model_copy(update={"index_type": index_type})
@@ -100,6 +121,7 @@ def ingest(
 
 
 @app.command()
+@one_line_errors
 def search(
     index: Annotated[Path, typer.Option("--index", help="Index directory.")],
     text: Annotated[Optional[str], typer.Argument(help="Query text.")] = None,
@@ -141,6 +163,7 @@ def search(
 
 
 @app.command()
+@one_line_errors
 def info(index: Annotated[Path, typer.Option("--index", help="Index directory.")]) -> None:
     """Show an index directory's manifest."""
     from dataclasses import asdict
@@ -151,11 +174,7 @@ def info(index: Annotated[Path, typer.Option("--index", help="Index directory.")
 
 
 def main() -> None:
-    try:
-        app()
-    except TicketsearchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo
+N      ?= 2000
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch is pinned (2.13.0, CPU build) and installed first, so nothing pulls a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ticketsearch demo-data --out $(DEMO)/tickets.jsonl -n $(N)
+	$(BIN)/ticketsearch ingest --data $(DEMO)/tickets.jsonl --index $(DEMO)/index --schema support
+	$(BIN)/ticketsearch search --index $(DEMO)/index "customers were charged twice for their subscription" -k 5
+	$(BIN)/ticketsearch search --index $(DEMO)/index "app crashes when I open it" --filter product="Mobile App" --before 2025-01-01 -k 5
+	$(BIN)/ticketsearch search --index $(DEMO)/index --like SUP-100 -k 5
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_index.py --out docs/bench_index.json
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,112 @@
+"""The command-line contract, end to end: demo-data, ingest (DuckDB + FAISS), search, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "demo.jsonl"
+    code, out, err = run("demo-data", "--out", str(data), "-n", "250", "--seed", "3")
+    assert code == 0, err
+    code, out, err = run("ingest", "--data", str(data), "--index", str(root / "idx"), "--schema", "support", "-q")
+    assert code == 0, err
+    assert "250 new" in out and "encoded" in out
+    return data, root / "idx"
+
+
+def test_search_json_rank_1_and_filters(cli_index: tuple[Path, Path]) -> None:
+    data, idx = cli_index
+    first = json.loads(data.read_text().splitlines()[42])
+    code, out, _ = run("search", "--index", str(idx), first["title"] + "\n" + first["body"], "-k", "3", "--json")
+    assert code == 0
+    hits = json.loads(out)["hits"]
+    assert hits[0]["title"] == first["title"] and hits[0]["score"] > 0.99
+    code, out, _ = run("search", "--index", str(idx), "login", "--filter", "channel=chat,phone",
+                       "--before", "2024-12-01", "-k", "12", "--json")
+    hits = json.loads(out)["hits"]
+    assert code == 0 and len(hits) == 12
+    assert all(h["fields"]["channel"] in ("chat", "phone") and h["created"] < "2024-12-01" for h in hits)
+
+
+def test_like_and_text_output(cli_index: tuple[Path, Path]) -> None:
+    _, idx = cli_index
+    code, out, _ = run("search", "--index", str(idx), "--like", "SUP-5", "-k", "4")
+    assert code == 0
+    assert "SUP-5 " not in out and out.count("\n") >= 4
+
+
+def test_reingest_is_idempotent_and_reuses_embeddings(cli_index: tuple[Path, Path], tmp_path: Path) -> None:
+    data, idx = cli_index
+    copy = tmp_path / "idx"
+    shutil.copytree(idx, copy)
+    q = ["search", "--index", str(copy), "password reset broken", "-k", "10", "--json"]
+    before = json.loads(run(*q)[1])["hits"]
+    code, out, err = run("ingest", "--data", str(data), "--index", str(copy), "-q")
+    assert code == 0, err
+    assert "0 new, 250 updated" in out and "encoded 0" in out
+    assert json.loads(run(*q)[1])["hits"] == before
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["search", "--index", "{idx}", "x", "--filter", "status=Closed"], "unknown filter field 'status'"),
+        (["search", "--index", "{idx}", "x", "--filter", "status"], "expects K=V"),
+        (["search", "--index", "{idx}", "x", "--field", "colour=red"], "unknown field"),
+        (["search", "--index", "{idx}", "x", "--before", "next week"], "before"),
+        (["search", "--index", "{idx}", "--like", "NOPE-1"], "not found"),
+        (["search", "--index", "{idx}"], "give a query"),
+        (["search", "--index", "/nonexistent", "x"], "not an index directory"),
+        (["ingest", "--data", "/nonexistent.jsonl", "--index", "{tmp}/i"], "no such file"),
+        (["ingest", "--data", "{data}", "--index", "{idx}", "--schema", "jira"], "built with schema 'support'"),
+        (["ingest", "--data", "{data}", "--index", "{tmp}/i", "--schema", "nope"], "neither a built-in"),
+        (["ingest", "--data", "{data}", "--index", "{tmp}/i", "--on-error", "maybe"], "--on-error"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli_index, tmp_path: Path, args: list[str], needle: str) -> None:
+    data, idx = cli_index
+    args = [a.format(idx=idx, data=data, tmp=tmp_path) for a in args]
+    code, out, err = run(*args)
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+
+
+def test_stop_on_bad_rows_writes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text(
+        json.dumps({"id": "A", "title": "ok", "created": "2024-01-01"}) + "\n"
+        + json.dumps({"id": "B", "title": "bad", "created": "not a date"}) + "\n"
+    )
+    code, _, err = run("ingest", "--data", str(data), "--index", str(tmp_path / "i"), "--on-error", "stop", "-q")
+    assert code == 2 and "line 2 (id 'B')" in err and "nothing was written" in err
+    from index_data.store import TicketStore
+
+    with TicketStore(tmp_path / "i" / "tickets.duckdb", read_only=True) as s:
+        assert s.count() == 0
+
+
+def test_console_script_help() -> None:
+    exe = Path(sys.executable).parent / "ticketsearch"
+    assert exe.is_file(), "the ticketsearch console script is installed beside this Python"
+    for sub in ([], ["demo-data"], ["ingest"], ["search"], ["info"]):
+        res = subprocess.run([str(exe), *sub, "--help"], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and "Usage" in res.stdout
