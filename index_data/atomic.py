@@ -52,3 +52,42 @@ def atomic_write_text(target: Path, text: str) -> None:
 
 def atomic_write_json(target: Path, obj: Any) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def atomic_write_dir(target: Path, writer: Callable[[Path], None]) -> None:
+    """Produce a whole directory with `writer(tmp_dir)`, fsync its files, then swap it in for `target`.
+
+    Readers see either the old directory or the new one. A crash between the two renames leaves
+    `target` missing and `<target>.old` complete; `recover_dir` puts it back.
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        writer(tmp)
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                with open(p, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        old = target.with_name(target.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def recover_dir(target: Path) -> None:
+    """Undo a swap interrupted between its two renames."""
+    old = Path(target).with_name(Path(target).name + ".old")
+    if not Path(target).exists() and old.exists():
+        os.replace(old, target)

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         default=50_000, ge=0, description="A filtered search over at most this many candidates is exact (brute force)."
     )
 
+    # Hybrid retrieval
+    search_method: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    fusion_depth: int = Field(default=200, ge=10, le=10_000, description="Candidates taken from each method before fusing.")
+
     # Feature vocabularies
     default_max_vocab: int = Field(default=1000, ge=1)
 

@@ -14,12 +14,14 @@ import numpy as np
 
 from index_data.atomic import atomic_write_json
 from index_data.config import Settings, get_settings
+from index_data.errors import TicketsearchError
 from index_data.features import FeatureSpace
 from index_data.records import ticket_text
 from index_data.store import DB_FILENAME, TicketStore
 
 from .encoder import Encoder
-from .manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest
+from .lexical import BM25Index, bm25_text
+from .manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest, default_fusion
 from .vector_index import VectorIndex
 
 
@@ -41,20 +43,39 @@ def store_path(index_dir: Path) -> Path:
     return Path(index_dir) / DB_FILENAME
 
 
-def embed_store(store: TicketStore, encoder: Encoder, progress: bool = True) -> tuple[np.ndarray, np.ndarray, int, float]:
+@dataclass
+class StoreTexts:
+    row_ids: np.ndarray
+    hashes: list[str]
+    titles: list[str]
+    bodies: list[str]
+
+
+def read_texts(store: TicketStore) -> StoreTexts:
+    parts: list[np.ndarray] = []
+    out = StoreTexts(np.zeros(0, np.int64), [], [], [])
+    for row_ids, hs, titles, bodies in store.iter_index_rows():
+        parts.append(row_ids)
+        out.hashes.extend(hs)
+        out.titles.extend(titles)
+        out.bodies.extend(bodies)
+    if parts:
+        out.row_ids = np.concatenate(parts)
+    return out
+
+
+def embed_store(
+    store: TicketStore, encoder: Encoder, progress: bool = True, texts_: StoreTexts | None = None
+) -> tuple[np.ndarray, np.ndarray, int, float]:
     """(row ids, embeddings) of every stored ticket, encoding only texts missing from the cache.
 
     Returns (ids, vecs, number encoded, encode seconds).
     """
-    ids_parts: list[np.ndarray] = []
-    hashes: list[str] = []
+    st = texts_ or read_texts(store)
+    ids, hashes = st.row_ids, st.hashes
     texts: dict[str, str] = {}
-    for row_ids, hs, titles, bodies in store.iter_index_rows():
-        ids_parts.append(row_ids)
-        hashes.extend(hs)
-        for h, t, b in zip(hs, titles, bodies):
-            texts.setdefault(h, ticket_text(store.schema, t, b))
-    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
+    for h, t, b in zip(st.hashes, st.titles, st.bodies):
+        texts.setdefault(h, ticket_text(store.schema, t, b))
     cache = store.cached_embeddings(encoder.key, list(texts))
     missing = [h for h in texts if h not in cache]
     t0 = time.perf_counter()
@@ -80,12 +101,18 @@ def build_index(
     """Embed every ticket, build the FAISS index and feature vocabularies, and write the manifest last."""
     settings = settings or get_settings()
     start = time.perf_counter()
-    ids, vecs, encoded, enc_s = embed_store(store, encoder, progress)
+    texts = read_texts(store)
+    ids, vecs, encoded, enc_s = embed_store(store, encoder, progress, texts)
     vindex = VectorIndex.build(ids, vecs, kind=settings.index_type, settings=settings)
     out = Path(index_dir) / INDEX_SUBDIR
     vindex.save(out)
+    BM25Index.build(ids, [bm25_text(t, b) for t, b in zip(texts.titles, texts.bodies)]).save(out)
     features = FeatureSpace.fit(store.schema, store.field_rows())
     atomic_write_json(out / FEATURES_FILENAME, features.to_dict())
+    try:
+        fusion = Manifest.load(index_dir).fusion  # keep a tuned fusion across rebuilds
+    except TicketsearchError:
+        fusion = default_fusion()
     Manifest(
         model=model_spec,
         model_name=encoder.name,
@@ -97,6 +124,7 @@ def build_index(
         counts={"tickets": len(ids), "vectors": vindex.ntotal, "features": features.dim},
         change_seq=store.change_seq,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        fusion=fusion,
     ).save(index_dir)
     return BuildReport(
         tickets=len(ids),

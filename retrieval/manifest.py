@@ -16,6 +16,11 @@ FEATURES_FILENAME = "features.json"
 INDEX_SUBDIR = "index"
 
 
+def default_fusion() -> dict[str, Any]:
+    """Reciprocal rank fusion with equal weights; `ticketsearch experiment` can tune this on validation data."""
+    return {"method": "rrf", "k": 60.0, "weights": {"dense": 1.0, "bm25": 1.0}}
+
+
 @dataclass
 class Manifest:
     model: str  # 'minilm' or a model directory path, as given
@@ -29,6 +34,7 @@ class Manifest:
     change_seq: int
     built_at: str
     format_version: int = FORMAT_VERSION
+    fusion: dict[str, Any] = field(default_factory=default_fusion)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, index_dir: Path) -> None:

@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from index_data.config import Settings, get_settings
 from index_data.errors import QueryError, TicketsearchError
 from index_data.records import parse_datetime, ticket_text
@@ -15,8 +17,12 @@ from index_data.store import StoredTicket, TicketStore
 
 from .builder import store_path
 from .encoder import Encoder
+from .fusion import fuse_lists
+from .lexical import BM25Index, bm25_text
 from .manifest import INDEX_SUBDIR, Manifest
 from .vector_index import VectorIndex
+
+METHODS = ("dense", "bm25", "hybrid")
 
 MAX_K = 1000
 
@@ -29,16 +35,18 @@ class Hit:
     created: str
     fields: dict[str, Any]
     row_id: int
+    scores: dict[str, float] = field(default_factory=dict)  # per first-stage method
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "score": round(self.score, 6), "created": self.created,
-                "fields": self.fields}
+                "fields": self.fields, "scores": {k: round(v, 6) for k, v in self.scores.items()}}
 
 
 @dataclass
 class SearchResult:
     hits: list[Hit]
     query_text: str
+    method: str = "dense"
     timings_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -75,6 +83,7 @@ class Searcher:
         self.manifest = Manifest.load(self.index_dir)
         self.store = store or TicketStore(store_path(self.index_dir), read_only=True)
         self.vindex = VectorIndex.load(self.index_dir / INDEX_SUBDIR, self.manifest.index_kind, self.settings)
+        self.bm25 = BM25Index.load(self.index_dir / INDEX_SUBDIR)
         self._encoder = encoder
 
     @property
@@ -111,42 +120,74 @@ class Searcher:
         before: str | datetime | None = None,
         after: str | datetime | None = None,
         k: int = 10,
+        method: str | None = None,
     ) -> SearchResult:
+        method = method or self.settings.search_method
+        if method not in METHODS:
+            raise QueryError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
         self.validate_fields(fields)
         timings: dict[str, float] = {}
         exclude: list[str] = []
-        encoder = self.encoder if like is None else None  # load the model outside the timed stage
+        need_vec = method != "bm25"
+        encoder = self.encoder if like is None and need_vec else None  # load the model outside the timed stage
         t0 = time.perf_counter()
         if like is not None:
             if text:
                 raise QueryError("give either a query text or --like ID, not both")
             src = self.store.get(like)
             query_text = ticket_text(self.store.schema, src.title, src.body)
-            try:
-                qvec = self.vindex.reconstruct(src.row_id)[None, :]
-            except KeyError:
-                qvec = self.encoder.encode([query_text])
+            bm25_query = bm25_text(src.title, src.body)
+            qvec = None
+            if need_vec:
+                try:
+                    qvec = self.vindex.reconstruct(src.row_id)[None, :]
+                except KeyError:
+                    qvec = self.encoder.encode([query_text])
             exclude = [like]
         else:
             if text is None or not text.strip():
                 raise QueryError("query text is empty")
             query_text = text.strip()
-            assert encoder is not None
-            qvec = encoder.encode([query_text])
+            bm25_query = query_text
+            qvec = encoder.encode([query_text]) if encoder is not None else None
         timings["encode"] = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
         allowed = self.store.filter_row_ids(
             filters, _as_datetime(before, "before"), _as_datetime(after, "after"), exclude_ids=exclude
         )
-        scores, ids = self.vindex.search(qvec, k, allowed)
+        per_method: dict[str, dict[int, float]] = {}
+        depth = k if method != "hybrid" else max(k, self.settings.fusion_depth)
+        lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if method in ("dense", "hybrid"):
+            ds, di = self.vindex.search(qvec, depth, allowed)
+            keep = di[0] >= 0
+            lists["dense"] = (ds[0][keep], di[0][keep])
+        if method in ("bm25", "hybrid"):
+            lists["bm25"] = self.bm25.search(bm25_query, depth, allowed)
+        for name, (sc, ids) in lists.items():
+            per_method[name] = dict(zip(ids.tolist(), sc.tolist()))
+        if method == "hybrid":
+            fusion = self.manifest.fusion
+            names = list(lists)
+            fused_s, fused_i = fuse_lists(
+                [lists[n] for n in names], [fusion["weights"].get(n, 0.0) for n in names],
+                method=fusion.get("method", "rrf"), k=float(fusion.get("k", 60.0)),
+            )
+            ranked = list(zip(fused_i[:k].tolist(), fused_s[:k].tolist()))
+        else:
+            sc, ids = lists[method]
+            ranked = list(zip(ids[:k].tolist(), sc[:k].tolist()))
         timings["retrieve"] = (time.perf_counter() - t1) * 1000
         t2 = time.perf_counter()
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-        rows = self.store.get_rows([i for i, _ in pairs])
-        score_of = dict(pairs)
-        hits = [to_hit(t, score_of[t.row_id]) for t in rows]
+        rows = self.store.get_rows([i for i, _ in ranked])
+        score_of = dict(ranked)
+        hits = []
+        for t in rows:
+            h = to_hit(t, score_of[t.row_id])
+            h.scores = {n: v[t.row_id] for n, v in per_method.items() if t.row_id in v}
+            hits.append(h)
         timings["fetch"] = (time.perf_counter() - t2) * 1000
-        return SearchResult(hits=hits, query_text=query_text, timings_ms=timings)
+        return SearchResult(hits=hits, query_text=query_text, method=method, timings_ms=timings)
 

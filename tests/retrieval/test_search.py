@@ -19,15 +19,18 @@ def searcher(built_index: Path, encoder, settings):
     s.close()
 
 
-def test_own_text_finds_the_ticket_at_rank_1(searcher: Searcher, demo_rows: list[dict]) -> None:
+@pytest.mark.parametrize("method", ["dense", "bm25", "hybrid"])
+def test_own_text_finds_the_ticket_at_rank_1(searcher: Searcher, demo_rows: list[dict], method: str) -> None:
     texts: dict[str, list[str]] = {}
     for r in demo_rows:
         texts.setdefault(r["title"] + "\n" + r["body"], []).append(r["id"])
     sample = demo_rows[::10]
     for r in sample:
-        res = searcher.search(r["title"] + "\n" + r["body"], k=3)
+        res = searcher.search(r["title"] + "\n" + r["body"], k=3, method=method)
+        assert res.method == method
         assert res.hits[0].id in texts[r["title"] + "\n" + r["body"]], (r["id"], [h.id for h in res.hits])
-        assert res.hits[0].score > 0.99
+        if method != "bm25":
+            assert res.hits[0].scores["dense"] > 0.99
 
 
 def test_duplicates_are_found_near_the_top(searcher: Searcher, demo_rows: list[dict]) -> None:
@@ -39,15 +42,23 @@ def test_duplicates_are_found_near_the_top(searcher: Searcher, demo_rows: list[d
     assert found / len(dups) > 0.5
 
 
-def test_filters_hold_and_still_fill_k(searcher: Searcher) -> None:
-    res = searcher.search("payment failed", k=15, filters={"product": ["Mobile App"]})
+@pytest.mark.parametrize("method", ["dense", "hybrid"])
+def test_filters_hold_and_still_fill_k(searcher: Searcher, method: str) -> None:
+    res = searcher.search("payment failed", k=15, filters={"product": ["Mobile App"]}, method=method)
     assert len(res.hits) == 15
     assert all(h.fields["product"] == "Mobile App" for h in res.hits)
-    res = searcher.search("payment failed", k=10, filters={"category": ["low", "medium"]}, before="2024-06-01")
+    res = searcher.search("payment failed", k=10, filters={"category": ["low", "medium"]}, before="2024-06-01",
+                          method=method)
     assert len(res.hits) == 10
     assert all(h.fields["category"] in ("low", "medium") and h.created < "2024-06-01" for h in res.hits)
-    res = searcher.search("payment failed", k=5, after="2099-01-01")
+    res = searcher.search("payment failed", k=5, after="2099-01-01", method=method)
     assert res.hits == []
+
+
+def test_bm25_filters_hold(searcher: Searcher) -> None:
+    res = searcher.search("refund card", k=5, filters={"product": ["Payments"]}, method="bm25")
+    assert res.hits and all(h.fields["product"] == "Payments" for h in res.hits)
+    assert all(h.scores["bm25"] > 0 for h in res.hits)
 
 
 def test_like_excludes_the_ticket_itself(searcher: Searcher, demo_rows: list[dict]) -> None:
@@ -65,6 +76,8 @@ def test_bad_queries(searcher: Searcher) -> None:
         searcher.search("x", filters={"status": ["Closed"]})
     with pytest.raises(QueryError, match="unknown field"):
         searcher.search("x", fields={"colour": "red"})
+    with pytest.raises(QueryError, match="method must be"):
+        searcher.search("x", method="magic")
     with pytest.raises(QueryError, match="k must be"):
         searcher.search("x", k=0)
     with pytest.raises(QueryError, match="needs a number"):
@@ -80,9 +93,10 @@ def test_index_reloads_from_disk_with_identical_results(built_index: Path, searc
     again = Searcher(built_index, settings=settings, encoder=encoder)
     try:
         for q in ("refund not received", "app crashes at startup", "SAML login loop"):
-            a = [(h.id, round(h.score, 5)) for h in searcher.search(q, k=10).hits]
-            b = [(h.id, round(h.score, 5)) for h in again.search(q, k=10).hits]
-            assert a == b
+            for method in ("dense", "bm25", "hybrid"):
+                a = [(h.id, round(h.score, 5)) for h in searcher.search(q, k=10, method=method).hits]
+                b = [(h.id, round(h.score, 5)) for h in again.search(q, k=10, method=method).hits]
+                assert a == b
     finally:
         again.close()
 

@@ -1,0 +1,60 @@
+"""Fusing first-stage rankings: reciprocal rank fusion (default) and weighted min-max-normalised score fusion.
+
+Two shapes of input, one rule each:
+- aligned score arrays over one candidate pool (the evaluation harness scores every candidate);
+- top-N (ids, scores) lists per method (search), where an id missing from a list contributes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+RRF_K = 60.0
+
+
+def ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ordinal ranks, best score first; ties keep array order."""
+    order = np.argsort(-scores, kind="stable")
+    r = np.empty(len(scores), dtype=np.float64)
+    r[order] = np.arange(1, len(scores) + 1)
+    return r
+
+
+def minmax(scores: np.ndarray) -> np.ndarray:
+    if len(scores) == 0:
+        return scores.astype(np.float64)
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    if hi - lo < 1e-12:
+        return np.zeros(len(scores), dtype=np.float64)
+    return (scores.astype(np.float64) - lo) / (hi - lo)
+
+
+def fuse_arrays(
+    scores: Sequence[np.ndarray], weights: Sequence[float], method: str = "rrf", k: float = RRF_K
+) -> np.ndarray:
+    """Fused score for every candidate in one pool; each input is aligned with the pool."""
+    out = np.zeros(len(scores[0]), dtype=np.float64)
+    for s, w in zip(scores, weights):
+        if w == 0:
+            continue
+        out += w * (1.0 / (k + ranks(s)) if method == "rrf" else minmax(s))
+    return out
+
+
+def fuse_lists(
+    lists: Sequence[tuple[np.ndarray, np.ndarray]], weights: Sequence[float], method: str = "rrf", k: float = RRF_K
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse top-N (scores, ids) lists. Returns (fused scores, ids), best first; ties by id."""
+    acc: dict[int, float] = {}
+    for (s, ids), w in zip(lists, weights):
+        if w == 0 or len(ids) == 0:
+            continue
+        contrib = 1.0 / (k + np.arange(1, len(ids) + 1)) if method == "rrf" else minmax(np.asarray(s))
+        for i, c in zip(ids.tolist(), contrib.tolist()):
+            acc[i] = acc.get(i, 0.0) + w * c
+    if not acc:
+        return np.zeros(0), np.zeros(0, np.int64)
+    items = sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))
+    return np.array([v for _, v in items]), np.array([i for i, _ in items], dtype=np.int64)
