@@ -225,6 +225,14 @@ TOPICS: list[Topic] = [
        "Is it possible to start a {feature} with an API call instead of the UI?",
        "Looking for a way to automate data exports without clicking in the portal.")),
 ]
+CONTEXT = [
+    "We already cleared the browser cache.", "Restarting did not help.", "It started after the weekend.",
+    "Our admin double-checked the settings.", "Two colleagues see the same thing.", "It worked fine last Friday.",
+    "We are on the {tier} plan.", "This affects our month-end close.", "Nothing changed on our side.",
+    "Screenshots are attached.", "We tried a different network as well.", "The status page shows all green.",
+    "Our account manager is in copy.", "It happens every time, not intermittently.",
+    "It only happens for some of our users.", "We need this fixed before our audit next week.",
+]
 CHANNELS = ["email", "chat", "phone", "portal"]
 TIERS = ["enterprise", "professional", "starter", "free"]
 TIER_WEIGHTS = [0.2, 0.3, 0.3, 0.2]
@@ -239,9 +247,13 @@ def _render(template: str, slots: dict[str, str]) -> str:
 def _ticket(rng: random.Random, topic: Topic, slots: dict[str, str], phrasing: int | None) -> dict[str, Any]:
     ti = phrasing if phrasing is not None else rng.randrange(len(topic.titles))
     bi = rng.randrange(len(topic.bodies))
+    tier = rng.choices(TIERS, TIER_WEIGHTS)[0]
     body_parts = [rng.choice(OPENERS), _render(topic.bodies[bi], slots)]
     if rng.random() < 0.5:
         body_parts.append(f"Seen on {slots['platform']}.")
+    body_parts += [c.format(tier=tier) for c in rng.sample(CONTEXT, k=rng.choice([0, 1, 1, 2]))]
+    if rng.random() < 0.6:
+        body_parts.append(f"Account {rng.randrange(10000, 99999)}, since {rng.randrange(24):02d}:{rng.randrange(60):02d} UTC.")
     body_parts.append(rng.choice(CLOSERS))
     sev_idx = SEVERITY_SHIFT.index(topic.severity)
     if rng.random() < 0.25:
@@ -255,7 +267,7 @@ def _ticket(rng: random.Random, topic: Topic, slots: dict[str, str], phrasing: i
             "category": category,
             "item_type": topic.item_type,
             "channel": rng.choice(CHANNELS),
-            "customer_tier": rng.choices(TIERS, TIER_WEIGHTS)[0],
+            "customer_tier": tier,
             "product": topic.product,
             "component": topic.component,
             "affected_count": affected,

@@ -310,6 +310,23 @@ class TicketStore:
         sql = "SELECT row_id FROM tickets WHERE " + " AND ".join(where) + " ORDER BY row_id"
         return self.con.execute(sql, params).fetchnumpy()["row_id"].astype(np.int64)
 
+    def recent_row_ids(
+        self,
+        limit: int,
+        filters: dict[str, list[Any]] | None = None,
+        before: datetime | None = None,
+        after: datetime | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> np.ndarray:
+        """The `limit` newest tickets that satisfy the filters, newest first (the recency ranking)."""
+        where, params = self.filter_sql(filters or {}, before, after)
+        if exclude_ids:
+            where.append("id NOT IN (SELECT unnest(?))")
+            params.append(list(exclude_ids))
+        sql = "SELECT row_id FROM tickets" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created DESC, row_id DESC LIMIT ?"
+        return self.con.execute(sql, [*params, int(limit)]).fetchnumpy()["row_id"].astype(np.int64)
+
     def filter_sql(
         self, filters: dict[str, list[Any]], before: datetime | None, after: datetime | None
     ) -> tuple[list[str], list[Any]]:

@@ -6,6 +6,7 @@ Embeddings are cached in the store by (model key, text hash), so a rebuild only 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,13 +17,13 @@ from index_data.atomic import atomic_write_json
 from index_data.config import Settings, get_settings
 from index_data.errors import TicketsearchError
 from index_data.features import FeatureSpace
-from index_data.records import ticket_text
+from index_data.records import text_hash, ticket_text
 from index_data.store import DB_FILENAME, TicketStore
 
 from .encoder import Encoder
 from .lexical import BM25Index, bm25_text
 from .manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest, default_fusion
-from .vector_index import VectorIndex
+from .vector_index import TITLE_INDEX_FILENAME, VectorIndex
 
 
 @dataclass
@@ -64,6 +65,31 @@ def read_texts(store: TicketStore) -> StoreTexts:
     return out
 
 
+def embed_texts(
+    store: TicketStore, encoder: Encoder, key: str, texts: list[str], progress: bool, desc: str
+) -> tuple[np.ndarray, int, float]:
+    """Embeddings of `texts`, through the store's cache under `key`. Returns (vecs, encoded, seconds)."""
+    hashes = [text_hash(t) for t in texts]
+    unique = dict(zip(hashes, texts))
+    cache = store.cached_embeddings(key, list(unique))
+    missing = [h for h in unique if h not in cache]
+    t0 = time.perf_counter()
+    if missing:
+        vecs = encoder.encode([unique[h] for h in missing], progress=progress, desc=desc)
+        if not store.read_only:
+            store.put_embeddings(key, missing, vecs)
+        cache.update(zip(missing, vecs))
+    seconds = time.perf_counter() - t0
+    mat = np.zeros((len(hashes), encoder.dim), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        mat[i] = cache[h]
+    return mat, len(missing), seconds
+
+
+def title_key(encoder: Encoder) -> str:
+    return encoder.key + "|title"
+
+
 def embed_store(
     store: TicketStore, encoder: Encoder, progress: bool = True, texts_: StoreTexts | None = None
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
@@ -81,7 +107,8 @@ def embed_store(
     t0 = time.perf_counter()
     if missing:
         vecs = encoder.encode([texts[h] for h in missing], progress=progress, desc="encode")
-        store.put_embeddings(encoder.key, missing, vecs)
+        if not store.read_only:
+            store.put_embeddings(encoder.key, missing, vecs)
         cache.update(zip(missing, vecs))
     seconds = time.perf_counter() - t0
     mat = np.zeros((len(hashes), encoder.dim), dtype=np.float32)
@@ -106,6 +133,9 @@ def build_index(
     vindex = VectorIndex.build(ids, vecs, kind=settings.index_type, settings=settings)
     out = Path(index_dir) / INDEX_SUBDIR
     vindex.save(out)
+    tvecs, t_encoded, t_s = embed_texts(store, encoder, title_key(encoder), texts.titles, progress, "titles")
+    VectorIndex.build(ids, tvecs, kind=vindex.kind, settings=settings).save(out, TITLE_INDEX_FILENAME)
+    enc_s += t_s
     BM25Index.build(ids, [bm25_text(t, b) for t, b in zip(texts.titles, texts.bodies)]).save(out)
     features = FeatureSpace.fit(store.schema, store.field_rows())
     atomic_write_json(out / FEATURES_FILENAME, features.to_dict())
@@ -134,3 +164,46 @@ def build_index(
         total_seconds=time.perf_counter() - start,
         index_kind=vindex.kind,
     )
+
+
+def ingest_and_build(
+    data: Path,
+    index_dir: Path,
+    schema_name: str | None,
+    on_error: str = "skip",
+    model: str | None = None,
+    settings: Settings | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[TicketStore, Encoder, BuildReport]:
+    """Upsert `data` into the index directory's store and rebuild its indexes. Returns the open store."""
+    from index_data.ingest import ingest_file
+    from index_data.schema import load_schema
+
+    settings = settings or get_settings()
+    db = store_path(index_dir)
+    schema = load_schema(schema_name) if schema_name else (None if db.exists() else load_schema("support"))
+    store = TicketStore(db, schema=schema)
+    try:
+        report = ingest_file(store, data, on_error=on_error, progress=progress)  # type: ignore[arg-type]
+        for err in report.errors[:20]:
+            log(f"skipped {data}: {err}")
+        if len(report.errors) > 20:
+            log(f"skipped {len(report.errors) - 20} more malformed rows")
+        log(
+            f"ingested {report.rows_read - len(report.errors)} of {report.rows_read} rows "
+            f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped) "
+            f"in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s)"
+        )
+        model_spec = model or settings.model
+        encoder = Encoder(model_spec, settings=settings)
+        build = build_index(index_dir, store, encoder, model_spec, settings=settings, progress=progress)
+        rate = f" ({build.encode_rate:.1f} tickets/s)" if build.encoded else ""
+        log(
+            f"indexed {build.tickets} tickets with {encoder.name} ({build.index_kind}): encoded {build.encoded}"
+            f"{rate}, reused {build.cached} cached, {build.total_seconds:.1f}s in all -> {index_dir}"
+        )
+    except BaseException:
+        store.close()
+        raise
+    return store, encoder, build

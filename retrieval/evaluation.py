@@ -113,6 +113,20 @@ class QueryPool:
     pool: np.ndarray  # candidate indices into the EvalSet
     hits: np.ndarray  # bool over pool
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # method -> scores over pool
+    _top: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def top(self, method: str, depth: int) -> np.ndarray:
+        """Pool positions of the method's `depth` best candidates, best first (ties keep pool order)."""
+        key = (method, depth)
+        if key not in self._top:
+            s = self.scores[method]
+            if depth >= len(s):
+                idx = np.argsort(-s, kind="stable")
+            else:
+                part = np.argpartition(-s, depth - 1)[:depth]
+                idx = part[np.lexsort((part, -s[part]))]
+            self._top[key] = idx
+        return self._top[key]
 
 
 def first_hit_rank(scores: np.ndarray, hits: np.ndarray) -> int:

@@ -1,8 +1,7 @@
 """Fusing first-stage rankings: reciprocal rank fusion (default) and weighted min-max-normalised score fusion.
 
-Two shapes of input, one rule each:
-- aligned score arrays over one candidate pool (the evaluation harness scores every candidate);
-- top-N (ids, scores) lists per method (search), where an id missing from a list contributes nothing.
+Each method contributes its top-N list; an id missing from a list gets nothing from it. The evaluation
+harness applies the same rule over whole candidate pools (`retrieval.eval_index.fusion_fn`).
 """
 
 from __future__ import annotations
@@ -14,14 +13,6 @@ import numpy as np
 RRF_K = 60.0
 
 
-def ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based ordinal ranks, best score first; ties keep array order."""
-    order = np.argsort(-scores, kind="stable")
-    r = np.empty(len(scores), dtype=np.float64)
-    r[order] = np.arange(1, len(scores) + 1)
-    return r
-
-
 def minmax(scores: np.ndarray) -> np.ndarray:
     if len(scores) == 0:
         return scores.astype(np.float64)
@@ -29,18 +20,6 @@ def minmax(scores: np.ndarray) -> np.ndarray:
     if hi - lo < 1e-12:
         return np.zeros(len(scores), dtype=np.float64)
     return (scores.astype(np.float64) - lo) / (hi - lo)
-
-
-def fuse_arrays(
-    scores: Sequence[np.ndarray], weights: Sequence[float], method: str = "rrf", k: float = RRF_K
-) -> np.ndarray:
-    """Fused score for every candidate in one pool; each input is aligned with the pool."""
-    out = np.zeros(len(scores[0]), dtype=np.float64)
-    for s, w in zip(scores, weights):
-        if w == 0:
-            continue
-        out += w * (1.0 / (k + ranks(s)) if method == "rrf" else minmax(s))
-    return out
 
 
 def fuse_lists(

@@ -20,9 +20,9 @@ from .encoder import Encoder
 from .fusion import fuse_lists
 from .lexical import BM25Index, bm25_text
 from .manifest import INDEX_SUBDIR, Manifest
-from .vector_index import VectorIndex
+from .vector_index import TITLE_INDEX_FILENAME, VectorIndex
 
-METHODS = ("dense", "bm25", "hybrid")
+METHODS = ("dense", "bm25", "title", "hybrid")
 
 MAX_K = 1000
 
@@ -83,6 +83,9 @@ class Searcher:
         self.manifest = Manifest.load(self.index_dir)
         self.store = store or TicketStore(store_path(self.index_dir), read_only=True)
         self.vindex = VectorIndex.load(self.index_dir / INDEX_SUBDIR, self.manifest.index_kind, self.settings)
+        self.tindex = VectorIndex.load(
+            self.index_dir / INDEX_SUBDIR, self.manifest.index_kind, self.settings, TITLE_INDEX_FILENAME
+        )
         self.bm25 = BM25Index.load(self.index_dir / INDEX_SUBDIR)
         self._encoder = encoder
 
@@ -114,6 +117,7 @@ class Searcher:
         self,
         text: str | None = None,
         *,
+        title: str | None = None,
         like: str | None = None,
         fields: dict[str, Any] | None = None,
         filters: dict[str, list[Any]] | None = None,
@@ -122,57 +126,71 @@ class Searcher:
         k: int = 10,
         method: str | None = None,
     ) -> SearchResult:
+        """Top-k tickets for a query text (optionally with a separate title), or for an indexed ticket (`like`).
+
+        Filters, `before` and `after` restrict the candidates before the top k is cut.
+        """
         method = method or self.settings.search_method
         if method not in METHODS:
             raise QueryError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
         self.validate_fields(fields)
+        before_dt, after_dt = _as_datetime(before, "before"), _as_datetime(after, "after")
+        weights = self.manifest.fusion["weights"] if method == "hybrid" else {method: 1.0}
+        use = {n for n, w in weights.items() if w}
+        need_vec = bool(use & {"dense", "title"})
+        encoder = self.encoder if like is None and need_vec else None  # load the model outside the timed stage
         timings: dict[str, float] = {}
         exclude: list[str] = []
-        need_vec = method != "bm25"
-        encoder = self.encoder if like is None and need_vec else None  # load the model outside the timed stage
+        reference = before_dt
         t0 = time.perf_counter()
+        qvec = tvec = None
         if like is not None:
-            if text:
+            if text or title:
                 raise QueryError("give either a query text or --like ID, not both")
             src = self.store.get(like)
             query_text = ticket_text(self.store.schema, src.title, src.body)
             bm25_query = bm25_text(src.title, src.body)
-            qvec = None
+            exclude = [like]
+            reference = min(reference, src.created) if reference else src.created
             if need_vec:
                 try:
                     qvec = self.vindex.reconstruct(src.row_id)[None, :]
+                    tvec = self.tindex.reconstruct(src.row_id)[None, :] if "title" in use else None
                 except KeyError:
                     qvec = self.encoder.encode([query_text])
-            exclude = [like]
+                    tvec = self.encoder.encode([src.title]) if "title" in use else None
         else:
-            if text is None or not text.strip():
+            body = (text or "").strip()
+            head = (title or "").strip()
+            if not body and not head:
                 raise QueryError("query text is empty")
-            query_text = text.strip()
-            bm25_query = query_text
-            qvec = encoder.encode([query_text]) if encoder is not None else None
+            query_text = ticket_text(self.store.schema, head, body) if head else body
+            bm25_query = bm25_text(head, body) if head else body
+            if encoder is not None:
+                qvec = encoder.encode([query_text])
+                if "title" in use:
+                    tvec = encoder.encode([head]) if head and body else qvec
         timings["encode"] = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
-        allowed = self.store.filter_row_ids(
-            filters, _as_datetime(before, "before"), _as_datetime(after, "after"), exclude_ids=exclude
-        )
-        per_method: dict[str, dict[int, float]] = {}
+        allowed = self.store.filter_row_ids(filters, before_dt, after_dt, exclude_ids=exclude)
         depth = k if method != "hybrid" else max(k, self.settings.fusion_depth)
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if method in ("dense", "hybrid"):
-            ds, di = self.vindex.search(qvec, depth, allowed)
-            keep = di[0] >= 0
-            lists["dense"] = (ds[0][keep], di[0][keep])
-        if method in ("bm25", "hybrid"):
+        if "dense" in use:
+            lists["dense"] = _valid(self.vindex.search(qvec, depth, allowed))
+        if "title" in use:
+            lists["title"] = _valid(self.tindex.search(tvec, depth, allowed))
+        if "bm25" in use:
             lists["bm25"] = self.bm25.search(bm25_query, depth, allowed)
-        for name, (sc, ids) in lists.items():
-            per_method[name] = dict(zip(ids.tolist(), sc.tolist()))
+        if "recency" in use:
+            rec = self.store.recent_row_ids(depth, filters, reference, after_dt, exclude_ids=exclude)
+            lists["recency"] = (-np.arange(len(rec), dtype=np.float64), rec)
         if method == "hybrid":
             fusion = self.manifest.fusion
             names = list(lists)
             fused_s, fused_i = fuse_lists(
-                [lists[n] for n in names], [fusion["weights"].get(n, 0.0) for n in names],
+                [lists[n] for n in names], [float(weights[n]) for n in names],
                 method=fusion.get("method", "rrf"), k=float(fusion.get("k", 60.0)),
             )
             ranked = list(zip(fused_i[:k].tolist(), fused_s[:k].tolist()))
@@ -183,6 +201,7 @@ class Searcher:
         t2 = time.perf_counter()
         rows = self.store.get_rows([i for i, _ in ranked])
         score_of = dict(ranked)
+        per_method = {n: dict(zip(ids.tolist(), sc.tolist())) for n, (sc, ids) in lists.items() if n != "recency"}
         hits = []
         for t in rows:
             h = to_hit(t, score_of[t.row_id])
@@ -191,3 +210,8 @@ class Searcher:
         timings["fetch"] = (time.perf_counter() - t2) * 1000
         return SearchResult(hits=hits, query_text=query_text, method=method, timings_ms=timings)
 
+
+def _valid(res: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    scores, ids = res
+    keep = ids[0] >= 0
+    return scores[0][keep], ids[0][keep]

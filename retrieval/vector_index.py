@@ -17,6 +17,7 @@ from index_data.config import Settings, get_settings
 from index_data.errors import TicketsearchError
 
 INDEX_FILENAME = "vectors.faiss"
+TITLE_INDEX_FILENAME = "titles.faiss"
 
 
 def choose_kind(n: int, settings: Settings) -> str:
@@ -71,14 +72,16 @@ class VectorIndex:
                 base.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct by id; allows removal
 
     # ---- persistence ----------------------------------------------------------------------------
-    def save(self, directory: Path) -> Path:
-        target = Path(directory) / INDEX_FILENAME
+    def save(self, directory: Path, filename: str = INDEX_FILENAME) -> Path:
+        target = Path(directory) / filename
         atomic_write_with(target, lambda p: faiss.write_index(self.index, str(p)))
         return target
 
     @classmethod
-    def load(cls, directory: Path, kind: str, settings: Settings | None = None) -> VectorIndex:
-        path = Path(directory) / INDEX_FILENAME
+    def load(
+        cls, directory: Path, kind: str, settings: Settings | None = None, filename: str = INDEX_FILENAME
+    ) -> VectorIndex:
+        path = Path(directory) / filename
         if not path.is_file():
             raise TicketsearchError(f"{path}: no vector index here (run 'ticketsearch ingest' first)")
         try:

@@ -80,13 +80,9 @@ def ingest(
     index_type: Annotated[Optional[str], typer.Option("--index-type", help="auto, flat, hnsw or ivf.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Store tickets in DuckDB (upsert by id) and (re)build the vector index, in one step."""
+    """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
     from index_data.config import get_settings
-    from index_data.ingest import ingest_file
-    from index_data.schema import load_schema
-    from index_data.store import TicketStore
-    from retrieval.builder import build_index, store_path
-    from retrieval.encoder import Encoder
+    from retrieval.builder import ingest_and_build
 
     if on_error not in ("skip", "stop"):
         fail(f"--on-error must be 'skip' or 'stop', got {on_error!r}")
@@ -97,27 +93,11 @@ def ingest(
     settings = get_settings()
     if index_type:
         settings = settings.model_copy(update={"index_type": index_type})
-    db = store_path(index)
-    sch = load_schema(schema) if schema else (None if db.exists() else load_schema("support"))
-    with TicketStore(db, schema=sch) as store:
-        report = ingest_file(store, data, on_error=on_error, progress=not quiet)  # type: ignore[arg-type]
-        for err in report.errors[:20]:
-            typer.echo(f"skipped {data}: {err}", err=True)
-        if len(report.errors) > 20:
-            typer.echo(f"skipped {len(report.errors) - 20} more malformed rows", err=True)
-        typer.echo(
-            f"ingested {report.rows_read - len(report.errors)} of {report.rows_read} rows "
-            f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped) "
-            f"in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s)"
-        )
-        model_spec = model or settings.model
-        encoder = Encoder(model_spec, settings=settings)
-        build = build_index(index, store, encoder, model_spec, settings=settings, progress=not quiet)
-    rate = f" ({build.encode_rate:.1f} tickets/s)" if build.encoded else ""
-    typer.echo(
-        f"indexed {build.tickets} tickets with {encoder.name} ({build.index_kind}): encoded {build.encoded}{rate}, "
-        f"reused {build.cached} cached, {build.total_seconds:.1f}s in all -> {index}"
+    store, _, _ = ingest_and_build(
+        data, index, schema, on_error=on_error, model=model, settings=settings, progress=not quiet,
+        log=lambda m: typer.echo(m, err=m.startswith("skipped")),
     )
+    store.close()
 
 
 @app.command()
@@ -133,6 +113,9 @@ def search(
     before: Annotated[Optional[str], typer.Option("--before", help="Only tickets created before this date.")] = None,
     after: Annotated[Optional[str], typer.Option("--after", help="Only tickets created on or after this date.")] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Number of hits.")] = 10,
+    method: Annotated[
+        Optional[str], typer.Option("--method", help="First stage: dense, bm25 or hybrid (default: hybrid).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Search the index by text, or by an indexed ticket's id with --like."""
@@ -144,12 +127,13 @@ def search(
     searcher = Searcher(index)
     try:
         res = searcher.search(
-            text, like=like, fields=fields, filters=parse_pairs(filter_, "--filter"), before=before, after=after, k=k
+            text, like=like, fields=fields, filters=parse_pairs(filter_, "--filter"), before=before, after=after, k=k,
+            method=method,
         )
     finally:
         searcher.close()
     if as_json:
-        typer.echo(json.dumps({"query": res.query_text, "hits": [h.as_dict() for h in res.hits],
+        typer.echo(json.dumps({"query": res.query_text, "method": res.method, "hits": [h.as_dict() for h in res.hits],
                                "timings_ms": res.timings_ms}, indent=2, ensure_ascii=False))
         return
     if not res.hits:
@@ -157,9 +141,72 @@ def search(
         return
     for rank, h in enumerate(res.hits, start=1):
         brief = ", ".join(f"{k_}={v}" for k_, v in h.fields.items() if v not in (None, [], "") and k_ != "submitted")
-        typer.echo(f"{rank:>3}. {h.score:.3f}  {h.id:<14} {h.title[:70]}")
+        typer.echo(f"{rank:>3}. {h.score:.4f}  {h.id:<14} {h.title[:70]}")
         if brief:
             typer.echo(f"       {brief[:110]}")
+
+
+@app.command()
+@one_line_errors
+def experiment(
+    data: Annotated[Path, typer.Option("--data", help="Labelled tickets (duplicate_of set on duplicates).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (index, results.json, results.md).")],
+    schema: Annotated[str, typer.Option("--schema", help="Built-in schema name or TOML path.")] = "jira",
+    train_before: Annotated[str, typer.Option("--train-before", help="End of the train period.")] = "2015-01-01",
+    test_since: Annotated[str, typer.Option("--test-since", help="Start of the test period.")] = "2016-01-01",
+    window_days: Annotated[int, typer.Option("--window-days", min=1, help="Candidate window for the windowed table.")] = 365,
+    model: Annotated[Optional[str], typer.Option("--model", help="'minilm' or a local model directory.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Ingest a labelled file, build the indexes, tune fusion on validation and evaluate every method on test."""
+    from service.experiment import ExperimentConfig, parse_date, run_experiment
+
+    if not data.is_file():
+        fail(f"{data}: no such file")
+    tb, ts = parse_date(train_before, "--train-before"), parse_date(test_since, "--test-since")
+    if ts < tb:
+        fail("--test-since must not be before --train-before")
+    run_experiment(
+        ExperimentConfig(data=data, out=out, schema=schema, train_before=tb, test_since=ts, window_days=window_days,
+                         model=model, progress=not quiet),
+        log=typer.echo,
+    )
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    index: Annotated[Path, typer.Option("--index", help="Index directory of labelled tickets.")],
+    since: Annotated[str, typer.Option("--since", help="Queries created on or after this date.")],
+    until: Annotated[Optional[str], typer.Option("--until", help="Queries created before this date.")] = None,
+    window_days: Annotated[Optional[int], typer.Option("--window-days", min=1, help="Candidate window.")] = None,
+    exclude_easy: Annotated[bool, typer.Option("--exclude-easy", help="Drop duplicates filed within an hour or with an identical title.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON here.")] = None,
+) -> None:
+    """Evaluate the first-stage methods of an index on its duplicates (chronological protocol)."""
+    from index_data.config import get_settings
+    from index_data.store import TicketStore
+    from retrieval.builder import store_path
+    from retrieval.encoder import Encoder
+    from retrieval.eval_index import first_stage_methods, load_eval_inputs, scorers
+    from retrieval.evaluation import build_pools, markdown_table
+    from retrieval.manifest import Manifest
+    from service.experiment import evaluate_methods, parse_date
+
+    manifest = Manifest.load(index)
+    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    with TicketStore(store_path(index), read_only=True) as store:
+        encoder = Encoder(manifest.model, settings=settings)
+        inp = load_eval_inputs(index, store, encoder)
+        queries = inp.ev.queries(parse_date(since, "--since"), parse_date(until, "--until") if until else None)
+        pools = build_pools(inp.ev, queries, scorers(inp), window_days=window_days, exclude_easy=exclude_easy)
+        res = evaluate_methods(pools, first_stage_methods(manifest.fusion, settings.fusion_depth))
+    typer.echo(markdown_table(res))
+    if out:
+        from index_data.atomic import atomic_write_json
+
+        atomic_write_json(out, {"methods": res, "since": since, "until": until, "window_days": window_days,
+                                "exclude_easy": exclude_easy})
 
 
 @app.command()

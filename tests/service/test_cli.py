@@ -39,7 +39,10 @@ def test_search_json_rank_1_and_filters(cli_index: tuple[Path, Path]) -> None:
     code, out, _ = run("search", "--index", str(idx), first["title"] + "\n" + first["body"], "-k", "3", "--json")
     assert code == 0
     hits = json.loads(out)["hits"]
-    assert hits[0]["title"] == first["title"] and hits[0]["score"] > 0.99
+    assert hits[0]["title"] == first["title"] and hits[0]["scores"]["dense"] > 0.99
+    code, out, _ = run("search", "--index", str(idx), first["title"], "-k", "3", "--json", "--method", "bm25")
+    assert code == 0 and json.loads(out)["method"] == "bm25"
+    assert json.loads(out)["hits"][0]["title"] == first["title"]
     code, out, _ = run("search", "--index", str(idx), "login", "--filter", "channel=chat,phone",
                        "--before", "2024-12-01", "-k", "12", "--json")
     hits = json.loads(out)["hits"]
@@ -75,6 +78,7 @@ def test_reingest_is_idempotent_and_reuses_embeddings(cli_index: tuple[Path, Pat
         (["search", "--index", "{idx}", "x", "--before", "next week"], "before"),
         (["search", "--index", "{idx}", "--like", "NOPE-1"], "not found"),
         (["search", "--index", "{idx}"], "give a query"),
+        (["search", "--index", "{idx}", "x", "--method", "magic"], "method must be"),
         (["search", "--index", "/nonexistent", "x"], "not an index directory"),
         (["ingest", "--data", "/nonexistent.jsonl", "--index", "{tmp}/i"], "no such file"),
         (["ingest", "--data", "{data}", "--index", "{idx}", "--schema", "jira"], "built with schema 'support'"),

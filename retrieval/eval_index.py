@@ -1,0 +1,104 @@
+"""First-stage methods scored over an index directory, for the evaluation harness.
+
+Every query's candidate pool is scored exhaustively: dense cosine from the cached embeddings, BM25 from the
+persisted BM25 index, and fusions of the two over each method's top `depth` (as search does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index_data.store import TicketStore
+
+from .builder import embed_store, embed_texts, store_path, title_key
+from .encoder import Encoder
+from .evaluation import EvalSet, QueryPool
+from .fusion import minmax
+from .lexical import BM25Index, bm25_text
+from .manifest import INDEX_SUBDIR, Manifest
+
+ScoreFn = Callable[[QueryPool], np.ndarray]
+
+
+@dataclass
+class EvalInputs:
+    ev: EvalSet
+    dense: np.ndarray  # [n, d] embeddings in EvalSet order
+    title: np.ndarray  # [n, d] title-only embeddings in EvalSet order
+    bm25: BM25Index
+    bm25_pos: np.ndarray  # EvalSet index -> position in bm25.row_ids
+    manifest: Manifest
+
+
+def load_eval_inputs(index_dir: Path, store: TicketStore, encoder: Encoder) -> EvalInputs:
+    manifest = Manifest.load(index_dir)
+    rows = store.con.execute("SELECT row_id, id, title, body, created, duplicate_of FROM tickets").fetchall()
+    ev = EvalSet.from_records(
+        [dict(zip(("row_id", "id", "title", "body", "created", "duplicate_of"), r)) for r in rows]
+    )
+    ids, vecs, _, _ = embed_store(store, encoder, progress=True)
+    pos = {int(r): i for i, r in enumerate(ids)}
+    dense = vecs[[pos[int(r)] for r in ev.row_ids]]
+    title, _, _ = embed_texts(store, encoder, title_key(encoder), ev.titles, progress=True, desc="titles")
+    bm25 = BM25Index.load(Path(index_dir) / INDEX_SUBDIR)
+    bpos = {int(r): i for i, r in enumerate(bm25.row_ids)}
+    return EvalInputs(ev, dense, title, bm25, np.array([bpos[int(r)] for r in ev.row_ids]), manifest)
+
+
+def scorers(inp: EvalInputs) -> dict[str, Callable[[int, np.ndarray], np.ndarray]]:
+    ev = inp.ev
+
+    def dense(q: int, pool: np.ndarray) -> np.ndarray:
+        return inp.dense[pool] @ inp.dense[q]
+
+    def bm25(q: int, pool: np.ndarray) -> np.ndarray:
+        return inp.bm25.scores(bm25_text(ev.titles[q], ev.bodies[q]))[inp.bm25_pos[pool]]
+
+    def title(q: int, pool: np.ndarray) -> np.ndarray:
+        return inp.title[pool] @ inp.title[q]
+
+    days = (ev.created - ev.created.min()).astype("timedelta64[s]").astype(np.float64) / 86400.0
+
+    def recency(q: int, pool: np.ndarray) -> np.ndarray:
+        # newest first; the pool is in time order, so later positions win ties as search does (row id desc)
+        return days[pool] + np.arange(len(pool)) * 1e-9
+
+    return {"dense": dense, "bm25": bm25, "title": title, "recency": recency}
+
+
+def fusion_fn(fusion: Mapping[str, Any], depth: int) -> ScoreFn:
+    """Fused scores over a pool from each method's top `depth` (what `fuse_lists` does at search time)."""
+    weights = {n: float(w) for n, w in fusion["weights"].items() if w}
+    method = fusion.get("method", "rrf")
+    k = float(fusion.get("k", 60.0))
+
+    def fn(p: QueryPool) -> np.ndarray:
+        out = np.zeros(len(p.pool), dtype=np.float64)
+        for name, w in weights.items():
+            idx = p.top(name, depth)
+            if method == "rrf":
+                out[idx] += w / (k + np.arange(1, len(idx) + 1))
+            else:
+                out[idx] += w * minmax(p.scores[name][idx])
+        return out
+
+    return fn
+
+
+PLAIN_RRF = {"method": "rrf", "k": 60.0, "weights": {"dense": 1.0, "bm25": 1.0}}
+
+
+def first_stage_methods(fusion: Mapping[str, Any], depth: int) -> dict[str, ScoreFn]:
+    """The methods every evaluation reports: each single method, plain RRF, and the index's own fusion."""
+    return {
+        "bm25": lambda p: p.scores["bm25"],
+        "dense": lambda p: p.scores["dense"],
+        "title-dense": lambda p: p.scores["title"],
+        "hybrid-rrf-plain": fusion_fn(PLAIN_RRF, depth),
+        "hybrid": fusion_fn(fusion, depth),
+    }

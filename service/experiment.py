@@ -1,0 +1,176 @@
+"""`ticketsearch experiment` and `ticketsearch evaluate`: the whole pipeline on a labelled file.
+
+Splits by `created`: train before `train_before`, validation from `train_before` up to `test_since`,
+test from `test_since`. Fusion settings are chosen on the validation period only and written to the index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from index_data.atomic import atomic_write_json, atomic_write_text
+from index_data.config import Settings, get_settings
+from index_data.records import parse_datetime
+from retrieval.builder import ingest_and_build
+from retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, load_eval_inputs, scorers
+from retrieval.evaluation import QueryPool, build_pools, evaluate, markdown_table
+from retrieval.manifest import Manifest
+
+# Weights relative to dense (1.0). Title-dense and recency may be switched off (0).
+RRF_GRID = {"bm25": [0.5, 0.75, 1.0, 1.5], "title": [0.0, 0.5, 0.75, 1.0], "recency": [0.0, 0.15, 0.3, 0.5],
+            "k": [10.0, 30.0, 60.0]}
+SCORE_GRID = {"bm25": [0.1, 0.2, 0.3, 0.5], "title": [0.0, 0.5, 1.0], "recency": [0.0, 0.1, 0.2]}
+MIN_TUNE_QUERIES = 30  # below this, validation is too small to choose weights: keep the default fusion
+
+
+@dataclass
+class ExperimentConfig:
+    data: Path
+    out: Path
+    schema: str
+    train_before: datetime
+    test_since: datetime
+    window_days: int = 365
+    model: str | None = None
+    progress: bool = True
+
+
+def objective(m: Mapping[str, Any]) -> tuple[float, float]:
+    """What fusion tuning maximises on validation: RR@10 + RR@100 (the reranker's ceiling), then MRR."""
+    return (m["RR@10"] + m["RR@100"], m["MRR"])
+
+
+def tune_fusion(pools: list[QueryPool], depth: int) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Grid-search RRF and score fusion on validation pools. Returns (best rrf, best score fusion, trials)."""
+    trials: list[dict[str, Any]] = []
+    best: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
+    candidates = [
+        {"method": "rrf", "k": k, "weights": {"dense": 1.0, "bm25": b, "title": t, "recency": r}}
+        for b, t, r, k in itertools.product(RRF_GRID["bm25"], RRF_GRID["title"], RRF_GRID["recency"], RRF_GRID["k"])
+    ] + [
+        {"method": "score", "k": 60.0, "weights": {"dense": 1.0, "bm25": b, "title": t, "recency": r}}
+        for b, t, r in itertools.product(SCORE_GRID["bm25"], SCORE_GRID["title"], SCORE_GRID["recency"])
+    ]
+    for fusion in candidates:
+        m, _ = evaluate(pools, fusion_fn(fusion, depth))
+        obj = objective(m)
+        trials.append({"fusion": fusion, "RR@10": m["RR@10"], "RR@100": m["RR@100"], "MRR": m["MRR"]})
+        if fusion["method"] not in best or obj > best[fusion["method"]][0]:
+            best[fusion["method"]] = (obj, fusion)
+    return best["rrf"][1], best["score"][1], trials
+
+
+def evaluate_methods(pools: list[QueryPool], methods: Mapping[str, ScoreFn]) -> dict[str, dict[str, Any]]:
+    return {name: evaluate(pools, fn)[0] for name, fn in methods.items()}
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    settings: Settings | None = None,
+    log: Callable[[str], None] = print,
+    extra_methods: Callable[..., dict[str, ScoreFn]] | None = None,
+) -> dict[str, Any]:
+    settings = settings or get_settings()
+    t_start = time.perf_counter()
+    index_dir = cfg.out / "index"
+    log(f"[1/4] ingest and index {cfg.data} -> {index_dir}")
+    store, encoder, _ = ingest_and_build(
+        cfg.data, index_dir, cfg.schema, model=cfg.model, settings=settings, progress=cfg.progress, log=log
+    )
+    try:
+        log("[2/4] score candidate pools (every ticket created before each query)")
+        inp = load_eval_inputs(index_dir, store, encoder)
+        ev = inp.ev
+        sc = scorers(inp)
+        val_q = ev.queries(cfg.train_before, cfg.test_since)
+        test_q = ev.queries(cfg.test_since)
+        val = build_pools(ev, val_q, sc)
+        test = build_pools(ev, test_q, sc)
+        test_win = build_pools(ev, test_q, sc, window_days=cfg.window_days)
+        test_hard = build_pools(ev, test_q, sc, exclude_easy=True)
+        log(f"      queries: validation {len(val)}, test {len(test)} ({len(test_win)} with a "
+            f"{cfg.window_days}-day window, {len(test_hard)} without easy duplicates)")
+
+        log("[3/4] tune fusion on the validation period")
+        depth = settings.fusion_depth
+        if len(val) >= MIN_TUNE_QUERIES:
+            best_rrf, best_score, trials = tune_fusion(val, depth)
+        else:
+            log(f"      only {len(val)} validation queries (< {MIN_TUNE_QUERIES}): keeping the default fusion")
+            best_rrf, best_score, trials = None, None, []
+        fusions = {"hybrid-rrf": best_rrf, "hybrid-score": best_score}
+        val_metrics = {n: evaluate(val, fusion_fn(f, depth))[0] for n, f in fusions.items() if f}
+        chosen_name = max(val_metrics, key=lambda n: objective(val_metrics[n])) if val_metrics else None
+        chosen = fusions[chosen_name] if chosen_name else Manifest.load(index_dir).fusion
+        manifest = Manifest.load(index_dir)
+        manifest.fusion = chosen
+        manifest.save(index_dir)
+        log(f"      chosen: {chosen_name or 'default'} {json.dumps(chosen)}")
+
+        log("[4/4] evaluate on the test period")
+        methods: dict[str, ScoreFn] = first_stage_methods(chosen, depth)
+        for name, f in fusions.items():
+            if f:
+                methods[name] = fusion_fn(f, depth)
+        if extra_methods is not None:
+            methods.update(extra_methods(inp=inp, store=store, encoder=encoder, index_dir=index_dir, cfg=cfg))
+        results: dict[str, Any] = {
+            "data": str(cfg.data),
+            "schema": cfg.schema,
+            "splits": {"train_before": cfg.train_before.isoformat(), "test_since": cfg.test_since.isoformat()},
+            "model": encoder.name,
+            "max_seq_length": encoder.max_seq_length,
+            "tickets": len(ev),
+            "fusion": {"chosen": chosen_name, "config": chosen, "depth": depth, "trials": trials},
+            "methods": evaluate_methods(test, methods),
+            "window": {"days": cfg.window_days, "methods": evaluate_methods(test_win, methods)},
+            "no_easy": {"methods": evaluate_methods(test_hard, methods)},
+            "validation": {"methods": evaluate_methods(val, methods)},
+            "notes": [
+                "BM25 IDF and document statistics are built over the whole file (all periods).",
+                "Ranks count ties against the system; hybrid fuses each method's top `depth` candidates.",
+            ],
+            "seconds": round(time.perf_counter() - t_start, 1),
+        }
+    finally:
+        store.close()
+    write_results(cfg.out, results)
+    log(markdown_table(results["methods"], f"test period, no window ({cfg.data.name})"))
+    log(f"wrote {cfg.out / 'results.json'} and {cfg.out / 'results.md'}")
+    return results
+
+
+def results_markdown(results: Mapping[str, Any]) -> str:
+    name = Path(results["data"]).name
+    parts = [
+        f"# Results: {name}\n",
+        f"Model {results['model']} (max_seq {results['max_seq_length']}), {results['tickets']} tickets, "
+        f"splits {json.dumps(results['splits'])}. Fusion chosen on validation: "
+        f"`{results['fusion']['chosen']}` {json.dumps(results['fusion']['config'])}.\n",
+        markdown_table(results["methods"], "Test period, no window"),
+        markdown_table(results["window"]["methods"], f"Test period, {results['window']['days']}-day window"),
+        markdown_table(results["no_easy"]["methods"], "Test period, no window, easy duplicates excluded"),
+        markdown_table(results["validation"]["methods"], "Validation period, no window"),
+    ]
+    return "\n".join(parts)
+
+
+def write_results(out: Path, results: Mapping[str, Any]) -> None:
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", results_markdown(results))
+
+
+def parse_date(value: str, option: str) -> datetime:
+    from index_data.errors import QueryError
+
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise QueryError(f"{option}: {exc}") from None
