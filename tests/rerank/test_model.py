@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from index_data.features import FeatureSpace
+from index_data.schema import load_schema
+from rerank.model import PairModel, RerankConfig
+
+
+def batch(b: int = 3, t: int = 7, d: int = 384, feat: int = 20, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(b, t, d, generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, 5:] = 0  # first item is shorter: its tail is padding
+    feats = torch.rand(b, feat, generator=g)
+    return tokens, mask, feats
+
+
+@pytest.mark.parametrize("schema", ["support", "jira"])
+@pytest.mark.parametrize("arch", ["cross", "concat"])
+def test_shapes_for_both_schemas(schema: str, arch: str) -> None:
+    rows = [{}] if schema == "jira" else [{"category": "high", "affected_count": 3.0}]
+    fs = FeatureSpace.fit(load_schema(schema), rows)
+    model = PairModel(RerankConfig(feat_dim=fs.dim, arch=arch, pair_dim=5)).eval()
+    tokens, mask, _ = batch()
+    feats = torch.from_numpy(fs.matrix([{}] * 3))
+    s, attn = model.item_vectors(tokens, mask, feats, "source")
+    assert s.shape == (3, 384)
+    if arch == "cross":
+        assert attn.shape == (3, 7) and torch.allclose(attn.sum(1), torch.ones(3), atol=1e-5)
+    logits = model(tokens, mask, feats, tokens, mask, feats, torch.zeros(3, 5))
+    assert logits.shape == (3,)
+
+
+def test_padding_gets_zero_attention_and_extra_padding_changes_nothing() -> None:
+    torch.manual_seed(0)
+    model = PairModel(RerankConfig(feat_dim=20)).eval()
+    tokens, mask, feats = batch()
+    with torch.no_grad():
+        s, attn = model.item_vectors(tokens, mask, feats, "source")
+        assert (attn[0, 5:] == 0).all()
+        # garbage in padded positions must not matter
+        noisy = tokens.clone()
+        noisy[0, 5:] = 1e3
+        s2, _ = model.item_vectors(noisy, mask, feats, "source")
+        assert torch.allclose(s, s2, atol=1e-5)
+        # ten extra padding positions leave every vector and score unchanged
+        pad_tokens = torch.cat([tokens, torch.randn(3, 10, 384)], dim=1)
+        pad_mask = torch.cat([mask, torch.zeros(3, 10, dtype=torch.long)], dim=1)
+        s3, attn3 = model.item_vectors(pad_tokens, pad_mask, feats, "source")
+        assert torch.allclose(s, s3, atol=1e-5) and (attn3[:, 7:] == 0).all()
+        a = model(tokens, mask, feats, tokens, mask, feats)
+        b = model(pad_tokens, pad_mask, feats, tokens, mask, feats)
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_cached_item_vectors_equal_the_full_forward() -> None:
+    torch.manual_seed(1)
+    model = PairModel(RerankConfig(feat_dim=20, pair_dim=3)).eval()
+    tokens, mask, feats = batch(b=5)
+    pair = torch.rand(5, 3)
+    with torch.no_grad():
+        full = model(tokens[:1].expand(5, -1, -1), mask[:1].expand(5, -1), feats[:1].expand(5, -1),
+                     tokens, mask, feats, pair)
+        s, _ = model.item_vectors(tokens[:1], mask[:1], feats[:1], "source")
+        t, _ = model.item_vectors(tokens, mask, feats, "target")  # what the index stores per candidate
+        cached = model.score(s, t, pair)
+    assert torch.allclose(full, cached, atol=1e-5)
+
+
+def test_source_and_target_blocks_are_separate() -> None:
+    model = PairModel(RerankConfig(feat_dim=4))
+    assert model.fusion_source is not model.fusion_target
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert {"feature_encoder", "fusion_source", "fusion_target", "classifier"} == names
