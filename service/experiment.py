@@ -21,7 +21,7 @@ from index_data.records import parse_datetime
 from retrieval.builder import ingest_and_build
 from retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, load_eval_inputs, scorers
 from retrieval.evaluation import QueryPool, build_pools, evaluate, markdown_table
-from retrieval.manifest import Manifest
+from retrieval.manifest import Manifest, default_fusion
 
 # Weights relative to dense (1.0). Title-dense and recency may be switched off (0).
 RRF_GRID = {"bm25": [0.5, 0.75, 1.0, 1.5], "title": [0.0, 0.5, 0.75, 1.0], "recency": [0.0, 0.15, 0.3, 0.5],
@@ -108,7 +108,7 @@ def run_experiment(
         fusions = {"hybrid-rrf": best_rrf, "hybrid-score": best_score}
         val_metrics = {n: evaluate(val, fusion_fn(f, depth))[0] for n, f in fusions.items() if f}
         chosen_name = max(val_metrics, key=lambda n: objective(val_metrics[n])) if val_metrics else None
-        chosen = fusions[chosen_name] if chosen_name else Manifest.load(index_dir).fusion
+        chosen = fusions[chosen_name] if chosen_name else default_fusion()
         manifest = Manifest.load(index_dir)
         manifest.fusion = chosen
         manifest.save(index_dir)
