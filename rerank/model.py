@@ -116,6 +116,13 @@ class PairModel(nn.Module):
             nn.Linear(4 * d + cfg.pair_dim, d), nn.LayerNorm(d), nn.GELU(), nn.Dropout(cfg.dropout),
             nn.Linear(d, d // 2), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d // 2, 1),
         )
+        # pair-level inputs also reach the logit through a linear skip, so first-stage evidence (scores,
+        # rank, field agreement) is usable from the first step instead of only through the deep head
+        self.pair_skip = nn.Linear(cfg.pair_dim, 1) if cfg.pair_dim else None
+        if self.pair_skip is not None:
+            # the deep head starts at zero and learns a correction on top of the pair-level evidence
+            nn.init.zeros_(self.classifier[-1].weight)
+            nn.init.zeros_(self.classifier[-1].bias)
 
     def item_vectors(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor, feats: torch.Tensor, side: Literal["source", "target"]
@@ -136,7 +143,10 @@ class PairModel(nn.Module):
             if pair is None:
                 raise ValueError("this model needs pair-level inputs")
             parts.append(pair)
-        return self.classifier(torch.cat(parts, dim=-1)).squeeze(-1)
+        logit = self.classifier(torch.cat(parts, dim=-1)).squeeze(-1)
+        if self.pair_skip is not None:
+            logit = logit + self.pair_skip(pair).squeeze(-1)
+        return logit
 
     def forward(
         self,

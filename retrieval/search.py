@@ -36,10 +36,22 @@ class Hit:
     fields: dict[str, Any]
     row_id: int
     scores: dict[str, float] = field(default_factory=dict)  # per first-stage method
+    retrieval_score: float | None = None  # first-stage score when `score` is the rerank score
+    rerank_score: float | None = None
+    probability: float | None = None  # calibrated duplicate probability (reranker)
+    attended: list[tuple[str, float]] | None = None  # explanation: words the features attended to
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "score": round(self.score, 6), "created": self.created,
-                "fields": self.fields, "scores": {k: round(v, 6) for k, v in self.scores.items()}}
+        out: dict[str, Any] = {
+            "id": self.id, "title": self.title, "score": round(self.score, 6), "created": self.created,
+            "fields": self.fields, "scores": {k: round(v, 6) for k, v in self.scores.items()},
+        }
+        if self.rerank_score is not None:
+            out.update(retrieval_score=self.retrieval_score, rerank_score=round(self.rerank_score, 6),
+                       probability=None if self.probability is None else round(self.probability, 6))
+        if self.attended is not None:
+            out["attended"] = [[w, round(v, 4)] for w, v in self.attended]
+        return out
 
 
 @dataclass
@@ -125,10 +137,12 @@ class Searcher:
         after: str | datetime | None = None,
         k: int = 10,
         method: str | None = None,
+        query_vectors: tuple[np.ndarray, np.ndarray | None] | None = None,
     ) -> SearchResult:
         """Top-k tickets for a query text (optionally with a separate title), or for an indexed ticket (`like`).
 
-        Filters, `before` and `after` restrict the candidates before the top k is cut.
+        Filters, `before` and `after` restrict the candidates before the top k is cut. `query_vectors`
+        (full-text and title embeddings) lets a caller that already ran the encoder skip a second pass.
         """
         method = method or self.settings.search_method
         if method not in METHODS:
@@ -140,7 +154,7 @@ class Searcher:
         weights = self.manifest.fusion["weights"] if method == "hybrid" else {method: 1.0}
         use = {n for n, w in weights.items() if w}
         need_vec = bool(use & {"dense", "title"})
-        encoder = self.encoder if like is None and need_vec else None  # load the model outside the timed stage
+        encoder = self.encoder if like is None and need_vec and query_vectors is None else None
         timings: dict[str, float] = {}
         exclude: list[str] = []
         reference = before_dt
@@ -168,7 +182,10 @@ class Searcher:
                 raise QueryError("query text is empty")
             query_text = ticket_text(self.store.schema, head, body) if head else body
             bm25_query = bm25_text(head, body) if head else body
-            if encoder is not None:
+            if query_vectors is not None:
+                qvec, tvec = query_vectors
+                tvec = qvec if tvec is None else tvec
+            elif encoder is not None:
                 qvec = encoder.encode([query_text])
                 if "title" in use:
                     tvec = encoder.encode([head]) if head and body else qvec

@@ -93,11 +93,18 @@ def ingest(
     settings = get_settings()
     if index_type:
         settings = settings.model_copy(update={"index_type": index_type})
-    store, _, _ = ingest_and_build(
+    store, encoder, _ = ingest_and_build(
         data, index, schema, on_error=on_error, model=model, settings=settings, progress=not quiet,
         log=lambda m: typer.echo(m, err=m.startswith("skipped")),
     )
-    store.close()
+    try:
+        from service.reranking import RERANKER_DIR, build_rerank_vectors
+
+        if (index / RERANKER_DIR / "config.json").is_file():
+            n = build_rerank_vectors(index, store, encoder, progress=not quiet)
+            typer.echo(f"computed reranker vectors for {n} tickets")
+    finally:
+        store.close()
 
 
 @app.command()
@@ -116,34 +123,41 @@ def search(
     method: Annotated[
         Optional[str], typer.Option("--method", help="First stage: dense, bm25 or hybrid (default: hybrid).")
     ] = None,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Rerank the top 100 with the trained model.")] = True,
+    explain: Annotated[bool, typer.Option("--explain", help="Show the words each hit's features attended to.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Search the index by text, or by an indexed ticket's id with --like."""
-    from retrieval.search import Searcher
+    """Search the index by text, or by an indexed ticket's id with --like; reranks when a model is trained."""
+    from service.reranking import RerankingSearcher
 
     if text is None and like is None:
         fail("give a query TEXT or --like ID")
     fields = {k_: v[0] if len(v) == 1 else v for k_, v in parse_pairs(field, "--field").items()}
-    searcher = Searcher(index)
+    searcher = RerankingSearcher(index)
     try:
         res = searcher.search(
             text, like=like, fields=fields, filters=parse_pairs(filter_, "--filter"), before=before, after=after, k=k,
-            method=method,
+            method=method, rerank=rerank, explain=explain,
         )
     finally:
         searcher.close()
     if as_json:
         typer.echo(json.dumps({"query": res.query_text, "method": res.method, "hits": [h.as_dict() for h in res.hits],
-                               "timings_ms": res.timings_ms}, indent=2, ensure_ascii=False))
+                               "notes": res.notes, "timings_ms": res.timings_ms}, indent=2, ensure_ascii=False))
         return
+    for note in res.notes:
+        typer.echo(f"note: {note}")
     if not res.hits:
         typer.echo("no hits")
         return
     for rank, h in enumerate(res.hits, start=1):
         brief = ", ".join(f"{k_}={v}" for k_, v in h.fields.items() if v not in (None, [], "") and k_ != "submitted")
-        typer.echo(f"{rank:>3}. {h.score:.4f}  {h.id:<14} {h.title[:70]}")
+        prob = f" p={h.probability:.2f}" if h.probability is not None else ""
+        typer.echo(f"{rank:>3}. {h.score:.4f}{prob}  {h.id:<14} {h.title[:70]}")
         if brief:
             typer.echo(f"       {brief[:110]}")
+        if h.attended:
+            typer.echo("       attended: " + ", ".join(w for w, _ in h.attended))
 
 
 @app.command()
@@ -156,9 +170,11 @@ def experiment(
     test_since: Annotated[str, typer.Option("--test-since", help="Start of the test period.")] = "2016-01-01",
     window_days: Annotated[int, typer.Option("--window-days", min=1, help="Candidate window for the windowed table.")] = 365,
     model: Annotated[Optional[str], typer.Option("--model", help="'minilm' or a local model directory.")] = None,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Train and evaluate the rerankers.")] = True,
+    rerank_budget: Annotated[float, typer.Option("--rerank-budget", min=10, help="Seconds of training per reranker variant.")] = 900,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Ingest a labelled file, build the indexes, tune fusion on validation and evaluate every method on test."""
+    """Ingest a labelled file, build the indexes, tune fusion on validation, train rerankers, evaluate on test."""
     from service.experiment import ExperimentConfig, parse_date, run_experiment
 
     if not data.is_file():
@@ -168,7 +184,7 @@ def experiment(
         fail("--test-since must not be before --train-before")
     run_experiment(
         ExperimentConfig(data=data, out=out, schema=schema, train_before=tb, test_since=ts, window_days=window_days,
-                         model=model, progress=not quiet),
+                         model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget),
         log=typer.echo,
     )
 
@@ -207,6 +223,75 @@ def evaluate(
 
         atomic_write_json(out, {"methods": res, "since": since, "until": until, "window_days": window_days,
                                 "exclude_easy": exclude_easy})
+
+
+@app.command()
+@one_line_errors
+def train(
+    index: Annotated[Path, typer.Option("--index", help="Index directory with duplicate links (duplicate_of).")],
+    train_before: Annotated[Optional[str], typer.Option("--train-before", help="End of the train period.")] = None,
+    valid_before: Annotated[Optional[str], typer.Option("--valid-before", help="End of the validation period.")] = None,
+    variant: Annotated[str, typer.Option("--variant", help="rerank-cross+pair, rerank-cross or rerank-concat.")] = "rerank-cross+pair",
+    loss: Annotated[str, typer.Option("--loss", help="bce, listwise or both.")] = "both",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
+    from index_data.config import get_settings
+    from rerank.train import TrainConfig
+    from service.experiment import parse_date
+    from service.rerank_pipeline import VARIANTS, train_index
+
+    if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
+        fail(f"--variant must be one of rerank-cross+pair, rerank-cross, rerank-concat; got {variant!r}")
+    if loss not in ("bce", "listwise", "both"):
+        fail(f"--loss must be bce, listwise or both; got {loss!r}")
+    tb = parse_date(train_before, "--train-before") if train_before else None
+    vb = parse_date(valid_before, "--valid-before") if valid_before else None
+    if tb and vb and vb <= tb:
+        fail("--valid-before must be after --train-before")
+    res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]
+                      progress=not quiet, log=typer.echo)
+    m = res["test"][variant]
+    if m["queries"]:
+        typer.echo(f"installed {res.get('installed')}: held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} "
+                   f"over {m['queries']} queries")
+    else:
+        typer.echo(f"installed {res.get('installed')} (no held-out test queries to score)")
+
+
+@app.command()
+@one_line_errors
+def explain(
+    index: Annotated[Path, typer.Option("--index", help="Index directory with a trained reranker.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file for the bar chart.")],
+    text: Annotated[Optional[str], typer.Argument(help="Query text.")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="Explain for this indexed ticket instead.")] = None,
+    field: Annotated[Optional[list[str]], typer.Option("--field", help="The query ticket's own field, K=V.")] = None,
+) -> None:
+    """Draw the words the top hit's features attended to (a bar chart like the article's), and list them."""
+    from rerank.explain import plot_attention
+    from service.reranking import RerankingSearcher
+
+    if text is None and like is None:
+        fail("give a query TEXT or --like ID")
+    fields = {k_: v[0] if len(v) == 1 else v for k_, v in parse_pairs(field, "--field").items()}
+    searcher = RerankingSearcher(index)
+    try:
+        if searcher.reranker is None:
+            fail("; ".join(searcher.notes))
+        res = searcher.search(text, like=like, fields=fields, k=1, explain=True)
+    finally:
+        searcher.close()
+    if not res.hits or not res.hits[0].attended:
+        fail("nothing to explain: no hit, or the installed reranker has no attention (concat)")
+    top = res.hits[0]
+    plot_attention(top.attended, f"{top.id}: {top.title}", out)
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"top hit {top.id} (p={top.probability:.2f}) attended: " + ", ".join(f"{w} {v:.3f}" for w, v in top.attended))
+    typer.echo(f"wrote {out}")
 
 
 @app.command()

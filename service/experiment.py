@@ -40,6 +40,8 @@ class ExperimentConfig:
     window_days: int = 365
     model: str | None = None
     progress: bool = True
+    rerank: bool = True
+    rerank_budget_s: float = 15 * 60
 
 
 def objective(m: Mapping[str, Any]) -> tuple[float, float]:
@@ -80,12 +82,12 @@ def run_experiment(
     settings = settings or get_settings()
     t_start = time.perf_counter()
     index_dir = cfg.out / "index"
-    log(f"[1/4] ingest and index {cfg.data} -> {index_dir}")
+    log(f"[1/5] ingest and index {cfg.data} -> {index_dir}")
     store, encoder, _ = ingest_and_build(
         cfg.data, index_dir, cfg.schema, model=cfg.model, settings=settings, progress=cfg.progress, log=log
     )
     try:
-        log("[2/4] score candidate pools (every ticket created before each query)")
+        log("[2/5] score candidate pools (every ticket created before each query)")
         inp = load_eval_inputs(index_dir, store, encoder)
         ev = inp.ev
         sc = scorers(inp)
@@ -98,7 +100,7 @@ def run_experiment(
         log(f"      queries: validation {len(val)}, test {len(test)} ({len(test_win)} with a "
             f"{cfg.window_days}-day window, {len(test_hard)} without easy duplicates)")
 
-        log("[3/4] tune fusion on the validation period")
+        log("[3/5] tune fusion on the validation period")
         depth = settings.fusion_depth
         if len(val) >= MIN_TUNE_QUERIES:
             best_rrf, best_score, trials = tune_fusion(val, depth)
@@ -114,7 +116,7 @@ def run_experiment(
         manifest.save(index_dir)
         log(f"      chosen: {chosen_name or 'default'} {json.dumps(chosen)}")
 
-        log("[4/4] evaluate on the test period")
+        log("[4/5] evaluate on the test period")
         methods: dict[str, ScoreFn] = first_stage_methods(chosen, depth)
         for name, f in fusions.items():
             if f:
@@ -139,6 +141,17 @@ def run_experiment(
             ],
             "seconds": round(time.perf_counter() - t_start, 1),
         }
+        if cfg.rerank:
+            from rerank.train import TrainConfig
+            from service.rerank_pipeline import run_rerankers
+
+            log("[5/5] train rerankers on the train period, early-stop on validation, score the test period")
+            rr = run_rerankers(store, inp, encoder, index_dir, chosen, depth, cfg.train_before, cfg.test_since,
+                               cfg.out / "rerankers", progress=cfg.progress, log=log,
+                               tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s))
+            results["methods"].update(rr["test"])
+            results["validation"]["methods"].update(rr["valid"])
+            results["rerank"] = {k: rr[k] for k in ("variants", "comparisons", "installed") if k in rr}
     finally:
         store.close()
     write_results(cfg.out, results)

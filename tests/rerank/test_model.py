@@ -74,3 +74,4 @@ def test_source_and_target_blocks_are_separate() -> None:
     assert model.fusion_source is not model.fusion_target
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
     assert {"feature_encoder", "fusion_source", "fusion_target", "classifier"} == names
+    assert PairModel(RerankConfig(feat_dim=4, pair_dim=3)).pair_skip is not None

@@ -1,0 +1,56 @@
+"""Pair-level inputs for the head: first-stage scores, the time gap and per-field agreement.
+
+Per-field agreement (same project, shared components, shared versions, ...) is computed on raw values, so
+it transfers to products whose vocabularies the model never saw, which per-item one-hots cannot do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from index_data.schema import Schema
+
+FIRST_STAGE = ("dense", "title", "bm25", "fused_rank")
+
+
+def pair_dim(schema: Schema) -> int:
+    per_field = {"categorical": 2, "multi": 3, "numeric": 2, "date": 0}
+    return len(FIRST_STAGE) + 1 + sum(per_field[f.kind] for f in schema.fields)
+
+
+def pair_vector(
+    schema: Schema,
+    q_values: Mapping[str, Any],
+    c_values: Mapping[str, Any],
+    q_created: datetime,
+    c_created: datetime,
+    first_stage: Mapping[str, float],
+) -> np.ndarray:
+    """first_stage: dense and title cosines, bm25 normalised by the query's best, fused rank (1-based)."""
+    out = [
+        float(first_stage.get("dense", 0.0)),
+        float(first_stage.get("title", 0.0)),
+        float(first_stage.get("bm25", 0.0)),
+        1.0 / math.log2(1.0 + float(first_stage.get("fused_rank", 1000.0))),
+        math.log1p(abs((q_created - c_created).total_seconds()) / 86400.0) / math.log1p(3650.0),
+    ]
+    for f in schema.fields:
+        a, b = q_values.get(f.name), c_values.get(f.name)
+        if f.kind == "categorical":
+            both = a is not None and b is not None
+            out += [float(both and str(a) == str(b)), float(both)]
+        elif f.kind == "multi":
+            sa, sb = set(a or ()), set(b or ())
+            both = bool(sa) and bool(sb)
+            inter = len(sa & sb)
+            out += [inter / len(sa | sb) if both else 0.0, float(inter > 0), float(both)]
+        elif f.kind == "numeric":
+            both = a is not None and b is not None
+            out += [math.tanh(abs(float(a) - float(b)) / (abs(float(a)) + abs(float(b)) + 1.0)) if both else 0.0,
+                    float(both)]
+    return np.asarray(out, dtype=np.float32)

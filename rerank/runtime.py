@@ -1,0 +1,78 @@
+"""A trained reranker at inference time: item vectors, scores and calibrated duplicate probabilities."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from index_data.features import FeatureSpace
+from index_data.schema import Schema
+
+from .pair_features import pair_vector
+from .persist import load_reranker, torch_device
+from .token_cache import Tokens, pad_batch
+
+
+class Reranker:
+    def __init__(self, directory: Path, device: str = "auto") -> None:
+        self.directory = Path(directory)
+        self.device = torch_device(device)
+        self.model, self.meta = load_reranker(self.directory, device=str(self.device))
+        self.features = FeatureSpace.from_dict(self.meta["features"])
+        self.schema: Schema = self.features.schema
+        self.checksum: str = self.meta["checksum"]
+        cal = self.meta.get("calibration", {"a": 1.0, "b": 0.0})
+        self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
+        self.uses_pair = self.model.cfg.pair_dim > 0
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.directory.name))
+
+    @torch.inference_mode()
+    def item_vectors(
+        self, tokens: torch.Tensor, mask: torch.Tensor, values: list[dict[str, Any]], side: str
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        feats = torch.from_numpy(self.features.matrix(values)).to(self.device)
+        v, attn = self.model.item_vectors(tokens.to(self.device), mask.to(self.device), feats, side)  # type: ignore[arg-type]
+        return v.float().cpu().numpy(), None if attn is None else attn.float().cpu().numpy()
+
+    def vectors_from_cache(self, items: list[Tokens], values: list[dict[str, Any]], side: str, batch: int = 64) -> np.ndarray:
+        out = []
+        for b in range(0, len(items), batch):
+            toks, mask = pad_batch(items[b : b + batch])
+            out.append(self.item_vectors(toks, mask, values[b : b + batch], side)[0])
+        return np.concatenate(out) if out else np.zeros((0, self.model.cfg.text_dim), np.float32)
+
+    def pair_matrix(
+        self, q_values: dict[str, Any], q_created: datetime, c_values: list[dict[str, Any]],
+        c_created: list[datetime], first_stage: list[dict[str, float]],
+    ) -> np.ndarray | None:
+        if not self.uses_pair:
+            return None
+        return np.stack([
+            pair_vector(self.schema, q_values, cv, q_created, cc, fs)
+            for cv, cc, fs in zip(c_values, c_created, first_stage)
+        ])
+
+    @torch.inference_mode()
+    def score(self, source: np.ndarray, targets: np.ndarray, pair: np.ndarray | None) -> np.ndarray:
+        """Logits for one source vector [D] against target vectors [N, D]."""
+        s = torch.from_numpy(np.asarray(source, np.float32)).reshape(1, -1).to(self.device)
+        t = torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
+        p = None if pair is None else torch.from_numpy(pair).to(self.device)
+        return self.model.score(s, t, p).float().cpu().numpy()
+
+    def probability(self, logits: np.ndarray) -> np.ndarray:
+        """Platt-calibrated probability that a candidate is a duplicate (fitted on validation data)."""
+        z = self.cal_a * np.asarray(logits, np.float64) + self.cal_b
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+    def threshold_for_precision(self) -> float | None:
+        t = self.meta.get("duplicate_threshold")
+        return None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)

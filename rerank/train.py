@@ -1,0 +1,222 @@
+"""Training the pair model on mined groups (one query, its positives, its hard and random negatives).
+
+Losses: BCE with pos_weight (the article's), a listwise softmax over one positive and its negatives, or
+both. Early stopping on the validation MRR after reranking each validation query's top candidates.
+Runs are seeded. The text encoder stays frozen: token states come from the on-disk TokenCache.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .model import PairModel, RerankConfig
+from .token_cache import Tokens, pad_batch
+
+
+@dataclass
+class Group:
+    query: int  # ticket index
+    positives: list[int]
+    negatives: list[int]
+
+
+@dataclass
+class RankList:
+    """A query's first-stage top candidates (in first-stage order) for validation and evaluation."""
+
+    query: int
+    candidates: list[int]
+    hits: np.ndarray  # bool per candidate
+    fallback_rank: float  # rank of the first hit beyond the list (first stage), or inf
+
+
+@dataclass
+class TrainData:
+    tokens: Callable[[int], Tokens]  # ticket index -> token states
+    feats: np.ndarray  # [n_tickets, feat_dim]
+    pair: Callable[[int, int], np.ndarray] | None  # (query, candidate) -> pair vector
+    groups: list[Group]
+    valid: list[RankList]
+
+
+@dataclass
+class TrainConfig:
+    loss: Literal["bce", "listwise", "both"] = "both"
+    epochs: int = 20
+    patience: int = 3
+    groups_per_batch: int = 16
+    negatives_per_group: int = 7
+    lr: float = 1e-4
+    skip_lr_mult: float = 100.0  # the linear pair-input skip is a logistic regression: it wants a larger step
+    weight_decay: float = 0.01
+    seed: int = 0
+    shuffle_features: bool = False  # ablation: features permuted across tickets
+    time_budget_s: float = 15 * 60  # per training run; early stopping usually ends it sooner
+
+
+@dataclass
+class TrainResult:
+    model: PairModel
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_valid_mrr: float = 0.0
+    seconds: float = 0.0
+
+
+def _feats(data: TrainData, idx: Sequence[int], perm: np.ndarray | None) -> torch.Tensor:
+    rows = np.asarray(idx) if perm is None else perm[np.asarray(idx)]
+    return torch.from_numpy(data.feats[rows])
+
+
+def item_vectors(
+    model: PairModel, data: TrainData, idx: Sequence[int], side: str, perm: np.ndarray | None = None,
+    batch: int = 64,
+) -> torch.Tensor:
+    out = []
+    for b in range(0, len(idx), batch):
+        part = list(idx[b : b + batch])
+        toks, mask = pad_batch([data.tokens(i) for i in part])
+        v, _ = model.item_vectors(toks, mask, _feats(data, part, perm), side)  # type: ignore[arg-type]
+        out.append(v)
+    return torch.cat(out) if out else torch.zeros(0, model.cfg.text_dim)
+
+
+def pair_tensor(data: TrainData, q: int, cands: Sequence[int]) -> torch.Tensor | None:
+    if data.pair is None:
+        return None
+    return torch.from_numpy(np.stack([data.pair(q, c) for c in cands]))
+
+
+@torch.no_grad()
+def rerank_scores(model: PairModel, data: TrainData, lists: Sequence[RankList], perm: np.ndarray | None = None) -> list[np.ndarray]:
+    """Model logits for every candidate of every list (target vectors computed once per ticket)."""
+    model.eval()
+    uniq = sorted({c for r in lists for c in r.candidates})
+    tv = item_vectors(model, data, uniq, "target", perm)
+    pos = {c: i for i, c in enumerate(uniq)}
+    qv = item_vectors(model, data, [r.query for r in lists], "source", perm)
+    out = []
+    for i, r in enumerate(lists):
+        t = tv[[pos[c] for c in r.candidates]]
+        out.append(model.score(qv[i : i + 1], t, pair_tensor(data, r.query, r.candidates)).numpy())
+    return out
+
+
+def reranked_ranks(lists: Sequence[RankList], scores: Sequence[np.ndarray]) -> np.ndarray:
+    """Rank of the first hit after reordering each list by score (ties against the model); a query whose
+    list holds no hit keeps its first-stage rank."""
+    ranks = []
+    for r, s in zip(lists, scores):
+        if r.hits.any():
+            best = s[r.hits].max()
+            ranks.append(1 + int(((s >= best) & ~r.hits).sum()))
+        else:
+            ranks.append(r.fallback_rank)
+    return np.asarray(ranks, dtype=np.float64)
+
+
+def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    torch.manual_seed(tcfg.seed)
+    rng = np.random.default_rng(tcfg.seed)
+    perm = rng.permutation(len(data.feats)) if tcfg.shuffle_features else None
+    model = PairModel(cfg)
+    skip = [p for n, p in model.named_parameters() if n.startswith("pair_skip")]
+    deep = [p for n, p in model.named_parameters() if not n.startswith("pair_skip")]
+    opt = torch.optim.AdamW(
+        [{"params": deep, "lr": tcfg.lr}, {"params": skip, "lr": tcfg.lr * tcfg.skip_lr_mult, "weight_decay": 0.0}],
+        weight_decay=tcfg.weight_decay,
+    )
+    groups = [g for g in data.groups if g.positives and g.negatives]
+    n_pos = sum(1 for _ in groups)
+    n_neg = sum(min(len(g.negatives), tcfg.negatives_per_group) for g in groups)
+    pos_weight = torch.tensor(n_neg / max(n_pos, 1))
+    result = TrainResult(model=model)
+    best_state = copy.deepcopy(model.state_dict())
+    start = time.perf_counter()
+    bad = 0
+    for epoch in range(tcfg.epochs):
+        model.train()
+        order = rng.permutation(len(groups))
+        losses = []
+        steps = range(0, len(order), tcfg.groups_per_batch)
+        for b in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not progress, mininterval=1.0):
+            batch = [groups[i] for i in order[b : b + tcfg.groups_per_batch]]
+            n = tcfg.negatives_per_group
+            targets, labels, pairs_q = [], [], []
+            for g in batch:
+                pos = g.positives[rng.integers(len(g.positives))]
+                negs = list(rng.choice(g.negatives, size=min(n, len(g.negatives)), replace=False))
+                negs += [negs[-1]] * (n - len(negs))  # pad to a fixed width by repeating
+                targets.append([pos, *negs])
+                labels.append([1.0] + [0.0] * n)
+                pairs_q.append(g.query)
+            qv = item_vectors(model, data, [g.query for g in batch], "source", perm, batch=len(batch))
+            flat = [c for row in targets for c in row]
+            tv = item_vectors(model, data, flat, "target", perm, batch=len(flat)).view(len(batch), n + 1, -1)
+            pair = None
+            if data.pair is not None:
+                pair = torch.stack([pair_tensor(data, q, row) for q, row in zip(pairs_q, targets)])  # type: ignore[misc]
+            logits = torch.stack([
+                model.score(qv[i : i + 1], tv[i], None if pair is None else pair[i]) for i in range(len(batch))
+            ])
+            y = torch.tensor(labels)
+            loss = torch.zeros(())
+            if tcfg.loss in ("bce", "both"):
+                loss = loss + F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+            if tcfg.loss in ("listwise", "both"):
+                loss = loss + F.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+        ranks = reranked_ranks(data.valid, rerank_scores(model, data, data.valid, perm)) if data.valid else np.array([])
+        mrr = float(np.mean(1.0 / ranks)) if len(ranks) else 0.0
+        rr10 = float(np.mean(ranks <= 10)) if len(ranks) else 0.0
+        result.history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else math.nan,
+                               "valid_mrr": mrr, "valid_rr10": rr10})
+        log(f"      epoch {epoch + 1}: loss {result.history[-1]['loss']:.4f}, validation MRR {mrr:.4f}, RR@10 {rr10:.3f}")
+        if mrr > result.best_valid_mrr or result.best_epoch < 0:
+            result.best_valid_mrr, result.best_epoch = mrr, epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+            bad = 0
+        else:
+            bad += 1
+            if bad >= tcfg.patience:
+                break
+        if time.perf_counter() - start > tcfg.time_budget_s:
+            log("      time budget reached")
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 200) -> tuple[float, float]:
+    """Platt scaling: p = sigmoid(a * logit + b), fitted by maximum likelihood on validation pairs."""
+    x = torch.tensor(logits, dtype=torch.float64)
+    y = torch.tensor(labels, dtype=torch.float64)
+    a = torch.ones((), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a, b], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(a * x + b, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(a.detach()), float(b.detach())

@@ -1,0 +1,315 @@
+"""Mining training data for the reranker from an index, training variants and scoring them.
+
+Positives: each train-period duplicate with the earlier members of its group that the hybrid retriever
+puts in its top 100 (what the reranker will see). Negatives: the hybrid retriever's top candidates from the
+query's own pool (earlier tickets outside its group), some sampled from the rest of its top 100, plus a few
+random ones. Tickets resolved as duplicates with no in-file group are never negatives (their true master is
+outside the file). Validation and test queries get their hybrid top 100, which the reranker reorders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index_data.features import FeatureSpace
+from index_data.records import ticket_text, text_hash
+from index_data.store import TicketStore
+from rerank.model import RerankConfig
+from rerank.pair_features import pair_dim, pair_vector
+from rerank.persist import save_reranker
+from rerank.token_cache import TokenCache
+from rerank.train import Group, RankList, TrainConfig, TrainData, fit_platt, rerank_scores, reranked_ranks, train
+from retrieval.encoder import Encoder
+from retrieval.eval_index import EvalInputs, fusion_fn, scorers
+from retrieval.evaluation import QueryPool, build_pools, first_hit_rank
+from retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR
+
+TOP_NEGATIVES = 6  # the hybrid's best-ranked non-duplicates
+MID_NEGATIVES = 6  # sampled from the rest of its top 100, so training sees what reranking sees
+RANDOM_NEGATIVES = 3  # anywhere in the pool
+RERANK_DEPTH = 100
+DROPOUT = 0.3
+TARGET_PRECISION = 0.9  # a few hundred training queries: regularise harder than the article's 0.1
+
+
+@dataclass
+class Mined:
+    groups: list[Group]
+    valid: list[RankList]
+    test: list[RankList]
+    first_stage: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
+
+
+def excluded_negatives(store: TicketStore, inp: EvalInputs) -> np.ndarray:
+    """EvalSet mask of tickets resolved 'Duplicate' that have no in-file group (never negatives)."""
+    rows = store.con.execute(
+        "SELECT row_id FROM tickets WHERE lower(coalesce(json_extract_string(raw_fields, '$.resolution'), "
+        "json_extract_string(raw_fields, '$.Resolution'), '')) = 'duplicate'"
+    ).fetchall()
+    resolved = {r[0] for r in rows}
+    ev = inp.ev
+    sizes = np.bincount(ev.group, minlength=len(ev))
+    return np.array([int(r) in resolved and sizes[ev.group[i]] == 1 for i, r in enumerate(ev.row_ids)])
+
+
+def _record_first_stage(mined: Mined, p: QueryPool, fused: np.ndarray, idx: np.ndarray) -> None:
+    """Keep the first-stage scores of pool positions `idx` (the pair model's inputs)."""
+    bm_max = max(float(p.scores["bm25"].max()), 1e-9)
+    full_rank = np.empty(len(fused), dtype=np.int64)
+    full_rank[np.argsort(-fused, kind="stable")] = np.arange(1, len(fused) + 1)
+    for i in idx:
+        c = int(p.pool[i])
+        mined.first_stage[(p.q, c)] = {
+            "dense": float(p.scores["dense"][i]), "title": float(p.scores["title"][i]),
+            "bm25": float(p.scores["bm25"][i]) / bm_max, "fused_rank": float(full_rank[i]),
+        }
+
+
+def rank_lists(pools: list[QueryPool], fuse: Callable[[QueryPool], np.ndarray], mined: Mined) -> list[RankList]:
+    out = []
+    for p in pools:
+        fused = fuse(p)
+        order = np.argsort(-fused, kind="stable")[:RERANK_DEPTH]
+        hits = p.hits[order]
+        fallback = float("inf") if hits.any() else float(first_hit_rank(fused, p.hits))
+        _record_first_stage(mined, p, fused, order)
+        out.append(RankList(query=p.q, candidates=[int(p.pool[i]) for i in order], hits=hits, fallback_rank=fallback))
+    return out
+
+
+def mine(
+    store: TicketStore, inp: EvalInputs, fusion: dict[str, Any], depth: int,
+    train_before: datetime, valid_before: datetime, seed: int = 0,
+) -> Mined:
+    ev = inp.ev
+    sc = scorers(inp)
+    fuse = fusion_fn(fusion, depth)
+    rng = np.random.default_rng(seed)
+    banned = excluded_negatives(store, inp)
+    mined = Mined(groups=[], valid=[], test=[])
+    for p in build_pools(ev, ev.queries(until=train_before), sc):
+        fused = fuse(p)
+        order = np.argsort(-fused, kind="stable")[:RERANK_DEPTH]
+        ok = ~p.hits & ~banned[p.pool]
+        top = [int(p.pool[i]) for i in order if ok[i]]
+        hard = top[:TOP_NEGATIVES]
+        mid = top[TOP_NEGATIVES:]
+        hard += [mid[i] for i in rng.choice(len(mid), size=min(MID_NEGATIVES, len(mid)), replace=False)]
+        rest = np.flatnonzero(ok)
+        rand = [int(p.pool[i]) for i in rng.choice(rest, size=min(RANDOM_NEGATIVES, len(rest)), replace=False)]
+        negs = list(dict.fromkeys(hard + rand))
+        # positives as reranking will see them: group members inside the hybrid top 100 (a query whose
+        # duplicates all rank lower teaches nothing the reranker can use, and would bias the rank inputs)
+        positives = [int(p.pool[i]) for i in order if p.hits[i]]
+        if not positives:
+            continue
+        extra = np.array([c - int(p.pool[0]) for c in rand], dtype=np.int64)
+        _record_first_stage(mined, p, fused, np.unique(np.concatenate([order, np.flatnonzero(p.hits), extra])))
+        mined.groups.append(Group(query=p.q, positives=positives, negatives=negs))
+    mined.valid = rank_lists(build_pools(ev, ev.queries(train_before, valid_before), sc), fuse, mined)
+    mined.test = rank_lists(build_pools(ev, ev.queries(valid_before), sc), fuse, mined)
+    return mined
+
+
+def ticket_values(store: TicketStore, inp: EvalInputs) -> list[dict[str, Any]]:
+    by_row = {}
+    cols = ", ".join(["row_id"] + [f.column for f in store.schema.fields])
+    for r in store.con.execute(f"SELECT {cols} FROM tickets").fetchall():
+        by_row[r[0]] = {f.name: r[1 + i] for i, f in enumerate(store.schema.fields)}
+    return [by_row[int(r)] for r in inp.ev.row_ids]
+
+
+def token_cache_for(index_dir: Path, encoder: Encoder) -> TokenCache:
+    key = hashlib.blake2b(encoder.key.encode(), digest_size=6).hexdigest()
+    return TokenCache(Path(index_dir) / "rerank_tokens" / key)
+
+
+def build_train_data(
+    store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined, with_pair: bool,
+    progress: bool = True,
+) -> tuple[TrainData, FeatureSpace, list[dict[str, Any]]]:
+    ev = inp.ev
+    fs = FeatureSpace.from_dict(json.loads((Path(index_dir) / INDEX_SUBDIR / FEATURES_FILENAME).read_text()))
+    values = ticket_values(store, inp)
+    feats = fs.matrix(values)
+    needed = sorted({g.query for g in mined.groups} | {c for g in mined.groups for c in g.positives + g.negatives}
+                    | {r.query for r in mined.valid + mined.test} | {c for r in mined.valid + mined.test for c in r.candidates})
+    texts = [ticket_text(store.schema, ev.titles[i], ev.bodies[i]) for i in range(len(ev))]
+    hashes = [text_hash(t) for t in texts]
+    cache = token_cache_for(index_dir, encoder)
+
+    def encode(batch: list[str]):  # noqa: ANN202
+        tb = encoder.encode_with_tokens(batch)
+        return tb.tokens, tb.attention_mask, tb.input_ids
+
+    cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], encode, progress=progress)
+    created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
+    pair_fn = None
+    if with_pair:
+        def pair_fn(q: int, c: int) -> np.ndarray:
+            return pair_vector(store.schema, values[q], values[c], created[q], created[c],
+                               mined.first_stage.get((q, c), {}))
+    data = TrainData(tokens=lambda i: cache.get(hashes[i]), feats=feats, pair=pair_fn, groups=mined.groups,
+                     valid=mined.valid)
+    return data, fs, values
+
+
+def threshold_for_precision(probs: np.ndarray, labels: np.ndarray, target: float) -> tuple[float | None, float | None]:
+    """The lowest probability threshold whose validation precision reaches `target` (None if none does)."""
+    if len(probs) == 0 or labels.sum() == 0:
+        return None, None
+    order = np.argsort(-probs, kind="stable")
+    tp = np.cumsum(labels[order])
+    precision = tp / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(precision >= target)
+    if len(ok) == 0:
+        return None, None
+    i = int(ok.max())
+    return float(probs[order][i]), float(precision[i])
+
+
+@dataclass
+class VariantResult:
+    name: str
+    valid_ranks: np.ndarray
+    test_ranks: np.ndarray
+    history: list[dict]
+    seconds: float
+    model_dir: Path
+    valid_mrr: float
+
+
+def train_variant(
+    name: str, data: TrainData, fs: FeatureSpace, schema_dict: dict, mined: Mined, arch: str, with_pair: bool,
+    out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
+) -> VariantResult:
+    cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]
+                       pair_dim=pair_dim(fs.schema) if with_pair else 0, dropout=DROPOUT)
+    log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
+    res = train(data, cfg, tcfg, progress=progress, log=log)
+    perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
+    val_scores = rerank_scores(res.model, data, mined.valid, perm)
+    test_scores = rerank_scores(res.model, data, mined.test, perm)
+    logits = np.concatenate(val_scores) if val_scores else np.zeros(0)
+    labels = np.concatenate([r.hits for r in mined.valid]).astype(np.float64) if mined.valid else np.zeros(0)
+    a, b = fit_platt(logits, labels) if labels.sum() > 0 else (1.0, 0.0)
+    probs = 1.0 / (1.0 + np.exp(-(a * logits + b)))
+    threshold, achieved = threshold_for_precision(probs, labels, TARGET_PRECISION)
+    model_dir = out_dir / name
+    save_reranker(model_dir, res.model, {
+        "name": name, "schema": schema_dict, "features": fs.to_dict(), "encoder": encoder.key,
+        "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
+        "calibration": {"method": "platt", "a": a, "b": b},
+        "duplicate_threshold": threshold, "threshold_target_precision": TARGET_PRECISION,
+        "threshold_validation_precision": achieved, "train": {
+            "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
+            "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
+        "rerank_depth": RERANK_DEPTH,
+    })
+    return VariantResult(name, reranked_ranks(mined.valid, val_scores), reranked_ranks(mined.test, test_scores),
+                         res.history, res.seconds, model_dir, res.best_valid_mrr)
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "rerank-concat": {"arch": "concat", "pair": False},
+    "rerank-cross": {"arch": "cross", "pair": False},
+    "rerank-cross+pair": {"arch": "cross", "pair": True},
+    "rerank-cross-shuffled": {"arch": "cross", "pair": False, "shuffle": True},  # ablation
+}
+
+
+def run_rerankers(
+    store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, fusion: dict[str, Any], depth: int,
+    train_before: datetime, valid_before: datetime, out_dir: Path, variants: list[str] | None = None,
+    tcfg: TrainConfig | None = None, progress: bool = True, log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Mine, train every variant, score validation and test lists; install the best variant in the index."""
+    import shutil
+
+    from retrieval.evaluation import metrics_from_ranks, paired_bootstrap
+
+    tcfg = tcfg or TrainConfig()
+    mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed)
+    log(f"    mined {len(mined.groups)} train queries "
+        f"({sum(len(g.negatives) for g in mined.groups)} negatives), {len(mined.valid)} validation and "
+        f"{len(mined.test)} test queries with their top {RERANK_DEPTH}")
+    base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress)
+    first = {"valid": reranked_ranks(mined.valid, [-np.arange(len(r.candidates), dtype=float) for r in mined.valid]),
+             "test": reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])}
+    results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}}
+    ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
+    best: VariantResult | None = None
+    for name in variants or list(VARIANTS):
+        spec = VARIANTS[name]
+        data = TrainData(tokens=base_data.tokens, feats=base_data.feats,
+                         pair=base_data.pair if spec["pair"] else None, groups=base_data.groups, valid=base_data.valid)
+        vcfg = TrainConfig(**{**tcfg.__dict__, "shuffle_features": bool(spec.get("shuffle"))})
+        vr = train_variant(name, data, fs, store.schema.to_dict(), mined, spec["arch"], spec["pair"], out_dir,
+                           encoder, vcfg, progress, log)
+        results["test"][name] = metrics_from_ranks(vr.test_ranks)
+        results["valid"][name] = metrics_from_ranks(vr.valid_ranks)
+        results["variants"][name] = {"history": vr.history, "seconds": round(vr.seconds, 1),
+                                     "model_dir": str(vr.model_dir)}
+        ranks[name] = vr.test_ranks
+        if not spec.get("shuffle") and (best is None or vr.valid_mrr > best.valid_mrr):
+            best = vr
+    comparisons = {}
+    for a, b in (("rerank-concat", "rerank-cross"), ("hybrid (top 100)", "rerank-cross"),
+                 ("rerank-cross", "rerank-cross+pair"), ("rerank-cross-shuffled", "rerank-cross")):
+        if a in ranks and b in ranks:
+            comparisons[f"{b} vs {a}"] = {m: paired_bootstrap(ranks[a], ranks[b], m) for m in ("MRR", "RR@10")}
+    results["comparisons"] = comparisons
+    if best is not None:
+        target = Path(index_dir) / "reranker"
+        tmp = Path(index_dir) / ".reranker.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(best.model_dir, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        results["installed"] = best.name
+        log(f"    installed {best.name} (best validation MRR {best.valid_mrr:.4f}) as {target}")
+    return results
+
+
+def time_split(inp: EvalInputs, train_frac: float = 0.8, valid_frac: float = 0.1) -> tuple[datetime, datetime]:
+    """Dates that split the tickets by creation time into train / validation / test (80/10/10)."""
+    c = inp.ev.created
+    n = len(c)
+    tb = c[min(n - 1, int(n * train_frac))].astype("datetime64[s]").astype(datetime)
+    vb = c[min(n - 1, int(n * (train_frac + valid_frac)))].astype("datetime64[s]").astype(datetime)
+    return tb, vb
+
+
+def train_index(
+    index_dir: Path, train_before: datetime | None, valid_before: datetime | None, variant: str,
+    settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors."""
+    from retrieval.builder import store_path
+    from retrieval.eval_index import load_eval_inputs
+    from retrieval.manifest import Manifest
+    from service.reranking import build_rerank_vectors
+
+    manifest = Manifest.load(index_dir)
+    settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
+    with TicketStore(store_path(index_dir)) as store:
+        encoder = Encoder(manifest.model, settings=settings)
+        inp = load_eval_inputs(index_dir, store, encoder)
+        if train_before is None or valid_before is None:
+            tb, vb = time_split(inp)
+            train_before, valid_before = train_before or tb, valid_before or vb
+        log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
+        res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
+                            valid_before, Path(index_dir) / "rerankers", variants=[variant], tcfg=tcfg,
+                            progress=progress, log=log)
+        n = build_rerank_vectors(index_dir, store, encoder, progress=progress)
+        log(f"computed reranker vectors for {n} tickets")
+    return res

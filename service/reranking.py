@@ -1,0 +1,218 @@
+"""Search that always reranks: first stage (hybrid by default), then the trained pair model over the top
+candidates, using per-candidate vectors computed once at index time and tagged with the model's checksum.
+
+Without a trained reranker (or with candidate vectors from another model) it falls back to first-stage
+order and says so in the result's notes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index_data.atomic import atomic_write_json, atomic_write_with
+from index_data.config import Settings, get_settings
+from index_data.errors import QueryError
+from index_data.records import _coerce, parse_datetime, text_hash, ticket_text
+from index_data.store import TicketStore
+from rerank.explain import attended_words
+from rerank.runtime import Reranker
+from rerank.token_cache import Tokens, pad_batch
+from retrieval.builder import read_texts
+from retrieval.encoder import Encoder
+from retrieval.manifest import INDEX_SUBDIR
+from retrieval.search import SearchResult, Searcher
+
+RERANKER_DIR = "reranker"
+VECTORS = "rerank_vectors.npy"
+ROWS = "rerank_rows.npy"
+TAG = "rerank_vectors.json"
+RERANK_DEPTH = 100
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+
+    atomic_write_with(path, write)
+
+
+def store_values(store: TicketStore) -> dict[int, tuple[dict[str, Any], datetime, str, str]]:
+    """row id -> (typed field values, created, title, body)."""
+    cols = ", ".join(["row_id", "created", "title", "body"] + [f.column for f in store.schema.fields])
+    out = {}
+    for r in store.con.execute(f"SELECT {cols} FROM tickets").fetchall():
+        out[r[0]] = ({f.name: r[4 + i] for i, f in enumerate(store.schema.fields)}, r[1], r[2], r[3])
+    return out
+
+
+def build_rerank_vectors(index_dir: Path, store: TicketStore, encoder: Encoder, progress: bool = True) -> int:
+    """Compute every ticket's target vector with the installed reranker; tag the file with its checksum."""
+    from service.rerank_pipeline import token_cache_for
+
+    reranker = Reranker(Path(index_dir) / RERANKER_DIR, device=encoder.settings.device)
+    st = read_texts(store)
+    values = store_values(store)
+    texts = [ticket_text(store.schema, t, b) for t, b in zip(st.titles, st.bodies)]
+    hashes = [text_hash(t) for t in texts]
+    cache = token_cache_for(index_dir, encoder)
+
+    def encode(batch: list[str]):  # noqa: ANN202
+        tb = encoder.encode_with_tokens(batch)
+        return tb.tokens, tb.attention_mask, tb.input_ids
+
+    cache.ensure(hashes, texts, encode, progress=progress)
+    vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)][0] for r in st.row_ids], "target")
+    out = Path(index_dir) / INDEX_SUBDIR
+    _save(out / VECTORS, vecs.astype(np.float32))
+    _save(out / ROWS, st.row_ids.astype(np.int64))
+    atomic_write_json(out / TAG, {"checksum": reranker.checksum, "count": len(st.row_ids),
+                                  "change_seq": store.change_seq, "model": reranker.name})
+    return len(st.row_ids)
+
+
+class RerankingSearcher:
+    def __init__(self, index_dir: Path, settings: Settings | None = None, encoder: Encoder | None = None) -> None:
+        self.index_dir = Path(index_dir)
+        self.settings = settings or get_settings()
+        self.base = Searcher(self.index_dir, settings=self.settings, encoder=encoder)
+        self.store = self.base.store
+        self.reranker: Reranker | None = None
+        self.notes: list[str] = []
+        self._vectors: np.ndarray | None = None
+        self._pos: dict[int, int] = {}
+        rdir = self.index_dir / RERANKER_DIR
+        if not (rdir / "config.json").is_file():
+            self.notes.append("no trained reranker in this index: results are in first-stage order")
+            return
+        self.reranker = Reranker(rdir, device=self.settings.device)
+        tag_path = self.index_dir / INDEX_SUBDIR / TAG
+        tag = json.loads(tag_path.read_text()) if tag_path.is_file() else {}
+        if tag.get("checksum") != self.reranker.checksum:
+            self.notes.append("candidate vectors are missing or from another reranker (run 'ticketsearch train' "
+                              "or 'ticketsearch ingest'): results are in first-stage order")
+            self.reranker = None
+            return
+        self._vectors = np.load(self.index_dir / INDEX_SUBDIR / VECTORS, allow_pickle=False)
+        rows = np.load(self.index_dir / INDEX_SUBDIR / ROWS, allow_pickle=False)
+        self._pos = {int(r): i for i, r in enumerate(rows)}
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.base.encoder
+
+    def close(self) -> None:
+        self.base.close()
+
+    def _query_values(self, fields: dict[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in (fields or {}).items():
+            try:
+                out[name] = _coerce(self.store.schema.field(name), value)
+            except ValueError as exc:
+                raise QueryError(str(exc)) from None
+        return out
+
+    def _tokens_for(self, row_ids: list[int]) -> list[Tokens]:
+        from service.rerank_pipeline import token_cache_for
+
+        cache = token_cache_for(self.index_dir, self.encoder)
+        values = {r: v for r, v in store_values(self.store).items() if r in set(row_ids)}
+        out = []
+        for r in row_ids:
+            _, _, title, body = values[r]
+            text = ticket_text(self.store.schema, title, body)
+            h = text_hash(text)
+            if h not in cache:
+                tb = self.encoder.encode_with_tokens([text])
+                n = int(tb.attention_mask[0].sum())
+                out.append(Tokens(tb.tokens[0, :n].numpy().astype(np.float16), tb.input_ids[0, :n].numpy()))
+            else:
+                out.append(cache.get(h))
+        return out
+
+    def search(
+        self, text: str | None = None, *, title: str | None = None, like: str | None = None,
+        fields: dict[str, Any] | None = None, filters: dict[str, list[Any]] | None = None,
+        before: str | datetime | None = None, after: str | datetime | None = None, k: int = 10,
+        method: str | None = None, rerank: bool = True, explain: bool = False,
+    ) -> SearchResult:
+        self.base.validate_fields(fields)
+        if not rerank or self.reranker is None:
+            res = self.base.search(text, title=title, like=like, fields=fields, filters=filters, before=before,
+                                   after=after, k=k, method=method)
+            res.notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]
+            return res
+        reranker = self.reranker
+        t0 = time.perf_counter()
+        q_tokens: Tokens
+        qvecs = None
+        if like is None:
+            head, body = (title or "").strip(), (text or "").strip()
+            if not head and not body:
+                raise QueryError("query text is empty")
+            full = ticket_text(self.store.schema, head, body) if head else body
+            tb = self.encoder.encode_with_tokens([full])  # one pass: retrieval embedding + token states
+            n = int(tb.attention_mask[0].sum())
+            q_tokens = Tokens(tb.tokens[0, :n].numpy(), tb.input_ids[0, :n].numpy())
+            tvec = self.encoder.encode([head]) if head and body else None
+            qvecs = (tb.pooled.numpy(), tvec)
+            q_values = self._query_values(fields)
+            q_created = parse_datetime(before) if isinstance(before, str) else (before or datetime.now(timezone.utc).replace(tzinfo=None))
+        else:
+            src = self.store.get(like)
+            q_tokens = self._tokens_for([src.row_id])[0]
+            q_values = {**src.values, **self._query_values(fields)}
+            q_created = src.created
+        encode_ms = (time.perf_counter() - t0) * 1000
+        first = self.base.search(text, title=title, like=like, fields=fields, filters=filters, before=before,
+                                 after=after, k=max(k, RERANK_DEPTH), method=method, query_vectors=qvecs)
+        t1 = time.perf_counter()
+        hits = first.hits[:RERANK_DEPTH]
+        if hits:
+            toks, mask = pad_batch([q_tokens])
+            src_vec, q_attn = reranker.item_vectors(toks, mask, [q_values], "source")
+            targets = np.stack([self._vectors[self._pos[h.row_id]] for h in hits])
+            bm_max = max([h.scores.get("bm25", 0.0) for h in hits] + [1e-9])
+            fs = [{"dense": h.scores.get("dense", 0.0), "title": h.scores.get("title", 0.0),
+                   "bm25": h.scores.get("bm25", 0.0) / bm_max, "fused_rank": float(i + 1)} for i, h in enumerate(hits)]
+            c_vals = [self._hit_values(h) for h in hits]
+            pair = reranker.pair_matrix(q_values, q_created, [v for v, _ in c_vals], [c for _, c in c_vals], fs)
+            logits = reranker.score(src_vec[0], targets, pair)
+            probs = reranker.probability(logits)
+            order = np.argsort(-logits, kind="stable")[:k]
+            out = []
+            for i in order:
+                h = hits[int(i)]
+                h.retrieval_score, h.rerank_score, h.probability = h.score, float(logits[i]), float(probs[i])
+                h.score = float(logits[i])
+                out.append(h)
+            if explain:
+                tok = self.encoder.tokenizer
+                first.notes.append("query attended: " + ", ".join(
+                    w for w, _ in attended_words(q_tokens.ids, q_attn[0], tok)) if q_attn is not None else
+                    "this reranker has no attention to explain")
+                if q_attn is not None:
+                    cand_tokens = self._tokens_for([h.row_id for h in out])
+                    t, m = pad_batch(cand_tokens)
+                    _, c_attn = reranker.item_vectors(t, m, [self._hit_values(h)[0] for h in out], "target")
+                    for h, ct, a in zip(out, cand_tokens, c_attn):
+                        h.attended = attended_words(ct.ids, a[: len(ct.ids)], tok)
+            first.hits = out
+        first.timings_ms["encode"] = encode_ms
+        first.timings_ms["rerank"] = (time.perf_counter() - t1) * 1000
+        first.notes.append(f"reranked the top {len(hits)} with {reranker.name}")
+        return first
+
+    def _hit_values(self, h) -> tuple[dict[str, Any], datetime]:  # noqa: ANN001
+        vals = {}
+        for f in self.store.schema.fields:
+            v = h.fields.get(f.name)
+            vals[f.name] = parse_datetime(v) if f.kind == "date" and isinstance(v, str) else v
+        return vals, parse_datetime(h.created)
