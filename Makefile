@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ticketsearch demo-data --out $(DEMO)/tickets.jsonl -n $(N)
 	$(BIN)/ticketsearch ingest --data $(DEMO)/tickets.jsonl --index $(DEMO)/index --schema support
-	$(BIN)/ticketsearch search --index $(DEMO)/index "customers were charged twice for their subscription" -k 5
+	$(BIN)/ticketsearch train --index $(DEMO)/index
+	$(BIN)/ticketsearch search --index $(DEMO)/index "customers were charged twice for their subscription" --field product="Billing Portal" -k 5
 	$(BIN)/ticketsearch search --index $(DEMO)/index "app crashes when I open it" --filter product="Mobile App" --before 2025-01-01 -k 5
-	$(BIN)/ticketsearch search --index $(DEMO)/index --like SUP-100 -k 5
+	$(BIN)/ticketsearch search --index $(DEMO)/index --like SUP-1900 -k 5 --explain
+	$(BIN)/ticketsearch explain --index $(DEMO)/index --like SUP-1900 --out $(DEMO)/explain.png
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -14,10 +14,10 @@ runner = CliRunner()
 
 def test_experiment_writes_results_and_reuses_embeddings(demo_file: Path, tmp_path: Path) -> None:
     args = ["experiment", "--data", str(demo_file), "--schema", "support", "--train-before", "2024-09-01",
-            "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q"]
+            "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--no-rerank"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "[4/4]" in res.output and "| hybrid |" in res.output
+    assert "[4/5]" in res.output and "[5/5]" not in res.output and "| hybrid |" in res.output
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     methods = results["methods"]
     assert {"bm25", "dense", "hybrid", "hybrid-rrf-plain", "title-dense"} <= set(methods)
@@ -44,3 +44,17 @@ def test_evaluate_command(demo_file: Path, tmp_path: Path, built_index: Path) ->
     assert data["methods"]["bm25"]["queries"] > 0 and data["window_days"] == 365
     bad = runner.invoke(app, ["evaluate", "--index", str(built_index), "--since", "someday"])
     assert bad.exit_code == 2 and "--since" in bad.stderr
+
+
+def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
+    args = ["experiment", "--data", str(demo_file), "--schema", "support", "--train-before", "2024-09-01",
+            "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--rerank-budget", "10"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    rows = results["methods"]
+    for name in ("rerank-concat", "rerank-cross", "rerank-cross+pair", "rerank-cross-shuffled"):
+        assert rows[name]["queries"] == rows["hybrid"]["queries"]
+        assert rows[name]["RR@100"] == rows["hybrid"]["RR@100"]  # reranking only reorders the top 100
+    assert "rerank-cross vs rerank-concat" in results["rerank"]["comparisons"]
+    assert (tmp_path / "exp" / "index" / "reranker" / "config.json").is_file()
