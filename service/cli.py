@@ -53,6 +53,13 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, list[str]]:
     return out
 
 
+def query_fields(text: str | None, like: str | None, field: list[str] | None) -> dict[str, object]:
+    """Check that a query was given, and turn --field K=V options into the query ticket's fields."""
+    if text is None and like is None:
+        fail("give a query TEXT or --like ID")
+    return {k: v[0] if len(v) == 1 else v for k, v in parse_pairs(field, "--field").items()}
+
+
 @app.command("demo-data")
 @one_line_errors
 def demo_data(
@@ -121,7 +128,7 @@ def search(
     after: Annotated[Optional[str], typer.Option("--after", help="Only tickets created on or after this date.")] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Number of hits.")] = 10,
     method: Annotated[
-        Optional[str], typer.Option("--method", help="First stage: dense, bm25 or hybrid (default: hybrid).")
+        Optional[str], typer.Option("--method", help="First stage: dense, bm25, title or hybrid (default: hybrid).")
     ] = None,
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Rerank the top 100 with the trained model.")] = True,
     explain: Annotated[bool, typer.Option("--explain", help="Show the words each hit's features attended to.")] = False,
@@ -130,9 +137,7 @@ def search(
     """Search the index by text, or by an indexed ticket's id with --like; reranks when a model is trained."""
     from service.reranking import RerankingSearcher
 
-    if text is None and like is None:
-        fail("give a query TEXT or --like ID")
-    fields = {k_: v[0] if len(v) == 1 else v for k_, v in parse_pairs(field, "--field").items()}
+    fields = query_fields(text, like, field)
     searcher = RerankingSearcher(index)
     try:
         res = searcher.search(
@@ -274,9 +279,7 @@ def explain(
     from rerank.explain import plot_attention
     from service.reranking import RerankingSearcher
 
-    if text is None and like is None:
-        fail("give a query TEXT or --like ID")
-    fields = {k_: v[0] if len(v) == 1 else v for k_, v in parse_pairs(field, "--field").items()}
+    fields = query_fields(text, like, field)
     searcher = RerankingSearcher(index)
     try:
         if searcher.reranker is None:

@@ -275,6 +275,9 @@ def run_rerankers(
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         results["installed"] = best.name
+        # the row a user gets by default: the variant chosen on validation
+        results["test"]["rerank"] = results["test"][best.name]
+        results["valid"]["rerank"] = results["valid"][best.name]
         log(f"    installed {best.name} (best validation MRR {best.valid_mrr:.4f}) as {target}")
     return results
 
