@@ -67,7 +67,7 @@ def parse_datetime(value: Any) -> datetime:
     return dt
 
 
-def _coerce(spec: FieldSpec, value: Any) -> Any:
+def coerce_value(spec: FieldSpec, value: Any) -> Any:
     """Convert one raw value to the field's type. Raises ValueError naming the problem."""
     if value is None or (isinstance(value, str) and value.strip() == "" and spec.kind != "multi"):
         return None
@@ -167,7 +167,7 @@ def normalize_row(schema: Schema, raw: Any, line: int) -> Ticket:
             values[spec.name] = created if spec.kind == "date" else None
             continue
         try:
-            values[spec.name] = _coerce(spec, merged.get(spec.source))
+            values[spec.name] = coerce_value(spec, merged.get(spec.source))
         except ValueError as exc:
             raise RowError(line, str(exc), tid) from None
     return Ticket(

@@ -98,23 +98,9 @@ def embed_store(
     Returns (ids, vecs, number encoded, encode seconds).
     """
     st = texts_ or read_texts(store)
-    ids, hashes = st.row_ids, st.hashes
-    texts: dict[str, str] = {}
-    for h, t, b in zip(st.hashes, st.titles, st.bodies):
-        texts.setdefault(h, ticket_text(store.schema, t, b))
-    cache = store.cached_embeddings(encoder.key, list(texts))
-    missing = [h for h in texts if h not in cache]
-    t0 = time.perf_counter()
-    if missing:
-        vecs = encoder.encode([texts[h] for h in missing], progress=progress, desc="encode")
-        if not store.read_only:
-            store.put_embeddings(encoder.key, missing, vecs)
-        cache.update(zip(missing, vecs))
-    seconds = time.perf_counter() - t0
-    mat = np.zeros((len(hashes), encoder.dim), dtype=np.float32)
-    for i, h in enumerate(hashes):
-        mat[i] = cache[h]
-    return ids, mat, len(missing), seconds
+    texts = [ticket_text(store.schema, t, b) for t, b in zip(st.titles, st.bodies)]
+    vecs, encoded, seconds = embed_texts(store, encoder, encoder.key, texts, progress, "encode")
+    return st.row_ids, vecs, encoded, seconds
 
 
 def build_index(

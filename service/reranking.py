@@ -18,7 +18,7 @@ import numpy as np
 from index_data.atomic import atomic_write_json, atomic_write_with
 from index_data.config import Settings, get_settings
 from index_data.errors import QueryError
-from index_data.records import _coerce, parse_datetime, text_hash, ticket_text
+from index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
 from index_data.store import TicketStore
 from rerank.explain import attended_words
 from rerank.runtime import Reranker
@@ -114,7 +114,7 @@ class RerankingSearcher:
         out: dict[str, Any] = {}
         for name, value in (fields or {}).items():
             try:
-                out[name] = _coerce(self.store.schema.field(name), value)
+                out[name] = coerce_value(self.store.schema.field(name), value)
             except ValueError as exc:
                 raise QueryError(str(exc)) from None
         return out
@@ -123,11 +123,10 @@ class RerankingSearcher:
         from service.rerank_pipeline import token_cache_for
 
         cache = token_cache_for(self.index_dir, self.encoder)
-        values = {r: v for r, v in store_values(self.store).items() if r in set(row_ids)}
+        rows = {t.row_id: t for t in self.store.get_rows(row_ids)}
         out = []
         for r in row_ids:
-            _, _, title, body = values[r]
-            text = ticket_text(self.store.schema, title, body)
+            text = ticket_text(self.store.schema, rows[r].title, rows[r].body)
             h = text_hash(text)
             if h not in cache:
                 tb = self.encoder.encode_with_tokens([text])
