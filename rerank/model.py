@@ -31,6 +31,7 @@ class RerankConfig:
     ff_dim: int = 1024
     dropout: float = 0.1
     pair_dim: int = 0
+    pooled_residual: bool = False  # experimental: add the mean-pooled token states to each item vector
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,9 +132,15 @@ class PairModel(nn.Module):
         tokens = tokens.to(self.classifier[0].weight.dtype)
         if self.cfg.arch == "cross":
             fusion = self.fusion_source if side == "source" else self.fusion_target
-            return fusion(self.feature_encoder(feats), tokens, attention_mask)
-        mlp = self.concat_source if side == "source" else self.concat_target
-        return mlp(tokens, attention_mask, feats), None
+            v, attn = fusion(self.feature_encoder(feats), tokens, attention_mask)
+        else:
+            mlp = self.concat_source if side == "source" else self.concat_target
+            v, attn = mlp(tokens, attention_mask, feats), None
+        if self.cfg.pooled_residual:
+            m = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+            v = v + pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        return v, attn
 
     def score(self, s: torch.Tensor, t: torch.Tensor, pair: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B] for source vectors s [B, D] (or [1, D], broadcast) and target vectors t [B, D]."""

@@ -33,9 +33,10 @@ def test_shapes_for_both_schemas(schema: str, arch: str) -> None:
     assert logits.shape == (3,)
 
 
-def test_padding_gets_zero_attention_and_extra_padding_changes_nothing() -> None:
+@pytest.mark.parametrize("pooled", [False, True])
+def test_padding_gets_zero_attention_and_extra_padding_changes_nothing(pooled: bool) -> None:
     torch.manual_seed(0)
-    model = PairModel(RerankConfig(feat_dim=20)).eval()
+    model = PairModel(RerankConfig(feat_dim=20, pooled_residual=pooled)).eval()
     tokens, mask, feats = batch()
     with torch.no_grad():
         s, attn = model.item_vectors(tokens, mask, feats, "source")
