@@ -77,7 +77,8 @@ def rank_lists(pools: list[QueryPool], fuse: Callable[[QueryPool], np.ndarray], 
     out = []
     for p in pools:
         fused = fuse(p)
-        order = np.argsort(-fused, kind="stable")[:RERANK_DEPTH]
+        # ties count against the system, as in the first-stage metrics: non-hits first among equal scores
+        order = np.lexsort((p.hits.astype(np.int8), -fused))[:RERANK_DEPTH]
         hits = p.hits[order]
         fallback = float("inf") if hits.any() else float(first_hit_rank(fused, p.hits))
         _record_first_stage(mined, p, fused, order)
