@@ -57,7 +57,7 @@ class TrainConfig:
     groups_per_batch: int = 16
     negatives_per_group: int = 7
     lr: float = 1e-4
-    skip_lr_mult: float = 100.0  # the linear pair-input skip is a logistic regression: it wants a larger step
+    skip_lr_mult: float = 1.0  # the linear pair-input skip starts from its logistic-regression fit
     weight_decay: float = 0.01
     seed: int = 0
     shuffle_features: bool = False  # ablation: features permuted across tickets
@@ -142,8 +142,18 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
     n_neg = sum(min(len(g.negatives), tcfg.negatives_per_group) for g in groups)
     pos_weight = torch.tensor(n_neg / max(n_pos, 1))
     result = TrainResult(model=model)
-    best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
+    if model.pair_skip is not None and data.pair is not None:
+        # start from the convex part: a logistic regression on the pair inputs (the deep head starts at
+        # zero), and keep it unless the deep part improves validation MRR (epoch 0 below)
+        fit_pair_skip(model, data, groups)
+        ranks = reranked_ranks(data.valid, rerank_scores(model, data, data.valid, perm)) if data.valid else np.array([])
+        mrr0 = float(np.mean(1.0 / ranks)) if len(ranks) else 0.0
+        result.history.append({"epoch": 0, "loss": math.nan, "valid_mrr": mrr0,
+                               "valid_rr10": float(np.mean(ranks <= 10)) if len(ranks) else 0.0})
+        result.best_valid_mrr, result.best_epoch = mrr0, 0
+        log(f"      epoch 0 (logistic regression on pair inputs): validation MRR {mrr0:.4f}")
+    best_state = copy.deepcopy(model.state_dict())
     bad = 0
     for epoch in range(tcfg.epochs):
         model.train()
@@ -187,7 +197,7 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
         result.history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else math.nan,
                                "valid_mrr": mrr, "valid_rr10": rr10})
         log(f"      epoch {epoch + 1}: loss {result.history[-1]['loss']:.4f}, validation MRR {mrr:.4f}, RR@10 {rr10:.3f}")
-        if mrr > result.best_valid_mrr or result.best_epoch < 0:
+        if mrr > result.best_valid_mrr or result.best_epoch < 0:  # epoch 0 (if any) counts as best so far
             result.best_valid_mrr, result.best_epoch = mrr, epoch + 1
             best_state = copy.deepcopy(model.state_dict())
             bad = 0
@@ -202,6 +212,36 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def fit_pair_skip(model: PairModel, data: TrainData, groups: Sequence[Group], l2: float = 1e-3) -> None:
+    """Fit the linear pair-input skip as an L2-regularised logistic regression on every training pair."""
+    assert model.pair_skip is not None and data.pair is not None
+    xs, ys = [], []
+    for g in groups:
+        for c in g.positives:
+            xs.append(data.pair(g.query, c))
+            ys.append(1.0)
+        for c in g.negatives:
+            xs.append(data.pair(g.query, c))
+            ys.append(0.0)
+    x = torch.from_numpy(np.stack(xs)).double()
+    y = torch.tensor(ys, dtype=torch.float64)
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    pos_weight = torch.tensor((len(y) - y.sum().item()) / max(y.sum().item(), 1.0), dtype=torch.float64)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x @ w + b, y, pos_weight=pos_weight) + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        model.pair_skip.weight.copy_(w.detach().float().unsqueeze(0))
+        model.pair_skip.bias.copy_(b.detach().float().reshape(1))
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 200) -> tuple[float, float]:
