@@ -264,6 +264,7 @@ def run_rerankers(
             best = vr
     comparisons = {}
     for a, b in (("rerank-concat", "rerank-cross"), ("hybrid (top 100)", "rerank-cross"),
+                 ("hybrid (top 100)", "rerank-cross+pair"),
                  ("rerank-cross", "rerank-cross+pair"), ("rerank-cross-shuffled", "rerank-cross")):
         if a in ranks and b in ranks:
             comparisons[f"{b} vs {a}"] = {m: paired_bootstrap(ranks[a], ranks[b], m) for m in ("MRR", "RR@10")}
