@@ -91,3 +91,14 @@ def recover_dir(target: Path) -> None:
     old = Path(target).with_name(Path(target).name + ".old")
     if not Path(target).exists() and old.exists():
         os.replace(old, target)
+
+
+def atomic_write_npy(target: Path, arr: Any) -> None:
+    """Write a numpy array (no pickle) atomically; through a handle, so numpy adds no ".npy" suffix."""
+    import numpy as np
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+
+    atomic_write_with(target, write)

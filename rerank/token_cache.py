@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from index_data.atomic import atomic_write_with
+from index_data.atomic import atomic_write_npy
 
 
 @dataclass
@@ -95,13 +95,8 @@ class TokenCache:
         arrays["hashes"] = np.array([h.encode() for h in hashes])
         # the hashes file is written last: a shard without it is ignored (an interrupted write)
         for name, arr in arrays.items():
-            atomic_write_with(self.dir / f"{stem}.{name}.npy", lambda p, a=arr: _save_npy(p, a))
+            atomic_write_npy(self.dir / f"{stem}.{name}.npy", arr)
         self._open(stem)
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a handle, so numpy does not append ".npy" to the temporary name
-        np.save(fh, arr, allow_pickle=False)
 
 
 def pad_batch(items: Sequence[Tokens], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

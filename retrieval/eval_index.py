@@ -15,7 +15,7 @@ import numpy as np
 
 from index_data.store import TicketStore
 
-from .builder import embed_store, embed_texts, store_path, title_key
+from .builder import embed_store, embed_texts, title_key
 from .encoder import Encoder
 from .evaluation import EvalSet, QueryPool
 from .fusion import minmax

@@ -9,7 +9,6 @@ outside the file). Validation and test queries get their hybrid top 100, which t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,17 +24,16 @@ from index_data.store import TicketStore
 from rerank.model import RerankConfig
 from rerank.pair_features import pair_dim, pair_vector
 from rerank.persist import save_reranker
-from rerank.token_cache import TokenCache
 from rerank.train import Group, RankList, TrainConfig, TrainData, fit_platt, rerank_scores, reranked_ranks, train
 from retrieval.encoder import Encoder
 from retrieval.eval_index import EvalInputs, fusion_fn, scorers
 from retrieval.evaluation import QueryPool, build_pools, first_hit_rank
 from retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR
+from service.reranking import RERANK_DEPTH, build_rerank_vectors, store_values, token_cache_for, token_encode_fn
 
 TOP_NEGATIVES = 6  # the hybrid's best-ranked non-duplicates
 MID_NEGATIVES = 6  # sampled from the rest of its top 100, so training sees what reranking sees
 RANDOM_NEGATIVES = 3  # anywhere in the pool
-RERANK_DEPTH = 100
 DROPOUT = 0.3
 TARGET_PRECISION = 0.9  # a few hundred training queries: regularise harder than the article's 0.1
 
@@ -121,16 +119,9 @@ def mine(
 
 
 def ticket_values(store: TicketStore, inp: EvalInputs) -> list[dict[str, Any]]:
-    by_row = {}
-    cols = ", ".join(["row_id"] + [f.column for f in store.schema.fields])
-    for r in store.con.execute(f"SELECT {cols} FROM tickets").fetchall():
-        by_row[r[0]] = {f.name: r[1 + i] for i, f in enumerate(store.schema.fields)}
+    """Typed field values in EvalSet order."""
+    by_row = store_values(store)
     return [by_row[int(r)] for r in inp.ev.row_ids]
-
-
-def token_cache_for(index_dir: Path, encoder: Encoder) -> TokenCache:
-    key = hashlib.blake2b(encoder.key.encode(), digest_size=6).hexdigest()
-    return TokenCache(Path(index_dir) / "rerank_tokens" / key)
 
 
 def build_train_data(
@@ -146,12 +137,7 @@ def build_train_data(
     texts = [ticket_text(store.schema, ev.titles[i], ev.bodies[i]) for i in range(len(ev))]
     hashes = [text_hash(t) for t in texts]
     cache = token_cache_for(index_dir, encoder)
-
-    def encode(batch: list[str]):  # noqa: ANN202
-        tb = encoder.encode_with_tokens(batch)
-        return tb.tokens, tb.attention_mask, tb.input_ids
-
-    cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], encode, progress=progress)
+    cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], token_encode_fn(encoder), progress=progress)
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
     pair_fn = None
     if with_pair:
@@ -301,7 +287,6 @@ def train_index(
     from retrieval.builder import store_path
     from retrieval.eval_index import load_eval_inputs
     from retrieval.manifest import Manifest
-    from service.reranking import build_rerank_vectors
 
     manifest = Manifest.load(index_dir)
     settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})

@@ -7,6 +7,7 @@ order and says so in the result's notes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -15,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from index_data.atomic import atomic_write_json, atomic_write_with
+from index_data.atomic import atomic_write_json, atomic_write_npy
 from index_data.config import Settings, get_settings
 from index_data.errors import QueryError
 from index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
 from index_data.store import TicketStore
 from rerank.explain import attended_words
 from rerank.runtime import Reranker
-from rerank.token_cache import Tokens, pad_batch
+from rerank.token_cache import EncodeFn, TokenCache, Tokens, pad_batch
 from retrieval.builder import read_texts
 from retrieval.encoder import Encoder
 from retrieval.manifest import INDEX_SUBDIR
@@ -35,43 +36,44 @@ TAG = "rerank_vectors.json"
 RERANK_DEPTH = 100
 
 
-def _save(path: Path, arr: np.ndarray) -> None:
-    def write(p: Path) -> None:
-        with open(p, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-
-    atomic_write_with(path, write)
-
-
-def store_values(store: TicketStore) -> dict[int, tuple[dict[str, Any], datetime, str, str]]:
-    """row id -> (typed field values, created, title, body)."""
-    cols = ", ".join(["row_id", "created", "title", "body"] + [f.column for f in store.schema.fields])
+def store_values(store: TicketStore) -> dict[int, dict[str, Any]]:
+    """row id -> typed field values, for every stored ticket."""
+    cols = ", ".join(["row_id"] + [f.column for f in store.schema.fields])
     out = {}
     for r in store.con.execute(f"SELECT {cols} FROM tickets").fetchall():
-        out[r[0]] = ({f.name: r[4 + i] for i, f in enumerate(store.schema.fields)}, r[1], r[2], r[3])
+        out[r[0]] = {f.name: r[1 + i] for i, f in enumerate(store.schema.fields)}
     return out
+
+
+def token_cache_for(index_dir: Path, encoder: Encoder) -> TokenCache:
+    """The index's token-state cache for this encoder (one folder per encoder identity)."""
+    key = hashlib.blake2b(encoder.key.encode(), digest_size=6).hexdigest()
+    return TokenCache(Path(index_dir) / "rerank_tokens" / key)
+
+
+def token_encode_fn(encoder: Encoder) -> EncodeFn:
+    """The encode callable a TokenCache fills itself with: token states, mask and token ids."""
+
+    def encode(batch: list[str]):  # noqa: ANN202
+        tb = encoder.encode_with_tokens(batch)
+        return tb.tokens, tb.attention_mask, tb.input_ids
+
+    return encode
 
 
 def build_rerank_vectors(index_dir: Path, store: TicketStore, encoder: Encoder, progress: bool = True) -> int:
     """Compute every ticket's target vector with the installed reranker; tag the file with its checksum."""
-    from service.rerank_pipeline import token_cache_for
-
     reranker = Reranker(Path(index_dir) / RERANKER_DIR, device=encoder.settings.device)
     st = read_texts(store)
     values = store_values(store)
     texts = [ticket_text(store.schema, t, b) for t, b in zip(st.titles, st.bodies)]
     hashes = [text_hash(t) for t in texts]
     cache = token_cache_for(index_dir, encoder)
-
-    def encode(batch: list[str]):  # noqa: ANN202
-        tb = encoder.encode_with_tokens(batch)
-        return tb.tokens, tb.attention_mask, tb.input_ids
-
-    cache.ensure(hashes, texts, encode, progress=progress)
-    vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)][0] for r in st.row_ids], "target")
+    cache.ensure(hashes, texts, token_encode_fn(encoder), progress=progress)
+    vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)] for r in st.row_ids], "target")
     out = Path(index_dir) / INDEX_SUBDIR
-    _save(out / VECTORS, vecs.astype(np.float32))
-    _save(out / ROWS, st.row_ids.astype(np.int64))
+    atomic_write_npy(out / VECTORS, vecs.astype(np.float32))
+    atomic_write_npy(out / ROWS, st.row_ids.astype(np.int64))
     atomic_write_json(out / TAG, {"checksum": reranker.checksum, "count": len(st.row_ids),
                                   "change_seq": store.change_seq, "model": reranker.name})
     return len(st.row_ids)
@@ -87,6 +89,7 @@ class RerankingSearcher:
         self.notes: list[str] = []
         self._vectors: np.ndarray | None = None
         self._pos: dict[int, int] = {}
+        self._token_cache: TokenCache | None = None
         rdir = self.index_dir / RERANKER_DIR
         if not (rdir / "config.json").is_file():
             self.notes.append("no trained reranker in this index: results are in first-stage order")
@@ -120,9 +123,9 @@ class RerankingSearcher:
         return out
 
     def _tokens_for(self, row_ids: list[int]) -> list[Tokens]:
-        from service.rerank_pipeline import token_cache_for
-
-        cache = token_cache_for(self.index_dir, self.encoder)
+        if self._token_cache is None:  # opened once: it reads every shard's index
+            self._token_cache = token_cache_for(self.index_dir, self.encoder)
+        cache = self._token_cache
         rows = {t.row_id: t for t in self.store.get_rows(row_ids)}
         out = []
         for r in row_ids:
