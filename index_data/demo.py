@@ -16,6 +16,7 @@ from typing import Any
 
 from .atomic import atomic_write_with
 
+REF_PREFIXES = ["ERR", "E", "CODE", "REF"]
 OPENERS = [
     "", "Hi team,", "Hello support,", "Urgent:", "Hi,", "Good morning,", "Following up on a customer call:",
     "Reported via the account manager:", "Not sure if this is known, but", "Quick question -",
@@ -294,8 +295,13 @@ def generate(n: int = 2000, seed: int = 0, dup_fraction: float = 0.25) -> list[d
             size = rng.choice([2, 2, 2, 3, 3, 4])
         size = min(size, n - len(items))
         phrasings = rng.sample(range(len(topic.titles)), k=min(size, len(topic.titles)))
+        # Reports of one incident usually quote the same error reference and arrive within weeks; other
+        # tickets of the same topic are look-alikes with references of their own (the hard negatives).
+        ref = f"{rng.choice(REF_PREFIXES)}-{rng.randrange(1000, 10000)}"
         for j in range(size):
             t = _ticket(rng, topic, slots, phrasings[j % len(phrasings)])
+            if rng.random() < (0.8 if size > 1 else 0.4):
+                t["body"] += f" Error reference {ref}."
             when = created if j == 0 else created + timedelta(hours=rng.uniform(0.5, 24 * 20))
             items.append((when, t, group if size > 1 else None))
         group += 1

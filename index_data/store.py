@@ -7,8 +7,9 @@ an ingest either commits all of its valid rows or nothing.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from .schema import FieldSpec, Schema
 
 STORE_FORMAT = 1
 DB_FILENAME = "tickets.duckdb"
+# Every write logs (change_seq, row_id) in the same transaction, so derived indexes can replay what they missed.
+CHANGES_DDL = "CREATE TABLE IF NOT EXISTS changes (seq BIGINT NOT NULL, row_id BIGINT NOT NULL)"
 
 _SQL_TYPE = {"categorical": "VARCHAR", "multi": "VARCHAR[]", "numeric": "DOUBLE", "date": "TIMESTAMP"}
 _ARROW_TYPE = {
@@ -38,6 +41,8 @@ class UpsertResult:
     inserted: int
     updated: int
     change_seq: int
+    ids: list[str] = field(default_factory=list)  # distinct ticket ids written, in order
+    row_ids: list[int] = field(default_factory=list)  # their row ids
 
 
 @dataclass
@@ -78,13 +83,30 @@ class TicketStore:
             raise NotFoundError(f"{self.path}: no ticket store here (run 'ticketsearch ingest' first)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self._root = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
             msg = str(exc).splitlines()[0]
             if "lock" in msg.lower():
                 raise IngestError(f"{self.path} is open for writing by another process: {msg}") from None
             raise IngestError(f"cannot open {self.path}: {msg}") from None
+        self._local = threading.local()
+        self._local.con = self._root
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursor_lock = threading.Lock()
         self.schema = self._init_schema(schema)
+        if not read_only:
+            self._root.execute(CHANGES_DDL)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """This thread's connection (a DuckDB cursor on the one database handle; cursors are not shared)."""
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._root.cursor()
+            self._local.con = con
+            with self._cursor_lock:
+                self._cursors.append(con)
+        return con
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _init_schema(self, schema: Schema | None) -> Schema:
@@ -139,7 +161,11 @@ class TicketStore:
         return schema
 
     def close(self) -> None:
-        self.con.close()
+        with self._cursor_lock:
+            for c in self._cursors:
+                c.close()
+            self._cursors.clear()
+        self._root.close()
 
     def __enter__(self) -> TicketStore:
         return self
@@ -195,14 +221,43 @@ class TicketStore:
             seq = self._meta_int("change_seq") + 1
             self._set_meta("next_row_id", str(next_row))
             self._set_meta("change_seq", str(seq))
+            self._log_changes(seq, row_ids)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        return UpsertResult(inserted=len(ids) - len(existing), updated=len(existing), change_seq=seq)
+        return UpsertResult(inserted=len(ids) - len(existing), updated=len(existing), change_seq=seq, ids=ids,
+                            row_ids=row_ids)
+
+    def _log_changes(self, seq: int, row_ids: Sequence[int]) -> None:
+        self.con.register("_chg", pa.table({"seq": pa.array([seq] * len(row_ids), pa.int64()),
+                                            "row_id": pa.array(list(row_ids), pa.int64())}))
+        self.con.execute("INSERT INTO changes SELECT seq, row_id FROM _chg")
+        self.con.unregister("_chg")
+
+    def changed_since(self, seq: int) -> np.ndarray | None:
+        """Row ids written (upserted or deleted) after change `seq`; None if this store keeps no log."""
+        try:
+            res = self.con.execute("SELECT DISTINCT row_id FROM changes WHERE seq > ? ORDER BY row_id", [seq])
+        except duckdb.CatalogException:
+            return None
+        return res.fetchnumpy()["row_id"].astype(np.int64)
+
+    def prune_changes(self, upto_seq: int) -> None:
+        """Forget changes every derived index has applied (those at or below `upto_seq`)."""
+        if not self.read_only:
+            self.con.execute("DELETE FROM changes WHERE seq <= ?", [upto_seq])
+
+    def newest_created(self) -> datetime | None:
+        return self.con.execute("SELECT max(created) FROM tickets").fetchall()[0][0]
+
+    def row_ids(self) -> np.ndarray:
+        return self.con.execute("SELECT row_id FROM tickets ORDER BY row_id").fetchnumpy()["row_id"].astype(np.int64)
 
     def delete(self, ids: Iterable[str]) -> list[int]:
         """Delete tickets by id; returns the row ids removed."""
+        if self.read_only:
+            raise IngestError(f"{self.path} is open read-only")
         ids = list(ids)
         self.con.execute("BEGIN")
         try:
@@ -211,7 +266,9 @@ class TicketStore:
             self.con.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM _ids)")
             self.con.unregister("_ids")
             if rows:
-                self._set_meta("change_seq", str(self._meta_int("change_seq") + 1))
+                seq = self._meta_int("change_seq") + 1
+                self._set_meta("change_seq", str(seq))
+                self._log_changes(seq, rows)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")

@@ -73,6 +73,19 @@ class Reranker:
         z = self.cal_a * np.asarray(logits, np.float64) + self.cal_b
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
-    def threshold_for_precision(self) -> float | None:
-        t = self.meta.get("duplicate_threshold")
+    def threshold_for_precision(self, precision: float | None = None) -> float | None:
+        """The duplicate-probability threshold chosen on validation data for a target precision.
+
+        None when validation reached no such precision. Raises KeyError for a precision the model did not store.
+        """
+        default = float(self.meta.get("threshold_target_precision", 0.9))
+        if precision is None or abs(precision - default) < 1e-9:
+            t = self.meta.get("duplicate_threshold")
+        else:
+            table = self.meta.get("duplicate_thresholds", {})
+            key = f"{precision:.2f}"
+            if key not in table:
+                stored = sorted({f"{default:.2f}", *table})
+                raise KeyError(f"this reranker stores duplicate thresholds for precision {', '.join(stored)} only")
+            t = table[key]
         return None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)

@@ -103,6 +103,36 @@ def embed_store(
     return st.row_ids, vecs, encoded, seconds
 
 
+def build_dense(
+    out: Path, store: TicketStore, encoder: Encoder, kind: str, settings: Settings, progress: bool = True,
+    texts: StoreTexts | None = None,
+) -> tuple[VectorIndex, int, float]:
+    """The full-text vector index (`vectors.faiss`). Returns (index, number encoded, encode seconds)."""
+    ids, vecs, encoded, seconds = embed_store(store, encoder, progress, texts)
+    vindex = VectorIndex.build(ids, vecs, kind=kind, settings=settings)
+    vindex.save(out)
+    return vindex, encoded, seconds
+
+
+def build_titles(
+    out: Path, store: TicketStore, encoder: Encoder, kind: str, settings: Settings, progress: bool = True,
+    texts: StoreTexts | None = None,
+) -> tuple[VectorIndex, int, float]:
+    """The title-only vector index (`titles.faiss`)."""
+    st = texts or read_texts(store)
+    tvecs, encoded, seconds = embed_texts(store, encoder, title_key(encoder), st.titles, progress, "titles")
+    tindex = VectorIndex.build(st.row_ids, tvecs, kind=kind, settings=settings)
+    tindex.save(out, TITLE_INDEX_FILENAME)
+    return tindex, encoded, seconds
+
+
+def build_bm25(out: Path, store: TicketStore, texts: StoreTexts | None = None) -> BM25Index:
+    st = texts or read_texts(store)
+    bm25 = BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)])
+    bm25.save(out)
+    return bm25
+
+
 def build_index(
     index_dir: Path,
     store: TicketStore,
@@ -114,15 +144,13 @@ def build_index(
     """Embed every ticket, build the FAISS index and feature vocabularies, and write the manifest last."""
     settings = settings or get_settings()
     start = time.perf_counter()
+    seq = store.change_seq
     texts = read_texts(store)
-    ids, vecs, encoded, enc_s = embed_store(store, encoder, progress, texts)
-    vindex = VectorIndex.build(ids, vecs, kind=settings.index_type, settings=settings)
     out = Path(index_dir) / INDEX_SUBDIR
-    vindex.save(out)
-    tvecs, t_encoded, t_s = embed_texts(store, encoder, title_key(encoder), texts.titles, progress, "titles")
-    VectorIndex.build(ids, tvecs, kind=vindex.kind, settings=settings).save(out, TITLE_INDEX_FILENAME)
+    vindex, encoded, enc_s = build_dense(out, store, encoder, settings.index_type, settings, progress, texts)
+    _, _, t_s = build_titles(out, store, encoder, vindex.kind, settings, progress, texts)
     enc_s += t_s
-    BM25Index.build(ids, [bm25_text(t, b) for t, b in zip(texts.titles, texts.bodies)]).save(out)
+    build_bm25(out, store, texts)
     features = FeatureSpace.fit(store.schema, store.field_rows())
     atomic_write_json(out / FEATURES_FILENAME, features.to_dict())
     try:
@@ -137,15 +165,15 @@ def build_index(
         max_seq_length=encoder.max_seq_length,
         schema=store.schema.name,
         index_kind=vindex.kind,
-        counts={"tickets": len(ids), "vectors": vindex.ntotal, "features": features.dim},
-        change_seq=store.change_seq,
+        counts={"tickets": len(texts.row_ids), "vectors": vindex.ntotal, "features": features.dim},
+        change_seq=seq,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         fusion=fusion,
     ).save(index_dir)
     return BuildReport(
-        tickets=len(ids),
+        tickets=len(texts.row_ids),
         encoded=encoded,
-        cached=len(ids) - encoded,
+        cached=len(texts.row_ids) - encoded,
         encode_seconds=enc_s,
         total_seconds=time.perf_counter() - start,
         index_kind=vindex.kind,

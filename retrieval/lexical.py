@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import bm25s
@@ -13,6 +14,7 @@ from index_data.errors import TicketsearchError
 
 BM25_DIRNAME = "bm25"
 TITLE_REPEAT = 2
+STATS_FILENAME = "stats.json"
 
 
 def _stemmer():  # noqa: ANN202
@@ -36,10 +38,13 @@ def tokenize(texts: list[str]) -> list[list[str]]:
 
 
 class BM25Index:
-    def __init__(self, model: bm25s.BM25, row_ids: np.ndarray) -> None:
+    def __init__(self, model: bm25s.BM25, row_ids: np.ndarray, avgdl: float | None = None) -> None:
         self.model = model
         self.row_ids = np.asarray(row_ids, dtype=np.int64)
         self._pos = {int(r): i for i, r in enumerate(self.row_ids)}
+        self.avgdl = avgdl  # mean document length in tokens (None for indexes saved before it was kept)
+        indptr = np.asarray(model.scores["indptr"])
+        self._df = np.diff(indptr).astype(np.int64)  # documents per vocabulary token id
 
     @classmethod
     def build(cls, row_ids: np.ndarray, texts: list[str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
@@ -48,10 +53,38 @@ class BM25Index:
         # bm25s cannot index an empty corpus or an all-stopword document; give those a placeholder token
         tokens = [t if t else ["__empty__"] for t in tokens] or [["__empty__"]]
         model.index(tokens, show_progress=False)
-        return cls(model, np.asarray(row_ids, np.int64))
+        return cls(model, np.asarray(row_ids, np.int64), float(np.mean([len(t) for t in tokens])))
 
     def __len__(self) -> int:
         return len(self.row_ids)
+
+    def score_tokens(self, query_tokens: list[str], docs: list[list[str]]) -> np.ndarray:
+        """BM25 scores of documents outside the index (tokenised), with this index's statistics.
+
+        Used for tickets written since the index was built: idf and average length come from the indexed
+        corpus, so the scores are comparable with `scores` (they equal a rebuild's up to those statistics).
+        """
+        n = max(len(self.row_ids), 1)
+        avgdl = self.avgdl or 1.0
+        k1, b = self.model.k1, self.model.b
+        out = np.zeros(len(docs), dtype=np.float32)
+        terms = set(query_tokens)
+        for j, doc in enumerate(docs):
+            counts: dict[str, int] = {}
+            for t in doc:
+                if t in terms:
+                    counts[t] = counts.get(t, 0) + 1
+            if not counts:
+                continue
+            dl = len(doc) or 1
+            total = 0.0
+            for t, tf in counts.items():
+                tid = self.model.vocab_dict.get(t)
+                df = int(self._df[tid]) if tid is not None and tid < len(self._df) else 0
+                idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+                total += idf * tf / (k1 * ((1 - b) + b * dl / avgdl) + tf)
+            out[j] = total
+        return out
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed document (aligned with `row_ids`)."""
@@ -80,6 +113,7 @@ class BM25Index:
         def write(tmp: Path) -> None:
             self.model.save(str(tmp), show_progress=False)
             np.save(tmp / "row_ids.npy", self.row_ids, allow_pickle=False)
+            (tmp / STATS_FILENAME).write_text(json.dumps({"avgdl": self.avgdl, "num_docs": len(self.row_ids)}))
 
         atomic_write_dir(Path(index_dir) / BM25_DIRNAME, write)
 
@@ -92,6 +126,10 @@ class BM25Index:
         try:
             model = bm25s.BM25.load(str(path), load_corpus=False)
             row_ids = np.load(path / "row_ids.npy", allow_pickle=False)
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            stats_path = path / STATS_FILENAME
+            stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+            if int(model.scores["num_docs"]) != max(len(row_ids), 1):
+                raise ValueError(f"{model.scores['num_docs']} documents scored but {len(row_ids)} row ids")
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             raise TicketsearchError(f"{path}: unreadable BM25 index ({exc})") from None
-        return cls(model, row_ids)
+        return cls(model, row_ids, stats.get("avgdl"))

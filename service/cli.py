@@ -299,6 +299,41 @@ def explain(
 
 @app.command()
 @one_line_errors
+def serve(
+    index: Annotated[Path, typer.Option("--index", help="Index directory (built with 'ticketsearch ingest').")],
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", min=0, max=65535, help="Port (default 8000).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the HTTP query service (FastAPI + uvicorn) on an index; Ctrl-C stops it."""
+    import logging
+
+    import uvicorn
+
+    from index_data.config import get_settings
+    from service.app import create_app
+    from service.auth import ApiKeys
+
+    if log_level not in ("debug", "info", "warning", "error"):
+        fail(f"--log-level must be debug, info, warning or error; got {log_level!r}")
+    settings = get_settings()
+    keys = ApiKeys.parse(settings.api_keys)
+    bind = host or settings.host
+    if not keys.enabled:
+        if bind not in ("127.0.0.1", "localhost"):
+            typer.echo(f"warning: no API keys set (TICKETSEARCH_API_KEYS): binding 127.0.0.1, not {bind}", err=True)
+        bind = "127.0.0.1"
+        typer.echo("warning: no API keys set: the service is open to anyone on this machine", err=True)
+    if not (index / "tickets.duckdb").is_file():
+        fail(f"{index}: no ticket store here (run 'ticketsearch ingest' first)")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app_ = create_app(index, settings)
+    uvicorn.run(app_, host=bind, port=port if port is not None else settings.port, log_level=log_level,
+                timeout_graceful_shutdown=10)
+
+
+@app.command()
+@one_line_errors
 def info(index: Annotated[Path, typer.Option("--index", help="Index directory.")]) -> None:
     """Show an index directory's manifest."""
     from dataclasses import asdict

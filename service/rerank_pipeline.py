@@ -149,6 +149,9 @@ def build_train_data(
     return data, fs, values
 
 
+THRESHOLD_PRECISIONS = (0.8, 0.85, 0.9, 0.95, 0.99)  # stored with the model; the service picks one
+
+
 def threshold_for_precision(probs: np.ndarray, labels: np.ndarray, target: float) -> tuple[float | None, float | None]:
     """The lowest probability threshold whose validation precision reaches `target` (None if none does)."""
     if len(probs) == 0 or labels.sum() == 0:
@@ -190,13 +193,14 @@ def train_variant(
     a, b = fit_platt(logits, labels) if labels.sum() > 0 else (1.0, 0.0)
     probs = 1.0 / (1.0 + np.exp(-(a * logits + b)))
     threshold, achieved = threshold_for_precision(probs, labels, TARGET_PRECISION)
+    table = {f"{p:.2f}": threshold_for_precision(probs, labels, p)[0] for p in THRESHOLD_PRECISIONS}
     model_dir = out_dir / name
     save_reranker(model_dir, res.model, {
         "name": name, "schema": schema_dict, "features": fs.to_dict(), "encoder": encoder.key,
         "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
         "calibration": {"method": "platt", "a": a, "b": b},
         "duplicate_threshold": threshold, "threshold_target_precision": TARGET_PRECISION,
-        "threshold_validation_precision": achieved, "train": {
+        "threshold_validation_precision": achieved, "duplicate_thresholds": table, "train": {
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
             "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
         "rerank_depth": RERANK_DEPTH,

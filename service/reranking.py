@@ -18,14 +18,15 @@ import numpy as np
 
 from index_data.atomic import atomic_write_json, atomic_write_npy
 from index_data.config import Settings, get_settings
-from index_data.errors import QueryError
+from index_data.errors import QueryError, TicketsearchError
 from index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
 from index_data.store import TicketStore
 from rerank.explain import attended_words
 from rerank.runtime import Reranker
 from rerank.token_cache import EncodeFn, TokenCache, Tokens, pad_batch
 from retrieval.builder import read_texts
-from retrieval.encoder import Encoder
+from retrieval.encoder import Encoder, TokenBatch
+from retrieval.live import RowVectors
 from retrieval.manifest import INDEX_SUBDIR
 from retrieval.search import SearchResult, Searcher
 
@@ -71,40 +72,73 @@ def build_rerank_vectors(index_dir: Path, store: TicketStore, encoder: Encoder, 
     cache = token_cache_for(index_dir, encoder)
     cache.ensure(hashes, texts, token_encode_fn(encoder), progress=progress)
     vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)] for r in st.row_ids], "target")
-    out = Path(index_dir) / INDEX_SUBDIR
-    atomic_write_npy(out / VECTORS, vecs.astype(np.float32))
-    atomic_write_npy(out / ROWS, st.row_ids.astype(np.int64))
-    atomic_write_json(out / TAG, {"checksum": reranker.checksum, "count": len(st.row_ids),
-                                  "change_seq": store.change_seq, "model": reranker.name})
+    save_rerank_vectors(index_dir, reranker, RowVectors(st.row_ids, vecs), store.change_seq)
     return len(st.row_ids)
 
 
+def load_rerank_vectors(index_dir: Path, reranker: Reranker) -> RowVectors:
+    """The cached candidate vectors, checked against the reranker's checksum. Raises TicketsearchError."""
+    out = Path(index_dir) / INDEX_SUBDIR
+    try:
+        tag = json.loads((out / TAG).read_text())
+        vecs = np.load(out / VECTORS, allow_pickle=False)
+        rows = np.load(out / ROWS, allow_pickle=False)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise TicketsearchError(f"{out / VECTORS}: missing or unreadable cached reranker vectors ({exc})") from None
+    if tag.get("checksum") != reranker.checksum:
+        raise TicketsearchError(f"{out / VECTORS}: computed by another reranker (checksum differs)")
+    if vecs.ndim != 2 or len(vecs) != len(rows) or len(rows) != tag.get("count"):
+        raise TicketsearchError(f"{out / VECTORS}: {len(vecs)} vectors for {len(rows)} rows (tag says {tag.get('count')})")
+    return RowVectors(rows, vecs)
+
+
+def save_rerank_vectors(index_dir: Path, reranker: Reranker, vectors: RowVectors, change_seq: int) -> None:
+    out = Path(index_dir) / INDEX_SUBDIR
+    rows, vecs = vectors.compact()
+    atomic_write_npy(out / VECTORS, vecs.astype(np.float32))
+    atomic_write_npy(out / ROWS, rows.astype(np.int64))
+    atomic_write_json(out / TAG, {"checksum": reranker.checksum, "count": len(rows), "change_seq": change_seq,
+                                  "model": reranker.name})
+
+
+def batch_tokens(tb: TokenBatch) -> list[Tokens]:
+    """Each row's token states (fp16, as cached) and ids, without padding."""
+    out = []
+    for i in range(len(tb.input_ids)):
+        n = int(tb.attention_mask[i].sum())
+        out.append(Tokens(tb.tokens[i, :n].float().cpu().numpy().astype(np.float16), tb.input_ids[i, :n].cpu().numpy()))
+    return out
+
+
+def token_states(encoder: Encoder, texts: list[str]) -> list[Tokens]:
+    """Token states and ids of each text (unpadded), from one encoder pass."""
+    return batch_tokens(encoder.encode_with_tokens(texts)) if texts else []
+
+
 class RerankingSearcher:
-    def __init__(self, index_dir: Path, settings: Settings | None = None, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self, index_dir: Path, settings: Settings | None = None, encoder: Encoder | None = None,
+        store: TicketStore | None = None,
+    ) -> None:
         self.index_dir = Path(index_dir)
         self.settings = settings or get_settings()
-        self.base = Searcher(self.index_dir, settings=self.settings, encoder=encoder)
+        self.base = Searcher(self.index_dir, settings=self.settings, encoder=encoder, store=store)
         self.store = self.base.store
         self.reranker: Reranker | None = None
         self.notes: list[str] = []
-        self._vectors: np.ndarray | None = None
-        self._pos: dict[int, int] = {}
+        self.vectors: RowVectors | None = None
         self._token_cache: TokenCache | None = None
         rdir = self.index_dir / RERANKER_DIR
         if not (rdir / "config.json").is_file():
             self.notes.append("no trained reranker in this index: results are in first-stage order")
             return
         self.reranker = Reranker(rdir, device=self.settings.device)
-        tag_path = self.index_dir / INDEX_SUBDIR / TAG
-        tag = json.loads(tag_path.read_text()) if tag_path.is_file() else {}
-        if tag.get("checksum") != self.reranker.checksum:
+        try:
+            self.vectors = load_rerank_vectors(self.index_dir, self.reranker)
+        except TicketsearchError:
             self.notes.append("candidate vectors are missing or from another reranker (run 'ticketsearch train' "
                               "or 'ticketsearch ingest'): results are in first-stage order")
             self.reranker = None
-            return
-        self._vectors = np.load(self.index_dir / INDEX_SUBDIR / VECTORS, allow_pickle=False)
-        rows = np.load(self.index_dir / INDEX_SUBDIR / ROWS, allow_pickle=False)
-        self._pos = {int(r): i for i, r in enumerate(rows)}
 
     @property
     def encoder(self) -> Encoder:
@@ -131,13 +165,19 @@ class RerankingSearcher:
         for r in row_ids:
             text = ticket_text(self.store.schema, rows[r].title, rows[r].body)
             h = text_hash(text)
-            if h not in cache:
-                tb = self.encoder.encode_with_tokens([text])
-                n = int(tb.attention_mask[0].sum())
-                out.append(Tokens(tb.tokens[0, :n].numpy().astype(np.float16), tb.input_ids[0, :n].numpy()))
-            else:
-                out.append(cache.get(h))
+            out.append(cache.get(h) if h in cache else token_states(self.encoder, [text])[0])
         return out
+
+    def target_vectors(self, row_ids: list[int]) -> np.ndarray:
+        """Candidate vectors: cached at index time; computed now for any row the cache lacks."""
+        assert self.reranker is not None and self.vectors is not None
+        missing = [r for r in row_ids if r not in self.vectors]
+        if missing:
+            rows = {t.row_id: t for t in self.store.get_rows(missing)}
+            vecs = self.reranker.vectors_from_cache(self._tokens_for(missing), [rows[r].values for r in missing],
+                                                    "target")
+            self.vectors.upsert(missing, vecs)
+        return self.vectors.get(row_ids)
 
     def search(
         self, text: str | None = None, *, title: str | None = None, like: str | None = None,
@@ -162,25 +202,35 @@ class RerankingSearcher:
             full = ticket_text(self.store.schema, head, body) if head else body
             tb = self.encoder.encode_with_tokens([full])  # one pass: retrieval embedding + token states
             n = int(tb.attention_mask[0].sum())
-            q_tokens = Tokens(tb.tokens[0, :n].numpy(), tb.input_ids[0, :n].numpy())
+            q_tokens = Tokens(tb.tokens[0, :n].float().cpu().numpy(), tb.input_ids[0, :n].cpu().numpy())
             tvec = self.encoder.encode([head]) if head and body else None
-            qvecs = (tb.pooled.numpy(), tvec)
+            qvecs = (tb.pooled[:1].float().cpu().numpy(), tvec)
             q_values = self._query_values(fields)
-            q_created = parse_datetime(before) if isinstance(before, str) else (before or datetime.now(timezone.utc).replace(tzinfo=None))
+            # A query without a date is a new ticket arriving at the end of the index's timeline (now, for a
+            # live index): the time-gap input then means what it meant in training.
+            q_created = parse_datetime(before) if isinstance(before, str) else (before or self.store.newest_created()
+                                                                                or datetime.now(timezone.utc).replace(tzinfo=None))
         else:
             src = self.store.get(like)
             q_tokens = self._tokens_for([src.row_id])[0]
             q_values = {**src.values, **self._query_values(fields)}
             q_created = src.created
+            try:
+                qvecs = (self.base.vindex.reconstruct(src.row_id)[None, :], self.base.tindex.reconstruct(src.row_id)[None, :])
+            except KeyError:
+                qvecs = None
         encode_ms = (time.perf_counter() - t0) * 1000
         first = self.base.search(text, title=title, like=like, fields=fields, filters=filters, before=before,
-                                 after=after, k=max(k, RERANK_DEPTH), method=method, query_vectors=qvecs)
+                                 after=after, k=max(k, RERANK_DEPTH), method=method,
+                                 query_vectors=qvecs if like is None else None)
         t1 = time.perf_counter()
         hits = first.hits[:RERANK_DEPTH]
+        if hits and qvecs is not None:
+            self._fill_cosines(hits, qvecs[0][0], qvecs[0][0] if qvecs[1] is None else qvecs[1][0])
         if hits:
             toks, mask = pad_batch([q_tokens])
             src_vec, q_attn = reranker.item_vectors(toks, mask, [q_values], "source")
-            targets = np.stack([self._vectors[self._pos[h.row_id]] for h in hits])
+            targets = self.target_vectors([h.row_id for h in hits])
             bm_max = max([h.scores.get("bm25", 0.0) for h in hits] + [1e-9])
             fs = [{"dense": h.scores.get("dense", 0.0), "title": h.scores.get("title", 0.0),
                    "bm25": h.scores.get("bm25", 0.0) / bm_max, "fused_rank": float(i + 1)} for i, h in enumerate(hits)]
@@ -211,6 +261,20 @@ class RerankingSearcher:
         first.timings_ms["rerank"] = (time.perf_counter() - t1) * 1000
         first.notes.append(f"reranked the top {len(hits)} with {reranker.name}")
         return first
+
+    def _fill_cosines(self, hits: list, qvec: np.ndarray, tvec: np.ndarray) -> None:
+        """Dense and title cosines for candidates that reached the pool through another list.
+
+        Training saw both cosines for every candidate; a candidate that came in through BM25 or recency has
+        no first-stage dense score, and 0 would be an input the model never saw.
+        """
+        for h in hits:
+            for name, index, q in (("dense", self.base.vindex, qvec), ("title", self.base.tindex, tvec)):
+                if name not in h.scores:
+                    try:
+                        h.scores[name] = float(np.dot(index.reconstruct(h.row_id), q))
+                    except KeyError:
+                        pass
 
     def _hit_values(self, h) -> tuple[dict[str, Any], datetime]:  # noqa: ANN001
         vals = {}

@@ -3,23 +3,17 @@ search reranks with it (or says why not)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
-from index_data.demo import generate
-from index_data.ingest import ingest_file
-from index_data.schema import load_schema
 from index_data.store import TicketStore
 from rerank.model import PairModel, RerankConfig
 from rerank.pair_features import pair_dim
 from rerank.train import TrainConfig, rerank_scores, reranked_ranks, train
-from retrieval.builder import build_index, store_path
+from retrieval.builder import store_path
 from retrieval.eval_index import load_eval_inputs
 from retrieval.manifest import Manifest
 from service.cli import app
@@ -27,17 +21,6 @@ from service.rerank_pipeline import build_train_data, mine, time_split
 from service.reranking import RerankingSearcher
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory: pytest.TempPathFactory, encoder, settings) -> Path:
-    root = tmp_path_factory.mktemp("rr")
-    data = root / "d.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in generate(1000, seed=11)))
-    with TicketStore(store_path(root / "idx"), schema=load_schema("support")) as store:
-        ingest_file(store, data, progress=False)
-        build_index(root / "idx", store, encoder, "minilm", settings=settings, progress=False)
-    return root / "idx"
 
 
 def test_training_beats_the_untrained_model(index_dir: Path, encoder, settings) -> None:
@@ -65,19 +48,6 @@ def test_training_beats_the_untrained_model(index_dir: Path, encoder, settings) 
         assert torch.equal(a, b)
 
 
-@pytest.fixture(scope="module")
-def trained_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("trained") / "idx"
-    shutil.copytree(index_dir, target)
-    res = runner.invoke(app, ["train", "--index", str(target), "--epochs", "3", "-q"])
-    assert res.exit_code == 0, res.output
-    assert "installed rerank-cross+pair" in res.output
-    cfg = json.loads((target / "reranker" / "config.json").read_text())
-    assert {"a", "b"} <= set(cfg["calibration"]) and cfg["features"]["schema"]["name"] == "support"
-    assert (target / "reranker" / "model.safetensors").is_file()
-    return target
-
-
 def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_index: Path, encoder, settings) -> None:
     s = RerankingSearcher(trained_index, settings=settings, encoder=encoder)
     try:
@@ -94,7 +64,7 @@ def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_inde
         t, m = pad_batch(cand_tokens)
         vals = [s._hit_values(h)[0] for h in hits]
         full_targets, _ = rr.item_vectors(t, m, vals, "target")
-        cached = np.stack([s._vectors[s._pos[h.row_id]] for h in hits])
+        cached = s.vectors.get([h.row_id for h in hits])
         assert np.allclose(full_targets, cached, atol=1e-5)
         off = s.search("customers were charged twice this month", k=5, rerank=False)
         assert off.hits[0].rerank_score is None and "switched off" in off.notes[0]

@@ -1,0 +1,417 @@
+"""The FastAPI query service: search, similar, duplicate check and live ticket updates over HTTP.
+
+Model and index work runs in worker threads (at most `workers` at once); at most `max_pending` requests are
+admitted, and the rest get 503 with Retry-After at once instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+from fastapi import FastAPI, Path as PathParam, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index_data.config import Settings
+from index_data.errors import NotFoundError, QueryError, RowError, TicketsearchError
+from index_data.records import normalize_row
+from retrieval.search import Hit as CoreHit, SearchResult
+
+from .auth import ApiKeys
+from .engine import Engine
+from .metrics import Metrics
+from .schemas import (
+    MAX_ID,
+    MAX_K,
+    AttendedWord,
+    DeleteResponse,
+    DuplicateRequest,
+    DuplicateResponse,
+    ErrorResponse,
+    Health,
+    Hit,
+    SearchRequest,
+    SearchResponse,
+    TicketIn,
+    TicketOut,
+    UpsertResponse,
+)
+
+log = logging.getLogger("ticketsearch.service")
+T = TypeVar("T")
+
+OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": desc}
+    for code, desc in {
+        400: "Bad request", 401: "Missing or unknown API key", 403: "The key lacks the scope",
+        413: "Request body too large", 422: "Invalid input (the body names each field and reason)",
+        503: "Loading, or at capacity (see Retry-After)",
+    }.items()
+}
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown ticket id"}}
+bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer KEY` (read or write scope).")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, field: str, reason: str, headers: dict[str, str] | None = None,
+                 type_: str = "error") -> None:
+        super().__init__(reason)
+        self.status, self.field, self.reason, self.headers, self.type = status, field, reason, headers or {}, type_
+
+
+def error_body(field: str, reason: str, type_: str = "error") -> dict[str, Any]:
+    return {"detail": [{"field": field, "reason": reason, "type": type_}]}
+
+
+def required_scope(method: str, path: str) -> str | None:
+    """None for the open routes (health and API docs), else 'read' or 'write'."""
+    if path in OPEN_PATHS:
+        return None
+    if method in WRITE_METHODS and path.startswith("/v1/tickets"):
+        return "write"
+    return "read"
+
+
+class Gate:
+    """Pure ASGI middleware: API keys, the body-size limit, and request metrics."""
+
+    def __init__(self, app: Any, keys: ApiKeys, max_body: int, metrics: Metrics) -> None:
+        self.app, self.keys, self.max_body, self.metrics = app, keys, max_body, metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            denied = self._check_auth(scope)
+            if denied is not None:
+                await denied(scope, receive, send_wrapper)
+                return
+            headers = dict(scope.get("headers") or [])
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                await self._too_large(scope, receive, send_wrapper)
+                return
+            body, more = bytearray(), True
+            if scope["method"] in WRITE_METHODS:
+                while more:  # read the body here so that a chunked upload cannot exceed the limit either
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_body:
+                        await self._too_large(scope, receive, send_wrapper)
+                        return
+                done = False
+
+                async def replay() -> dict:
+                    nonlocal done
+                    if not done:
+                        done = True
+                        return {"type": "http.request", "body": bytes(body), "more_body": False}
+                    return await receive()
+
+                await self.app(scope, replay, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(name, scope["method"], str(status["code"])).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+
+    def _check_auth(self, scope: dict) -> JSONResponse | None:
+        needed = required_scope(scope["method"], scope["path"])
+        if needed is None or not self.keys.enabled:
+            return None
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if scheme.lower() != "bearer" or not token.strip():
+            return JSONResponse(error_body("header.authorization", "an API key is required: Authorization: Bearer KEY",
+                                           "unauthorized"), 401, headers=challenge)
+        scope_of = self.keys.scope_of(token.strip())
+        if scope_of is None:
+            return JSONResponse(error_body("header.authorization", "unknown API key", "unauthorized"), 401,
+                                headers=challenge)
+        if not self.keys.allows(scope_of, needed):
+            return JSONResponse(error_body("header.authorization", f"this key has {scope_of} scope; "
+                                           f"{needed} scope is needed", "forbidden"), 403)
+        return None
+
+    async def _too_large(self, scope: dict, receive: Callable, send: Callable) -> None:
+        resp = JSONResponse(error_body("body", f"request body is larger than {self.max_body} bytes", "too_large"), 413)
+        await resp(scope, receive, send)
+
+
+class Admission:
+    """Bounded admission: model and index work runs in `workers` threads; at most `max_pending` wait or run."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.limiter = anyio.CapacityLimiter(settings.workers)
+        self.max_pending = settings.max_pending
+        self.retry_after = str(settings.retry_after_s)
+        self.metrics = metrics
+        self.pending = 0
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        if self.pending >= self.max_pending:
+            self.metrics.shed.inc()
+            raise ApiError(503, "service", f"at capacity ({self.pending} requests in progress): retry later",
+                           {"Retry-After": self.retry_after}, "overloaded")
+        self.pending += 1
+        self.metrics.in_flight.inc()
+        try:
+            return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
+        finally:
+            self.pending -= 1
+            self.metrics.in_flight.dec()
+
+
+def create_app(index_dir: Path, settings: Settings) -> FastAPI:
+    keys = ApiKeys.parse(settings.api_keys)
+    engine = Engine(index_dir, settings)
+    metrics = Metrics()
+    admission = Admission(settings, metrics)
+    engine.batch_sizes = _BatchObserver(metrics)  # type: ignore[assignment]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        starter = threading.Thread(target=engine.start, name="engine-start", daemon=True)
+        starter.start()  # /healthz answers at once; /readyz turns 200 when the index is loaded and reconciled
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(starter.join)
+            await anyio.to_thread.run_sync(engine.close)
+
+    app = FastAPI(
+        title="ticketsearch",
+        version="0.1.0",
+        summary="Search, similar-ticket and duplicate-check API over support and bug tickets.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.add_middleware(Gate, keys=keys, max_body=settings.max_body_bytes, metrics=metrics)
+    install_error_handlers(app)
+    auth = [Security(bearer)]
+
+    def ready_engine() -> Engine:
+        if engine.error is not None:
+            raise ApiError(503, "index", f"the index could not be loaded: {engine.error}", type_="unavailable")
+        if not engine.ready:
+            raise ApiError(503, "index", "the index is loading", {"Retry-After": str(settings.retry_after_s)},
+                           "loading")
+        return engine
+
+    async def work(fn: Callable[[Engine], T]) -> T:
+        eng = ready_engine()
+        return await admission.run(lambda: fn(eng))
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Health:
+        """Alive (the process answers)."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    async def readyz() -> Any:
+        """Ready: model and index loaded, and the index reconciled with DuckDB."""
+        if engine.error is not None:
+            return JSONResponse(Health(status="failed", detail=engine.error).model_dump(), 503)
+        if not engine.ready:
+            return JSONResponse(Health(status="loading").model_dump(), 503,
+                                headers={"Retry-After": str(settings.retry_after_s)})
+        return Health(status="ready", tickets=await anyio.to_thread.run_sync(engine.count))
+
+    @app.get("/metrics", tags=["health"], dependencies=auth, responses={**ERRORS, 200: {"content": {"text/plain": {}}}})
+    async def get_metrics() -> Response:
+        """Prometheus metrics: requests and latency per route; latency per search stage."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/v1/search", response_model=SearchResponse, tags=["search"], dependencies=auth, responses=ERRORS)
+    async def search(req: SearchRequest) -> SearchResponse:
+        """Tickets like the query text, filtered, then reranked with the trained model when there is one."""
+        eng = ready_engine()
+        fields = query_fields(eng, req.fields, "body.fields")
+        filters = filter_values(eng, req.filters)
+        res = await work(lambda e: e.search(
+            text=req.text, title=req.title, fields=fields, filters=filters, before=req.created_before,
+            after=req.created_after, k=req.k, method=req.method, rerank=req.rerank, explain=req.explain))
+        metrics.observe_stages(res.timings_ms)
+        return search_response(res)
+
+    @app.get("/v1/tickets/{ticket_id}/similar", response_model=SearchResponse, tags=["search"], dependencies=auth,
+             responses={**ERRORS, **NOT_FOUND})
+    async def similar(
+        ticket_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    ) -> SearchResponse:
+        """Tickets similar to an indexed ticket (never the ticket itself)."""
+        res = await work(lambda e: e.search(like=ticket_id, k=k))
+        metrics.observe_stages(res.timings_ms)
+        return search_response(res)
+
+    @app.post("/v1/duplicates", response_model=DuplicateResponse, tags=["search"], dependencies=auth,
+              responses=ERRORS)
+    async def duplicates(req: DuplicateRequest) -> DuplicateResponse:
+        """Is this new ticket a duplicate of an indexed one? Uses the reranker's calibrated probability."""
+        eng = ready_engine()
+        if not (req.title.strip() or req.body.strip()):
+            raise ApiError(422, "body.title", "title and body are both empty", type_="value_error")
+        if eng.searcher is None or eng.searcher.reranker is None:
+            raise ApiError(503, "index", "no trained reranker in this index: run 'ticketsearch train'",
+                           type_="unavailable")
+        try:
+            threshold = eng.duplicate_threshold()
+        except KeyError as exc:
+            raise ApiError(503, "settings.duplicate_precision", str(exc.args[0]), type_="unavailable") from None
+        if threshold is None:
+            raise ApiError(503, "index", "the reranker's validation data reached no threshold for precision "
+                           f"{settings.duplicate_precision}", type_="unavailable")
+        fields = query_fields(eng, req.fields, "body.fields")
+        res = await work(lambda e: e.search(
+            text=req.body.strip() or req.title, title=req.title or None, fields=fields, before=req.created, k=req.k))
+        metrics.observe_stages(res.timings_ms)
+        top = res.hits[0].probability if res.hits else None
+        return DuplicateResponse(
+            is_duplicate=top is not None and top >= threshold, probability=top, threshold=threshold,
+            target_precision=settings.duplicate_precision, candidates=[to_hit(h) for h in res.hits])
+
+    @app.post("/v1/tickets", response_model=UpsertResponse, tags=["tickets"], dependencies=auth, responses=ERRORS)
+    async def upsert(body: TicketIn | list[TicketIn]) -> UpsertResponse:
+        """Insert or replace tickets by id (one ticket or a list). Searchable as soon as this returns 200."""
+        eng = ready_engine()
+        items = body if isinstance(body, list) else [body]
+        prefix = "body" if not isinstance(body, list) else "body.{i}"
+        if not items:
+            raise ApiError(422, "body", "no tickets given", type_="value_error")
+        if len(items) > settings.max_batch_tickets:
+            raise ApiError(422, "body", f"at most {settings.max_batch_tickets} tickets per request", type_="too_long")
+        schema = eng.store.schema if eng.store else None
+        tickets = []
+        for i, t in enumerate(items):
+            where = prefix.format(i=i)
+            query_fields(eng, t.fields, f"{where}.fields")
+            raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
+                   "duplicate_of": t.duplicate_of, "fields": {k: v for k, v in t.fields.items() if v is not None}}
+            try:
+                tickets.append(normalize_row(schema, raw, i + 1))  # type: ignore[arg-type]
+            except RowError as exc:
+                raise ApiError(422, where, exc.reason, type_="value_error") from None
+        res = await work(lambda e: e.upsert(tickets))
+        return UpsertResponse(inserted=res.inserted, updated=res.updated, ids=res.ids, change_seq=res.change_seq)
+
+    @app.get("/v1/tickets/{ticket_id}", response_model=TicketOut, tags=["tickets"], dependencies=auth,
+             responses={**ERRORS, **NOT_FOUND})
+    async def get_ticket(ticket_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)]) -> TicketOut:
+        return TicketOut(**await work(lambda e: e.get(ticket_id)))
+
+    @app.delete("/v1/tickets/{ticket_id}", response_model=DeleteResponse, tags=["tickets"], dependencies=auth,
+                responses={**ERRORS, **NOT_FOUND})
+    async def delete_ticket(ticket_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)]) -> DeleteResponse:
+        """Delete a ticket; it is never returned again."""
+        seq = await work(lambda e: e.delete(ticket_id))
+        return DeleteResponse(deleted=ticket_id, change_seq=seq)
+
+    return app
+
+
+class _BatchObserver(list):
+    """Receives the number of requests merged into each encoder pass."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def append(self, n: int) -> None:  # type: ignore[override]
+        self.metrics.encode_batch.observe(n)
+
+
+def query_fields(eng: Engine, fields: dict[str, Any], where: str) -> dict[str, Any]:
+    """Field names must be in the schema (values may be unseen: they use the out-of-vocabulary bucket)."""
+    allowed = eng.store.schema.field_names if eng.store else []
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise ApiError(422, f"{where}.{unknown[0]}", f"unknown field {unknown[0]!r}; allowed: "
+                       f"{', '.join(allowed) or '(none)'}", type_="unknown_field")
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def filter_values(eng: Engine, filters: dict[str, Any]) -> dict[str, list[Any]]:
+    out = {}
+    for name, v in query_fields(eng, filters, "body.filters").items():
+        values = v if isinstance(v, list) else [v]
+        if not values:
+            raise ApiError(422, f"body.filters.{name}", "needs at least one value", type_="value_error")
+        out[name] = values
+    if len(out) != len(filters):
+        missing = sorted(set(filters) - set(out))
+        raise ApiError(422, f"body.filters.{missing[0]}", "a filter value must not be null", type_="value_error")
+    return out
+
+
+def to_hit(h: CoreHit) -> Hit:
+    return Hit(
+        id=h.id, title=h.title, created=h.created, fields=h.fields, score=h.score,
+        retrieval_score=h.retrieval_score if h.rerank_score is not None else h.score,
+        rerank_score=h.rerank_score, probability=h.probability, scores=h.scores,
+        attended=None if h.attended is None else [AttendedWord(word=w, weight=float(v)) for w, v in h.attended],
+    )
+
+
+def search_response(res: SearchResult) -> SearchResponse:
+    return SearchResponse(
+        hits=[to_hit(h) for h in res.hits], method=res.method,
+        reranked=any(h.rerank_score is not None for h in res.hits), notes=res.notes,
+        timings_ms={k: round(v, 3) for k, v in res.timings_ms.items()},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.field, exc.reason, exc.type), exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        items = []
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e.get("loc", ())) or "body"
+            items.append({"field": loc, "reason": str(e.get("msg", "invalid")), "type": str(e.get("type", "invalid"))})
+        return JSONResponse({"detail": items}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body("path", str(exc.detail), "http"), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(TicketsearchError)
+    async def core_error(request: Request, exc: TicketsearchError) -> JSONResponse:
+        if isinstance(exc, NotFoundError):
+            return JSONResponse(error_body("path.ticket_id", str(exc), "not_found"), 404)
+        if isinstance(exc, QueryError):
+            return JSONResponse(error_body("body", str(exc), "value_error"), 422)
+        log.warning("request failed: %s", exc)
+        return JSONResponse(error_body("body", str(exc), "error"), 400)
+
+

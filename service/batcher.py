@@ -1,0 +1,121 @@
+"""One thread owns the encoder; concurrent requests' texts are micro-batched through it.
+
+Tokenizers are not safe to call from several threads at once, and on a small CPU one forward pass over a
+batch of queries is cheaper than the same queries one by one. Requests wait in a queue; the encoder thread
+takes the first and every other waiting request of the same kind (up to `max_batch` texts), runs one pass,
+and hands each request its own rows. An idle service adds no waiting: a lone query runs at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from retrieval.encoder import Encoder, TokenBatch
+
+
+@dataclass
+class _Job:
+    kind: str  # "tokens" or "encode"
+    texts: list[str]
+    future: Future = field(default_factory=Future)
+
+
+class EncodeBatcher:
+    def __init__(self, encoder: Encoder, max_batch: int = 32, on_batch: Callable[[int], None] | None = None) -> None:
+        self.encoder = encoder
+        self.max_batch = max_batch
+        self.on_batch = on_batch  # called with the number of requests merged into each pass
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._held: _Job | None = None
+        self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def submit(self, kind: str, texts: list[str]) -> Any:
+        job = _Job(kind, list(texts))
+        self._queue.put(job)
+        return job.future.result()
+
+    def _next(self, block: bool) -> _Job | None:
+        if self._held is not None:
+            job, self._held = self._held, None
+            return job
+        return self._queue.get() if block else self._queue.get_nowait()
+
+    def _run(self) -> None:
+        while True:
+            job = self._next(block=True)
+            if job is None:
+                return
+            jobs = [job]
+            total = len(job.texts)
+            while total < self.max_batch:
+                try:
+                    nxt = self._next(block=False)
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                if nxt.kind != job.kind or total + len(nxt.texts) > self.max_batch:
+                    self._held = nxt
+                    break
+                jobs.append(nxt)
+                total += len(nxt.texts)
+            self._execute(jobs)
+
+    def _execute(self, jobs: list[_Job]) -> None:
+        texts = [t for j in jobs for t in j.texts]
+        try:
+            if self.on_batch:
+                self.on_batch(len(jobs))
+            if jobs[0].kind == "tokens":
+                tb = self.encoder.encode_with_tokens(texts)
+                start = 0
+                for j in jobs:
+                    end = start + len(j.texts)
+                    width = max(int(tb.attention_mask[start:end].sum(dim=1).max()), 1)
+                    j.future.set_result(TokenBatch(
+                        pooled=tb.pooled[start:end], tokens=tb.tokens[start:end, :width],
+                        attention_mask=tb.attention_mask[start:end, :width], input_ids=tb.input_ids[start:end, :width],
+                    ))
+                    start = end
+            else:
+                vecs = self.encoder.encode(texts)
+                start = 0
+                for j in jobs:
+                    j.future.set_result(np.array(vecs[start : start + len(j.texts)]))
+                    start += len(j.texts)
+        except BaseException as exc:  # noqa: BLE001 - every waiting request must hear of the failure
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_exception(exc)
+
+
+class BatchedEncoder:
+    """An Encoder look-alike whose passes go through the batcher (the searchers take it as their encoder)."""
+
+    def __init__(self, encoder: Encoder, batcher: EncodeBatcher) -> None:
+        self._encoder = encoder
+        self._batcher = batcher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def encode_with_tokens(self, texts: list[str]) -> TokenBatch:
+        return self._batcher.submit("tokens", texts)
+
+    def encode(self, texts: list[str], progress: bool = False, desc: str = "encode") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._encoder.dim), np.float32)
+        return self._batcher.submit("encode", texts)

@@ -1,0 +1,420 @@
+"""The service's engine: one writable index directory, searched and updated while it serves.
+
+DuckDB is the source of truth. The vector indexes, BM25 and the reranker's cached candidate vectors are
+derived state, kept in memory (`retrieval.live`) and persisted by checkpoints: each file atomically, the
+manifest last, stamped with the last change every file reflects. Each write also logs its row ids in DuckDB
+(`changes`), in the write's own transaction, so at start-up the engine replays what the files missed, drops
+what DuckDB no longer holds, and rebuilds any file it cannot read.
+
+Locking: searches share a read lock; a write holds the write lock only to commit to DuckDB and apply the
+change in memory (its text is encoded before). Checkpoints hold the read lock while they write files, and
+rebuild BM25 from a snapshot outside any lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index_data.config import Settings
+from index_data.errors import NotFoundError, TicketsearchError
+from index_data.records import Ticket, text_hash, ticket_text
+from index_data.store import TicketStore, UpsertResult
+from rerank.runtime import Reranker
+from retrieval.builder import (
+    build_bm25,
+    build_dense,
+    build_index,
+    build_titles,
+    read_texts,
+    store_path,
+    title_key,
+)
+from retrieval.encoder import Encoder
+from retrieval.lexical import BM25Index, bm25_text
+from retrieval.live import LiveBM25, LiveVectors
+from retrieval.manifest import INDEX_SUBDIR, Manifest
+from retrieval.search import SearchResult
+from retrieval.vector_index import INDEX_FILENAME, TITLE_INDEX_FILENAME, VectorIndex
+
+from .batcher import BatchedEncoder, EncodeBatcher
+from .reranking import (
+    RERANKER_DIR,
+    RerankingSearcher,
+    build_rerank_vectors,
+    load_rerank_vectors,
+    batch_tokens,
+    save_rerank_vectors,
+)
+
+log = logging.getLogger("ticketsearch.engine")
+
+WRITE_CHUNK = 32  # texts per encoder pass when a batch of tickets is written
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer stops new readers from entering."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass
+class Prepared:
+    """A write's tickets with everything computed that does not need the lock."""
+
+    tickets: list[Ticket]
+    vecs: np.ndarray
+    title_vecs: np.ndarray
+    texts: list[str]
+    titles: list[str]
+    bm25_texts: list[str]
+    rerank_vecs: np.ndarray | None
+
+
+class Engine:
+    def __init__(self, index_dir: Path, settings: Settings) -> None:
+        self.index_dir = Path(index_dir)
+        self.out = self.index_dir / INDEX_SUBDIR
+        self.settings = settings
+        self.lock = RWLock()
+        self.ready = False
+        self.error: str | None = None
+        self.store: TicketStore | None = None
+        self.searcher: RerankingSearcher | None = None
+        self.batcher: EncodeBatcher | None = None
+        self.applied_seq = 0
+        self.saved_seq = 0
+        self.batch_sizes: list[int] = []  # requests merged per encoder pass (for the metrics)
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_lock = threading.Lock()
+
+    # ---- start-up -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open, repair and reconcile the index; then start checkpointing. Sets `ready` or `error`."""
+        try:
+            self._open()
+        except TicketsearchError as exc:
+            self.error = str(exc)
+            log.error("cannot serve %s: %s", self.index_dir, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported on /readyz instead of a silent dead thread
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("cannot serve %s", self.index_dir)
+            return
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
+        self._checkpointer.start()
+        self.ready = True
+        log.info("ready: %d tickets, change %d", self.store.count() if self.store else 0, self.applied_seq)
+
+    def _open(self) -> None:
+        db = store_path(self.index_dir)
+        if not db.is_file():
+            raise NotFoundError(f"{self.index_dir}: no ticket store here (run 'ticketsearch ingest' first)")
+        self.store = TicketStore(db)  # the one writer: a second process gets a clear error here
+        try:
+            manifest = Manifest.load(self.index_dir)
+        except TicketsearchError as exc:
+            log.warning("rebuilding every index file of %s: %s", self.index_dir, exc)
+            encoder = Encoder(self.settings.model, settings=self.settings)
+            build_index(self.index_dir, self.store, encoder, self.settings.model, self.settings, progress=False)
+            manifest = Manifest.load(self.index_dir)
+        else:
+            settings = self.settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
+            encoder = Encoder(manifest.model, settings=settings)
+            if encoder.key != manifest.model_key:
+                raise TicketsearchError(
+                    f"{self.index_dir} was built with model {manifest.model_key}; the loaded model is {encoder.key}"
+                )
+        self.encoder = encoder
+        self.manifest = manifest
+        self._repair_files(manifest)
+        self.batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.batch_sizes.append)
+        self.searcher = RerankingSearcher(
+            self.index_dir, self.settings, encoder=BatchedEncoder(encoder, self.batcher), store=self.store  # type: ignore[arg-type]
+        )
+        base = self.searcher.base
+        base.vindex = LiveVectors(base.vindex)  # type: ignore[assignment]
+        base.tindex = LiveVectors(base.tindex)  # type: ignore[assignment]
+        base.bm25 = LiveBM25(base.bm25)  # type: ignore[assignment]
+        self.applied_seq = self.saved_seq = manifest.change_seq
+        self._reconcile(manifest.change_seq)
+
+    def _repair_files(self, manifest: Manifest) -> None:
+        """Rebuild, from DuckDB and the embedding cache, any derived file that is missing or unreadable."""
+        store = self.store
+        assert store is not None
+        kind = manifest.index_kind
+        for filename, build in ((INDEX_FILENAME, build_dense), (TITLE_INDEX_FILENAME, build_titles)):
+            try:
+                VectorIndex.load(self.out, kind, self.settings, filename)
+            except TicketsearchError as exc:
+                log.warning("rebuilding %s: %s", self.out / filename, exc)
+                build(self.out, store, self.encoder, kind, self.settings, False)
+        try:
+            if BM25Index.load(self.out).avgdl is None:
+                raise TicketsearchError("saved without its statistics (older format)")
+        except TicketsearchError as exc:
+            log.warning("rebuilding %s: %s", self.out / "bm25", exc)
+            build_bm25(self.out, store)
+        rdir = self.index_dir / RERANKER_DIR
+        if (rdir / "config.json").is_file():
+            reranker = Reranker(rdir, device=self.settings.device)
+            try:
+                load_rerank_vectors(self.index_dir, reranker)
+            except TicketsearchError as exc:
+                log.warning("rebuilding the reranker's candidate vectors: %s", exc)
+                build_rerank_vectors(self.index_dir, store, self.encoder, progress=False)
+
+    def _reconcile(self, seq: int) -> None:
+        """Apply the changes the files missed: DuckDB's change log after `seq`, and any id-set mismatch."""
+        store, rs = self.store, self.searcher
+        assert store is not None and rs is not None
+        base = rs.base
+        db_ids = set(store.row_ids().tolist())
+        changed = store.changed_since(seq)
+        todo = set() if changed is None else set(changed.tolist())
+        comps: list[set[int]] = [set(base.vindex.ids().tolist()), set(base.tindex.ids().tolist()),
+                                 set(base.bm25.base.row_ids.tolist())]
+        if rs.vectors is not None:
+            comps.append(set(rs.vectors.rows().tolist()))
+        for ids in comps:
+            todo |= ids ^ db_ids
+        if not todo:
+            return
+        rows = sorted(todo)
+        present = [t for t in store.get_rows(rows)]
+        gone = sorted(set(rows) - {t.row_id for t in present})
+        tickets = [Ticket(id=t.id, title=t.title, body=t.body, created=t.created, duplicate_of=t.duplicate_of,
+                          values=t.values, raw_fields={}) for t in present]
+        prepared = self._prepare(tickets, batched=False)
+        self._apply_upsert(prepared, [t.row_id for t in present], store.change_seq)
+        self._apply_delete(gone, store.change_seq)
+        self.applied_seq = store.change_seq
+        log.warning("reconciled the index files with DuckDB (changes after %d): %d re-applied, %d dropped",
+                    seq, len(present), len(gone))
+        self.checkpoint()
+
+    # ---- shutdown -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=60)
+        if self.ready:
+            try:
+                self.checkpoint()
+            except Exception:  # noqa: BLE001
+                log.exception("final checkpoint failed (start-up will reconcile)")
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def search(self, **kwargs: Any) -> SearchResult:
+        assert self.searcher is not None
+        with self.lock.read():
+            return self.searcher.search(**kwargs)
+
+    def get(self, ticket_id: str) -> dict[str, Any]:
+        assert self.store is not None
+        with self.lock.read():
+            return self.store.get(ticket_id).as_dict()
+
+    def count(self) -> int:
+        assert self.store is not None
+        with self.lock.read():
+            return self.store.count()
+
+    def duplicate_threshold(self) -> float | None:
+        rs = self.searcher
+        if rs is None or rs.reranker is None:
+            return None
+        return rs.reranker.threshold_for_precision(self.settings.duplicate_precision)
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def upsert(self, tickets: list[Ticket]) -> UpsertResult:
+        """Commit tickets to DuckDB and make them searchable; returns after both."""
+        latest: dict[str, Ticket] = {}
+        for t in tickets:
+            latest[t.id] = t
+        prepared = self._prepare(list(latest.values()), batched=True)
+        assert self.store is not None
+        with self.lock.write():
+            res = self.store.upsert(prepared.tickets)
+            self._fault("after-commit")
+            self._cache_embeddings(prepared)
+            self._apply_upsert(prepared, res.row_ids, res.change_seq)
+            self.applied_seq = res.change_seq
+        return res
+
+    def delete(self, ticket_id: str) -> int:
+        assert self.store is not None
+        with self.lock.write():
+            rows = self.store.delete([ticket_id])
+            if not rows:
+                raise NotFoundError(f"ticket {ticket_id!r} not found")
+            seq = self.store.change_seq
+            self._apply_delete(rows, seq)
+            self.applied_seq = seq
+        return seq
+
+    def _prepare(self, tickets: list[Ticket], batched: bool) -> Prepared:
+        assert self.store is not None and self.searcher is not None
+        schema = self.store.schema
+        texts = [ticket_text(schema, t.title, t.body) for t in tickets]
+        titles = [t.title for t in tickets]
+        enc = self.searcher.encoder if batched else self.encoder
+        dim = self.encoder.dim
+        vecs = np.zeros((len(tickets), dim), np.float32)
+        rerank = self.searcher.reranker
+        rvecs = np.zeros((len(tickets), dim), np.float32) if rerank is not None else None
+        for s in range(0, len(tickets), WRITE_CHUNK):
+            chunk = texts[s : s + WRITE_CHUNK]
+            tb = enc.encode_with_tokens(chunk)
+            vecs[s : s + len(chunk)] = tb.pooled.float().cpu().numpy()
+            if rerank is not None and rvecs is not None:
+                rvecs[s : s + len(chunk)] = rerank.vectors_from_cache(
+                    batch_tokens(tb), [t.values for t in tickets[s : s + len(chunk)]], "target")
+        tvecs = np.asarray(enc.encode(titles), np.float32) if titles else np.zeros((0, dim), np.float32)
+        # A text the index has embedded before keeps its cached vector, so that a rebuild (which reads the
+        # cache) gives the very same index.
+        for key, arr, strs in ((self.encoder.key, vecs, texts), (title_key(self.encoder), tvecs, titles)):
+            cached = self.store.cached_embeddings(key, [text_hash(x) for x in strs])
+            for i, x in enumerate(strs):
+                hit = cached.get(text_hash(x))
+                if hit is not None:
+                    arr[i] = hit
+        return Prepared(tickets, vecs, tvecs, texts, titles, [bm25_text(t.title, t.body) for t in tickets], rvecs)
+
+    def _cache_embeddings(self, p: Prepared) -> None:
+        assert self.store is not None
+        self.store.put_embeddings(self.encoder.key, [text_hash(t) for t in p.texts], p.vecs)
+        self.store.put_embeddings(title_key(self.encoder), [text_hash(t) for t in p.titles], p.title_vecs)
+
+    def _apply_upsert(self, p: Prepared, row_ids: list[int], seq: int) -> None:
+        rs = self.searcher
+        assert rs is not None
+        if not row_ids:
+            return
+        ids = np.asarray(row_ids, np.int64)
+        rs.base.vindex.upsert(ids, p.vecs)  # type: ignore[attr-defined]
+        rs.base.tindex.upsert(ids, p.title_vecs)  # type: ignore[attr-defined]
+        rs.base.bm25.upsert(row_ids, p.bm25_texts, seq)  # type: ignore[attr-defined]
+        if rs.vectors is not None and p.rerank_vecs is not None:
+            rs.vectors.upsert(row_ids, p.rerank_vecs)
+
+    def _apply_delete(self, row_ids: list[int], seq: int) -> None:
+        rs = self.searcher
+        assert rs is not None
+        if not row_ids:
+            return
+        ids = np.asarray(row_ids, np.int64)
+        rs.base.vindex.delete(ids)  # type: ignore[attr-defined]
+        rs.base.tindex.delete(ids)  # type: ignore[attr-defined]
+        rs.base.bm25.delete(row_ids, seq)  # type: ignore[attr-defined]
+        if rs.vectors is not None:
+            rs.vectors.delete(row_ids)
+
+    def _fault(self, point: str) -> None:
+        if self.settings.crash_at == point:  # fault injection for the crash tests only
+            log.warning("crash_at=%s: killing the process", point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def _checkpoint_loop(self) -> None:
+        while not self._stop.wait(self.settings.checkpoint_interval_s):
+            if self.applied_seq != self.saved_seq:
+                try:
+                    self.checkpoint()
+                except Exception:  # noqa: BLE001 - the next checkpoint (or start-up) catches up
+                    log.exception("checkpoint failed")
+
+    def checkpoint(self) -> int:
+        """Persist the derived state; the manifest, written last, records the change it reflects."""
+        with self._checkpoint_lock:
+            return self._checkpoint()
+
+    def _checkpoint(self) -> int:
+        store, rs = self.store, self.searcher
+        assert store is not None and rs is not None
+        base = rs.base
+        bm25: LiveBM25 = base.bm25  # type: ignore[assignment]
+        with self.lock.read():
+            seq = self.applied_seq
+            base.vindex.save(self.out)
+            self._fault("mid-checkpoint")
+            base.tindex.save(self.out, TITLE_INDEX_FILENAME)
+            if rs.vectors is not None and rs.reranker is not None:
+                save_rerank_vectors(self.index_dir, rs.reranker, rs.vectors, seq)
+            snapshot = read_texts(store) if bm25.changed else None
+            count = store.count()
+        if snapshot is not None:
+            new_base = BM25Index.build(snapshot.row_ids,
+                                       [bm25_text(t, b) for t, b in zip(snapshot.titles, snapshot.bodies)])
+            new_base.save(self.out)
+            with self.lock.write():
+                base.bm25 = base.bm25.rebased(new_base, seq)  # type: ignore[attr-defined]
+        self._fault("before-manifest")
+        m = self.manifest
+        m.change_seq = seq
+        m.counts = {**m.counts, "tickets": count, "vectors": count}
+        m.built_at = datetime.now().astimezone().isoformat(timespec="seconds")
+        m.save(self.index_dir)
+        with self.lock.read():
+            store.prune_changes(seq)
+        self.saved_seq = seq
+        return seq
+
+
+def wait_ready(engine: Engine, timeout: float = 600) -> None:
+    t0 = time.monotonic()
+    while not engine.ready and engine.error is None and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+
+

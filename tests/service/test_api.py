@@ -1,0 +1,217 @@
+"""The HTTP API end to end, against a real uvicorn server: auth, bad input, live updates, duplicates, metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .server import Server
+
+READ_KEY = "reader-key-1234"
+WRITE_KEY = "writer-key-5678"
+
+
+@pytest.fixture(scope="module")
+def server(trained_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    root = tmp_path_factory.mktemp("api")
+    shutil.copytree(trained_index, root / "idx")
+    srv = Server(root / "idx", root / "server.log",
+                 env={"TICKETSEARCH_API_KEYS": f"{READ_KEY}:read,{WRITE_KEY}:write",
+                      "TICKETSEARCH_MAX_BODY_BYTES": "65536"}).start()
+    yield srv
+    srv.stop()
+    assert READ_KEY not in srv.log() and WRITE_KEY not in srv.log(), "an API key reached the log"
+
+
+@pytest.fixture(scope="module")
+def reader(server: Server) -> httpx.Client:
+    return server.client(READ_KEY)
+
+
+@pytest.fixture(scope="module")
+def writer(server: Server) -> httpx.Client:
+    return server.client(WRITE_KEY)
+
+
+# (method, path, json body, scope needed)
+ROUTES = [
+    ("GET", "/metrics", None, "read"),
+    ("POST", "/v1/search", {"text": "refund"}, "read"),
+    ("GET", "/v1/tickets/SUP-10/similar", None, "read"),
+    ("POST", "/v1/duplicates", {"title": "refund missing"}, "read"),
+    ("GET", "/v1/tickets/SUP-10", None, "read"),
+    ("POST", "/v1/tickets", {"id": "AUTH-1", "title": "auth probe", "created": "2025-01-01T00:00:00"}, "write"),
+    ("DELETE", "/v1/tickets/AUTH-1", None, "write"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needed"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+def test_auth_on_every_route(server: Server, method: str, path: str, body: dict | None, needed: str) -> None:
+    def call(headers: dict[str, str]) -> httpx.Response:
+        return httpx.request(method, server.url + path, json=body, headers=headers, timeout=60)
+
+    for headers in ({}, {"Authorization": "Bearer not-a-key-0000"}, {"Authorization": f"Basic {READ_KEY}"}):
+        r = call(headers)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.headers["www-authenticate"] == "Bearer" and r.json()["detail"][0]["field"] == "header.authorization"
+    r = call({"Authorization": f"Bearer {READ_KEY}"})
+    if needed == "write":
+        assert r.status_code == 403 and "write scope" in r.json()["detail"][0]["reason"]
+    else:
+        assert r.status_code not in (401, 403), r.text
+    r = call({"Authorization": f"Bearer {WRITE_KEY}"})
+    assert r.status_code not in (401, 403), r.text
+
+
+def test_health_routes_are_open(server: Server) -> None:
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+    r = httpx.get(server.url + "/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready" and r.json()["tickets"] >= 1000
+
+
+BIG = "x" * 70_000
+BAD_INPUT = [
+    # (case, method, path, raw body or json, expected status, field named in the error, reason contains)
+    ("unknown field", "POST", "/v1/search", {"text": "a", "colour": "red"}, 422, "body.colour", "Extra inputs"),
+    ("wrong type", "POST", "/v1/search", {"text": 42}, 422, "body.text", "string"),
+    ("k wrong type", "POST", "/v1/search", {"text": "a", "k": "ten"}, 422, "body.k", "integer"),
+    ("empty text", "POST", "/v1/search", {"text": ""}, 422, "body.text", "at least 1"),
+    ("whitespace text", "POST", "/v1/search", {"text": "  \n\t "}, 422, "body.text", "whitespace"),
+    ("missing text", "POST", "/v1/search", {"k": 3}, 422, "body.text", "required"),
+    ("NaN in a field", "POST", "/v1/search", '{"text": "a", "fields": {"affected_count": NaN}}', 422,
+     "body.fields.affected_count", "NaN"),
+    ("Infinity in a filter", "POST", "/v1/search", '{"text": "a", "filters": {"affected_count": Infinity}}', 422,
+     "body.filters.affected_count", "NaN and Infinity"),
+    ("k too small", "POST", "/v1/search", {"text": "a", "k": 0}, 422, "body.k", "greater than or equal to 1"),
+    ("k too large", "POST", "/v1/search", {"text": "a", "k": 101}, 422, "body.k", "less than or equal to 100"),
+    ("filter on unknown field", "POST", "/v1/search", {"text": "a", "filters": {"colour": "red"}}, 422,
+     "body.filters.colour", "allowed: category, item_type"),
+    ("query field unknown", "POST", "/v1/search", {"text": "a", "fields": {"colour": "red"}}, 422,
+     "body.fields.colour", "allowed:"),
+    ("object as a field value", "POST", "/v1/search", {"text": "a", "fields": {"product": {"x": 1}}}, 422,
+     "body.fields.product", "string, a number"),
+    ("bad date", "POST", "/v1/search", {"text": "a", "created_before": "last tuesday"}, 422,
+     "body.created_before", "datetime"),
+    ("bad method", "POST", "/v1/search", {"text": "a", "method": "magic"}, 422, "body.method", "hybrid"),
+    ("not JSON", "POST", "/v1/search", "{text: a", 422, "body.1", "JSON"),
+    ("body too large", "POST", "/v1/search", {"text": BIG}, 413, "body", "larger than 65536 bytes"),
+    ("similar k out of bounds", "GET", "/v1/tickets/SUP-10/similar?k=0", None, 422, "query.k", "greater than"),
+    ("similar unknown id", "GET", "/v1/tickets/NOPE-1/similar", None, 404, "path.ticket_id", "not found"),
+    ("get unknown id", "GET", "/v1/tickets/NOPE-1", None, 404, "path.ticket_id", "not found"),
+    ("delete unknown id", "DELETE", "/v1/tickets/NOPE-1", None, 404, "path.ticket_id", "not found"),
+    ("ticket without created", "POST", "/v1/tickets", {"id": "B-1", "title": "t"}, 422, "body.TicketIn.created",
+     "required"),
+    ("ticket with empty text", "POST", "/v1/tickets", {"id": "B-1", "title": " ", "body": "",
+                                                        "created": "2025-01-01"}, 422, "body", "empty"),
+    ("ticket with unknown field", "POST", "/v1/tickets", {"id": "B-1", "title": "t", "created": "2025-01-01",
+                                                           "fields": {"resolution": "Duplicate"}}, 422,
+     "body.fields.resolution", "allowed:"),
+    ("ticket id blank", "POST", "/v1/tickets", {"id": " ", "title": "t", "created": "2025-01-01"}, 422,
+     "body.TicketIn.id", "pattern"),
+    ("ticket bad numeric", "POST", "/v1/tickets", {"id": "B-1", "title": "t", "created": "2025-01-01",
+                                                    "fields": {"affected_count": "many"}}, 422, "body", "number"),
+    ("duplicates with no text", "POST", "/v1/duplicates", {"title": " "}, 422, "body.title", "empty"),
+    ("unknown route", "GET", "/v1/nothing", None, 404, "path", "Not Found"),
+]
+
+
+@pytest.mark.parametrize(("case", "method", "path", "body", "status", "field", "reason"), BAD_INPUT,
+                         ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_gets_a_clear_4xx(writer: httpx.Client, case: str, method: str, path: str, body, status: int,
+                                    field: str, reason: str) -> None:
+    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, str) else {"json": body}
+    r = writer.request(method, path, **kwargs)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert any(d["field"].startswith(field) and reason in d["reason"] for d in detail), detail
+    assert all(d["field"] and d["reason"] for d in detail)
+
+
+def test_unseen_values_and_long_texts_are_fine(reader: httpx.Client) -> None:
+    r = reader.post("/v1/search", json={"text": "refund not received " * 2000, "k": 3,
+                                         "fields": {"product": "A product nobody has seen", "affected_count": 3}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["hits"]) == 3 and body["reranked"]
+    hit = body["hits"][0]
+    assert 0 <= hit["probability"] <= 1 and hit["rerank_score"] == hit["score"] and hit["retrieval_score"] is not None
+
+
+def test_search_filters_dates_methods_and_explain(reader: httpx.Client) -> None:
+    r = reader.post("/v1/search", json={"text": "app crashes on start", "filters": {"product": ["Mobile App"]},
+                                         "created_before": "2025-01-01T00:00:00Z", "k": 5, "explain": True})
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert hits and all(h["fields"]["product"] == "Mobile App" and h["created"] < "2025-01-01" for h in hits)
+    assert all(h["attended"] and all(a["word"] for a in h["attended"]) for h in hits)
+    for method in ("dense", "bm25", "title"):
+        r = reader.post("/v1/search", json={"text": "app crashes on start", "method": method, "rerank": False, "k": 3})
+        assert r.status_code == 200 and r.json()["method"] == method and not r.json()["reranked"]
+
+
+def test_live_updates_add_update_delete(reader: httpx.Client, writer: httpx.Client) -> None:
+    ticket = {"id": "LIVE-1", "title": "Quokka sync daemon segfaults", "created": "2025-06-01T10:00:00",
+              "body": "The quokka sync daemon segfaults whenever the xylophone plugin loads.",
+              "fields": {"product": "Mobile App", "category": "high"}}
+    r = writer.post("/v1/tickets", json=ticket)
+    assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+    for method in ("hybrid", "dense", "bm25"):
+        hits = reader.post("/v1/search", json={"text": "quokka daemon segfault xylophone", "method": method,
+                                                "rerank": False}).json()["hits"]
+        assert hits[0]["id"] == "LIVE-1", method
+    reranked = reader.post("/v1/search", json={"text": "quokka daemon segfault xylophone", "k": 100}).json()
+    assert reranked["reranked"] and "LIVE-1" in [h["id"] for h in reranked["hits"]]
+    assert reader.get("/v1/tickets/LIVE-1").json()["title"] == ticket["title"]
+    # update: the new text is what search sees
+    new = {**ticket, "title": "Wombat exporter hangs", "body": "The wombat exporter hangs on marimba archives."}
+    r = writer.post("/v1/tickets", json=[new])
+    assert r.status_code == 200 and r.json()["updated"] == 1
+    hits = reader.post("/v1/search", json={"text": "wombat exporter marimba", "rerank": False}).json()["hits"]
+    assert hits[0]["id"] == "LIVE-1" and hits[0]["title"] == "Wombat exporter hangs"
+    old = reader.post("/v1/search", json={"text": "quokka xylophone", "method": "bm25", "k": 5}).json()["hits"]
+    assert "LIVE-1" not in [h["id"] for h in old]
+    # delete: never returned again, under any filter or method
+    r = writer.delete("/v1/tickets/LIVE-1")
+    assert r.status_code == 200 and r.json()["deleted"] == "LIVE-1"
+    assert reader.get("/v1/tickets/LIVE-1").status_code == 404
+    for body in ({"text": "wombat exporter marimba"}, {"text": "wombat exporter", "filters": {"product": "Mobile App"}},
+                 {"text": "wombat", "method": "bm25"}, {"text": "wombat exporter", "method": "dense", "k": 100},
+                 {"text": "wombat exporter", "rerank": False, "filters": {"category": ["high", "low"]}}):
+        ids = [h["id"] for h in reader.post("/v1/search", json=body).json()["hits"]]
+        assert "LIVE-1" not in ids, body
+    sim = reader.get("/v1/tickets/SUP-10/similar", params={"k": 100}).json()["hits"]
+    assert "LIVE-1" not in [h["id"] for h in sim] and "SUP-10" not in [h["id"] for h in sim]
+
+
+def test_batch_upsert_is_searchable_at_once(reader: httpx.Client, writer: httpx.Client) -> None:
+    batch = [{"id": f"BATCH-{i}", "title": f"Batch ticket {i} about gizmo{i}", "body": f"gizmo{i} broke",
+              "created": "2025-05-01T00:00:00"} for i in range(40)]
+    r = writer.post("/v1/tickets", json=batch)
+    assert r.status_code == 200 and r.json()["inserted"] == 40
+    for i in (0, 17, 39):
+        assert reader.post("/v1/search", json={"text": f"gizmo{i}", "method": "bm25", "k": 1}).json()["hits"][0]["id"] == f"BATCH-{i}"
+
+
+def test_duplicates_uses_the_stored_threshold(reader: httpx.Client, trained_index: Path) -> None:
+    meta = json.loads((trained_index / "reranker" / "config.json").read_text())
+    src = reader.get("/v1/tickets/SUP-900").json()
+    r = reader.post("/v1/duplicates", json={"title": src["title"], "body": src["body"], "fields": src["fields"],
+                                             "created": src["created"], "k": 3})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["threshold"] == pytest.approx(meta["duplicate_threshold"]) and out["target_precision"] == 0.9
+    assert out["is_duplicate"] == (out["probability"] >= out["threshold"])
+    assert all(c["created"] < src["created"] for c in out["candidates"])
+
+
+def test_metrics_count_routes_and_stages(reader: httpx.Client) -> None:
+    reader.post("/v1/search", json={"text": "refund"})
+    text = reader.get("/metrics").text
+    assert 'ticketsearch_requests_total{method="POST",route="/v1/search",status="200"}' in text
+    for stage in ("encode", "retrieve", "rerank", "fetch"):
+        assert f'ticketsearch_stage_seconds_count{{stage="{stage}"}}' in text
+    assert 'ticketsearch_request_seconds_bucket{le="0.05",route="/v1/search"}' in text
