@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo
 N      ?= 2000
+PORT   ?= 8000
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-service clean
 
 install: $(STAMP)
 
@@ -28,12 +29,16 @@ demo: $(STAMP)
 	$(BIN)/ticketsearch search --index $(DEMO)/index "app crashes when I open it" --filter product="Mobile App" --before 2025-01-01 -k 5
 	$(BIN)/ticketsearch search --index $(DEMO)/index --like SUP-1900 -k 5 --explain
 	$(BIN)/ticketsearch explain --index $(DEMO)/index --like SUP-1900 --out $(DEMO)/explain.png
+	scripts/demo_serve.sh $(BIN) $(DEMO)/index $(PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_index.py --out docs/bench_index.json
+
+bench-service: $(STAMP)
+	$(BIN)/python scripts/bench_service.py --index $(DEMO)/index --out docs/bench_service.json
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         default=100_000, ge=100, description="Longest accepted text field; the encoder reads its first max_seq_length tokens."
     )
-    max_batch_tickets: int = Field(default=1000, ge=1, le=100_000, description="Most tickets in one POST /v1/tickets.")
     workers: int = Field(default=4, ge=1, le=64, description="Requests doing model or index work at once.")
     max_pending: int = Field(
         default=64, ge=1, description="Admitted requests (running or waiting); beyond it the service answers 503."

@@ -62,9 +62,17 @@ def parse_datetime(value: Any) -> datetime:
             raise ValueError(f"not an ISO-8601 date: {value!r}") from exc
     else:
         raise ValueError(f"not an ISO-8601 date: {value!r}")
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return dt
+    return naive_utc(dt)
+
+
+def naive_utc(dt: datetime) -> datetime:
+    """A datetime as naive UTC; at the ends of the calendar, where UTC would overflow, the offset is dropped."""
+    if dt.tzinfo is None:
+        return dt
+    try:
+        return dt.astimezone(timezone.utc).replace(tzinfo=None)
+    except OverflowError:
+        return dt.replace(tzinfo=None)
 
 
 def coerce_value(spec: FieldSpec, value: Any) -> Any:

@@ -51,6 +51,11 @@ def pair_vector(
             out += [inter / len(sa | sb) if both else 0.0, float(inter > 0), float(both)]
         elif f.kind == "numeric":
             both = a is not None and b is not None
-            out += [math.tanh(abs(float(a) - float(b)) / (abs(float(a)) + abs(float(b)) + 1.0)) if both else 0.0,
-                    float(both)]
+            out += [_relative_gap(float(a), float(b)) if both else 0.0, float(both)]
     return np.asarray(out, dtype=np.float32)
+
+
+def _relative_gap(a: float, b: float) -> float:
+    """tanh(|a - b| / (|a| + |b| + 1)), in [0, 1); 1 when the values are too large to compare."""
+    gap, scale = abs(a - b), abs(a) + abs(b) + 1.0
+    return math.tanh(gap / scale) if math.isfinite(gap) and math.isfinite(scale) else 1.0

@@ -50,13 +50,13 @@ class Reranker:
         return np.concatenate(out) if out else np.zeros((0, self.model.cfg.text_dim), np.float32)
 
     def pair_matrix(
-        self, q_values: dict[str, Any], q_created: datetime, c_values: list[dict[str, Any]],
+        self, q_values: dict[str, Any], q_created: datetime | None, c_values: list[dict[str, Any]],
         c_created: list[datetime], first_stage: list[dict[str, float]],
     ) -> np.ndarray | None:
         if not self.uses_pair:
             return None
         return np.stack([
-            pair_vector(self.schema, q_values, cv, q_created, cc, fs)
+            pair_vector(self.schema, q_values, cv, cc if q_created is None else q_created, cc, fs)
             for cv, cc, fs in zip(c_values, c_created, first_stage)
         ])
 

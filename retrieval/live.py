@@ -2,9 +2,9 @@
 
 DuckDB stays the source of truth. These structures mirror it in memory between checkpoints:
 
-- `LiveVectors`: flat and IVF indexes are changed in place (remove, then add). HNSW graphs cannot remove
-  vectors, so a changed row's old vector is masked ("stale") and its new one lives in a small exact index
-  until `compacted()` rebuilds the graph.
+- `LiveVectors`: flat indexes are changed in place (remove, then add). FAISS cannot remove vectors from an
+  HNSW graph or an ID-mapped IVF, so there a changed row's old vector is masked ("stale") and its new one
+  lives in a small exact index until `compacted()` rebuilds the index.
 - `LiveBM25`: BM25 (bm25s) cannot add documents, so changed rows are masked in the base index and their new
   text is scored with the base index's statistics (`BM25Index.score_tokens`) until the next rebuild.
 
@@ -37,7 +37,7 @@ class LiveVectors:
         self.base = base
         self.kind = base.kind
         self.settings = base.settings
-        self.overlay = base.kind == "hnsw"  # graphs cannot remove vectors
+        self.overlay = base.kind != "flat"  # FAISS cannot remove from HNSW graphs nor from an ID-mapped IVF
         self.stale: set[int] = set()
         self.delta = VectorIndex.build(np.zeros(0, np.int64), np.zeros((0, base.dim), np.float32), "flat", base.settings)
         self._base_ids = set(base.ids().tolist()) if self.overlay else set()

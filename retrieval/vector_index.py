@@ -164,13 +164,13 @@ class VectorIndex:
             base.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def remove_any(self, ids: np.ndarray) -> int:
-        """Remove whichever of these row ids are present (flat and IVF; see `retrieval.live` for HNSW)."""
+        """Remove whichever of these row ids are present (flat only; see `retrieval.live` for the others)."""
         if self.ntotal == 0 or len(ids) == 0:
             return 0
         return self.remove(ids)
 
     def remove(self, ids: np.ndarray) -> int:
-        """Remove vectors by row id (flat and IVF: HNSW graphs do not support removal; rebuild instead)."""
-        if self.kind == "hnsw":
+        """Remove vectors by row id (flat only: FAISS cannot remove from HNSW graphs, nor from an ID-mapped IVF)."""
+        if self.kind != "flat":
             raise TicketsearchError(f"removing vectors from a {self.kind} index is not supported; rebuild it")
         return int(self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64))))

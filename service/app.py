@@ -18,7 +18,9 @@ import anyio
 from fastapi import FastAPI, Path as PathParam, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.security import HTTPBearer
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index_data.config import Settings
@@ -36,6 +38,8 @@ from .schemas import (
     DeleteResponse,
     DuplicateRequest,
     DuplicateResponse,
+    MAX_BATCH,
+    NOT_BLANK,
     ErrorResponse,
     Health,
     Hit,
@@ -44,6 +48,8 @@ from .schemas import (
     TicketIn,
     TicketOut,
     UpsertResponse,
+    patch_openapi,
+    value_problem,
 )
 
 log = logging.getLogger("ticketsearch.service")
@@ -216,6 +222,15 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
     app.add_middleware(Gate, keys=keys, max_body=settings.max_body_bytes, metrics=metrics)
     install_error_handlers(app)
     auth = [Security(bearer)]
+    index_schema = read_schema(index_dir)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            app.openapi_schema = patch_openapi(doc, index_schema) if index_schema else doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def ready_engine() -> Engine:
         if engine.error is not None:
@@ -277,8 +292,6 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
     async def duplicates(req: DuplicateRequest) -> DuplicateResponse:
         """Is this new ticket a duplicate of an indexed one? Uses the reranker's calibrated probability."""
         eng = ready_engine()
-        if not (req.title.strip() or req.body.strip()):
-            raise ApiError(422, "body.title", "title and body are both empty", type_="value_error")
         if eng.searcher is None or eng.searcher.reranker is None:
             raise ApiError(503, "index", "no trained reranker in this index: run 'ticketsearch train'",
                            type_="unavailable")
@@ -291,7 +304,7 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
                            f"{settings.duplicate_precision}", type_="unavailable")
         fields = query_fields(eng, req.fields, "body.fields")
         res = await work(lambda e: e.search(
-            text=req.body.strip() or req.title, title=req.title or None, fields=fields, before=req.created, k=req.k))
+            text=req.body.strip() or req.title, title=req.title if req.body.strip() else None, fields=fields, before=req.created, k=req.k))
         metrics.observe_stages(res.timings_ms)
         top = res.hits[0].probability if res.hits else None
         return DuplicateResponse(
@@ -299,15 +312,13 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
             target_precision=settings.duplicate_precision, candidates=[to_hit(h) for h in res.hits])
 
     @app.post("/v1/tickets", response_model=UpsertResponse, tags=["tickets"], dependencies=auth, responses=ERRORS)
-    async def upsert(body: TicketIn | list[TicketIn]) -> UpsertResponse:
+    async def upsert(
+        body: TicketIn | Annotated[list[TicketIn], Field(min_length=1, max_length=MAX_BATCH)],
+    ) -> UpsertResponse:
         """Insert or replace tickets by id (one ticket or a list). Searchable as soon as this returns 200."""
         eng = ready_engine()
         items = body if isinstance(body, list) else [body]
         prefix = "body" if not isinstance(body, list) else "body.{i}"
-        if not items:
-            raise ApiError(422, "body", "no tickets given", type_="value_error")
-        if len(items) > settings.max_batch_tickets:
-            raise ApiError(422, "body", f"at most {settings.max_batch_tickets} tickets per request", type_="too_long")
         schema = eng.store.schema if eng.store else None
         tickets = []
         for i, t in enumerate(items):
@@ -337,6 +348,18 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
     return app
 
 
+def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
+    """The index's field schema, for the OpenAPI document (None if the store cannot be read now)."""
+    from index_data.store import TicketStore
+    from retrieval.builder import store_path
+
+    try:
+        with TicketStore(store_path(index_dir), read_only=True) as store:
+            return store.schema
+    except TicketsearchError:
+        return None
+
+
 class _BatchObserver(list):
     """Receives the number of requests merged into each encoder pass."""
 
@@ -348,27 +371,25 @@ class _BatchObserver(list):
         self.metrics.encode_batch.observe(n)
 
 
-def query_fields(eng: Engine, fields: dict[str, Any], where: str) -> dict[str, Any]:
-    """Field names must be in the schema (values may be unseen: they use the out-of-vocabulary bucket)."""
-    allowed = eng.store.schema.field_names if eng.store else []
+def query_fields(eng: Engine, fields: dict[str, Any], where: str, is_filter: bool = False) -> dict[str, Any]:
+    """Field names must be in the schema and values of the field's type (unseen values are fine: they use
+    the out-of-vocabulary bucket). The same rules as the OpenAPI document."""
+    schema = eng.store.schema if eng.store else None
+    allowed = schema.field_names if schema else []
     unknown = sorted(set(fields) - set(allowed))
     if unknown:
         raise ApiError(422, f"{where}.{unknown[0]}", f"unknown field {unknown[0]!r}; allowed: "
                        f"{', '.join(allowed) or '(none)'}", type_="unknown_field")
+    for name, value in fields.items():
+        problem = value_problem(schema.field(name), value, is_filter)  # type: ignore[union-attr]
+        if problem:
+            raise ApiError(422, f"{where}.{name}", problem, type_="value_error")
     return {k: v for k, v in fields.items() if v is not None}
 
 
 def filter_values(eng: Engine, filters: dict[str, Any]) -> dict[str, list[Any]]:
-    out = {}
-    for name, v in query_fields(eng, filters, "body.filters").items():
-        values = v if isinstance(v, list) else [v]
-        if not values:
-            raise ApiError(422, f"body.filters.{name}", "needs at least one value", type_="value_error")
-        out[name] = values
-    if len(out) != len(filters):
-        missing = sorted(set(filters) - set(out))
-        raise ApiError(422, f"body.filters.{missing[0]}", "a filter value must not be null", type_="value_error")
-    return out
+    return {name: v if isinstance(v, list) else [v]
+            for name, v in query_fields(eng, filters, "body.filters", is_filter=True).items()}
 
 
 def to_hit(h: CoreHit) -> Hit:
@@ -398,7 +419,10 @@ def install_error_handlers(app: FastAPI) -> None:
         items = []
         for e in exc.errors():
             loc = ".".join(str(x) for x in e.get("loc", ())) or "body"
-            items.append({"field": loc, "reason": str(e.get("msg", "invalid")), "type": str(e.get("type", "invalid"))})
+            msg = str(e.get("msg", "invalid"))
+            if e.get("type") == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == NOT_BLANK:
+                msg = "must not be empty or whitespace only"
+            items.append({"field": loc, "reason": msg, "type": str(e.get("type", "invalid"))})
         return JSONResponse({"detail": items}, 422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -191,7 +191,7 @@ def train_variant(
     logits = np.concatenate(val_scores) if val_scores else np.zeros(0)
     labels = np.concatenate([r.hits for r in mined.valid]).astype(np.float64) if mined.valid else np.zeros(0)
     a, b = fit_platt(logits, labels) if labels.sum() > 0 else (1.0, 0.0)
-    probs = 1.0 / (1.0 + np.exp(-(a * logits + b)))
+    probs = 1.0 / (1.0 + np.exp(-np.clip(a * logits + b, -50, 50)))
     threshold, achieved = threshold_for_precision(probs, labels, TARGET_PRECISION)
     table = {f"{p:.2f}": threshold_for_precision(probs, labels, p)[0] for p in THRESHOLD_PRECISIONS}
     model_dir = out_dir / name

@@ -206,10 +206,10 @@ class RerankingSearcher:
             tvec = self.encoder.encode([head]) if head and body else None
             qvecs = (tb.pooled[:1].float().cpu().numpy(), tvec)
             q_values = self._query_values(fields)
-            # A query without a date is a new ticket arriving at the end of the index's timeline (now, for a
-            # live index): the time-gap input then means what it meant in training.
-            q_created = parse_datetime(before) if isinstance(before, str) else (before or self.store.newest_created()
-                                                                                or datetime.now(timezone.utc).replace(tzinfo=None))
+            # The time gap is a pair input. A query with a date (`before`: a new ticket's creation time) is
+            # measured from it; a query without one has no place in time, so each candidate is taken as
+            # contemporary (gap 0) and the model ranks on text, fields and first-stage scores alone.
+            q_created = parse_datetime(before) if isinstance(before, str) else before
         else:
             src = self.store.get(like)
             q_tokens = self._tokens_for([src.row_id])[0]

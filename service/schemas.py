@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from index_data.records import naive_utc, parse_datetime
+from index_data.schema import FieldSpec, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 MAX_TEXT = 100_000  # characters; the encoder itself reads the first max_seq_length tokens
@@ -14,6 +16,10 @@ MAX_ID = 200
 MAX_K = 100
 MAX_FIELDS = 64
 MAX_VALUES = 100
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+MAX_BATCH = 1000  # tickets per POST /v1/tickets
+VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f]"  # neither a space nor a control character
+NOT_BLANK = VISIBLE  # at least one such character
 
 def _field_value(v: Any) -> Any:
     """A field value: a string, a finite number, null, or a list of strings and numbers."""
@@ -51,19 +57,12 @@ class Strict(BaseModel):
 
 
 def _naive_utc(v: datetime | None) -> datetime | None:
-    if v is not None and v.tzinfo is not None:
-        return v.astimezone(timezone.utc).replace(tzinfo=None)
-    return v
-
-
-def _not_blank(v: str | None) -> str | None:
-    if v is not None and not v.strip():
-        raise ValueError("must not be empty or whitespace only")
-    return v
+    return None if v is None else naive_utc(v)
 
 
 class SearchRequest(Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT, description="Query text (longer texts are truncated to the encoder's limit).")
+    text: str = Field(min_length=1, max_length=MAX_TEXT, pattern=NOT_BLANK,
+                      description="Query text (the encoder reads its first max_seq_length tokens; the rest is cut).")
     title: str | None = Field(default=None, max_length=MAX_TITLE, description="Optional separate title of the query ticket.")
     fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS,
                                                 description="The query ticket's own structured fields (unseen values are fine).")
@@ -76,7 +75,6 @@ class SearchRequest(Strict):
     method: Literal["hybrid", "dense", "bm25", "title"] | None = Field(default=None, description="First stage (default: hybrid).")
     rerank: bool = Field(default=True, description="Rerank the top 100 with the trained model when there is one.")
 
-    _text = field_validator("text")(_not_blank)
     _title = field_validator("title")(lambda v: v.strip() or None if v is not None else None)
     _dates = field_validator("created_before", "created_after")(_naive_utc)
 
@@ -108,7 +106,7 @@ class SearchResponse(BaseModel):
 
 
 class DuplicateRequest(Strict):
-    title: str = Field(default="", max_length=MAX_TITLE)
+    title: str = Field(min_length=1, max_length=MAX_TITLE, pattern=NOT_BLANK)
     body: str = Field(default="", max_length=MAX_TEXT)
     created: datetime | None = Field(default=None, description="Only tickets created before this are candidates.")
     fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS)
@@ -126,8 +124,8 @@ class DuplicateResponse(BaseModel):
 
 
 class TicketIn(Strict):
-    id: str = Field(min_length=1, max_length=MAX_ID, pattern=r"^\S(.*\S)?$")
-    title: str = Field(default="", max_length=MAX_TITLE)
+    id: str = Field(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)
+    title: str = Field(min_length=1, max_length=MAX_TITLE, pattern=NOT_BLANK)
     body: str = Field(default="", max_length=MAX_TEXT)
     created: datetime
     duplicate_of: str | None = Field(default=None, max_length=MAX_ID)
@@ -171,3 +169,76 @@ class Health(BaseModel):
     status: str
     detail: str | None = None
     tickets: int | None = None
+
+
+# ---- the index's own field schema, in the OpenAPI document and in validation --------------------------
+_STR = {"type": "string", "maxLength": MAX_TITLE}
+_DATE = {"type": "string", "format": "date-time"}
+
+
+def _kind_schema(spec: FieldSpec) -> dict[str, Any]:
+    if spec.kind == "categorical":
+        return {"anyOf": [_STR, {"type": "number"}]}
+    if spec.kind == "multi":
+        return {"type": "array", "items": _STR, "maxItems": MAX_VALUES}
+    if spec.kind == "numeric":
+        return {"type": "number", "minimum": 0} if spec.transform == "log1p" else {"type": "number"}
+    return _DATE
+
+
+def fields_json_schema(schema: Schema, description: str) -> dict[str, Any]:
+    """The query ticket's fields: the index schema's names, each with its type (null allowed)."""
+    return {"type": "object", "description": description, "additionalProperties": False,
+            "properties": {f.name: {"anyOf": [_kind_schema(f), {"type": "null"}]} for f in schema.fields}}
+
+
+def filters_json_schema(schema: Schema, description: str) -> dict[str, Any]:
+    """Filters: a value or a non-empty list of values per field (OR); a list-valued field matches any."""
+    props = {}
+    for f in schema.fields:
+        one = _STR if f.kind == "multi" else _kind_schema(f)
+        props[f.name] = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_VALUES}]}
+    return {"type": "object", "description": description, "additionalProperties": False, "properties": props}
+
+
+def patch_openapi(doc: dict[str, Any], schema: Schema) -> dict[str, Any]:
+    comps = doc.get("components", {}).get("schemas", {})
+    for model in ("SearchRequest", "DuplicateRequest", "TicketIn"):
+        props = comps.get(model, {}).get("properties", {})
+        if "fields" in props:
+            props["fields"] = fields_json_schema(schema, props["fields"].get("description", "Structured fields."))
+        if "filters" in props:
+            props["filters"] = filters_json_schema(schema, props["filters"].get("description", "Filters."))
+    return doc
+
+
+def value_problem(spec: FieldSpec, value: Any, is_filter: bool) -> str | None:
+    """Why `value` does not fit the field's type (the same rules as the OpenAPI document), or None."""
+    if value is None:
+        return "a filter value must not be null" if is_filter else None
+    values = value if isinstance(value, list) and (is_filter or spec.kind == "multi") else [value]
+    if is_filter and isinstance(value, list) and not value:
+        return "needs at least one value"
+    if spec.kind == "multi" and not is_filter:
+        if not isinstance(value, list):
+            return "must be a list of strings"
+    for v in values:
+        if isinstance(v, list):
+            return "takes a value or a list of values, not nested lists" if is_filter else "takes a single value, not a list"
+        if spec.kind == "multi" and not isinstance(v, str):
+            return "values must be strings"
+        if spec.kind == "categorical" and not isinstance(v, (str, int, float)):
+            return "must be a string or a number"
+        if spec.kind == "numeric":
+            if not isinstance(v, (int, float)):
+                return "must be a number"
+            if spec.transform == "log1p" and v < 0:
+                return "must be at least 0"
+        if spec.kind == "date":
+            if not isinstance(v, str):
+                return "must be an ISO-8601 date-time string"
+            try:
+                parse_datetime(v)
+            except ValueError as exc:
+                return str(exc)
+    return None

@@ -116,3 +116,39 @@ def test_failed_upsert_rolls_back(tmp_path: Path) -> None:
     with TicketStore(tmp_path / "t.duckdb", read_only=True) as ro:
         with pytest.raises(IngestError, match="read-only"):
             ro.upsert([tk(4)])
+
+
+def test_writes_log_their_row_ids_for_replay(tmp_path) -> None:
+    import threading
+    from datetime import datetime
+
+    from index_data.records import Ticket
+    from index_data.schema import load_schema
+    from index_data.store import TicketStore
+
+    def t(i: str) -> Ticket:
+        return Ticket(id=i, title=f"t {i}", body="b", created=datetime(2025, 1, 1), duplicate_of=None, values={},
+                      raw_fields={})
+
+    with TicketStore(tmp_path / "s.duckdb", schema=load_schema("support")) as store:
+        r1 = store.upsert([t("A"), t("B")])
+        assert r1.row_ids == [0, 1] and r1.ids == ["A", "B"]
+        seq1 = store.change_seq
+        store.upsert([t("B"), t("C")])
+        store.delete(["A"])
+        assert store.changed_since(0).tolist() == [0, 1, 2]
+        assert store.changed_since(seq1).tolist() == [0, 1, 2]  # B updated, C new, A deleted
+        assert store.changed_since(store.change_seq).tolist() == []
+        store.prune_changes(seq1)
+        assert store.changed_since(0).tolist() == [0, 1, 2]
+        store.prune_changes(store.change_seq)
+        assert store.changed_since(0).tolist() == []
+        assert store.row_ids().tolist() == [1, 2]
+        # each thread reads through its own cursor
+        seen: list[int] = []
+        threads = [threading.Thread(target=lambda: seen.append(store.count())) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert seen == [2, 2, 2, 2]
