@@ -92,8 +92,9 @@ def required_scope(method: str, path: str) -> str | None:
 class Gate:
     """Pure ASGI middleware: API keys, the body-size limit, and request metrics."""
 
-    def __init__(self, app: Any, keys: ApiKeys, max_body: int, metrics: Metrics) -> None:
+    def __init__(self, app: Any, keys: ApiKeys, max_body: int, metrics: Metrics, admission: Admission) -> None:
         self.app, self.keys, self.max_body, self.metrics = app, keys, max_body, metrics
+        self.admission = admission
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -112,39 +113,52 @@ class Gate:
             if denied is not None:
                 await denied(scope, receive, send_wrapper)
                 return
-            headers = dict(scope.get("headers") or [])
-            length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await self._too_large(scope, receive, send_wrapper)
-                return
-            body, more = bytearray(), True
-            if scope["method"] in WRITE_METHODS:
-                while more:  # read the body here so that a chunked upload cannot exceed the limit either
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    body += message.get("body", b"")
-                    more = message.get("more_body", False)
-                    if len(body) > self.max_body:
-                        await self._too_large(scope, receive, send_wrapper)
-                        return
-                done = False
-
-                async def replay() -> dict:
-                    nonlocal done
-                    if not done:
-                        done = True
-                        return {"type": "http.request", "body": bytes(body), "more_body": False}
-                    return await receive()
-
-                await self.app(scope, replay, send_wrapper)
+            if scope["path"].startswith("/v1/"):
+                # admission happens here, before the body is read: an overloaded service sheds at once
+                if not self.admission.enter():
+                    await self.admission.shed_response()(scope, receive, send_wrapper)
+                    return
+                try:
+                    await self._handle(scope, receive, send_wrapper)
+                finally:
+                    self.admission.leave()
             else:
-                await self.app(scope, receive, send_wrapper)
+                await self._handle(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(name, scope["method"], str(status["code"])).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+
+    async def _handle(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """Refuse a body over the limit (declared or streamed) with 413, then pass the request on."""
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._too_large(scope, receive, send)
+            return
+        if scope["method"] not in WRITE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:  # read the body here so that a chunked upload cannot exceed the limit either
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                await self._too_large(scope, receive, send)
+                return
+        done = False
+
+        async def replay() -> dict:
+            nonlocal done
+            if not done:
+                done = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     def _check_auth(self, scope: dict) -> JSONResponse | None:
         needed = required_scope(scope["method"], scope["path"])
@@ -171,27 +185,34 @@ class Gate:
 
 
 class Admission:
-    """Bounded admission: model and index work runs in `workers` threads; at most `max_pending` wait or run."""
+    """Bounded admission: at most `max_pending` requests to /v1 routes are in the service (running or
+    waiting); their model and index work runs in `workers` threads. Beyond the bound: 503 + Retry-After."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.limiter = anyio.CapacityLimiter(settings.workers)
         self.max_pending = settings.max_pending
         self.retry_after = str(settings.retry_after_s)
         self.metrics = metrics
-        self.pending = 0
+        self.pending = 0  # touched only on the event loop
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    def enter(self) -> bool:
         if self.pending >= self.max_pending:
             self.metrics.shed.inc()
-            raise ApiError(503, "service", f"at capacity ({self.pending} requests in progress): retry later",
-                           {"Retry-After": self.retry_after}, "overloaded")
+            return False
         self.pending += 1
         self.metrics.in_flight.inc()
-        try:
-            return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
-        finally:
-            self.pending -= 1
-            self.metrics.in_flight.dec()
+        return True
+
+    def leave(self) -> None:
+        self.pending -= 1
+        self.metrics.in_flight.dec()
+
+    def shed_response(self) -> JSONResponse:
+        return JSONResponse(error_body("service", f"at capacity ({self.pending} requests in progress): retry later",
+                                       "overloaded"), 503, headers={"Retry-After": self.retry_after})
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
 
 
 def create_app(index_dir: Path, settings: Settings) -> FastAPI:
@@ -219,7 +240,7 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
     )
     app.state.engine = engine
     app.state.metrics = metrics
-    app.add_middleware(Gate, keys=keys, max_body=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(Gate, keys=keys, max_body=settings.max_body_bytes, metrics=metrics, admission=admission)
     install_error_handlers(app)
     auth = [Security(bearer)]
     index_schema = read_schema(index_dir)
