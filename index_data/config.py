@@ -20,7 +20,12 @@ class Settings(BaseSettings):
     max_seq_length: int = Field(default=256, ge=16, le=512)
     encode_batch_size: int = Field(default=64, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(default=0, ge=0, le=256, description="torch/FAISS threads; 0 keeps the library default.")
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 keeps the library default.")
+    search_threads: int = Field(
+        default=1, ge=0, le=256,
+        description="FAISS (OpenMP) threads for searching; 0 keeps the library default. One query at a time is "
+        "fastest on one thread: on 2 cores, 2 threads made single-query flat search slower (docs/RESULTS.md).",
+    )
 
     # Vector index
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"

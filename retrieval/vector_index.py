@@ -7,6 +7,7 @@ uses FAISS's IDSelector otherwise, so that a filtered search still returns k hit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import faiss
@@ -31,6 +32,8 @@ class VectorIndex:
         self.index = index
         self.kind = kind
         self.settings = settings or get_settings()
+        if self.settings.search_threads:
+            faiss.omp_set_num_threads(self.settings.search_threads)
         self._apply_search_params()
 
     # ---- construction ---------------------------------------------------------------------------
@@ -53,13 +56,18 @@ class VectorIndex:
             nlist = max(1, min(int(4 * np.sqrt(max(len(ids), 1))), max(len(ids) // 39, 1)))
             quantizer = faiss.IndexFlatIP(dim)
             base = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            if len(ids):
-                base.train(vecs)
         else:
             raise TicketsearchError(f"unknown index type {kind!r} (flat, hnsw, ivf, auto)")
         index = faiss.IndexIDMap2(base)
-        if len(ids):
-            index.add_with_ids(vecs, ids)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses every core; searching may use fewer
+        try:
+            if kind == "ivf" and len(ids):
+                base.train(vecs)
+            if len(ids):
+                index.add_with_ids(vecs, ids)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return cls(index, kind, settings)
 
     def _apply_search_params(self) -> None:

@@ -1,0 +1,378 @@
+"""Speed and scale: per-stage search latency at 10k / 100k / 1M tickets, index choice by size, and the cached
+rerank against the article's re-encoding rerank.
+
+    python scripts/bench_search.py --sizes 10000 100000 1000000 --out docs/bench_search.json
+
+Parts (each can be skipped):
+1. `sweep`: exact flat, HNSW and IVF over generated *clustered* embeddings (so that approximate recall means
+   something), each with its search parameter swept: recall@100 against exact search, single-query latency,
+   build time and memory per ticket. Flat search is also timed with 1 and 2 FAISS threads.
+2. `stages`: a real index directory per size (DuckDB store of generated support tickets, FAISS index of the
+   automatic kind over generated embeddings, BM25 over the tickets' text, the demo's trained reranker with
+   cached candidate vectors), searched through the service engine: per-stage p50/p99 (query encode with the
+   real MiniLM, first stage dense / BM25 / hybrid, rerank of the top 100, DuckDB fetch), for single queries
+   and for 8 concurrent ones.
+3. `rerank`: on a real index with a trained reranker (default: demo/index), the cached per-item vectors
+   against the article's way (re-encode every candidate's text for every query), on the same 100 candidates,
+   with the score agreement.
+4. `hadoop`: recall@100 of the automatic index choice on the real embeddings of the shared hadoop set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from index_data.atomic import atomic_write_json  # noqa: E402
+from index_data.config import Settings  # noqa: E402
+from retrieval.vector_index import VectorIndex, choose_kind  # noqa: E402
+
+DIM = 384
+
+
+# ---- generated data -------------------------------------------------------------------------------------
+def clustered(n: int, dim: int = DIM, seed: int = 0, spread: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors around n/100 centres (+ 200 queries from the same mixture): (vectors, queries)."""
+    rng = np.random.default_rng(seed)
+    k = max(50, n // 100)
+    centres = rng.normal(size=(k, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, dim), np.float32)
+        for s in range(0, m, 100_000):
+            e = min(m, s + 100_000)
+            c = centres[rng.integers(0, k, e - s)]
+            v = c + spread * rng.normal(size=(e - s, dim)).astype(np.float32) / np.sqrt(dim)
+            out[s:e] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return out
+
+    return draw(n), draw(200)
+
+
+def pct(xs: list[float]) -> dict[str, float]:
+    a = np.asarray(xs) * 1000.0
+    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
+
+
+def time_queries(index: VectorIndex, queries: np.ndarray, k: int = 100) -> tuple[dict[str, float], np.ndarray]:
+    index.search(queries[:5], k)  # warm up
+    lat, ids = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        _, i = index.search(q[None, :], k)
+        lat.append(time.perf_counter() - t0)
+        ids.append(i[0])
+    return pct(lat), np.stack(ids)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f[f >= 0].tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]))
+
+
+def index_bytes(index: VectorIndex) -> int:
+    return len(faiss.serialize_index(index.index))
+
+
+# ---- 1. index sweep -------------------------------------------------------------------------------------
+def sweep(n: int, log: Any) -> dict[str, Any]:
+    vecs, queries = clustered(n, seed=n)
+    ids = np.arange(n, dtype=np.int64)
+    out: dict[str, Any] = {"n": n, "auto_kind": choose_kind(n, Settings()), "rows": []}
+    faiss.omp_set_num_threads(1)
+    t0 = time.perf_counter()
+    flat = VectorIndex.build(ids, vecs, kind="flat")
+    build = time.perf_counter() - t0
+    lat1, truth = time_queries(flat, queries)
+    faiss.omp_set_num_threads(2)
+    lat2, _ = time_queries(flat, queries)
+    faiss.omp_set_num_threads(1)
+    fb = index_bytes(flat)
+    out["rows"].append({"kind": "flat", "param": "-", "recall@100": 1.0, **lat1, "threads2": lat2,
+                        "build_s": round(build, 2), "bytes_per_ticket": round(fb / n, 1)})
+    log(f"  {n:>9,} flat: p50 {lat1['p50_ms']} ms (2 threads {lat2['p50_ms']} ms)")
+    del flat
+    for kind, name, values in (("hnsw", "efSearch", (32, 64, 128, 256, 512)), ("ivf", "nprobe", (4, 8, 16, 32, 64, 128))):
+        t0 = time.perf_counter()
+        faiss.omp_set_num_threads(2)  # building uses both cores; searching is timed on one
+        idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings())
+        build = time.perf_counter() - t0
+        faiss.omp_set_num_threads(1)
+        size = index_bytes(idx)
+        base = faiss.downcast_index(idx.index.index)
+        for v in values:
+            if kind == "hnsw":
+                base.hnsw.efSearch = v
+            else:
+                base.nprobe = v
+            lat, found = time_queries(idx, queries)
+            r = recall(found, truth)
+            out["rows"].append({"kind": kind, "param": f"{name}={v}", "recall@100": round(r, 4), **lat,
+                                "build_s": round(build, 1), "bytes_per_ticket": round(size / n, 1)})
+            log(f"  {n:>9,} {kind} {name}={v}: recall@100 {r:.4f}, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+        del idx
+    return out
+
+
+# ---- 2. per-stage latency through the engine --------------------------------------------------------------
+def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any) -> Path:
+    """A real index directory of n generated tickets with generated (clustered) embeddings."""
+    from index_data.demo import generate
+    from index_data.features import FeatureSpace
+    from index_data.records import normalize_row
+    from index_data.schema import load_schema
+    from index_data.store import TicketStore
+    from rerank.runtime import Reranker
+    from retrieval.builder import build_bm25, store_path
+    from retrieval.live import RowVectors
+    from retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest
+    from retrieval.vector_index import TITLE_INDEX_FILENAME
+    from service.reranking import RERANKER_DIR, save_rerank_vectors
+
+    d = root / f"idx{n}"
+    out = d / INDEX_SUBDIR
+    schema = load_schema("support")
+    t0 = time.perf_counter()
+    with TicketStore(store_path(d), schema=schema) as store:
+        for s in tqdm(range(0, n, 50_000), desc=f"store {n:,}", unit=" chunk"):
+            rows = generate(min(50_000, n - s), seed=s)
+            for r in rows:
+                r["id"] = f"G{s}-{r['id']}"
+                r["duplicate_of"] = None
+            store.upsert([normalize_row(schema, r, i) for i, r in enumerate(rows)])
+        log(f"  {n:,} tickets stored in {time.perf_counter() - t0:.0f}s")
+        vecs, _ = clustered(n, seed=n)
+        row_ids = store.row_ids()
+        settings = Settings()
+        t0 = time.perf_counter()
+        faiss.omp_set_num_threads(2)
+        vindex = VectorIndex.build(row_ids, vecs, kind="auto", settings=settings)
+        vindex.save(out)
+        shutil.copy(out / "vectors.faiss", out / TITLE_INDEX_FILENAME)  # the title index: same size and kind
+        log(f"  {vindex.kind} index built in {time.perf_counter() - t0:.0f}s")
+        t0 = time.perf_counter()
+        build_bm25(out, store)
+        log(f"  BM25 built in {time.perf_counter() - t0:.0f}s")
+        features = FeatureSpace.fit(schema, store.field_rows())
+        atomic_write_json(out / FEATURES_FILENAME, features.to_dict())
+        shutil.copytree(reranker_dir, d / RERANKER_DIR)
+        rr = Reranker(d / RERANKER_DIR)
+        save_rerank_vectors(d, rr, RowVectors(row_ids, vecs), store.change_seq)
+        enc_key = _encoder_key()
+        Manifest(model="minilm", model_name="all-MiniLM-L6-v2", model_key=enc_key, dim=DIM, max_seq_length=256,
+                 schema="support", index_kind=vindex.kind, counts={"tickets": n, "vectors": n},
+                 change_seq=store.change_seq, built_at="bench").save(d)
+    return d
+
+
+_KEY: str | None = None
+
+
+def _encoder_key() -> str:
+    global _KEY
+    if _KEY is None:
+        from retrieval.encoder import Encoder
+
+        _KEY = Encoder("minilm").key
+    return _KEY
+
+
+def stages(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
+    from service.engine import Engine
+
+    engine = Engine(index_dir, Settings())
+    engine.start()
+    if not engine.ready:
+        raise SystemExit(f"engine failed: {engine.error}")
+    out: dict[str, Any] = {}
+    try:
+        for method in ("dense", "bm25", "hybrid"):
+            engine.search(text=texts[0], k=10, method=method)  # warm up
+            timings: dict[str, list[float]] = {}
+            for t in texts[:100]:
+                t0 = time.perf_counter()
+                res = engine.search(text=t, k=10, method=method)
+                timings.setdefault("total", []).append(time.perf_counter() - t0)
+                for stage, ms in res.timings_ms.items():
+                    timings.setdefault(stage, []).append(ms / 1000.0)
+            out[f"single/{method}"] = {s: pct(v) for s, v in timings.items()}
+            log(f"    single {method}: " + ", ".join(f"{s} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for s, v in out[f'single/{method}'].items()))
+        # 8 concurrent queries (hybrid + rerank), each thread its own stream
+        timings = {}
+        lock = threading.Lock()
+
+        def worker(w: int) -> None:
+            for t in texts[w * 12 : w * 12 + 12]:
+                t0 = time.perf_counter()
+                res = engine.search(text=t, k=10)
+                with lock:
+                    timings.setdefault("total", []).append(time.perf_counter() - t0)
+                    for stage, ms in res.timings_ms.items():
+                        timings.setdefault(stage, []).append(ms / 1000.0)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t0
+        out["concurrent8/hybrid"] = {s: pct(v) for s, v in timings.items()}
+        out["concurrent8/hybrid"]["throughput_qps"] = round(len(timings["total"]) / wall, 1)
+        log("    8 concurrent hybrid: " + ", ".join(
+            f"{s} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for s, v in out["concurrent8/hybrid"].items() if isinstance(v, dict)))
+    finally:
+        engine.close()
+    return out
+
+
+# ---- 3. cached rerank against the article's re-encoding --------------------------------------------------
+def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
+    import torch
+
+    from rerank.token_cache import pad_batch
+    from service.reranking import RerankingSearcher, token_states
+
+    s = RerankingSearcher(index_dir)
+    if s.reranker is None:
+        raise SystemExit(f"{index_dir}: no trained reranker with cached vectors")
+    rr = s.reranker
+    cached_ms, naive_ms, max_diff, same_order = [], [], [], []
+    try:
+        for t in texts[:20]:
+            res = s.search(t, k=100, rerank=False)
+            hits = res.hits[:100]
+            rows = [h.row_id for h in hits]
+            vals = [s._hit_values(h)[0] for h in hits]
+            tb = s.encoder.encode_with_tokens([t])
+            n = int(tb.attention_mask[0].sum())
+            from rerank.token_cache import Tokens
+
+            q = Tokens(tb.tokens[0, :n].numpy(), tb.input_ids[0, :n].numpy())
+            toks, mask = pad_batch([q])
+            src, _ = rr.item_vectors(toks, mask, [{}], "source")
+            # cached: the stored per-item vectors, one batch through the head
+            t0 = time.perf_counter()
+            targets = s.vectors.get(rows)
+            cached = rr.score(src[0], targets, rr.pair_matrix({}, None, vals, [_created(h) for h in hits],
+                                                               [{} for _ in hits]))
+            cached_ms.append(time.perf_counter() - t0)
+            # the article's way: re-encode every candidate's text, fuse it, then the head
+            t0 = time.perf_counter()
+            cand_texts = [s.store.get(h.id).title + "\n" + s.store.get(h.id).body for h in hits]
+            with torch.inference_mode():
+                fresh = rr.vectors_from_cache(token_states(s.encoder, cand_texts), vals, "target")
+            naive = rr.score(src[0], fresh, rr.pair_matrix({}, None, vals, [_created(h) for h in hits],
+                                                             [{} for _ in hits]))
+            naive_ms.append(time.perf_counter() - t0)
+            max_diff.append(float(np.max(np.abs(cached - naive))))
+            same_order.append(float(np.mean(np.argsort(-cached)[:10] == np.argsort(-naive)[:10])))
+    finally:
+        s.close()
+    c, nv = pct(cached_ms), pct(naive_ms)
+    out = {"queries": len(cached_ms), "candidates": 100, "cached": c, "naive": nv,
+           "speedup_p50": round(nv["p50_ms"] / c["p50_ms"], 1), "max_abs_logit_diff": round(max(max_diff), 5),
+           "top10_positions_equal": round(float(np.mean(same_order)), 4)}
+    log(f"  rerank of 100: cached p50 {c['p50_ms']} ms, article's re-encoding p50 {nv['p50_ms']} ms "
+        f"({out['speedup_p50']}x); max |logit diff| {out['max_abs_logit_diff']}")
+    return out
+
+
+def _created(h: Any) -> Any:
+    from index_data.records import parse_datetime
+
+    return parse_datetime(h.created)
+
+
+# ---- 4. the automatic choice on real hadoop embeddings ---------------------------------------------------
+def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
+    from index_data.store import TicketStore
+    from retrieval.builder import read_texts, store_path
+    from retrieval.encoder import Encoder
+    from retrieval.builder import embed_store
+
+    with TicketStore(store_path(index_dir), read_only=True) as store:
+        enc = Encoder("minilm")
+        ids, vecs, _, _ = embed_store(store, enc, progress=False, texts_=read_texts(store))
+    rng = np.random.default_rng(0)
+    qi = rng.choice(len(ids), 200, replace=False)
+    queries = vecs[qi]
+    faiss.omp_set_num_threads(1)
+    flat = VectorIndex.build(ids, vecs, kind="flat")
+    _, truth = time_queries(flat, queries)
+    out = {"n": int(len(ids)), "rows": []}
+    for kind in ("hnsw", "ivf"):
+        idx = VectorIndex.build(ids, vecs, kind=kind)
+        lat, found = time_queries(idx, queries)
+        r = recall(found, truth)
+        out["rows"].append({"kind": kind, "recall@100": round(r, 4), **lat})
+        log(f"  hadoop ({len(ids):,} real MiniLM embeddings) {kind} default params: recall@100 {r:.4f}, p50 {lat['p50_ms']} ms")
+    return out
+
+
+def query_texts(index_dir: Path, n: int = 120) -> list[str]:
+    from index_data.store import TicketStore
+    from retrieval.builder import store_path
+
+    with TicketStore(store_path(index_dir), read_only=True) as store:
+        rows = store.con.execute("SELECT title, body FROM tickets ORDER BY row_id").fetchall()
+    rng = np.random.default_rng(1)
+    return [f"{rows[i][0]}. {rows[i][1][:200]}" for i in rng.choice(len(rows), min(n, len(rows)), replace=False)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--parts", nargs="+", default=["sweep", "stages", "rerank", "hadoop"],
+                    choices=["sweep", "stages", "rerank", "hadoop"])
+    ap.add_argument("--demo-index", type=Path, default=ROOT / "demo" / "index",
+                    help="A real index with a trained reranker (for 'rerank', and the reranker for 'stages').")
+    ap.add_argument("--hadoop-index", type=Path, default=ROOT / "runs" / "hadoop" / "index")
+    ap.add_argument("--workdir", type=Path, default=None, help="Where to build the 'stages' indexes (temp dir).")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    os.environ["TICKETSEARCH_DEVICE"] = args.device
+    log = print
+    result: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, device {args.device}",
+        "faiss": faiss.__version__,
+    }
+    texts = query_texts(args.demo_index)
+    if "sweep" in args.parts:
+        result["sweep"] = [sweep(n, log) for n in args.sizes]
+    if "stages" in args.parts:
+        result["stages"] = {}
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            for n in args.sizes:
+                log(f"stages at {n:,} tickets")
+                d = build_stage_index(n, Path(tmp), args.demo_index / "reranker", log)
+                result["stages"][str(n)] = stages(d, texts, log)
+                shutil.rmtree(d)
+    if "rerank" in args.parts:
+        result["rerank"] = rerank_compare(args.demo_index, texts, log)
+    if "hadoop" in args.parts and (args.hadoop_index / "tickets.duckdb").is_file():
+        result["hadoop"] = hadoop_check(args.hadoop_index, log)
+    if args.out:
+        atomic_write_json(args.out, result)
+        log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
