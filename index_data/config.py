@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default=50_000, ge=0, description="A filtered search over at most this many candidates is exact (brute force)."
     )
 
+    # Reranker
+    rerank_vector_dtype: Literal["float32", "float16"] = Field(
+        default="float32", description="Storage of the cached candidate vectors; float16 halves their memory."
+    )
+
     # Hybrid retrieval
     search_method: Literal["dense", "bm25", "hybrid"] = "hybrid"
     fusion_depth: int = Field(default=200, ge=10, le=10_000, description="Candidates taken from each method before fusing.")

@@ -181,10 +181,14 @@ def _as_set(allowed: np.ndarray) -> set[int]:
 class RowVectors:
     """Vectors keyed by row id that take upserts and deletes (the reranker's cached candidate vectors)."""
 
-    def __init__(self, rows: np.ndarray, vecs: np.ndarray) -> None:
-        vecs = np.asarray(vecs, np.float32)
+    def __init__(self, rows: np.ndarray, vecs: np.ndarray, dtype: np.dtype | type = np.float32) -> None:
+        """`dtype` is the storage type (float32, or float16 for half the memory); reads return float32."""
+        vecs = np.asarray(vecs)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise ValueError(f"vectors are stored as float32 or float16, not {self.dtype}")
         self.dim = vecs.shape[1] if vecs.ndim == 2 else 0
-        self._buf = np.array(vecs, np.float32, copy=True).reshape(len(rows), self.dim)
+        self._buf = np.array(vecs, self.dtype, copy=True).reshape(len(rows), self.dim)
         self._pos: dict[int, int] = {int(r): i for i, r in enumerate(np.asarray(rows).tolist())}
         self._free: list[int] = []
 
@@ -198,7 +202,7 @@ class RowVectors:
         return np.sort(np.fromiter(self._pos, np.int64, len(self._pos)))
 
     def get(self, row_ids: list[int]) -> np.ndarray:
-        return self._buf[[self._pos[int(r)] for r in row_ids]]
+        return self._buf[[self._pos[int(r)] for r in row_ids]].astype(np.float32, copy=False)
 
     def upsert(self, row_ids: list[int], vecs: np.ndarray) -> None:
         for r, v in zip(row_ids, np.asarray(vecs, np.float32)):
@@ -206,7 +210,7 @@ class RowVectors:
             if slot is None:
                 slot = self._free.pop() if self._free else self._grow()
                 self._pos[int(r)] = slot
-            self._buf[slot] = v
+            self._buf[slot] = v.astype(self.dtype)
 
     def delete(self, row_ids: list[int]) -> None:
         for r in row_ids:
@@ -217,7 +221,7 @@ class RowVectors:
     def _grow(self) -> int:
         used = len(self._pos) + len(self._free)
         if used >= len(self._buf):
-            bigger = np.zeros((max(16, 2 * len(self._buf)), self.dim), np.float32)
+            bigger = np.zeros((max(16, 2 * len(self._buf)), self.dim), self.dtype)
             bigger[: len(self._buf)] = self._buf
             self._buf = bigger
         return used
@@ -225,4 +229,5 @@ class RowVectors:
     def compact(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, vectors) in row-id order, for saving."""
         rows = self.rows()
-        return rows, (self.get(rows.tolist()) if len(rows) else np.zeros((0, self.dim), np.float32))
+        vecs = self._buf[[self._pos[int(r)] for r in rows]] if len(rows) else np.zeros((0, self.dim), self.dtype)
+        return rows, vecs

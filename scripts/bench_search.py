@@ -40,31 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 from index_data.atomic import atomic_write_json  # noqa: E402
 from index_data.config import Settings  # noqa: E402
+from retrieval.recall import clustered, recall_at_k  # noqa: E402
 from retrieval.vector_index import VectorIndex, choose_kind  # noqa: E402
 
 DIM = 384
 
 
 # ---- generated data -------------------------------------------------------------------------------------
-def clustered(n: int, dim: int = DIM, seed: int = 0, spread: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
-    """n unit vectors around n/100 centres (+ 200 queries from the same mixture): (vectors, queries)."""
-    rng = np.random.default_rng(seed)
-    k = max(50, n // 100)
-    centres = rng.normal(size=(k, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-
-    def draw(m: int) -> np.ndarray:
-        out = np.empty((m, dim), np.float32)
-        for s in range(0, m, 100_000):
-            e = min(m, s + 100_000)
-            c = centres[rng.integers(0, k, e - s)]
-            v = c + spread * rng.normal(size=(e - s, dim)).astype(np.float32) / np.sqrt(dim)
-            out[s:e] = v / np.linalg.norm(v, axis=1, keepdims=True)
-        return out
-
-    return draw(n), draw(200)
-
-
 def pct(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs) * 1000.0
     return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
@@ -81,17 +63,13 @@ def time_queries(index: VectorIndex, queries: np.ndarray, k: int = 100) -> tuple
     return pct(lat), np.stack(ids)
 
 
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[f >= 0].tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]))
-
-
 def index_bytes(index: VectorIndex) -> int:
     return len(faiss.serialize_index(index.index))
 
 
 # ---- 1. index sweep -------------------------------------------------------------------------------------
-def sweep(n: int, log: Any) -> dict[str, Any]:
-    vecs, queries = clustered(n, seed=n)
+def sweep(n: int, log: Any, keep: Path | None = None) -> dict[str, Any]:
+    vecs, queries = clustered(n, DIM, seed=n)
     ids = np.arange(n, dtype=np.int64)
     out: dict[str, Any] = {"n": n, "auto_kind": choose_kind(n, Settings()), "rows": []}
     faiss.omp_set_num_threads(1)
@@ -112,6 +90,8 @@ def sweep(n: int, log: Any) -> dict[str, Any]:
         faiss.omp_set_num_threads(2)  # building uses both cores; searching is timed on one
         idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings())
         build = time.perf_counter() - t0
+        if keep is not None and kind == choose_kind(n, Settings()):
+            idx.save(keep, f"{kind}-{n}.faiss")  # the 'stages' part reuses it (same vectors, same ids)
         faiss.omp_set_num_threads(1)
         size = index_bytes(idx)
         base = faiss.downcast_index(idx.index.index)
@@ -121,7 +101,7 @@ def sweep(n: int, log: Any) -> dict[str, Any]:
             else:
                 base.nprobe = v
             lat, found = time_queries(idx, queries)
-            r = recall(found, truth)
+            r = recall_at_k(found, truth)
             out["rows"].append({"kind": kind, "param": f"{name}={v}", "recall@100": round(r, 4), **lat,
                                 "build_s": round(build, 1), "bytes_per_ticket": round(size / n, 1)})
             log(f"  {n:>9,} {kind} {name}={v}: recall@100 {r:.4f}, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
@@ -130,7 +110,7 @@ def sweep(n: int, log: Any) -> dict[str, Any]:
 
 
 # ---- 2. per-stage latency through the engine --------------------------------------------------------------
-def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any) -> Path:
+def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any, keep: Path | None = None) -> Path:
     """A real index directory of n generated tickets with generated (clustered) embeddings."""
     from index_data.demo import generate
     from index_data.features import FeatureSpace
@@ -156,13 +136,19 @@ def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any) -> Path:
                 r["duplicate_of"] = None
             store.upsert([normalize_row(schema, r, i) for i, r in enumerate(rows)])
         log(f"  {n:,} tickets stored in {time.perf_counter() - t0:.0f}s")
-        vecs, _ = clustered(n, seed=n)
+        vecs, _ = clustered(n, DIM, seed=n)
         row_ids = store.row_ids()
         settings = Settings()
         t0 = time.perf_counter()
-        faiss.omp_set_num_threads(2)
-        vindex = VectorIndex.build(row_ids, vecs, kind="auto", settings=settings)
-        vindex.save(out)
+        kind = choose_kind(n, settings)
+        cached = keep / f"{kind}-{n}.faiss" if keep is not None else None
+        if cached is not None and cached.is_file() and np.array_equal(row_ids, np.arange(n)):
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cached, out / "vectors.faiss")
+            vindex = VectorIndex.load(out, kind, settings)
+        else:
+            vindex = VectorIndex.build(row_ids, vecs, kind="auto", settings=settings)
+            vindex.save(out)
         shutil.copy(out / "vectors.faiss", out / TITLE_INDEX_FILENAME)  # the title index: same size and kind
         log(f"  {vindex.kind} index built in {time.perf_counter() - t0:.0f}s")
         t0 = time.perf_counter()
@@ -245,6 +231,7 @@ def stages(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
 def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
     import torch
 
+    from index_data.records import ticket_text
     from rerank.token_cache import pad_batch
     from service.reranking import RerankingSearcher, token_states
 
@@ -252,7 +239,7 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
     if s.reranker is None:
         raise SystemExit(f"{index_dir}: no trained reranker with cached vectors")
     rr = s.reranker
-    cached_ms, naive_ms, max_diff, same_order = [], [], [], []
+    cached_ms, naive_ms, max_diff, same_order, vec_diff, half_diff, half_top = [], [], [], [], [], [], []
     try:
         for t in texts[:20]:
             res = s.search(t, k=100, rerank=False)
@@ -274,22 +261,33 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
             cached_ms.append(time.perf_counter() - t0)
             # the article's way: re-encode every candidate's text, fuse it, then the head
             t0 = time.perf_counter()
-            cand_texts = [s.store.get(h.id).title + "\n" + s.store.get(h.id).body for h in hits]
+            stored = {t_.row_id: t_ for t_ in s.store.get_rows(rows)}
+            cand_texts = [ticket_text(s.store.schema, stored[r].title, stored[r].body) for r in rows]
             with torch.inference_mode():
                 fresh = rr.vectors_from_cache(token_states(s.encoder, cand_texts), vals, "target")
             naive = rr.score(src[0], fresh, rr.pair_matrix({}, None, vals, [_created(h) for h in hits],
                                                              [{} for _ in hits]))
             naive_ms.append(time.perf_counter() - t0)
             max_diff.append(float(np.max(np.abs(cached - naive))))
+            half = rr.score(src[0], targets.astype(np.float16).astype(np.float32),
+                            rr.pair_matrix({}, None, vals, [_created(h) for h in hits], [{} for _ in hits]))
+            half_diff.append(float(np.max(np.abs(cached - half))))
+            half_top.append(float(np.mean(np.argsort(-cached)[:10] == np.argsort(-half)[:10])))
+            vec_diff.append(float(np.max(np.abs(targets - fresh)) / max(float(np.max(np.abs(fresh))), 1e-9)))
             same_order.append(float(np.mean(np.argsort(-cached)[:10] == np.argsort(-naive)[:10])))
     finally:
         s.close()
     c, nv = pct(cached_ms), pct(naive_ms)
     out = {"queries": len(cached_ms), "candidates": 100, "cached": c, "naive": nv,
            "speedup_p50": round(nv["p50_ms"] / c["p50_ms"], 1), "max_abs_logit_diff": round(max(max_diff), 5),
-           "top10_positions_equal": round(float(np.mean(same_order)), 4)}
+           "max_rel_vector_diff": round(max(vec_diff), 5),
+           "top10_positions_equal": round(float(np.mean(same_order)), 4),
+           "float16_vectors": {"max_abs_logit_diff": round(max(half_diff), 5),
+                               "top10_positions_equal": round(float(np.mean(half_top)), 4)},
+           "model": rr.name, "model_best_epoch": rr.meta.get("train", {}).get("best_epoch")}
     log(f"  rerank of 100: cached p50 {c['p50_ms']} ms, article's re-encoding p50 {nv['p50_ms']} ms "
-        f"({out['speedup_p50']}x); max |logit diff| {out['max_abs_logit_diff']}")
+        f"({out['speedup_p50']}x); max |logit diff| {out['max_abs_logit_diff']}, max relative vector diff "
+        f"{out['max_rel_vector_diff']} (fp16 token cache against a fresh fp32 pass)")
     return out
 
 
@@ -319,7 +317,7 @@ def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
     for kind in ("hnsw", "ivf"):
         idx = VectorIndex.build(ids, vecs, kind=kind)
         lat, found = time_queries(idx, queries)
-        r = recall(found, truth)
+        r = recall_at_k(found, truth)
         out["rows"].append({"kind": kind, "recall@100": round(r, 4), **lat})
         log(f"  hadoop ({len(ids):,} real MiniLM embeddings) {kind} default params: recall@100 {r:.4f}, p50 {lat['p50_ms']} ms")
     return out
@@ -355,14 +353,15 @@ def main() -> None:
         "faiss": faiss.__version__,
     }
     texts = query_texts(args.demo_index)
-    if "sweep" in args.parts:
-        result["sweep"] = [sweep(n, log) for n in args.sizes]
-    if "stages" in args.parts:
-        result["stages"] = {}
-        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        keep = Path(tmp)
+        if "sweep" in args.parts:
+            result["sweep"] = [sweep(n, log, keep) for n in args.sizes]
+        if "stages" in args.parts:
+            result["stages"] = {}
             for n in args.sizes:
                 log(f"stages at {n:,} tickets")
-                d = build_stage_index(n, Path(tmp), args.demo_index / "reranker", log)
+                d = build_stage_index(n, keep, args.demo_index / "reranker", log, keep)
                 result["stages"][str(n)] = stages(d, texts, log)
                 shutil.rmtree(d)
     if "rerank" in args.parts:

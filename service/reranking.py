@@ -72,7 +72,8 @@ def build_rerank_vectors(index_dir: Path, store: TicketStore, encoder: Encoder, 
     cache = token_cache_for(index_dir, encoder)
     cache.ensure(hashes, texts, token_encode_fn(encoder), progress=progress)
     vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)] for r in st.row_ids], "target")
-    save_rerank_vectors(index_dir, reranker, RowVectors(st.row_ids, vecs), store.change_seq)
+    dtype = np.float16 if encoder.settings.rerank_vector_dtype == "float16" else np.float32
+    save_rerank_vectors(index_dir, reranker, RowVectors(st.row_ids, vecs, dtype), store.change_seq)
     return len(st.row_ids)
 
 
@@ -89,13 +90,13 @@ def load_rerank_vectors(index_dir: Path, reranker: Reranker) -> RowVectors:
         raise TicketsearchError(f"{out / VECTORS}: computed by another reranker (checksum differs)")
     if vecs.ndim != 2 or len(vecs) != len(rows) or len(rows) != tag.get("count"):
         raise TicketsearchError(f"{out / VECTORS}: {len(vecs)} vectors for {len(rows)} rows (tag says {tag.get('count')})")
-    return RowVectors(rows, vecs)
+    return RowVectors(rows, vecs, dtype=vecs.dtype)
 
 
 def save_rerank_vectors(index_dir: Path, reranker: Reranker, vectors: RowVectors, change_seq: int) -> None:
     out = Path(index_dir) / INDEX_SUBDIR
     rows, vecs = vectors.compact()
-    atomic_write_npy(out / VECTORS, vecs.astype(np.float32))
+    atomic_write_npy(out / VECTORS, vecs)
     atomic_write_npy(out / ROWS, rows.astype(np.int64))
     atomic_write_json(out / TAG, {"checksum": reranker.checksum, "count": len(rows), "change_seq": change_seq,
                                   "model": reranker.name})

@@ -86,3 +86,14 @@ def test_row_vectors_upsert_delete_reuse_slots() -> None:
     rows, vecs = rv.compact()
     assert rows.tolist() == [1, 5, 7] and vecs[:, 0].tolist() == [2, 1, 3]
     assert 3 not in rv and 7 in rv and len(rv) == 3
+
+
+def test_row_vectors_in_half_precision_read_back_close() -> None:
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(50, 8)).astype(np.float32)
+    rv = RowVectors(np.arange(50), vecs, dtype=np.float16)
+    got = rv.get(list(range(50)))
+    assert got.dtype == np.float32 and np.allclose(got, vecs, rtol=1e-3, atol=1e-3)
+    assert rv.compact()[1].dtype == np.float16
+    with pytest.raises(ValueError):
+        RowVectors(np.arange(2), vecs[:2], dtype=np.int8)

@@ -99,3 +99,29 @@ def test_added_vectors_are_searchable_and_reconstructable(kind: str, data) -> No
     assert np.allclose(idx.reconstruct(ids[-1]), vecs[-1])
     _, got = idx.search(vecs[-1], 5, np.array(ids[-10:]))
     assert got[0, 0] == ids[-1]
+
+
+def test_automatic_choice_switches_at_the_threshold() -> None:
+    from index_data.config import Settings
+    from retrieval.vector_index import choose_kind
+
+    s = Settings(flat_max_rows=1000)
+    assert choose_kind(1000, s) == "flat" and choose_kind(1001, s) == "hnsw"
+    assert choose_kind(10, Settings(index_type="ivf")) == "ivf"
+
+
+def test_recall_measurement_on_a_small_clustered_set() -> None:
+    from index_data.config import Settings
+    from retrieval.recall import clustered, recall_at_k
+
+    vecs, queries = clustered(3000, dim=32, seed=1, queries=50)
+    ids = np.arange(len(vecs), dtype=np.int64)
+    _, truth = VectorIndex.build(ids, vecs, kind="flat").search(queries, 20)
+    assert recall_at_k(truth, truth) == 1.0
+    good = VectorIndex.build(ids, vecs, kind="hnsw", settings=Settings(hnsw_ef_search=200))
+    assert recall_at_k(good.search(queries, 20)[1], truth) >= 0.95
+    poor = VectorIndex.build(ids, vecs, kind="ivf", settings=Settings(ivf_nprobe=1))
+    r_poor = recall_at_k(poor.search(queries, 20)[1], truth)
+    assert r_poor < 0.95  # one probed list out of many misses neighbours: the measure can tell them apart
+    rng = np.random.default_rng(0)
+    assert recall_at_k(rng.integers(0, len(vecs), size=truth.shape), truth) < 0.05

@@ -1,0 +1,72 @@
+"""Quantised query encoders stay close to the fp32 encoder (retrieval/quantized.py).
+
+Thresholds come from `scripts/bench_encode.py` on 300 hadoop tickets and their titles (docs/encode_results.md):
+ONNX fp32 reproduces fp32 to float rounding (cosine > 0.9999); ONNX int8 (per-channel weights) measured a
+worst-case cosine of about 0.98, so 0.97 leaves margin for other CPUs' int8 kernels while still failing a
+wrong pooling or a missing normalisation (those give 0.9 or less). torch per-tensor int8 is much looser (worst
+cases near 0.9 on real tickets): it is only checked for shape, dtype, norm and that each query still finds its
+own fp32 vector first among the others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TEXTS = [
+    "NameNode fails to start after upgrade: NullPointerException in FSImage.loadFSImage",
+    "DataNode heartbeat times out under heavy load\nThe DataNode stops sending heartbeats when the disk "
+    "is saturated; the NameNode marks it dead after 10 minutes and re-replicates every block.",
+    "Add a configuration key for the YARN ResourceManager web UI port",
+    "Typo in the hadoop fs -ls usage message",
+    # longer than max_seq_length tokens: truncation must match the fp32 encoder's
+    "Job history server leaks file handles\n" + "java.io.IOException: Too many open files at "
+    "org.apache.hadoop.mapreduce.v2.hs.HistoryFileManager.scanDirectory(HistoryFileManager.java:1042) " * 20,
+]
+
+
+def _check(vecs: np.ndarray, ref: np.ndarray, min_cos: float | None) -> None:
+    assert vecs.dtype == np.float32
+    assert vecs.shape == ref.shape
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    cos = (vecs * ref).sum(axis=1)
+    if min_cos is not None:
+        assert cos.min() > min_cos, cos
+    # every query's nearest fp32 vector among these texts is its own
+    assert (np.argmax(vecs @ ref.T, axis=1) == np.arange(len(ref))).all()
+
+
+@pytest.fixture(scope="module")
+def fp32_single(encoder) -> np.ndarray:
+    return np.vstack([encoder.encode([t]) for t in TEXTS])
+
+
+def test_torch_int8_query_encoder(encoder, fp32_single: np.ndarray) -> None:
+    from retrieval.quantized import build_query_encoder
+
+    for kind in ("torch-int8", "torch-int8-pc"):
+        q = build_query_encoder(encoder, kind)
+        assert q.dim == encoder.dim and q.key != encoder.key
+        _check(np.vstack([q.encode([t]) for t in TEXTS]), fp32_single, 0.85 if kind == "torch-int8" else 0.93)
+        assert q.encode([]).shape == (0, encoder.dim)
+    # the fp32 model itself is untouched by quantising a copy
+    np.testing.assert_allclose(encoder.encode(TEXTS[:1]), fp32_single[:1], atol=1e-5)
+
+
+def test_onnx_query_encoders(encoder, fp32_single: np.ndarray, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")  # torch's ONNX exporter needs it
+    from retrieval.quantized import ONNX_FP32, ONNX_INT8, ONNX_META, build_query_encoder
+
+    model_dir = tmp_path / "onnx"
+    q32 = build_query_encoder(encoder, "onnx-fp32", model_dir, threads=1)
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([ONNX_FP32, ONNX_INT8, ONNX_META])
+    assert [p.name for p in tmp_path.iterdir()] == ["onnx"]  # the temporary sibling was renamed away
+    _check(np.vstack([q32.encode([t]) for t in TEXTS]), fp32_single, 0.9999)
+    # batched (padded) fp32 ONNX equals the fp32 encoder's batch
+    np.testing.assert_allclose(q32.encode(TEXTS), encoder.encode(TEXTS), atol=1e-4)
+
+    mtime = (model_dir / ONNX_INT8).stat().st_mtime_ns
+    q8 = build_query_encoder(encoder, "onnx-int8", model_dir, threads=1)  # reuses the export
+    assert (model_dir / ONNX_INT8).stat().st_mtime_ns == mtime
+    _check(np.vstack([q8.encode([t]) for t in TEXTS]), fp32_single, 0.97)
