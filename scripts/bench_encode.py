@@ -36,7 +36,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 FP32 = "fp32"
 FP32_REENCODED = "fp32 (re-encoded)"  # fp32 query vectors encoded one at a time here: the noise floor
