@@ -26,6 +26,9 @@ STORE_FORMAT = 1
 DB_FILENAME = "tickets.duckdb"
 # Every write logs (change_seq, row_id) in the same transaction, so derived indexes can replay what they missed.
 CHANGES_DDL = "CREATE TABLE IF NOT EXISTS changes (seq BIGINT NOT NULL, row_id BIGINT NOT NULL)"
+# Fetching search hits by row id: with this index, an IN list of ids is a few lookups instead of a table scan
+# (100 hits out of 1M tickets: 8 ms instead of 24 ms, docs/RESULTS.md).
+ROW_ID_INDEX_DDL = "CREATE INDEX IF NOT EXISTS tickets_row_id ON tickets (row_id)"
 
 _SQL_TYPE = {"categorical": "VARCHAR", "multi": "VARCHAR[]", "numeric": "DOUBLE", "date": "TIMESTAMP"}
 _ARROW_TYPE = {
@@ -96,6 +99,9 @@ class TicketStore:
         self.schema = self._init_schema(schema)
         if not read_only:
             self._root.execute(CHANGES_DDL)
+            self._root.execute(ROW_ID_INDEX_DDL)
+        self._row_id_index = bool(self._root.execute(
+            "SELECT count(*) FROM duckdb_indexes() WHERE index_name = 'tickets_row_id'").fetchall()[0][0])
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -317,9 +323,13 @@ class TicketStore:
         """Tickets for these row ids, in the given order; ids that no longer exist are dropped."""
         if len(row_ids) == 0:
             return []
-        self.con.register("_rids", pa.table({"row_id": pa.array(list(row_ids), pa.int64())}))
-        rows = self.con.execute(self._select() + " WHERE row_id IN (SELECT row_id FROM _rids)").fetchall()
-        self.con.unregister("_rids")
+        if self._row_id_index and len(row_ids) <= 1000:  # an IN list of literals uses the index; a join scans
+            in_list = ",".join(str(int(r)) for r in row_ids)
+            rows = self.con.execute(self._select() + f" WHERE row_id IN ({in_list})").fetchall()
+        else:
+            self.con.register("_rids", pa.table({"row_id": pa.array(list(row_ids), pa.int64())}))
+            rows = self.con.execute(self._select() + " WHERE row_id IN (SELECT row_id FROM _rids)").fetchall()
+            self.con.unregister("_rids")
         by_id = {r[0]: self._row(r) for r in rows}
         return [by_id[r] for r in row_ids if r in by_id]
 

@@ -16,6 +16,7 @@ Parts (each can be skipped):
    against the article's way (re-encode every candidate's text for every query), on the same 100 candidates,
    with the score agreement.
 4. `hadoop`: recall@100 of the automatic index choice on the real embeddings of the shared hadoop set.
+5. `fetch`: the DuckDB fetch of 100 hits by row id, with the row-id index and with the older semi-join.
 """
 
 from __future__ import annotations
@@ -292,6 +293,37 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
     return out
 
 
+# ---- 5. the DuckDB fetch of 100 hits, with and without the row-id index ----------------------------------
+def fetch_check(n: int, root: Path, log: Any) -> dict[str, Any]:
+    from index_data.demo import generate
+    from index_data.records import normalize_row
+    from index_data.schema import load_schema
+    from index_data.store import TicketStore
+
+    schema = load_schema("support")
+    out: dict[str, Any] = {"n": n}
+    with TicketStore(root / f"fetch{n}.duckdb", schema=schema) as store:
+        for s in range(0, n, 50_000):
+            rows = generate(min(50_000, n - s), seed=s)
+            for r in rows:
+                r["id"] = f"G{s}-{r['id']}"
+                r["duplicate_of"] = None
+            store.upsert([normalize_row(schema, r, i) for i, r in enumerate(rows)])
+        rng = np.random.default_rng(0)
+        for label, indexed in (("row-id index (IN list)", True), ("no index (semi-join)", False)):
+            store._row_id_index = indexed
+            lat = []
+            for _ in range(50):
+                ids = rng.choice(n, 100, replace=False).tolist()
+                t0 = time.perf_counter()
+                got = store.get_rows(ids)
+                lat.append(time.perf_counter() - t0)
+                assert len(got) == 100
+            out[label] = pct(lat)
+            log(f"  fetch 100 of {n:,}: {label} p50 {out[label]['p50_ms']} ms, p99 {out[label]['p99_ms']} ms")
+    return out
+
+
 # ---- 4. the automatic choice on real hadoop embeddings ---------------------------------------------------
 def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
     from index_data.store import TicketStore
@@ -331,8 +363,8 @@ def query_texts(index_dir: Path, n: int = 120) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--parts", nargs="+", default=["sweep", "stages", "rerank", "hadoop"],
-                    choices=["sweep", "stages", "rerank", "hadoop"])
+    ap.add_argument("--parts", nargs="+", default=["sweep", "stages", "rerank", "hadoop", "fetch"],
+                    choices=["sweep", "stages", "rerank", "hadoop", "fetch"])
     ap.add_argument("--demo-index", type=Path, default=ROOT / "demo" / "index",
                     help="A real index with a trained reranker (for 'rerank', and the reranker for 'stages').")
     ap.add_argument("--hadoop-index", type=Path, default=ROOT / "runs" / "hadoop" / "index")
@@ -361,6 +393,9 @@ def main() -> None:
         save()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         keep = Path(tmp)
+        if "fetch" in args.parts:
+            result["fetch"] = [fetch_check(n, keep, log) for n in args.sizes]
+            save()
         if "sweep" in args.parts:
             result["sweep"] = []
             for n in args.sizes:
