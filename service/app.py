@@ -217,10 +217,9 @@ class Admission:
 
 def create_app(index_dir: Path, settings: Settings) -> FastAPI:
     keys = ApiKeys.parse(settings.api_keys)
-    engine = Engine(index_dir, settings)
     metrics = Metrics()
+    engine = Engine(index_dir, settings, on_encode_batch=metrics.encode_batch.observe)
     admission = Admission(settings, metrics)
-    engine.batch_sizes = _BatchObserver(metrics)  # type: ignore[assignment]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -379,17 +378,6 @@ def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
             return store.schema
     except TicketsearchError:
         return None
-
-
-class _BatchObserver(list):
-    """Receives the number of requests merged into each encoder pass."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__()
-        self.metrics = metrics
-
-    def append(self, n: int) -> None:  # type: ignore[override]
-        self.metrics.encode_batch.observe(n)
 
 
 def query_fields(eng: Engine, fields: dict[str, Any], where: str, is_filter: bool = False) -> dict[str, Any]:

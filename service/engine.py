@@ -17,8 +17,7 @@ import logging
 import os
 import signal
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,7 +114,8 @@ class Prepared:
 
 
 class Engine:
-    def __init__(self, index_dir: Path, settings: Settings) -> None:
+    def __init__(self, index_dir: Path, settings: Settings,
+                 on_encode_batch: Callable[[int], None] | None = None) -> None:
         self.index_dir = Path(index_dir)
         self.out = self.index_dir / INDEX_SUBDIR
         self.settings = settings
@@ -127,7 +127,7 @@ class Engine:
         self.batcher: EncodeBatcher | None = None
         self.applied_seq = 0
         self.saved_seq = 0
-        self.batch_sizes: list[int] = []  # requests merged per encoder pass (for the metrics)
+        self.on_encode_batch = on_encode_batch  # told how many requests share each encoder pass (metrics)
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
@@ -172,7 +172,7 @@ class Engine:
         self.encoder = encoder
         self.manifest = manifest
         self._repair_files(manifest)
-        self.batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.batch_sizes.append)
+        self.batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch)
         self.searcher = RerankingSearcher(
             self.index_dir, self.settings, encoder=BatchedEncoder(encoder, self.batcher), store=self.store  # type: ignore[arg-type]
         )
@@ -395,9 +395,7 @@ class Engine:
             snapshot = read_texts(store) if bm25.changed else None
             count = store.count()
         if snapshot is not None:
-            new_base = BM25Index.build(snapshot.row_ids,
-                                       [bm25_text(t, b) for t, b in zip(snapshot.titles, snapshot.bodies)])
-            new_base.save(self.out)
+            new_base = build_bm25(self.out, store, snapshot)
             with self.lock.write():
                 base.bm25 = base.bm25.rebased(new_base, seq)  # type: ignore[attr-defined]
         self._fault("before-manifest")
@@ -410,11 +408,4 @@ class Engine:
             store.prune_changes(seq)
         self.saved_seq = seq
         return seq
-
-
-def wait_ready(engine: Engine, timeout: float = 600) -> None:
-    t0 = time.monotonic()
-    while not engine.ready and engine.error is None and time.monotonic() - t0 < timeout:
-        time.sleep(0.05)
-
 
