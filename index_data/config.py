@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -21,6 +22,22 @@ class Settings(BaseSettings):
     encode_batch_size: int = Field(default=64, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 keeps the library default.")
+    query_encoder: Literal["fp32", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="How queries are encoded (indexed tickets always use the fp32 model). 'onnx-int8': the same "
+        "model exported to ONNX with int8 weights, run by ONNX Runtime: 2.8x faster per pasted ticket on 2 cores "
+        "at a cost of 0.4 RR@10 points dense and none hybrid on hadoop (docs/RESULTS.md). Falls back to fp32, "
+        "with a warning, where ONNX Runtime is missing or the device is a GPU.",
+    )
+    query_threads: int = Field(
+        default=0, ge=0, le=256,
+        description="ONNX Runtime threads for a query pass; 0 = torch's count. On 2 quiet cores 2 threads encode "
+        "a ticket in 12 ms against 20 ms with 1; under heavy load 1 thread holds up better (docs/encode_results.md).",
+    )
+    cache_dir: Path = Field(
+        default=Path("~/.cache/ticketsearch"),
+        description="Per-machine cache (the exported ONNX query encoder, keyed by the model's identity).",
+    )
     search_threads: int = Field(
         default=1, ge=0, le=256,
         description="FAISS (OpenMP) threads for searching; 0 keeps the library default. One query at a time is "

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -32,9 +33,20 @@ class RerankConfig:
     dropout: float = 0.1
     pair_dim: int = 0
     pooled_residual: bool = False  # experimental: add the mean-pooled token states to each item vector
+    # a prior the model can only refine: each item vector starts as the (scaled) mean-pooled text embedding,
+    # the fused vector enters through a gate that starts at zero, and the cosine of the two item vectors
+    # reaches the logit through the linear skip, so training starts from dense-retrieval order
+    cosine_prior: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def pooled_unit(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens' states, L2-normalised [B, D] (sentence-transformers' mean pooling)."""
+    m = attention_mask.unsqueeze(-1).to(tokens.dtype)
+    pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-6)
 
 
 class FeatureEncoder(nn.Module):
@@ -57,6 +69,7 @@ class CrossAttentionFusion(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, ff_dim: int, dropout: float) -> None:
         super().__init__()
+        self.shortcuts = True  # the single-query attention below; False: nn.MultiheadAttention itself
         self.cross_attention = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(embed_dim)
         self.norm2 = nn.LayerNorm(embed_dim)
@@ -72,13 +85,45 @@ class CrossAttentionFusion(nn.Module):
         Returns the fused vector [B, D] and the head-averaged attention over tokens [B, T] (zero on padding).
         """
         pad = attention_mask == 0
-        attended, weights = self.cross_attention(
-            query=feature_embedding, key=tokens, value=tokens, key_padding_mask=pad,
-            need_weights=True, average_attn_weights=True,
-        )
+        if not self.shortcuts:
+            attended, weights = self.cross_attention(
+                query=feature_embedding, key=tokens, value=tokens, key_padding_mask=pad,
+                need_weights=True, average_attn_weights=True,
+            )
+        else:
+            attended, weights = self._single_query_attention(feature_embedding, tokens, pad)
         x = self.norm1(feature_embedding + attended)
         fused = self.norm2(x + self.ffn(x))
         return fused.squeeze(1), weights.squeeze(1)
+
+
+    def _single_query_attention(
+        self, query: torch.Tensor, tokens: torch.Tensor, pad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same multi-head attention for a single query vector, without projecting every token.
+
+        With one query, q . (W_k x + b_k) = (W_k^T q) . x + const, and sum_t a_t (W_v x_t + b_v) =
+        W_v (sum_t a_t x_t) + b_v. So each head folds its query into the key weights once and attends over
+        the raw token states: O(T D H) work instead of the O(T D^2) of projecting every token to keys and
+        values. Equal to `nn.MultiheadAttention` up to float rounding (tested), gradients included; in training
+        the attention weights get the same dropout.
+        """
+        mha = self.cross_attention
+        b, t, d = tokens.shape
+        h = mha.num_heads
+        dh = d // h
+        w_q, w_k, w_v = mha.in_proj_weight.split(d)
+        b_q, _, b_v = mha.in_proj_bias.split(d)
+        q = (query.squeeze(1) @ w_q.T + b_q).view(b, h, dh)  # [B, H, dh]
+        u = torch.einsum("bhe,hed->bhd", q, w_k.view(h, dh, d))  # W_k^T q per head [B, H, D]
+        scores = torch.einsum("btd,bhd->bht", tokens, u) / dh**0.5  # the key bias adds a per-head constant
+        scores = scores.masked_fill(pad.unsqueeze(1), float("-inf"))
+        attn = torch.softmax(scores, dim=-1)  # [B, H, T]; exactly zero on padding
+        dropped = nn.functional.dropout(attn, mha.dropout, self.training) if mha.dropout else attn
+        pooled = torch.einsum("bht,btd->bhd", dropped, tokens)  # [B, H, D]
+        v = torch.einsum("bhd,hed->bhe", pooled, w_v.view(h, dh, d)) + b_v.view(h, dh)  # [B, H, dh]
+        attended = mha.out_proj(v.reshape(b, d)).unsqueeze(1)
+        return attended, attn.mean(dim=1, keepdim=True)
 
 
 class ConcatItem(nn.Module):
@@ -117,13 +162,27 @@ class PairModel(nn.Module):
             nn.Linear(4 * d + cfg.pair_dim, d), nn.LayerNorm(d), nn.GELU(), nn.Dropout(cfg.dropout),
             nn.Linear(d, d // 2), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d // 2, 1),
         )
-        # pair-level inputs also reach the logit through a linear skip, so first-stage evidence (scores,
-        # rank, field agreement) is usable from the first step instead of only through the deep head
-        self.pair_skip = nn.Linear(cfg.pair_dim, 1) if cfg.pair_dim else None
+        # pair-level inputs (and, with the cosine prior, cos(s, t)) also reach the logit through a linear skip,
+        # so first-stage evidence (scores, rank, field agreement) is usable from the first step instead of
+        # only through the deep head
+        skip_dim = cfg.pair_dim + int(cfg.cosine_prior)
+        self.pair_skip = nn.Linear(skip_dim, 1) if skip_dim else None
+        self.fused_gate = nn.Parameter(torch.zeros(())) if cfg.cosine_prior else None
         if self.pair_skip is not None:
             # the deep head starts at zero and learns a correction on top of the pair-level evidence
             nn.init.zeros_(self.classifier[-1].weight)
             nn.init.zeros_(self.classifier[-1].bias)
+
+    @property
+    def shortcuts(self) -> bool:
+        return self.__dict__.get("_shortcuts", True)
+
+    def set_shortcuts(self, on: bool) -> None:
+        """Folded single-query attention and head (default) or the plain computation (for the equality tests)."""
+        self.__dict__["_shortcuts"] = on
+        for m in self.modules():
+            if isinstance(m, CrossAttentionFusion):
+                m.shortcuts = on
 
     def item_vectors(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor, feats: torch.Tensor, side: Literal["source", "target"]
@@ -137,13 +196,15 @@ class PairModel(nn.Module):
             mlp = self.concat_source if side == "source" else self.concat_target
             v, attn = mlp(tokens, attention_mask, feats), None
         if self.cfg.pooled_residual:
-            m = attention_mask.unsqueeze(-1).to(tokens.dtype)
-            pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
-            v = v + pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+            v = v + pooled_unit(tokens, attention_mask)
+        if self.fused_gate is not None:
+            v = pooled_unit(tokens, attention_mask) * self.cfg.text_dim ** 0.5 + self.fused_gate * v
         return v, attn
 
     def score(self, s: torch.Tensor, t: torch.Tensor, pair: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B] for source vectors s [B, D] (or [1, D], broadcast) and target vectors t [B, D]."""
+        if s.shape[0] == 1 and self.shortcuts:
+            return self._score_one_source(s[0], t, pair)
         s = s.expand_as(t)
         parts = [s, t, s - t, s * t]
         if self.cfg.pair_dim:
@@ -152,7 +213,36 @@ class PairModel(nn.Module):
             parts.append(pair)
         logit = self.classifier(torch.cat(parts, dim=-1)).squeeze(-1)
         if self.pair_skip is not None:
-            logit = logit + self.pair_skip(pair).squeeze(-1)
+            skip_in = [pair] if self.cfg.pair_dim else []
+            if self.cfg.cosine_prior:
+                skip_in.append(F.cosine_similarity(s, t, dim=-1, eps=1e-6).unsqueeze(-1))
+            logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)
+        return logit
+
+    def _score_one_source(self, s: torch.Tensor, t: torch.Tensor, pair: torch.Tensor | None) -> torch.Tensor:
+        """`score` for one source against many targets, with the head's first layer folded.
+
+        W [s, t, s - t, s * t] = (W_s + W_d) s + (W_t - W_d + W_p diag(s)) t: one [H, D] matrix per query,
+        then one product with the targets, instead of building and multiplying the [N, 4D] input. Equal to
+        the plain path up to float rounding (tested), gradients included.
+        """
+        d = s.shape[-1]
+        first = self.classifier[0]
+        w = first.weight
+        w_s, w_t, w_d, w_p = w[:, :d], w[:, d : 2 * d], w[:, 2 * d : 3 * d], w[:, 3 * d : 4 * d]
+        folded = w_t - w_d + w_p * s  # [H, D]
+        h = t @ folded.T + ((w_s + w_d) @ s + first.bias)
+        if self.cfg.pair_dim:
+            if pair is None:
+                raise ValueError("this model needs pair-level inputs")
+            h = h + pair @ w[:, 4 * d :].T
+        logit = self.classifier[1:](h).squeeze(-1)
+        if self.pair_skip is not None:
+            skip_in = [pair] if self.cfg.pair_dim else []
+            if self.cfg.cosine_prior:
+                cos = (t @ s) / (t.norm(dim=-1).clamp(min=1e-6) * s.norm().clamp(min=1e-6))
+                skip_in.append(cos.unsqueeze(-1))
+            logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)  # type: ignore[arg-type]
         return logit
 
     def forward(

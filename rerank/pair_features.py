@@ -7,6 +7,7 @@ it transfers to products whose vocabularies the model never saw, which per-item 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,23 @@ import numpy as np
 
 from index_data.schema import Schema
 
-FIRST_STAGE = ("dense", "title", "bm25", "fused_rank")
+FIRST_STAGE = ("dense", "title", "bm25", "fused_rank", "title_in_query")
+_WORD = re.compile(r"[a-z0-9][a-z0-9_.]*[a-z0-9]|[a-z0-9]")
+
+
+def words(text: str) -> frozenset[str]:
+    """Lower-cased word tokens (identifiers such as org.apache.Foo or HDFS-123 stay whole)."""
+    return frozenset(_WORD.findall((text or "").lower()))
+
+
+def title_in_query(query_words: frozenset[str], candidate_title_words: frozenset[str]) -> float:
+    """The share of the candidate title's words that occur anywhere in the query's text (title and body).
+
+    Duplicates are often filed with the master's wording; defined for any query, titled or not.
+    """
+    if not candidate_title_words:
+        return 0.0
+    return len(candidate_title_words & query_words) / len(candidate_title_words)
 
 
 def pair_dim(schema: Schema) -> int:
@@ -31,12 +48,14 @@ def pair_vector(
     c_created: datetime,
     first_stage: Mapping[str, float],
 ) -> np.ndarray:
-    """first_stage: dense and title cosines, bm25 normalised by the query's best, fused rank (1-based)."""
+    """first_stage: dense and title cosines, bm25 normalised by the query's best, fused rank (1-based), and
+    `title_in_query` (see there)."""
     out = [
         float(first_stage.get("dense", 0.0)),
         float(first_stage.get("title", 0.0)),
         float(first_stage.get("bm25", 0.0)),
         1.0 / math.log2(1.0 + float(first_stage.get("fused_rank", 1000.0))),
+        float(first_stage.get("title_in_query", 0.0)),
         math.log1p(abs((q_created - c_created).total_seconds()) / 86400.0) / math.log1p(3650.0),
     ]
     for f in schema.fields:

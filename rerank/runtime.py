@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from index_data.errors import TicketsearchError
 from index_data.features import FeatureSpace
 from index_data.schema import Schema
 
-from .pair_features import pair_vector
+from .pair_features import pair_dim, pair_vector
 from .persist import load_reranker, torch_device
 from .token_cache import Tokens, pad_batch
 
@@ -29,6 +30,11 @@ class Reranker:
         cal = self.meta.get("calibration", {"a": 1.0, "b": 0.0})
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
         self.uses_pair = self.model.cfg.pair_dim > 0
+        if self.uses_pair and self.model.cfg.pair_dim != pair_dim(self.schema):
+            raise TicketsearchError(
+                f"{self.directory}: this reranker was trained with {self.model.cfg.pair_dim} pair inputs and this "
+                f"version computes {pair_dim(self.schema)}: retrain it ('ticketsearch train')"
+            )
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .model import PairModel, RerankConfig
+from .model import PairModel, RerankConfig, pooled_unit
 from .token_cache import Tokens, pad_batch
 
 
@@ -143,16 +143,16 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
     pos_weight = torch.tensor(n_neg / max(n_pos, 1))
     result = TrainResult(model=model)
     start = time.perf_counter()
-    if model.pair_skip is not None and data.pair is not None:
-        # start from the convex part: a logistic regression on the pair inputs (the deep head starts at
-        # zero), and keep it unless the deep part improves validation MRR (epoch 0 below)
+    if model.pair_skip is not None:
+        # start from the convex part: a logistic regression on the skip inputs (pair inputs, and the
+        # prior's cosine) with the deep head at zero; keep it unless the deep part improves validation MRR
         fit_pair_skip(model, data, groups)
         ranks = reranked_ranks(data.valid, rerank_scores(model, data, data.valid, perm)) if data.valid else np.array([])
         mrr0 = float(np.mean(1.0 / ranks)) if len(ranks) else 0.0
         result.history.append({"epoch": 0, "loss": math.nan, "valid_mrr": mrr0,
                                "valid_rr10": float(np.mean(ranks <= 10)) if len(ranks) else 0.0})
         result.best_valid_mrr, result.best_epoch = mrr0, 0
-        log(f"      epoch 0 (logistic regression on pair inputs): validation MRR {mrr0:.4f}")
+        log(f"      epoch 0 (logistic regression on the skip inputs): validation MRR {mrr0:.4f}")
     best_state = copy.deepcopy(model.state_dict())
     bad = 0
     for epoch in range(tcfg.epochs):
@@ -215,15 +215,33 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
 
 
 def fit_pair_skip(model: PairModel, data: TrainData, groups: Sequence[Group], l2: float = 1e-3) -> None:
-    """Fit the linear pair-input skip as an L2-regularised logistic regression on every training pair."""
-    assert model.pair_skip is not None and data.pair is not None
+    """Fit the linear skip as an L2-regularised logistic regression on every training pair. Its inputs are
+    the pair inputs and, with the cosine prior, cos(s, t), which at the start (gate zero) is the cosine of
+    the two items' mean-pooled text embeddings."""
+    assert model.pair_skip is not None
+    prior = model.cfg.cosine_prior
+    assert data.pair is not None or prior
+    pooled: dict[int, np.ndarray] = {}
+
+    def unit(i: int) -> np.ndarray:
+        if i not in pooled:
+            toks, mask = pad_batch([data.tokens(i)])
+            pooled[i] = pooled_unit(toks.float(), mask)[0].numpy()
+        return pooled[i]
+
+    def row(q: int, c: int) -> np.ndarray:
+        parts = [data.pair(q, c)] if data.pair is not None else []
+        if prior:
+            parts.append(np.array([float(unit(q) @ unit(c))], dtype=np.float32))
+        return np.concatenate(parts).astype(np.float32)
+
     xs, ys = [], []
     for g in groups:
         for c in g.positives:
-            xs.append(data.pair(g.query, c))
+            xs.append(row(g.query, c))
             ys.append(1.0)
         for c in g.negatives:
-            xs.append(data.pair(g.query, c))
+            xs.append(row(g.query, c))
             ys.append(0.0)
     x = torch.from_numpy(np.stack(xs)).double()
     y = torch.tensor(ys, dtype=torch.float64)

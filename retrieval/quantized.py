@@ -40,6 +40,8 @@ import torch
 from index_data.atomic import atomic_write_dir
 from index_data.errors import TicketsearchError
 
+from .encoder import TokenBatch
+
 if TYPE_CHECKING:
     from .encoder import Encoder
 
@@ -89,6 +91,29 @@ class _PooledQueryEncoder:
 
     def _hidden(self, feats: dict[str, torch.Tensor]) -> np.ndarray:
         raise NotImplementedError
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 - the fp32 encoder's tokenizer
+        return self.base.tokenizer
+
+    @property
+    def settings(self):  # noqa: ANN201 - the fp32 encoder's Settings
+        return self.base.settings
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.base.tokenize(texts)
+
+    def encode_with_tokens(self, texts: list[str]) -> TokenBatch:
+        """One pass, like `Encoder.encode_with_tokens`: pooled embeddings and the token states they pool."""
+        feats = self.base.tokenize(texts)
+        hidden = self._hidden(feats)
+        mask = feats["attention_mask"]
+        return TokenBatch(
+            pooled=torch.from_numpy(mean_pool_normalise(hidden, mask.cpu().numpy())),
+            tokens=torch.from_numpy(np.ascontiguousarray(hidden, dtype=np.float32)),
+            attention_mask=mask.cpu(),
+            input_ids=feats["input_ids"].cpu(),
+        )
 
     def encode(self, texts: list[str], progress: bool = False, desc: str = "encode") -> np.ndarray:
         """L2-normalised float32 embeddings [len(texts), dim]; length-sorted batches like `Encoder.encode`."""
@@ -288,3 +313,38 @@ def quantize_onnx_int8(src: Path, dst: Path) -> None:
         )
     finally:
         root.setLevel(level)
+
+
+log = logging.getLogger(__name__)
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder:
+    """The encoder that search should run queries through, per `settings.query_encoder`.
+
+    'onnx-int8' exports the model once per machine into `settings.cache_dir` (keyed by the encoder's
+    identity) and runs it with ONNX Runtime. Where ONNX Runtime is missing or the encoder is on a GPU, it
+    returns the fp32 encoder and logs why.
+    """
+    settings = encoder.settings
+    if settings.query_encoder == "fp32":
+        return encoder
+    if encoder.device != "cpu":
+        log.info("query encoder: fp32 on %s (the int8 ONNX path is for the CPU)", encoder.device)
+        return encoder
+    if not onnx_available():
+        log.warning("query encoder: fp32, because onnxruntime is not installed (pip install onnxruntime)")
+        return encoder
+    import hashlib
+
+    key = hashlib.blake2b(encoder.key.encode(), digest_size=8).hexdigest()
+    model_dir = Path(settings.cache_dir).expanduser() / "onnx" / key
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    return OnnxQueryEncoder(encoder, model_dir, int8=True, threads=settings.query_threads or None)

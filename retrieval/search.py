@@ -88,7 +88,7 @@ class Searcher:
 
     def __init__(
         self, index_dir: Path, settings: Settings | None = None, encoder: Encoder | None = None,
-        store: TicketStore | None = None,
+        store: TicketStore | None = None, query_encoder: Any = None,
     ) -> None:
         self.index_dir = Path(index_dir)
         self.settings = settings or get_settings()
@@ -100,6 +100,16 @@ class Searcher:
         )
         self.bm25 = BM25Index.load(self.index_dir / INDEX_SUBDIR)
         self._encoder = encoder
+        self._query_encoder = query_encoder
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """What query texts go through (`settings.query_encoder`); indexed tickets use `encoder` (fp32)."""
+        if self._query_encoder is None:
+            from .quantized import query_encoder_for
+
+            self._query_encoder = query_encoder_for(self.encoder)
+        return self._query_encoder
 
     @property
     def encoder(self) -> Encoder:
@@ -154,7 +164,7 @@ class Searcher:
         weights = self.manifest.fusion["weights"] if method == "hybrid" else {method: 1.0}
         use = {n for n, w in weights.items() if w}
         need_vec = bool(use & {"dense", "title"})
-        encoder = self.encoder if like is None and need_vec and query_vectors is None else None
+        encoder = self.query_encoder if like is None and need_vec and query_vectors is None else None
         timings: dict[str, float] = {}
         exclude: list[str] = []
         reference = before_dt

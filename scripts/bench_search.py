@@ -350,6 +350,42 @@ def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
     return out
 
 
+def http_single(index_dir: Path, texts: list[str], log: Any, env: dict[str, str], n: int = 200) -> dict[str, Any]:
+    """End to end: a real `ticketsearch serve` on the index, one client posting /v1/search (k 10, hybrid,
+    rerank of the top 100) with a new query each time; client-side latency and the server's own stages."""
+    import httpx
+
+    sys.path.insert(0, str(ROOT))
+    from tests.service.server import Server
+
+    with tempfile.TemporaryDirectory() as logs:
+        server = Server(index_dir, Path(logs) / "server.log", env=env).start(timeout=900)
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                for t in texts[:10]:  # warm up
+                    client.post("/v1/search", json={"text": t, "k": 10}).raise_for_status()
+                total: list[float] = []
+                stages: dict[str, list[float]] = {}
+                notes: list[str] = []
+                for i in range(n):
+                    body = {"text": texts[(10 + i) % len(texts)], "k": 10}
+                    t0 = time.perf_counter()
+                    r = client.post("/v1/search", json=body)
+                    total.append(time.perf_counter() - t0)
+                    r.raise_for_status()
+                    data = r.json()
+                    notes = data.get("notes", notes)
+                    for stage, ms in data["timings_ms"].items():
+                        stages.setdefault(stage, []).append(ms / 1000.0)
+        finally:
+            server.stop()
+    out = {"http_total": pct(total), **{s: pct(v) for s, v in stages.items()}, "requests": n, "env": env,
+           "notes": notes}
+    log("    HTTP single client: " + ", ".join(f"{s} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for s, v in out.items()
+                                             if isinstance(v, dict) and "p50_ms" in v))
+    return out
+
+
 def query_texts(index_dir: Path, n: int = 120) -> list[str]:
     from index_data.store import TicketStore
     from retrieval.builder import store_path
@@ -363,8 +399,10 @@ def query_texts(index_dir: Path, n: int = 120) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--parts", nargs="+", default=["sweep", "stages", "rerank", "hadoop", "fetch"],
-                    choices=["sweep", "stages", "rerank", "hadoop", "fetch"])
+    ap.add_argument("--parts", nargs="+", default=["sweep", "stages", "rerank", "hadoop", "fetch", "http"],
+                    choices=["sweep", "stages", "rerank", "hadoop", "fetch", "http"])
+    ap.add_argument("--server-env", action="append", default=[],
+                    help="Setting for the 'http' part's server, e.g. TICKETSEARCH_QUERY_ENCODER=fp32 (repeatable).")
     ap.add_argument("--demo-index", type=Path, default=ROOT / "demo" / "index",
                     help="A real index with a trained reranker (for 'rerank', and the reranker for 'stages').")
     ap.add_argument("--hadoop-index", type=Path, default=ROOT / "runs" / "hadoop" / "index")
@@ -409,6 +447,21 @@ def main() -> None:
                 result["stages"][str(n)] = stages(d, texts, log)
                 shutil.rmtree(d)
                 save()
+        if "http" in args.parts:
+            result["http"] = {}
+            base_env = {"TICKETSEARCH_THREADS": "2", "TICKETSEARCH_DEVICE": args.device}
+            variants = {"default": base_env}
+            for kv in args.server_env:
+                k, _, v = kv.partition("=")
+                variants[kv] = {**base_env, k: v}
+            for n in args.sizes:
+                log(f"HTTP at {n:,} tickets")
+                d = build_stage_index(n, keep, args.demo_index / "reranker", log, keep)
+                result["http"][str(n)] = {}
+                for name, env in variants.items():
+                    result["http"][str(n)][name] = http_single(d, texts, log, env)
+                    save()
+                shutil.rmtree(d)
     if args.out:
         log(f"wrote {args.out}")
 

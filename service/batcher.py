@@ -22,14 +22,16 @@ from retrieval.encoder import Encoder, TokenBatch
 
 @dataclass
 class _Job:
-    kind: str  # "tokens" or "encode"
+    kind: str  # "tokens" or "encode", prefixed "query-" for the query encoder
     texts: list[str]
     future: Future = field(default_factory=Future)
 
 
 class EncodeBatcher:
-    def __init__(self, encoder: Encoder, max_batch: int = 32, on_batch: Callable[[int], None] | None = None) -> None:
-        self.encoder = encoder
+    def __init__(self, encoder: Encoder, max_batch: int = 32, on_batch: Callable[[int], None] | None = None,
+                 query_encoder: Any = None) -> None:
+        self.encoder = encoder  # indexed tickets (fp32)
+        self.query_encoder = query_encoder or encoder  # query texts (settings.query_encoder)
         self.max_batch = max_batch
         self.on_batch = on_batch  # called with the number of requests merged into each pass
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -79,8 +81,10 @@ class EncodeBatcher:
         try:
             if self.on_batch:
                 self.on_batch(len(jobs))
-            if jobs[0].kind == "tokens":
-                tb = self.encoder.encode_with_tokens(texts)
+            kind = jobs[0].kind
+            enc = self.query_encoder if kind.startswith("query-") else self.encoder
+            if kind.endswith("tokens"):
+                tb = enc.encode_with_tokens(texts)
                 start = 0
                 for j in jobs:
                     end = start + len(j.texts)
@@ -91,7 +95,7 @@ class EncodeBatcher:
                     ))
                     start = end
             else:
-                vecs = self.encoder.encode(texts)
+                vecs = enc.encode(texts)
                 start = 0
                 for j in jobs:
                     j.future.set_result(np.array(vecs[start : start + len(j.texts)]))
@@ -105,17 +109,18 @@ class EncodeBatcher:
 class BatchedEncoder:
     """An Encoder look-alike whose passes go through the batcher (the searchers take it as their encoder)."""
 
-    def __init__(self, encoder: Encoder, batcher: EncodeBatcher) -> None:
+    def __init__(self, encoder: Any, batcher: EncodeBatcher, query: bool = False) -> None:
         self._encoder = encoder
         self._batcher = batcher
+        self._prefix = "query-" if query else ""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._encoder, name)
 
     def encode_with_tokens(self, texts: list[str]) -> TokenBatch:
-        return self._batcher.submit("tokens", texts)
+        return self._batcher.submit(self._prefix + "tokens", texts)
 
     def encode(self, texts: list[str], progress: bool = False, desc: str = "encode") -> np.ndarray:
         if not texts:
             return np.zeros((0, self._encoder.dim), np.float32)
-        return self._batcher.submit("encode", texts)
+        return self._batcher.submit(self._prefix + "encode", texts)

@@ -41,6 +41,7 @@ from retrieval.builder import (
     title_key,
 )
 from retrieval.encoder import Encoder
+from retrieval.quantized import query_encoder_for
 from retrieval.lexical import BM25Index, bm25_text
 from retrieval.live import LiveBM25, LiveVectors
 from retrieval.manifest import INDEX_SUBDIR, Manifest
@@ -172,9 +173,13 @@ class Engine:
         self.encoder = encoder
         self.manifest = manifest
         self._repair_files(manifest)
-        self.batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch)
+        query_encoder = query_encoder_for(encoder)
+        log.info("query encoder: %s", getattr(query_encoder, "kind", "fp32"))
+        self.batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
+                                     query_encoder=query_encoder)
         self.searcher = RerankingSearcher(
-            self.index_dir, self.settings, encoder=BatchedEncoder(encoder, self.batcher), store=self.store  # type: ignore[arg-type]
+            self.index_dir, self.settings, encoder=BatchedEncoder(encoder, self.batcher), store=self.store,  # type: ignore[arg-type]
+            query_encoder=BatchedEncoder(query_encoder, self.batcher, query=True),
         )
         base = self.searcher.base
         base.vindex = LiveVectors(base.vindex)  # type: ignore[assignment]

@@ -22,7 +22,7 @@ from index_data.features import FeatureSpace
 from index_data.records import ticket_text, text_hash
 from index_data.store import TicketStore
 from rerank.model import RerankConfig
-from rerank.pair_features import pair_dim, pair_vector
+from rerank.pair_features import pair_dim, pair_vector, title_in_query, words
 from rerank.persist import save_reranker
 from rerank.train import Group, RankList, TrainConfig, TrainData, fit_platt, rerank_scores, reranked_ranks, train
 from retrieval.encoder import Encoder
@@ -141,9 +141,16 @@ def build_train_data(
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
     pair_fn = None
     if with_pair:
+        text_words: dict[int, frozenset[str]] = {}
+        title_words: dict[int, frozenset[str]] = {}
+
         def pair_fn(q: int, c: int) -> np.ndarray:
-            return pair_vector(store.schema, values[q], values[c], created[q], created[c],
-                               mined.first_stage.get((q, c), {}))
+            if q not in text_words:
+                text_words[q] = words(texts[q])
+            if c not in title_words:
+                title_words[c] = words(ev.titles[c])
+            first = {**mined.first_stage.get((q, c), {}), "title_in_query": title_in_query(text_words[q], title_words[c])}
+            return pair_vector(store.schema, values[q], values[c], created[q], created[c], first)
     data = TrainData(tokens=lambda i: cache.get(hashes[i]), feats=feats, pair=pair_fn, groups=mined.groups,
                      valid=mined.valid)
     return data, fs, values

@@ -22,6 +22,7 @@ from index_data.errors import QueryError, TicketsearchError
 from index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
 from index_data.store import TicketStore
 from rerank.explain import attended_words
+from rerank.pair_features import title_in_query, words
 from rerank.runtime import Reranker
 from rerank.token_cache import EncodeFn, TokenCache, Tokens, pad_batch
 from retrieval.builder import read_texts
@@ -119,11 +120,12 @@ def token_states(encoder: Encoder, texts: list[str]) -> list[Tokens]:
 class RerankingSearcher:
     def __init__(
         self, index_dir: Path, settings: Settings | None = None, encoder: Encoder | None = None,
-        store: TicketStore | None = None,
+        store: TicketStore | None = None, query_encoder: Any = None,
     ) -> None:
         self.index_dir = Path(index_dir)
         self.settings = settings or get_settings()
-        self.base = Searcher(self.index_dir, settings=self.settings, encoder=encoder, store=store)
+        self.base = Searcher(self.index_dir, settings=self.settings, encoder=encoder, store=store,
+                             query_encoder=query_encoder)
         self.store = self.base.store
         self.reranker: Reranker | None = None
         self.notes: list[str] = []
@@ -133,7 +135,11 @@ class RerankingSearcher:
         if not (rdir / "config.json").is_file():
             self.notes.append("no trained reranker in this index: results are in first-stage order")
             return
-        self.reranker = Reranker(rdir, device=self.settings.device)
+        try:
+            self.reranker = Reranker(rdir, device=self.settings.device)
+        except TicketsearchError as exc:
+            self.notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
+            return
         try:
             self.vectors = load_rerank_vectors(self.index_dir, self.reranker)
         except TicketsearchError:
@@ -144,6 +150,10 @@ class RerankingSearcher:
     @property
     def encoder(self) -> Encoder:
         return self.base.encoder
+
+    @property
+    def query_encoder(self) -> Encoder:
+        return self.base.query_encoder
 
     def close(self) -> None:
         self.base.close()
@@ -201,10 +211,12 @@ class RerankingSearcher:
             if not head and not body:
                 raise QueryError("query text is empty")
             full = ticket_text(self.store.schema, head, body) if head else body
-            tb = self.encoder.encode_with_tokens([full])  # one pass: retrieval embedding + token states
+            q_text = full
+            # one pass: the retrieval embedding and the token states the reranker attends over
+            tb = self.query_encoder.encode_with_tokens([full])
             n = int(tb.attention_mask[0].sum())
             q_tokens = Tokens(tb.tokens[0, :n].float().cpu().numpy(), tb.input_ids[0, :n].cpu().numpy())
-            tvec = self.encoder.encode([head]) if head and body else None
+            tvec = self.query_encoder.encode([head]) if head and body else None
             qvecs = (tb.pooled[:1].float().cpu().numpy(), tvec)
             q_values = self._query_values(fields)
             # The time gap is a pair input. A query with a date (`before`: a new ticket's creation time) is
@@ -213,6 +225,7 @@ class RerankingSearcher:
             q_created = parse_datetime(before) if isinstance(before, str) else before
         else:
             src = self.store.get(like)
+            q_text = ticket_text(self.store.schema, src.title, src.body)
             q_tokens = self._tokens_for([src.row_id])[0]
             q_values = {**src.values, **self._query_values(fields)}
             q_created = src.created
@@ -233,8 +246,10 @@ class RerankingSearcher:
             src_vec, q_attn = reranker.item_vectors(toks, mask, [q_values], "source")
             targets = self.target_vectors([h.row_id for h in hits])
             bm_max = max([h.scores.get("bm25", 0.0) for h in hits] + [1e-9])
+            q_words = words(q_text)
             fs = [{"dense": h.scores.get("dense", 0.0), "title": h.scores.get("title", 0.0),
-                   "bm25": h.scores.get("bm25", 0.0) / bm_max, "fused_rank": float(i + 1)} for i, h in enumerate(hits)]
+                   "bm25": h.scores.get("bm25", 0.0) / bm_max, "fused_rank": float(i + 1),
+                   "title_in_query": title_in_query(q_words, words(h.title))} for i, h in enumerate(hits)]
             c_vals = [self._hit_values(h) for h in hits]
             pair = reranker.pair_matrix(q_values, q_created, [v for v, _ in c_vals], [c for _, c in c_vals], fs)
             logits = reranker.score(src_vec[0], targets, pair)

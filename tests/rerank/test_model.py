@@ -34,9 +34,11 @@ def test_shapes_for_both_schemas(schema: str, arch: str) -> None:
 
 
 @pytest.mark.parametrize("pooled", [False, True])
-def test_padding_gets_zero_attention_and_extra_padding_changes_nothing(pooled: bool) -> None:
+@pytest.mark.parametrize("shortcuts", [True, False])  # the folded attention and nn.MultiheadAttention
+def test_padding_gets_zero_attention_and_extra_padding_changes_nothing(pooled: bool, shortcuts: bool) -> None:
     torch.manual_seed(0)
     model = PairModel(RerankConfig(feat_dim=20, pooled_residual=pooled)).eval()
+    model.set_shortcuts(shortcuts)
     tokens, mask, feats = batch()
     with torch.no_grad():
         s, attn = model.item_vectors(tokens, mask, feats, "source")
@@ -76,3 +78,35 @@ def test_source_and_target_blocks_are_separate() -> None:
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
     assert {"feature_encoder", "fusion_source", "fusion_target", "classifier"} == names
     assert PairModel(RerankConfig(feat_dim=4, pair_dim=3)).pair_skip is not None
+
+
+@pytest.mark.parametrize("arch,pair_dim,prior", [("cross", 0, False), ("cross", 5, False), ("cross", 5, True),
+                                                 ("concat", 0, True)])
+def test_inference_shortcuts_equal_the_plain_computation(arch: str, pair_dim: int, prior: bool) -> None:
+    """Attention folds the single query into the key/value weights and the head folds its first layer per
+    source; both must give what nn.MultiheadAttention and the [s, t, s-t, s*t] head give, gradients too."""
+    torch.manual_seed(3)
+    model = PairModel(RerankConfig(feat_dim=20, arch=arch, pair_dim=pair_dim, cosine_prior=prior)).eval()
+    for p in model.parameters():  # no zero-initialised layer: every term of the head must count
+        torch.nn.init.normal_(p, std=0.05)
+    tokens, mask, feats = batch(b=4, t=9)
+    pair = torch.rand(4, pair_dim) if pair_dim else None
+    def run(shortcuts: bool) -> tuple[torch.Tensor, ...]:
+        model.set_shortcuts(shortcuts)
+        model.zero_grad()
+        s, a = model.item_vectors(tokens, mask, feats, "source")
+        t, _ = model.item_vectors(tokens, mask, feats, "target")
+        logits = model.score(s[:1], t, pair)
+        logits.sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return s.detach(), a, logits.detach(), grads
+
+    s_fast, a_fast, fast, g_fast = run(True)
+    s_plain, a_plain, plain, g_plain = run(False)
+    assert torch.allclose(s_fast, s_plain, atol=1e-5, rtol=1e-5)
+    if arch == "cross":
+        assert torch.allclose(a_fast, a_plain, atol=1e-6) and (a_fast[0, 5:] == 0).all()
+    assert fast.abs().max() > 1e-3  # a score that reads the vectors, not a constant
+    assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
+    # training takes the same shortcuts: the gradients agree too
+    assert g_fast.abs().max() > 0 and torch.allclose(g_fast, g_plain, atol=1e-5, rtol=1e-4)

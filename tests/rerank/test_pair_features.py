@@ -5,7 +5,7 @@ from datetime import datetime
 import numpy as np
 
 from index_data.schema import load_schema
-from rerank.pair_features import pair_dim, pair_vector
+from rerank.pair_features import pair_dim, pair_vector, title_in_query, words
 
 
 def test_agreement_features_use_raw_values() -> None:
@@ -13,13 +13,21 @@ def test_agreement_features_use_raw_values() -> None:
     q = {"project": "NEWPROJ", "priority": "Major", "components": ["a", "b"], "versions": ["1.0"], "labels": []}
     c = {"project": "NEWPROJ", "priority": "Minor", "components": ["b", "c"], "versions": [], "labels": []}
     v = pair_vector(jira, q, c, datetime(2020, 1, 11), datetime(2020, 1, 1),
-                    {"dense": 0.8, "title": 0.5, "bm25": 1.0, "fused_rank": 1})
+                    {"dense": 0.8, "title": 0.5, "bm25": 1.0, "fused_rank": 1, "title_in_query": 0.25})
     assert v.shape == (pair_dim(jira),) and v.dtype == np.float32
-    assert v[:4].tolist() == [np.float32(0.8), 0.5, 1.0, 1.0]
-    assert 0 < v[4] < 1  # time gap, log-scaled
+    assert v[:5].tolist() == [np.float32(0.8), 0.5, 1.0, 1.0, 0.25]
+    assert 0 < v[5] < 1  # time gap, log-scaled
     # project: same and both present, even though "NEWPROJ" is in no vocabulary
-    assert v[5:7].tolist() == [1.0, 1.0]
+    assert v[6:8].tolist() == [1.0, 1.0]
     # components: Jaccard 1/3, overlap, both present
-    assert np.allclose(v[11:14], [1 / 3, 1.0, 1.0])
+    assert np.allclose(v[12:15], [1 / 3, 1.0, 1.0])
     # versions: one side empty
-    assert v[14:17].tolist() == [0.0, 0.0, 0.0]
+    assert v[15:18].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_title_in_query_counts_the_candidate_title_words_found_in_the_query() -> None:
+    q = words("NameNode crashes on startup\nAfter upgrading, org.apache.hadoop.FSImage throws an NPE")
+    assert title_in_query(q, words("NameNode crashes")) == 1.0
+    assert title_in_query(q, words("NPE in org.apache.hadoop.FSImage")) == 2 / 3  # "in" is not in the query
+    assert title_in_query(q, words("DataNode heartbeat lost")) == 0.0
+    assert title_in_query(q, words("")) == 0.0

@@ -75,3 +75,30 @@ def test_onnx_query_encoders(encoder, fp32_single: np.ndarray, tmp_path) -> None
     q8 = build_query_encoder(encoder, "onnx-int8", model_dir, threads=1)  # reuses the export
     assert (model_dir / ONNX_INT8).stat().st_mtime_ns == mtime
     _check(np.vstack([q8.encode([t]) for t in TEXTS]), fp32_single, 0.97)
+
+
+def test_query_encoder_for_follows_the_setting(encoder, fp32_single: np.ndarray, tmp_path) -> None:
+    """Search's query encoder: the fp32 encoder itself, or the cached int8 ONNX model, whose one pass gives
+    both the pooled vector and the token states that the reranker attends over."""
+    from retrieval.encoder import Encoder
+    from retrieval.quantized import OnnxQueryEncoder, query_encoder_for
+
+    fp32 = Encoder(settings=encoder.settings.model_copy(update={"query_encoder": "fp32"}))
+    assert query_encoder_for(fp32) is fp32
+
+    settings = encoder.settings.model_copy(update={"query_encoder": "onnx-int8", "cache_dir": tmp_path / "cache"})
+    int8 = Encoder(settings=settings)
+    q = query_encoder_for(int8)
+    assert isinstance(q, OnnxQueryEncoder) and q.kind == "onnx-int8"
+    assert [p.parent.name for p in (tmp_path / "cache").glob("onnx/*/model.int8.onnx")] != []
+    again = query_encoder_for(int8)  # a second service start reuses the machine's export
+    assert again.model_dir == q.model_dir
+
+    tb = q.encode_with_tokens(TEXTS[:1])
+    n = int(tb.attention_mask[0].sum())
+    assert tb.tokens.shape == (1, n, encoder.dim) and tb.input_ids.shape == (1, n)
+    np.testing.assert_allclose(tb.pooled.numpy(), q.encode(TEXTS[:1]), atol=1e-5)
+    # the token states are the model's: their masked mean, normalised, is the pooled vector
+    mean = tb.tokens[0].numpy().mean(axis=0)
+    np.testing.assert_allclose(mean / np.linalg.norm(mean), tb.pooled[0].numpy(), atol=1e-5)
+    _check(np.vstack([q.encode([t]) for t in TEXTS]), fp32_single, 0.97)

@@ -1,0 +1,136 @@
+"""Try reranker settings on an existing experiment index, without re-ingesting or re-encoding.
+
+Mines the train / validation / test lists once (as `ticketsearch experiment` does, with the index's chosen
+fusion), then trains each trial and prints validation and test MRR / RR@10, writing JSON after each trial.
+
+    python scripts/rerank_trials.py --index runs/hadoop/index --out runs/hadoop/trials.json \
+        --trial 'base:{"arch":"cross","pair":true}' \
+        --trial 'prior:{"arch":"cross","pair":true,"cosine_prior":true}'
+
+A trial is NAME:JSON with keys: arch (cross|concat), pair (bool), any RerankConfig field, and any
+TrainConfig field under "train" (for example {"train": {"lr": 3e-4}}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from index_data.atomic import atomic_write_json
+from index_data.config import get_settings
+from index_data.records import parse_datetime
+from index_data.store import TicketStore
+from rerank.model import RerankConfig
+from rerank.pair_features import pair_dim
+from rerank.train import TrainConfig, TrainData, rerank_scores, reranked_ranks, train
+from retrieval.builder import store_path
+from retrieval.encoder import Encoder
+from retrieval.eval_index import load_eval_inputs
+from retrieval.evaluation import metrics_from_ranks
+from retrieval.manifest import Manifest
+from service.rerank_pipeline import DROPOUT, build_train_data, mine
+
+
+def int8_query_data(store, inp, encoder, mined, data: TrainData, with_pair: bool) -> TrainData:  # noqa: ANN001
+    """`data` with every test query seen through the int8 ONNX query encoder: its token states (the source
+    side of the reranker) and the dense / title cosines among its pair inputs. Candidates keep their fp32
+    vectors and token states, as in the service; the candidate lists stay the fp32 first stage's."""
+    from index_data.records import ticket_text
+    from rerank.token_cache import Tokens
+    from retrieval.quantized import query_encoder_for
+
+    settings = encoder.settings.model_copy(update={"query_encoder": "onnx-int8"})
+    qenc = query_encoder_for(Encoder(manifest_model(encoder), settings=settings))
+    ev = inp.ev
+    tokens: dict[int, Tokens] = {}
+    first = dict(mined.first_stage)
+    for r in mined.test:
+        q = r.query
+        tb = qenc.encode_with_tokens([ticket_text(store.schema, ev.titles[q], ev.bodies[q])])
+        n = int(tb.attention_mask[0].sum())
+        tokens[q] = Tokens(tb.tokens[0, :n].numpy().astype(np.float16), tb.input_ids[0, :n].numpy())
+        qv = tb.pooled[0].numpy()
+        tv = qenc.encode([ev.titles[q]])[0] if ev.titles[q] else qv
+        for c in r.candidates:
+            if (q, c) in first:
+                first[(q, c)] = {**first[(q, c)], "dense": float(inp.dense[c] @ qv), "title": float(inp.title[c] @ tv)}
+    saved = mined.first_stage
+    pair = None
+    if with_pair and data.pair is not None:
+        def pair(q: int, c: int, _orig=data.pair):  # noqa: ANN001, ANN202
+            mined.first_stage = first
+            try:
+                return _orig(q, c)
+            finally:
+                mined.first_stage = saved
+    return TrainData(tokens=lambda i: tokens[i] if i in tokens else data.tokens(i), feats=data.feats, pair=pair,
+                     groups=data.groups, valid=data.valid)
+
+
+def manifest_model(encoder: Encoder) -> str:
+    return "minilm" if encoder.name == "all-MiniLM-L6-v2" else str(encoder.model_dir)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--train-before", default="2015-01-01")
+    ap.add_argument("--test-since", default="2016-01-01")
+    ap.add_argument("--budget", type=float, default=300.0, help="seconds of training per trial")
+    ap.add_argument("--trial", action="append", required=True)
+    ap.add_argument("--int8-queries", action="store_true",
+                    help="also score the test queries with the int8 ONNX query encoder's token states and vectors")
+    args = ap.parse_args()
+    trials = []
+    for t in args.trial:
+        name, _, spec = t.partition(":")
+        trials.append((name, json.loads(spec)))
+
+    manifest = Manifest.load(args.index)
+    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    out: dict = {"index": str(args.index), "trials": {}}
+    with TicketStore(store_path(args.index)) as store:
+        encoder = Encoder(manifest.model, settings=settings)
+        inp = load_eval_inputs(args.index, store, encoder)
+        t0 = time.perf_counter()
+        mined = mine(store, inp, manifest.fusion, settings.fusion_depth, parse_datetime(args.train_before),
+                     parse_datetime(args.test_since))
+        base, fs, _ = build_train_data(store, inp, encoder, args.index, mined, with_pair=True)
+        print(f"mined {len(mined.groups)} train / {len(mined.valid)} valid / {len(mined.test)} test queries "
+              f"in {time.perf_counter() - t0:.0f} s", flush=True)
+        first = reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])
+        out["hybrid"] = metrics_from_ranks(first)
+        for name, spec in trials:
+            spec = dict(spec)
+            with_pair = bool(spec.pop("pair", False))
+            tspec = spec.pop("train", {})
+            tcfg = TrainConfig(**{"time_budget_s": args.budget, **tspec})
+            cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, pair_dim=pair_dim(fs.schema) if with_pair else 0,
+                               dropout=DROPOUT, **spec)
+            data = TrainData(tokens=base.tokens, feats=base.feats, pair=base.pair if with_pair else None,
+                             groups=base.groups, valid=base.valid)
+            print(f"== {name}: {cfg.to_dict()} {tcfg.__dict__}", flush=True)
+            res = train(data, cfg, tcfg, progress=False)
+            perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
+            valid = metrics_from_ranks(reranked_ranks(mined.valid, rerank_scores(res.model, data, mined.valid, perm)))
+            test = metrics_from_ranks(reranked_ranks(mined.test, rerank_scores(res.model, data, mined.test, perm)))
+            out["trials"][name] = {"spec": spec, "train": tspec, "pair": with_pair, "best_epoch": res.best_epoch,
+                                   "history": res.history, "seconds": round(res.seconds, 1), "valid": valid, "test": test}
+            if args.int8_queries:
+                int8 = int8_query_data(store, inp, encoder, mined, data, with_pair)
+                t8 = metrics_from_ranks(reranked_ranks(mined.test, rerank_scores(res.model, int8, mined.test, perm)))
+                out["trials"][name]["test_int8_queries"] = t8
+                print(f"   {name} with int8 query encoding: test MRR {t8['MRR']:.3f} RR@10 {t8['RR@10']:.3f}", flush=True)
+            print(f"   {name}: best epoch {res.best_epoch}, valid MRR {valid['MRR']:.3f} RR@10 {valid['RR@10']:.3f} | "
+                  f"test MRR {test['MRR']:.3f} RR@10 {test['RR@10']:.3f} (hybrid {out['hybrid']['MRR']:.3f} / "
+                  f"{out['hybrid']['RR@10']:.3f})", flush=True)
+            atomic_write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    main()
