@@ -82,7 +82,10 @@ def main() -> None:
     ap.add_argument("--train-before", default="2015-01-01")
     ap.add_argument("--test-since", default="2016-01-01")
     ap.add_argument("--budget", type=float, default=300.0, help="seconds of training per trial")
-    ap.add_argument("--trial", action="append", required=True)
+    ap.add_argument("--trial", action="append", default=[])
+    ap.add_argument("--experiment", nargs="*", default=None, metavar="VARIANT",
+                    help="run `ticketsearch experiment`'s reranker step itself (these variants; none = its defaults): "
+                    "train, compare with paired bootstrap, install the best in the index")
     ap.add_argument("--int8-queries", action="store_true",
                     help="also score the test queries with the int8 ONNX query encoder's token states and vectors")
     args = ap.parse_args()
@@ -105,6 +108,21 @@ def main() -> None:
               f"in {time.perf_counter() - t0:.0f} s", flush=True)
         first = reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])
         out["hybrid"] = metrics_from_ranks(first)
+        if args.experiment is not None:
+            from service.rerank_pipeline import run_rerankers
+
+            rr = run_rerankers(store, inp, encoder, args.index, manifest.fusion, settings.fusion_depth,
+                               parse_datetime(args.train_before), parse_datetime(args.test_since),
+                               args.index.parent / "rerankers", variants=args.experiment or None,
+                               tcfg=TrainConfig(time_budget_s=args.budget), progress=False)
+            out["experiment"] = rr
+            atomic_write_json(args.out, out)
+            for name, m in rr["test"].items():
+                v = rr["valid"][name]
+                print(f"   {name}: test RR@10 {m['RR@10']:.3f} MRR {m['MRR']:.3f} | valid RR@10 {v['RR@10']:.3f} "
+                      f"MRR {v['MRR']:.3f}", flush=True)
+            for name, c in rr["comparisons"].items():
+                print(f"   {name}: {json.dumps(c)}", flush=True)
         for name, spec in trials:
             spec = dict(spec)
             with_pair = bool(spec.pop("pair", False))

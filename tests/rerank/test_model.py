@@ -110,3 +110,27 @@ def test_inference_shortcuts_equal_the_plain_computation(arch: str, pair_dim: in
     assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
     # training takes the same shortcuts: the gradients agree too
     assert g_fast.abs().max() > 0 and torch.allclose(g_fast, g_plain, atol=1e-5, rtol=1e-4)
+
+
+def test_cosine_prior_starts_from_the_pooled_text_cosine() -> None:
+    """With the prior, an untrained item vector is the scaled mean-pooled text embedding (the fused vector's
+    gate starts at zero), so the cosine the skip reads is the bi-encoder's cosine; training moves the gate."""
+    from rerank.model import pooled_unit
+
+    torch.manual_seed(4)
+    model = PairModel(RerankConfig(feat_dim=20, cosine_prior=True)).eval()
+    tokens, mask, feats = batch(b=4, t=9)
+    with torch.no_grad():
+        s, _ = model.item_vectors(tokens, mask, feats, "source")
+        t, _ = model.item_vectors(tokens, mask, feats.flip(0), "target")  # features do not matter yet
+    pooled = pooled_unit(tokens, mask)
+    cos = torch.nn.functional.cosine_similarity(s[:1], t)
+    assert torch.allclose(cos, (pooled[:1] * pooled).sum(-1), atol=1e-5)
+    assert model.pair_skip is not None and model.pair_skip.in_features == 1
+    # one optimiser step on a pair loss opens the gate: the fused (feature-dependent) part starts to count
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    logits = model(tokens, mask, feats, tokens.flip(0), mask.flip(0), feats.flip(0))
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([1.0, 0.0, 1.0, 0.0])).backward()
+    opt.step()
+    assert model.fused_gate is not None and model.fused_gate.item() != 0.0
