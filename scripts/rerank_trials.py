@@ -32,7 +32,7 @@ from retrieval.encoder import Encoder
 from retrieval.eval_index import load_eval_inputs
 from retrieval.evaluation import metrics_from_ranks
 from retrieval.manifest import Manifest
-from service.rerank_pipeline import DROPOUT, build_train_data, mine
+from service.rerank_pipeline import DROPOUT, build_train_data, mine, threshold_for_precision
 
 
 def int8_query_data(store, inp, encoder, mined, data: TrainData, with_pair: bool) -> TrainData:  # noqa: ANN001
@@ -127,15 +127,27 @@ def main() -> None:
             spec = dict(spec)
             with_pair = bool(spec.pop("pair", False))
             tspec = spec.pop("train", {})
+            drop = spec.pop("drop_pair_inputs", [])  # ablation: zero these pair-input columns
             tcfg = TrainConfig(**{"time_budget_s": args.budget, **tspec})
             cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, pair_dim=pair_dim(fs.schema) if with_pair else 0,
                                dropout=DROPOUT, **spec)
-            data = TrainData(tokens=base.tokens, feats=base.feats, pair=base.pair if with_pair else None,
-                             groups=base.groups, valid=base.valid)
+            pair_fn = base.pair if with_pair else None
+            if pair_fn is not None and drop:
+                def pair_fn(q: int, c: int, _f=base.pair, _drop=list(drop)) -> np.ndarray:  # noqa: ANN001
+                    v = _f(q, c).copy()
+                    v[_drop] = 0.0
+                    return v
+            data = TrainData(tokens=base.tokens, feats=base.feats, pair=pair_fn, groups=base.groups, valid=base.valid)
             print(f"== {name}: {cfg.to_dict()} {tcfg.__dict__}", flush=True)
             res = train(data, cfg, tcfg, progress=False)
             perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
-            valid = metrics_from_ranks(reranked_ranks(mined.valid, rerank_scores(res.model, data, mined.valid, perm)))
+            vscores = rerank_scores(res.model, data, mined.valid, perm)
+            valid = metrics_from_ranks(reranked_ranks(mined.valid, vscores))
+            logits = np.concatenate(vscores)
+            labels = np.concatenate([r.hits for r in mined.valid]).astype(np.float64)
+            # can a duplicate threshold reach these precisions on validation? (ranking only: Platt is monotone)
+            valid["threshold_reaches"] = {f"{t:.2f}": threshold_for_precision(logits, labels, t)[0] is not None
+                                          for t in (0.8, 0.85, 0.9, 0.95)}
             test = metrics_from_ranks(reranked_ranks(mined.test, rerank_scores(res.model, data, mined.test, perm)))
             out["trials"][name] = {"spec": spec, "train": tspec, "pair": with_pair, "best_epoch": res.best_epoch,
                                    "history": res.history, "seconds": round(res.seconds, 1), "valid": valid, "test": test}
@@ -144,7 +156,8 @@ def main() -> None:
                 t8 = metrics_from_ranks(reranked_ranks(mined.test, rerank_scores(res.model, int8, mined.test, perm)))
                 out["trials"][name]["test_int8_queries"] = t8
                 print(f"   {name} with int8 query encoding: test MRR {t8['MRR']:.3f} RR@10 {t8['RR@10']:.3f}", flush=True)
-            print(f"   {name}: best epoch {res.best_epoch}, valid MRR {valid['MRR']:.3f} RR@10 {valid['RR@10']:.3f} | "
+            print(f"   {name}: best epoch {res.best_epoch}, valid MRR {valid['MRR']:.3f} RR@10 {valid['RR@10']:.3f} "
+                  f"thresholds {valid['threshold_reaches']} | "
                   f"test MRR {test['MRR']:.3f} RR@10 {test['RR@10']:.3f} (hybrid {out['hybrid']['MRR']:.3f} / "
                   f"{out['hybrid']['RR@10']:.3f})", flush=True)
             atomic_write_json(args.out, out)
