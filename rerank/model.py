@@ -115,13 +115,15 @@ class CrossAttentionFusion(nn.Module):
         w_q, w_k, w_v = mha.in_proj_weight.split(d)
         b_q, _, b_v = mha.in_proj_bias.split(d)
         q = (query.squeeze(1) @ w_q.T + b_q).view(b, h, dh)  # [B, H, dh]
-        u = torch.einsum("bhe,hed->bhd", q, w_k.view(h, dh, d))  # W_k^T q per head [B, H, D]
-        scores = torch.einsum("btd,bhd->bht", tokens, u) / dh**0.5  # the key bias adds a per-head constant
+        # W_k^T q per head: [H, B, dh] x [H, dh, D] -> [B, H, D] (batched matmuls; einsum was 10x slower here)
+        u = torch.matmul(q.transpose(0, 1), w_k.view(h, dh, d)).transpose(0, 1)
+        scores = torch.matmul(u, tokens.transpose(1, 2)) / dh**0.5  # [B, H, T]; the key bias: a per-head constant
         scores = scores.masked_fill(pad.unsqueeze(1), float("-inf"))
         attn = torch.softmax(scores, dim=-1)  # [B, H, T]; exactly zero on padding
         dropped = nn.functional.dropout(attn, mha.dropout, self.training) if mha.dropout else attn
-        pooled = torch.einsum("bht,btd->bhd", dropped, tokens)  # [B, H, D]
-        v = torch.einsum("bhd,hed->bhe", pooled, w_v.view(h, dh, d)) + b_v.view(h, dh)  # [B, H, dh]
+        pooled = torch.matmul(dropped, tokens)  # [B, H, D]
+        v = torch.matmul(pooled.transpose(0, 1), w_v.view(h, dh, d).transpose(1, 2)).transpose(0, 1)  # [B, H, dh]
+        v = v + b_v.view(h, dh)
         attended = mha.out_proj(v.reshape(b, d)).unsqueeze(1)
         return attended, attn.mean(dim=1, keepdim=True)
 

@@ -40,6 +40,9 @@ class Hit:
     rerank_score: float | None = None
     probability: float | None = None  # calibrated duplicate probability (reranker)
     attended: list[tuple[str, float]] | None = None  # explanation: words the features attended to
+    # the stored typed values and creation time, for the reranker's pair inputs (not part of the response)
+    values: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    created_at: datetime | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -70,7 +73,7 @@ def _jsonable(v: Any) -> Any:
 def to_hit(t: StoredTicket, score: float) -> Hit:
     return Hit(
         id=t.id, title=t.title, score=float(score), created=t.created.isoformat(),
-        fields={k: _jsonable(v) for k, v in t.values.items()}, row_id=t.row_id,
+        fields={k: _jsonable(v) for k, v in t.values.items()}, row_id=t.row_id, values=t.values, created_at=t.created,
     )
 
 
@@ -226,7 +229,7 @@ class Searcher:
             ranked = list(zip(ids[:k].tolist(), sc[:k].tolist()))
         timings["retrieve"] = (time.perf_counter() - t1) * 1000
         t2 = time.perf_counter()
-        rows = self.store.get_rows([i for i, _ in ranked])
+        rows = self.store.get_rows([i for i, _ in ranked], with_body=False)
         score_of = dict(ranked)
         per_method = {n: dict(zip(ids.tolist(), sc.tolist())) for n, (sc, ids) in lists.items() if n != "recency"}
         hits = []

@@ -293,6 +293,8 @@ class RerankingSearcher:
                         pass
 
     def _hit_values(self, h) -> tuple[dict[str, Any], datetime]:  # noqa: ANN001
+        if h.values is not None and h.created_at is not None:
+            return h.values, h.created_at
         vals = {}
         for f in self.store.schema.fields:
             v = h.fields.get(f.name)

@@ -152,3 +152,31 @@ def test_writes_log_their_row_ids_for_replay(tmp_path) -> None:
         for th in threads:
             th.join()
         assert seen == [2, 2, 2, 2]
+
+
+def test_recency_from_memory_equals_the_sql_order_and_follows_writes(tmp_path: Path) -> None:
+    """Unfiltered recency comes from sorted arrays in memory; it must equal the SQL ranking (newest first,
+    ties by row id), honour before/after/exclusions, and see every write."""
+    def sql(s: TicketStore, limit: int, before=None, after=None, exclude=()) -> list[int]:
+        where, params = s.filter_sql({}, before, after)
+        if exclude:
+            where.append("id NOT IN (SELECT unnest(?))")
+            params.append(list(exclude))
+        q = "SELECT row_id FROM tickets" + (" WHERE " + " AND ".join(where) if where else "")
+        return [r[0] for r in s.con.execute(q + " ORDER BY created DESC, row_id DESC LIMIT ?", [*params, limit]).fetchall()]
+
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        twins = [normalize_row(SUPPORT, {"id": f"T-{i}", "title": "twin", "body": "b",
+                                         "created": f"2024-01-{i:02d}T00:00:00Z"}, i) for i in range(1, 6)]
+        s.upsert([tk(i) for i in range(1, 21)] + twins)  # days 1-5 twice: ties go by row id
+        cases = [(5, None, None, ()), (30, None, None, ()), (4, datetime(2024, 1, 10), None, ()),
+                 (10, datetime(2024, 1, 10), datetime(2024, 1, 3), ()), (3, None, None, ("S-20", "S-19")),
+                 (6, datetime(2024, 1, 6), None, ("S-3",)), (5, datetime(2023, 1, 1), None, ())]
+        for limit, before, after, exclude in cases:
+            got = s.recent_row_ids(limit, before=before, after=after, exclude_ids=exclude).tolist()
+            assert got == sql(s, limit, before, after, exclude), (limit, before, after, exclude)
+        newest = s.recent_row_ids(1).tolist()
+        s.upsert([tk(28)])  # a newer ticket
+        assert s.recent_row_ids(1).tolist() != newest == sql(s, 2)[1:]
+        s.delete(["S-28"])
+        assert s.recent_row_ids(1).tolist() == newest
