@@ -228,16 +228,14 @@ class PairModel(nn.Module):
         then one product with the targets, instead of building and multiplying the [N, 4D] input. Equal to
         the plain path up to float rounding (tested), gradients included.
         """
-        d = s.shape[-1]
         first = self.classifier[0]
-        w = first.weight
-        w_s, w_t, w_d, w_p = w[:, :d], w[:, d : 2 * d], w[:, 2 * d : 3 * d], w[:, 3 * d : 4 * d]
-        folded = w_t - w_d + w_p * s  # [H, D]
-        h = t @ folded.T + ((w_s + w_d) @ s + first.bias)
+        w_td, w_sd, w_p, w_pair = self._head_blocks(s.shape[-1])
+        folded = w_td + w_p * s  # [H, D]
+        h = t @ folded.T + (w_sd @ s + first.bias)
         if self.cfg.pair_dim:
             if pair is None:
                 raise ValueError("this model needs pair-level inputs")
-            h = h + pair @ w[:, 4 * d :].T
+            h = h + pair @ w_pair.T
         logit = self.classifier[1:](h).squeeze(-1)
         if self.pair_skip is not None:
             skip_in = [pair] if self.cfg.pair_dim else []
@@ -246,6 +244,22 @@ class PairModel(nn.Module):
                 skip_in.append(cos.unsqueeze(-1))
             logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)  # type: ignore[arg-type]
         return logit
+
+    def _head_blocks(self, d: int) -> tuple[torch.Tensor, ...]:
+        """W_t - W_d, W_s + W_d, W_p and W_pair of the head's first layer, contiguous. Kept between calls
+        at inference (until the weights change); recomputed on every call while gradients flow."""
+        w = self.classifier[0].weight
+        if not torch.is_grad_enabled():
+            cached = self.__dict__.get("_blocks")
+            if cached is not None and cached[0] == (w._version, w.data_ptr()):
+                return cached[1]
+        blocks = (
+            w[:, d : 2 * d] - w[:, 2 * d : 3 * d], w[:, :d] + w[:, 2 * d : 3 * d],
+            w[:, 3 * d : 4 * d].contiguous(), w[:, 4 * d :].contiguous(),
+        )
+        if not torch.is_grad_enabled():
+            self.__dict__["_blocks"] = ((w._version, w.data_ptr()), blocks)
+        return blocks
 
     def forward(
         self,

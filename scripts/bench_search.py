@@ -310,13 +310,14 @@ def fetch_check(n: int, root: Path, log: Any) -> dict[str, Any]:
                 r["duplicate_of"] = None
             store.upsert([normalize_row(schema, r, i) for i, r in enumerate(rows)])
         rng = np.random.default_rng(0)
-        for label, indexed in (("row-id index (IN list)", True), ("no index (semi-join)", False)):
+        for label, indexed, body in (("row-id index, no bodies (what search fetches)", True, False),
+                                     ("row-id index, with bodies", True, True), ("no index (semi-join)", False, True)):
             store._row_id_index = indexed
             lat = []
             for _ in range(50):
                 ids = rng.choice(n, 100, replace=False).tolist()
                 t0 = time.perf_counter()
-                got = store.get_rows(ids)
+                got = store.get_rows(ids, with_body=body)
                 lat.append(time.perf_counter() - t0)
                 assert len(got) == 100
             out[label] = pct(lat)
