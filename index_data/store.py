@@ -331,6 +331,9 @@ class TicketStore:
             return []
         select = self._select(with_body)
         if self._row_id_index and len(row_ids) <= 1000:  # uses the row-id index; a join would scan
+            # One list parameter, `row_id = ANY(?)`: through the service at 100k it fetched 100 hits in 5.1-5.9 ms
+            # against 7.8 ms for an IN list of 100 literals; at 1M, in a bare loop, it was 1.8 ms slower (8.8 vs
+            # 7.0 ms; docs/RESULTS.md).
             rows = self.con.execute(select + " WHERE row_id = ANY(?)", [[int(r) for r in row_ids]]).fetchall()
         else:
             self.con.register("_rids", pa.table({"row_id": pa.array(list(row_ids), pa.int64())}))
