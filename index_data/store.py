@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -201,9 +201,29 @@ class TicketStore:
         latest: dict[str, Ticket] = {}
         for t in tickets:
             latest[t.id] = t  # the last occurrence of an id wins
-        if not latest:
-            return UpsertResult(0, 0, self.change_seq)
         ids = list(latest)
+        return self._write(ids, lambda row_ids: self._to_arrow([latest[i] for i in ids], row_ids))
+
+    def upsert_table(self, table: pa.Table) -> UpsertResult:
+        """`upsert` for rows already in the store's column layout (every column but `row_id`), as the
+        columnar ingest produces them: validated, typed, text hashes and raw fields computed."""
+        if self.read_only:
+            raise IngestError(f"{self.path} is open read-only")
+        last: dict[str, int] = {}
+        for i, tid in enumerate(table.column("id").to_pylist()):
+            last[tid] = i  # the last occurrence of an id wins; order: first occurrence, as in `upsert`
+        ids = list(last)
+        if len(ids) == table.num_rows:  # no id repeats: rows stay as they are (take would copy them)
+            rows = table
+        else:
+            rows = table.take(pa.array(list(last.values()), pa.int64()))
+        return self._write(ids, lambda row_ids: rows.add_column(1, "row_id", pa.array(row_ids, pa.int64())))
+
+    def _write(self, ids: list[str], make_batch: Callable[[list[int]], pa.Table]) -> UpsertResult:
+        """Insert or replace the tickets `ids` (distinct) in one transaction; `make_batch(row_ids)` gives
+        their rows in the table's layout."""
+        if not ids:
+            return UpsertResult(0, 0, self.change_seq)
         self.con.execute("BEGIN")
         try:
             self.con.register("_ids", pa.table({"id": pa.array(ids, pa.string())}))
@@ -219,7 +239,7 @@ class TicketStore:
                     rid = next_row
                     next_row += 1
                 row_ids.append(rid)
-            batch = self._to_arrow([latest[i] for i in ids], row_ids)
+            batch = make_batch(row_ids)
             self.con.register("_batch", batch)
             if existing:
                 self.con.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM _batch)")

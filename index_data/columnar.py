@@ -1,0 +1,241 @@
+"""The columnar fast path of bulk ingest: a clean JSONL file read and validated a column at a time.
+
+`read_columnar` parses the whole file with Arrow's JSON reader and checks each column with vectorised
+predicates. It only takes files whose every row it can prove valid and whose values need no conversion
+that the per-row path (`records.normalize_row`) would do differently; for anything else (a malformed line,
+a type it does not handle, a value that would be rejected, flat field columns beside `fields`, a list
+with repeated or empty items, ...) it returns None, and the caller runs the per-row path, which reports
+each bad row by line. So both paths store the same tickets; the fast one exists for speed only
+(tests/index_data/test_columnar.py checks that they agree).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from concurrent.futures import Future, ThreadPoolExecutor
+from hashlib import blake2b
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+from .records import MAX_ID_LEN, detect_format, ticket_text
+from .schema import CORE_COLUMNS, FieldSpec, Schema
+from .store import _ARROW_TYPE
+
+# The date shapes on which Arrow's ISO-8601 cast and `records.parse_datetime` agree.
+_DATE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?$"
+MIN_ROWS = 1_000  # below this the per-row path is as fast
+
+
+class NotColumnar(Exception):
+    """The file needs the per-row path (the reason is for logs and tests)."""
+
+
+def read_columnar(path: Path, schema: Schema) -> pa.Table | None:
+    """The file's tickets in the store's column layout (without `row_id`), or None (use the per-row path)."""
+    try:
+        return _read(Path(path), schema)
+    except NotColumnar:
+        return None
+
+
+def _read(path: Path, schema: Schema) -> pa.Table:
+    if detect_format(path) != "jsonl":
+        raise NotColumnar("not JSONL")
+    raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
+    try:
+        table = pajson.read_json(
+            io.BytesIO(raw),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=pa.schema([("title", pa.string()), ("body", pa.string()), ("created", pa.string())]),
+                unexpected_field_behavior="infer",
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError) as exc:
+        raise NotColumnar(f"arrow: {exc}") from None
+    if table.num_rows < MIN_ROWS:
+        raise NotColumnar("small file")
+    # DuckDB reads each row's `fields` JSON text on the other core while this thread validates and hashes
+    pool = ThreadPoolExecutor(max_workers=1)
+    raw_job = pool.submit(_raw_fields, path, table.num_rows,
+                          "fields" in table.column_names and pa.types.is_struct(table.column("fields").type))
+    try:
+        return _columns(table, schema, raw_job)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _columns(table: pa.Table, schema: Schema, raw_job: Future) -> pa.Table:
+    extra = set(table.column_names) - CORE_COLUMNS
+    if extra:
+        raise NotColumnar(f"flat field columns {sorted(extra)}")  # merging them with `fields` is per-row work
+    n = table.num_rows
+
+    ids = _ids(table.column("id") if "id" in table.column_names else None, n)
+    title = _text(table.column("title"))
+    body = _text(table.column("body"))
+    blank = pc.and_(pc.equal(pc.utf8_trim_whitespace(title), ""), pc.equal(pc.utf8_trim_whitespace(body), ""))
+    if pc.any(blank).as_py():
+        raise NotColumnar("a row with no text")
+    created = _dates(table.column("created"), required=True)
+    dup = _duplicate_of(table.column("duplicate_of") if "duplicate_of" in table.column_names else None, ids, n)
+
+    fields = table.column("fields") if "fields" in table.column_names else None
+    if fields is not None and pa.types.is_null(fields.type):
+        fields = None
+    if fields is not None and not pa.types.is_struct(fields.type):
+        raise NotColumnar("fields is not an object")
+    out: dict[str, pa.Array | pa.ChunkedArray] = {
+        "id": ids, "title": title, "body": body, "created": created, "duplicate_of": dup,
+    }
+    out["text_hash"] = _text_hashes(schema, title.to_pylist(), body.to_pylist())
+    out["raw_fields"] = raw_job.result()
+    for spec in schema.fields:
+        column = None
+        if fields is not None and fields.type.get_field_index(spec.source) >= 0:
+            column = pc.struct_field(fields, spec.source)
+        if column is None and spec.source == "created":
+            out[spec.column] = created if spec.kind == "date" else pa.nulls(n, pa.string())
+            continue
+        out[spec.column] = _field(spec, column, n)
+    return pa.table(out)
+
+
+def _ids(col: pa.ChunkedArray | None, n: int) -> pa.ChunkedArray:
+    if col is None or col.null_count:
+        raise NotColumnar("missing id")
+    if pa.types.is_integer(col.type):
+        col = pc.cast(col, pa.string())
+    elif not pa.types.is_string(col.type):
+        raise NotColumnar(f"id of type {col.type}")
+    if not pc.all(pc.equal(pc.utf8_trim_whitespace(col), col)).as_py():
+        raise NotColumnar("an id with surrounding whitespace")
+    lengths = pc.utf8_length(col)
+    if pc.any(pc.equal(lengths, 0)).as_py() or pc.max(lengths).as_py() > MAX_ID_LEN:
+        raise NotColumnar("an empty or long id")
+    return col
+
+
+def _text(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    if not (pa.types.is_string(col.type) or pa.types.is_null(col.type)):
+        raise NotColumnar(f"text of type {col.type}")
+    return pc.fill_null(pc.cast(col, pa.string()), "")
+
+
+def _dates(col: pa.ChunkedArray | pa.Array, required: bool) -> pa.ChunkedArray | pa.Array:
+    """ISO-8601 strings -> naive UTC timestamps, as `records.parse_datetime` gives them."""
+    if pa.types.is_null(col.type):
+        if required:
+            raise NotColumnar("no dates")
+        return pa.nulls(len(col), pa.timestamp("us"))
+    if not pa.types.is_string(col.type):
+        raise NotColumnar(f"dates of type {col.type}")
+    if required and col.null_count:
+        raise NotColumnar("a missing date")
+    ok = pc.match_substring_regex(col, _DATE)
+    if not pc.all(pc.fill_null(ok, True)).as_py():
+        raise NotColumnar("a date in another shape")
+    # Z / offsets -> UTC; strings without an offset are taken as UTC, like parse_datetime
+    with_zone = pc.match_substring_regex(col, r"(Z|[+-]\d{2}:\d{2})$")
+    try:
+        zoned = pc.cast(pc.if_else(with_zone, col, None), pa.timestamp("us", tz="UTC"))
+        plain = pc.cast(pc.if_else(with_zone, None, col), pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise NotColumnar(f"date cast: {exc}") from None
+    out = pc.if_else(with_zone, pc.cast(zoned, pa.timestamp("us")), plain)
+    if out.null_count != col.null_count:
+        raise NotColumnar("a date that did not parse")
+    return out
+
+
+def _duplicate_of(col: pa.ChunkedArray | None, ids: pa.ChunkedArray, n: int) -> pa.ChunkedArray | pa.Array:
+    if col is None or pa.types.is_null(col.type):
+        return pa.nulls(n, pa.string())
+    if pa.types.is_integer(col.type):
+        col = pc.cast(col, pa.string())
+    elif not pa.types.is_string(col.type):
+        raise NotColumnar(f"duplicate_of of type {col.type}")
+    col = pc.if_else(pc.equal(col, ""), None, col)
+    if not pc.all(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), col), True)).as_py():
+        raise NotColumnar("a duplicate_of with surrounding whitespace")
+    if pc.any(pc.fill_null(pc.equal(col, ids), False)).as_py():
+        raise NotColumnar("a ticket marked a duplicate of itself")
+    return col
+
+
+def _raw_fields(path: Path, n: int, has_fields: bool) -> pa.Array:
+    """Each row's `fields` object as JSON text (the per-row path stores the same object), read by DuckDB."""
+    if not has_fields:
+        return pa.array(["{}"] * n, pa.string())
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        res = con.sql(
+            # Arrow has already found `fields` an object or null on every row
+            "SELECT coalesce(nullif(fields::VARCHAR, 'null'), '{}') AS raw "
+            "FROM read_json(?, format = 'newline_delimited', columns = {'fields': 'JSON'})", params=[str(path)],
+        ).to_arrow_table()
+    except duckdb.Error as exc:
+        raise NotColumnar(f"duckdb: {exc}") from None
+    finally:
+        con.close()
+    if res.num_rows != n:
+        raise NotColumnar("row count")
+    return res.column("raw").combine_chunks()
+
+
+def _text_hashes(schema: Schema, titles: list[str], bodies: list[str]) -> pa.Array:
+    """`text_hash(ticket_text(...))` of every row; the two-field layout is inlined (same result)."""
+    if tuple(schema.text_fields) == ("title", "body"):
+        texts = [(t + "\n" + b).strip() if t and b else (t or b).strip() for t, b in zip(titles, bodies)]
+    else:
+        texts = [ticket_text(schema, t, b) for t, b in zip(titles, bodies)]
+    return pa.array([blake2b(x.encode("utf-8"), digest_size=16).hexdigest() for x in texts], pa.string())
+
+
+def _field(spec: FieldSpec, col: pa.Array | None, n: int) -> pa.Array:
+    target = _ARROW_TYPE[spec.kind]
+    if col is None or pa.types.is_null(col.type):
+        return pa.nulls(n, target)
+    if spec.kind == "categorical":
+        if not pa.types.is_string(col.type):
+            raise NotColumnar(f"{spec.name}: {col.type}")  # numbers become strings per row (str(value))
+        blank = pc.equal(pc.utf8_trim_whitespace(col), "")
+        return pc.if_else(pc.fill_null(blank, False), None, col)
+    if spec.kind == "numeric":
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            raise NotColumnar(f"{spec.name}: {col.type}")
+        values = pc.cast(col, pa.float64())
+        if spec.transform == "log1p" and pc.any(pc.fill_null(pc.less(values, 0), False)).as_py():
+            raise NotColumnar(f"{spec.name}: a negative value")
+        return values
+    if spec.kind == "multi":
+        if not (pa.types.is_list(col.type) and (pa.types.is_string(col.type.value_type) or pa.types.is_null(col.type.value_type))):
+            raise NotColumnar(f"{spec.name}: {col.type}")
+        lists = col.to_pylist()
+        for items in lists:
+            if items and (None in items or "" in items or len(set(items)) != len(items)):
+                raise NotColumnar(f"{spec.name}: a list with empty or repeated items")
+        return pa.array(lists, target)
+    return _dates(col, required=False)
+
+
+def same_tickets(a: pa.Table, b: pa.Table) -> bool:
+    """Whether two batches hold the same tickets (for tests: raw fields compared as JSON)."""
+    import json
+
+    if a.column_names != b.column_names or a.num_rows != b.num_rows:
+        return False
+    for name in a.column_names:
+        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
+        if name == "raw_fields":
+            x, y = [json.loads(v) for v in x], [json.loads(v) for v in y]
+        if x != y:
+            return False
+    return True
+
+
