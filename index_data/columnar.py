@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import gzip
 import io
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from hashlib import blake2b
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -34,21 +35,50 @@ class NotColumnar(Exception):
     """The file needs the per-row path (the reason is for logs and tests)."""
 
 
+CHUNK_BYTES = 16 << 20  # the file is parsed and written in pieces of about this size (see ingest)
+
+
 def read_columnar(path: Path, schema: Schema) -> pa.Table | None:
-    """The file's tickets in the store's column layout (without `row_id`), or None (use the per-row path)."""
+    """The whole file in the store's column layout (without `row_id`; `_line` instead of `raw_fields`), or
+    None when it needs the per-row path. For tests and small tools; ingest streams `iter_columnar`."""
     try:
-        return _read(Path(path), schema)
+        return pa.concat_tables(list(iter_columnar(Path(path), schema)))
     except NotColumnar:
         return None
 
 
-def _read(path: Path, schema: Schema) -> pa.Table:
+def iter_columnar(path: Path, schema: Schema, chunk_bytes: int | None = None) -> Iterator[pa.Table]:
+    """The file's tickets, a chunk of lines at a time, in the store's column layout (without `row_id`, and
+    with each row's JSON line as `_line`, from which the store takes the `fields` object).
+    Raises NotColumnar (possibly after some chunks) when the file needs the per-row path."""
     if detect_format(path) != "jsonl":
         raise NotColumnar("not JSONL")
     raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
+    if raw.count(b"\n") + 1 < MIN_ROWS:
+        raise NotColumnar("small file")
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    start = 0
+    while start < len(raw):
+        end = raw.find(b"\n", min(start + chunk_bytes, len(raw)))
+        end = len(raw) if end < 0 else end + 1
+        yield _chunk(raw[start:end], schema)
+        start = end
+
+
+def _lines(data: bytes) -> pa.Array:
+    """The chunk's non-blank lines as a string array over the chunk's own bytes (no copy per line; Arrow's
+    JSON reader has already checked them as UTF-8). Each keeps its newline, which JSON ignores."""
+    buf = np.frombuffer(data, np.uint8)
+    offsets = np.concatenate([[0], np.flatnonzero(buf == 10) + 1, [len(data)]]).astype(np.int32)
+    offsets = np.unique(offsets)  # a chunk ending in a newline has no empty last line
+    lines = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    return lines.filter(pc.not_equal(pc.utf8_trim_whitespace(lines), ""))
+
+
+def _chunk(data: bytes, schema: Schema) -> pa.Table:
     try:
         table = pajson.read_json(
-            io.BytesIO(raw),
+            io.BytesIO(data),
             parse_options=pajson.ParseOptions(
                 explicit_schema=pa.schema([("title", pa.string()), ("body", pa.string()), ("created", pa.string())]),
                 unexpected_field_behavior="infer",
@@ -56,19 +86,13 @@ def _read(path: Path, schema: Schema) -> pa.Table:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError) as exc:
         raise NotColumnar(f"arrow: {exc}") from None
-    if table.num_rows < MIN_ROWS:
-        raise NotColumnar("small file")
-    # DuckDB reads each row's `fields` JSON text on the other core while this thread validates and hashes
-    pool = ThreadPoolExecutor(max_workers=1)
-    raw_job = pool.submit(_raw_fields, path, table.num_rows,
-                          "fields" in table.column_names and pa.types.is_struct(table.column("fields").type))
-    try:
-        return _columns(table, schema, raw_job)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    lines = _lines(data)
+    if table.num_rows != len(lines) or not len(lines):
+        raise NotColumnar("row count")
+    return _columns(table, schema).append_column("_line", lines)
 
 
-def _columns(table: pa.Table, schema: Schema, raw_job: Future) -> pa.Table:
+def _columns(table: pa.Table, schema: Schema) -> pa.Table:
     extra = set(table.column_names) - CORE_COLUMNS
     if extra:
         raise NotColumnar(f"flat field columns {sorted(extra)}")  # merging them with `fields` is per-row work
@@ -92,7 +116,6 @@ def _columns(table: pa.Table, schema: Schema, raw_job: Future) -> pa.Table:
         "id": ids, "title": title, "body": body, "created": created, "duplicate_of": dup,
     }
     out["text_hash"] = _text_hashes(schema, title.to_pylist(), body.to_pylist())
-    out["raw_fields"] = raw_job.result()
     for spec in schema.fields:
         column = None
         if fields is not None and fields.type.get_field_index(spec.source) >= 0:
@@ -166,28 +189,6 @@ def _duplicate_of(col: pa.ChunkedArray | None, ids: pa.ChunkedArray, n: int) -> 
     return col
 
 
-def _raw_fields(path: Path, n: int, has_fields: bool) -> pa.Array:
-    """Each row's `fields` object as JSON text (the per-row path stores the same object), read by DuckDB."""
-    if not has_fields:
-        return pa.array(["{}"] * n, pa.string())
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        res = con.sql(
-            # Arrow has already found `fields` an object or null on every row
-            "SELECT coalesce(nullif(fields::VARCHAR, 'null'), '{}') AS raw "
-            "FROM read_json(?, format = 'newline_delimited', columns = {'fields': 'JSON'})", params=[str(path)],
-        ).to_arrow_table()
-    except duckdb.Error as exc:
-        raise NotColumnar(f"duckdb: {exc}") from None
-    finally:
-        con.close()
-    if res.num_rows != n:
-        raise NotColumnar("row count")
-    return res.column("raw").combine_chunks()
-
-
 def _text_hashes(schema: Schema, titles: list[str], bodies: list[str]) -> pa.Array:
     """`text_hash(ticket_text(...))` of every row; the two-field layout is inlined (same result)."""
     if tuple(schema.text_fields) == ("title", "body"):
@@ -222,20 +223,3 @@ def _field(spec: FieldSpec, col: pa.Array | None, n: int) -> pa.Array:
                 raise NotColumnar(f"{spec.name}: a list with empty or repeated items")
         return pa.array(lists, target)
     return _dates(col, required=False)
-
-
-def same_tickets(a: pa.Table, b: pa.Table) -> bool:
-    """Whether two batches hold the same tickets (for tests: raw fields compared as JSON)."""
-    import json
-
-    if a.column_names != b.column_names or a.num_rows != b.num_rows:
-        return False
-    for name in a.column_names:
-        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
-        if name == "raw_fields":
-            x, y = [json.loads(v) for v in x], [json.loads(v) for v in y]
-        if x != y:
-            return False
-    return True
-
-

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import pyarrow as pa
 from tqdm import tqdm
 
-from .columnar import read_columnar
+from .columnar import NotColumnar, iter_columnar
 from .errors import IngestError, RowError
 from .records import Ticket, read_tickets
 from .store import TicketStore
@@ -46,16 +50,12 @@ def ingest_file(
         raise IngestError(f"{path}: no such file")
     report = IngestReport()
     start = time.perf_counter()
-    # a clean bulk JSONL file, a column at a time; None: the per-row path (`columnar=False` forces it)
-    table = read_columnar(path, store.schema) if columnar else None
-    if table is not None:
-        with tqdm(total=table.num_rows, desc="read", unit=" rows", disable=not progress) as bar:
-            bar.update(table.num_rows)
-        report.rows_read = table.num_rows
-        res = store.upsert_table(table)
-        report.inserted, report.updated, report.change_seq = res.inserted, res.updated, res.change_seq
-        report.seconds = time.perf_counter() - start
-        return report
+    if columnar:  # a clean bulk JSONL file, a column at a time; None: the per-row path below
+        res = _ingest_columnar(store, path, progress)
+        if res is not None:
+            report.rows_read, report.inserted, report.updated, report.change_seq = res
+            report.seconds = time.perf_counter() - start
+            return report
     good: list[Ticket] = []
     with tqdm(desc="read", unit=" rows", disable=not progress, mininterval=0.5) as bar:
         for item in read_tickets(path, store.schema):
@@ -71,3 +71,48 @@ def ingest_file(
     report.inserted, report.updated, report.change_seq = res.inserted, res.updated, res.change_seq
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _ingest_columnar(store: TicketStore, path: Path, progress: bool) -> tuple[int, int, int, int] | None:
+    """The fast path: one thread parses, validates and hashes chunk after chunk (Arrow, the GIL) while this
+    one writes the previous chunk into DuckDB (which releases the GIL), all in one transaction. Returns
+    (rows read, inserted, updated, change seq), or None, with nothing written, when the file needs the
+    per-row path."""
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    rows = 0
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for table in iter_columnar(path, store.schema):
+                if stop.is_set():
+                    return
+                chunks.put(table)
+            chunks.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer, which rolls back
+            chunks.put(exc)
+
+    def consume() -> Iterator[pa.Table]:
+        nonlocal rows
+        with tqdm(desc="ingest", unit=" rows", disable=not progress, mininterval=0.5) as bar:
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                rows += item.num_rows
+                bar.update(item.num_rows)
+                yield item
+
+    worker = threading.Thread(target=produce, name="ingest-reader", daemon=True)
+    worker.start()
+    try:
+        res = store.upsert_tables(consume())
+    except NotColumnar:
+        return None
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                chunks.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+    return rows, res.inserted, res.updated, res.change_seq

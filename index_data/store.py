@@ -201,62 +201,79 @@ class TicketStore:
         latest: dict[str, Ticket] = {}
         for t in tickets:
             latest[t.id] = t  # the last occurrence of an id wins
-        ids = list(latest)
-        return self._write(ids, lambda row_ids: self._to_arrow([latest[i] for i in ids], row_ids))
+        if not latest:
+            return UpsertResult(0, 0, self.change_seq)
+        return self.upsert_tables(iter([self._to_arrow(list(latest.values()), None)]))
 
     def upsert_table(self, table: pa.Table) -> UpsertResult:
         """`upsert` for rows already in the store's column layout (every column but `row_id`), as the
-        columnar ingest produces them: validated, typed, text hashes and raw fields computed."""
+        columnar ingest produces them: validated, typed, text hashes computed. Instead of `raw_fields` a
+        table may carry `_line`, each row's JSON line, from which the `fields` object is taken."""
+        return self.upsert_tables(iter([table]))
+
+    def upsert_tables(self, tables: Iterator[pa.Table]) -> UpsertResult:
+        """`upsert_table` over a stream of batches, in one transaction (an exception from the stream rolls
+        everything back). The result is as if the batches were one: the last occurrence of an id wins, a new
+        id gets its row id where it first appears, and an id repeated within the stream counts once."""
         if self.read_only:
             raise IngestError(f"{self.path} is open read-only")
-        last: dict[str, int] = {}
-        for i, tid in enumerate(table.column("id").to_pylist()):
-            last[tid] = i  # the last occurrence of an id wins; order: first occurrence, as in `upsert`
-        ids = list(last)
-        if len(ids) == table.num_rows:  # no id repeats: rows stay as they are (take would copy them)
-            rows = table
-        else:
-            rows = table.take(pa.array(list(last.values()), pa.int64()))
-        return self._write(ids, lambda row_ids: rows.add_column(1, "row_id", pa.array(row_ids, pa.int64())))
-
-    def _write(self, ids: list[str], make_batch: Callable[[list[int]], pa.Table]) -> UpsertResult:
-        """Insert or replace the tickets `ids` (distinct) in one transaction; `make_batch(row_ids)` gives
-        their rows in the table's layout."""
-        if not ids:
-            return UpsertResult(0, 0, self.change_seq)
         self.con.execute("BEGIN")
         try:
-            self.con.register("_ids", pa.table({"id": pa.array(ids, pa.string())}))
-            existing = dict(
-                self.con.execute("SELECT t.id, t.row_id FROM tickets t JOIN _ids USING (id)").fetchall()
-            )
-            self.con.unregister("_ids")
-            next_row = self._meta_int("next_row_id")
-            row_ids: list[int] = []
-            for tid in ids:
-                rid = existing.get(tid)
-                if rid is None:
-                    rid = next_row
-                    next_row += 1
-                row_ids.append(rid)
-            batch = make_batch(row_ids)
-            self.con.register("_batch", batch)
-            if existing:
-                self.con.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM _batch)")
-            cols = ", ".join(batch.column_names)
-            self.con.execute(f"INSERT INTO tickets ({cols}) SELECT {cols} FROM _batch")
-            self.con.unregister("_batch")
             seq = self._meta_int("change_seq") + 1
+            next_row = self._meta_int("next_row_id")
+            new: dict[str, int] = {}
+            old: dict[str, int] = {}
+            seen: dict[str, int] = {}  # every id written, in first-occurrence order -> row id
+            for table in tables:
+                last: dict[str, int] = {}
+                for i, tid in enumerate(table.column("id").to_pylist()):
+                    last[tid] = i
+                ids = list(last)
+                rows = table if len(ids) == table.num_rows else table.take(pa.array(list(last.values()), pa.int64()))
+                next_row = self._write_batch(ids, rows, seq, next_row, new, old, seen)
+            if not new and not old:
+                self.con.execute("ROLLBACK")
+                return UpsertResult(0, 0, seq - 1)
             self._set_meta("next_row_id", str(next_row))
             self._set_meta("change_seq", str(seq))
-            self._log_changes(seq, row_ids)
             self.con.execute("COMMIT")
             self._writes += 1  # after the commit: a recency list read before it is stale
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        return UpsertResult(inserted=len(ids) - len(existing), updated=len(existing), change_seq=seq, ids=ids,
-                            row_ids=row_ids)
+        return UpsertResult(inserted=len(new), updated=len(old), change_seq=seq, ids=list(seen),
+                            row_ids=list(seen.values()))
+
+    def _write_batch(self, ids: list[str], rows: pa.Table, seq: int, next_row: int, new: dict[str, int],
+                     old: dict[str, int], seen: dict[str, int]) -> int:
+        """Insert or replace one batch of distinct ids inside the open transaction; returns the next row id."""
+        self.con.register("_ids", pa.table({"id": pa.array(ids, pa.string())}))
+        existing = dict(self.con.execute("SELECT t.id, t.row_id FROM tickets t JOIN _ids USING (id)").fetchall())
+        self.con.unregister("_ids")
+        row_ids: list[int] = []
+        for tid in ids:
+            rid = existing.get(tid)
+            if rid is None:
+                rid = next_row
+                next_row += 1
+                new[tid] = rid
+            elif tid not in new:
+                old[tid] = rid  # there before this write (an id repeated in the stream is still new)
+            seen.setdefault(tid, rid)
+            row_ids.append(rid)
+        batch = rows.add_column(1, "row_id", pa.array(row_ids, pa.int64()))
+        self.con.register("_batch", batch)
+        if existing:
+            self.con.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM _batch)")
+        cols = [c for c in batch.column_names if c != "_line"]
+        exprs = list(cols)
+        if "raw_fields" not in cols and "_line" in batch.column_names:
+            cols.append("raw_fields")
+            exprs.append("coalesce(nullif(json_extract(_line, '$.fields')::VARCHAR, 'null'), '{}')")
+        self.con.execute(f"INSERT INTO tickets ({', '.join(cols)}) SELECT {', '.join(exprs)} FROM _batch")
+        self.con.unregister("_batch")
+        self._log_changes(seq, row_ids)
+        return next_row
 
     def _log_changes(self, seq: int, row_ids: Sequence[int]) -> None:
         self.con.register("_chg", pa.table({"seq": pa.array([seq] * len(row_ids), pa.int64()),
@@ -305,10 +322,10 @@ class TicketStore:
             raise
         return rows
 
-    def _to_arrow(self, tickets: Sequence[Ticket], row_ids: Sequence[int]) -> pa.Table:
+    def _to_arrow(self, tickets: Sequence[Ticket], row_ids: Sequence[int] | None = None) -> pa.Table:
+        """Tickets in the table's layout (with `row_id` when given)."""
         data: dict[str, pa.Array] = {
             "id": pa.array([t.id for t in tickets], pa.string()),
-            "row_id": pa.array(row_ids, pa.int64()),
             "title": pa.array([t.title for t in tickets], pa.string()),
             "body": pa.array([t.body for t in tickets], pa.string()),
             "created": pa.array([t.created for t in tickets], pa.timestamp("us")),
@@ -320,7 +337,8 @@ class TicketStore:
         }
         for f in self.schema.fields:
             data[f.column] = pa.array([t.values.get(f.name) for t in tickets], _ARROW_TYPE[f.kind])
-        return pa.table(data)
+        table = pa.table(data)
+        return table if row_ids is None else table.add_column(1, "row_id", pa.array(row_ids, pa.int64()))
 
     # ---- reads ----------------------------------------------------------------------------------
     def count(self) -> int:

@@ -146,3 +146,24 @@ def test_small_files_and_other_formats_use_the_row_path(tmp_path: Path) -> None:
     csv = tmp_path / "t.csv"
     csv.write_text("id,title,created\nA-1,hello,2024-01-01\n")
     assert read_columnar(csv, SUPPORT) is None
+
+
+def test_many_chunks_give_the_same_store_and_a_late_bad_row_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    import index_data.columnar as columnar
+
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 40_000)  # about 60 rows a chunk
+    rows = jira_rows(MIN_ROWS + 300, seed=3)
+    for r in rows[:400]:
+        r["fields"]["labels"] = None  # whole chunks without a value: their column type is inferred as null
+    rows[900]["id"] = rows[5]["id"]  # repeated across chunks: the last occurrence wins, in the first one's place
+    path = write(tmp_path / "many.jsonl", rows)
+    assert len(list(columnar.iter_columnar(path, JIRA))) > 10
+    fast, rep_fast = stored(path, JIRA, True, tmp_path)
+    slow, rep_slow = stored(path, JIRA, False, tmp_path)
+    assert fast == slow and (rep_fast.inserted, rep_fast.updated) == (rep_slow.inserted, rep_slow.updated)
+
+    rows[-3]["created"] = "yesterday"  # in the last chunk: the earlier chunks were already written, then rolled back
+    bad = write(tmp_path / "bad.jsonl", rows)
+    fast, rep_fast = stored(bad, JIRA, True, tmp_path)
+    slow, rep_slow = stored(bad, JIRA, False, tmp_path)
+    assert fast == slow and len(rep_fast.errors) == 1 and rep_fast.inserted == len(fast)
