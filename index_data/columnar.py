@@ -53,16 +53,23 @@ def iter_columnar(path: Path, schema: Schema, chunk_bytes: int | None = None) ->
     Raises NotColumnar (possibly after some chunks) when the file needs the per-row path."""
     if detect_format(path) != "jsonl":
         raise NotColumnar("not JSONL")
-    raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
-    if raw.count(b"\n") + 1 < MIN_ROWS:
-        raise NotColumnar("small file")
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    start = 0
-    while start < len(raw):
-        end = raw.find(b"\n", min(start + chunk_bytes, len(raw)))
-        end = len(raw) if end < 0 else end + 1
-        yield _chunk(raw[start:end], schema)
-        start = end
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(chunk_bytes)
+        if head.count(b"\n") + 1 < MIN_ROWS and len(head) < chunk_bytes:
+            raise NotColumnar("small file")
+        while head:
+            more = fh.read(chunk_bytes)
+            if not more:
+                yield _chunk(head, schema)
+                return
+            cut = head.rfind(b"\n") + 1  # whole lines only; the rest starts the next chunk
+            if cut == 0:
+                head += more
+                continue
+            yield _chunk(head[:cut], schema)
+            head = head[cut:] + more
 
 
 def _lines(data: bytes) -> pa.Array:
