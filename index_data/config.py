@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     )
 
     # Reranker
+    rerank_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="How a search runs the reranker's per-query parts on the CPU: 'onnx' (ONNX Runtime, "
+        "exported once per model into cache_dir; same scores within 1e-5) or 'torch'.",
+    )
     rerank_vector_dtype: Literal["float32", "float16"] = Field(
         default="float32", description="Storage of the cached candidate vectors; float16 halves their memory."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime
 from pathlib import Path
@@ -14,13 +15,21 @@ from index_data.errors import TicketsearchError
 from index_data.features import FeatureSpace
 from index_data.schema import Schema
 
+from .onnx_parts import OnnxRerankParts
 from .pair_features import pair_dim, pair_vector
 from .persist import load_reranker, torch_device
 from .token_cache import Tokens, pad_batch
 
 
+log = logging.getLogger(__name__)
+
+
 class Reranker:
-    def __init__(self, directory: Path, device: str = "auto") -> None:
+    """A trained reranker. `runtime="onnx"` (CPU only) runs the per-query parts (the query's own item vector
+    and the head) through ONNX Runtime (`onnx_parts`), exported once per machine into `cache_dir`; candidate
+    vectors, and everything on a GPU, stay in torch. Falls back to torch, with a warning, if that fails."""
+
+    def __init__(self, directory: Path, device: str = "auto", runtime: str = "torch", cache_dir: Path | None = None) -> None:
         self.directory = Path(directory)
         self.device = torch_device(device)
         self.model, self.meta = load_reranker(self.directory, device=str(self.device))
@@ -35,6 +44,12 @@ class Reranker:
                 f"{self.directory}: this reranker was trained with {self.model.cfg.pair_dim} pair inputs and this "
                 f"version computes {pair_dim(self.schema)}: retrain it ('ticketsearch train')"
             )
+        self.fast: OnnxRerankParts | None = None
+        if runtime == "onnx" and self.device.type == "cpu" and cache_dir is not None:
+            try:
+                self.fast = OnnxRerankParts(self.model, self.checksum, cache_dir)
+            except Exception as exc:  # noqa: BLE001 - an optional speed-up; torch gives the same scores
+                log.warning("reranker: ONNX Runtime parts unavailable (%s); using torch", exc)
 
     @property
     def name(self) -> str:
@@ -44,6 +59,9 @@ class Reranker:
     def item_vectors(
         self, tokens: torch.Tensor, mask: torch.Tensor, values: list[dict[str, Any]], side: str
     ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.fast is not None and self.fast.has_source and side == "source" and tokens.shape[0] == 1:
+            v_np, a_np = self.fast.source_vector(tokens.float().numpy(), mask.numpy(), self.features.matrix(values))
+            return v_np, a_np
         feats = torch.from_numpy(self.features.matrix(values)).to(self.device)
         v, attn = self.model.item_vectors(tokens.to(self.device), mask.to(self.device), feats, side)  # type: ignore[arg-type]
         return v.float().cpu().numpy(), None if attn is None else attn.float().cpu().numpy()
@@ -69,6 +87,8 @@ class Reranker:
     @torch.inference_mode()
     def score(self, source: np.ndarray, targets: np.ndarray, pair: np.ndarray | None) -> np.ndarray:
         """Logits for one source vector [D] against target vectors [N, D]."""
+        if self.fast is not None:
+            return self.fast.score(source, targets, pair)
         s = torch.from_numpy(np.asarray(source, np.float32)).reshape(1, -1).to(self.device)
         t = torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
         p = None if pair is None else torch.from_numpy(pair).to(self.device)

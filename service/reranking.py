@@ -136,7 +136,8 @@ class RerankingSearcher:
             self.notes.append("no trained reranker in this index: results are in first-stage order")
             return
         try:
-            self.reranker = Reranker(rdir, device=self.settings.device)
+            self.reranker = Reranker(rdir, device=self.settings.device, runtime=self.settings.rerank_runtime,
+                                     cache_dir=self.settings.cache_dir)
         except TicketsearchError as exc:
             self.notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
             return
