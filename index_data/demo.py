@@ -1,8 +1,9 @@
 """Synthetic support tickets in the `support` schema, with clusters of true duplicates in other words.
 
 Each ticket comes from a problem topic (product, component, type and severity) with concrete details
-(a feature, an error code, a platform). Duplicates share the topic and the details but are written
-with another title and body phrasing, another opener and often another channel or reporter tier.
+(a feature, an error code, a platform). Duplicates share the topic and the details; about half of the later
+reports copy the first one's subject line, the rest use another title phrasing, and all are written with
+another body phrasing, another opener and often another channel or reporter tier.
 """
 
 from __future__ import annotations
@@ -299,7 +300,9 @@ def generate(n: int = 2000, seed: int = 0, dup_fraction: float = 0.25) -> list[d
         # tickets of the same topic are look-alikes with references of their own (the hard negatives).
         ref = f"{rng.choice(REF_PREFIXES)}-{rng.randrange(1000, 10000)}"
         for j in range(size):
-            t = _ticket(rng, topic, slots, phrasings[j % len(phrasings)])
+            # a later report often copies the first one's subject line; otherwise it is worded afresh
+            same_subject = j > 0 and rng.random() < 0.5
+            t = _ticket(rng, topic, slots, phrasings[0] if same_subject else phrasings[j % len(phrasings)])
             if rng.random() < (0.8 if size > 1 else 0.4):
                 t["body"] += f" Error reference {ref}."
             when = created if j == 0 else created + timedelta(hours=rng.uniform(0.5, 24 * 20))

@@ -201,14 +201,24 @@ def train_variant(
     a, b = fit_platt(logits, labels) if labels.sum() > 0 else (1.0, 0.0)
     probs = 1.0 / (1.0 + np.exp(-np.clip(a * logits + b, -50, 50)))
     threshold, achieved = threshold_for_precision(probs, labels, TARGET_PRECISION)
-    table = {f"{p:.2f}": threshold_for_precision(probs, labels, p)[0] for p in THRESHOLD_PRECISIONS}
+    table: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for p in THRESHOLD_PRECISIONS:
+        # Where the validation pairs show no threshold with this precision (too few of them at the top), the
+        # calibrated probability itself is the threshold: under the Platt fit on those pairs, tickets above
+        # probability p are duplicates with precision at least p.
+        t = threshold_for_precision(probs, labels, p)[0]
+        table[f"{p:.2f}"], sources[f"{p:.2f}"] = (t, "validation") if t is not None else (p, "calibration")
+    if threshold is None:
+        threshold = table[f"{TARGET_PRECISION:.2f}"]
     model_dir = out_dir / name
     save_reranker(model_dir, res.model, {
         "name": name, "schema": schema_dict, "features": fs.to_dict(), "encoder": encoder.key,
         "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
         "calibration": {"method": "platt", "a": a, "b": b},
         "duplicate_threshold": threshold, "threshold_target_precision": TARGET_PRECISION,
-        "threshold_validation_precision": achieved, "duplicate_thresholds": table, "train": {
+        "threshold_validation_precision": achieved, "duplicate_thresholds": table,
+        "duplicate_threshold_sources": sources, "train": {
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
             "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
         "rerank_depth": RERANK_DEPTH,

@@ -26,7 +26,8 @@ def test_duplicates_point_to_earlier_masters_in_other_words() -> None:
         assert m["duplicate_of"] is None and m["created"] <= d["created"]
         assert m["fields"]["product"] == d["fields"]["product"]
         reworded += m["title"] != d["title"]
-    assert reworded == len(dups)  # every duplicate uses another title phrasing
+    # about half of the later reports copy the first one's subject line; the rest are worded afresh
+    assert 0.3 < reworded / len(dups) < 0.8, reworded / len(dups)
 
 
 def test_demo_file_ingests_cleanly_with_support_schema(tmp_path: Path) -> None:
