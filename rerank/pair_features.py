@@ -78,3 +78,52 @@ def _relative_gap(a: float, b: float) -> float:
     """tanh(|a - b| / (|a| + |b| + 1)), in [0, 1); 1 when the values are too large to compare."""
     gap, scale = abs(a - b), abs(a) + abs(b) + 1.0
     return math.tanh(gap / scale) if math.isfinite(gap) and math.isfinite(scale) else 1.0
+
+
+def pair_matrix(
+    schema: Schema,
+    q_values: Mapping[str, Any],
+    c_values: list[Mapping[str, Any]],
+    q_created: datetime | None,
+    c_created: list[datetime],
+    first_stage: list[Mapping[str, float]],
+) -> np.ndarray:
+    """`pair_vector` for one query against many candidates, a column at a time (the same numbers; tested).
+    `q_created` None measures each gap as zero (a query with no date)."""
+    n = len(c_values)
+    cols: list[np.ndarray] = [
+        np.array([float(fs.get(k, 0.0)) for fs in first_stage], np.float64) for k in ("dense", "title", "bm25")
+    ]
+    ranks = np.array([float(fs.get("fused_rank", 1000.0)) for fs in first_stage], np.float64)
+    cols.append(1.0 / np.log2(1.0 + ranks))
+    cols.append(np.array([float(fs.get("title_in_query", 0.0)) for fs in first_stage], np.float64))
+    if q_created is None:
+        cols.append(np.zeros(n))
+    else:
+        gaps = np.array([abs((q_created - c).total_seconds()) for c in c_created], np.float64)
+        cols.append(np.log1p(gaps / 86400.0) / math.log1p(3650.0))
+    for f in schema.fields:
+        a = q_values.get(f.name)
+        bs = [c.get(f.name) for c in c_values]
+        if f.kind == "categorical":
+            sa = None if a is None else str(a)
+            cols.append(np.array([float(sa is not None and b is not None and str(b) == sa) for b in bs]))
+            cols.append(np.array([float(a is not None and b is not None) for b in bs]))
+        elif f.kind == "multi":
+            qa = set(a or ())
+            jac, over, both = np.zeros(n), np.zeros(n), np.zeros(n)
+            if qa:
+                for i, b in enumerate(bs):
+                    sb = set(b or ())
+                    if sb:
+                        inter = len(qa & sb)
+                        jac[i], over[i], both[i] = inter / len(qa | sb), float(inter > 0), 1.0
+            cols += [jac, over, both]
+        elif f.kind == "numeric":
+            gap, both = np.zeros(n), np.zeros(n)
+            if a is not None:
+                for i, b in enumerate(bs):
+                    if b is not None:
+                        gap[i], both[i] = _relative_gap(float(a), float(b)), 1.0
+            cols += [gap, both]
+    return np.stack(cols, axis=1).astype(np.float32)

@@ -16,7 +16,7 @@ from index_data.features import FeatureSpace
 from index_data.schema import Schema
 
 from .onnx_parts import OnnxRerankParts
-from .pair_features import pair_dim, pair_vector
+from .pair_features import pair_dim, pair_matrix
 from .persist import load_reranker, torch_device
 from .token_cache import Tokens, pad_batch
 
@@ -79,10 +79,7 @@ class Reranker:
     ) -> np.ndarray | None:
         if not self.uses_pair:
             return None
-        return np.stack([
-            pair_vector(self.schema, q_values, cv, cc if q_created is None else q_created, cc, fs)
-            for cv, cc, fs in zip(c_values, c_created, first_stage)
-        ])
+        return pair_matrix(self.schema, q_values, c_values, q_created, c_created, first_stage)
 
     @torch.inference_mode()
     def score(self, source: np.ndarray, targets: np.ndarray, pair: np.ndarray | None) -> np.ndarray:

@@ -31,3 +31,33 @@ def test_title_in_query_counts_the_candidate_title_words_found_in_the_query() ->
     assert title_in_query(q, words("NPE in org.apache.hadoop.FSImage")) == 2 / 3  # "in" is not in the query
     assert title_in_query(q, words("DataNode heartbeat lost")) == 0.0
     assert title_in_query(q, words("")) == 0.0
+
+
+def test_pair_matrix_equals_pair_vector_row_by_row() -> None:
+    import random
+
+    from rerank.pair_features import pair_matrix
+
+    rng = random.Random(0)
+    for schema in (load_schema("jira"), load_schema("support")):
+        def values() -> dict:
+            out = {}
+            for f in schema.fields:
+                if f.kind == "categorical":
+                    out[f.name] = rng.choice([None, "a", "b", 3])
+                elif f.kind == "multi":
+                    out[f.name] = rng.choice([None, [], ["x"], ["x", "y"], ["z"]])
+                elif f.kind == "numeric":
+                    out[f.name] = rng.choice([None, 0.0, 5.0, -2.5, 1e308])
+            return out
+
+        q = values()
+        cands = [values() for _ in range(40)]
+        created = [datetime(2020, 1, 1 + rng.randrange(28), rng.randrange(24)) for _ in range(40)]
+        fs = [{"dense": rng.random(), "title": rng.random(), "bm25": rng.random(), "fused_rank": float(i + 1),
+               "title_in_query": rng.random()} for i in range(40)]
+        for q_created in (datetime(2020, 2, 1), None):
+            m = pair_matrix(schema, q, cands, q_created, created, fs)
+            rows = np.stack([pair_vector(schema, q, c, cc if q_created is None else q_created, cc, f)
+                             for c, cc, f in zip(cands, created, fs)])
+            np.testing.assert_allclose(m, rows, rtol=1e-6, atol=1e-7)
