@@ -221,7 +221,9 @@ class PairModel(nn.Module):
             logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)
         return logit
 
-    def _score_one_source(self, s: torch.Tensor, t: torch.Tensor, pair: torch.Tensor | None) -> torch.Tensor:
+    def _score_one_source(
+        self, s: torch.Tensor, t: torch.Tensor, pair: torch.Tensor | None, cache: bool = True
+    ) -> torch.Tensor:
         """`score` for one source against many targets, with the head's first layer folded.
 
         W [s, t, s - t, s * t] = (W_s + W_d) s + (W_t - W_d + W_p diag(s)) t: one [H, D] matrix per query,
@@ -229,7 +231,7 @@ class PairModel(nn.Module):
         the plain path up to float rounding (tested), gradients included.
         """
         first = self.classifier[0]
-        w_td, w_sd, w_p, w_pair = self._head_blocks(s.shape[-1])
+        w_td, w_sd, w_p, w_pair = self._head_blocks(s.shape[-1], cache)
         folded = w_td + w_p * s  # [H, D]
         h = t @ folded.T + (w_sd @ s + first.bias)
         if self.cfg.pair_dim:
@@ -245,11 +247,13 @@ class PairModel(nn.Module):
             logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)  # type: ignore[arg-type]
         return logit
 
-    def _head_blocks(self, d: int) -> tuple[torch.Tensor, ...]:
+    def _head_blocks(self, d: int, cache: bool = True) -> tuple[torch.Tensor, ...]:
         """W_t - W_d, W_s + W_d, W_p and W_pair of the head's first layer, contiguous. Kept between calls
-        at inference (until the weights change); recomputed on every call while gradients flow."""
+        at inference (until the weights change); recomputed on every call while gradients flow, and when
+        `cache` is False (an export traces the computation itself)."""
         w = self.classifier[0].weight
-        if not torch.is_grad_enabled():
+        cache = cache and not torch.is_grad_enabled()
+        if cache:
             cached = self.__dict__.get("_blocks")
             if cached is not None and cached[0] == (w._version, w.data_ptr()):
                 return cached[1]
@@ -257,7 +261,7 @@ class PairModel(nn.Module):
             w[:, d : 2 * d] - w[:, 2 * d : 3 * d], w[:, :d] + w[:, 2 * d : 3 * d],
             w[:, 3 * d : 4 * d].contiguous(), w[:, 4 * d :].contiguous(),
         )
-        if not torch.is_grad_enabled():
+        if cache:
             self.__dict__["_blocks"] = ((w._version, w.data_ptr()), blocks)
         return blocks
 

@@ -25,7 +25,7 @@ from index_data.atomic import atomic_write_dir
 
 from .model import PairModel
 
-FORMAT = 1  # bump when the exported graphs change
+FORMAT = 2  # bump when the exported graphs change
 SOURCE, HEAD, META = "source.onnx", "head.onnx", "meta.json"
 log = logging.getLogger(__name__)
 
@@ -41,28 +41,14 @@ class _Source(nn.Module):
 
 
 class _Head(nn.Module):
-    """`PairModel.score` for one source against N targets (the folded first layer), as plain operations."""
+    """`PairModel.score` for one source against N targets (the folded first layer), traced without caches."""
 
     def __init__(self, model: PairModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, src: torch.Tensor, t: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
-        m, d = self.model, src.shape[-1]
-        first = m.classifier[0]
-        w = first.weight
-        folded = (w[:, d : 2 * d] - w[:, 2 * d : 3 * d]) + w[:, 3 * d : 4 * d] * src
-        h = t @ folded.T + ((w[:, :d] + w[:, 2 * d : 3 * d]) @ src + first.bias)
-        if m.cfg.pair_dim:
-            h = h + pair @ w[:, 4 * d :].T
-        logit = m.classifier[1:](h).squeeze(-1)
-        if m.pair_skip is not None:
-            skip_in = [pair] if m.cfg.pair_dim else []
-            if m.cfg.cosine_prior:
-                cos = (t @ src) / (t.norm(dim=-1).clamp(min=1e-6) * src.norm().clamp(min=1e-6))
-                skip_in.append(cos.unsqueeze(-1))
-            logit = logit + m.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)
-        return logit
+        return self.model._score_one_source(src, t, pair if self.model.cfg.pair_dim else None, cache=False)
 
 
 class OnnxRerankParts:
