@@ -111,9 +111,11 @@ def export(model: PairModel, out: Path) -> None:
     """Write source.onnx (cross-attention models) and head.onnx for `model` into `out`."""
     model = model.eval()
     d, p = model.cfg.text_dim, max(model.cfg.pair_dim, 1)
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)
+    # the exporter's and its optimizer's notices ("Skipping constant folding ...") are not for users
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -133,4 +135,5 @@ def export(model: PairModel, out: Path) -> None:
                 dynamo=True, external_data=False, verbose=False,
             )
     finally:
-        onnx_log.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

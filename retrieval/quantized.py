@@ -277,9 +277,11 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
     )
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("seq", min=1, max=max(encoder.max_seq_length, 2))
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed" notices from the exporter's registry
+    # "torchvision is not installed" notices from the exporter's registry, its optimizer's folding notices
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -295,7 +297,8 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
                 verbose=False,
             )
     finally:
-        onnx_log.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def quantize_onnx_int8(src: Path, dst: Path) -> None:
