@@ -1,11 +1,11 @@
 """The columnar fast path of bulk ingest: a clean JSONL file read and validated a column at a time.
 
-`read_columnar` parses the whole file with Arrow's JSON reader and checks each column with vectorised
-predicates. It only takes files whose every row it can prove valid and whose values need no conversion
-that the per-row path (`records.normalize_row`) would do differently; for anything else (a malformed line,
-a type it does not handle, a value that would be rejected, flat field columns beside `fields`, a list
-with repeated or empty items, ...) it returns None, and the caller runs the per-row path, which reports
-each bad row by line. So both paths store the same tickets; the fast one exists for speed only
+`iter_columnar` parses the file in chunks of whole lines with Arrow's JSON reader and checks each column
+with vectorised predicates. It only takes files whose every row it can prove valid and whose values need no
+conversion that the per-row path (`records.normalize_row`) would do differently; for anything else (a
+malformed line, a type it does not handle, a value that would be rejected, flat field columns beside
+`fields`, a list with repeated or empty items, ...) it raises NotColumnar, the caller rolls back what it
+wrote and runs the per-row path, which reports each bad row by line. So both paths store the same tickets; the fast one exists for speed only
 (tests/index_data/test_columnar.py checks that they agree).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import io
 from collections.abc import Iterator
-from hashlib import blake2b
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from .records import MAX_ID_LEN, detect_format, ticket_text
+from .records import MAX_ID_LEN, detect_format, text_hash, ticket_text
 from .schema import CORE_COLUMNS, FieldSpec, Schema
 from .store import _ARROW_TYPE
 
@@ -197,12 +196,7 @@ def _duplicate_of(col: pa.ChunkedArray | None, ids: pa.ChunkedArray, n: int) -> 
 
 
 def _text_hashes(schema: Schema, titles: list[str], bodies: list[str]) -> pa.Array:
-    """`text_hash(ticket_text(...))` of every row; the two-field layout is inlined (same result)."""
-    if tuple(schema.text_fields) == ("title", "body"):
-        texts = [(t + "\n" + b).strip() if t and b else (t or b).strip() for t, b in zip(titles, bodies)]
-    else:
-        texts = [ticket_text(schema, t, b) for t, b in zip(titles, bodies)]
-    return pa.array([blake2b(x.encode("utf-8"), digest_size=16).hexdigest() for x in texts], pa.string())
+    return pa.array([text_hash(ticket_text(schema, t, b)) for t, b in zip(titles, bodies)], pa.string())
 
 
 def _field(spec: FieldSpec, col: pa.Array | None, n: int) -> pa.Array:

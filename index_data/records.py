@@ -40,6 +40,9 @@ class Ticket:
 
 def ticket_text(schema: Schema, title: str, body: str) -> str:
     """The text that the encoder and BM25 see: the schema's text fields joined by a newline."""
+    if schema.text_fields == ("title", "body"):  # the usual layout, spelled out (bulk ingest calls this per row)
+        title, body = title or "", body or ""
+        return (title + "\n" + body).strip() if title and body else (title or body).strip()
     parts = {"title": title or "", "body": body or ""}
     return "\n".join(parts[f] for f in schema.text_fields if parts[f]).strip()
 

@@ -205,14 +205,10 @@ class TicketStore:
             return UpsertResult(0, 0, self.change_seq)
         return self.upsert_tables(iter([self._to_arrow(list(latest.values()), None)]))
 
-    def upsert_table(self, table: pa.Table) -> UpsertResult:
-        """`upsert` for rows already in the store's column layout (every column but `row_id`), as the
-        columnar ingest produces them: validated, typed, text hashes computed. Instead of `raw_fields` a
-        table may carry `_line`, each row's JSON line, from which the `fields` object is taken."""
-        return self.upsert_tables(iter([table]))
-
     def upsert_tables(self, tables: Iterator[pa.Table]) -> UpsertResult:
-        """`upsert_table` over a stream of batches, in one transaction (an exception from the stream rolls
+        """`upsert` for batches already in the store's column layout (every column but `row_id`: validated,
+        typed, text hashes computed; instead of `raw_fields` a batch may carry `_line`, each row's JSON line,
+        from which the `fields` object is taken), in one transaction (an exception from the stream rolls
         everything back). The result is as if the batches were one: the last occurrence of an id wins, a new
         id gets its row id where it first appears, and an id repeated within the stream counts once."""
         if self.read_only:

@@ -293,11 +293,8 @@ class RerankingSearcher:
                     except KeyError:
                         pass
 
-    def _hit_values(self, h) -> tuple[dict[str, Any], datetime]:  # noqa: ANN001
-        if h.values is not None and h.created_at is not None:
-            return h.values, h.created_at
-        vals = {}
-        for f in self.store.schema.fields:
-            v = h.fields.get(f.name)
-            vals[f.name] = parse_datetime(v) if f.kind == "date" and isinstance(v, str) else v
-        return vals, parse_datetime(h.created)
+    @staticmethod
+    def _hit_values(h) -> tuple[dict[str, Any], datetime]:  # noqa: ANN001
+        """A hit's typed field values and creation time (search keeps them from the store's row)."""
+        assert h.values is not None and h.created_at is not None
+        return h.values, h.created_at
