@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from index_data.schema import Schema
+from ticketsearch.index_data.schema import Schema
 
 FIRST_STAGE = ("dense", "title", "bm25", "fused_rank", "title_in_query")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.]*[a-z0-9]|[a-z0-9]")

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from index_data.errors import TicketsearchError
-from index_data.features import FeatureSpace
-from index_data.schema import Schema
+from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.index_data.features import FeatureSpace
+from ticketsearch.index_data.schema import Schema
 
 from .onnx_parts import OnnxRerankParts
 from .pair_features import pair_dim, pair_matrix

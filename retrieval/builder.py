@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from index_data.atomic import atomic_write_json
-from index_data.config import Settings, get_settings
-from index_data.errors import TicketsearchError
-from index_data.features import FeatureSpace
-from index_data.records import text_hash, ticket_text
-from index_data.store import DB_FILENAME, TicketStore
+from ticketsearch.index_data.atomic import atomic_write_json
+from ticketsearch.index_data.config import Settings, get_settings
+from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.index_data.features import FeatureSpace
+from ticketsearch.index_data.records import text_hash, ticket_text
+from ticketsearch.index_data.store import DB_FILENAME, TicketStore
 
 from .encoder import Encoder
 from .lexical import BM25Index, bm25_text
@@ -191,8 +191,8 @@ def ingest_and_build(
     log: Callable[[str], None] = print,
 ) -> tuple[TicketStore, Encoder, BuildReport]:
     """Upsert `data` into the index directory's store and rebuild its indexes. Returns the open store."""
-    from index_data.ingest import ingest_file
-    from index_data.schema import load_schema
+    from ticketsearch.index_data.ingest import ingest_file
+    from ticketsearch.index_data.schema import load_schema
 
     settings = settings or get_settings()
     db = store_path(index_dir)

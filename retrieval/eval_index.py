@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from index_data.store import TicketStore
+from ticketsearch.index_data.store import TicketStore
 
 from .builder import embed_store, embed_texts, title_key
 from .encoder import Encoder

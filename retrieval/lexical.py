@@ -9,8 +9,8 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
-from index_data.atomic import atomic_write_dir, recover_dir
-from index_data.errors import TicketsearchError
+from ticketsearch.index_data.atomic import atomic_write_dir, recover_dir
+from ticketsearch.index_data.errors import TicketsearchError
 
 BM25_DIRNAME = "bm25"
 TITLE_REPEAT = 2

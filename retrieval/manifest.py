@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from index_data.atomic import atomic_write_json
-from index_data.errors import TicketsearchError
+from ticketsearch.index_data.atomic import atomic_write_json
+from ticketsearch.index_data.errors import TicketsearchError
 
 FORMAT_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"

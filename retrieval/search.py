@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from index_data.config import Settings, get_settings
-from index_data.errors import QueryError, TicketsearchError
-from index_data.records import parse_datetime, ticket_text
-from index_data.store import StoredTicket, TicketStore
+from ticketsearch.index_data.config import Settings, get_settings
+from ticketsearch.index_data.errors import QueryError, TicketsearchError
+from ticketsearch.index_data.records import parse_datetime, ticket_text
+from ticketsearch.index_data.store import StoredTicket, TicketStore
 
 from .builder import store_path
 from .encoder import Encoder

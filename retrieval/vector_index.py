@@ -13,9 +13,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index_data.atomic import atomic_write_with
-from index_data.config import Settings, get_settings
-from index_data.errors import TicketsearchError
+from ticketsearch.index_data.atomic import atomic_write_with
+from ticketsearch.index_data.config import Settings, get_settings
+from ticketsearch.index_data.errors import TicketsearchError
 
 INDEX_FILENAME = "vectors.faiss"
 TITLE_INDEX_FILENAME = "titles.faiss"

@@ -86,16 +86,16 @@ def main() -> None:
 
     import torch
 
-    from index_data.atomic import atomic_write_json
-    from index_data.config import get_settings
-    from index_data.records import parse_datetime, ticket_text
-    from index_data.store import TicketStore
-    from retrieval.builder import store_path
-    from retrieval.encoder import Encoder
-    from retrieval.eval_index import fusion_fn, load_eval_inputs, scorers
-    from retrieval.evaluation import build_pools, evaluate, paired_bootstrap
-    from retrieval.manifest import Manifest
-    from retrieval.quantized import QUANT_KINDS, build_query_encoder
+    from ticketsearch.index_data.atomic import atomic_write_json
+    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.index_data.records import parse_datetime, ticket_text
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.eval_index import fusion_fn, load_eval_inputs, scorers
+    from ticketsearch.retrieval.evaluation import build_pools, evaluate, paired_bootstrap
+    from ticketsearch.retrieval.manifest import Manifest
+    from ticketsearch.retrieval.quantized import QUANT_KINDS, build_query_encoder
 
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:

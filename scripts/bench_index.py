@@ -35,15 +35,15 @@ def main() -> None:
 
     import torch
 
-    from index_data.config import get_settings
-    from index_data.demo import write_demo
-    from index_data.ingest import ingest_file
-    from index_data.records import ticket_text
-    from index_data.schema import load_schema
-    from index_data.store import TicketStore
-    from retrieval.builder import build_index, store_path
-    from retrieval.encoder import Encoder
-    from retrieval.search import Searcher
+    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.index_data.demo import write_demo
+    from ticketsearch.index_data.ingest import ingest_file
+    from ticketsearch.index_data.records import ticket_text
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import build_index, store_path
+    from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.search import Searcher
 
     settings = get_settings()
     schema = load_schema("support")

@@ -39,10 +39,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from index_data.atomic import atomic_write_json  # noqa: E402
-from index_data.config import Settings  # noqa: E402
-from retrieval.recall import clustered, recall_at_k  # noqa: E402
-from retrieval.vector_index import VectorIndex, choose_kind  # noqa: E402
+from ticketsearch.index_data.atomic import atomic_write_json  # noqa: E402
+from ticketsearch.index_data.config import Settings  # noqa: E402
+from ticketsearch.retrieval.recall import clustered, recall_at_k  # noqa: E402
+from ticketsearch.retrieval.vector_index import VectorIndex, choose_kind  # noqa: E402
 
 DIM = 384
 
@@ -113,17 +113,17 @@ def sweep(n: int, log: Any, keep: Path | None = None) -> dict[str, Any]:
 # ---- 2. per-stage latency through the engine --------------------------------------------------------------
 def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any, keep: Path | None = None) -> Path:
     """A real index directory of n generated tickets with generated (clustered) embeddings."""
-    from index_data.demo import generate
-    from index_data.features import FeatureSpace
-    from index_data.records import normalize_row
-    from index_data.schema import load_schema
-    from index_data.store import TicketStore
-    from rerank.runtime import Reranker
-    from retrieval.builder import build_bm25, store_path
-    from retrieval.live import RowVectors
-    from retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest
-    from retrieval.vector_index import TITLE_INDEX_FILENAME
-    from service.reranking import RERANKER_DIR, save_rerank_vectors
+    from ticketsearch.index_data.demo import generate
+    from ticketsearch.index_data.features import FeatureSpace
+    from ticketsearch.index_data.records import normalize_row
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.rerank.runtime import Reranker
+    from ticketsearch.retrieval.builder import build_bm25, store_path
+    from ticketsearch.retrieval.live import RowVectors
+    from ticketsearch.retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest
+    from ticketsearch.retrieval.vector_index import TITLE_INDEX_FILENAME
+    from ticketsearch.service.reranking import RERANKER_DIR, save_rerank_vectors
 
     d = root / f"idx{n}"
     out = d / INDEX_SUBDIR
@@ -173,14 +173,14 @@ _KEY: str | None = None
 def _encoder_key() -> str:
     global _KEY
     if _KEY is None:
-        from retrieval.encoder import Encoder
+        from ticketsearch.retrieval.encoder import Encoder
 
         _KEY = Encoder("minilm").key
     return _KEY
 
 
 def stages(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
-    from service.engine import Engine
+    from ticketsearch.service.engine import Engine
 
     engine = Engine(index_dir, Settings())
     engine.start()
@@ -233,8 +233,8 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
     """The search path's own rerank stage, timed three ways on the same query and the same 100 candidates:
     with the cached per-item vectors (the product), with every candidate's text re-encoded and fused again
     (the article's way), and with the cached vectors rounded to float16."""
-    from index_data.records import ticket_text
-    from service.reranking import RerankingSearcher, token_states
+    from ticketsearch.index_data.records import ticket_text
+    from ticketsearch.service.reranking import RerankingSearcher, token_states
 
     s = RerankingSearcher(index_dir)
     if s.reranker is None:
@@ -295,10 +295,10 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
 
 # ---- 5. the DuckDB fetch of 100 hits, with and without the row-id index ----------------------------------
 def fetch_check(n: int, root: Path, log: Any) -> dict[str, Any]:
-    from index_data.demo import generate
-    from index_data.records import normalize_row
-    from index_data.schema import load_schema
-    from index_data.store import TicketStore
+    from ticketsearch.index_data.demo import generate
+    from ticketsearch.index_data.records import normalize_row
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.store import TicketStore
 
     schema = load_schema("support")
     out: dict[str, Any] = {"n": n}
@@ -327,10 +327,10 @@ def fetch_check(n: int, root: Path, log: Any) -> dict[str, Any]:
 
 # ---- 4. the automatic choice on real hadoop embeddings ---------------------------------------------------
 def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
-    from index_data.store import TicketStore
-    from retrieval.builder import read_texts, store_path
-    from retrieval.encoder import Encoder
-    from retrieval.builder import embed_store
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import read_texts, store_path
+    from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.builder import embed_store
 
     with TicketStore(store_path(index_dir), read_only=True) as store:
         enc = Encoder("minilm")
@@ -388,8 +388,8 @@ def http_single(index_dir: Path, texts: list[str], log: Any, env: dict[str, str]
 
 
 def query_texts(index_dir: Path, n: int = 120) -> list[str]:
-    from index_data.store import TicketStore
-    from retrieval.builder import store_path
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import store_path
 
     with TicketStore(store_path(index_dir), read_only=True) as store:
         rows = store.con.execute("SELECT title, body FROM tickets ORDER BY row_id").fetchall()

@@ -31,8 +31,8 @@ from tests.service.server import Server  # noqa: E402  (the same real-server hel
 
 
 def query_texts(index: Path, n: int = 500, seed: int = 0) -> list[str]:
-    from index_data.store import TicketStore
-    from retrieval.builder import store_path
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import store_path
 
     with TicketStore(store_path(index), read_only=True) as store:
         rows = store.con.execute("SELECT title, body FROM tickets").fetchall()
@@ -133,7 +133,7 @@ def main() -> None:
               f"ok p50/p95/p99 {lo.get('p50_ms')}/{lo.get('p95_ms')}/{lo.get('p99_ms')} ms"
               + (f"; shed p50/p99 {ls.get('p50_ms')}/{ls.get('p99_ms')} ms" if ls else ""))
     if args.out:
-        from index_data.atomic import atomic_write_json
+        from ticketsearch.index_data.atomic import atomic_write_json
 
         atomic_write_json(args.out, out)
         print(f"wrote {args.out}")

@@ -20,28 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
-from index_data.atomic import atomic_write_json
-from index_data.config import get_settings
-from index_data.records import parse_datetime
-from index_data.store import TicketStore
-from rerank.model import RerankConfig
-from rerank.pair_features import pair_dim
-from rerank.train import TrainConfig, TrainData, rerank_scores, reranked_ranks, train
-from retrieval.builder import store_path
-from retrieval.encoder import Encoder
-from retrieval.eval_index import load_eval_inputs
-from retrieval.evaluation import metrics_from_ranks
-from retrieval.manifest import Manifest
-from service.rerank_pipeline import DROPOUT, build_train_data, mine, threshold_for_precision
+from ticketsearch.index_data.atomic import atomic_write_json
+from ticketsearch.index_data.config import get_settings
+from ticketsearch.index_data.records import parse_datetime
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.rerank.model import RerankConfig
+from ticketsearch.rerank.pair_features import pair_dim
+from ticketsearch.rerank.train import TrainConfig, TrainData, rerank_scores, reranked_ranks, train
+from ticketsearch.retrieval.builder import store_path
+from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.eval_index import load_eval_inputs
+from ticketsearch.retrieval.evaluation import metrics_from_ranks
+from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.service.rerank_pipeline import DROPOUT, build_train_data, mine, threshold_for_precision
 
 
 def int8_query_data(store, inp, encoder, mined, data: TrainData, with_pair: bool) -> TrainData:  # noqa: ANN001
     """`data` with every test query seen through the int8 ONNX query encoder: its token states (the source
     side of the reranker) and the dense / title cosines among its pair inputs. Candidates keep their fp32
     vectors and token states, as in the service; the candidate lists stay the fp32 first stage's."""
-    from index_data.records import ticket_text
-    from rerank.token_cache import Tokens
-    from retrieval.quantized import query_encoder_for
+    from ticketsearch.index_data.records import ticket_text
+    from ticketsearch.rerank.token_cache import Tokens
+    from ticketsearch.retrieval.quantized import query_encoder_for
 
     settings = encoder.settings.model_copy(update={"query_encoder": "onnx-int8"})
     qenc = query_encoder_for(Encoder(manifest_model(encoder), settings=settings))
@@ -109,7 +109,7 @@ def main() -> None:
         first = reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])
         out["hybrid"] = metrics_from_ranks(first)
         if args.experiment is not None:
-            from service.rerank_pipeline import run_rerankers
+            from ticketsearch.service.rerank_pipeline import run_rerankers
 
             rr = run_rerankers(store, inp, encoder, args.index, manifest.fusion, settings.fusion_depth,
                                parse_datetime(args.train_before), parse_datetime(args.test_since),

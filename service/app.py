@@ -23,10 +23,10 @@ from fastapi.security import HTTPBearer
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index_data.config import Settings
-from index_data.errors import NotFoundError, QueryError, RowError, TicketsearchError
-from index_data.records import normalize_row
-from retrieval.search import Hit as CoreHit, SearchResult
+from ticketsearch.index_data.config import Settings
+from ticketsearch.index_data.errors import NotFoundError, QueryError, RowError, TicketsearchError
+from ticketsearch.index_data.records import normalize_row
+from ticketsearch.retrieval.search import Hit as CoreHit, SearchResult
 
 from .auth import ApiKeys
 from .engine import Engine
@@ -370,8 +370,8 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
 
 def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
     """The index's field schema, for the OpenAPI document (None if the store cannot be read now)."""
-    from index_data.store import TicketStore
-    from retrieval.builder import store_path
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import store_path
 
     try:
         with TicketStore(store_path(index_dir), read_only=True) as store:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.encoder import Encoder, TokenBatch
+from ticketsearch.retrieval.encoder import Encoder, TokenBatch
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from index_data.errors import TicketsearchError
+from ticketsearch.index_data.errors import TicketsearchError
 
 app = typer.Typer(
     name="ticketsearch",
@@ -68,7 +68,7 @@ def demo_data(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Generate synthetic support tickets (schema `support`) with clusters of reworded duplicates."""
-    from index_data.demo import write_demo
+    from ticketsearch.index_data.demo import write_demo
 
     count = write_demo(out, n=n, seed=seed)
     typer.echo(f"wrote {count} tickets to {out}")
@@ -88,8 +88,8 @@ def ingest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
-    from index_data.config import get_settings
-    from retrieval.builder import ingest_and_build
+    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.retrieval.builder import ingest_and_build
 
     if on_error not in ("skip", "stop"):
         fail(f"--on-error must be 'skip' or 'stop', got {on_error!r}")
@@ -105,7 +105,7 @@ def ingest(
         log=lambda m: typer.echo(m, err=m.startswith("skipped")),
     )
     try:
-        from service.reranking import RERANKER_DIR, build_rerank_vectors
+        from ticketsearch.service.reranking import RERANKER_DIR, build_rerank_vectors
 
         if (index / RERANKER_DIR / "config.json").is_file():
             n = build_rerank_vectors(index, store, encoder, progress=not quiet)
@@ -135,7 +135,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Search the index by text, or by an indexed ticket's id with --like; reranks when a model is trained."""
-    from service.reranking import RerankingSearcher
+    from ticketsearch.service.reranking import RerankingSearcher
 
     fields = query_fields(text, like, field)
     searcher = RerankingSearcher(index)
@@ -180,7 +180,7 @@ def experiment(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Ingest a labelled file, build the indexes, tune fusion on validation, train rerankers, evaluate on test."""
-    from service.experiment import ExperimentConfig, parse_date, run_experiment
+    from ticketsearch.service.experiment import ExperimentConfig, parse_date, run_experiment
 
     if not data.is_file():
         fail(f"{data}: no such file")
@@ -205,14 +205,14 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON here.")] = None,
 ) -> None:
     """Evaluate the first-stage methods of an index on its duplicates (chronological protocol)."""
-    from index_data.config import get_settings
-    from index_data.store import TicketStore
-    from retrieval.builder import store_path
-    from retrieval.encoder import Encoder
-    from retrieval.eval_index import first_stage_methods, load_eval_inputs, scorers
-    from retrieval.evaluation import build_pools, markdown_table
-    from retrieval.manifest import Manifest
-    from service.experiment import evaluate_methods, parse_date
+    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.eval_index import first_stage_methods, load_eval_inputs, scorers
+    from ticketsearch.retrieval.evaluation import build_pools, markdown_table
+    from ticketsearch.retrieval.manifest import Manifest
+    from ticketsearch.service.experiment import evaluate_methods, parse_date
 
     manifest = Manifest.load(index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
@@ -224,7 +224,7 @@ def evaluate(
         res = evaluate_methods(pools, first_stage_methods(manifest.fusion, settings.fusion_depth))
     typer.echo(markdown_table(res))
     if out:
-        from index_data.atomic import atomic_write_json
+        from ticketsearch.index_data.atomic import atomic_write_json
 
         atomic_write_json(out, {"methods": res, "since": since, "until": until, "window_days": window_days,
                                 "exclude_easy": exclude_easy})
@@ -243,10 +243,10 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
-    from index_data.config import get_settings
-    from rerank.train import TrainConfig
-    from service.experiment import parse_date
-    from service.rerank_pipeline import VARIANTS, train_index
+    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.rerank.train import TrainConfig
+    from ticketsearch.service.experiment import parse_date
+    from ticketsearch.service.rerank_pipeline import VARIANTS, train_index
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
         fail(f"--variant must be one of rerank-cross+pair, rerank-cross, rerank-concat; got {variant!r}")
@@ -276,8 +276,8 @@ def explain(
     field: Annotated[Optional[list[str]], typer.Option("--field", help="The query ticket's own field, K=V.")] = None,
 ) -> None:
     """Draw the words the top hit's features attended to (a bar chart like the article's), and list them."""
-    from rerank.explain import plot_attention
-    from service.reranking import RerankingSearcher
+    from ticketsearch.rerank.explain import plot_attention
+    from ticketsearch.service.reranking import RerankingSearcher
 
     fields = query_fields(text, like, field)
     searcher = RerankingSearcher(index)
@@ -310,9 +310,9 @@ def serve(
 
     import uvicorn
 
-    from index_data.config import get_settings
-    from service.app import create_app
-    from service.auth import ApiKeys
+    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.service.app import create_app
+    from ticketsearch.service.auth import ApiKeys
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error; got {log_level!r}")
@@ -338,7 +338,7 @@ def info(index: Annotated[Path, typer.Option("--index", help="Index directory.")
     """Show an index directory's manifest."""
     from dataclasses import asdict
 
-    from retrieval.manifest import Manifest
+    from ticketsearch.retrieval.manifest import Manifest
 
     typer.echo(json.dumps(asdict(Manifest.load(index)), indent=2))
 

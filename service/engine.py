@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from index_data.config import Settings
-from index_data.errors import NotFoundError, TicketsearchError
-from index_data.records import Ticket, text_hash, ticket_text
-from index_data.store import TicketStore, UpsertResult
-from rerank.runtime import Reranker
-from retrieval.builder import (
+from ticketsearch.index_data.config import Settings
+from ticketsearch.index_data.errors import NotFoundError, TicketsearchError
+from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
+from ticketsearch.index_data.store import TicketStore, UpsertResult
+from ticketsearch.rerank.runtime import Reranker
+from ticketsearch.retrieval.builder import (
     build_bm25,
     build_dense,
     build_index,
@@ -40,13 +40,13 @@ from retrieval.builder import (
     store_path,
     title_key,
 )
-from retrieval.encoder import Encoder
-from retrieval.quantized import query_encoder_for
-from retrieval.lexical import BM25Index, bm25_text
-from retrieval.live import LiveBM25, LiveVectors
-from retrieval.manifest import INDEX_SUBDIR, Manifest
-from retrieval.search import SearchResult
-from retrieval.vector_index import INDEX_FILENAME, TITLE_INDEX_FILENAME, VectorIndex
+from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.quantized import query_encoder_for
+from ticketsearch.retrieval.lexical import BM25Index, bm25_text
+from ticketsearch.retrieval.live import LiveBM25, LiveVectors
+from ticketsearch.retrieval.manifest import INDEX_SUBDIR, Manifest
+from ticketsearch.retrieval.search import SearchResult
+from ticketsearch.retrieval.vector_index import INDEX_FILENAME, TITLE_INDEX_FILENAME, VectorIndex
 
 from .batcher import BatchedEncoder, EncodeBatcher
 from .reranking import (

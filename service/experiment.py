@@ -15,13 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from index_data.atomic import atomic_write_json, atomic_write_text
-from index_data.config import Settings, get_settings
-from index_data.records import parse_datetime
-from retrieval.builder import ingest_and_build
-from retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, load_eval_inputs, scorers
-from retrieval.evaluation import QueryPool, build_pools, evaluate, markdown_table
-from retrieval.manifest import Manifest, default_fusion
+from ticketsearch.index_data.atomic import atomic_write_json, atomic_write_text
+from ticketsearch.index_data.config import Settings, get_settings
+from ticketsearch.index_data.records import parse_datetime
+from ticketsearch.retrieval.builder import ingest_and_build
+from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, load_eval_inputs, scorers
+from ticketsearch.retrieval.evaluation import QueryPool, build_pools, evaluate, markdown_table
+from ticketsearch.retrieval.manifest import Manifest, default_fusion
 
 # Weights relative to dense (1.0). Title-dense and recency may be switched off (0).
 RRF_GRID = {"bm25": [0.5, 0.75, 1.0, 1.5], "title": [0.0, 0.5, 0.75, 1.0], "recency": [0.0, 0.15, 0.3, 0.5],
@@ -142,8 +142,8 @@ def run_experiment(
             "seconds": round(time.perf_counter() - t_start, 1),
         }
         if cfg.rerank:
-            from rerank.train import TrainConfig
-            from service.rerank_pipeline import run_rerankers
+            from ticketsearch.rerank.train import TrainConfig
+            from ticketsearch.service.rerank_pipeline import run_rerankers
 
             log("[5/5] train rerankers on the train period, early-stop on validation, score the test period")
             rr = run_rerankers(store, inp, encoder, index_dir, chosen, depth, cfg.train_before, cfg.test_since,
@@ -181,7 +181,7 @@ def write_results(out: Path, results: Mapping[str, Any]) -> None:
 
 
 def parse_date(value: str, option: str) -> datetime:
-    from index_data.errors import QueryError
+    from ticketsearch.index_data.errors import QueryError
 
     try:
         return parse_datetime(value)

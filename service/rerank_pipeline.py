@@ -18,18 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from index_data.features import FeatureSpace
-from index_data.records import ticket_text, text_hash
-from index_data.store import TicketStore
-from rerank.model import RerankConfig
-from rerank.pair_features import pair_dim, pair_vector, title_in_query, words
-from rerank.persist import save_reranker
-from rerank.train import Group, RankList, TrainConfig, TrainData, fit_platt, rerank_scores, reranked_ranks, train
-from retrieval.encoder import Encoder
-from retrieval.eval_index import EvalInputs, fusion_fn, scorers
-from retrieval.evaluation import QueryPool, build_pools, first_hit_rank
-from retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR
-from service.reranking import RERANK_DEPTH, build_rerank_vectors, store_values, token_cache_for, token_encode_fn
+from ticketsearch.index_data.features import FeatureSpace
+from ticketsearch.index_data.records import ticket_text, text_hash
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.rerank.model import RerankConfig
+from ticketsearch.rerank.pair_features import pair_dim, pair_vector, title_in_query, words
+from ticketsearch.rerank.persist import save_reranker
+from ticketsearch.rerank.train import Group, RankList, TrainConfig, TrainData, fit_platt, rerank_scores, reranked_ranks, train
+from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, scorers
+from ticketsearch.retrieval.evaluation import QueryPool, build_pools, first_hit_rank
+from ticketsearch.retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR
+from ticketsearch.service.reranking import RERANK_DEPTH, build_rerank_vectors, store_values, token_cache_for, token_encode_fn
 
 TOP_NEGATIVES = 6  # the hybrid's best-ranked non-duplicates
 MID_NEGATIVES = 6  # sampled from the rest of its top 100, so training sees what reranking sees
@@ -249,7 +249,7 @@ def run_rerankers(
     """Mine, train every variant, score validation and test lists; install the best variant in the index."""
     import shutil
 
-    from retrieval.evaluation import metrics_from_ranks, paired_bootstrap
+    from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
 
     tcfg = tcfg or TrainConfig()
     mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed)
@@ -313,9 +313,9 @@ def train_index(
     settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors."""
-    from retrieval.builder import store_path
-    from retrieval.eval_index import load_eval_inputs
-    from retrieval.manifest import Manifest
+    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.retrieval.eval_index import load_eval_inputs
+    from ticketsearch.retrieval.manifest import Manifest
 
     manifest = Manifest.load(index_dir)
     settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})

@@ -16,20 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from index_data.atomic import atomic_write_json, atomic_write_npy
-from index_data.config import Settings, get_settings
-from index_data.errors import QueryError, TicketsearchError
-from index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
-from index_data.store import TicketStore
-from rerank.explain import attended_words
-from rerank.pair_features import title_in_query, words
-from rerank.runtime import Reranker
-from rerank.token_cache import EncodeFn, TokenCache, Tokens, pad_batch
-from retrieval.builder import read_texts
-from retrieval.encoder import Encoder, TokenBatch
-from retrieval.live import RowVectors
-from retrieval.manifest import INDEX_SUBDIR
-from retrieval.search import SearchResult, Searcher
+from ticketsearch.index_data.atomic import atomic_write_json, atomic_write_npy
+from ticketsearch.index_data.config import Settings, get_settings
+from ticketsearch.index_data.errors import QueryError, TicketsearchError
+from ticketsearch.index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.rerank.explain import attended_words
+from ticketsearch.rerank.pair_features import title_in_query, words
+from ticketsearch.rerank.runtime import Reranker
+from ticketsearch.rerank.token_cache import EncodeFn, TokenCache, Tokens, pad_batch
+from ticketsearch.retrieval.builder import read_texts
+from ticketsearch.retrieval.encoder import Encoder, TokenBatch
+from ticketsearch.retrieval.live import RowVectors
+from ticketsearch.retrieval.manifest import INDEX_SUBDIR
+from ticketsearch.retrieval.search import SearchResult, Searcher
 
 RERANKER_DIR = "reranker"
 VECTORS = "rerank_vectors.npy"

@@ -6,8 +6,8 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from index_data.records import naive_utc, parse_datetime
-from index_data.schema import FieldSpec, Schema
+from ticketsearch.index_data.records import naive_utc, parse_datetime
+from ticketsearch.index_data.schema import FieldSpec, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 MAX_TEXT = 100_000  # characters; the encoder itself reads the first max_seq_length tokens

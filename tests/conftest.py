@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from index_data.config import Settings
-from index_data.demo import generate
+from ticketsearch.index_data.config import Settings
+from ticketsearch.index_data.demo import generate
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +16,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def encoder(settings: Settings):
-    from retrieval.encoder import Encoder
+    from ticketsearch.retrieval.encoder import Encoder
 
     return Encoder("minilm", settings=settings)
 
@@ -39,10 +39,10 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory, demo_rows: list[dict]) -
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory: pytest.TempPathFactory, demo_file: Path, encoder, settings: Settings) -> Path:
     """A real index directory: DuckDB store + FAISS index over 300 generated tickets, built with MiniLM."""
-    from index_data.ingest import ingest_file
-    from index_data.schema import load_schema
-    from index_data.store import TicketStore
-    from retrieval.builder import build_index, store_path
+    from ticketsearch.index_data.ingest import ingest_file
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.retrieval.builder import build_index, store_path
 
     index_dir = tmp_path_factory.mktemp("index")
     with TicketStore(store_path(index_dir), schema=load_schema("support")) as store:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from index_data.columnar import MIN_ROWS, read_columnar
-from index_data.demo import generate
-from index_data.ingest import ingest_file
-from index_data.schema import load_schema
-from index_data.store import TicketStore
+from ticketsearch.index_data.columnar import MIN_ROWS, read_columnar
+from ticketsearch.index_data.demo import generate
+from ticketsearch.index_data.ingest import ingest_file
+from ticketsearch.index_data.schema import load_schema
+from ticketsearch.index_data.store import TicketStore
 
 SUPPORT = load_schema("support")
 JIRA = load_schema("jira")
@@ -149,7 +149,7 @@ def test_small_files_and_other_formats_use_the_row_path(tmp_path: Path) -> None:
 
 
 def test_many_chunks_give_the_same_store_and_a_late_bad_row_writes_nothing(tmp_path: Path, monkeypatch) -> None:
-    import index_data.columnar as columnar
+    import ticketsearch.index_data.columnar as columnar
 
     monkeypatch.setattr(columnar, "CHUNK_BYTES", 40_000)  # about 60 rows a chunk
     rows = jira_rows(MIN_ROWS + 300, seed=3)

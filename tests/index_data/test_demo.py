@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index_data.demo import generate, write_demo
-from index_data.ingest import ingest_file
-from index_data.schema import load_schema
-from index_data.store import TicketStore
+from ticketsearch.index_data.demo import generate, write_demo
+from ticketsearch.index_data.ingest import ingest_file
+from ticketsearch.index_data.schema import load_schema
+from ticketsearch.index_data.store import TicketStore
 
 
 def test_generation_is_seeded_and_sorted() -> None:

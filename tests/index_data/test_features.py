@@ -5,8 +5,8 @@ from datetime import datetime
 
 import numpy as np
 
-from index_data.features import FeatureSpace
-from index_data.schema import FieldSpec, Schema
+from ticketsearch.index_data.features import FeatureSpace
+from ticketsearch.index_data.schema import FieldSpec, Schema
 
 SCHEMA = Schema(
     name="t",

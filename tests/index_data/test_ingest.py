@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from index_data.errors import IngestError
-from index_data.ingest import ingest_file
-from index_data.schema import load_schema
-from index_data.store import TicketStore
+from ticketsearch.index_data.errors import IngestError
+from ticketsearch.index_data.ingest import ingest_file
+from ticketsearch.index_data.schema import load_schema
+from ticketsearch.index_data.store import TicketStore
 
 
 def rows_with_errors(tmp_path: Path) -> Path:

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from index_data.errors import IngestError, RowError
-from index_data.records import Ticket, parse_datetime, read_tickets, ticket_text
-from index_data.schema import load_schema
+from ticketsearch.index_data.errors import IngestError, RowError
+from ticketsearch.index_data.records import Ticket, parse_datetime, read_tickets, ticket_text
+from ticketsearch.index_data.schema import load_schema
 
 JIRA = load_schema("jira")
 SUPPORT = load_schema("support")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from index_data.errors import SchemaError
-from index_data.schema import LEAKY_FIELDS, builtin_schema_names, load_schema
+from ticketsearch.index_data.errors import SchemaError
+from ticketsearch.index_data.schema import LEAKY_FIELDS, builtin_schema_names, load_schema
 
 
 def test_builtin_schemas_are_listed_and_load() -> None:
@@ -69,7 +69,7 @@ def test_unknown_schema_name() -> None:
 
 
 def test_round_trip_dict() -> None:
-    from index_data.schema import Schema
+    from ticketsearch.index_data.schema import Schema
 
     s = load_schema("jira")
     assert Schema.from_dict(s.to_dict()) == s

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_data.errors import IngestError, NotFoundError, QueryError, SchemaError
-from index_data.records import normalize_row
-from index_data.schema import load_schema
-from index_data.store import TicketStore
+from ticketsearch.index_data.errors import IngestError, NotFoundError, QueryError, SchemaError
+from ticketsearch.index_data.records import normalize_row
+from ticketsearch.index_data.schema import load_schema
+from ticketsearch.index_data.store import TicketStore
 
 SUPPORT = load_schema("support")
 
@@ -122,9 +122,9 @@ def test_writes_log_their_row_ids_for_replay(tmp_path) -> None:
     import threading
     from datetime import datetime
 
-    from index_data.records import Ticket
-    from index_data.schema import load_schema
-    from index_data.store import TicketStore
+    from ticketsearch.index_data.records import Ticket
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.store import TicketStore
 
     def t(i: str) -> Ticket:
         return Ticket(id=i, title=f"t {i}", body="b", created=datetime(2025, 1, 1), duplicate_of=None, values={},

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank.explain import attended_words, plot_attention
+from ticketsearch.rerank.explain import attended_words, plot_attention
 
 
 def test_words_come_from_the_text_with_pieces_merged(encoder) -> None:

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from rerank.model import PairModel, RerankConfig
+from ticketsearch.rerank.model import PairModel, RerankConfig
 
 pytest.importorskip("onnxruntime")
 
 
 @pytest.mark.parametrize("arch,pair_dim,prior", [("cross", 6, True), ("cross", 0, False), ("concat", 6, True)])
 def test_onnx_parts_equal_the_torch_model(tmp_path: Path, arch: str, pair_dim: int, prior: bool) -> None:
-    from rerank.onnx_parts import HEAD, OnnxRerankParts
+    from ticketsearch.rerank.onnx_parts import HEAD, OnnxRerankParts
 
     torch.manual_seed(5)
     model = PairModel(RerankConfig(feat_dim=12, arch=arch, pair_dim=pair_dim, cosine_prior=prior)).eval()

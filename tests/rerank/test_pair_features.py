@@ -4,8 +4,8 @@ from datetime import datetime
 
 import numpy as np
 
-from index_data.schema import load_schema
-from rerank.pair_features import pair_dim, pair_vector, title_in_query, words
+from ticketsearch.index_data.schema import load_schema
+from ticketsearch.rerank.pair_features import pair_dim, pair_vector, title_in_query, words
 
 
 def test_agreement_features_use_raw_values() -> None:
@@ -36,7 +36,7 @@ def test_title_in_query_counts_the_candidate_title_words_found_in_the_query() ->
 def test_pair_matrix_equals_pair_vector_row_by_row() -> None:
     import random
 
-    from rerank.pair_features import pair_matrix
+    from ticketsearch.rerank.pair_features import pair_matrix
 
     rng = random.Random(0)
     for schema in (load_schema("jira"), load_schema("support")):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from index_data.errors import TicketsearchError
-from rerank.model import PairModel, RerankConfig
-from rerank.persist import load_reranker, save_reranker
+from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.rerank.model import PairModel, RerankConfig
+from ticketsearch.rerank.persist import load_reranker, save_reranker
 
 
 def test_save_load_identical_scores(tmp_path: Path) -> None:

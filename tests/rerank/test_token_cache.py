@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rerank.token_cache import TokenCache, pad_batch
+from ticketsearch.rerank.token_cache import TokenCache, pad_batch
 
 
 def fake_encode(texts: list[str]):
@@ -45,7 +45,7 @@ def test_interrupted_shard_is_ignored(tmp_path: Path) -> None:
 
 
 def test_pad_batch() -> None:
-    from rerank.token_cache import Tokens
+    from ticketsearch.rerank.token_cache import Tokens
 
     items = [Tokens(np.ones((3, 4), np.float16), np.arange(3)), Tokens(np.ones((5, 4), np.float16), np.arange(5))]
     x, m = pad_batch(items)

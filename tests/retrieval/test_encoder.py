@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index_data.errors import TicketsearchError
-from retrieval.encoder import resolve_model_dir
+from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.retrieval.encoder import resolve_model_dir
 
 
 def test_packaged_minilm_loads_offline(encoder) -> None:

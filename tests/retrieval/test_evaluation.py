@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from retrieval.evaluation import EvalSet, build_pools, evaluate, first_hit_rank, metrics_from_ranks
+from ticketsearch.retrieval.evaluation import EvalSet, build_pools, evaluate, first_hit_rank, metrics_from_ranks
 
 D0 = datetime(2020, 1, 1)
 

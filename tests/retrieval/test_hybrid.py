@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from index_data.ingest import ingest_file
-from index_data.schema import load_schema
-from index_data.store import TicketStore
-from retrieval.builder import build_index, store_path
-from retrieval.eval_index import fusion_fn
-from retrieval.evaluation import QueryPool
-from retrieval.fusion import fuse_lists
-from retrieval.search import Searcher
+from ticketsearch.index_data.ingest import ingest_file
+from ticketsearch.index_data.schema import load_schema
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.retrieval.builder import build_index, store_path
+from ticketsearch.retrieval.eval_index import fusion_fn
+from ticketsearch.retrieval.evaluation import QueryPool
+from ticketsearch.retrieval.fusion import fuse_lists
+from ticketsearch.retrieval.search import Searcher
 
 QUERY = "The analytics dashboard will not load for our team since this morning (ref 7781qzx)"
 DOCS = {

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index_data.config import Settings
-from retrieval.lexical import BM25Index, tokenize
-from retrieval.live import LiveBM25, LiveVectors, RowVectors
-from retrieval.vector_index import VectorIndex
+from ticketsearch.index_data.config import Settings
+from ticketsearch.retrieval.lexical import BM25Index, tokenize
+from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
+from ticketsearch.retrieval.vector_index import VectorIndex
 
 
 def unit(rng: np.random.Generator, n: int, d: int = 16) -> np.ndarray:

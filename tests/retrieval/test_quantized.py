@@ -47,7 +47,7 @@ def fp32_single(encoder) -> np.ndarray:
 
 
 def test_torch_int8_query_encoder(encoder, fp32_single: np.ndarray) -> None:
-    from retrieval.quantized import build_query_encoder
+    from ticketsearch.retrieval.quantized import build_query_encoder
 
     for kind in ("torch-int8", "torch-int8-pc"):
         q = build_query_encoder(encoder, kind)
@@ -61,7 +61,7 @@ def test_torch_int8_query_encoder(encoder, fp32_single: np.ndarray) -> None:
 def test_onnx_query_encoders(encoder, fp32_single: np.ndarray, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")  # torch's ONNX exporter needs it
-    from retrieval.quantized import ONNX_FP32, ONNX_INT8, ONNX_META, build_query_encoder
+    from ticketsearch.retrieval.quantized import ONNX_FP32, ONNX_INT8, ONNX_META, build_query_encoder
 
     model_dir = tmp_path / "onnx"
     q32 = build_query_encoder(encoder, "onnx-fp32", model_dir, threads=1)
@@ -80,8 +80,8 @@ def test_onnx_query_encoders(encoder, fp32_single: np.ndarray, tmp_path) -> None
 def test_query_encoder_for_follows_the_setting(encoder, fp32_single: np.ndarray, tmp_path) -> None:
     """Search's query encoder: the fp32 encoder itself, or the cached int8 ONNX model, whose one pass gives
     both the pooled vector and the token states that the reranker attends over."""
-    from retrieval.encoder import Encoder
-    from retrieval.quantized import OnnxQueryEncoder, query_encoder_for
+    from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.quantized import OnnxQueryEncoder, query_encoder_for
 
     fp32 = Encoder(settings=encoder.settings.model_copy(update={"query_encoder": "fp32"}))
     assert query_encoder_for(fp32) is fp32

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from index_data.errors import NotFoundError, QueryError
-from index_data.store import TicketStore
-from retrieval.builder import build_index, store_path
-from retrieval.search import Searcher
+from ticketsearch.index_data.errors import NotFoundError, QueryError
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.retrieval.builder import build_index, store_path
+from ticketsearch.retrieval.search import Searcher
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,8 @@ def test_index_reloads_from_disk_with_identical_results(built_index: Path, searc
 
 
 def test_rebuild_reuses_cached_embeddings(tmp_path: Path, demo_file: Path, encoder, settings) -> None:
-    from index_data.ingest import ingest_file
-    from index_data.schema import load_schema
+    from ticketsearch.index_data.ingest import ingest_file
+    from ticketsearch.index_data.schema import load_schema
 
     with TicketStore(store_path(tmp_path), schema=load_schema("support")) as store:
         ingest_file(store, demo_file, progress=False)

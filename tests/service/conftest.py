@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from index_data.demo import generate
-from index_data.ingest import ingest_file
-from index_data.schema import load_schema
-from index_data.store import TicketStore
-from retrieval.builder import build_index, store_path
-from service.cli import app
+from ticketsearch.index_data.demo import generate
+from ticketsearch.index_data.ingest import ingest_file
+from ticketsearch.index_data.schema import load_schema
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.retrieval.builder import build_index, store_path
+from ticketsearch.service.cli import app
 
 runner = CliRunner()
 

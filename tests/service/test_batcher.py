@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from service.batcher import BatchedEncoder, EncodeBatcher
+from ticketsearch.service.batcher import BatchedEncoder, EncodeBatcher
 
 
 def test_waiting_requests_are_merged_and_results_match_solo_passes(encoder) -> None:

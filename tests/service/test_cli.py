@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from ticketsearch.service.cli import app
 
 runner = CliRunner()
 
@@ -102,7 +102,7 @@ def test_stop_on_bad_rows_writes_nothing(tmp_path: Path) -> None:
     )
     code, _, err = run("ingest", "--data", str(data), "--index", str(tmp_path / "i"), "--on-error", "stop", "-q")
     assert code == 2 and "line 2 (id 'B')" in err and "nothing was written" in err
-    from index_data.store import TicketStore
+    from ticketsearch.index_data.store import TicketStore
 
     with TicketStore(tmp_path / "i" / "tickets.duckdb", read_only=True) as s:
         assert s.count() == 0

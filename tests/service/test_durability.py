@@ -17,13 +17,13 @@ import httpx
 import numpy as np
 import pytest
 
-from index_data.config import Settings
-from index_data.store import TicketStore
-from retrieval.builder import build_index, store_path
-from retrieval.lexical import BM25Index
-from retrieval.manifest import INDEX_SUBDIR, Manifest
-from retrieval.vector_index import TITLE_INDEX_FILENAME, VectorIndex
-from service.reranking import RerankingSearcher, build_rerank_vectors
+from ticketsearch.index_data.config import Settings
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.retrieval.builder import build_index, store_path
+from ticketsearch.retrieval.lexical import BM25Index
+from ticketsearch.retrieval.manifest import INDEX_SUBDIR, Manifest
+from ticketsearch.retrieval.vector_index import TITLE_INDEX_FILENAME, VectorIndex
+from ticketsearch.service.reranking import RerankingSearcher, build_rerank_vectors
 
 from .server import TICKETSEARCH, Server
 
@@ -192,7 +192,7 @@ def test_truncated_index_file_is_rebuilt(index_copy: Path, tmp_path: Path, encod
 
 def test_changes_made_while_stopped_are_reconciled(index_copy: Path, tmp_path: Path, encoder) -> None:
     """DuckDB changed behind the files' back (an ingest killed before its rebuild): start-up replays it."""
-    from index_data.records import normalize_row
+    from ticketsearch.index_data.records import normalize_row
 
     with TicketStore(store_path(index_copy)) as store:
         store.upsert([normalize_row(store.schema, ticket(1, "s"), 1)])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from service.cli import app
+from ticketsearch.service.cli import app
 
 runner = CliRunner()
 

@@ -9,16 +9,16 @@ import numpy as np
 import torch
 from typer.testing import CliRunner
 
-from index_data.store import TicketStore
-from rerank.model import PairModel, RerankConfig
-from rerank.pair_features import pair_dim
-from rerank.train import TrainConfig, rerank_scores, reranked_ranks, train
-from retrieval.builder import store_path
-from retrieval.eval_index import load_eval_inputs
-from retrieval.manifest import Manifest
-from service.cli import app
-from service.rerank_pipeline import build_train_data, mine, time_split
-from service.reranking import RerankingSearcher
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.rerank.model import PairModel, RerankConfig
+from ticketsearch.rerank.pair_features import pair_dim
+from ticketsearch.rerank.train import TrainConfig, rerank_scores, reranked_ranks, train
+from ticketsearch.retrieval.builder import store_path
+from ticketsearch.retrieval.eval_index import load_eval_inputs
+from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.service.cli import app
+from ticketsearch.service.rerank_pipeline import build_train_data, mine, time_split
+from ticketsearch.service.reranking import RerankingSearcher
 
 runner = CliRunner()
 
@@ -56,7 +56,7 @@ def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_inde
         assert all(h.rerank_score is not None and 0 <= h.probability <= 1 for h in res.hits)
         assert [h.rerank_score for h in res.hits] == sorted((h.rerank_score for h in res.hits), reverse=True)
         # uncached: run the model on the candidates' token states directly
-        from rerank.token_cache import pad_batch
+        from ticketsearch.rerank.token_cache import pad_batch
 
         rr = s.reranker
         hits = res.hits

@@ -1,0 +1,1 @@
+"""ticketsearch: retrieve-then-rerank search for support and bug tickets."""
