@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_with
+from ticketsearch.atomic import atomic_write_with
 
 REF_PREFIXES = ["ERR", "E", "CODE", "REF"]
 OPENERS = [

@@ -14,7 +14,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from .columnar import NotColumnar, iter_columnar
-from .errors import IngestError, RowError
+from ticketsearch.errors import IngestError, RowError
 from .records import Ticket, read_tickets
 from .store import TicketStore
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import IngestError, RowError
+from ticketsearch.errors import IngestError, RowError
 from .schema import CORE_COLUMNS, FieldSpec, Schema
 
 MAX_ID_LEN = 256

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import SchemaError
+from ticketsearch.errors import SchemaError
 
 FieldKind = Literal["categorical", "multi", "numeric", "date"]
 KINDS: tuple[str, ...] = ("categorical", "multi", "numeric", "date")

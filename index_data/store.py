@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,12 +18,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import IngestError, NotFoundError, QueryError, SchemaError
+from ticketsearch.errors import NotFoundError, QueryError, SchemaError, StoreError, StoreLockedError
 from .records import Ticket, text_hash
 from .schema import FieldSpec, Schema
 
 STORE_FORMAT = 1
-DB_FILENAME = "tickets.duckdb"
 # Every write logs (change_seq, row_id) in the same transaction, so derived indexes can replay what they missed.
 CHANGES_DDL = "CREATE TABLE IF NOT EXISTS changes (seq BIGINT NOT NULL, row_id BIGINT NOT NULL)"
 # Fetching search hits by row id: with this index, an IN list of ids is a few lookups instead of a table scan
@@ -90,8 +89,8 @@ class TicketStore:
         except duckdb.IOException as exc:
             msg = str(exc).splitlines()[0]
             if "lock" in msg.lower():
-                raise IngestError(f"{self.path} is open for writing by another process: {msg}") from None
-            raise IngestError(f"cannot open {self.path}: {msg}") from None
+                raise StoreLockedError(f"{self.path} is open for writing by another process: {msg}") from None
+            raise StoreError(f"cannot open {self.path}: {msg}") from None
         self._local = threading.local()
         self._local.con = self._root
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -197,7 +196,7 @@ class TicketStore:
     def upsert(self, tickets: Sequence[Ticket]) -> UpsertResult:
         """Insert or replace tickets by id in one transaction. Row ids of existing ids are kept."""
         if self.read_only:
-            raise IngestError(f"{self.path} is open read-only")
+            raise StoreError(f"{self.path} is open read-only")
         latest: dict[str, Ticket] = {}
         for t in tickets:
             latest[t.id] = t  # the last occurrence of an id wins
@@ -212,7 +211,7 @@ class TicketStore:
         everything back). The result is as if the batches were one: the last occurrence of an id wins, a new
         id gets its row id where it first appears, and an id repeated within the stream counts once."""
         if self.read_only:
-            raise IngestError(f"{self.path} is open read-only")
+            raise StoreError(f"{self.path} is open read-only")
         self.con.execute("BEGIN")
         try:
             seq = self._meta_int("change_seq") + 1
@@ -299,7 +298,7 @@ class TicketStore:
     def delete(self, ids: Iterable[str]) -> list[int]:
         """Delete tickets by id; returns the row ids removed."""
         if self.read_only:
-            raise IngestError(f"{self.path} is open read-only")
+            raise StoreError(f"{self.path} is open read-only")
         ids = list(ids)
         self.con.execute("BEGIN")
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketsearch.index_data.atomic import atomic_write_with
+from ticketsearch.atomic import atomic_write_with
 
 
 def attended_words(

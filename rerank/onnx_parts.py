@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ticketsearch.index_data.atomic import atomic_write_dir
+from ticketsearch.atomic import atomic_write_dir
 
 from .model import PairModel
 

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ticketsearch.index_data.atomic import atomic_write_json, atomic_write_with
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.atomic import atomic_write_json, atomic_write_with
+from ticketsearch.errors import TicketsearchError
 
 from .model import PairModel, RerankConfig
 

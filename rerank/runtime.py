@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.schema import Schema
 

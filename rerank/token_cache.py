@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ticketsearch.index_data.atomic import atomic_write_npy
+from ticketsearch.atomic import atomic_write_npy
 
 
 @dataclass

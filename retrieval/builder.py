@@ -13,17 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketsearch.index_data.atomic import atomic_write_json
-from ticketsearch.index_data.config import Settings, get_settings
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.atomic import atomic_write_json
+from ticketsearch.settings import Settings, get_settings
+from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.records import text_hash, ticket_text
-from ticketsearch.index_data.store import DB_FILENAME, TicketStore
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_dir import IndexDir
 
 from .encoder import Encoder
 from .lexical import BM25Index, bm25_text
-from .manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest, default_fusion
-from .vector_index import TITLE_INDEX_FILENAME, VectorIndex
+from .manifest import Manifest, default_fusion
+from .vector_index import VectorIndex
 
 
 @dataclass
@@ -38,10 +39,6 @@ class BuildReport:
     @property
     def encode_rate(self) -> float:
         return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
-
-
-def store_path(index_dir: Path) -> Path:
-    return Path(index_dir) / DB_FILENAME
 
 
 @dataclass
@@ -104,32 +101,32 @@ def embed_store(
 
 
 def build_dense(
-    out: Path, store: TicketStore, encoder: Encoder, kind: str, settings: Settings, progress: bool = True,
+    out: IndexDir, store: TicketStore, encoder: Encoder, kind: str, settings: Settings, progress: bool = True,
     texts: StoreTexts | None = None,
 ) -> tuple[VectorIndex, int, float]:
     """The full-text vector index (`vectors.faiss`). Returns (index, number encoded, encode seconds)."""
     ids, vecs, encoded, seconds = embed_store(store, encoder, progress, texts)
     vindex = VectorIndex.build(ids, vecs, kind=kind, settings=settings)
-    vindex.save(out)
+    vindex.save(out.vectors_path("text"))
     return vindex, encoded, seconds
 
 
 def build_titles(
-    out: Path, store: TicketStore, encoder: Encoder, kind: str, settings: Settings, progress: bool = True,
+    out: IndexDir, store: TicketStore, encoder: Encoder, kind: str, settings: Settings, progress: bool = True,
     texts: StoreTexts | None = None,
 ) -> tuple[VectorIndex, int, float]:
     """The title-only vector index (`titles.faiss`)."""
     st = texts or read_texts(store)
     tvecs, encoded, seconds = embed_texts(store, encoder, title_key(encoder), st.titles, progress, "titles")
     tindex = VectorIndex.build(st.row_ids, tvecs, kind=kind, settings=settings)
-    tindex.save(out, TITLE_INDEX_FILENAME)
+    tindex.save(out.vectors_path("title"))
     return tindex, encoded, seconds
 
 
-def build_bm25(out: Path, store: TicketStore, texts: StoreTexts | None = None) -> BM25Index:
+def build_bm25(out: IndexDir, store: TicketStore, texts: StoreTexts | None = None) -> BM25Index:
     st = texts or read_texts(store)
     bm25 = BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)])
-    bm25.save(out)
+    bm25.save(out.bm25_path)
     return bm25
 
 
@@ -146,13 +143,13 @@ def build_index(
     start = time.perf_counter()
     seq = store.change_seq
     texts = read_texts(store)
-    out = Path(index_dir) / INDEX_SUBDIR
+    out = IndexDir(index_dir)
     vindex, encoded, enc_s = build_dense(out, store, encoder, settings.index_type, settings, progress, texts)
     _, _, t_s = build_titles(out, store, encoder, vindex.kind, settings, progress, texts)
     enc_s += t_s
     build_bm25(out, store, texts)
     features = FeatureSpace.fit(store.schema, store.field_rows())
-    atomic_write_json(out / FEATURES_FILENAME, features.to_dict())
+    atomic_write_json(out.features_path, features.to_dict())
     try:
         fusion = Manifest.load(index_dir).fusion  # keep a tuned fusion across rebuilds
     except TicketsearchError:
@@ -195,7 +192,7 @@ def ingest_and_build(
     from ticketsearch.index_data.schema import load_schema
 
     settings = settings or get_settings()
-    db = store_path(index_dir)
+    db = IndexDir(index_dir).store_path
     schema = load_schema(schema_name) if schema_name else (None if db.exists() else load_schema("support"))
     store = TicketStore(db, schema=schema)
     try:

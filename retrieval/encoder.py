@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ticketsearch.index_data.config import Settings, get_settings
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.settings import Settings, get_settings
+from ticketsearch.errors import TicketsearchError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

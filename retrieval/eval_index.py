@@ -20,7 +20,9 @@ from .encoder import Encoder
 from .evaluation import EvalSet, QueryPool
 from .fusion import minmax
 from .lexical import BM25Index, bm25_text
-from .manifest import INDEX_SUBDIR, Manifest
+from ticketsearch.index_dir import IndexDir
+
+from .manifest import Manifest
 
 ScoreFn = Callable[[QueryPool], np.ndarray]
 
@@ -45,7 +47,7 @@ def load_eval_inputs(index_dir: Path, store: TicketStore, encoder: Encoder) -> E
     pos = {int(r): i for i, r in enumerate(ids)}
     dense = vecs[[pos[int(r)] for r in ev.row_ids]]
     title, _, _ = embed_texts(store, encoder, title_key(encoder), ev.titles, progress=True, desc="titles")
-    bm25 = BM25Index.load(Path(index_dir) / INDEX_SUBDIR)
+    bm25 = BM25Index.load(IndexDir(index_dir).bm25_path)
     bpos = {int(r): i for i, r in enumerate(bm25.row_ids)}
     return EvalInputs(ev, dense, title, bm25, np.array([bpos[int(r)] for r in ev.row_ids]), manifest)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import bm25s
 import numpy as np
 
-from ticketsearch.index_data.atomic import atomic_write_dir, recover_dir
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.atomic import atomic_write_dir, recover_dir
+from ticketsearch.errors import TicketsearchError
 
-BM25_DIRNAME = "bm25"
 TITLE_REPEAT = 2
 STATS_FILENAME = "stats.json"
 
@@ -43,6 +43,7 @@ class BM25Index:
         self.row_ids = np.asarray(row_ids, dtype=np.int64)
         self._pos = {int(r): i for i, r in enumerate(self.row_ids)}
         self.avgdl = avgdl  # mean document length in tokens (None for indexes saved before it was kept)
+        self._last = threading.local()  # the last query's scores, per thread (search, then score_rows)
         indptr = np.asarray(model.scores["indptr"])
         self._df = np.diff(indptr).astype(np.int64)  # documents per vocabulary token id
 
@@ -87,7 +88,21 @@ class BM25Index:
         return out
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every indexed document (aligned with `row_ids`)."""
+        """BM25 score of every indexed document (aligned with `row_ids`). The last query's array is kept
+        (per thread), so that `score_rows` after `search` for the same query costs no second pass."""
+        last = getattr(self._last, "item", None)
+        if last is not None and last[0] == query:
+            return last[1]
+        out = self._scores(query)
+        self._last.item = (query, out)
+        return out
+
+    def score_rows(self, query: str, row_ids: list[int]) -> np.ndarray:
+        """BM25 scores of these indexed rows (0 for a row the index lacks)."""
+        s = self.scores(query)
+        return np.array([s[self._pos[r]] if r in self._pos else 0.0 for r in row_ids], np.float32)
+
+    def _scores(self, query: str) -> np.ndarray:
         toks = [t for t in tokenize([query])[0] if t in self.model.vocab_dict]
         if not toks or len(self.row_ids) == 0:
             return np.zeros(len(self.row_ids), dtype=np.float32)
@@ -109,17 +124,17 @@ class BM25Index:
         order = top[np.lexsort((ids[top], -s[top]))]
         return s[order], ids[order]
 
-    def save(self, index_dir: Path) -> None:
+    def save(self, path: Path) -> None:
         def write(tmp: Path) -> None:
             self.model.save(str(tmp), show_progress=False)
             np.save(tmp / "row_ids.npy", self.row_ids, allow_pickle=False)
             (tmp / STATS_FILENAME).write_text(json.dumps({"avgdl": self.avgdl, "num_docs": len(self.row_ids)}))
 
-        atomic_write_dir(Path(index_dir) / BM25_DIRNAME, write)
+        atomic_write_dir(Path(path), write)
 
     @classmethod
-    def load(cls, index_dir: Path) -> BM25Index:
-        path = Path(index_dir) / BM25_DIRNAME
+    def load(cls, path: Path) -> BM25Index:
+        path = Path(path)
         recover_dir(path)
         if not (path / "row_ids.npy").is_file():
             raise TicketsearchError(f"{path}: no BM25 index here (rebuild with 'ticketsearch ingest')")

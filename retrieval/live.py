@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .lexical import BM25Index, tokenize
-from .vector_index import INDEX_FILENAME, VectorIndex
+from .vector_index import VectorIndex
 
 
 def _merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,8 +110,8 @@ class LiveVectors:
         vecs = np.vstack([self.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim), np.float32)
         return VectorIndex.build(ids, vecs, kind=self.kind, settings=self.settings)
 
-    def save(self, directory: Path, filename: str = INDEX_FILENAME) -> Path:
-        return self.compacted().save(directory, filename)
+    def save(self, path: Path) -> Path:
+        return self.compacted().save(path)
 
 
 class LiveBM25:
@@ -157,6 +157,17 @@ class LiveBM25:
             pos = ds > 0
             parts.append((ds[pos], np.asarray(rows, np.int64)[pos]))
         return _merge(parts, k)
+
+    def score_rows(self, query: str, row_ids: list[int]) -> np.ndarray:
+        """BM25 scores of these rows as `search` scores them (written rows with the base's statistics)."""
+        out = self.base.score_rows(query, row_ids)
+        fresh = [(i, r) for i, r in enumerate(row_ids) if r in self.delta or r in self.stale]
+        if fresh:
+            q = tokenize([query])[0]
+            docs = [self.delta[r][1] if r in self.delta else [] for _, r in fresh]
+            for (i, _), s in zip(fresh, self.base.score_tokens(q, docs).tolist()):
+                out[i] = s
+        return out
 
     def rebased(self, base: BM25Index, snapshot_seq: int) -> LiveBM25:
         """This index on a new base built from a snapshot at `snapshot_seq`, keeping later changes."""

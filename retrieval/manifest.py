@@ -7,13 +7,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ticketsearch.index_data.atomic import atomic_write_json
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.atomic import atomic_write_json
+from ticketsearch.errors import TicketsearchError
+from ticketsearch.index_dir import IndexDir
 
 FORMAT_VERSION = 1
-MANIFEST_FILENAME = "manifest.json"
-FEATURES_FILENAME = "features.json"
-INDEX_SUBDIR = "index"
 
 
 def default_fusion() -> dict[str, Any]:
@@ -42,13 +40,13 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, index_dir: Path) -> None:
-        atomic_write_json(Path(index_dir) / INDEX_SUBDIR / MANIFEST_FILENAME, asdict(self))
+        atomic_write_json(IndexDir(index_dir).manifest_path, asdict(self))
 
     @classmethod
     def load(cls, index_dir: Path) -> Manifest:
-        path = Path(index_dir) / INDEX_SUBDIR / MANIFEST_FILENAME
+        path = IndexDir(index_dir).manifest_path
         if not path.is_file():
-            raise TicketsearchError(f"{index_dir}: not an index directory (no {INDEX_SUBDIR}/{MANIFEST_FILENAME})")
+            raise TicketsearchError(f"{index_dir}: not an index directory (no {path.relative_to(index_dir)})")
         try:
             data = json.loads(path.read_text("utf-8"))
         except json.JSONDecodeError as exc:

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from ticketsearch.index_data.atomic import atomic_write_dir
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.atomic import atomic_write_dir
+from ticketsearch.errors import TicketsearchError
 
 from .encoder import TokenBatch
 

@@ -10,17 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from ticketsearch.index_data.config import Settings, get_settings
-from ticketsearch.index_data.errors import QueryError, TicketsearchError
+from ticketsearch.settings import Settings, get_settings
+from ticketsearch.errors import QueryError, TicketsearchError
 from ticketsearch.index_data.records import parse_datetime, ticket_text
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 
-from .builder import store_path
 from .encoder import Encoder
 from .fusion import fuse_lists
 from .lexical import BM25Index, bm25_text
-from .manifest import INDEX_SUBDIR, Manifest
-from .vector_index import TITLE_INDEX_FILENAME, VectorIndex
+from ticketsearch.index_dir import IndexDir
+
+from .manifest import Manifest
+from .vector_index import VectorIndex
 
 METHODS = ("dense", "bm25", "title", "hybrid")
 
@@ -96,12 +97,11 @@ class Searcher:
         self.index_dir = Path(index_dir)
         self.settings = settings or get_settings()
         self.manifest = Manifest.load(self.index_dir)
-        self.store = store or TicketStore(store_path(self.index_dir), read_only=True)
-        self.vindex = VectorIndex.load(self.index_dir / INDEX_SUBDIR, self.manifest.index_kind, self.settings)
-        self.tindex = VectorIndex.load(
-            self.index_dir / INDEX_SUBDIR, self.manifest.index_kind, self.settings, TITLE_INDEX_FILENAME
-        )
-        self.bm25 = BM25Index.load(self.index_dir / INDEX_SUBDIR)
+        d = IndexDir(self.index_dir)
+        self.store = store or d.open_store(read_only=True)
+        self.vindex = VectorIndex.load(d.vectors_path("text"), self.manifest.index_kind, self.settings)
+        self.tindex = VectorIndex.load(d.vectors_path("title"), self.manifest.index_kind, self.settings)
+        self.bm25 = BM25Index.load(d.bm25_path)
         self._encoder = encoder
         self._query_encoder = query_encoder
 

@@ -13,12 +13,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ticketsearch.index_data.atomic import atomic_write_with
-from ticketsearch.index_data.config import Settings, get_settings
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.atomic import atomic_write_with
+from ticketsearch.settings import Settings, get_settings
+from ticketsearch.errors import TicketsearchError
 
-INDEX_FILENAME = "vectors.faiss"
-TITLE_INDEX_FILENAME = "titles.faiss"
 
 
 def choose_kind(n: int, settings: Settings) -> str:
@@ -80,16 +78,16 @@ class VectorIndex:
                 base.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct by id; allows removal
 
     # ---- persistence ----------------------------------------------------------------------------
-    def save(self, directory: Path, filename: str = INDEX_FILENAME) -> Path:
-        target = Path(directory) / filename
+    def save(self, path: Path) -> Path:
+        target = Path(path)
         atomic_write_with(target, lambda p: faiss.write_index(self.index, str(p)))
         return target
 
     @classmethod
     def load(
-        cls, directory: Path, kind: str, settings: Settings | None = None, filename: str = INDEX_FILENAME
+        cls, path: Path, kind: str, settings: Settings | None = None
     ) -> VectorIndex:
-        path = Path(directory) / filename
+        path = Path(path)
         if not path.is_file():
             raise TicketsearchError(f"{path}: no vector index here (run 'ticketsearch ingest' first)")
         try:

@@ -24,9 +24,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.settings import get_settings
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.index_dir import IndexDir
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.eval_index import fusion_fn, load_eval_inputs, scorers
     from ticketsearch.retrieval.evaluation import build_pools, evaluate, markdown_table
@@ -34,7 +34,7 @@ def main() -> None:
 
     manifest = Manifest.load(args.index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
-    with TicketStore(store_path(args.index), read_only=True) as store:
+    with TicketStore(IndexDir(args.index).store_path, read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(args.index, store, encoder)
     ev = inp.ev

@@ -86,11 +86,11 @@ def main() -> None:
 
     import torch
 
-    from ticketsearch.index_data.atomic import atomic_write_json
-    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.atomic import atomic_write_json
+    from ticketsearch.settings import get_settings
     from ticketsearch.index_data.records import parse_datetime, ticket_text
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.index_dir import IndexDir
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.eval_index import fusion_fn, load_eval_inputs, scorers
     from ticketsearch.retrieval.evaluation import build_pools, evaluate, paired_bootstrap
@@ -129,7 +129,7 @@ def main() -> None:
         if any(k.startswith("onnx") for k in kinds):
             raise SystemExit("onnxruntime is not installed: drop the onnx kinds with --kinds") from None
 
-    with TicketStore(store_path(args.index), read_only=True) as store, tempfile.TemporaryDirectory() as tmp:
+    with TicketStore(IndexDir(args.index).store_path, read_only=True) as store, tempfile.TemporaryDirectory() as tmp:
         print(f"loading {args.index} (read-only; cached fp32 embeddings)")
         inp = load_eval_inputs(args.index, store, encoder)
         ev = inp.ev

@@ -35,13 +35,14 @@ def main() -> None:
 
     import torch
 
-    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.settings import get_settings
     from ticketsearch.index_data.demo import write_demo
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.records import ticket_text
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import build_index, store_path
+    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.index_dir import IndexDir
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.search import Searcher
 
@@ -82,7 +83,7 @@ def main() -> None:
         bare = time.perf_counter() - t0
         index_dir = tmp_path / "index"
         t0 = time.perf_counter()
-        with TicketStore(store_path(index_dir), schema=schema) as store:
+        with TicketStore(IndexDir(index_dir).store_path, schema=schema) as store:
             ingest_file(store, demo, progress=False)
             build = build_index(index_dir, store, encoder, "minilm", settings=settings, progress=False)
         e2e = time.perf_counter() - t0

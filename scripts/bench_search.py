@@ -39,8 +39,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ticketsearch.index_data.atomic import atomic_write_json  # noqa: E402
-from ticketsearch.index_data.config import Settings  # noqa: E402
+from ticketsearch.atomic import atomic_write_json  # noqa: E402
+from ticketsearch.settings import Settings  # noqa: E402
 from ticketsearch.retrieval.recall import clustered, recall_at_k  # noqa: E402
 from ticketsearch.retrieval.vector_index import VectorIndex, choose_kind  # noqa: E402
 
@@ -92,7 +92,7 @@ def sweep(n: int, log: Any, keep: Path | None = None) -> dict[str, Any]:
         idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings())
         build = time.perf_counter() - t0
         if keep is not None and kind == choose_kind(n, Settings()):
-            idx.save(keep, f"{kind}-{n}.faiss")  # the 'stages' part reuses it (same vectors, same ids)
+            idx.save(keep / f"{kind}-{n}.faiss")  # the 'stages' part reuses it (same vectors, same ids)
         faiss.omp_set_num_threads(1)
         size = index_bytes(idx)
         base = faiss.downcast_index(idx.index.index)
@@ -119,17 +119,17 @@ def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any, keep: Pa
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.rerank.runtime import Reranker
-    from ticketsearch.retrieval.builder import build_bm25, store_path
+    from ticketsearch.retrieval.builder import build_bm25
+    from ticketsearch.index_dir import IndexDir
     from ticketsearch.retrieval.live import RowVectors
-    from ticketsearch.retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR, Manifest
-    from ticketsearch.retrieval.vector_index import TITLE_INDEX_FILENAME
-    from ticketsearch.service.reranking import RERANKER_DIR, save_rerank_vectors
+    from ticketsearch.retrieval.manifest import Manifest
+    from ticketsearch.pipeline.rerank_vectors import save_rerank_vectors
 
     d = root / f"idx{n}"
-    out = d / INDEX_SUBDIR
+    out = IndexDir(d)
     schema = load_schema("support")
     t0 = time.perf_counter()
-    with TicketStore(store_path(d), schema=schema) as store:
+    with TicketStore(IndexDir(d).store_path, schema=schema) as store:
         for s in tqdm(range(0, n, 50_000), desc=f"store {n:,}", unit=" chunk"):
             rows = generate(min(50_000, n - s), seed=s)
             for r in rows:
@@ -144,22 +144,22 @@ def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any, keep: Pa
         kind = choose_kind(n, settings)
         cached = keep / f"{kind}-{n}.faiss" if keep is not None else None
         if cached is not None and cached.is_file() and np.array_equal(row_ids, np.arange(n)):
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copy(cached, out / "vectors.faiss")
-            vindex = VectorIndex.load(out, kind, settings)
+            out.derived.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cached, out.vectors_path("text"))
+            vindex = VectorIndex.load(out.vectors_path("text"), kind, settings)
         else:
             vindex = VectorIndex.build(row_ids, vecs, kind="auto", settings=settings)
-            vindex.save(out)
-        shutil.copy(out / "vectors.faiss", out / TITLE_INDEX_FILENAME)  # the title index: same size and kind
+            vindex.save(out.vectors_path("text"))
+        shutil.copy(out.vectors_path("text"), out.vectors_path("title"))  # the title index: same size and kind
         log(f"  {vindex.kind} index built in {time.perf_counter() - t0:.0f}s")
         t0 = time.perf_counter()
         build_bm25(out, store)
         log(f"  BM25 built in {time.perf_counter() - t0:.0f}s")
         features = FeatureSpace.fit(schema, store.field_rows())
-        atomic_write_json(out / FEATURES_FILENAME, features.to_dict())
-        shutil.copytree(reranker_dir, d / RERANKER_DIR)
-        rr = Reranker(d / RERANKER_DIR)
-        save_rerank_vectors(d, rr, RowVectors(row_ids, vecs), store.change_seq)
+        atomic_write_json(out.features_path, features.to_dict())
+        shutil.copytree(reranker_dir, out.reranker_path)
+        rr = Reranker(out.reranker_path)
+        save_rerank_vectors(out, rr, RowVectors(row_ids, vecs), store.change_seq)
         enc_key = _encoder_key()
         Manifest(model="minilm", model_name="all-MiniLM-L6-v2", model_key=enc_key, dim=DIM, max_seq_length=256,
                  schema="support", index_kind=vindex.kind, counts={"tickets": n, "vectors": n},
@@ -234,7 +234,8 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
     with the cached per-item vectors (the product), with every candidate's text re-encoded and fused again
     (the article's way), and with the cached vectors rounded to float16."""
     from ticketsearch.index_data.records import ticket_text
-    from ticketsearch.service.reranking import RerankingSearcher, token_states
+    from ticketsearch.pipeline.rerank_vectors import token_states
+    from ticketsearch.pipeline.search import RerankingSearcher
 
     s = RerankingSearcher(index_dir)
     if s.reranker is None:
@@ -328,11 +329,12 @@ def fetch_check(n: int, root: Path, log: Any) -> dict[str, Any]:
 # ---- 4. the automatic choice on real hadoop embeddings ---------------------------------------------------
 def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import read_texts, store_path
+    from ticketsearch.retrieval.builder import read_texts
+    from ticketsearch.index_dir import IndexDir
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.builder import embed_store
 
-    with TicketStore(store_path(index_dir), read_only=True) as store:
+    with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
         enc = Encoder("minilm")
         ids, vecs, _, _ = embed_store(store, enc, progress=False, texts_=read_texts(store))
     rng = np.random.default_rng(0)
@@ -389,9 +391,9 @@ def http_single(index_dir: Path, texts: list[str], log: Any, env: dict[str, str]
 
 def query_texts(index_dir: Path, n: int = 120) -> list[str]:
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.index_dir import IndexDir
 
-    with TicketStore(store_path(index_dir), read_only=True) as store:
+    with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
         rows = store.con.execute("SELECT title, body FROM tickets ORDER BY row_id").fetchall()
     rng = np.random.default_rng(1)
     return [f"{rows[i][0]}. {rows[i][1][:200]}" for i in rng.choice(len(rows), min(n, len(rows)), replace=False)]
@@ -411,6 +413,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    from ticketsearch.index_dir import IndexDir
     os.environ["TICKETSEARCH_DEVICE"] = args.device
     log = print
     result: dict[str, Any] = {
@@ -427,7 +430,7 @@ def main() -> None:
     if "rerank" in args.parts:
         result["rerank"] = rerank_compare(args.demo_index, texts, log)
         save()
-    if "hadoop" in args.parts and (args.hadoop_index / "tickets.duckdb").is_file():
+    if "hadoop" in args.parts and IndexDir(args.hadoop_index).has_store():
         result["hadoop"] = hadoop_check(args.hadoop_index, log)
         save()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -444,7 +447,7 @@ def main() -> None:
             result["stages"] = {}
             for n in args.sizes:
                 log(f"stages at {n:,} tickets")
-                d = build_stage_index(n, keep, args.demo_index / "reranker", log, keep)
+                d = build_stage_index(n, keep, IndexDir(args.demo_index).reranker_path, log, keep)
                 result["stages"][str(n)] = stages(d, texts, log)
                 shutil.rmtree(d)
                 save()
@@ -457,7 +460,7 @@ def main() -> None:
                 variants[kv] = {**base_env, k: v}
             for n in args.sizes:
                 log(f"HTTP at {n:,} tickets")
-                d = build_stage_index(n, keep, args.demo_index / "reranker", log, keep)
+                d = build_stage_index(n, keep, IndexDir(args.demo_index).reranker_path, log, keep)
                 result["http"][str(n)] = {}
                 for name, env in variants.items():
                     result["http"][str(n)][name] = http_single(d, texts, log, env)

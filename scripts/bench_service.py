@@ -32,9 +32,9 @@ from tests.service.server import Server  # noqa: E402  (the same real-server hel
 
 def query_texts(index: Path, n: int = 500, seed: int = 0) -> list[str]:
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.index_dir import IndexDir
 
-    with TicketStore(store_path(index), read_only=True) as store:
+    with TicketStore(IndexDir(index).store_path, read_only=True) as store:
         rows = store.con.execute("SELECT title, body FROM tickets").fetchall()
     rng = random.Random(seed)
     picks = rng.sample(rows, min(n, len(rows)))
@@ -105,7 +105,8 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], help="Server setting, e.g. TICKETSEARCH_WORKERS=2.")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    if not (args.index / "tickets.duckdb").is_file():
+    from ticketsearch.index_dir import IndexDir
+    if not IndexDir(args.index).has_store():
         sys.exit(f"error: {args.index}: no index here (run 'make demo' or 'ticketsearch ingest' first)")
     texts = query_texts(args.index)
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +134,7 @@ def main() -> None:
               f"ok p50/p95/p99 {lo.get('p50_ms')}/{lo.get('p95_ms')}/{lo.get('p99_ms')} ms"
               + (f"; shed p50/p99 {ls.get('p50_ms')}/{ls.get('p99_ms')} ms" if ls else ""))
     if args.out:
-        from ticketsearch.index_data.atomic import atomic_write_json
+        from ticketsearch.atomic import atomic_write_json
 
         atomic_write_json(args.out, out)
         print(f"wrote {args.out}")

@@ -20,19 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketsearch.index_data.atomic import atomic_write_json
-from ticketsearch.index_data.config import get_settings
+from ticketsearch.atomic import atomic_write_json
+from ticketsearch.settings import get_settings
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.rerank.model import RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.train import TrainConfig, TrainData, rerank_scores, reranked_ranks, train
-from ticketsearch.retrieval.builder import store_path
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.evaluation import metrics_from_ranks
 from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.service.rerank_pipeline import DROPOUT, build_train_data, mine, threshold_for_precision
+from ticketsearch.pipeline.training import DROPOUT, build_train_data, mine, threshold_for_precision
 
 
 def int8_query_data(store, inp, encoder, mined, data: TrainData, with_pair: bool) -> TrainData:  # noqa: ANN001
@@ -97,7 +97,7 @@ def main() -> None:
     manifest = Manifest.load(args.index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
     out: dict = {"index": str(args.index), "trials": {}}
-    with TicketStore(store_path(args.index)) as store:
+    with TicketStore(IndexDir(args.index).store_path) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(args.index, store, encoder)
         t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def main() -> None:
         first = reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])
         out["hybrid"] = metrics_from_ranks(first)
         if args.experiment is not None:
-            from ticketsearch.service.rerank_pipeline import run_rerankers
+            from ticketsearch.pipeline.training import run_rerankers
 
             rr = run_rerankers(store, inp, encoder, args.index, manifest.fusion, settings.fusion_depth,
                                parse_datetime(args.train_before), parse_datetime(args.test_since),

@@ -23,8 +23,8 @@ from fastapi.security import HTTPBearer
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ticketsearch.index_data.config import Settings
-from ticketsearch.index_data.errors import NotFoundError, QueryError, RowError, TicketsearchError
+from ticketsearch.settings import Settings
+from ticketsearch.errors import NotFoundError, QueryError, RowError, TicketsearchError
 from ticketsearch.index_data.records import normalize_row
 from ticketsearch.retrieval.search import Hit as CoreHit, SearchResult
 
@@ -370,11 +370,10 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
 
 def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
     """The index's field schema, for the OpenAPI document (None if the store cannot be read now)."""
-    from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.index_dir import IndexDir
 
     try:
-        with TicketStore(store_path(index_dir), read_only=True) as store:
+        with IndexDir(index_dir).open_store(read_only=True) as store:
             return store.schema
     except TicketsearchError:
         return None

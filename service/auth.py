@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.errors import TicketsearchError
 
 SCOPES = ("read", "write")
 

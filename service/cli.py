@@ -10,7 +10,8 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.errors import TicketsearchError
+from ticketsearch.index_dir import IndexDir
 
 app = typer.Typer(
     name="ticketsearch",
@@ -88,7 +89,7 @@ def ingest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
-    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.settings import get_settings
     from ticketsearch.retrieval.builder import ingest_and_build
 
     if on_error not in ("skip", "stop"):
@@ -105,10 +106,11 @@ def ingest(
         log=lambda m: typer.echo(m, err=m.startswith("skipped")),
     )
     try:
-        from ticketsearch.service.reranking import RERANKER_DIR, build_rerank_vectors
 
-        if (index / RERANKER_DIR / "config.json").is_file():
-            n = build_rerank_vectors(index, store, encoder, progress=not quiet)
+        from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
+
+        if IndexDir(index).has_reranker():
+            n = build_rerank_vectors(IndexDir(index), store, encoder, progress=not quiet)
             typer.echo(f"computed reranker vectors for {n} tickets")
     finally:
         store.close()
@@ -135,7 +137,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Search the index by text, or by an indexed ticket's id with --like; reranks when a model is trained."""
-    from ticketsearch.service.reranking import RerankingSearcher
+    from ticketsearch.pipeline.search import RerankingSearcher
 
     fields = query_fields(text, like, field)
     searcher = RerankingSearcher(index)
@@ -180,7 +182,7 @@ def experiment(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Ingest a labelled file, build the indexes, tune fusion on validation, train rerankers, evaluate on test."""
-    from ticketsearch.service.experiment import ExperimentConfig, parse_date, run_experiment
+    from ticketsearch.pipeline.experiment import ExperimentConfig, parse_date, run_experiment
 
     if not data.is_file():
         fail(f"{data}: no such file")
@@ -205,18 +207,16 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON here.")] = None,
 ) -> None:
     """Evaluate the first-stage methods of an index on its duplicates (chronological protocol)."""
-    from ticketsearch.index_data.config import get_settings
-    from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import store_path
+    from ticketsearch.settings import get_settings
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.eval_index import first_stage_methods, load_eval_inputs, scorers
     from ticketsearch.retrieval.evaluation import build_pools, markdown_table
     from ticketsearch.retrieval.manifest import Manifest
-    from ticketsearch.service.experiment import evaluate_methods, parse_date
+    from ticketsearch.pipeline.experiment import evaluate_methods, parse_date
 
     manifest = Manifest.load(index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
-    with TicketStore(store_path(index), read_only=True) as store:
+    with IndexDir(index).open_store(read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(index, store, encoder)
         queries = inp.ev.queries(parse_date(since, "--since"), parse_date(until, "--until") if until else None)
@@ -224,7 +224,7 @@ def evaluate(
         res = evaluate_methods(pools, first_stage_methods(manifest.fusion, settings.fusion_depth))
     typer.echo(markdown_table(res))
     if out:
-        from ticketsearch.index_data.atomic import atomic_write_json
+        from ticketsearch.atomic import atomic_write_json
 
         atomic_write_json(out, {"methods": res, "since": since, "until": until, "window_days": window_days,
                                 "exclude_easy": exclude_easy})
@@ -243,10 +243,10 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
-    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.settings import get_settings
     from ticketsearch.rerank.train import TrainConfig
-    from ticketsearch.service.experiment import parse_date
-    from ticketsearch.service.rerank_pipeline import VARIANTS, train_index
+    from ticketsearch.pipeline.experiment import parse_date
+    from ticketsearch.pipeline.training import VARIANTS, train_index
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
         fail(f"--variant must be one of rerank-cross+pair, rerank-cross, rerank-concat; got {variant!r}")
@@ -277,7 +277,7 @@ def explain(
 ) -> None:
     """Draw the words the top hit's features attended to (a bar chart like the article's), and list them."""
     from ticketsearch.rerank.explain import plot_attention
-    from ticketsearch.service.reranking import RerankingSearcher
+    from ticketsearch.pipeline.search import RerankingSearcher
 
     fields = query_fields(text, like, field)
     searcher = RerankingSearcher(index)
@@ -310,7 +310,7 @@ def serve(
 
     import uvicorn
 
-    from ticketsearch.index_data.config import get_settings
+    from ticketsearch.settings import get_settings
     from ticketsearch.service.app import create_app
     from ticketsearch.service.auth import ApiKeys
 
@@ -324,8 +324,7 @@ def serve(
             typer.echo(f"warning: no API keys set (TICKETSEARCH_API_KEYS): binding 127.0.0.1, not {bind}", err=True)
         bind = "127.0.0.1"
         typer.echo("warning: no API keys set: the service is open to anyone on this machine", err=True)
-    if not (index / "tickets.duckdb").is_file():
-        fail(f"{index}: no ticket store here (run 'ticketsearch ingest' first)")
+    IndexDir(index).require_store()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app_ = create_app(index, settings)
     uvicorn.run(app_, host=bind, port=port if port is not None else settings.port, log_level=log_level,

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ticketsearch.index_data.config import Settings
-from ticketsearch.index_data.errors import NotFoundError, TicketsearchError
+from ticketsearch.settings import Settings
+from ticketsearch.errors import NotFoundError, TicketsearchError
 from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore, UpsertResult
 from ticketsearch.rerank.runtime import Reranker
@@ -37,29 +37,31 @@ from ticketsearch.retrieval.builder import (
     build_index,
     build_titles,
     read_texts,
-    store_path,
     title_key,
 )
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.quantized import query_encoder_for
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors
-from ticketsearch.retrieval.manifest import INDEX_SUBDIR, Manifest
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.search import SearchResult
-from ticketsearch.retrieval.vector_index import INDEX_FILENAME, TITLE_INDEX_FILENAME, VectorIndex
+from ticketsearch.retrieval.vector_index import VectorIndex
 
 from .batcher import BatchedEncoder, EncodeBatcher
-from .reranking import (
-    RERANKER_DIR,
-    RerankingSearcher,
+from ticketsearch.pipeline.rerank_vectors import (
+    batch_tokens,
     build_rerank_vectors,
     load_rerank_vectors,
-    batch_tokens,
     save_rerank_vectors,
 )
+from ticketsearch.pipeline.search import RerankingSearcher
 
 log = logging.getLogger("ticketsearch.engine")
 
+# Fault injection for the durability tests (never a user setting): SIGKILL the process at this point
+# (after-commit, mid-checkpoint, before-manifest).
+CRASH_AT_ENV = "TICKETSEARCH_TEST_CRASH_AT"
 WRITE_CHUNK = 32  # texts per encoder pass when a batch of tickets is written
 
 
@@ -118,7 +120,7 @@ class Engine:
     def __init__(self, index_dir: Path, settings: Settings,
                  on_encode_batch: Callable[[int], None] | None = None) -> None:
         self.index_dir = Path(index_dir)
-        self.out = self.index_dir / INDEX_SUBDIR
+        self.dir = IndexDir(self.index_dir)
         self.settings = settings
         self.lock = RWLock()
         self.ready = False
@@ -152,10 +154,8 @@ class Engine:
         log.info("ready: %d tickets, change %d", self.store.count() if self.store else 0, self.applied_seq)
 
     def _open(self) -> None:
-        db = store_path(self.index_dir)
-        if not db.is_file():
-            raise NotFoundError(f"{self.index_dir}: no ticket store here (run 'ticketsearch ingest' first)")
-        self.store = TicketStore(db)  # the one writer: a second process gets a clear error here
+        self.dir.require_store()
+        self.store = self.dir.open_store(read_only=False)  # the one writer: a second process gets a clear error here
         try:
             manifest = Manifest.load(self.index_dir)
         except TicketsearchError as exc:
@@ -193,26 +193,26 @@ class Engine:
         store = self.store
         assert store is not None
         kind = manifest.index_kind
-        for filename, build in ((INDEX_FILENAME, build_dense), (TITLE_INDEX_FILENAME, build_titles)):
+        d = self.dir
+        for which, build in (("text", build_dense), ("title", build_titles)):
             try:
-                VectorIndex.load(self.out, kind, self.settings, filename)
+                VectorIndex.load(d.vectors_path(which), kind, self.settings)
             except TicketsearchError as exc:
-                log.warning("rebuilding %s: %s", self.out / filename, exc)
-                build(self.out, store, self.encoder, kind, self.settings, False)
+                log.warning("rebuilding %s: %s", d.vectors_path(which), exc)
+                build(d, store, self.encoder, kind, self.settings, False)
         try:
-            if BM25Index.load(self.out).avgdl is None:
+            if BM25Index.load(d.bm25_path).avgdl is None:
                 raise TicketsearchError("saved without its statistics (older format)")
         except TicketsearchError as exc:
-            log.warning("rebuilding %s: %s", self.out / "bm25", exc)
-            build_bm25(self.out, store)
-        rdir = self.index_dir / RERANKER_DIR
-        if (rdir / "config.json").is_file():
-            reranker = Reranker(rdir, device=self.settings.device)
+            log.warning("rebuilding %s: %s", d.bm25_path, exc)
+            build_bm25(d, store)
+        if d.has_reranker():
+            reranker = Reranker(d.reranker_path, device=self.settings.device)
             try:
-                load_rerank_vectors(self.index_dir, reranker)
+                load_rerank_vectors(d, reranker)
             except TicketsearchError as exc:
                 log.warning("rebuilding the reranker's candidate vectors: %s", exc)
-                build_rerank_vectors(self.index_dir, store, self.encoder, progress=False)
+                build_rerank_vectors(d, store, self.encoder, progress=False)
 
     def _reconcile(self, seq: int) -> None:
         """Apply the changes the files missed: DuckDB's change log after `seq`, and any id-set mismatch."""
@@ -367,7 +367,7 @@ class Engine:
             rs.vectors.delete(row_ids)
 
     def _fault(self, point: str) -> None:
-        if self.settings.crash_at == point:  # fault injection for the crash tests only
+        if os.environ.get(CRASH_AT_ENV) == point:  # fault injection for the crash tests only
             log.warning("crash_at=%s: killing the process", point)
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -392,15 +392,15 @@ class Engine:
         bm25: LiveBM25 = base.bm25  # type: ignore[assignment]
         with self.lock.read():
             seq = self.applied_seq
-            base.vindex.save(self.out)
+            base.vindex.save(self.dir.vectors_path("text"))
             self._fault("mid-checkpoint")
-            base.tindex.save(self.out, TITLE_INDEX_FILENAME)
+            base.tindex.save(self.dir.vectors_path("title"))
             if rs.vectors is not None and rs.reranker is not None:
-                save_rerank_vectors(self.index_dir, rs.reranker, rs.vectors, seq)
+                save_rerank_vectors(self.dir, rs.reranker, rs.vectors, seq)
             snapshot = read_texts(store) if bm25.changed else None
             count = store.count()
         if snapshot is not None:
-            new_base = build_bm25(self.out, store, snapshot)
+            new_base = build_bm25(self.dir, store, snapshot)
             with self.lock.write():
                 base.bm25 = base.bm25.rebased(new_base, seq)  # type: ignore[attr-defined]
         self._fault("before-manifest")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ticketsearch.index_data.config import Settings
+from ticketsearch.settings import Settings
 from ticketsearch.index_data.demo import generate
 
 
@@ -42,10 +42,11 @@ def built_index(tmp_path_factory: pytest.TempPathFactory, demo_file: Path, encod
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import build_index, store_path
+    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.index_dir import IndexDir
 
     index_dir = tmp_path_factory.mktemp("index")
-    with TicketStore(store_path(index_dir), schema=load_schema("support")) as store:
+    with TicketStore(IndexDir(index_dir).store_path, schema=load_schema("support")) as store:
         ingest_file(store, demo_file, progress=False)
         build_index(index_dir, store, encoder, "minilm", settings=settings, progress=False)
     return index_dir

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ticketsearch.index_data.errors import IngestError
+from ticketsearch.errors import IngestError
 from ticketsearch.index_data.ingest import ingest_file
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore

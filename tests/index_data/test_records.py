@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ticketsearch.index_data.errors import IngestError, RowError
+from ticketsearch.errors import IngestError, RowError
 from ticketsearch.index_data.records import Ticket, parse_datetime, read_tickets, ticket_text
 from ticketsearch.index_data.schema import load_schema
 

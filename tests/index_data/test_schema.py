@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ticketsearch.index_data.errors import SchemaError
+from ticketsearch.errors import SchemaError
 from ticketsearch.index_data.schema import LEAKY_FIELDS, builtin_schema_names, load_schema
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketsearch.index_data.errors import IngestError, NotFoundError, QueryError, SchemaError
+from ticketsearch.errors import NotFoundError, QueryError, SchemaError, StoreError
 from ticketsearch.index_data.records import normalize_row
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore
@@ -96,8 +96,8 @@ def test_a_second_writer_process_gets_a_clear_error(tmp_path: Path) -> None:
     with TicketStore(db, schema=SUPPORT) as s:
         s.upsert([tk(1)])
         code = (
-            "import sys\nfrom index_data.store import TicketStore\nfrom index_data.errors import IngestError\n"
-            f"try:\n    TicketStore({str(db)!r})\nexcept IngestError as e:\n    print(e); sys.exit(3)\n"
+            "import sys\nfrom ticketsearch.index_data.store import TicketStore\nfrom ticketsearch.errors import StoreLockedError\n"
+            f"try:\n    TicketStore({str(db)!r})\nexcept StoreLockedError as e:\n    print(e); sys.exit(3)\n"
         )
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert res.returncode == 3, res.stderr
@@ -114,7 +114,7 @@ def test_failed_upsert_rolls_back(tmp_path: Path) -> None:
             s.upsert([tk(3), bad])
         assert s.count() == 1 and s.change_seq == 1
     with TicketStore(tmp_path / "t.duckdb", read_only=True) as ro:
-        with pytest.raises(IngestError, match="read-only"):
+        with pytest.raises(StoreError, match="read-only"):
             ro.upsert([tk(4)])
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.errors import TicketsearchError
 from ticketsearch.rerank.model import PairModel, RerankConfig
 from ticketsearch.rerank.persist import load_reranker, save_reranker
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ticketsearch.index_data.errors import TicketsearchError
+from ticketsearch.errors import TicketsearchError
 from ticketsearch.retrieval.encoder import resolve_model_dir
 
 

@@ -10,7 +10,8 @@ import pytest
 from ticketsearch.index_data.ingest import ingest_file
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.retrieval.builder import build_index, store_path
+from ticketsearch.retrieval.builder import build_index
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.eval_index import fusion_fn
 from ticketsearch.retrieval.evaluation import QueryPool
 from ticketsearch.retrieval.fusion import fuse_lists
@@ -39,7 +40,7 @@ def searcher(tmp_path_factory: pytest.TempPathFactory, encoder, settings):
         json.dumps({"id": k, "title": v, "body": "", "created": f"2024-01-{i + 1:02d}"}) + "\n"
         for i, (k, v) in enumerate(DOCS.items())
     ))
-    with TicketStore(store_path(root), schema=load_schema("support")) as store:
+    with TicketStore(IndexDir(root).store_path, schema=load_schema("support")) as store:
         ingest_file(store, data, progress=False)
         build_index(root, store, encoder, "minilm", settings=settings, progress=False)
     s = Searcher(root, settings=settings, encoder=encoder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ticketsearch.index_data.config import Settings
+from ticketsearch.settings import Settings
 from ticketsearch.retrieval.lexical import BM25Index, tokenize
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
 from ticketsearch.retrieval.vector_index import VectorIndex

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ticketsearch.index_data.errors import NotFoundError, QueryError
+from ticketsearch.errors import NotFoundError, QueryError
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.retrieval.builder import build_index, store_path
+from ticketsearch.retrieval.builder import build_index
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.search import Searcher
 
 
@@ -114,7 +115,7 @@ def test_rebuild_reuses_cached_embeddings(tmp_path: Path, demo_file: Path, encod
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.schema import load_schema
 
-    with TicketStore(store_path(tmp_path), schema=load_schema("support")) as store:
+    with TicketStore(IndexDir(tmp_path).store_path, schema=load_schema("support")) as store:
         ingest_file(store, demo_file, progress=False)
         first = build_index(tmp_path, store, encoder, "minilm", settings=settings, progress=False)
         ingest_file(store, demo_file, progress=False)

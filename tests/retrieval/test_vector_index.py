@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketsearch.index_data.config import Settings
+from ticketsearch.settings import Settings
 from ticketsearch.retrieval.vector_index import VectorIndex, choose_kind
 
 
@@ -73,8 +73,8 @@ def test_filtered_search_with_fewer_than_k(data) -> None:
 def test_save_load_gives_identical_results(kind: str, data, tmp_path: Path) -> None:
     ids, vecs = data
     idx = VectorIndex.build(ids, vecs, kind=kind)
-    idx.save(tmp_path)
-    again = VectorIndex.load(tmp_path, kind)
+    idx.save(tmp_path / "v.faiss")
+    again = VectorIndex.load(tmp_path / "v.faiss", kind)
     q = vecs[:7]
     a, b = idx.search(q, 15), again.search(q, 15)
     assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0])
@@ -102,7 +102,7 @@ def test_added_vectors_are_searchable_and_reconstructable(kind: str, data) -> No
 
 
 def test_automatic_choice_switches_at_the_threshold() -> None:
-    from ticketsearch.index_data.config import Settings
+    from ticketsearch.settings import Settings
     from ticketsearch.retrieval.vector_index import choose_kind
 
     s = Settings(flat_max_rows=1000)
@@ -111,7 +111,7 @@ def test_automatic_choice_switches_at_the_threshold() -> None:
 
 
 def test_recall_measurement_on_a_small_clustered_set() -> None:
-    from ticketsearch.index_data.config import Settings
+    from ticketsearch.settings import Settings
     from ticketsearch.retrieval.recall import clustered, recall_at_k
 
     vecs, queries = clustered(3000, dim=32, seed=1, queries=50)

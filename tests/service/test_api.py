@@ -9,6 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ticketsearch.index_dir import IndexDir
+
 from .server import Server
 
 READ_KEY = "reader-key-1234"
@@ -203,7 +205,7 @@ def test_batch_upsert_is_searchable_at_once(reader: httpx.Client, writer: httpx.
 
 
 def test_duplicates_uses_the_stored_threshold(reader: httpx.Client, trained_index: Path) -> None:
-    meta = json.loads((trained_index / "reranker" / "config.json").read_text())
+    meta = json.loads((IndexDir(trained_index).reranker_path / "config.json").read_text())
     src = reader.get("/v1/tickets/SUP-900").json()
     r = reader.post("/v1/duplicates", json={"title": src["title"], "body": src["body"], "fields": src["fields"],
                                              "created": src["created"], "k": 3})

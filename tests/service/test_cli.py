@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from ticketsearch.index_dir import IndexDir
 from typer.testing import CliRunner
 
 from ticketsearch.service.cli import app
@@ -104,7 +106,7 @@ def test_stop_on_bad_rows_writes_nothing(tmp_path: Path) -> None:
     assert code == 2 and "line 2 (id 'B')" in err and "nothing was written" in err
     from ticketsearch.index_data.store import TicketStore
 
-    with TicketStore(tmp_path / "i" / "tickets.duckdb", read_only=True) as s:
+    with TicketStore(IndexDir(tmp_path / "i").store_path, read_only=True) as s:
         assert s.count() == 0
 
 

@@ -17,13 +17,15 @@ import httpx
 import numpy as np
 import pytest
 
-from ticketsearch.index_data.config import Settings
+from ticketsearch.settings import Settings
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.retrieval.builder import build_index, store_path
+from ticketsearch.retrieval.builder import build_index
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.lexical import BM25Index
-from ticketsearch.retrieval.manifest import INDEX_SUBDIR, Manifest
-from ticketsearch.retrieval.vector_index import TITLE_INDEX_FILENAME, VectorIndex
-from ticketsearch.service.reranking import RerankingSearcher, build_rerank_vectors
+from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.retrieval.vector_index import VectorIndex
+from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
+from ticketsearch.pipeline.search import RerankingSearcher
 
 from .server import TICKETSEARCH, Server
 
@@ -44,19 +46,19 @@ def index_copy(trained_index: Path, tmp_path: Path) -> Path:
 
 
 def derived_ids(index_dir: Path) -> dict[str, list[int]]:
-    out = Path(index_dir) / INDEX_SUBDIR
+    d = IndexDir(index_dir)
     m = Manifest.load(index_dir)
     return {
-        "vectors": sorted(VectorIndex.load(out, m.index_kind).ids().tolist()),
-        "titles": sorted(VectorIndex.load(out, m.index_kind, filename=TITLE_INDEX_FILENAME).ids().tolist()),
-        "bm25": sorted(BM25Index.load(out).row_ids.tolist()),
-        "rerank": sorted(np.load(out / "rerank_rows.npy").tolist()),
+        "vectors": sorted(VectorIndex.load(d.vectors_path("text"), m.index_kind).ids().tolist()),
+        "titles": sorted(VectorIndex.load(d.vectors_path("title"), m.index_kind).ids().tolist()),
+        "bm25": sorted(BM25Index.load(d.bm25_path).row_ids.tolist()),
+        "rerank": sorted(np.load(d.rerank_rows_path).tolist()),
     }
 
 
 def check_recovered(index_dir: Path, acked: list[str], encoder, tmp: Path) -> None:
     """The index, after a restart and a clean stop, against DuckDB and against a fresh rebuild."""
-    with TicketStore(store_path(index_dir), read_only=True) as store:
+    with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
         db_ids = store.row_ids().tolist()
         present = {t.id for t in store.get_rows(db_ids)}
         seq = store.change_seq
@@ -68,12 +70,14 @@ def check_recovered(index_dir: Path, acked: list[str], encoder, tmp: Path) -> No
     # a fresh rebuild of the derived files from the same DuckDB file
     fresh = tmp / f"fresh-{time.monotonic_ns()}"
     shutil.copytree(index_dir, fresh)
-    for name in ("vectors.faiss", "titles.faiss", "rerank_vectors.npy", "rerank_rows.npy", "rerank_vectors.json"):
-        (fresh / INDEX_SUBDIR / name).unlink()
-    shutil.rmtree(fresh / INDEX_SUBDIR / "bm25")
-    with TicketStore(store_path(fresh)) as store:
+    fd = IndexDir(fresh)
+    for path in (fd.vectors_path("text"), fd.vectors_path("title"), fd.rerank_vectors_path, fd.rerank_rows_path,
+                 fd.rerank_tag_path):
+        path.unlink()
+    shutil.rmtree(fd.bm25_path)
+    with TicketStore(IndexDir(fresh).store_path) as store:
         build_index(fresh, store, encoder, "minilm", settings=Settings(), progress=False)
-        build_rerank_vectors(fresh, store, encoder, progress=False)
+        build_rerank_vectors(fd, store, encoder, progress=False)
     a = RerankingSearcher(index_dir, encoder=encoder)
     b = RerankingSearcher(fresh, encoder=encoder)
     try:
@@ -110,7 +114,7 @@ def post_until_dead(srv: Server, start: int, tag: str, acked: list[str], batch: 
 
 @pytest.mark.parametrize("point", ["after-commit", "mid-checkpoint", "before-manifest"])
 def test_injected_crash_points(index_copy: Path, tmp_path: Path, encoder, point: str) -> None:
-    srv = Server(index_copy, tmp_path / "server.log", env={"TICKETSEARCH_CRASH_AT": point}).start()
+    srv = Server(index_copy, tmp_path / "server.log", env={"TICKETSEARCH_TEST_CRASH_AT": point}).start()
     acked: list[str] = []
     post_until_dead(srv, 0, "i", acked)
     srv.proc.wait(timeout=60)
@@ -163,7 +167,7 @@ def test_sigkill_during_cli_ingest_then_serve(index_copy: Path, tmp_path: Path, 
     srv = Server(index_copy, tmp_path / "server.log").start()
     srv.stop()
     check_recovered(index_copy, acked, encoder, tmp_path)
-    with TicketStore(store_path(index_copy), read_only=True) as store:
+    with TicketStore(IndexDir(index_copy).store_path, read_only=True) as store:
         n = sum(1 for i in range(300) if _has(store, f"C-{i}"))
     assert n in (0, 300), f"a killed ingest left {n} of 300 rows: {out}"
 
@@ -177,9 +181,9 @@ def _has(store: TicketStore, tid: str) -> bool:
 
 
 def test_truncated_index_file_is_rebuilt(index_copy: Path, tmp_path: Path, encoder) -> None:
-    path = index_copy / INDEX_SUBDIR / "vectors.faiss"
+    path = IndexDir(index_copy).vectors_path("text")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    (index_copy / INDEX_SUBDIR / "bm25" / "row_ids.npy").write_bytes(b"garbage")
+    (IndexDir(index_copy).bm25_path / "row_ids.npy").write_bytes(b"garbage")
     srv = Server(index_copy, tmp_path / "server.log").start()
     assert httpx.get(srv.url + "/readyz").json()["status"] == "ready"
     log = srv.log()
@@ -194,7 +198,7 @@ def test_changes_made_while_stopped_are_reconciled(index_copy: Path, tmp_path: P
     """DuckDB changed behind the files' back (an ingest killed before its rebuild): start-up replays it."""
     from ticketsearch.index_data.records import normalize_row
 
-    with TicketStore(store_path(index_copy)) as store:
+    with TicketStore(IndexDir(index_copy).store_path) as store:
         store.upsert([normalize_row(store.schema, ticket(1, "s"), 1)])
         store.delete(["SUP-5", "SUP-6"])
     srv = Server(index_copy, tmp_path / "server.log").start()

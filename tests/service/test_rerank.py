@@ -13,18 +13,18 @@ from ticketsearch.index_data.store import TicketStore
 from ticketsearch.rerank.model import PairModel, RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.train import TrainConfig, rerank_scores, reranked_ranks, train
-from ticketsearch.retrieval.builder import store_path
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.service.cli import app
-from ticketsearch.service.rerank_pipeline import build_train_data, mine, time_split
-from ticketsearch.service.reranking import RerankingSearcher
+from ticketsearch.pipeline.training import build_train_data, mine, time_split
+from ticketsearch.pipeline.search import RerankingSearcher
 
 runner = CliRunner()
 
 
 def test_training_beats_the_untrained_model(index_dir: Path, encoder, settings) -> None:
-    with TicketStore(store_path(index_dir), read_only=True) as store:
+    with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
         inp = load_eval_inputs(index_dir, store, encoder)
         tb, vb = time_split(inp, 0.6, 0.2)
         mined = mine(store, inp, Manifest.load(index_dir).fusion, settings.fusion_depth, tb, vb)

@@ -28,8 +28,9 @@ from ticketsearch.rerank.train import Group, RankList, TrainConfig, TrainData, f
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, scorers
 from ticketsearch.retrieval.evaluation import QueryPool, build_pools, first_hit_rank
-from ticketsearch.retrieval.manifest import FEATURES_FILENAME, INDEX_SUBDIR
-from ticketsearch.service.reranking import RERANK_DEPTH, build_rerank_vectors, store_values, token_cache_for, token_encode_fn
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors, store_values, token_cache_for, token_encode_fn
+from ticketsearch.pipeline.search import RERANK_DEPTH
 
 TOP_NEGATIVES = 6  # the hybrid's best-ranked non-duplicates
 MID_NEGATIVES = 6  # sampled from the rest of its top 100, so training sees what reranking sees
@@ -129,14 +130,14 @@ def build_train_data(
     progress: bool = True,
 ) -> tuple[TrainData, FeatureSpace, list[dict[str, Any]]]:
     ev = inp.ev
-    fs = FeatureSpace.from_dict(json.loads((Path(index_dir) / INDEX_SUBDIR / FEATURES_FILENAME).read_text()))
+    fs = FeatureSpace.from_dict(json.loads(IndexDir(index_dir).features_path.read_text()))
     values = ticket_values(store, inp)
     feats = fs.matrix(values)
     needed = sorted({g.query for g in mined.groups} | {c for g in mined.groups for c in g.positives + g.negatives}
                     | {r.query for r in mined.valid + mined.test} | {c for r in mined.valid + mined.test for c in r.candidates})
     texts = [ticket_text(store.schema, ev.titles[i], ev.bodies[i]) for i in range(len(ev))]
     hashes = [text_hash(t) for t in texts]
-    cache = token_cache_for(index_dir, encoder)
+    cache = token_cache_for(IndexDir(index_dir), encoder)
     cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], token_encode_fn(encoder), progress=progress)
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
     pair_fn = None
@@ -285,8 +286,8 @@ def run_rerankers(
             comparisons[f"{b} vs {a}"] = {m: paired_bootstrap(ranks[a], ranks[b], m) for m in ("MRR", "RR@10")}
     results["comparisons"] = comparisons
     if best is not None:
-        target = Path(index_dir) / "reranker"
-        tmp = Path(index_dir) / ".reranker.tmp"
+        target = IndexDir(index_dir).reranker_path
+        tmp = target.with_name(".reranker.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(best.model_dir, tmp)
         shutil.rmtree(target, ignore_errors=True)
@@ -313,13 +314,13 @@ def train_index(
     settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors."""
-    from ticketsearch.retrieval.builder import store_path
     from ticketsearch.retrieval.eval_index import load_eval_inputs
     from ticketsearch.retrieval.manifest import Manifest
 
     manifest = Manifest.load(index_dir)
     settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
-    with TicketStore(store_path(index_dir)) as store:
+    d = IndexDir(index_dir)
+    with d.open_store(read_only=False) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(index_dir, store, encoder)
         if train_before is None or valid_before is None:
@@ -327,8 +328,8 @@ def train_index(
             train_before, valid_before = train_before or tb, valid_before or vb
         log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
         res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
-                            valid_before, Path(index_dir) / "rerankers", variants=[variant], tcfg=tcfg,
+                            valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
                             progress=progress, log=log)
-        n = build_rerank_vectors(index_dir, store, encoder, progress=progress)
+        n = build_rerank_vectors(d, store, encoder, progress=progress)
         log(f"computed reranker vectors for {n} tickets")
     return res

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.service.cli import app
 
 runner = CliRunner()
@@ -57,4 +58,4 @@ def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
         assert rows[name]["queries"] == rows["hybrid"]["queries"]
         assert rows[name]["RR@100"] == rows["hybrid"]["RR@100"]  # reranking only reorders the top 100
     assert "rerank-cross vs rerank-concat" in results["rerank"]["comparisons"]
-    assert (tmp_path / "exp" / "index" / "reranker" / "config.json").is_file()
+    assert IndexDir(tmp_path / "exp" / "index").has_reranker()

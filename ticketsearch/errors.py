@@ -32,3 +32,19 @@ class NotFoundError(TicketsearchError):
 
 class QueryError(TicketsearchError):
     """A search request is invalid (unknown filter field, bad value, bad date)."""
+
+
+class StoreError(TicketsearchError):
+    """The ticket store cannot be opened or written (not a data problem)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the ticket store open for writing (a running service, or an ingest)."""
+
+
+class UnavailableError(TicketsearchError):
+    """What was asked needs a part this index does not have yet (a trained reranker, a stored threshold)."""
+
+
+class ReadOnlyError(TicketsearchError):
+    """A write to an index opened read-only."""

@@ -15,9 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ticketsearch.index_data.atomic import atomic_write_json, atomic_write_text
-from ticketsearch.index_data.config import Settings, get_settings
+from ticketsearch.atomic import atomic_write_json, atomic_write_text
+from ticketsearch.settings import Settings, get_settings
 from ticketsearch.index_data.records import parse_datetime
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.builder import ingest_and_build
 from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, load_eval_inputs, scorers
 from ticketsearch.retrieval.evaluation import QueryPool, build_pools, evaluate, markdown_table
@@ -143,11 +144,11 @@ def run_experiment(
         }
         if cfg.rerank:
             from ticketsearch.rerank.train import TrainConfig
-            from ticketsearch.service.rerank_pipeline import run_rerankers
+            from ticketsearch.pipeline.training import run_rerankers
 
             log("[5/5] train rerankers on the train period, early-stop on validation, score the test period")
             rr = run_rerankers(store, inp, encoder, index_dir, chosen, depth, cfg.train_before, cfg.test_since,
-                               cfg.out / "rerankers", progress=cfg.progress, log=log,
+                               IndexDir(index_dir).rerankers_path, progress=cfg.progress, log=log,
                                tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s))
             results["methods"].update(rr["test"])
             results["validation"]["methods"].update(rr["valid"])
@@ -181,7 +182,7 @@ def write_results(out: Path, results: Mapping[str, Any]) -> None:
 
 
 def parse_date(value: str, option: str) -> datetime:
-    from ticketsearch.index_data.errors import QueryError
+    from ticketsearch.errors import QueryError
 
     try:
         return parse_datetime(value)

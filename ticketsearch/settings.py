@@ -74,12 +74,6 @@ class Settings(BaseSettings):
     search_method: Literal["dense", "bm25", "hybrid"] = "hybrid"
     fusion_depth: int = Field(default=200, ge=10, le=10_000, description="Candidates taken from each method before fusing.")
 
-    # Feature vocabularies
-    default_max_vocab: int = Field(default=1000, ge=1)
-
-    # Ingest
-    ingest_chunk_rows: int = Field(default=50_000, ge=100)
-
     # Query service (`ticketsearch serve`)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -87,9 +81,6 @@ class Settings(BaseSettings):
         default="", repr=False, description="Comma-separated KEY:read or KEY:write pairs; empty = open, local only."
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
-    max_text_chars: int = Field(
-        default=100_000, ge=100, description="Longest accepted text field; the encoder reads its first max_seq_length tokens."
-    )
     workers: int = Field(default=4, ge=1, le=64, description="Requests doing model or index work at once.")
     max_pending: int = Field(
         default=64, ge=1, description="Admitted requests (running or waiting); beyond it the service answers 503."
@@ -98,10 +89,6 @@ class Settings(BaseSettings):
     encode_max_batch: int = Field(default=32, ge=1, le=1024, description="Most texts micro-batched per encoder pass.")
     checkpoint_interval_s: float = Field(
         default=5.0, gt=0, description="How often written tickets' derived indexes are persisted."
-    )
-    crash_at: str = Field(
-        default="", description="Fault injection for the crash tests: SIGKILL the process at this point "
-        "(after-commit, mid-checkpoint, before-manifest). Never set in production."
     )
     duplicate_precision: float = Field(
         default=0.9, gt=0, lt=1, description="Target precision of the stored duplicate threshold to use."

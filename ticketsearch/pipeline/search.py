@@ -7,8 +7,6 @@ order and says so in the result's notes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,106 +14,22 @@ from typing import Any
 
 import numpy as np
 
-from ticketsearch.index_data.atomic import atomic_write_json, atomic_write_npy
-from ticketsearch.index_data.config import Settings, get_settings
-from ticketsearch.index_data.errors import QueryError, TicketsearchError
+from ticketsearch.settings import Settings, get_settings
+from ticketsearch.errors import QueryError, TicketsearchError
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.rerank.explain import attended_words
 from ticketsearch.rerank.pair_features import title_in_query, words
 from ticketsearch.rerank.runtime import Reranker
-from ticketsearch.rerank.token_cache import EncodeFn, TokenCache, Tokens, pad_batch
-from ticketsearch.retrieval.builder import read_texts
-from ticketsearch.retrieval.encoder import Encoder, TokenBatch
+from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_batch
+from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.live import RowVectors
-from ticketsearch.retrieval.manifest import INDEX_SUBDIR
 from ticketsearch.retrieval.search import SearchResult, Searcher
 
-RERANKER_DIR = "reranker"
-VECTORS = "rerank_vectors.npy"
-ROWS = "rerank_rows.npy"
-TAG = "rerank_vectors.json"
+from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
+
 RERANK_DEPTH = 100
-
-
-def store_values(store: TicketStore) -> dict[int, dict[str, Any]]:
-    """row id -> typed field values, for every stored ticket."""
-    cols = ", ".join(["row_id"] + [f.column for f in store.schema.fields])
-    out = {}
-    for r in store.con.execute(f"SELECT {cols} FROM tickets").fetchall():
-        out[r[0]] = {f.name: r[1 + i] for i, f in enumerate(store.schema.fields)}
-    return out
-
-
-def token_cache_for(index_dir: Path, encoder: Encoder) -> TokenCache:
-    """The index's token-state cache for this encoder (one folder per encoder identity)."""
-    key = hashlib.blake2b(encoder.key.encode(), digest_size=6).hexdigest()
-    return TokenCache(Path(index_dir) / "rerank_tokens" / key)
-
-
-def token_encode_fn(encoder: Encoder) -> EncodeFn:
-    """The encode callable a TokenCache fills itself with: token states, mask and token ids."""
-
-    def encode(batch: list[str]):  # noqa: ANN202
-        tb = encoder.encode_with_tokens(batch)
-        return tb.tokens, tb.attention_mask, tb.input_ids
-
-    return encode
-
-
-def build_rerank_vectors(index_dir: Path, store: TicketStore, encoder: Encoder, progress: bool = True) -> int:
-    """Compute every ticket's target vector with the installed reranker; tag the file with its checksum."""
-    reranker = Reranker(Path(index_dir) / RERANKER_DIR, device=encoder.settings.device)
-    st = read_texts(store)
-    values = store_values(store)
-    texts = [ticket_text(store.schema, t, b) for t, b in zip(st.titles, st.bodies)]
-    hashes = [text_hash(t) for t in texts]
-    cache = token_cache_for(index_dir, encoder)
-    cache.ensure(hashes, texts, token_encode_fn(encoder), progress=progress)
-    vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)] for r in st.row_ids], "target")
-    dtype = np.float16 if encoder.settings.rerank_vector_dtype == "float16" else np.float32
-    save_rerank_vectors(index_dir, reranker, RowVectors(st.row_ids, vecs, dtype), store.change_seq)
-    return len(st.row_ids)
-
-
-def load_rerank_vectors(index_dir: Path, reranker: Reranker) -> RowVectors:
-    """The cached candidate vectors, checked against the reranker's checksum. Raises TicketsearchError."""
-    out = Path(index_dir) / INDEX_SUBDIR
-    try:
-        tag = json.loads((out / TAG).read_text())
-        vecs = np.load(out / VECTORS, allow_pickle=False)
-        rows = np.load(out / ROWS, allow_pickle=False)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise TicketsearchError(f"{out / VECTORS}: missing or unreadable cached reranker vectors ({exc})") from None
-    if tag.get("checksum") != reranker.checksum:
-        raise TicketsearchError(f"{out / VECTORS}: computed by another reranker (checksum differs)")
-    if vecs.ndim != 2 or len(vecs) != len(rows) or len(rows) != tag.get("count"):
-        raise TicketsearchError(f"{out / VECTORS}: {len(vecs)} vectors for {len(rows)} rows (tag says {tag.get('count')})")
-    return RowVectors(rows, vecs, dtype=vecs.dtype)
-
-
-def save_rerank_vectors(index_dir: Path, reranker: Reranker, vectors: RowVectors, change_seq: int) -> None:
-    out = Path(index_dir) / INDEX_SUBDIR
-    rows, vecs = vectors.compact()
-    atomic_write_npy(out / VECTORS, vecs)
-    atomic_write_npy(out / ROWS, rows.astype(np.int64))
-    atomic_write_json(out / TAG, {"checksum": reranker.checksum, "count": len(rows), "change_seq": change_seq,
-                                  "model": reranker.name})
-
-
-def batch_tokens(tb: TokenBatch) -> list[Tokens]:
-    """Each row's token states (fp16, as cached) and ids, without padding."""
-    out = []
-    for i in range(len(tb.input_ids)):
-        n = int(tb.attention_mask[i].sum())
-        out.append(Tokens(tb.tokens[i, :n].float().cpu().numpy().astype(np.float16), tb.input_ids[i, :n].cpu().numpy()))
-    return out
-
-
-def token_states(encoder: Encoder, texts: list[str]) -> list[Tokens]:
-    """Token states and ids of each text (unpadded), from one encoder pass."""
-    return batch_tokens(encoder.encode_with_tokens(texts)) if texts else []
-
 
 class RerankingSearcher:
     def __init__(
@@ -131,18 +45,17 @@ class RerankingSearcher:
         self.notes: list[str] = []
         self.vectors: RowVectors | None = None
         self._token_cache: TokenCache | None = None
-        rdir = self.index_dir / RERANKER_DIR
-        if not (rdir / "config.json").is_file():
+        d = IndexDir(self.index_dir)
+        if not d.has_reranker():
             self.notes.append("no trained reranker in this index: results are in first-stage order")
             return
         try:
-            self.reranker = Reranker(rdir, device=self.settings.device, runtime=self.settings.rerank_runtime,
-                                     cache_dir=self.settings.cache_dir)
+            self.reranker = d.open_reranker(self.settings)
         except TicketsearchError as exc:
             self.notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
             return
         try:
-            self.vectors = load_rerank_vectors(self.index_dir, self.reranker)
+            self.vectors = load_rerank_vectors(d, self.reranker)
         except TicketsearchError:
             self.notes.append("candidate vectors are missing or from another reranker (run 'ticketsearch train' "
                               "or 'ticketsearch ingest'): results are in first-stage order")
@@ -170,7 +83,7 @@ class RerankingSearcher:
 
     def _tokens_for(self, row_ids: list[int]) -> list[Tokens]:
         if self._token_cache is None:  # opened once: it reads every shard's index
-            self._token_cache = token_cache_for(self.index_dir, self.encoder)
+            self._token_cache = token_cache_for(IndexDir(self.index_dir), self.encoder)
         cache = self._token_cache
         rows = {t.row_id: t for t in self.store.get_rows(row_ids)}
         out = []

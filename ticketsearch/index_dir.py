@@ -1,0 +1,143 @@
+"""An index directory: every path of its layout, and the parts it opens.
+
+```
+DIR/tickets.duckdb          tickets, typed field columns, stable row ids, embedding cache (source of truth)
+DIR/index/manifest.json     how the directory was built, and the last change every derived file reflects
+DIR/index/features.json     learned vocabularies and numeric statistics
+DIR/index/vectors.faiss     FAISS over full-text embeddings, keyed by row id (+ .overlay/ of live changes)
+DIR/index/titles.faiss      the same over title embeddings
+DIR/index/bm25/             BM25 (bm25s parts + statistics)
+DIR/index/rerank_*          the installed reranker's cached candidate vectors, tagged with its checksum
+DIR/rerank_tokens/KEY/      the frozen encoder's token states (fp16 shards), per encoder identity
+DIR/reranker/               the installed reranker: config.json + model.safetensors
+DIR/rerankers/NAME/         every trained variant (experiments and `ticketsearch train`)
+```
+
+No other module names a file of this layout: they ask an `IndexDir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ticketsearch.errors import NotFoundError, TicketsearchError
+from ticketsearch.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from ticketsearch.index_data.schema import Schema
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.rerank.runtime import Reranker
+    from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class IndexDir:
+    root: Path
+
+    def __init__(self, root: Path | str) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    # ---- the layout ---------------------------------------------------------------------------------
+    @property
+    def store_path(self) -> Path:
+        return self.root / "tickets.duckdb"
+
+    @property
+    def derived(self) -> Path:
+        """The folder of files derived from the store (rebuildable from it)."""
+        return self.root / "index"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.derived / "manifest.json"
+
+    @property
+    def features_path(self) -> Path:
+        return self.derived / "features.json"
+
+    def vectors_path(self, which: str = "text") -> Path:
+        """The FAISS file of full-text (`text`) or title (`title`) embeddings."""
+        if which not in ("text", "title"):
+            raise ValueError(f"which must be 'text' or 'title', not {which!r}")
+        return self.derived / ("vectors.faiss" if which == "text" else "titles.faiss")
+
+    def overlay_path(self, which: str = "text") -> Path:
+        """The live changes on top of a FAISS file, saved at checkpoints (a folder of .npy parts)."""
+        return self.vectors_path(which).with_suffix(".overlay")
+
+    @property
+    def bm25_path(self) -> Path:
+        return self.derived / "bm25"
+
+    @property
+    def rerank_vectors_path(self) -> Path:
+        return self.derived / "rerank_vectors.npy"
+
+    @property
+    def rerank_rows_path(self) -> Path:
+        return self.derived / "rerank_rows.npy"
+
+    @property
+    def rerank_tag_path(self) -> Path:
+        return self.derived / "rerank_vectors.json"
+
+    @property
+    def reranker_path(self) -> Path:
+        return self.root / "reranker"
+
+    @property
+    def rerankers_path(self) -> Path:
+        """Where trained reranker variants are kept before one is installed."""
+        return self.root / "rerankers"
+
+    def token_cache_path(self, encoder_key: str) -> Path:
+        key = hashlib.blake2b(encoder_key.encode(), digest_size=6).hexdigest()
+        return self.root / "rerank_tokens" / key
+
+    # ---- what is there ------------------------------------------------------------------------------
+    def has_store(self) -> bool:
+        return self.store_path.is_file()
+
+    def has_reranker(self) -> bool:
+        return (self.reranker_path / "config.json").is_file()
+
+    def require_store(self) -> None:
+        if not self.has_store():
+            raise NotFoundError(f"{self.root}: no ticket store here (run 'ticketsearch ingest' first)")
+
+    # ---- opening its parts --------------------------------------------------------------------------
+    def open_store(self, read_only: bool = True, schema: Schema | None = None) -> TicketStore:
+        from ticketsearch.index_data.store import TicketStore
+
+        if read_only:
+            self.require_store()
+        return TicketStore(self.store_path, schema=schema, read_only=read_only)
+
+    def load_manifest(self) -> Manifest:
+        from ticketsearch.retrieval.manifest import Manifest
+
+        return Manifest.load(self.root)
+
+    def open_encoder(self, settings: Settings | None = None, manifest: Manifest | None = None) -> Encoder:
+        """The encoder the index was built with, checked against the manifest's identity."""
+        from ticketsearch.retrieval.encoder import Encoder
+
+        manifest = manifest or self.load_manifest()
+        settings = (settings or get_settings()).model_copy(update={"max_seq_length": manifest.max_seq_length})
+        encoder = Encoder(manifest.model, settings=settings)
+        if encoder.key != manifest.model_key:
+            raise TicketsearchError(
+                f"{self.root} was built with model {manifest.model_key}; the loaded model is {encoder.key}"
+            )
+        return encoder
+
+    def open_reranker(self, settings: Settings | None = None) -> Reranker:
+        from ticketsearch.rerank.runtime import Reranker
+
+        settings = settings or get_settings()
+        return Reranker(self.reranker_path, device=settings.device, runtime=settings.rerank_runtime,
+                        cache_dir=settings.cache_dir)

@@ -1,0 +1,101 @@
+"""The installed reranker's per-ticket parts: cached candidate vectors and frozen-encoder token states.
+
+A candidate's vector depends on that ticket alone, so it is computed once (at `train` and at every
+`ingest`), stored in the index tagged with the reranker's checksum, and updated live by the service.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ticketsearch.atomic import atomic_write_json, atomic_write_npy
+from ticketsearch.errors import TicketsearchError
+from ticketsearch.index_data.records import text_hash, ticket_text
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.rerank.runtime import Reranker
+from ticketsearch.rerank.token_cache import EncodeFn, TokenCache, Tokens
+from ticketsearch.retrieval.builder import read_texts
+from ticketsearch.retrieval.encoder import Encoder, TokenBatch
+from ticketsearch.retrieval.live import RowVectors
+
+
+
+def store_values(store: TicketStore) -> dict[int, dict[str, Any]]:
+    """row id -> typed field values, for every stored ticket."""
+    cols = ", ".join(["row_id"] + [f.column for f in store.schema.fields])
+    out = {}
+    for r in store.con.execute(f"SELECT {cols} FROM tickets").fetchall():
+        out[r[0]] = {f.name: r[1 + i] for i, f in enumerate(store.schema.fields)}
+    return out
+
+
+def token_cache_for(index_dir: IndexDir, encoder: Encoder) -> TokenCache:
+    """The index's token-state cache for this encoder (one folder per encoder identity)."""
+    return TokenCache(index_dir.token_cache_path(encoder.key))
+
+
+def token_encode_fn(encoder: Encoder) -> EncodeFn:
+    """The encode callable a TokenCache fills itself with: token states, mask and token ids."""
+
+    def encode(batch: list[str]):  # noqa: ANN202
+        tb = encoder.encode_with_tokens(batch)
+        return tb.tokens, tb.attention_mask, tb.input_ids
+
+    return encode
+
+
+def build_rerank_vectors(index_dir: IndexDir, store: TicketStore, encoder: Encoder, progress: bool = True) -> int:
+    """Compute every ticket's target vector with the installed reranker; tag the file with its checksum."""
+    reranker = Reranker(index_dir.reranker_path, device=encoder.settings.device)
+    st = read_texts(store)
+    values = store_values(store)
+    texts = [ticket_text(store.schema, t, b) for t, b in zip(st.titles, st.bodies)]
+    hashes = [text_hash(t) for t in texts]
+    cache = token_cache_for(index_dir, encoder)
+    cache.ensure(hashes, texts, token_encode_fn(encoder), progress=progress)
+    vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)] for r in st.row_ids], "target")
+    dtype = np.float16 if encoder.settings.rerank_vector_dtype == "float16" else np.float32
+    save_rerank_vectors(index_dir, reranker, RowVectors(st.row_ids, vecs, dtype), store.change_seq)
+    return len(st.row_ids)
+
+
+def load_rerank_vectors(index_dir: IndexDir, reranker: Reranker) -> RowVectors:
+    """The cached candidate vectors, checked against the reranker's checksum. Raises TicketsearchError."""
+    path = index_dir.rerank_vectors_path
+    try:
+        tag = json.loads(index_dir.rerank_tag_path.read_text())
+        vecs = np.load(path, allow_pickle=False)
+        rows = np.load(index_dir.rerank_rows_path, allow_pickle=False)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise TicketsearchError(f"{path}: missing or unreadable cached reranker vectors ({exc})") from None
+    if tag.get("checksum") != reranker.checksum:
+        raise TicketsearchError(f"{path}: computed by another reranker (checksum differs)")
+    if vecs.ndim != 2 or len(vecs) != len(rows) or len(rows) != tag.get("count"):
+        raise TicketsearchError(f"{path}: {len(vecs)} vectors for {len(rows)} rows (tag says {tag.get('count')})")
+    return RowVectors(rows, vecs, dtype=vecs.dtype)
+
+
+def save_rerank_vectors(index_dir: IndexDir, reranker: Reranker, vectors: RowVectors, change_seq: int) -> None:
+    rows, vecs = vectors.compact()
+    atomic_write_npy(index_dir.rerank_vectors_path, vecs)
+    atomic_write_npy(index_dir.rerank_rows_path, rows.astype(np.int64))
+    atomic_write_json(index_dir.rerank_tag_path, {"checksum": reranker.checksum, "count": len(rows), "change_seq": change_seq,
+                                  "model": reranker.name})
+
+
+def batch_tokens(tb: TokenBatch) -> list[Tokens]:
+    """Each row's token states (fp16, as cached) and ids, without padding."""
+    out = []
+    for i in range(len(tb.input_ids)):
+        n = int(tb.attention_mask[i].sum())
+        out.append(Tokens(tb.tokens[i, :n].float().cpu().numpy().astype(np.float16), tb.input_ids[i, :n].cpu().numpy()))
+    return out
+
+
+def token_states(encoder: Encoder, texts: list[str]) -> list[Tokens]:
+    """Token states and ids of each text (unpadded), from one encoder pass."""
+    return batch_tokens(encoder.encode_with_tokens(texts)) if texts else []
