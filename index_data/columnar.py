@@ -5,8 +5,8 @@ with vectorised predicates. It only takes files whose every row it can prove val
 conversion that the per-row path (`records.normalize_row`) would do differently; for anything else (a
 malformed line, a type it does not handle, a value that would be rejected, flat field columns beside
 `fields`, a list with repeated or empty items, ...) it raises NotColumnar, the caller rolls back what it
-wrote and runs the per-row path, which reports each bad row by line. So both paths store the same tickets; the fast one exists for speed only
-(tests/index_data/test_columnar.py checks that they agree).
+wrote and runs the per-row path, which reports each bad row by line. So both paths store the same tickets;
+the fast one exists for speed only (tests/index_data/test_columnar.py checks that they agree).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from .records import MAX_ID_LEN, detect_format, text_hash, ticket_text
+from .records import CONTROL_CHARS, MAX_ID_LEN, detect_format, text_hash, ticket_text
 from .schema import CORE_COLUMNS, FieldSpec, Schema
 from .store import _ARROW_TYPE
 
@@ -145,6 +145,8 @@ def _ids(col: pa.ChunkedArray | None, n: int) -> pa.ChunkedArray:
     lengths = pc.utf8_length(col)
     if pc.any(pc.equal(lengths, 0)).as_py() or pc.max(lengths).as_py() > MAX_ID_LEN:
         raise NotColumnar("an empty or long id")
+    if pc.any(pc.match_substring_regex(col, f"[{CONTROL_CHARS}]")).as_py():
+        raise NotColumnar("an id with a control character")  # the row path names it (records.id_problem)
     return col
 
 
@@ -216,7 +218,8 @@ def _field(spec: FieldSpec, col: pa.Array | None, n: int) -> pa.Array:
             raise NotColumnar(f"{spec.name}: a negative value")
         return values
     if spec.kind == "multi":
-        if not (pa.types.is_list(col.type) and (pa.types.is_string(col.type.value_type) or pa.types.is_null(col.type.value_type))):
+        value_type = col.type.value_type if pa.types.is_list(col.type) else None
+        if value_type is None or not (pa.types.is_string(value_type) or pa.types.is_null(value_type)):
             raise NotColumnar(f"{spec.name}: {col.type}")
         lists = col.to_pylist()
         for items in lists:

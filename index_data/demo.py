@@ -255,7 +255,9 @@ def _ticket(rng: random.Random, topic: Topic, slots: dict[str, str], phrasing: i
         body_parts.append(f"Seen on {slots['platform']}.")
     body_parts += [c.format(tier=tier) for c in rng.sample(CONTEXT, k=rng.choice([0, 1, 1, 2]))]
     if rng.random() < 0.6:
-        body_parts.append(f"Account {rng.randrange(10000, 99999)}, since {rng.randrange(24):02d}:{rng.randrange(60):02d} UTC.")
+        body_parts.append(
+            f"Account {rng.randrange(10000, 99999)}, since {rng.randrange(24):02d}:{rng.randrange(60):02d} UTC."
+        )
     body_parts.append(rng.choice(CLOSERS))
     sev_idx = SEVERITY_SHIFT.index(topic.severity)
     if rng.random() < 0.25:

@@ -55,7 +55,9 @@ class FeatureSpace:
     # ---- learning -------------------------------------------------------------------------------
     @classmethod
     def fit(cls, schema: Schema, rows: Iterable[Mapping[str, Any]]) -> FeatureSpace:
-        counters: dict[str, Counter[str]] = {f.name: Counter() for f in schema.fields if f.kind in ("categorical", "multi")}
+        counters: dict[str, Counter[str]] = {
+            f.name: Counter() for f in schema.fields if f.kind in ("categorical", "multi")
+        }
         sums: dict[str, list[float]] = {f.name: [0.0, 0.0, 0.0] for f in schema.fields if f.kind == "numeric"}
         for row in rows:
             for spec in schema.fields:

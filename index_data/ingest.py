@@ -13,8 +13,9 @@ from typing import Literal
 import pyarrow as pa
 from tqdm import tqdm
 
-from .columnar import NotColumnar, iter_columnar
 from ticketsearch.errors import IngestError, RowError
+
+from .columnar import NotColumnar, iter_columnar
 from .records import Ticket, read_tickets
 from .store import TicketStore
 
@@ -67,8 +68,8 @@ def ingest_file(
                 report.errors.append(item)
             else:
                 good.append(item)
-    res = store.upsert(good)
-    report.inserted, report.updated, report.change_seq = res.inserted, res.updated, res.change_seq
+    upserted = store.upsert(good)
+    report.inserted, report.updated, report.change_seq = upserted.inserted, upserted.updated, upserted.change_seq
     report.seconds = time.perf_counter() - start
     return report
 

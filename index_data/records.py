@@ -12,16 +12,39 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ticketsearch.errors import IngestError, RowError
+
 from .schema import CORE_COLUMNS, FieldSpec, Schema
 
+# The one rule for a ticket id, in files and over HTTP (service/schemas.py takes both from here): 1 to
+# MAX_ID_LEN characters, none of them a control character (Unicode Cc: U+0000-U+001F, U+007F-U+009F), and no
+# whitespace at either end (files strip it first). Anything else is fine: '/', '#', '?', '%', inner spaces,
+# any script. CONTROL_CHARS reads the same in Python's re, Rust's regex (pydantic) and RE2 (Arrow).
 MAX_ID_LEN = 256
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
+ID_PATTERN = rf"^[^\s{CONTROL_CHARS}](?:[^{CONTROL_CHARS}]*[^\s{CONTROL_CHARS}])?$"
+_ID = re.compile(ID_PATTERN)
+
+
+SELF_DUPLICATE = "duplicate_of points at the ticket itself"
+
+
+def id_problem(tid: str) -> str | None:
+    """Why `tid` is not a ticket id (see ID_PATTERN), or None."""
+    if not tid:
+        return "empty id"
+    if len(tid) > MAX_ID_LEN:
+        return f"id longer than {MAX_ID_LEN} characters"
+    if _ID.fullmatch(tid) is None:
+        return "an id must not hold control characters or start or end with whitespace"
+    return None
 
 
 @dataclass
@@ -73,7 +96,7 @@ def naive_utc(dt: datetime) -> datetime:
     if dt.tzinfo is None:
         return dt
     try:
-        return dt.astimezone(timezone.utc).replace(tzinfo=None)
+        return dt.astimezone(UTC).replace(tzinfo=None)
     except OverflowError:
         return dt.replace(tzinfo=None)
 
@@ -143,8 +166,9 @@ def normalize_row(schema: Schema, raw: Any, line: int) -> Ticket:
     if not isinstance(rid, (str, int)):
         raise RowError(line, f"id must be a string, got {type(rid).__name__}")
     tid = str(rid).strip()
-    if len(tid) > MAX_ID_LEN:
-        raise RowError(line, f"id longer than {MAX_ID_LEN} characters")
+    problem = id_problem(tid)
+    if problem:
+        raise RowError(line, problem)
     title = raw.get("title")
     body = raw.get("body")
     for name, val in (("title", title), ("body", body)):
@@ -164,8 +188,10 @@ def normalize_row(schema: Schema, raw: Any, line: int) -> Ticket:
     if dup is not None and not isinstance(dup, (str, int)) or isinstance(dup, bool):
         raise RowError(line, "duplicate_of must be a ticket id or null", tid)
     dup = str(dup).strip() if dup not in (None, "") else None
+    if dup is not None and id_problem(dup):
+        raise RowError(line, f"duplicate_of: {id_problem(dup)}", tid)
     if dup == tid:
-        raise RowError(line, "duplicate_of points at the ticket itself", tid)
+        raise RowError(line, SELF_DUPLICATE, tid)
 
     nested = raw.get("fields")
     if nested is not None and not isinstance(nested, dict):

@@ -83,7 +83,7 @@ class Schema:
 
 
 def builtin_schema_names() -> list[str]:
-    folder = resources.files("index_data") / "schemas"
+    folder = resources.files("ticketsearch.index_data") / "schemas"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -92,7 +92,7 @@ def load_schema(name_or_path: str | Path) -> Schema:
     text: str
     origin = str(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in builtin_schema_names():
-        text = (resources.files("index_data") / "schemas" / f"{name_or_path}.toml").read_text("utf-8")
+        text = (resources.files("ticketsearch.index_data") / "schemas" / f"{name_or_path}.toml").read_text("utf-8")
     else:
         path = Path(name_or_path)
         if not path.is_file():

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ticketsearch.errors import NotFoundError, QueryError, SchemaError, StoreError, StoreLockedError
+
 from .records import Ticket, text_hash
 from .schema import FieldSpec, Schema
 
@@ -451,7 +452,8 @@ class TicketStore:
         if cache is None or cache[0] != self._writes:
             writes = self._writes  # before reading: a write committed meanwhile makes this copy stale
             res = self.con.execute("SELECT row_id, created FROM tickets ORDER BY created, row_id").fetchnumpy()
-            cache = (writes, np.asarray(res["created"]).astype("datetime64[us]"), np.asarray(res["row_id"]).astype(np.int64))
+            created = np.asarray(res["created"]).astype("datetime64[us]")
+            cache = (writes, created, np.asarray(res["row_id"]).astype(np.int64))
             self._recency = cache
         _, created, rows = cache
         hi = int(np.searchsorted(created, np.datetime64(before, "us"), "left")) if before is not None else len(rows)

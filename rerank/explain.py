@@ -12,7 +12,10 @@ from ticketsearch.atomic import atomic_write_with
 
 
 def attended_words(
-    input_ids: Sequence[int], weights: Sequence[float], tokenizer, top_n: int = 8  # noqa: ANN001
+    input_ids: Sequence[int] | np.ndarray,
+    weights: Sequence[float] | np.ndarray,
+    tokenizer,  # noqa: ANN001
+    top_n: int = 8,
 ) -> list[tuple[str, float]]:
     """(word, attention) pairs, best first. Position i of `weights` belongs to token i of `input_ids`
     ([CLS] at 0), so special tokens and padding are dropped by id, never by an offset."""

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ticketsearch.retrieval.encoder import mean_pool, pooled_unit
+
 
 @dataclass
 class RerankConfig:
@@ -40,13 +42,6 @@ class RerankConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def pooled_unit(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the real tokens' states, L2-normalised [B, D] (sentence-transformers' mean pooling)."""
-    m = attention_mask.unsqueeze(-1).to(tokens.dtype)
-    pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-6)
 
 
 class FeatureEncoder(nn.Module):
@@ -74,7 +69,8 @@ class CrossAttentionFusion(nn.Module):
         self.norm1 = nn.LayerNorm(embed_dim)
         self.norm2 = nn.LayerNorm(embed_dim)
         self.ffn = nn.Sequential(
-            nn.Linear(embed_dim, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, embed_dim), nn.Dropout(dropout)
+            nn.Linear(embed_dim, ff_dim), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(ff_dim, embed_dim), nn.Dropout(dropout),
         )
 
     def forward(
@@ -139,9 +135,7 @@ class ConcatItem(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        m = attention_mask.unsqueeze(-1).to(tokens.dtype)
-        pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.mlp(torch.cat([pooled, feats], dim=-1))
+        return self.mlp(torch.cat([mean_pool(tokens, attention_mask), feats], dim=-1))
 
 
 class PairModel(nn.Module):
@@ -172,8 +166,17 @@ class PairModel(nn.Module):
         self.fused_gate = nn.Parameter(torch.zeros(())) if cfg.cosine_prior else None
         if self.pair_skip is not None:
             # the deep head starts at zero and learns a correction on top of the pair-level evidence
-            nn.init.zeros_(self.classifier[-1].weight)
-            nn.init.zeros_(self.classifier[-1].bias)
+            last = self.classifier[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    @property
+    def head_first(self) -> nn.Linear:
+        """The head's first layer (its input is [s, t, s - t, s * t, pair])."""
+        first = self.classifier[0]
+        assert isinstance(first, nn.Linear)
+        return first
 
     @property
     def shortcuts(self) -> bool:
@@ -190,7 +193,7 @@ class PairModel(nn.Module):
         self, tokens: torch.Tensor, attention_mask: torch.Tensor, feats: torch.Tensor, side: Literal["source", "target"]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One vector per item [B, D] (and attention over its tokens [B, T] for the cross model)."""
-        tokens = tokens.to(self.classifier[0].weight.dtype)
+        tokens = tokens.to(self.head_first.weight.dtype)
         if self.cfg.arch == "cross":
             fusion = self.fusion_source if side == "source" else self.fusion_target
             v, attn = fusion(self.feature_encoder(feats), tokens, attention_mask)
@@ -215,7 +218,7 @@ class PairModel(nn.Module):
             parts.append(pair)
         logit = self.classifier(torch.cat(parts, dim=-1)).squeeze(-1)
         if self.pair_skip is not None:
-            skip_in = [pair] if self.cfg.pair_dim else []
+            skip_in: list[torch.Tensor] = [pair] if self.cfg.pair_dim and pair is not None else []
             if self.cfg.cosine_prior:
                 skip_in.append(F.cosine_similarity(s, t, dim=-1, eps=1e-6).unsqueeze(-1))
             logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)
@@ -230,7 +233,7 @@ class PairModel(nn.Module):
         then one product with the targets, instead of building and multiplying the [N, 4D] input. Equal to
         the plain path up to float rounding (tested), gradients included.
         """
-        first = self.classifier[0]
+        first = self.head_first
         w_td, w_sd, w_p, w_pair = self._head_blocks(s.shape[-1], cache)
         folded = w_td + w_p * s  # [H, D]
         h = t @ folded.T + (w_sd @ s + first.bias)
@@ -240,18 +243,18 @@ class PairModel(nn.Module):
             h = h + pair @ w_pair.T
         logit = self.classifier[1:](h).squeeze(-1)
         if self.pair_skip is not None:
-            skip_in = [pair] if self.cfg.pair_dim else []
+            skip_in: list[torch.Tensor] = [pair] if self.cfg.pair_dim and pair is not None else []
             if self.cfg.cosine_prior:
                 cos = (t @ s) / (t.norm(dim=-1).clamp(min=1e-6) * s.norm().clamp(min=1e-6))
                 skip_in.append(cos.unsqueeze(-1))
-            logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)  # type: ignore[arg-type]
+            logit = logit + self.pair_skip(torch.cat(skip_in, dim=-1)).squeeze(-1)
         return logit
 
     def _head_blocks(self, d: int, cache: bool = True) -> tuple[torch.Tensor, ...]:
         """W_t - W_d, W_s + W_d, W_p and W_pair of the head's first layer, contiguous. Kept between calls
         at inference (until the weights change); recomputed on every call while gradients flow, and when
         `cache` is False (an export traces the computation itself)."""
-        w = self.classifier[0].weight
+        w = self.head_first.weight
         cache = cache and not torch.is_grad_enabled()
         if cache:
             cached = self.__dict__.get("_blocks")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ticketsearch.atomic import atomic_write_dir
+from ticketsearch.retrieval.onnx_runtime import cpu_session, quiet_export
 
 from .model import PairModel
 
@@ -35,9 +35,11 @@ class _Source(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         v, attn = self.model.item_vectors(tokens, mask, feats, "source")
-        return v, attn  # type: ignore[return-value]
+        return v, attn  # type: ignore[return-value]  # onnxruntime returns untyped lists of arrays
 
 
 class _Head(nn.Module):
@@ -55,17 +57,10 @@ class OnnxRerankParts:
     """ONNX Runtime sessions for `source_vector` (cross-attention models) and `score`."""
 
     def __init__(self, model: PairModel, checksum: str, cache_dir: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         self.cfg = model.cfg
         self.dir = ensure_exported(model, checksum, Path(cache_dir).expanduser() / "onnx" / f"rerank-{checksum}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        self.source = ort.InferenceSession(str(self.dir / SOURCE), opts, providers=providers) if self.has_source else None
-        self.head = ort.InferenceSession(str(self.dir / HEAD), opts, providers=providers)
+        self.source = cpu_session(self.dir / SOURCE, threads) if self.has_source else None
+        self.head = cpu_session(self.dir / HEAD, threads)
 
     @property
     def has_source(self) -> bool:
@@ -111,29 +106,20 @@ def export(model: PairModel, out: Path) -> None:
     """Write source.onnx (cross-attention models) and head.onnx for `model` into `out`."""
     model = model.eval()
     d, p = model.cfg.text_dim, max(model.cfg.pair_dim, 1)
-    # the exporter's and its optimizer's notices ("Skipping constant folding ...") are not for users
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            if model.cfg.arch == "cross":
-                seq = torch.export.Dim("seq", min=1, max=4096)
-                torch.onnx.export(
-                    _Source(model), (torch.randn(1, 7, d), torch.ones(1, 7, dtype=torch.long), torch.rand(1, model.cfg.feat_dim)),
-                    str(out / SOURCE), input_names=["tokens", "mask", "feats"], output_names=["vector", "attention"],
-                    dynamic_shapes={"tokens": {1: seq}, "mask": {1: seq}, "feats": None},
-                    dynamo=True, external_data=False, verbose=False,
-                )
-            n = torch.export.Dim("n", min=1, max=100_000)
+    with quiet_export(), torch.no_grad():
+        if model.cfg.arch == "cross":
+            seq = torch.export.Dim("seq", min=1, max=4096)
             torch.onnx.export(
-                _Head(model), (torch.randn(d), torch.randn(5, d), torch.rand(5, p)), str(out / HEAD),
-                input_names=["src", "t", "pair"], output_names=["logits"],
-                dynamic_shapes={"src": None, "t": {0: n}, "pair": {0: n}},
+                _Source(model),
+                (torch.randn(1, 7, d), torch.ones(1, 7, dtype=torch.long), torch.rand(1, model.cfg.feat_dim)),
+                str(out / SOURCE), input_names=["tokens", "mask", "feats"], output_names=["vector", "attention"],
+                dynamic_shapes={"tokens": {1: seq}, "mask": {1: seq}, "feats": None},
                 dynamo=True, external_data=False, verbose=False,
             )
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        n = torch.export.Dim("n", min=1, max=100_000)
+        torch.onnx.export(
+            _Head(model), (torch.randn(d), torch.randn(5, d), torch.rand(5, p)), str(out / HEAD),
+            input_names=["src", "t", "pair"], output_names=["logits"],
+            dynamic_shapes={"src": None, "t": {0: n}, "pair": {0: n}},
+            dynamo=True, external_data=False, verbose=False,
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,40 +40,6 @@ def pair_dim(schema: Schema) -> int:
     return len(FIRST_STAGE) + 1 + sum(per_field[f.kind] for f in schema.fields)
 
 
-def pair_vector(
-    schema: Schema,
-    q_values: Mapping[str, Any],
-    c_values: Mapping[str, Any],
-    q_created: datetime,
-    c_created: datetime,
-    first_stage: Mapping[str, float],
-) -> np.ndarray:
-    """first_stage: dense and title cosines, bm25 normalised by the query's best, fused rank (1-based), and
-    `title_in_query` (see there)."""
-    out = [
-        float(first_stage.get("dense", 0.0)),
-        float(first_stage.get("title", 0.0)),
-        float(first_stage.get("bm25", 0.0)),
-        1.0 / math.log2(1.0 + float(first_stage.get("fused_rank", 1000.0))),
-        float(first_stage.get("title_in_query", 0.0)),
-        math.log1p(abs((q_created - c_created).total_seconds()) / 86400.0) / math.log1p(3650.0),
-    ]
-    for f in schema.fields:
-        a, b = q_values.get(f.name), c_values.get(f.name)
-        if f.kind == "categorical":
-            both = a is not None and b is not None
-            out += [float(both and str(a) == str(b)), float(both)]
-        elif f.kind == "multi":
-            sa, sb = set(a or ()), set(b or ())
-            both = bool(sa) and bool(sb)
-            inter = len(sa & sb)
-            out += [inter / len(sa | sb) if both else 0.0, float(inter > 0), float(both)]
-        elif f.kind == "numeric":
-            both = a is not None and b is not None
-            out += [_relative_gap(float(a), float(b)) if both else 0.0, float(both)]
-    return np.asarray(out, dtype=np.float32)
-
-
 def _relative_gap(a: float, b: float) -> float:
     """tanh(|a - b| / (|a| + |b| + 1)), in [0, 1); 1 when the values are too large to compare."""
     gap, scale = abs(a - b), abs(a) + abs(b) + 1.0
@@ -83,12 +49,13 @@ def _relative_gap(a: float, b: float) -> float:
 def pair_matrix(
     schema: Schema,
     q_values: Mapping[str, Any],
-    c_values: list[Mapping[str, Any]],
+    c_values: Sequence[Mapping[str, Any]],
     q_created: datetime | None,
-    c_created: list[datetime],
-    first_stage: list[Mapping[str, float]],
+    c_created: Sequence[datetime],
+    first_stage: Sequence[Mapping[str, float]],
 ) -> np.ndarray:
-    """`pair_vector` for one query against many candidates, a column at a time (the same numbers; tested).
+    """The pair inputs of one query against many candidates, a column at a time (equal to a row-by-row
+    reference; tested).
     `q_created` None measures each gap as zero (a query with no date)."""
     n = len(c_values)
     cols: list[np.ndarray] = [

@@ -43,8 +43,7 @@ def load_reranker(directory: Path, device: str = "cpu") -> tuple[PairModel, dict
 
 
 def torch_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise TicketsearchError("device 'cuda' was requested but no GPU is available")
-    return torch.device(setting)
+    """The device for a setting (auto, cpu, cuda), by the encoder's one rule."""
+    from ticketsearch.retrieval.encoder import resolve_device
+
+    return torch.device(resolve_device(setting))

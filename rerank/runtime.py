@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,11 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.schema import Schema
 
+from .calibration import platt
 from .onnx_parts import OnnxRerankParts
-from .pair_features import pair_dim, pair_matrix
+from .pair_features import pair_dim
 from .persist import load_reranker, torch_device
 from .token_cache import Tokens, pad_batch
-
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,9 @@ class Reranker:
     and the head) through ONNX Runtime (`onnx_parts`), exported once per machine into `cache_dir`; candidate
     vectors, and everything on a GPU, stay in torch. Falls back to torch, with a warning, if that fails."""
 
-    def __init__(self, directory: Path, device: str = "auto", runtime: str = "torch", cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path, device: str = "auto", runtime: str = "torch", cache_dir: Path | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.device = torch_device(device)
         self.model, self.meta = load_reranker(self.directory, device=str(self.device))
@@ -63,23 +64,17 @@ class Reranker:
             v_np, a_np = self.fast.source_vector(tokens.float().numpy(), mask.numpy(), self.features.matrix(values))
             return v_np, a_np
         feats = torch.from_numpy(self.features.matrix(values)).to(self.device)
-        v, attn = self.model.item_vectors(tokens.to(self.device), mask.to(self.device), feats, side)  # type: ignore[arg-type]
+        v, attn = self.model.item_vectors(tokens.to(self.device), mask.to(self.device), feats, side)  # type: ignore[arg-type]  # side is "source" or "target" (callers pass the literals as str)
         return v.float().cpu().numpy(), None if attn is None else attn.float().cpu().numpy()
 
-    def vectors_from_cache(self, items: list[Tokens], values: list[dict[str, Any]], side: str, batch: int = 64) -> np.ndarray:
+    def vectors_from_cache(
+        self, items: list[Tokens], values: list[dict[str, Any]], side: str, batch: int = 64
+    ) -> np.ndarray:
         out = []
         for b in range(0, len(items), batch):
             toks, mask = pad_batch(items[b : b + batch])
             out.append(self.item_vectors(toks, mask, values[b : b + batch], side)[0])
         return np.concatenate(out) if out else np.zeros((0, self.model.cfg.text_dim), np.float32)
-
-    def pair_matrix(
-        self, q_values: dict[str, Any], q_created: datetime | None, c_values: list[dict[str, Any]],
-        c_created: list[datetime], first_stage: list[dict[str, float]],
-    ) -> np.ndarray | None:
-        if not self.uses_pair:
-            return None
-        return pair_matrix(self.schema, q_values, c_values, q_created, c_created, first_stage)
 
     @torch.inference_mode()
     def score(self, source: np.ndarray, targets: np.ndarray, pair: np.ndarray | None) -> np.ndarray:
@@ -93,10 +88,9 @@ class Reranker:
 
     def probability(self, logits: np.ndarray) -> np.ndarray:
         """Platt-calibrated probability that a candidate is a duplicate (fitted on validation data)."""
-        z = self.cal_a * np.asarray(logits, np.float64) + self.cal_b
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        return platt(logits, self.cal_a, self.cal_b)
 
-    def threshold_for_precision(self, precision: float | None = None) -> float | None:
+    def duplicate_threshold(self, precision: float | None = None) -> float | None:
         """The duplicate-probability threshold chosen on validation data for a target precision.
 
         None when validation reached no such precision. Raises KeyError for a precision the model did not store.

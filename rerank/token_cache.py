@@ -73,8 +73,8 @@ class TokenCache:
                 tids: list[np.ndarray] = []
                 for b in range(0, len(chunk), batch_size):
                     part = chunk[b : b + batch_size]
-                    states, mask, input_ids = encode([t for _, t in part])
-                    states = states.float().cpu().numpy().astype(np.float16)
+                    hidden, mask, input_ids = encode([t for _, t in part])
+                    states = hidden.float().cpu().numpy().astype(np.float16)
                     lengths = mask.sum(1).cpu().numpy()
                     for i, n in enumerate(lengths):
                         toks.append(states[i, :n])

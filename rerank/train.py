@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .model import PairModel, RerankConfig, pooled_unit
+from ticketsearch.retrieval.encoder import pooled_unit
+from ticketsearch.retrieval.evaluation import first_hit_rank
+
+from .model import PairModel, RerankConfig
 from .token_cache import Tokens, pad_batch
 
 
@@ -86,7 +89,7 @@ def item_vectors(
     for b in range(0, len(idx), batch):
         part = list(idx[b : b + batch])
         toks, mask = pad_batch([data.tokens(i) for i in part])
-        v, _ = model.item_vectors(toks, mask, _feats(data, part, perm), side)  # type: ignore[arg-type]
+        v, _ = model.item_vectors(toks, mask, _feats(data, part, perm), side)  # type: ignore[arg-type]  # side is "source" or "target" (callers pass the literals as str)
         out.append(v)
     return torch.cat(out) if out else torch.zeros(0, model.cfg.text_dim)
 
@@ -98,7 +101,9 @@ def pair_tensor(data: TrainData, q: int, cands: Sequence[int]) -> torch.Tensor |
 
 
 @torch.no_grad()
-def rerank_scores(model: PairModel, data: TrainData, lists: Sequence[RankList], perm: np.ndarray | None = None) -> list[np.ndarray]:
+def rerank_scores(
+    model: PairModel, data: TrainData, lists: Sequence[RankList], perm: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Model logits for every candidate of every list (target vectors computed once per ticket)."""
     model.eval()
     uniq = sorted({c for r in lists for c in r.candidates})
@@ -115,11 +120,10 @@ def rerank_scores(model: PairModel, data: TrainData, lists: Sequence[RankList], 
 def reranked_ranks(lists: Sequence[RankList], scores: Sequence[np.ndarray]) -> np.ndarray:
     """Rank of the first hit after reordering each list by score (ties against the model); a query whose
     list holds no hit keeps its first-stage rank."""
-    ranks = []
+    ranks: list[float] = []
     for r, s in zip(lists, scores):
         if r.hits.any():
-            best = s[r.hits].max()
-            ranks.append(1 + int(((s >= best) & ~r.hits).sum()))
+            ranks.append(first_hit_rank(s, r.hits))
         else:
             ranks.append(r.fallback_rank)
     return np.asarray(ranks, dtype=np.float64)
@@ -176,7 +180,7 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
             tv = item_vectors(model, data, flat, "target", perm, batch=len(flat)).view(len(batch), n + 1, -1)
             pair = None
             if data.pair is not None:
-                pair = torch.stack([pair_tensor(data, q, row) for q, row in zip(pairs_q, targets)])  # type: ignore[misc]
+                pair = torch.stack([pair_tensor(data, q, row) for q, row in zip(pairs_q, targets)])  # type: ignore[misc]  # pair_tensor is not None here: data.pair is set
             logits = torch.stack([
                 model.score(qv[i : i + 1], tv[i], None if pair is None else pair[i]) for i in range(len(batch))
             ])
@@ -196,7 +200,8 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
         rr10 = float(np.mean(ranks <= 10)) if len(ranks) else 0.0
         result.history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else math.nan,
                                "valid_mrr": mrr, "valid_rr10": rr10})
-        log(f"      epoch {epoch + 1}: loss {result.history[-1]['loss']:.4f}, validation MRR {mrr:.4f}, RR@10 {rr10:.3f}")
+        log(f"      epoch {epoch + 1}: loss {result.history[-1]['loss']:.4f}, "
+            f"validation MRR {mrr:.4f}, RR@10 {rr10:.3f}")
         if mrr > result.best_valid_mrr or result.best_epoch < 0:  # epoch 0 (if any) counts as best so far
             result.best_valid_mrr, result.best_epoch = mrr, epoch + 1
             best_state = copy.deepcopy(model.state_dict())
@@ -260,21 +265,3 @@ def fit_pair_skip(model: PairModel, data: TrainData, groups: Sequence[Group], l2
     with torch.no_grad():
         model.pair_skip.weight.copy_(w.detach().float().unsqueeze(0))
         model.pair_skip.bias.copy_(b.detach().float().reshape(1))
-
-
-def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 200) -> tuple[float, float]:
-    """Platt scaling: p = sigmoid(a * logit + b), fitted by maximum likelihood on validation pairs."""
-    x = torch.tensor(logits, dtype=torch.float64)
-    y = torch.tensor(labels, dtype=torch.float64)
-    a = torch.ones((), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([a, b], max_iter=iters, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(a * x + b, y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(a.detach()), float(b.detach())

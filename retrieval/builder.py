@@ -8,18 +8,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.settings import Settings, get_settings
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.records import text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.settings import Settings, get_settings
 
 from .encoder import Encoder
 from .lexical import BM25Index, bm25_text
@@ -164,7 +164,7 @@ def build_index(
         index_kind=vindex.kind,
         counts={"tickets": len(texts.row_ids), "vectors": vindex.ntotal, "features": features.dim},
         change_seq=seq,
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         fusion=fusion,
     ).save(index_dir)
     return BuildReport(
@@ -196,7 +196,7 @@ def ingest_and_build(
     schema = load_schema(schema_name) if schema_name else (None if db.exists() else load_schema("support"))
     store = TicketStore(db, schema=schema)
     try:
-        report = ingest_file(store, data, on_error=on_error, progress=progress)  # type: ignore[arg-type]
+        report = ingest_file(store, data, on_error=on_error, progress=progress)  # type: ignore[arg-type]  # on_error is checked by the CLI; ingest_file takes the Literal
         for err in report.errors[:20]:
             log(f"skipped {data}: {err}")
         if len(report.errors) > 20:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ticketsearch.settings import Settings, get_settings
 from ticketsearch.errors import TicketsearchError
+from ticketsearch.settings import Settings, get_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -45,7 +45,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _fingerprint(path: Path) -> str:
+_CONTENT_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> content hash
+
+
+def file_hash(path: Path) -> str:
+    """The blake2b hash of a file's content, computed once per (path, size, mtime) in this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _CONTENT_HASHES:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _CONTENT_HASHES[key] = h.hexdigest()
+    return _CONTENT_HASHES[key]
+
+
+def fingerprint(path: Path) -> str:
+    """A model directory's identity: its configs and the content of its weights (a fine-tuned copy differs)."""
     h = hashlib.blake2b(digest_size=8)
     for name in ("config.json", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
         p = path / name
@@ -55,8 +72,20 @@ def _fingerprint(path: Path) -> str:
     for name in ("model.safetensors", "pytorch_model.bin"):
         p = path / name
         if p.is_file():
-            h.update(f"{name}:{p.stat().st_size}".encode())
+            h.update(f"{name}:{file_hash(p)}".encode())
     return h.hexdigest()
+
+
+def mean_pool(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens' states [B, D] (sentence-transformers' mean pooling)."""
+    m = attention_mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def pooled_unit(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """`mean_pool`, L2-normalised: the bi-encoder's embedding of a text from its token states."""
+    pooled = mean_pool(tokens, attention_mask)
+    return pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-6)
 
 
 @dataclass
@@ -88,8 +117,11 @@ class Encoder:
         self.model.eval()
         self.max_seq_length = self.settings.max_seq_length
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
-        self.key = f"{self.name}|{_fingerprint(self.model_dir)}|seq{self.max_seq_length}"
+        dim = get_dim()
+        if dim is None:
+            raise TicketsearchError(f"{self.model_dir}: the model does not report its embedding dimension")
+        self.dim = int(dim)
+        self.key = f"{self.name}|{fingerprint(self.model_dir)}|seq{self.max_seq_length}"
 
     @property
     def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer

@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 
 from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_dir import IndexDir
 
 from .builder import embed_store, embed_texts, title_key
 from .encoder import Encoder
 from .evaluation import EvalSet, QueryPool
-from .fusion import minmax
-from .lexical import BM25Index, bm25_text
-from ticketsearch.index_dir import IndexDir
-
+from .fusion import list_contributions
+from .lexical import BM25Index, bm25_text, lexical_matches
 from .manifest import Manifest
 
 ScoreFn = Callable[[QueryPool], np.ndarray]
@@ -83,10 +82,9 @@ def fusion_fn(fusion: Mapping[str, Any], depth: int) -> ScoreFn:
         out = np.zeros(len(p.pool), dtype=np.float64)
         for name, w in weights.items():
             idx = p.top(name, depth)
-            if method == "rrf":
-                out[idx] += w / (k + np.arange(1, len(idx) + 1))
-            else:
-                out[idx] += w * minmax(p.scores[name][idx])
+            if name == "bm25":  # as search: only documents that share a query term are in BM25's list
+                idx = idx[lexical_matches(p.scores[name][idx])]
+            out[idx] += w * list_contributions(method, p.scores[name][idx], k)
         return out
 
     return fn

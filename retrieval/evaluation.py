@@ -180,13 +180,17 @@ def metrics_from_ranks(ranks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> 
     return out
 
 
-def evaluate(pools: Sequence[QueryPool], score_fn: Callable[[QueryPool], np.ndarray]) -> tuple[dict[str, Any], np.ndarray]:
+def evaluate(
+    pools: Sequence[QueryPool], score_fn: Callable[[QueryPool], np.ndarray]
+) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of a method given as a function of the pool's precomputed scores. Returns (metrics, ranks)."""
     ranks = np.array([first_hit_rank(score_fn(p), p.hits) for p in pools], dtype=np.float64)
     return metrics_from_ranks(ranks), ranks
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, metric: str = "MRR", n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, metric: str = "MRR", n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """Difference b - a on the same queries, with a 95% paired bootstrap interval."""
     def per_query(r: np.ndarray) -> np.ndarray:
         if metric == "MRR":
@@ -212,6 +216,7 @@ def markdown_table(methods: Mapping[str, Mapping[str, Any]], title: str | None =
             lines.append(f"| {name} | 0 |" + " |" * (len(head) - 2))
             continue
         ci = m.get("ci95", {}).get("MRR", [float("nan")] * 2)
-        cells = [name, str(m["queries"])] + [f"{m[f'RR@{k}']:.3f}" for k in KS] + [f"{m['MRR']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"]
+        cells = ([name, str(m["queries"])] + [f"{m[f'RR@{k}']:.3f}" for k in KS]
+                 + [f"{m['MRR']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

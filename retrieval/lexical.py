@@ -33,6 +33,11 @@ def bm25_text(title: str, body: str) -> str:
     return "\n".join([title] * TITLE_REPEAT + [body])
 
 
+def lexical_matches(scores: np.ndarray) -> np.ndarray:
+    """Which BM25 scores are matches: a document sharing no query term is not one (search and evaluation)."""
+    return np.asarray(scores) > 0
+
+
 def tokenize(texts: list[str]) -> list[list[str]]:
     return bm25s.tokenize(texts, stopwords="en", stemmer=_STEM, return_ids=False, show_progress=False)
 
@@ -115,7 +120,7 @@ class BM25Index:
         if allowed is not None:
             mask = np.isin(ids, allowed)
             s, ids = s[mask], ids[mask]
-        s_pos = s > 0  # a document sharing no query term is not a lexical match
+        s_pos = lexical_matches(s)
         s, ids = s[s_pos], ids[s_pos]
         kk = min(k, len(s))
         if kk == 0:

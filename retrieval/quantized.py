@@ -40,7 +40,8 @@ import torch
 from ticketsearch.atomic import atomic_write_dir
 from ticketsearch.errors import TicketsearchError
 
-from .encoder import TokenBatch
+from .encoder import TokenBatch, pooled_unit
+from .onnx_runtime import cpu_session, quiet_export
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -60,15 +61,6 @@ class QueryEncoder(Protocol):
     key: str
 
     def encode(self, texts: list[str], progress: bool = False, desc: str = "encode") -> np.ndarray: ...
-
-
-def mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Masked mean of token states [B, T, D] over real tokens, then L2-normalised: float32 [B, D]."""
-    m = mask[..., None].astype(np.float32)
-    summed = (hidden.astype(np.float32, copy=False) * m).sum(axis=1)
-    pooled = summed / np.clip(m.sum(axis=1), 1e-9, None)
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
 class _PooledQueryEncoder:
@@ -109,7 +101,7 @@ class _PooledQueryEncoder:
         hidden = self._hidden(feats)
         mask = feats["attention_mask"]
         return TokenBatch(
-            pooled=torch.from_numpy(mean_pool_normalise(hidden, mask.cpu().numpy())),
+            pooled=pooled_unit(torch.from_numpy(hidden).float(), mask.cpu()),
             tokens=torch.from_numpy(np.ascontiguousarray(hidden, dtype=np.float32)),
             attention_mask=mask.cpu(),
             input_ids=feats["input_ids"].cpu(),
@@ -126,7 +118,7 @@ class _PooledQueryEncoder:
             idx = order[i : i + self.batch_size]
             feats = self.base.tokenize([texts[j] for j in idx])
             hidden = self._hidden(feats)
-            out[idx] = mean_pool_normalise(hidden, feats["attention_mask"].cpu().numpy())
+            out[idx] = pooled_unit(torch.from_numpy(hidden).float(), feats["attention_mask"].cpu()).numpy()
         return out
 
 
@@ -156,19 +148,10 @@ class OnnxQueryEncoder(_PooledQueryEncoder):
     def __init__(self, encoder: Encoder, model_dir: Path, int8: bool = True, threads: int | None = None) -> None:
         self.kind = "onnx-int8" if int8 else "onnx-fp32"
         super().__init__(encoder)
-        import onnxruntime as ort
-
         self.model_dir = ensure_onnx(encoder, model_dir)
         path = self.model_dir / (ONNX_INT8 if int8 else ONNX_FP32)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No busy-waiting between runs: ONNX Runtime's idle threads otherwise spin on the cores that torch
-        # (the reranker) and FAISS need right after the query pass (measured: the rerank stage took 2x longer).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.threads = opts.intra_op_num_threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.threads = int(threads or torch.get_num_threads())
+        self.session = cpu_session(path, self.threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def _hidden(self, feats: dict[str, torch.Tensor]) -> np.ndarray:
@@ -262,7 +245,9 @@ class _HiddenStates(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         return out.last_hidden_state
 
@@ -277,28 +262,18 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
     )
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("seq", min=1, max=max(encoder.max_seq_length, 2))
-    # "torchvision is not installed" notices from the exporter's registry, its optimizer's folding notices
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                args,
-                str(path),
-                input_names=list(_INPUTS),
-                output_names=["last_hidden_state"],
-                dynamic_shapes={n: {0: batch, 1: seq} for n in _INPUTS},
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    with quiet_export():
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            input_names=list(_INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_shapes={n: {0: batch, 1: seq} for n in _INPUTS},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
 
 
 def quantize_onnx_int8(src: Path, dst: Path) -> None:

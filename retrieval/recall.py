@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def clustered(n: int, dim: int = 384, seed: int = 0, spread: float = 0.6, queries: int = 200) -> tuple[np.ndarray, np.ndarray]:
+def clustered(
+    n: int, dim: int = 384, seed: int = 0, spread: float = 0.6, queries: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
     """n unit vectors around max(50, n/100) random centres, plus `queries` more from the same mixture."""
     rng = np.random.default_rng(seed)
     k = max(50, n // 100)

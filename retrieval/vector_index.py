@@ -14,9 +14,8 @@ import faiss
 import numpy as np
 
 from ticketsearch.atomic import atomic_write_with
-from ticketsearch.settings import Settings, get_settings
 from ticketsearch.errors import TicketsearchError
-
+from ticketsearch.settings import Settings, get_settings
 
 
 def choose_kind(n: int, settings: Settings) -> str:
@@ -26,7 +25,7 @@ def choose_kind(n: int, settings: Settings) -> str:
 
 
 class VectorIndex:
-    def __init__(self, index: faiss.Index, kind: str, settings: Settings | None = None) -> None:
+    def __init__(self, index: faiss.IndexIDMap2, kind: str, settings: Settings | None = None) -> None:
         self.index = index
         self.kind = kind
         self.settings = settings or get_settings()
@@ -36,7 +35,9 @@ class VectorIndex:
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def build(cls, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", settings: Settings | None = None) -> VectorIndex:
+    def build(
+        cls, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", settings: Settings | None = None
+    ) -> VectorIndex:
         settings = settings or get_settings()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
@@ -74,8 +75,9 @@ class VectorIndex:
             base.hnsw.efSearch = self.settings.hnsw_ef_search
         elif isinstance(base, faiss.IndexIVF):
             base.nprobe = self.settings.ivf_nprobe
-            if base.direct_map.type == faiss.DirectMap.NoMap:
-                base.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct by id; allows removal
+            # reconstruct by id; allows removal
+            if base.direct_map.type == faiss.DirectMap.NoMap:  # type: ignore[attr-defined]  # stubs lack DirectMap
+                base.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # stubs lack DirectMap
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, path: Path) -> Path:
@@ -94,6 +96,8 @@ class VectorIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise TicketsearchError(f"{path}: unreadable FAISS index ({str(exc).splitlines()[0]})") from None
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise TicketsearchError(f"{path}: not an id-mapped FAISS index ({type(index).__name__})")
         return cls(index, kind, settings)
 
     # ---- queries --------------------------------------------------------------------------------
@@ -110,14 +114,22 @@ class VectorIndex:
 
     def reconstruct(self, row_id: int) -> np.ndarray:
         try:
-            return self.index.reconstruct(int(row_id))
+            # np.asarray: faiss's stubs pick the torch overload when no output buffer is given
+            return np.asarray(self.index.reconstruct(int(row_id)))
         except RuntimeError:
             raise KeyError(row_id) from None
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, row ids) per query, best first; -1 ids pad rows with fewer than k results."""
+        """Top-k (scores, row ids) per query, best first, equal scores by row id (older tickets first, as the
+        evaluation breaks ties by time); -1 ids pad rows with fewer than k results."""
+        scores, ids = self._search(queries, k, allowed)
+        return _ties_by_row_id(scores, ids)
+
+    def _search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, int(k))
         if allowed is None:
@@ -130,11 +142,12 @@ class VectorIndex:
         sel = faiss.IDSelectorBatch(allowed)
         base = faiss.downcast_index(self.index.index)
         if isinstance(base, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.settings.hnsw_ef_search, k))
+            ef = max(self.settings.hnsw_ef_search, k)
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)  # type: ignore[attr-defined]  # not in faiss's stubs
         elif isinstance(base, faiss.IndexIVF):
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=self.settings.ivf_nprobe)
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self.settings.ivf_nprobe)  # type: ignore[call-arg]  # stubs lack kwargs
         else:
-            params = faiss.SearchParameters(sel=sel)
+            params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]  # faiss's stubs lack keyword constructors
         scores, ids = self.index.search(q, k, params=params)
         short = (ids < 0).sum(axis=1) > 0
         if short.any() and len(allowed) > k:
@@ -147,8 +160,12 @@ class VectorIndex:
         present = allowed[np.isin(allowed, self.ids(), assume_unique=False)] if self.kind != "flat" else allowed
         if self.kind == "flat":
             sel = faiss.IDSelectorBatch(present)
-            return self.index.search(q, k, params=faiss.SearchParameters(sel=sel))
-        vecs = np.vstack([self.index.reconstruct(int(i)) for i in present]) if len(present) else np.zeros((0, q.shape[1]), np.float32)
+            params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]  # faiss's stubs lack keyword constructors
+            return self.index.search(q, k, params=params)
+        if len(present):
+            vecs = np.vstack([self.index.reconstruct(int(i)) for i in present])
+        else:
+            vecs = np.zeros((0, q.shape[1]), np.float32)
         sims = q @ vecs.T
         kk = min(k, len(present))
         scores = np.full((len(q), k), -np.inf, np.float32)
@@ -166,8 +183,8 @@ class VectorIndex:
         self.index.add_with_ids(np.ascontiguousarray(vecs, np.float32), np.ascontiguousarray(ids, np.int64))
         base = faiss.downcast_index(self.index.index)
         if isinstance(base, faiss.IndexIVF):  # FAISS does not extend an IVF direct map on add: rebuild it
-            base.set_direct_map_type(faiss.DirectMap.NoMap)
-            base.set_direct_map_type(faiss.DirectMap.Hashtable)
+            base.set_direct_map_type(faiss.DirectMap.NoMap)  # type: ignore[attr-defined]  # stubs lack DirectMap
+            base.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # stubs lack DirectMap
 
     def remove_any(self, ids: np.ndarray) -> int:
         """Remove whichever of these row ids are present (flat only; see `retrieval.live` for the others)."""
@@ -180,3 +197,17 @@ class VectorIndex:
         if self.kind != "flat":
             raise TicketsearchError(f"removing vectors from a {self.kind} index is not supported; rebuild it")
         return int(self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64))))
+
+
+def _ties_by_row_id(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder each row's results by (score desc, row id asc); padding (-1) stays last. FAISS leaves the
+    order of equal scores to its heap (identical titles give identical cosines)."""
+    scores, ids = np.asarray(scores), np.asarray(ids)
+    for r in range(len(ids)):
+        valid = ids[r] >= 0
+        n = int(valid.sum())
+        s_r, i_r = scores[r][valid], ids[r][valid]
+        if n > 1 and np.any(s_r[1:] == s_r[:-1]):
+            order = np.lexsort((i_r, -s_r))
+            scores[r, :n], ids[r, :n] = s_r[order], i_r[order]
+    return scores, ids

@@ -24,13 +24,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from ticketsearch.settings import get_settings
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.eval_index import fusion_fn, load_eval_inputs, scorers
     from ticketsearch.retrieval.evaluation import build_pools, evaluate, markdown_table
     from ticketsearch.retrieval.manifest import Manifest
+    from ticketsearch.settings import get_settings
 
     manifest = Manifest.load(args.index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})

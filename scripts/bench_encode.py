@@ -87,7 +87,6 @@ def main() -> None:
     import torch
 
     from ticketsearch.atomic import atomic_write_json
-    from ticketsearch.settings import get_settings
     from ticketsearch.index_data.records import parse_datetime, ticket_text
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
@@ -96,6 +95,7 @@ def main() -> None:
     from ticketsearch.retrieval.evaluation import build_pools, evaluate, paired_bootstrap
     from ticketsearch.retrieval.manifest import Manifest
     from ticketsearch.retrieval.quantized import QUANT_KINDS, build_query_encoder
+    from ticketsearch.settings import get_settings
 
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:
@@ -158,12 +158,16 @@ def main() -> None:
 
         # ---- the variants: name -> threads -> encode function ----
         onnx_dir = args.onnx_dir or Path(tmp) / "onnx"
-        variants: dict[str, dict[int, Callable[[list[str]], np.ndarray]]] = {FP32: {t: encoder.encode for t in thread_counts}}
+        variants: dict[str, dict[int, Callable[[list[str]], np.ndarray]]] = {
+            FP32: {t: encoder.encode for t in thread_counts}
+        }
         build_s: dict[str, float] = {}
         for kind in kinds:
             t0 = time.perf_counter()
             if kind.startswith("onnx"):
-                variants[kind] = {t: build_query_encoder(encoder, kind, onnx_dir, threads=t).encode for t in thread_counts}
+                variants[kind] = {
+                    t: build_query_encoder(encoder, kind, onnx_dir, threads=t).encode for t in thread_counts
+                }
             else:
                 q = build_query_encoder(encoder, kind)
                 variants[kind] = {t: q.encode for t in thread_counts}
@@ -177,7 +181,7 @@ def main() -> None:
             torch.set_num_threads(t)
 
         # warm-up
-        for name, by_t in variants.items():
+        for by_t in variants.values():
             for t, enc in by_t.items():
                 use_threads(t)
                 for text in sets["ticket"][:10] + sets["title"][:10]:

@@ -35,16 +35,16 @@ def main() -> None:
 
     import torch
 
-    from ticketsearch.settings import get_settings
     from ticketsearch.index_data.demo import write_demo
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.records import ticket_text
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import build_index
     from ticketsearch.index_dir import IndexDir
+    from ticketsearch.pipeline.search import SearchPipeline
+    from ticketsearch.retrieval.builder import build_index
     from ticketsearch.retrieval.encoder import Encoder
-    from ticketsearch.retrieval.search import Searcher
+    from ticketsearch.settings import get_settings
 
     settings = get_settings()
     schema = load_schema("support")
@@ -95,7 +95,7 @@ def main() -> None:
               f"tickets/s ({bare / e2e:.0%} of bare)")
 
         # 3. Search latency per stage
-        searcher = Searcher(index_dir, settings=settings, encoder=encoder)
+        searcher = SearchPipeline(index_dir, settings=settings, encoder=encoder)
         queries = [f"{r['title']} - still happening for us" for r in rows[: args.queries]]
         stages: dict[str, list[float]] = {"encode": [], "retrieve": [], "fetch": [], "total": []}
         searcher.search(queries[0], k=10)
@@ -113,7 +113,7 @@ def main() -> None:
         searcher.close()
         results["search_ms"] = {k_: {"p50": pct(v, 50), "p99": pct(v, 99)} for k_, v in stages.items()}
         results["filtered_search_ms"] = {"p50": pct(filt, 50), "p99": pct(filt, 99)}
-        for k_, v in results["search_ms"].items():  # type: ignore[union-attr]
+        for k_, v in results["search_ms"].items():  # type: ignore[union-attr]  # results["search_ms"] is the dict written above
             print(f"search {k_:>8}: p50 {v['p50']:.2f} ms  p99 {v['p99']:.2f} ms")
         print(f"filtered search total: p50 {pct(filt, 50):.2f} ms  p99 {pct(filt, 99):.2f} ms")
     if args.out:

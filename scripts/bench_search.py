@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ticketsearch.atomic import atomic_write_json  # noqa: E402
-from ticketsearch.settings import Settings  # noqa: E402
 from ticketsearch.retrieval.recall import clustered, recall_at_k  # noqa: E402
 from ticketsearch.retrieval.vector_index import VectorIndex, choose_kind  # noqa: E402
+from ticketsearch.settings import Settings  # noqa: E402
 
 DIM = 384
 
@@ -86,7 +86,8 @@ def sweep(n: int, log: Any, keep: Path | None = None) -> dict[str, Any]:
                         "build_s": round(build, 2), "bytes_per_ticket": round(fb / n, 1)})
     log(f"  {n:>9,} flat: p50 {lat1['p50_ms']} ms (2 threads {lat2['p50_ms']} ms)")
     del flat
-    for kind, name, values in (("hnsw", "efSearch", (32, 64, 128, 256, 512)), ("ivf", "nprobe", (4, 8, 16, 32, 64, 128))):
+    sweeps = (("hnsw", "efSearch", (32, 64, 128, 256, 512)), ("ivf", "nprobe", (4, 8, 16, 32, 64, 128)))
+    for kind, name, values in sweeps:
         t0 = time.perf_counter()
         faiss.omp_set_num_threads(2)  # building uses both cores; searching is timed on one
         idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings())
@@ -118,12 +119,12 @@ def build_stage_index(n: int, root: Path, reranker_dir: Path, log: Any, keep: Pa
     from ticketsearch.index_data.records import normalize_row
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.index_dir import IndexDir
+    from ticketsearch.pipeline.rerank_vectors import save_rerank_vectors
     from ticketsearch.rerank.runtime import Reranker
     from ticketsearch.retrieval.builder import build_bm25
-    from ticketsearch.index_dir import IndexDir
     from ticketsearch.retrieval.live import RowVectors
     from ticketsearch.retrieval.manifest import Manifest
-    from ticketsearch.pipeline.rerank_vectors import save_rerank_vectors
 
     d = root / f"idx{n}"
     out = IndexDir(d)
@@ -180,7 +181,7 @@ def _encoder_key() -> str:
 
 
 def stages(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
-    from ticketsearch.service.engine import Engine
+    from ticketsearch.pipeline.engine import Engine
 
     engine = Engine(index_dir, Settings())
     engine.start()
@@ -198,7 +199,8 @@ def stages(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
                 for stage, ms in res.timings_ms.items():
                     timings.setdefault(stage, []).append(ms / 1000.0)
             out[f"single/{method}"] = {s: pct(v) for s, v in timings.items()}
-            log(f"    single {method}: " + ", ".join(f"{s} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for s, v in out[f'single/{method}'].items()))
+            log(f"    single {method}: "
+                + ", ".join(f"{s} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for s, v in out[f'single/{method}'].items()))
         # 8 concurrent queries (hybrid + rerank), each thread its own stream
         timings = {}
         lock = threading.Lock()
@@ -222,7 +224,8 @@ def stages(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
         out["concurrent8/hybrid"] = {s: pct(v) for s, v in timings.items()}
         out["concurrent8/hybrid"]["throughput_qps"] = round(len(timings["total"]) / wall, 1)
         log("    8 concurrent hybrid: " + ", ".join(
-            f"{s} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for s, v in out["concurrent8/hybrid"].items() if isinstance(v, dict)))
+            f"{s} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}"
+            for s, v in out["concurrent8/hybrid"].items() if isinstance(v, dict)))
     finally:
         engine.close()
     return out
@@ -235,9 +238,9 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
     (the article's way), and with the cached vectors rounded to float16."""
     from ticketsearch.index_data.records import ticket_text
     from ticketsearch.pipeline.rerank_vectors import token_states
-    from ticketsearch.pipeline.search import RerankingSearcher
+    from ticketsearch.pipeline.search import SearchPipeline
 
-    s = RerankingSearcher(index_dir)
+    s = SearchPipeline(index_dir)
     if s.reranker is None:
         raise SystemExit(f"{index_dir}: no trained reranker with cached vectors")
     rr = s.reranker
@@ -252,7 +255,7 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
         return cached_target(row_ids).astype(np.float16).astype(np.float32)
 
     def run(target: Any, t: str) -> tuple[float, dict[str, float]]:
-        s.target_vectors = target  # type: ignore[method-assign]
+        s.target_vectors = target  # type: ignore[method-assign]  # the benchmark swaps the stage it times
         res = s.search(t, k=100)
         return res.timings_ms["rerank"] / 1000.0, {h.id: h.rerank_score for h in res.hits}
 
@@ -271,12 +274,13 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
                 timings[name].append(tn)
                 common = [i for i in sc if i in sn]
                 diffs[name].append(max(abs(sc[i] - sn[i]) for i in common))
-                same[name].append(float(np.mean([a == b for a, b in zip(top_c, sorted(sn, key=lambda i: -sn[i])[:10])])))
+                top_n = sorted(sn, key=lambda i: -sn[i])[:10]
+                same[name].append(float(np.mean([a == b for a, b in zip(top_c, top_n)])))
             rows = [s.store.get(i).row_id for i in top_c]
             fresh, cached = naive_target(rows), cached_target(rows)
             vec_diff.append(float(np.max(np.abs(fresh - cached)) / max(float(np.max(np.abs(fresh))), 1e-9)))
     finally:
-        s.target_vectors = cached_target  # type: ignore[method-assign]
+        s.target_vectors = cached_target  # type: ignore[method-assign]  # restores the stage swapped above
         s.close()
     out: dict[str, Any] = {"queries": len(timings["cached"]), "candidates": 100,
                            "model": rr.name, "model_best_epoch": rr.meta.get("train", {}).get("best_epoch"),
@@ -288,7 +292,8 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
         out[name]["top10_positions_equal"] = round(float(np.mean(same[name])), 4)
     out["speedup_p50"] = round(out["naive"]["p50_ms"] / out["cached"]["p50_ms"], 1)
     log(f"  rerank stage, 100 candidates: cached p50 {out['cached']['p50_ms']} ms, the article's re-encoding "
-        f"p50 {out['naive']['p50_ms']} ms ({out['speedup_p50']}x); |logit diff| <= {out['naive']['max_abs_logit_diff']}; "
+        f"p50 {out['naive']['p50_ms']} ms ({out['speedup_p50']}x); "
+        f"|logit diff| <= {out['naive']['max_abs_logit_diff']}; "
         f"float16 vectors: |logit diff| <= {out['float16']['max_abs_logit_diff']}, top-10 equal "
         f"{out['float16']['top10_positions_equal']}")
     return out
@@ -329,10 +334,9 @@ def fetch_check(n: int, root: Path, log: Any) -> dict[str, Any]:
 # ---- 4. the automatic choice on real hadoop embeddings ---------------------------------------------------
 def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import read_texts
     from ticketsearch.index_dir import IndexDir
+    from ticketsearch.retrieval.builder import embed_store, read_texts
     from ticketsearch.retrieval.encoder import Encoder
-    from ticketsearch.retrieval.builder import embed_store
 
     with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
         enc = Encoder("minilm")
@@ -349,7 +353,8 @@ def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
         lat, found = time_queries(idx, queries)
         r = recall_at_k(found, truth)
         out["rows"].append({"kind": kind, "recall@100": round(r, 4), **lat})
-        log(f"  hadoop ({len(ids):,} real MiniLM embeddings) {kind} default params: recall@100 {r:.4f}, p50 {lat['p50_ms']} ms")
+        log(f"  hadoop ({len(ids):,} real MiniLM embeddings) {kind} default params: "
+            f"recall@100 {r:.4f}, p50 {lat['p50_ms']} ms")
     return out
 
 
@@ -418,7 +423,8 @@ def main() -> None:
     log = print
     result: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, device {args.device}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
+                   f"device {args.device}",
         "faiss": faiss.__version__,
     }
     texts = query_texts(args.demo_index)

@@ -21,18 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.settings import get_settings
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.training import DROPOUT, build_train_data, mine
+from ticketsearch.rerank.calibration import lowest_threshold_for_precision
 from ticketsearch.rerank.model import RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.train import TrainConfig, TrainData, rerank_scores, reranked_ranks, train
-from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.evaluation import metrics_from_ranks
 from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.pipeline.training import DROPOUT, build_train_data, mine, threshold_for_precision
+from ticketsearch.settings import get_settings
 
 
 def int8_query_data(store, inp, encoder, mined, data: TrainData, with_pair: bool) -> TrainData:  # noqa: ANN001
@@ -133,7 +134,9 @@ def main() -> None:
                                dropout=DROPOUT, **spec)
             pair_fn = base.pair if with_pair else None
             if pair_fn is not None and drop:
-                def pair_fn(q: int, c: int, _f=base.pair, _drop=list(drop)) -> np.ndarray:  # noqa: ANN001
+                def pair_fn(
+                    q: int, c: int, _f=base.pair, _drop=np.asarray(drop, dtype=np.intp)
+                ) -> np.ndarray:
                     v = _f(q, c).copy()
                     v[_drop] = 0.0
                     return v
@@ -146,16 +149,18 @@ def main() -> None:
             logits = np.concatenate(vscores)
             labels = np.concatenate([r.hits for r in mined.valid]).astype(np.float64)
             # can a duplicate threshold reach these precisions on validation? (ranking only: Platt is monotone)
-            valid["threshold_reaches"] = {f"{t:.2f}": threshold_for_precision(logits, labels, t)[0] is not None
+            valid["threshold_reaches"] = {f"{t:.2f}": lowest_threshold_for_precision(logits, labels, t)[0] is not None
                                           for t in (0.8, 0.85, 0.9, 0.95)}
             test = metrics_from_ranks(reranked_ranks(mined.test, rerank_scores(res.model, data, mined.test, perm)))
             out["trials"][name] = {"spec": spec, "train": tspec, "pair": with_pair, "best_epoch": res.best_epoch,
-                                   "history": res.history, "seconds": round(res.seconds, 1), "valid": valid, "test": test}
+                                   "history": res.history, "seconds": round(res.seconds, 1), "valid": valid,
+                                   "test": test}
             if args.int8_queries:
                 int8 = int8_query_data(store, inp, encoder, mined, data, with_pair)
                 t8 = metrics_from_ranks(reranked_ranks(mined.test, rerank_scores(res.model, int8, mined.test, perm)))
                 out["trials"][name]["test_int8_queries"] = t8
-                print(f"   {name} with int8 query encoding: test MRR {t8['MRR']:.3f} RR@10 {t8['RR@10']:.3f}", flush=True)
+                print(f"   {name} with int8 query encoding: test MRR {t8['MRR']:.3f} RR@10 {t8['RR@10']:.3f}",
+                      flush=True)
             print(f"   {name}: best epoch {res.best_epoch}, valid MRR {valid['MRR']:.3f} RR@10 {valid['RR@10']:.3f} "
                   f"thresholds {valid['threshold_reaches']} | "
                   f"test MRR {test['MRR']:.3f} RR@10 {test['RR@10']:.3f} (hybrid {out['hybrid']['MRR']:.3f} / "

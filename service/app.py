@@ -9,43 +9,44 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import anyio
-from fastapi import FastAPI, Path as PathParam, Query, Request, Security
+from fastapi import FastAPI, Query, Request, Security
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
-from pydantic import Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from ticketsearch.api import TicketIndex
+from ticketsearch.errors import NotFoundError, QueryError, RowError, TicketsearchError, UnavailableError
+from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
+from ticketsearch.pipeline.engine import Engine
+from ticketsearch.results import DuplicateResult, SearchResult
 from ticketsearch.settings import Settings
-from ticketsearch.errors import NotFoundError, QueryError, RowError, TicketsearchError
-from ticketsearch.index_data.records import normalize_row
-from ticketsearch.retrieval.search import Hit as CoreHit, SearchResult
 
 from .auth import ApiKeys
-from .engine import Engine
 from .metrics import Metrics
 from .schemas import (
+    BATCH_TAGS,
+    ID_PATTERN,
     MAX_ID,
     MAX_K,
-    AttendedWord,
+    NOT_BLANK,
     DeleteResponse,
     DuplicateRequest,
-    DuplicateResponse,
-    MAX_BATCH,
-    NOT_BLANK,
     ErrorResponse,
     Health,
-    Hit,
     SearchRequest,
-    SearchResponse,
-    TicketIn,
+    TicketBatch,
     TicketOut,
     UpsertResponse,
     patch_openapi,
@@ -65,8 +66,41 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "Loading, or at capacity (see Retry-After)",
     }.items()
 }
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown ticket id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "Unknown ticket id"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "A ticket named as its own duplicate (duplicate_of = id)"}}
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer KEY` (read or write scope).")
+TICKETS = b"/v1/tickets/"
+
+
+class TicketIdConvertor(Convertor[str]):
+    """A ticket id in a route is one path segment, percent-encoded: `/`, `#`, `?` and `%` in an id arrive as
+    %2F, %23, %3F and %25. The Gate routes on the raw path (see ticket_path), so `GET /v1/tickets/a%2Fsimilar`
+    is the ticket "a/similar" and `GET /v1/tickets/a/similar` the tickets similar to "a"."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+register_url_convertor("ticket_id", TicketIdConvertor())
+TicketIdParam = Annotated[str, PathParam(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+
+
+def ticket_path(scope: dict) -> str:
+    """The path to route on. The server's `path` is percent-decoded, which makes `a%2Fb` two segments; under
+    /v1/tickets/ the id's segment is taken from the raw path instead, decoded, and re-encoded whole."""
+    raw = scope.get("raw_path")
+    if not raw or not raw.startswith(TICKETS):
+        return scope["path"]
+    segment, slash, rest = raw[len(TICKETS):].partition(b"/")
+    tid = unquote_to_bytes(segment).decode("utf-8", "replace")
+    tail = unquote_to_bytes(rest).decode("utf-8", "replace")
+    return "/v1/tickets/" + quote(tid, safe="") + (("/" + tail) if slash else "")
 
 
 class ApiError(Exception):
@@ -103,12 +137,13 @@ class Gate:
         start = time.perf_counter()
         status = {"code": 500}
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)
 
         try:
+            scope["path"] = ticket_path(scope)
             denied = self._check_auth(scope)
             if denied is not None:
                 await denied(scope, receive, send_wrapper)
@@ -126,7 +161,7 @@ class Gate:
                 await self._handle(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
+            name = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(name, scope["method"], str(status["code"])).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - start)
 
@@ -250,7 +285,7 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
             app.openapi_schema = patch_openapi(doc, index_schema) if index_schema else doc
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI documents replacing app.openapi
 
     def ready_engine() -> Engine:
         if engine.error is not None:
@@ -284,8 +319,8 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
         """Prometheus metrics: requests and latency per route; latency per search stage."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/v1/search", response_model=SearchResponse, tags=["search"], dependencies=auth, responses=ERRORS)
-    async def search(req: SearchRequest) -> SearchResponse:
+    @app.post("/v1/search", response_model=SearchResult, tags=["search"], dependencies=auth, responses=ERRORS)
+    async def search(req: SearchRequest) -> SearchResult:
         """Tickets like the query text, filtered, then reranked with the trained model when there is one."""
         eng = ready_engine()
         fields = query_fields(eng, req.fields, "body.fields")
@@ -294,46 +329,37 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
             text=req.text, title=req.title, fields=fields, filters=filters, before=req.created_before,
             after=req.created_after, k=req.k, method=req.method, rerank=req.rerank, explain=req.explain))
         metrics.observe_stages(res.timings_ms)
-        return search_response(res)
+        return res
 
-    @app.get("/v1/tickets/{ticket_id}/similar", response_model=SearchResponse, tags=["search"], dependencies=auth,
-             responses={**ERRORS, **NOT_FOUND})
+    @app.get("/v1/tickets/{ticket_id:ticket_id}/similar", response_model=SearchResult, tags=["search"],
+             dependencies=auth, responses={**ERRORS, **NOT_FOUND})
     async def similar(
-        ticket_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)],
+        ticket_id: TicketIdParam,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    ) -> SearchResponse:
+    ) -> SearchResult:
         """Tickets similar to an indexed ticket (never the ticket itself)."""
         res = await work(lambda e: e.search(like=ticket_id, k=k))
         metrics.observe_stages(res.timings_ms)
-        return search_response(res)
+        return res
 
-    @app.post("/v1/duplicates", response_model=DuplicateResponse, tags=["search"], dependencies=auth,
+    @app.post("/v1/duplicates", response_model=DuplicateResult, tags=["search"], dependencies=auth,
               responses=ERRORS)
-    async def duplicates(req: DuplicateRequest) -> DuplicateResponse:
+    async def duplicates(req: DuplicateRequest) -> DuplicateResult:
         """Is this new ticket a duplicate of an indexed one? Uses the reranker's calibrated probability."""
         eng = ready_engine()
-        if eng.searcher is None or eng.searcher.reranker is None:
-            raise ApiError(503, "index", "no trained reranker in this index: run 'ticketsearch train'",
-                           type_="unavailable")
+        index = TicketIndex.of_engine(eng)
         try:
-            threshold = eng.duplicate_threshold()
-        except KeyError as exc:
-            raise ApiError(503, "settings.duplicate_precision", str(exc.args[0]), type_="unavailable") from None
-        if threshold is None:
-            raise ApiError(503, "index", "the reranker's validation data reached no threshold for precision "
-                           f"{settings.duplicate_precision}", type_="unavailable")
+            index.duplicate_threshold()  # refuse before any work when the model cannot answer
+        except UnavailableError as exc:
+            raise ApiError(503, "index", str(exc), type_="unavailable") from None
         fields = query_fields(eng, req.fields, "body.fields")
-        res = await work(lambda e: e.search(
-            text=req.body.strip() or req.title, title=req.title if req.body.strip() else None, fields=fields, before=req.created, k=req.k))
-        metrics.observe_stages(res.timings_ms)
-        top = res.hits[0].probability if res.hits else None
-        return DuplicateResponse(
-            is_duplicate=top is not None and top >= threshold, probability=top, threshold=threshold,
-            target_precision=settings.duplicate_precision, candidates=[to_hit(h) for h in res.hits])
+        ticket = {"title": req.title, "body": req.body, "created": req.created, "fields": fields}
+        return await work(lambda e: index.duplicates(ticket, k=req.k))
 
-    @app.post("/v1/tickets", response_model=UpsertResponse, tags=["tickets"], dependencies=auth, responses=ERRORS)
+    @app.post("/v1/tickets", response_model=UpsertResponse, tags=["tickets"], dependencies=auth,
+              responses={**ERRORS, **CONFLICT})
     async def upsert(
-        body: TicketIn | Annotated[list[TicketIn], Field(min_length=1, max_length=MAX_BATCH)],
+        body: TicketBatch,
     ) -> UpsertResponse:
         """Insert or replace tickets by id (one ticket or a list). Searchable as soon as this returns 200."""
         eng = ready_engine()
@@ -347,20 +373,22 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
             raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
                    "duplicate_of": t.duplicate_of, "fields": {k: v for k, v in t.fields.items() if v is not None}}
             try:
-                tickets.append(normalize_row(schema, raw, i + 1))  # type: ignore[arg-type]
+                tickets.append(normalize_row(schema, raw, i + 1))  # type: ignore[arg-type]  # the store is open once the engine is ready
             except RowError as exc:
+                if exc.reason == SELF_DUPLICATE:  # well formed, but in conflict with the ticket's own id
+                    raise ApiError(409, f"{where}.duplicate_of", exc.reason, type_="conflict") from None
                 raise ApiError(422, where, exc.reason, type_="value_error") from None
         res = await work(lambda e: e.upsert(tickets))
         return UpsertResponse(inserted=res.inserted, updated=res.updated, ids=res.ids, change_seq=res.change_seq)
 
-    @app.get("/v1/tickets/{ticket_id}", response_model=TicketOut, tags=["tickets"], dependencies=auth,
+    @app.get("/v1/tickets/{ticket_id:ticket_id}", response_model=TicketOut, tags=["tickets"], dependencies=auth,
              responses={**ERRORS, **NOT_FOUND})
-    async def get_ticket(ticket_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)]) -> TicketOut:
+    async def get_ticket(ticket_id: TicketIdParam) -> TicketOut:
         return TicketOut(**await work(lambda e: e.get(ticket_id)))
 
-    @app.delete("/v1/tickets/{ticket_id}", response_model=DeleteResponse, tags=["tickets"], dependencies=auth,
-                responses={**ERRORS, **NOT_FOUND})
-    async def delete_ticket(ticket_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ID)]) -> DeleteResponse:
+    @app.delete("/v1/tickets/{ticket_id:ticket_id}", response_model=DeleteResponse, tags=["tickets"],
+                dependencies=auth, responses={**ERRORS, **NOT_FOUND})
+    async def delete_ticket(ticket_id: TicketIdParam) -> DeleteResponse:
         """Delete a ticket; it is never returned again."""
         seq = await work(lambda e: e.delete(ticket_id))
         return DeleteResponse(deleted=ticket_id, change_seq=seq)
@@ -389,7 +417,7 @@ def query_fields(eng: Engine, fields: dict[str, Any], where: str, is_filter: boo
         raise ApiError(422, f"{where}.{unknown[0]}", f"unknown field {unknown[0]!r}; allowed: "
                        f"{', '.join(allowed) or '(none)'}", type_="unknown_field")
     for name, value in fields.items():
-        problem = value_problem(schema.field(name), value, is_filter)  # type: ignore[union-attr]
+        problem = value_problem(schema.field(name), value, is_filter)  # type: ignore[union-attr]  # the store is open once the engine is ready
         if problem:
             raise ApiError(422, f"{where}.{name}", problem, type_="value_error")
     return {k: v for k, v in fields.items() if v is not None}
@@ -398,23 +426,6 @@ def query_fields(eng: Engine, fields: dict[str, Any], where: str, is_filter: boo
 def filter_values(eng: Engine, filters: dict[str, Any]) -> dict[str, list[Any]]:
     return {name: v if isinstance(v, list) else [v]
             for name, v in query_fields(eng, filters, "body.filters", is_filter=True).items()}
-
-
-def to_hit(h: CoreHit) -> Hit:
-    return Hit(
-        id=h.id, title=h.title, created=h.created, fields=h.fields, score=h.score,
-        retrieval_score=h.retrieval_score if h.rerank_score is not None else h.score,
-        rerank_score=h.rerank_score, probability=h.probability, scores=h.scores,
-        attended=None if h.attended is None else [AttendedWord(word=w, weight=float(v)) for w, v in h.attended],
-    )
-
-
-def search_response(res: SearchResult) -> SearchResponse:
-    return SearchResponse(
-        hits=[to_hit(h) for h in res.hits], method=res.method,
-        reranked=any(h.rerank_score is not None for h in res.hits), notes=res.notes,
-        timings_ms={k: round(v, 3) for k, v in res.timings_ms.items()},
-    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -426,7 +437,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         items = []
         for e in exc.errors():
-            loc = ".".join(str(x) for x in e.get("loc", ())) or "body"
+            loc = ".".join(str(x) for x in field_path(tuple(e.get("loc", ())))) or "body"
             msg = str(e.get("msg", "invalid"))
             if e.get("type") == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == NOT_BLANK:
                 msg = "must not be empty or whitespace only"
@@ -435,7 +446,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body("path", str(exc.detail), "http"), exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not just those of the first route that matched it
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body("path", str(exc.detail), "http"), exc.status_code, headers=headers)
 
     @app.exception_handler(TicketsearchError)
     async def core_error(request: Request, exc: TicketsearchError) -> JSONResponse:
@@ -447,3 +461,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("body", str(exc), "error"), 400)
 
 
+def field_path(loc: tuple) -> tuple:
+    """An error's location in the request's own terms: the tag of the ticket-or-list union is dropped, so a
+    field reads "body.created" (one ticket) or "body.3.created" (the 4th of a list)."""
+    if len(loc) > 1 and loc[0] == "body" and loc[1] in BATCH_TAGS:
+        return loc[:1] + loc[2:]
+    return loc
+
+
+def allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)

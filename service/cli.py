@@ -6,7 +6,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 
@@ -35,10 +35,10 @@ def one_line_errors(fn: F) -> F:
         except TicketsearchError as exc:
             fail(str(exc))
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature mypy cannot see
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -54,11 +54,54 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, list[str]]:
     return out
 
 
-def query_fields(text: str | None, like: str | None, field: list[str] | None) -> dict[str, object]:
-    """Check that a query was given, and turn --field K=V options into the query ticket's fields."""
-    if text is None and like is None:
-        fail("give a query TEXT or --like ID")
+def parse_fields(field: list[str] | None) -> dict[str, object]:
+    """--field K=V options -> the query ticket's own fields (one value, or a list for K=a,b)."""
     return {k: v[0] if len(v) == 1 else v for k, v in parse_pairs(field, "--field").items()}
+
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index directory.")]
+UrlOpt = Annotated[Optional[str], typer.Option(
+    "--url", help="A running service (http://HOST:PORT): query it over HTTP instead of opening --index.")]
+KeyOpt = Annotated[Optional[str], typer.Option("--key", envvar="TICKETSEARCH_KEY", help="API key for --url.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the API's shape).")]
+
+
+def open_reader(index: Path | None, url: str | None, key: str | None) -> Any:
+    """A TicketIndex on `index`, or a Client of the service at `url` (the same reads)."""
+    from ticketsearch.errors import StoreLockedError
+
+    if (index is None) == (url is None):
+        fail("give either --index DIR or --url http://HOST:PORT")
+    if url is not None:
+        from ticketsearch.client import Client
+
+        return Client(url, key=key)
+    from ticketsearch.api import TicketIndex
+
+    assert index is not None
+    try:
+        return TicketIndex.open(index)
+    except StoreLockedError:
+        fail(f"{index} is held by a running service ('ticketsearch serve'): query it with --url http://HOST:PORT")
+
+
+def print_result(res: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(res.model_dump_json(indent=2))
+        return
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    if not res.hits:
+        typer.echo("no hits")
+        return
+    for rank, h in enumerate(res.hits, start=1):
+        brief = ", ".join(f"{k_}={v}" for k_, v in h.fields.items() if v not in (None, [], "") and k_ != "submitted")
+        prob = f" p={h.probability:.2f}" if h.probability is not None else ""
+        typer.echo(f"{rank:>3}. {h.score:.4f}{prob}  {h.id:<14} {h.title[:70]}")
+        if brief:
+            typer.echo(f"       {brief[:110]}")
+        if h.attended:
+            typer.echo("       attended: " + ", ".join(a.word for a in h.attended))
 
 
 @app.command("demo-data")
@@ -83,14 +126,18 @@ def ingest(
     schema: Annotated[
         Optional[str], typer.Option("--schema", help="Built-in schema name (support, jira, bugzilla) or a TOML path.")
     ] = None,
-    on_error: Annotated[str, typer.Option("--on-error", help="skip: report bad rows and go on; stop: write nothing.")] = "skip",
-    model: Annotated[Optional[str], typer.Option("--model", help="'minilm' or a local sentence-transformers dir.")] = None,
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="skip: report bad rows and go on; stop: write nothing.")
+    ] = "skip",
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="'minilm' or a local sentence-transformers dir.")
+    ] = None,
     index_type: Annotated[Optional[str], typer.Option("--index-type", help="auto, flat, hnsw or ivf.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
-    from ticketsearch.settings import get_settings
     from ticketsearch.retrieval.builder import ingest_and_build
+    from ticketsearch.settings import get_settings
 
     if on_error not in ("skip", "stop"):
         fail(f"--on-error must be 'skip' or 'stop', got {on_error!r}")
@@ -119,9 +166,11 @@ def ingest(
 @app.command()
 @one_line_errors
 def search(
-    index: Annotated[Path, typer.Option("--index", help="Index directory.")],
+    index: IndexOpt = None,
     text: Annotated[Optional[str], typer.Argument(help="Query text.")] = None,
-    like: Annotated[Optional[str], typer.Option("--like", help="Find tickets similar to this indexed ticket id.")] = None,
+    like: Annotated[
+        Optional[str], typer.Option("--like", help="Find tickets similar to this indexed ticket id.")
+    ] = None,
     field: Annotated[Optional[list[str]], typer.Option("--field", help="The query ticket's own field, K=V.")] = None,
     filter_: Annotated[
         Optional[list[str]], typer.Option("--filter", help="Restrict candidates, K=V (repeat or comma = OR).")
@@ -132,39 +181,75 @@ def search(
     method: Annotated[
         Optional[str], typer.Option("--method", help="First stage: dense, bm25, title or hybrid (default: hybrid).")
     ] = None,
-    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Rerank the top 100 with the trained model.")] = True,
+    rerank: Annotated[
+        bool, typer.Option("--rerank/--no-rerank", help="Rerank the top 100 with the trained model.")
+    ] = True,
     explain: Annotated[bool, typer.Option("--explain", help="Show the words each hit's features attended to.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Search the index by text, or by an indexed ticket's id with --like; reranks when a model is trained."""
-    from ticketsearch.pipeline.search import RerankingSearcher
-
-    fields = query_fields(text, like, field)
-    searcher = RerankingSearcher(index)
+    if text is None and like is None:
+        fail("give a query TEXT or --like ID")
+    reader = open_reader(index, url, key)
     try:
-        res = searcher.search(
-            text, like=like, fields=fields, filters=parse_pairs(filter_, "--filter"), before=before, after=after, k=k,
-            method=method, rerank=rerank, explain=explain,
-        )
+        res = reader.search(text, like=like, fields=parse_fields(field), filters=parse_pairs(filter_, "--filter"),
+                            before=before, after=after, k=k, method=method, rerank=rerank, explain=explain)
     finally:
-        searcher.close()
+        reader.close()
+    print_result(res, as_json)
+
+
+@app.command()
+@one_line_errors
+def similar(
+    ticket_id: Annotated[str, typer.Argument(help="An indexed ticket's id.")],
+    index: IndexOpt = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of hits.")] = 10,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Tickets similar to an indexed ticket (never the ticket itself)."""
+    reader = open_reader(index, url, key)
+    try:
+        res = reader.similar(ticket_id, k=k)
+    finally:
+        reader.close()
+    print_result(res, as_json)
+
+
+@app.command()
+@one_line_errors
+def duplicates(
+    title: Annotated[str, typer.Option("--title", help="The new ticket's title.")],
+    index: IndexOpt = None,
+    body: Annotated[str, typer.Option("--body", help="The new ticket's body.")] = "",
+    created: Annotated[Optional[str], typer.Option("--created", help="Its creation time (ISO-8601).")] = None,
+    field: Annotated[Optional[list[str]], typer.Option("--field", help="Its own field, K=V.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of candidates.")] = 5,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Is this new ticket a duplicate of an indexed one? (needs a trained reranker)"""
+    if not title.strip():
+        fail("--title must not be empty")
+    reader = open_reader(index, url, key)
+    try:
+        res = reader.duplicates({"title": title, "body": body, "created": created, "fields": parse_fields(field)}, k=k)
+    finally:
+        reader.close()
     if as_json:
-        typer.echo(json.dumps({"query": res.query_text, "method": res.method, "hits": [h.as_dict() for h in res.hits],
-                               "notes": res.notes, "timings_ms": res.timings_ms}, indent=2, ensure_ascii=False))
+        typer.echo(res.model_dump_json(indent=2))
         return
-    for note in res.notes:
-        typer.echo(f"note: {note}")
-    if not res.hits:
-        typer.echo("no hits")
-        return
-    for rank, h in enumerate(res.hits, start=1):
-        brief = ", ".join(f"{k_}={v}" for k_, v in h.fields.items() if v not in (None, [], "") and k_ != "submitted")
-        prob = f" p={h.probability:.2f}" if h.probability is not None else ""
-        typer.echo(f"{rank:>3}. {h.score:.4f}{prob}  {h.id:<14} {h.title[:70]}")
-        if brief:
-            typer.echo(f"       {brief[:110]}")
-        if h.attended:
-            typer.echo("       attended: " + ", ".join(w for w, _ in h.attended))
+    verdict = "likely duplicate" if res.is_duplicate else "not a duplicate"
+    prob = "-" if res.probability is None else f"{res.probability:.2f}"
+    typer.echo(f"{verdict}: p={prob}, threshold {res.threshold:.2f} (precision {res.target_precision:.2f})")
+    for rank, h in enumerate(res.candidates, start=1):
+        p = "" if h.probability is None else f" p={h.probability:.2f}"
+        typer.echo(f"{rank:>3}.{p}  {h.id:<14} {h.title[:70]}")
 
 
 @app.command()
@@ -175,10 +260,14 @@ def experiment(
     schema: Annotated[str, typer.Option("--schema", help="Built-in schema name or TOML path.")] = "jira",
     train_before: Annotated[str, typer.Option("--train-before", help="End of the train period.")] = "2015-01-01",
     test_since: Annotated[str, typer.Option("--test-since", help="Start of the test period.")] = "2016-01-01",
-    window_days: Annotated[int, typer.Option("--window-days", min=1, help="Candidate window for the windowed table.")] = 365,
+    window_days: Annotated[
+        int, typer.Option("--window-days", min=1, help="Candidate window for the windowed table.")
+    ] = 365,
     model: Annotated[Optional[str], typer.Option("--model", help="'minilm' or a local model directory.")] = None,
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Train and evaluate the rerankers.")] = True,
-    rerank_budget: Annotated[float, typer.Option("--rerank-budget", min=10, help="Seconds of training per reranker variant.")] = 900,
+    rerank_budget: Annotated[
+        float, typer.Option("--rerank-budget", min=10, help="Seconds of training per reranker variant.")
+    ] = 900,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Ingest a labelled file, build the indexes, tune fusion on validation, train rerankers, evaluate on test."""
@@ -203,16 +292,18 @@ def evaluate(
     since: Annotated[str, typer.Option("--since", help="Queries created on or after this date.")],
     until: Annotated[Optional[str], typer.Option("--until", help="Queries created before this date.")] = None,
     window_days: Annotated[Optional[int], typer.Option("--window-days", min=1, help="Candidate window.")] = None,
-    exclude_easy: Annotated[bool, typer.Option("--exclude-easy", help="Drop duplicates filed within an hour or with an identical title.")] = False,
+    exclude_easy: Annotated[
+        bool, typer.Option("--exclude-easy", help="Drop duplicates filed within an hour or with an identical title.")
+    ] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON here.")] = None,
 ) -> None:
     """Evaluate the first-stage methods of an index on its duplicates (chronological protocol)."""
-    from ticketsearch.settings import get_settings
+    from ticketsearch.pipeline.experiment import evaluate_methods, parse_date
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.eval_index import first_stage_methods, load_eval_inputs, scorers
     from ticketsearch.retrieval.evaluation import build_pools, markdown_table
     from ticketsearch.retrieval.manifest import Manifest
-    from ticketsearch.pipeline.experiment import evaluate_methods, parse_date
+    from ticketsearch.settings import get_settings
 
     manifest = Manifest.load(index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
@@ -236,17 +327,19 @@ def train(
     index: Annotated[Path, typer.Option("--index", help="Index directory with duplicate links (duplicate_of).")],
     train_before: Annotated[Optional[str], typer.Option("--train-before", help="End of the train period.")] = None,
     valid_before: Annotated[Optional[str], typer.Option("--valid-before", help="End of the validation period.")] = None,
-    variant: Annotated[str, typer.Option("--variant", help="rerank-cross+pair, rerank-cross or rerank-concat.")] = "rerank-cross+pair",
+    variant: Annotated[
+        str, typer.Option("--variant", help="rerank-cross+pair, rerank-cross or rerank-concat.")
+    ] = "rerank-cross+pair",
     loss: Annotated[str, typer.Option("--loss", help="bce, listwise or both.")] = "both",
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
-    from ticketsearch.settings import get_settings
-    from ticketsearch.rerank.train import TrainConfig
     from ticketsearch.pipeline.experiment import parse_date
     from ticketsearch.pipeline.training import VARIANTS, train_index
+    from ticketsearch.rerank.train import TrainConfig
+    from ticketsearch.settings import get_settings
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
         fail(f"--variant must be one of rerank-cross+pair, rerank-cross, rerank-concat; got {variant!r}")
@@ -256,7 +349,7 @@ def train(
     vb = parse_date(valid_before, "--valid-before") if valid_before else None
     if tb and vb and vb <= tb:
         fail("--valid-before must be after --train-before")
-    res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]
+    res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss is checked above against the Literal
                       progress=not quiet, log=typer.echo)
     m = res["test"][variant]
     if m["queries"]:
@@ -276,24 +369,26 @@ def explain(
     field: Annotated[Optional[list[str]], typer.Option("--field", help="The query ticket's own field, K=V.")] = None,
 ) -> None:
     """Draw the words the top hit's features attended to (a bar chart like the article's), and list them."""
+    from ticketsearch.api import TicketIndex
     from ticketsearch.rerank.explain import plot_attention
-    from ticketsearch.pipeline.search import RerankingSearcher
 
-    fields = query_fields(text, like, field)
-    searcher = RerankingSearcher(index)
+    if text is None and like is None:
+        fail("give a query TEXT or --like ID")
+    idx = TicketIndex.open(index)
     try:
-        if searcher.reranker is None:
-            fail("; ".join(searcher.notes))
-        res = searcher.search(text, like=like, fields=fields, k=1, explain=True)
+        if idx.pipeline.reranker is None:
+            fail("; ".join(idx.pipeline.notes))
+        res = idx.search(text, like=like, fields=parse_fields(field), k=1, explain=True)
     finally:
-        searcher.close()
-    if not res.hits or not res.hits[0].attended:
+        idx.close()
+    top = res.hits[0] if res.hits else None
+    if top is None or not top.attended:
         fail("nothing to explain: no hit, or the installed reranker has no attention (concat)")
-    top = res.hits[0]
-    plot_attention(top.attended, f"{top.id}: {top.title}", out)
+    words = [(a.word, a.weight) for a in top.attended]
+    plot_attention(words, f"{top.id}: {top.title}", out)
     for note in res.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"top hit {top.id} (p={top.probability:.2f}) attended: " + ", ".join(f"{w} {v:.3f}" for w, v in top.attended))
+    typer.echo(f"top hit {top.id} (p={top.probability:.2f}) attended: " + ", ".join(f"{w} {v:.3f}" for w, v in words))
     typer.echo(f"wrote {out}")
 
 
@@ -310,9 +405,9 @@ def serve(
 
     import uvicorn
 
-    from ticketsearch.settings import get_settings
     from ticketsearch.service.app import create_app
     from ticketsearch.service.auth import ApiKeys
+    from ticketsearch.settings import get_settings
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error; got {log_level!r}")

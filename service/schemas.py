@@ -6,17 +6,17 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from ticketsearch.index_data.records import naive_utc, parse_datetime
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, WithJsonSchema, field_validator
+
+from ticketsearch.index_data.records import ID_PATTERN, MAX_ID_LEN, parse_datetime
 from ticketsearch.index_data.schema import FieldSpec, Schema
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 MAX_TEXT = 100_000  # characters; the encoder itself reads the first max_seq_length tokens
 MAX_TITLE = 2_000
-MAX_ID = 200
+MAX_ID = MAX_ID_LEN  # the same limit and rule (ID_PATTERN) as ticket files: index_data/records.py
 MAX_K = 100
 MAX_FIELDS = 64
 MAX_VALUES = 100
-ID_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
 MAX_BATCH = 1000  # tickets per POST /v1/tickets
 VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f]"  # neither a space nor a control character
 NOT_BLANK = VISIBLE  # at least one such character
@@ -56,82 +56,69 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=MAX_TEXT)
 
 
-def _naive_utc(v: datetime | None) -> datetime | None:
-    return None if v is None else naive_utc(v)
+TicketId = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN,
+                                 description="Any characters but control characters, no space at either end.")]
+
+
+def _iso_date(v: Any) -> datetime:
+    """Dates are ISO-8601 strings only (a number is not a date), read as files read them (naive UTC)."""
+    if not isinstance(v, str):
+        raise ValueError(f"must be an ISO-8601 date-time string, not {type(v).__name__}")
+    return parse_datetime(v)
+
+
+IsoDate = Annotated[datetime, BeforeValidator(_iso_date), WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
 class SearchRequest(Strict):
     text: str = Field(min_length=1, max_length=MAX_TEXT, pattern=NOT_BLANK,
                       description="Query text (the encoder reads its first max_seq_length tokens; the rest is cut).")
-    title: str | None = Field(default=None, max_length=MAX_TITLE, description="Optional separate title of the query ticket.")
-    fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS,
-                                                description="The query ticket's own structured fields (unseen values are fine).")
-    filters: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS,
-                                                 description="Restrict candidates: field -> value or list of values (OR).")
-    created_before: datetime | None = None
-    created_after: datetime | None = None
+    title: str | None = Field(default=None, max_length=MAX_TITLE,
+                              description="Optional separate title of the query ticket.")
+    fields: dict[FieldName, FieldValue] = Field(
+        default_factory=dict, max_length=MAX_FIELDS,
+        description="The query ticket's own structured fields (unseen values are fine).")
+    filters: dict[FieldName, FieldValue] = Field(
+        default_factory=dict, max_length=MAX_FIELDS,
+        description="Restrict candidates: field -> value or list of values (OR).")
+    created_before: IsoDate | None = None
+    created_after: IsoDate | None = None
     k: int = Field(default=10, ge=1, le=MAX_K)
     explain: bool = False
-    method: Literal["hybrid", "dense", "bm25", "title"] | None = Field(default=None, description="First stage (default: hybrid).")
+    method: Literal["hybrid", "dense", "bm25", "title"] | None = Field(
+        default=None, description="First stage (default: hybrid).")
     rerank: bool = Field(default=True, description="Rerank the top 100 with the trained model when there is one.")
 
     _title = field_validator("title")(lambda v: v.strip() or None if v is not None else None)
-    _dates = field_validator("created_before", "created_after")(_naive_utc)
-
-
-class AttendedWord(BaseModel):
-    word: str
-    weight: float
-
-
-class Hit(BaseModel):
-    id: str
-    title: str
-    created: str
-    fields: dict[str, Any]
-    score: float = Field(description="The final ranking score (the rerank score when reranked).")
-    retrieval_score: float | None = Field(description="First-stage score.")
-    rerank_score: float | None
-    probability: float | None = Field(description="Calibrated probability that this is a duplicate of the query.")
-    scores: dict[str, float] = Field(description="Per first-stage method scores.")
-    attended: list[AttendedWord] | None = None
-
-
-class SearchResponse(BaseModel):
-    hits: list[Hit]
-    method: str
-    reranked: bool
-    notes: list[str]
-    timings_ms: dict[str, float]
 
 
 class DuplicateRequest(Strict):
     title: str = Field(min_length=1, max_length=MAX_TITLE, pattern=NOT_BLANK)
     body: str = Field(default="", max_length=MAX_TEXT)
-    created: datetime | None = Field(default=None, description="Only tickets created before this are candidates.")
+    created: IsoDate | None = Field(default=None, description="Only tickets created before this are candidates.")
     fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS)
     k: int = Field(default=5, ge=1, le=MAX_K)
 
-    _dates = field_validator("created")(_naive_utc)
-
-
-class DuplicateResponse(BaseModel):
-    is_duplicate: bool
-    probability: float | None = Field(description="The best candidate's calibrated duplicate probability.")
-    threshold: float = Field(description="Chosen on validation data for the configured precision; stored with the model.")
-    target_precision: float
-    candidates: list[Hit]
-
 
 class TicketIn(Strict):
-    id: str = Field(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)
+    id: TicketId
     title: str = Field(min_length=1, max_length=MAX_TITLE, pattern=NOT_BLANK)
     body: str = Field(default="", max_length=MAX_TEXT)
-    created: datetime
-    duplicate_of: str | None = Field(default=None, max_length=MAX_ID)
+    created: IsoDate
+    duplicate_of: TicketId | None = None
     fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS)
 
-    _dates = field_validator("created")(_naive_utc)
+
+# POST /v1/tickets takes one ticket or a list. The union is tagged by the body's JSON type, so an error names
+# only the shape that was sent; app.py drops the tag from the error's field ("body.created", "body.3.created").
+BATCH_TAGS = ("ticket", "tickets")
+TicketBatch = Annotated[
+    Annotated[TicketIn, Tag("ticket")]
+    | Annotated[list[TicketIn], Field(min_length=1, max_length=MAX_BATCH), Tag("tickets")],
+    Discriminator(lambda v: "tickets" if isinstance(v, list) else "ticket" if isinstance(v, dict) else None,
+                  custom_error_type="ticket_or_list",
+                  custom_error_message="must be a ticket object or a list of tickets"),
+]
 
 
 class TicketOut(BaseModel):
@@ -224,7 +211,9 @@ def value_problem(spec: FieldSpec, value: Any, is_filter: bool) -> str | None:
             return "must be a list of strings"
     for v in values:
         if isinstance(v, list):
-            return "takes a value or a list of values, not nested lists" if is_filter else "takes a single value, not a list"
+            if is_filter:
+                return "takes a value or a list of values, not nested lists"
+            return "takes a single value, not a list"
         if spec.kind == "multi" and not isinstance(v, str):
             return "values must be strings"
         if spec.kind == "categorical" and not isinstance(v, (str, int, float)):

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from ticketsearch.settings import Settings
 from ticketsearch.index_data.demo import generate
+from ticketsearch.settings import Settings
+
+# Nothing a test runs writes outside a temporary directory: the per-machine cache (ONNX exports) goes here,
+# for this process and the servers it starts.
+_CACHE = tempfile.mkdtemp(prefix="ticketsearch-cache-")
+os.environ["TICKETSEARCH_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +52,54 @@ def built_index(tmp_path_factory: pytest.TempPathFactory, demo_file: Path, encod
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import build_index
     from ticketsearch.index_dir import IndexDir
+    from ticketsearch.retrieval.builder import build_index
 
     index_dir = tmp_path_factory.mktemp("index")
     with TicketStore(IndexDir(index_dir).store_path, schema=load_schema("support")) as store:
         ingest_file(store, demo_file, progress=False)
         build_index(index_dir, store, encoder, "minilm", settings=settings, progress=False)
     return index_dir
+
+
+# ---- an index of 1,000 generated tickets, and a copy of it with a trained reranker (service and pipeline) --
+
+
+@pytest.fixture(scope="session")
+def index_dir(tmp_path_factory: pytest.TempPathFactory, encoder, settings) -> Path:
+    from ticketsearch.index_data.ingest import ingest_file
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.index_dir import IndexDir
+    from ticketsearch.retrieval.builder import build_index
+
+    root = tmp_path_factory.mktemp("rr")
+    data = root / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in generate(1000, seed=11)))
+    with TicketStore(IndexDir(root / "idx").store_path, schema=load_schema("support")) as store:
+        ingest_file(store, data, progress=False)
+        build_index(root / "idx", store, encoder, "minilm", settings=settings, progress=False)
+    return root / "idx"
+
+
+@pytest.fixture(scope="session")
+def trained_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ticketsearch.index_dir import IndexDir
+    from ticketsearch.service.cli import app
+
+    runner = CliRunner()
+    target = tmp_path_factory.mktemp("trained") / "idx"
+    shutil.copytree(index_dir, target)
+    res = runner.invoke(app, ["train", "--index", str(target), "--epochs", "3", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "installed rerank-cross+pair" in res.output
+    cfg = json.loads((IndexDir(target).reranker_path / "config.json").read_text())
+    assert {"a", "b"} <= set(cfg["calibration"]) and cfg["features"]["schema"]["name"] == "support"
+    assert (IndexDir(target).reranker_path / "model.safetensors").is_file()
+    return target
+
+

@@ -19,7 +19,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_with(target: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write_with(target: Path, writer: Callable[[Path], object]) -> None:
     """Call `writer(tmp_path)` to produce the file, then fsync and rename it to `target`.
 
     `writer` receives a path (not a handle) so that libraries that write by filename
@@ -54,7 +54,7 @@ def atomic_write_json(target: Path, obj: Any) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def atomic_write_dir(target: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write_dir(target: Path, writer: Callable[[Path], object]) -> None:
     """Produce a whole directory with `writer(tmp_dir)`, fsync its files, then swap it in for `target`.
 
     Readers see either the old directory or the new one. A crash between the two renames leaves

@@ -4,7 +4,7 @@
 DIR/tickets.duckdb          tickets, typed field columns, stable row ids, embedding cache (source of truth)
 DIR/index/manifest.json     how the directory was built, and the last change every derived file reflects
 DIR/index/features.json     learned vocabularies and numeric statistics
-DIR/index/vectors.faiss     FAISS over full-text embeddings, keyed by row id (+ .overlay/ of live changes)
+DIR/index/vectors.faiss     FAISS over full-text embeddings, keyed by row id (+ vectors.overlay: live changes)
 DIR/index/titles.faiss      the same over title embeddings
 DIR/index/bm25/             BM25 (bm25s parts + statistics)
 DIR/index/rerank_*          the installed reranker's cached candidate vectors, tagged with its checksum
@@ -66,8 +66,18 @@ class IndexDir:
         return self.derived / ("vectors.faiss" if which == "text" else "titles.faiss")
 
     def overlay_path(self, which: str = "text") -> Path:
-        """The live changes on top of a FAISS file, saved at checkpoints (a folder of .npy parts)."""
+        """The live changes on top of a FAISS file, saved at checkpoints (one .npz file; `retrieval.live`)."""
         return self.vectors_path(which).with_suffix(".overlay")
+
+    @property
+    def bm25_overlay_path(self) -> Path:
+        """The live changes on top of the BM25 folder (beside it: the folder is swapped whole when rebuilt)."""
+        return self.derived / "bm25.overlay"
+
+    @property
+    def rerank_overlay_path(self) -> Path:
+        """The live changes on top of the reranker's cached candidate vectors."""
+        return self.derived / "rerank_vectors.overlay"
 
     @property
     def bm25_path(self) -> Path:
@@ -103,6 +113,9 @@ class IndexDir:
         return self.store_path.is_file()
 
     def has_reranker(self) -> bool:
+        from ticketsearch.atomic import recover_dir
+
+        recover_dir(self.reranker_path)  # an install interrupted between its two renames
         return (self.reranker_path / "config.json").is_file()
 
     def require_store(self) -> None:

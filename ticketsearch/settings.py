@@ -72,7 +72,9 @@ class Settings(BaseSettings):
 
     # Hybrid retrieval
     search_method: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    fusion_depth: int = Field(default=200, ge=10, le=10_000, description="Candidates taken from each method before fusing.")
+    fusion_depth: int = Field(
+        default=200, ge=10, le=10_000, description="Candidates taken from each method before fusing."
+    )
 
     # Query service (`ticketsearch serve`)
     host: str = "127.0.0.1"
@@ -92,6 +94,16 @@ class Settings(BaseSettings):
     )
     duplicate_precision: float = Field(
         default=0.9, gt=0, lt=1, description="Target precision of the stored duplicate threshold to use."
+    )
+    compact_changes: int = Field(
+        default=500, ge=1,
+        description="A live index whose overlay of changes since its base was built holds this many rows is "
+        "compacted: a new base is built from a snapshot in the checkpoint thread, outside the lock, and swapped "
+        "in. Below it a checkpoint writes only the overlay. The overlay's cost is paid by every search: BM25 "
+        "scores changed rows in Python, measured on 20k demo tickets (2 busy cores) at +12 ms per query with 500 "
+        "changed rows, +35 ms with 1,000, +55 ms with 2,000 (HNSW's masked search: +2-5 ms at 2,000). A "
+        "compaction costs one build (20k: BM25 9-20 s, HNSW 20-70 s of CPU; HNSW ~30 s at 100k, ~8 min at 1M), "
+        "once per this many writes.",
     )
 
 

@@ -34,7 +34,9 @@ def stored(path: Path, schema, columnar: bool, tmp: Path) -> tuple[list[tuple], 
     db = tmp / f"{path.name}.{columnar}.duckdb"
     with TicketStore(db, schema=schema) as store:
         report = ingest_file(store, path, progress=False, columnar=columnar)
-        rows = store.con.execute("SELECT * EXCLUDE (raw_fields), raw_fields::VARCHAR FROM tickets ORDER BY row_id").fetchall()
+        rows = store.con.execute(
+            "SELECT * EXCLUDE (raw_fields), raw_fields::VARCHAR FROM tickets ORDER BY row_id"
+        ).fetchall()
     # raw fields are compared as JSON (the two paths format the same object differently)
     return [(*r[:-1], json.loads(r[-1])) for r in rows], report
 
@@ -44,7 +46,8 @@ def jira_rows(n: int, seed: int = 0) -> list[dict]:
     zones = ["Z", "+00:00", "+02:00", "-07:30", ""]
     out = []
     for i in range(n):
-        created = f"2015-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+        day = f"2015-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        created = f"{day}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
         if i % 7 == 0:
             created += f".{rng.randint(0, 999999):06d}"
         created += zones[i % len(zones)]
@@ -97,7 +100,9 @@ def test_a_second_ingest_updates_in_place_on_both_paths(tmp_path: Path) -> None:
             ingest_file(store, first, progress=False, columnar=columnar)
             rep = ingest_file(store, second, progress=False, columnar=columnar)
             assert (rep.inserted, rep.updated) == (0, len(rows))
-            results.append(store.con.execute("SELECT row_id, id, title, text_hash FROM tickets ORDER BY row_id").fetchall())
+            results.append(
+                store.con.execute("SELECT row_id, id, title, text_hash FROM tickets ORDER BY row_id").fetchall()
+            )
     assert results[0] == results[1]
 
 

@@ -20,7 +20,8 @@ SUPPORT = load_schema("support")
 
 def jira_row(**over) -> dict:
     row = {
-        "id": "HADOOP-1", "title": "NPE in NameNode", "body": "Stack trace here", "created": "2015-03-01T10:00:00+02:00",
+        "id": "HADOOP-1", "title": "NPE in NameNode", "body": "Stack trace here",
+        "created": "2015-03-01T10:00:00+02:00",
         "duplicate_of": None,
         "fields": {"project": "HADOOP", "issuetype": "Bug", "priority": "Major", "components": ["hdfs"],
                    "versions": ["2.6.0"], "labels": [], "status": "Closed", "resolution": "Duplicate"},

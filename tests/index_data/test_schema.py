@@ -46,7 +46,8 @@ def test_schema_from_path(tmp_path: Path) -> None:
         ('name = "x"\n[[fields]]\nname = "r"\nsource = "fixVersions"\nkind = "multi"\n', "leaks the answer"),
         ('name = "x"\n[[fields]]\nname = "a"\nkind = "blob"\n', "kind must be one of"),
         ('name = "x"\n[[fields]]\nname = "A b"\nkind = "numeric"\n', "name must match"),
-        ('name = "x"\n[[fields]]\nname = "a"\nkind = "numeric"\n[[fields]]\nname = "a"\nkind = "numeric"\n', "duplicate"),
+        ('name = "x"\n[[fields]]\nname = "a"\nkind = "numeric"\n'
+         '[[fields]]\nname = "a"\nkind = "numeric"\n', "duplicate"),
         ('name = "x"\n[[fields]]\nname = "a"\nkind = "categorical"\ntransform = "log1p"\n', "transform"),
         ('name = "x"\n[[fields]]\nname = "a"\nkind = "numeric"\ncolour = 1\n', "unknown keys"),
         ("name = \n", "invalid TOML"),

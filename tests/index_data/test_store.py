@@ -55,7 +55,8 @@ def test_last_duplicate_in_batch_wins(tmp_path: Path) -> None:
 def test_filters(tmp_path: Path) -> None:
     with TicketStore(tmp_path / "t.duckdb", schema=load_schema("jira")) as s:
         rows = [
-            {"id": "A-1", "title": "a", "created": "2015-01-01", "fields": {"project": "HDFS", "components": ["x", "y"]}},
+            {"id": "A-1", "title": "a", "created": "2015-01-01",
+             "fields": {"project": "HDFS", "components": ["x", "y"]}},
             {"id": "A-2", "title": "b", "created": "2016-01-01", "fields": {"project": "HDFS", "components": ["z"]}},
             {"id": "A-3", "title": "c", "created": "2017-01-01", "fields": {"project": "YARN", "components": []}},
         ]
@@ -96,7 +97,8 @@ def test_a_second_writer_process_gets_a_clear_error(tmp_path: Path) -> None:
     with TicketStore(db, schema=SUPPORT) as s:
         s.upsert([tk(1)])
         code = (
-            "import sys\nfrom ticketsearch.index_data.store import TicketStore\nfrom ticketsearch.errors import StoreLockedError\n"
+            "import sys\nfrom ticketsearch.index_data.store import TicketStore\n"
+            "from ticketsearch.errors import StoreLockedError\n"
             f"try:\n    TicketStore({str(db)!r})\nexcept StoreLockedError as e:\n    print(e); sys.exit(3)\n"
         )
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -110,7 +112,7 @@ def test_failed_upsert_rolls_back(tmp_path: Path) -> None:
         s.upsert([tk(1)])
         bad = tk(2)
         bad.values["affected_count"] = "not a number"  # bypasses validation: the write must fail whole
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError):  # pyarrow.ArrowInvalid: the column cannot take the string
             s.upsert([tk(3), bad])
         assert s.count() == 1 and s.change_seq == 1
     with TicketStore(tmp_path / "t.duckdb", read_only=True) as ro:
@@ -163,7 +165,8 @@ def test_recency_from_memory_equals_the_sql_order_and_follows_writes(tmp_path: P
             where.append("id NOT IN (SELECT unnest(?))")
             params.append(list(exclude))
         q = "SELECT row_id FROM tickets" + (" WHERE " + " AND ".join(where) if where else "")
-        return [r[0] for r in s.con.execute(q + " ORDER BY created DESC, row_id DESC LIMIT ?", [*params, limit]).fetchall()]
+        rows = s.con.execute(q + " ORDER BY created DESC, row_id DESC LIMIT ?", [*params, limit]).fetchall()
+        return [r[0] for r in rows]
 
     with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
         twins = [normalize_row(SUPPORT, {"id": f"T-{i}", "title": "twin", "body": "b",

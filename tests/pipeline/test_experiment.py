@@ -58,4 +58,13 @@ def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
         assert rows[name]["queries"] == rows["hybrid"]["queries"]
         assert rows[name]["RR@100"] == rows["hybrid"]["RR@100"]  # reranking only reorders the top 100
     assert "rerank-cross vs rerank-concat" in results["rerank"]["comparisons"]
+    for table in ("window", "no_easy"):  # the reranked rows in every table, over the same queries
+        t = results[table]["methods"]
+        assert t["rerank"]["queries"] == t["hybrid"]["queries"] and t["rerank"]["RR@100"] == t["hybrid"]["RR@100"]
     assert IndexDir(tmp_path / "exp" / "index").has_reranker()
+    # the index an experiment leaves reranks (the installed model's candidate vectors are there)
+    from ticketsearch import TicketIndex
+
+    with TicketIndex.open(tmp_path / "exp" / "index") as idx:
+        found = idx.search("refund", k=3)
+    assert found.reranked and any("reranked the top" in n for n in found.notes), found.notes

@@ -115,7 +115,7 @@ def test_inference_shortcuts_equal_the_plain_computation(arch: str, pair_dim: in
 def test_cosine_prior_starts_from_the_pooled_text_cosine() -> None:
     """With the prior, an untrained item vector is the scaled mean-pooled text embedding (the fused vector's
     gate starts at zero), so the cosine the skip reads is the bi-encoder's cosine; training moves the gate."""
-    from ticketsearch.rerank.model import pooled_unit
+    from ticketsearch.retrieval.encoder import pooled_unit
 
     torch.manual_seed(4)
     model = PairModel(RerankConfig(feat_dim=20, cosine_prior=True)).eval()

@@ -1,11 +1,55 @@
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
-from ticketsearch.index_data.schema import load_schema
-from ticketsearch.rerank.pair_features import pair_dim, pair_vector, title_in_query, words
+from ticketsearch.index_data.schema import Schema, load_schema
+from ticketsearch.rerank.pair_features import (
+    _relative_gap,
+    pair_dim,
+    pair_matrix,
+    title_in_query,
+    words,
+)
+
+
+# A row-by-row reference of the pair inputs (the oracle pair_matrix is checked against).
+def pair_vector(
+    schema: Schema,
+    q_values: Mapping[str, Any],
+    c_values: Mapping[str, Any],
+    q_created: datetime,
+    c_created: datetime,
+    first_stage: Mapping[str, float],
+) -> np.ndarray:
+    """first_stage: dense and title cosines, bm25 normalised by the query's best, fused rank (1-based), and
+    `title_in_query` (see there)."""
+    out = [
+        float(first_stage.get("dense", 0.0)),
+        float(first_stage.get("title", 0.0)),
+        float(first_stage.get("bm25", 0.0)),
+        1.0 / math.log2(1.0 + float(first_stage.get("fused_rank", 1000.0))),
+        float(first_stage.get("title_in_query", 0.0)),
+        math.log1p(abs((q_created - c_created).total_seconds()) / 86400.0) / math.log1p(3650.0),
+    ]
+    for f in schema.fields:
+        a, b = q_values.get(f.name), c_values.get(f.name)
+        if f.kind == "categorical":
+            both = a is not None and b is not None
+            out += [float(both and str(a) == str(b)), float(both)]
+        elif f.kind == "multi":
+            sa, sb = set(a or ()), set(b or ())
+            both = bool(sa) and bool(sb)
+            inter = len(sa & sb)
+            out += [inter / len(sa | sb) if both else 0.0, float(inter > 0), float(both)]
+        elif f.kind == "numeric":
+            both = a is not None and b is not None
+            out += [_relative_gap(float(a), float(b)) if both else 0.0, float(both)]
+    return np.asarray(out, dtype=np.float32)
 
 
 def test_agreement_features_use_raw_values() -> None:
@@ -36,11 +80,10 @@ def test_title_in_query_counts_the_candidate_title_words_found_in_the_query() ->
 def test_pair_matrix_equals_pair_vector_row_by_row() -> None:
     import random
 
-    from ticketsearch.rerank.pair_features import pair_matrix
 
     rng = random.Random(0)
     for schema in (load_schema("jira"), load_schema("support")):
-        def values() -> dict:
+        def values(schema: Schema = schema) -> dict:
             out = {}
             for f in schema.fields:
                 if f.kind == "categorical":

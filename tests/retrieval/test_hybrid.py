@@ -10,12 +10,12 @@ import pytest
 from ticketsearch.index_data.ingest import ingest_file
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.retrieval.builder import build_index
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.retrieval.builder import build_index
 from ticketsearch.retrieval.eval_index import fusion_fn
 from ticketsearch.retrieval.evaluation import QueryPool
 from ticketsearch.retrieval.fusion import fuse_lists
-from ticketsearch.retrieval.search import Searcher
 
 QUERY = "The analytics dashboard will not load for our team since this morning (ref 7781qzx)"
 DOCS = {
@@ -43,12 +43,12 @@ def searcher(tmp_path_factory: pytest.TempPathFactory, encoder, settings):
     with TicketStore(IndexDir(root).store_path, schema=load_schema("support")) as store:
         ingest_file(store, data, progress=False)
         build_index(root, store, encoder, "minilm", settings=settings, progress=False)
-    s = Searcher(root, settings=settings, encoder=encoder)
+    s = SearchPipeline(root, settings=settings, encoder=encoder)
     yield s
     s.close()
 
 
-def test_each_method_misses_what_the_other_finds_and_hybrid_gets_both(searcher: Searcher) -> None:
+def test_each_method_misses_what_the_other_finds_and_hybrid_gets_both(searcher: SearchPipeline) -> None:
     dense = [h.id for h in searcher.search(QUERY, k=2, method="dense").hits]
     bm25 = [h.id for h in searcher.search(QUERY, k=2, method="bm25").hits]
     hybrid = [h.id for h in searcher.search(QUERY, k=2, method="hybrid").hits]

@@ -8,20 +8,20 @@ import pytest
 
 from ticketsearch.errors import NotFoundError, QueryError
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.retrieval.builder import build_index
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.retrieval.search import Searcher
+from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.retrieval.builder import build_index
 
 
 @pytest.fixture(scope="module")
 def searcher(built_index: Path, encoder, settings):
-    s = Searcher(built_index, settings=settings, encoder=encoder)
+    s = SearchPipeline(built_index, settings=settings, encoder=encoder)
     yield s
     s.close()
 
 
 @pytest.mark.parametrize("method", ["dense", "bm25", "hybrid"])
-def test_own_text_finds_the_ticket_at_rank_1(searcher: Searcher, demo_rows: list[dict], method: str) -> None:
+def test_own_text_finds_the_ticket_at_rank_1(searcher: SearchPipeline, demo_rows: list[dict], method: str) -> None:
     texts: dict[str, list[str]] = {}
     group = {r["id"]: r["duplicate_of"] or r["id"] for r in demo_rows}  # masters are never duplicates
     for r in demo_rows:
@@ -43,7 +43,7 @@ def test_own_text_finds_the_ticket_at_rank_1(searcher: Searcher, demo_rows: list
             assert res.hits[0].scores["dense"] > 0.99
 
 
-def test_duplicates_are_found_near_the_top(searcher: Searcher, demo_rows: list[dict]) -> None:
+def test_duplicates_are_found_near_the_top(searcher: SearchPipeline, demo_rows: list[dict]) -> None:
     dups = [r for r in demo_rows if r["duplicate_of"]]
     found = 0
     for r in dups:
@@ -53,7 +53,7 @@ def test_duplicates_are_found_near_the_top(searcher: Searcher, demo_rows: list[d
 
 
 @pytest.mark.parametrize("method", ["dense", "hybrid"])
-def test_filters_hold_and_still_fill_k(searcher: Searcher, method: str) -> None:
+def test_filters_hold_and_still_fill_k(searcher: SearchPipeline, method: str) -> None:
     res = searcher.search("payment failed", k=15, filters={"product": ["Mobile App"]}, method=method)
     assert len(res.hits) == 15
     assert all(h.fields["product"] == "Mobile App" for h in res.hits)
@@ -65,13 +65,13 @@ def test_filters_hold_and_still_fill_k(searcher: Searcher, method: str) -> None:
     assert res.hits == []
 
 
-def test_bm25_filters_hold(searcher: Searcher) -> None:
+def test_bm25_filters_hold(searcher: SearchPipeline) -> None:
     res = searcher.search("refund card", k=5, filters={"product": ["Payments"]}, method="bm25")
     assert res.hits and all(h.fields["product"] == "Payments" for h in res.hits)
     assert all(h.scores["bm25"] > 0 for h in res.hits)
 
 
-def test_like_excludes_the_ticket_itself(searcher: Searcher, demo_rows: list[dict]) -> None:
+def test_like_excludes_the_ticket_itself(searcher: SearchPipeline, demo_rows: list[dict]) -> None:
     target = next(r for r in demo_rows if r["duplicate_of"])
     res = searcher.search(like=target["id"], k=10)
     ids = [h.id for h in res.hits]
@@ -79,7 +79,7 @@ def test_like_excludes_the_ticket_itself(searcher: Searcher, demo_rows: list[dic
     assert target["duplicate_of"] in ids
 
 
-def test_bad_queries(searcher: Searcher) -> None:
+def test_bad_queries(searcher: SearchPipeline) -> None:
     with pytest.raises(QueryError, match="empty"):
         searcher.search("   ")
     with pytest.raises(QueryError, match="allowed: category"):
@@ -99,8 +99,10 @@ def test_bad_queries(searcher: Searcher) -> None:
     assert searcher.search("x", fields={"category": "never-seen-value"}).hits  # unseen values are fine
 
 
-def test_index_reloads_from_disk_with_identical_results(built_index: Path, searcher: Searcher, encoder, settings) -> None:
-    again = Searcher(built_index, settings=settings, encoder=encoder)
+def test_index_reloads_from_disk_with_identical_results(
+    built_index: Path, searcher: SearchPipeline, encoder, settings
+) -> None:
+    again = SearchPipeline(built_index, settings=settings, encoder=encoder)
     try:
         for q in ("refund not received", "app crashes at startup", "SAML login loop"):
             for method in ("dense", "bm25", "hybrid"):

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketsearch.settings import Settings
 from ticketsearch.retrieval.vector_index import VectorIndex, choose_kind
+from ticketsearch.settings import Settings
 
 
 def unit(rng: np.random.Generator, n: int, d: int = 32) -> np.ndarray:
@@ -102,8 +102,8 @@ def test_added_vectors_are_searchable_and_reconstructable(kind: str, data) -> No
 
 
 def test_automatic_choice_switches_at_the_threshold() -> None:
-    from ticketsearch.settings import Settings
     from ticketsearch.retrieval.vector_index import choose_kind
+    from ticketsearch.settings import Settings
 
     s = Settings(flat_max_rows=1000)
     assert choose_kind(1000, s) == "flat" and choose_kind(1001, s) == "hnsw"
@@ -111,8 +111,8 @@ def test_automatic_choice_switches_at_the_threshold() -> None:
 
 
 def test_recall_measurement_on_a_small_clustered_set() -> None:
-    from ticketsearch.settings import Settings
     from ticketsearch.retrieval.recall import clustered, recall_at_k
+    from ticketsearch.settings import Settings
 
     vecs, queries = clustered(3000, dim=32, seed=1, queries=50)
     ids = np.arange(len(vecs), dtype=np.int64)

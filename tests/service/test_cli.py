@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ticketsearch.index_dir import IndexDir
 from typer.testing import CliRunner
 
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.service.cli import app
 
 runner = CliRunner()
@@ -116,3 +115,39 @@ def test_console_script_help() -> None:
     for sub in ([], ["demo-data"], ["ingest"], ["search"], ["info"]):
         res = subprocess.run([str(exe), *sub, "--help"], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0 and "Usage" in res.stdout
+
+
+def test_cli_next_to_a_running_service(trained_index: Path, tmp_path: Path) -> None:
+    """`search|similar|duplicates --url` go through the HTTP API (same JSON as the API); reading the index
+    that a server holds says so in one line and names --url."""
+    import httpx
+
+    from .server import Server
+
+    key = "cli-reader-key-1"
+    shutil.copytree(trained_index, tmp_path / "idx")
+    srv = Server(tmp_path / "idx", tmp_path / "server.log", env={"TICKETSEARCH_API_KEYS": f"{key}:read"}).start()
+    try:
+        code, out, err = run("search", "--index", str(tmp_path / "idx"), "refund")
+        assert code == 2 and "--url" in err and "running service" in err and len(err.strip().splitlines()) == 1
+        code, out, err = run("search", "--url", srv.url, "--key", key, "refund not received", "-k", "3", "--json")
+        assert code == 0, err
+        body = json.loads(out)
+        api = httpx.post(srv.url + "/v1/search", json={"text": "refund not received", "k": 3},
+                         headers={"Authorization": f"Bearer {key}"}, timeout=60).json()
+        assert set(body) == set(api) and body["reranked"] and len(body["hits"]) == 3
+        assert [h["id"] for h in body["hits"]] == [h["id"] for h in api["hits"]]
+        assert set(body["hits"][0]) == set(api["hits"][0])
+        res = runner.invoke(app, ["similar", "SUP-10", "--url", srv.url, "--json"], env={"TICKETSEARCH_KEY": key})
+        assert res.exit_code == 0, res.output
+        assert "SUP-10" not in [h["id"] for h in json.loads(res.stdout)["hits"]]
+        res = runner.invoke(app, ["duplicates", "--title", "Refund missing", "--url", srv.url],
+                            env={"TICKETSEARCH_KEY": key})
+        assert res.exit_code == 0 and "threshold" in res.stdout, res.output
+        code, out, err = run("search", "--url", srv.url, "--key", "wrong-key-00000", "refund")
+        assert code == 2 and "401" in err and len(err.strip().splitlines()) == 1
+    finally:
+        srv.stop()
+    # once the service is gone, the same read works from the index directly
+    code, out, err = run("search", "--index", str(tmp_path / "idx"), "refund", "-k", "2", "--json")
+    assert code == 0 and len(json.loads(out)["hits"]) == 2, err

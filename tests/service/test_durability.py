@@ -17,15 +17,15 @@ import httpx
 import numpy as np
 import pytest
 
-from ticketsearch.settings import Settings
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.retrieval.builder import build_index
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
+from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.retrieval.builder import build_index
 from ticketsearch.retrieval.lexical import BM25Index
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.vector_index import VectorIndex
-from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
-from ticketsearch.pipeline.search import RerankingSearcher
+from ticketsearch.settings import Settings
 
 from .server import TICKETSEARCH, Server
 
@@ -78,8 +78,8 @@ def check_recovered(index_dir: Path, acked: list[str], encoder, tmp: Path) -> No
     with TicketStore(IndexDir(fresh).store_path) as store:
         build_index(fresh, store, encoder, "minilm", settings=Settings(), progress=False)
         build_rerank_vectors(fd, store, encoder, progress=False)
-    a = RerankingSearcher(index_dir, encoder=encoder)
-    b = RerankingSearcher(fresh, encoder=encoder)
+    a = SearchPipeline(index_dir, encoder=encoder)
+    b = SearchPipeline(fresh, encoder=encoder)
     try:
         extra = [f"flux{acked[-1].split('-')[1]}"] if acked else []
         for q in QUERIES + extra:

@@ -10,15 +10,15 @@ import torch
 from typer.testing import CliRunner
 
 from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.pipeline.training import build_train_data, mine, time_split
 from ticketsearch.rerank.model import PairModel, RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.train import TrainConfig, rerank_scores, reranked_ranks, train
-from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.service.cli import app
-from ticketsearch.pipeline.training import build_train_data, mine, time_split
-from ticketsearch.pipeline.search import RerankingSearcher
 
 runner = CliRunner()
 
@@ -40,7 +40,8 @@ def test_training_beats_the_untrained_model(index_dir: Path, encoder, settings) 
                                                           for r in mined.valid]))
     # a broken model (ignoring its inputs, inverted labels, misaligned candidates) stays near chance
     assert after > before + 0.2, (before, after)
-    assert after > 0.6 * first_stage, (after, first_stage)
+    # and it must not make the order it reranks worse (a reranker 40% worse than none used to pass here)
+    assert after >= first_stage - 0.03, (after, first_stage)
     # seeded: the same run gives the same model
     res2 = train(data, cfg, TrainConfig(epochs=1, patience=6, seed=0), progress=False, log=lambda m: None)
     res3 = train(data, cfg, TrainConfig(epochs=1, patience=6, seed=0), progress=False, log=lambda m: None)
@@ -49,7 +50,7 @@ def test_training_beats_the_untrained_model(index_dir: Path, encoder, settings) 
 
 
 def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_index: Path, encoder, settings) -> None:
-    s = RerankingSearcher(trained_index, settings=settings, encoder=encoder)
+    s = SearchPipeline(trained_index, settings=settings, encoder=encoder)
     try:
         res = s.search("customers were charged twice this month", fields={"product": "Billing Portal"}, k=10)
         assert any("reranked the top" in n for n in res.notes)
@@ -60,11 +61,12 @@ def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_inde
 
         rr = s.reranker
         hits = res.hits
-        cand_tokens = s._tokens_for([h.row_id for h in hits])
+        stored = [s.store.get(h.id) for h in hits]
+        cand_tokens = s._tokens_for([r.row_id for r in stored])
         t, m = pad_batch(cand_tokens)
-        vals = [s._hit_values(h)[0] for h in hits]
+        vals = [r.values for r in stored]
         full_targets, _ = rr.item_vectors(t, m, vals, "target")
-        cached = s.vectors.get([h.row_id for h in hits])
+        cached = s.vectors.get([r.row_id for r in stored])
         assert np.allclose(full_targets, cached, atol=1e-5)
         off = s.search("customers were charged twice this month", k=5, rerank=False)
         assert off.hits[0].rerank_score is None and "switched off" in off.notes[0]
@@ -72,14 +74,15 @@ def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_inde
         text_words = set()
         for h in ex.hits:
             row = s.store.get(h.id)
-            text_words = set((row.title + " " + row.body).lower().replace(",", " ").replace(".", " ").replace(":", " ").split())
-            assert h.attended and all(any(w in tw for tw in text_words) for w, _ in h.attended)
+            text = (row.title + " " + row.body).lower()
+            text_words = set(text.replace(",", " ").replace(".", " ").replace(":", " ").split())
+            assert h.attended and all(any(a.word in tw for tw in text_words) for a in h.attended)
     finally:
         s.close()
 
 
 def test_without_a_model_search_falls_back_and_says_so(index_dir: Path, encoder, settings) -> None:
-    s = RerankingSearcher(index_dir, settings=settings, encoder=encoder)
+    s = SearchPipeline(index_dir, settings=settings, encoder=encoder)
     try:
         res = s.search("refund", k=3)
         assert res.hits and res.hits[0].rerank_score is None
@@ -93,3 +96,37 @@ def test_explain_cli_writes_png(trained_index: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["explain", "--index", str(trained_index), "--like", "SUP-600", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[:4] == b"\x89PNG" and "attended" in res.output
+
+
+def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index: Path, encoder, settings) -> None:
+    """Training builds its pair inputs with serving's function, on the same candidate list: for a validation
+    query, the mined top 100 and serving's top 100 (the same query as `like`, before its creation time) agree,
+    and so do the pair inputs of every candidate at the same position (BM25 scaled by the same list's best)."""
+    from datetime import datetime
+
+    s = SearchPipeline(trained_index, settings=settings, encoder=encoder)
+    try:
+        inp = load_eval_inputs(trained_index, s.store, encoder)
+        tb, vb = time_split(inp, 0.6, 0.2)
+        mined = mine(s.store, inp, s.manifest.fusion, settings.fusion_depth, tb, vb)
+        data, _, _ = build_train_data(s.store, inp, encoder, trained_index, mined, with_pair=True, progress=False)
+        assert data.pair is not None and mined.valid
+        ev = inp.ev
+        checked = 0
+        for r in mined.valid[:5]:
+            created = ev.created[r.query].astype("datetime64[s]").astype(datetime)
+            q = s.query(like=ev.ids[r.query], before=created, method="hybrid")
+            cands = s.first_stage(q, "hybrid", s.rerank_depth)
+            mined_rows = [int(ev.row_ids[c]) for c in r.candidates]
+            same = [i for i, (a, b) in enumerate(zip(cands.row_ids, mined_rows)) if a == b]
+            assert len(same) >= 0.8 * len(mined_rows), (len(same), len(mined_rows))
+            s.first.complete_scores(cands, s.rerank_depth, q.vector, q.title_vector, q.bm25_text)
+            by_row = {t.row_id: t for t in s.store.get_rows(cands.row_ids)}
+            served = s.pair_inputs(q, cands, [by_row[x] for x in cands.row_ids])
+            assert served is not None
+            trained = np.stack([data.pair(r.query, c) for c in r.candidates])
+            assert np.allclose(served[same], trained[same], atol=1e-4), np.abs(served[same] - trained[same]).max(0)
+            checked += len(same)
+        assert checked > 0
+    finally:
+        s.close()

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ticketsearch.atomic import atomic_write_json, atomic_write_text
-from ticketsearch.settings import Settings, get_settings
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.builder import ingest_and_build
 from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, load_eval_inputs, scorers
 from ticketsearch.retrieval.evaluation import QueryPool, build_pools, evaluate, markdown_table
 from ticketsearch.retrieval.manifest import Manifest, default_fusion
+from ticketsearch.settings import Settings, get_settings
 
 # Weights relative to dense (1.0). Title-dense and recency may be switched off (0).
 RRF_GRID = {"bm25": [0.5, 0.75, 1.0, 1.5], "title": [0.0, 0.5, 0.75, 1.0], "recency": [0.0, 0.15, 0.3, 0.5],
@@ -54,7 +54,7 @@ def tune_fusion(pools: list[QueryPool], depth: int) -> tuple[dict[str, Any], dic
     """Grid-search RRF and score fusion on validation pools. Returns (best rrf, best score fusion, trials)."""
     trials: list[dict[str, Any]] = []
     best: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
-    candidates = [
+    candidates: list[dict[str, Any]] = [
         {"method": "rrf", "k": k, "weights": {"dense": 1.0, "bm25": b, "title": t, "recency": r}}
         for b, t, r, k in itertools.product(RRF_GRID["bm25"], RRF_GRID["title"], RRF_GRID["recency"], RRF_GRID["k"])
     ] + [
@@ -111,7 +111,7 @@ def run_experiment(
         fusions = {"hybrid-rrf": best_rrf, "hybrid-score": best_score}
         val_metrics = {n: evaluate(val, fusion_fn(f, depth))[0] for n, f in fusions.items() if f}
         chosen_name = max(val_metrics, key=lambda n: objective(val_metrics[n])) if val_metrics else None
-        chosen = fusions[chosen_name] if chosen_name else default_fusion()
+        chosen = (fusions[chosen_name] if chosen_name else None) or default_fusion()
         manifest = Manifest.load(index_dir)
         manifest.fusion = chosen
         manifest.save(index_dir)
@@ -143,15 +143,23 @@ def run_experiment(
             "seconds": round(time.perf_counter() - t_start, 1),
         }
         if cfg.rerank:
-            from ticketsearch.rerank.train import TrainConfig
             from ticketsearch.pipeline.training import run_rerankers
+            from ticketsearch.rerank.train import TrainConfig
 
             log("[5/5] train rerankers on the train period, early-stop on validation, score the test period")
             rr = run_rerankers(store, inp, encoder, index_dir, chosen, depth, cfg.train_before, cfg.test_since,
                                IndexDir(index_dir).rerankers_path, progress=cfg.progress, log=log,
-                               tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s))
+                               tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s),
+                               extra={"window": test_win, "no_easy": test_hard})
+            if "installed" in rr:  # the index the experiment leaves reranks: the installed model's vectors
+                from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
+
+                n = build_rerank_vectors(IndexDir(index_dir), store, encoder, progress=cfg.progress)
+                log(f"      computed the installed reranker's vectors for {n} tickets: searching {index_dir} reranks")
             results["methods"].update(rr["test"])
             results["validation"]["methods"].update(rr["valid"])
+            results["window"]["methods"].update(rr["extra"]["window"])
+            results["no_easy"]["methods"].update(rr["extra"]["no_easy"])
             results["rerank"] = {k: rr[k] for k in ("variants", "comparisons", "installed") if k in rr}
     finally:
         store.close()

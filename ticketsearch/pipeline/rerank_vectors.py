@@ -20,8 +20,7 @@ from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import EncodeFn, TokenCache, Tokens
 from ticketsearch.retrieval.builder import read_texts
 from ticketsearch.retrieval.encoder import Encoder, TokenBatch
-from ticketsearch.retrieval.live import RowVectors
-
+from ticketsearch.retrieval.live import RowVectors, VectorTable
 
 
 def store_values(store: TicketStore) -> dict[int, dict[str, Any]]:
@@ -60,11 +59,14 @@ def build_rerank_vectors(index_dir: IndexDir, store: TicketStore, encoder: Encod
     vecs = reranker.vectors_from_cache([cache.get(h) for h in hashes], [values[int(r)] for r in st.row_ids], "target")
     dtype = np.float16 if encoder.settings.rerank_vector_dtype == "float16" else np.float32
     save_rerank_vectors(index_dir, reranker, RowVectors(st.row_ids, vecs, dtype), store.change_seq)
+    index_dir.rerank_overlay_path.unlink(missing_ok=True)  # the new base holds every change
     return len(st.row_ids)
 
 
 def load_rerank_vectors(index_dir: IndexDir, reranker: Reranker) -> RowVectors:
-    """The cached candidate vectors, checked against the reranker's checksum. Raises TicketsearchError."""
+    """The cached candidate vectors, checked against the reranker's checksum, with the live changes saved on
+    top of them since (an overlay of another reranker, or older than these vectors, is ignored). Raises
+    TicketsearchError when either file is unreadable."""
     path = index_dir.rerank_vectors_path
     try:
         tag = json.loads(index_dir.rerank_tag_path.read_text())
@@ -76,15 +78,19 @@ def load_rerank_vectors(index_dir: IndexDir, reranker: Reranker) -> RowVectors:
         raise TicketsearchError(f"{path}: computed by another reranker (checksum differs)")
     if vecs.ndim != 2 or len(vecs) != len(rows) or len(rows) != tag.get("count"):
         raise TicketsearchError(f"{path}: {len(vecs)} vectors for {len(rows)} rows (tag says {tag.get('count')})")
-    return RowVectors(rows, vecs, dtype=vecs.dtype)
+    out = RowVectors(rows, vecs, dtype=vecs.dtype)
+    out.load_overlay(index_dir.rerank_overlay_path, int(tag.get("change_seq", 0)), tag=reranker.checksum)
+    return out
 
 
-def save_rerank_vectors(index_dir: IndexDir, reranker: Reranker, vectors: RowVectors, change_seq: int) -> None:
+def save_rerank_vectors(index_dir: IndexDir, reranker: Reranker, vectors: RowVectors | VectorTable,
+                        change_seq: int) -> None:
+    """Write a whole base of candidate vectors, tagged with the reranker's checksum and the change it reflects."""
     rows, vecs = vectors.compact()
     atomic_write_npy(index_dir.rerank_vectors_path, vecs)
     atomic_write_npy(index_dir.rerank_rows_path, rows.astype(np.int64))
-    atomic_write_json(index_dir.rerank_tag_path, {"checksum": reranker.checksum, "count": len(rows), "change_seq": change_seq,
-                                  "model": reranker.name})
+    atomic_write_json(index_dir.rerank_tag_path, {"checksum": reranker.checksum, "count": len(rows),
+                                                  "change_seq": change_seq, "model": reranker.name})
 
 
 def batch_tokens(tb: TokenBatch) -> list[Tokens]:

@@ -1,89 +1,290 @@
-"""Search that always reranks: first stage (hybrid by default), then the trained pair model over the top
-candidates, using per-candidate vectors computed once at index time and tagged with the model's checksum.
+"""The search pipeline, in named stages: a `Query` is built once, then `first_stage(query) -> Candidates`,
+then `rerank(query, candidates) -> hits` (or first-stage order without a trained reranker, which it says).
 
-Without a trained reranker (or with candidate vectors from another model) it falls back to first-stage
-order and says so in the result's notes.
+No stage recomputes what an earlier one made: the query's one encoder pass gives its retrieval vector and the
+token states the reranker attends over; the first stage's scores become the reranker's pair inputs through
+`pipeline.pairs`, the same function training uses.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ticketsearch.settings import Settings, get_settings
 from ticketsearch.errors import QueryError, TicketsearchError
-from ticketsearch.index_dir import IndexDir
 from ticketsearch.index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
-from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_data.store import StoredTicket, TicketStore
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.rerank.explain import attended_words
-from ticketsearch.rerank.pair_features import title_in_query, words
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_batch
+from ticketsearch.results import AttendedWord, Hit, SearchResult
 from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.live import RowVectors
-from ticketsearch.retrieval.search import SearchResult, Searcher
+from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
+from ticketsearch.retrieval.lexical import BM25Index, bm25_text
+from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
+from ticketsearch.retrieval.vector_index import VectorIndex
+from ticketsearch.settings import Settings, get_settings
 
+from .pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
 
-RERANK_DEPTH = 100
+MAX_K = 1000
 
-class RerankingSearcher:
+
+@dataclass
+class Query:
+    """Everything every stage needs, computed once."""
+
+    text: str  # the text the encoder and the reranker see (the schema's text fields joined)
+    title: str  # "" for a free-text query without a separate title
+    bm25_text: str
+    values: dict[str, Any]  # typed field values of the query ticket
+    created: datetime | None  # the query's place in time for the pair inputs (None: not placed)
+    vector: np.ndarray | None = None  # [D] retrieval embedding
+    title_vector: np.ndarray | None = None  # [D] title embedding (the full one when there is no title)
+    tokens: Tokens | None = None  # token states for the reranker
+    filters: dict[str, list[Any]] | None = None
+    before: datetime | None = None
+    after: datetime | None = None
+    exclude_ids: list[str] = field(default_factory=list)
+    reference: datetime | None = None  # "now" for the recency list
+
+
+def as_datetime(value: str | datetime | None, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise QueryError(f"{name}: {exc}") from None
+
+
+def jsonable(v: Any) -> Any:
+    return v.isoformat() if isinstance(v, datetime) else v
+
+
+def make_hit(t: StoredTicket, retrieval_score: float, scores: dict[str, float], rerank_score: float | None = None,
+             probability: float | None = None) -> Hit:
+    final = retrieval_score if rerank_score is None else rerank_score
+    return Hit(id=t.id, title=t.title, created=t.created.isoformat(),
+               fields={k: jsonable(v) for k, v in t.values.items()}, score=round(final, 6),
+               retrieval_score=round(retrieval_score, 6),
+               rerank_score=None if rerank_score is None else round(rerank_score, 6),
+               probability=None if probability is None else round(probability, 6),
+               scores={k: round(v, 6) for k, v in scores.items()})
+
+
+def load_first_stage(d: IndexDir, kind: str, settings: Settings, seq: int) -> FirstStageIndexes:
+    """The first stage's indexes as the last checkpoint left them: each base with its saved overlay of live
+    changes (a service's writes since the last compaction), read-only."""
+    text, title = (LiveVectors(VectorIndex.load(d.vectors_path(w), kind, settings)) for w in ("text", "title"))
+    bm25 = LiveBM25(BM25Index.load(d.bm25_path))
+    text.load_overlay(d.overlay_path("text"), seq)
+    title.load_overlay(d.overlay_path("title"), seq)
+    bm25.load_overlay(d.bm25_overlay_path, seq)
+    return FirstStageIndexes(text, title, bm25)
+
+
+class SearchPipeline:
+    """One index directory's search: read-only by default; the service's engine passes live indexes."""
+
     def __init__(
-        self, index_dir: Path, settings: Settings | None = None, encoder: Encoder | None = None,
-        store: TicketStore | None = None, query_encoder: Any = None,
+        self, index_dir: Path | IndexDir, settings: Settings | None = None, encoder: Encoder | None = None,
+        store: TicketStore | None = None, query_encoder: Any = None, indexes: FirstStageIndexes | None = None,
     ) -> None:
-        self.index_dir = Path(index_dir)
+        self.dir = index_dir if isinstance(index_dir, IndexDir) else IndexDir(index_dir)
         self.settings = settings or get_settings()
-        self.base = Searcher(self.index_dir, settings=self.settings, encoder=encoder, store=store,
-                             query_encoder=query_encoder)
-        self.store = self.base.store
+        self.manifest = self.dir.load_manifest()
+        self.store = store or self.dir.open_store(read_only=True)
+        self.indexes = indexes or load_first_stage(self.dir, self.manifest.index_kind, self.settings,
+                                                   self.manifest.change_seq)
+        self.first = FirstStage(self.manifest, self.store, self.indexes, self.settings.fusion_depth)
+        self._encoder = encoder
+        self._query_encoder = query_encoder
         self.reranker: Reranker | None = None
-        self.notes: list[str] = []
         self.vectors: RowVectors | None = None
+        self.notes: list[str] = []
         self._token_cache: TokenCache | None = None
-        d = IndexDir(self.index_dir)
-        if not d.has_reranker():
+        self._load_reranker()
+
+    def _load_reranker(self) -> None:
+        if not self.dir.has_reranker():
             self.notes.append("no trained reranker in this index: results are in first-stage order")
             return
         try:
-            self.reranker = d.open_reranker(self.settings)
+            reranker = self.dir.open_reranker(self.settings)
         except TicketsearchError as exc:
             self.notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
             return
         try:
-            self.vectors = load_rerank_vectors(d, self.reranker)
+            self.vectors = load_rerank_vectors(self.dir, reranker)
         except TicketsearchError:
             self.notes.append("candidate vectors are missing or from another reranker (run 'ticketsearch train' "
                               "or 'ticketsearch ingest'): results are in first-stage order")
-            self.reranker = None
+            return
+        self.reranker = reranker
+
+    @property
+    def index_dir(self) -> Path:
+        return self.dir.root
 
     @property
     def encoder(self) -> Encoder:
-        return self.base.encoder
+        """The fp32 encoder the index was built with (indexed tickets)."""
+        if self._encoder is None:
+            self._encoder = self.dir.open_encoder(self.settings, self.manifest)
+        return self._encoder
 
     @property
-    def query_encoder(self) -> Encoder:
-        return self.base.query_encoder
+    def query_encoder(self) -> Any:
+        """What query texts go through (`settings.query_encoder`); same interface as `Encoder`."""
+        if self._query_encoder is None:
+            from ticketsearch.retrieval.quantized import query_encoder_for
+
+            self._query_encoder = query_encoder_for(self.encoder)
+        return self._query_encoder
+
+    @property
+    def rerank_depth(self) -> int:
+        assert self.reranker is not None
+        return int(self.reranker.meta.get("rerank_depth", RERANK_DEPTH))
 
     def close(self) -> None:
-        self.base.close()
+        self.store.close()
 
-    def _query_values(self, fields: dict[str, Any] | None) -> dict[str, Any]:
+    # ---- stage 0: the query -------------------------------------------------------------------------
+    def field_values(self, fields: dict[str, Any] | None) -> dict[str, Any]:
+        """The query ticket's own fields, checked against the schema and typed (unseen values are fine)."""
+        schema = self.store.schema
+        fields = fields or {}
+        unknown = sorted(set(fields) - set(schema.field_names))
+        if unknown:
+            allowed = ", ".join(schema.field_names) or "(none)"
+            raise QueryError(f"unknown field(s) {', '.join(unknown)}; allowed: {allowed}")
         out: dict[str, Any] = {}
-        for name, value in (fields or {}).items():
+        for name, value in fields.items():
             try:
-                out[name] = coerce_value(self.store.schema.field(name), value)
+                out[name] = coerce_value(schema.field(name), value)
             except ValueError as exc:
                 raise QueryError(str(exc)) from None
         return out
 
+    def query(
+        self, text: str | None = None, *, title: str | None = None, like: str | None = None,
+        fields: dict[str, Any] | None = None, filters: dict[str, list[Any]] | None = None,
+        before: str | datetime | None = None, after: str | datetime | None = None,
+        method: str = "hybrid", tokens: bool = False,
+    ) -> Query:
+        """Build the query once: its text, vectors (and token states when `tokens`), typed fields and time."""
+        schema = self.store.schema
+        values = self.field_values(fields)
+        before_dt, after_dt = as_datetime(before, "before"), as_datetime(after, "after")
+        use = fusion_weights(self.manifest, method)
+        need_vec = tokens or bool(use.keys() & {"dense", "title"})
+        if like is not None:
+            if text or title:
+                raise QueryError("give either a query text or --like ID, not both")
+            src = self.store.get(like)
+            q = Query(text=ticket_text(schema, src.title, src.body), title=src.title,
+                      bm25_text=bm25_text(src.title, src.body), values={**src.values, **values}, created=src.created,
+                      filters=filters, before=before_dt, after=after_dt, exclude_ids=[like],
+                      reference=min(before_dt, src.created) if before_dt else src.created)
+            if need_vec:
+                try:
+                    q.vector = self.indexes.vindex.reconstruct(src.row_id)
+                    q.title_vector = self.indexes.tindex.reconstruct(src.row_id)
+                except KeyError:
+                    q.vector = self.encoder.encode([q.text])[0]
+                    q.title_vector = self.encoder.encode([src.title])[0]
+            if tokens:
+                q.tokens = self._tokens_for([src.row_id])[0]
+            return q
+        head, body = (title or "").strip(), (text or "").strip()
+        if not head and not body:
+            raise QueryError("query text is empty")
+        full = ticket_text(schema, head, body) if head else body
+        # A query with a date (`before`: a new ticket's creation time) is measured from it; one without is not
+        # placed in time: each candidate is taken as contemporary (gap 0) by the pair inputs.
+        q = Query(text=full, title=head, bm25_text=bm25_text(head, body) if head else body, values=values,
+                  created=before_dt, filters=filters, before=before_dt, after=after_dt, reference=before_dt)
+        if tokens:  # one pass: the retrieval embedding and the token states the reranker attends over
+            tb = self.query_encoder.encode_with_tokens([full])
+            n = int(tb.attention_mask[0].sum())
+            q.tokens = Tokens(tb.tokens[0, :n].float().cpu().numpy(), tb.input_ids[0, :n].cpu().numpy())
+            q.vector = tb.pooled[0].float().cpu().numpy()
+        elif need_vec:
+            q.vector = self.query_encoder.encode([full])[0]
+        if need_vec:
+            q.title_vector = self.query_encoder.encode([head])[0] if head and body else q.vector
+        return q
+
+    # ---- stage 1: candidates ------------------------------------------------------------------------
+    def first_stage(self, q: Query, method: str, depth: int) -> Candidates:
+        return self.first.run(method, depth, q.vector, q.title_vector, q.bm25_text, q.filters, q.before, q.after,
+                              q.exclude_ids, q.reference)
+
+    # ---- stage 2: rerank ----------------------------------------------------------------------------
+    def pair_inputs(self, q: Query, cands: Candidates, rows: list[StoredTicket]) -> np.ndarray | None:
+        """The reranker's pair inputs for the first len(rows) candidates (`rows` in candidate order)."""
+        reranker = self.reranker
+        assert reranker is not None
+        if not reranker.uses_pair:
+            return None
+        ids = [t.row_id for t in rows]
+        pm = cands.per_method
+
+        def col(name: str) -> np.ndarray:
+            return np.array([pm.get(name, {}).get(r, 0.0) for r in ids], np.float64)
+
+        scores = ListScores(col("dense"), col("title"), col("bm25"), np.arange(1, len(ids) + 1, dtype=np.float64))
+        return pair_inputs(reranker.schema, q.text, q.values, q.created, scores, bm25_scale(scores.bm25),
+                           [t.title for t in rows], [t.values for t in rows], [t.created for t in rows])
+
+    def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False) -> tuple[list[Hit], list[str]]:
+        """The top k of the reranked top `rerank_depth`, and notes (the explanation of the query's side)."""
+        reranker = self.reranker
+        assert reranker is not None and q.tokens is not None
+        depth = self.rerank_depth
+        self.first.complete_scores(cands, depth, q.vector, q.title_vector, q.bm25_text)
+        by_row = {t.row_id: t for t in self.store.get_rows(cands.row_ids[:depth], with_body=False)}
+        rows = [by_row[r] for r in cands.row_ids[:depth] if r in by_row]
+        if not rows:
+            return [], []
+        toks, mask = pad_batch([q.tokens])
+        src_vec, q_attn = reranker.item_vectors(toks, mask, [q.values], "source")
+        targets = self.target_vectors([t.row_id for t in rows])
+        logits = reranker.score(src_vec[0], targets, self.pair_inputs(q, cands, rows))
+        probs = reranker.probability(logits)
+        fused = dict(zip(cands.row_ids, cands.scores))
+        order = np.argsort(-logits, kind="stable")[:k]
+        hits = [make_hit(rows[i], fused[rows[i].row_id], cands.method_scores(rows[i].row_id), float(logits[i]),
+                         float(probs[i])) for i in order.tolist()]
+        notes = []
+        if explain:
+            if q_attn is None:
+                notes.append("this reranker has no attention to explain")
+            else:
+                tok = self.encoder.tokenizer
+                notes.append("query attended: " + ", ".join(w for w, _ in attended_words(q.tokens.ids, q_attn[0], tok)))
+                top = [rows[i] for i in order.tolist()]
+                cand_tokens = self._tokens_for([t.row_id for t in top])
+                t, m = pad_batch(cand_tokens)
+                _, c_attn = reranker.item_vectors(t, m, [r.values for r in top], "target")
+                assert c_attn is not None
+                for h, ct, a in zip(hits, cand_tokens, c_attn):
+                    h.attended = [AttendedWord(word=w, weight=round(float(v), 4))
+                                  for w, v in attended_words(ct.ids, a[: len(ct.ids)], tok)]
+        return hits, notes
+
     def _tokens_for(self, row_ids: list[int]) -> list[Tokens]:
         if self._token_cache is None:  # opened once: it reads every shard's index
-            self._token_cache = token_cache_for(IndexDir(self.index_dir), self.encoder)
+            self._token_cache = token_cache_for(self.dir, self.encoder)
         cache = self._token_cache
         rows = {t.row_id: t for t in self.store.get_rows(row_ids)}
         out = []
@@ -104,110 +305,41 @@ class RerankingSearcher:
             self.vectors.upsert(missing, vecs)
         return self.vectors.get(row_ids)
 
+    def first_stage_hits(self, cands: Candidates, k: int) -> list[Hit]:
+        by_row = {t.row_id: t for t in self.store.get_rows(cands.row_ids[:k], with_body=False)}
+        return [make_hit(by_row[r], s, cands.method_scores(r)) for r, s in zip(cands.row_ids[:k], cands.scores)
+                if r in by_row]
+
+    # ---- the whole search ---------------------------------------------------------------------------
     def search(
         self, text: str | None = None, *, title: str | None = None, like: str | None = None,
         fields: dict[str, Any] | None = None, filters: dict[str, list[Any]] | None = None,
         before: str | datetime | None = None, after: str | datetime | None = None, k: int = 10,
         method: str | None = None, rerank: bool = True, explain: bool = False,
     ) -> SearchResult:
-        self.base.validate_fields(fields)
-        if not rerank or self.reranker is None:
-            res = self.base.search(text, title=title, like=like, fields=fields, filters=filters, before=before,
-                                   after=after, k=k, method=method)
-            res.notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]
-            return res
-        reranker = self.reranker
-        t0 = time.perf_counter()
-        q_tokens: Tokens
-        qvecs = None
-        if like is None:
-            head, body = (title or "").strip(), (text or "").strip()
-            if not head and not body:
-                raise QueryError("query text is empty")
-            full = ticket_text(self.store.schema, head, body) if head else body
-            q_text = full
-            # one pass: the retrieval embedding and the token states the reranker attends over
-            tb = self.query_encoder.encode_with_tokens([full])
-            n = int(tb.attention_mask[0].sum())
-            q_tokens = Tokens(tb.tokens[0, :n].float().cpu().numpy(), tb.input_ids[0, :n].cpu().numpy())
-            tvec = self.query_encoder.encode([head]) if head and body else None
-            qvecs = (tb.pooled[:1].float().cpu().numpy(), tvec)
-            q_values = self._query_values(fields)
-            # The time gap is a pair input. A query with a date (`before`: a new ticket's creation time) is
-            # measured from it; a query without one has no place in time, so each candidate is taken as
-            # contemporary (gap 0) and the model ranks on text, fields and first-stage scores alone.
-            q_created = parse_datetime(before) if isinstance(before, str) else before
-        else:
-            src = self.store.get(like)
-            q_text = ticket_text(self.store.schema, src.title, src.body)
-            q_tokens = self._tokens_for([src.row_id])[0]
-            q_values = {**src.values, **self._query_values(fields)}
-            q_created = src.created
-            try:
-                qvecs = (self.base.vindex.reconstruct(src.row_id)[None, :], self.base.tindex.reconstruct(src.row_id)[None, :])
-            except KeyError:
-                qvecs = None
-        encode_ms = (time.perf_counter() - t0) * 1000
-        first = self.base.search(text, title=title, like=like, fields=fields, filters=filters, before=before,
-                                 after=after, k=max(k, RERANK_DEPTH), method=method,
-                                 query_vectors=qvecs if like is None else None)
-        t1 = time.perf_counter()
-        hits = first.hits[:RERANK_DEPTH]
-        if hits and qvecs is not None:
-            self._fill_cosines(hits, qvecs[0][0], qvecs[0][0] if qvecs[1] is None else qvecs[1][0])
-        if hits:
-            toks, mask = pad_batch([q_tokens])
-            src_vec, q_attn = reranker.item_vectors(toks, mask, [q_values], "source")
-            targets = self.target_vectors([h.row_id for h in hits])
-            bm_max = max([h.scores.get("bm25", 0.0) for h in hits] + [1e-9])
-            q_words = words(q_text)
-            fs = [{"dense": h.scores.get("dense", 0.0), "title": h.scores.get("title", 0.0),
-                   "bm25": h.scores.get("bm25", 0.0) / bm_max, "fused_rank": float(i + 1),
-                   "title_in_query": title_in_query(q_words, words(h.title))} for i, h in enumerate(hits)]
-            c_vals = [self._hit_values(h) for h in hits]
-            pair = reranker.pair_matrix(q_values, q_created, [v for v, _ in c_vals], [c for _, c in c_vals], fs)
-            logits = reranker.score(src_vec[0], targets, pair)
-            probs = reranker.probability(logits)
-            order = np.argsort(-logits, kind="stable")[:k]
-            out = []
-            for i in order:
-                h = hits[int(i)]
-                h.retrieval_score, h.rerank_score, h.probability = h.score, float(logits[i]), float(probs[i])
-                h.score = float(logits[i])
-                out.append(h)
-            if explain:
-                tok = self.encoder.tokenizer
-                first.notes.append("query attended: " + ", ".join(
-                    w for w, _ in attended_words(q_tokens.ids, q_attn[0], tok)) if q_attn is not None else
-                    "this reranker has no attention to explain")
-                if q_attn is not None:
-                    cand_tokens = self._tokens_for([h.row_id for h in out])
-                    t, m = pad_batch(cand_tokens)
-                    _, c_attn = reranker.item_vectors(t, m, [self._hit_values(h)[0] for h in out], "target")
-                    for h, ct, a in zip(out, cand_tokens, c_attn):
-                        h.attended = attended_words(ct.ids, a[: len(ct.ids)], tok)
-            first.hits = out
-        first.timings_ms["encode"] = encode_ms
-        first.timings_ms["rerank"] = (time.perf_counter() - t1) * 1000
-        first.notes.append(f"reranked the top {len(hits)} with {reranker.name}")
-        return first
+        """Top-k tickets for a query text (optionally with a separate title), or for an indexed ticket (`like`).
 
-    def _fill_cosines(self, hits: list, qvec: np.ndarray, tvec: np.ndarray) -> None:
-        """Dense and title cosines for candidates that reached the pool through another list.
-
-        Training saw both cosines for every candidate; a candidate that came in through BM25 or recency has
-        no first-stage dense score, and 0 would be an input the model never saw.
+        Filters, `before` and `after` restrict the candidates before the top k is cut.
         """
-        for h in hits:
-            for name, index, q in (("dense", self.base.vindex, qvec), ("title", self.base.tindex, tvec)):
-                if name not in h.scores:
-                    try:
-                        h.scores[name] = float(np.dot(index.reconstruct(h.row_id), q))
-                    except KeyError:
-                        pass
-
-    @staticmethod
-    def _hit_values(h) -> tuple[dict[str, Any], datetime]:  # noqa: ANN001
-        """A hit's typed field values and creation time (search keeps them from the store's row)."""
-        assert h.values is not None and h.created_at is not None
-        return h.values, h.created_at
+        method = method or self.settings.search_method
+        if not 1 <= k <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+        reranking = rerank and self.reranker is not None
+        t0 = time.perf_counter()
+        q = self.query(text, title=title, like=like, fields=fields, filters=filters, before=before, after=after,
+                       method=method, tokens=reranking)
+        timings = {"encode": (time.perf_counter() - t0) * 1000}
+        cands = self.first_stage(q, method, max(k, self.rerank_depth) if reranking else k)
+        timings.update(cands.timings_ms)
+        t1 = time.perf_counter()
+        if reranking:
+            hits, notes = self.rerank(q, cands, k, explain)
+            assert self.reranker is not None
+            notes = [*notes, f"reranked the top {min(len(cands), self.rerank_depth)} with {self.reranker.name}"]
+            timings["rerank"] = (time.perf_counter() - t1) * 1000
+        else:
+            hits = self.first_stage_hits(cands, k)
+            notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]
+            timings["fetch"] = (time.perf_counter() - t1) * 1000
+        return SearchResult(query=q.text, method=method, reranked=reranking and bool(hits), hits=hits, notes=notes,
+                            timings_ms={n: round(v, 3) for n, v in timings.items()})

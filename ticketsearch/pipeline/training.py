@@ -18,19 +18,29 @@ from typing import Any
 
 import numpy as np
 
+from ticketsearch.atomic import atomic_write_dir
 from ticketsearch.index_data.features import FeatureSpace
-from ticketsearch.index_data.records import ticket_text, text_hash
+from ticketsearch.index_data.records import text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
+from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors, store_values, token_cache_for, token_encode_fn
+from ticketsearch.rerank.calibration import fit_platt, lowest_threshold_for_precision, platt
 from ticketsearch.rerank.model import RerankConfig
-from ticketsearch.rerank.pair_features import pair_dim, pair_vector, title_in_query, words
+from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.persist import save_reranker
-from ticketsearch.rerank.train import Group, RankList, TrainConfig, TrainData, fit_platt, rerank_scores, reranked_ranks, train
+from ticketsearch.rerank.train import (
+    Group,
+    RankList,
+    TrainConfig,
+    TrainData,
+    rerank_scores,
+    reranked_ranks,
+    train,
+)
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, scorers
 from ticketsearch.retrieval.evaluation import QueryPool, build_pools, first_hit_rank
-from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors, store_values, token_cache_for, token_encode_fn
-from ticketsearch.pipeline.search import RERANK_DEPTH
 
 TOP_NEGATIVES = 6  # the hybrid's best-ranked non-duplicates
 MID_NEGATIVES = 6  # sampled from the rest of its top 100, so training sees what reranking sees
@@ -44,7 +54,11 @@ class Mined:
     groups: list[Group]
     valid: list[RankList]
     test: list[RankList]
+    # the first-stage scores of each recorded (query, candidate), raw, and each query's BM25 scale (the best
+    # BM25 of its top RERANK_DEPTH, as serving divides by)
     first_stage: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
+    bm25_scale: dict[int, float] = field(default_factory=dict)
+    recorded: dict[int, list[int]] = field(default_factory=dict)  # query -> candidates with recorded scores
 
 
 def excluded_negatives(store: TicketStore, inp: EvalInputs) -> np.ndarray:
@@ -59,16 +73,20 @@ def excluded_negatives(store: TicketStore, inp: EvalInputs) -> np.ndarray:
     return np.array([int(r) in resolved and sizes[ev.group[i]] == 1 for i, r in enumerate(ev.row_ids)])
 
 
-def _record_first_stage(mined: Mined, p: QueryPool, fused: np.ndarray, idx: np.ndarray) -> None:
-    """Keep the first-stage scores of pool positions `idx` (the pair model's inputs)."""
-    bm_max = max(float(p.scores["bm25"].max()), 1e-9)
+def _record_first_stage(mined: Mined, p: QueryPool, fused: np.ndarray, idx: np.ndarray, top: np.ndarray) -> None:
+    """Keep the first-stage scores of pool positions `idx` (the pair model's inputs); `top` are the positions
+    of the query's reranked list (its fused top RERANK_DEPTH), whose best BM25 scales BM25 as in serving."""
     full_rank = np.empty(len(fused), dtype=np.int64)
     full_rank[np.argsort(-fused, kind="stable")] = np.arange(1, len(fused) + 1)
+    mined.bm25_scale[p.q] = bm25_scale(p.scores["bm25"][top])
+    rec = mined.recorded.setdefault(p.q, [])
     for i in idx:
         c = int(p.pool[i])
+        if (p.q, c) not in mined.first_stage:
+            rec.append(c)
         mined.first_stage[(p.q, c)] = {
             "dense": float(p.scores["dense"][i]), "title": float(p.scores["title"][i]),
-            "bm25": float(p.scores["bm25"][i]) / bm_max, "fused_rank": float(full_rank[i]),
+            "bm25": float(p.scores["bm25"][i]), "fused_rank": float(full_rank[i]),
         }
 
 
@@ -80,7 +98,7 @@ def rank_lists(pools: list[QueryPool], fuse: Callable[[QueryPool], np.ndarray], 
         order = np.lexsort((p.hits.astype(np.int8), -fused))[:RERANK_DEPTH]
         hits = p.hits[order]
         fallback = float("inf") if hits.any() else float(first_hit_rank(fused, p.hits))
-        _record_first_stage(mined, p, fused, order)
+        _record_first_stage(mined, p, fused, order, order)
         out.append(RankList(query=p.q, candidates=[int(p.pool[i]) for i in order], hits=hits, fallback_rank=fallback))
     return out
 
@@ -112,7 +130,7 @@ def mine(
         if not positives:
             continue
         extra = np.array([c - int(p.pool[0]) for c in rand], dtype=np.int64)
-        _record_first_stage(mined, p, fused, np.unique(np.concatenate([order, np.flatnonzero(p.hits), extra])))
+        _record_first_stage(mined, p, fused, np.unique(np.concatenate([order, np.flatnonzero(p.hits), extra])), order)
         mined.groups.append(Group(query=p.q, positives=positives, negatives=negs))
     mined.valid = rank_lists(build_pools(ev, ev.queries(train_before, valid_before), sc), fuse, mined)
     mined.test = rank_lists(build_pools(ev, ev.queries(valid_before), sc), fuse, mined)
@@ -133,8 +151,9 @@ def build_train_data(
     fs = FeatureSpace.from_dict(json.loads(IndexDir(index_dir).features_path.read_text()))
     values = ticket_values(store, inp)
     feats = fs.matrix(values)
+    listed = mined.valid + mined.test
     needed = sorted({g.query for g in mined.groups} | {c for g in mined.groups for c in g.positives + g.negatives}
-                    | {r.query for r in mined.valid + mined.test} | {c for r in mined.valid + mined.test for c in r.candidates})
+                    | {r.query for r in listed} | {c for r in listed for c in r.candidates})
     texts = [ticket_text(store.schema, ev.titles[i], ev.bodies[i]) for i in range(len(ev))]
     hashes = [text_hash(t) for t in texts]
     cache = token_cache_for(IndexDir(index_dir), encoder)
@@ -142,36 +161,30 @@ def build_train_data(
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
     pair_fn = None
     if with_pair:
-        text_words: dict[int, frozenset[str]] = {}
-        title_words: dict[int, frozenset[str]] = {}
+        pairs: dict[tuple[int, int], np.ndarray] = {}
 
         def pair_fn(q: int, c: int) -> np.ndarray:
-            if q not in text_words:
-                text_words[q] = words(texts[q])
-            if c not in title_words:
-                title_words[c] = words(ev.titles[c])
-            first = {**mined.first_stage.get((q, c), {}), "title_in_query": title_in_query(text_words[q], title_words[c])}
-            return pair_vector(store.schema, values[q], values[c], created[q], created[c], first)
+            if (q, c) not in pairs:  # the query's whole recorded list at once, through serving's function
+                cands = mined.recorded.get(q, [])
+                if c not in cands:
+                    cands = [*cands, c]
+                fs = [mined.first_stage.get((q, x), {}) for x in cands]
+                def column(name: str, default: float) -> np.ndarray:
+                    return np.array([f.get(name, default) for f in fs], np.float64)
+
+                scores = ListScores(column("dense", 0.0), column("title", 0.0), column("bm25", 0.0),
+                                    column("fused_rank", 1000.0))
+                mat = pair_inputs(store.schema, texts[q], values[q], created[q], scores,
+                                  mined.bm25_scale.get(q, 1e-9), [ev.titles[x] for x in cands],
+                                  [values[x] for x in cands], [created[x] for x in cands])
+                pairs.update({(q, x): mat[j] for j, x in enumerate(cands)})
+            return pairs[(q, c)]
     data = TrainData(tokens=lambda i: cache.get(hashes[i]), feats=feats, pair=pair_fn, groups=mined.groups,
                      valid=mined.valid)
     return data, fs, values
 
 
 THRESHOLD_PRECISIONS = (0.8, 0.85, 0.9, 0.95, 0.99)  # stored with the model; the service picks one
-
-
-def threshold_for_precision(probs: np.ndarray, labels: np.ndarray, target: float) -> tuple[float | None, float | None]:
-    """The lowest probability threshold whose validation precision reaches `target` (None if none does)."""
-    if len(probs) == 0 or labels.sum() == 0:
-        return None, None
-    order = np.argsort(-probs, kind="stable")
-    tp = np.cumsum(labels[order])
-    precision = tp / np.arange(1, len(order) + 1)
-    ok = np.flatnonzero(precision >= target)
-    if len(ok) == 0:
-        return None, None
-    i = int(ok.max())
-    return float(probs[order][i]), float(precision[i])
 
 
 @dataclass
@@ -183,6 +196,7 @@ class VariantResult:
     seconds: float
     model_dir: Path
     valid_mrr: float
+    model: Any = None  # the trained PairModel
 
 
 def train_variant(
@@ -190,7 +204,7 @@ def train_variant(
     out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
     prior: bool = True,
 ) -> VariantResult:
-    cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]
+    cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]  # arch comes from VARIANTS, whose values are the Literal
                        pair_dim=pair_dim(fs.schema) if with_pair else 0, dropout=DROPOUT, cosine_prior=prior)
     log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
     res = train(data, cfg, tcfg, progress=progress, log=log)
@@ -199,16 +213,16 @@ def train_variant(
     test_scores = rerank_scores(res.model, data, mined.test, perm)
     logits = np.concatenate(val_scores) if val_scores else np.zeros(0)
     labels = np.concatenate([r.hits for r in mined.valid]).astype(np.float64) if mined.valid else np.zeros(0)
-    a, b = fit_platt(logits, labels) if labels.sum() > 0 else (1.0, 0.0)
-    probs = 1.0 / (1.0 + np.exp(-np.clip(a * logits + b, -50, 50)))
-    threshold, achieved = threshold_for_precision(probs, labels, TARGET_PRECISION)
+    a, b = fit_platt(logits, labels)
+    probs = platt(logits, a, b)
+    threshold, achieved = lowest_threshold_for_precision(probs, labels, TARGET_PRECISION)
     table: dict[str, float] = {}
     sources: dict[str, str] = {}
     for p in THRESHOLD_PRECISIONS:
         # Where the validation pairs show no threshold with this precision (too few of them at the top), the
         # calibrated probability itself is the threshold: under the Platt fit on those pairs, tickets above
         # probability p are duplicates with precision at least p.
-        t = threshold_for_precision(probs, labels, p)[0]
+        t = lowest_threshold_for_precision(probs, labels, p)[0]
         table[f"{p:.2f}"], sources[f"{p:.2f}"] = (t, "validation") if t is not None else (p, "calibration")
     if threshold is None:
         threshold = table[f"{TARGET_PRECISION:.2f}"]
@@ -225,7 +239,7 @@ def train_variant(
         "rerank_depth": RERANK_DEPTH,
     })
     return VariantResult(name, reranked_ranks(mined.valid, val_scores), reranked_ranks(mined.test, test_scores),
-                         res.history, res.seconds, model_dir, res.best_valid_mrr)
+                         res.history, res.seconds, model_dir, res.best_valid_mrr, res.model)
 
 
 # Every variant starts from the cosine prior (RerankConfig.cosine_prior): without it the text-only models
@@ -246,8 +260,13 @@ def run_rerankers(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, fusion: dict[str, Any], depth: int,
     train_before: datetime, valid_before: datetime, out_dir: Path, variants: list[str] | None = None,
     tcfg: TrainConfig | None = None, progress: bool = True, log: Callable[[str], None] = print,
+    extra: dict[str, list[QueryPool]] | None = None,
 ) -> dict[str, Any]:
-    """Mine, train every variant, score validation and test lists; install the best variant in the index."""
+    """Mine, train every variant, score validation and test lists; install the best variant in the index.
+
+    `extra` names more sets of test pools (a candidate window, no easy duplicates): each gets its own top-100
+    lists and pair inputs (a query's list differs from set to set), scored by every variant, in
+    `results["extra"][name]`."""
     import shutil
 
     from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
@@ -260,7 +279,15 @@ def run_rerankers(
     base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress)
     first = {"valid": reranked_ranks(mined.valid, [-np.arange(len(r.candidates), dtype=float) for r in mined.valid]),
              "test": reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])}
-    results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}}
+    results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {}}
+    fuse = fusion_fn(fusion, depth)
+    extra_sets: dict[str, tuple[Mined, TrainData]] = {}
+    for set_name, pools in (extra or {}).items():
+        m = Mined(groups=[], valid=[], test=[])
+        m.valid = rank_lists(pools, fuse, m)
+        d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress)
+        extra_sets[set_name] = (m, d)
+        results["extra"][set_name] = {}
     ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
     best: VariantResult | None = None
     for name in variants or DEFAULT_VARIANTS:
@@ -275,6 +302,11 @@ def run_rerankers(
         results["variants"][name] = {"history": vr.history, "seconds": round(vr.seconds, 1),
                                      "model_dir": str(vr.model_dir)}
         ranks[name] = vr.test_ranks
+        perm = np.random.default_rng(vcfg.seed).permutation(len(data.feats)) if vcfg.shuffle_features else None
+        for set_name, (m, d) in extra_sets.items():
+            dx = TrainData(tokens=d.tokens, feats=d.feats, pair=d.pair if spec["pair"] else None, groups=[], valid=[])
+            scores = rerank_scores(vr.model, dx, m.valid, perm)
+            results["extra"][set_name][name] = metrics_from_ranks(reranked_ranks(m.valid, scores))
         if not spec.get("shuffle") and (best is None or vr.valid_mrr > best.valid_mrr):
             best = vr
     comparisons = {}
@@ -287,15 +319,14 @@ def run_rerankers(
     results["comparisons"] = comparisons
     if best is not None:
         target = IndexDir(index_dir).reranker_path
-        tmp = target.with_name(".reranker.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(best.model_dir, tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        source = best.model_dir
+        atomic_write_dir(target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
         results["installed"] = best.name
         # the row a user gets by default: the variant chosen on validation
         results["test"]["rerank"] = results["test"][best.name]
         results["valid"]["rerank"] = results["valid"][best.name]
+        for rows in results["extra"].values():
+            rows["rerank"] = rows[best.name]
         log(f"    installed {best.name} (best validation MRR {best.valid_mrr:.4f}) as {target}")
     return results
 

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from ticketsearch.service.batcher import BatchedEncoder, EncodeBatcher
+from ticketsearch.pipeline.batcher import BatchedEncoder, EncodeBatcher
 
 
 def test_waiting_requests_are_merged_and_results_match_solo_passes(encoder) -> None:
@@ -45,7 +45,7 @@ def test_an_encoder_failure_reaches_every_waiting_request(encoder) -> None:
         def encode_with_tokens(self, texts):  # noqa: ANN001, ANN202
             raise RuntimeError("boom")
 
-    batcher = EncodeBatcher(Broken())  # type: ignore[arg-type]
+    batcher = EncodeBatcher(Broken())  # type: ignore[arg-type]  # a stand-in encoder that fails, on purpose
     try:
         try:
             batcher.submit("tokens", ["x"])

@@ -6,9 +6,14 @@ manifest last, stamped with the last change every file reflects. Each write also
 (`changes`), in the write's own transaction, so at start-up the engine replays what the files missed, drops
 what DuckDB no longer holds, and rebuilds any file it cannot read.
 
-Locking: searches share a read lock; a write holds the write lock only to commit to DuckDB and apply the
-change in memory (its text is encoded before). Checkpoints hold the read lock while they write files, and
-rebuild BM25 from a snapshot outside any lock.
+Each live index is a read-only base plus an overlay of the changes since it was built. A checkpoint saves the
+overlays (small files: O(changes)); an index whose overlay has reached `Settings.compact_changes` rows is first
+compacted: a new base is built from a snapshot in the checkpoint thread and swapped in, keeping later changes.
+
+Locking: searches share a read lock. Writers take turns (`_write_lock`): a write commits to DuckDB, then holds
+the exclusive lock only to apply the change in memory (its text is encoded before). A checkpoint holds the
+read lock only to copy the overlays, and the exclusive lock only to swap a compacted base in: no search waits
+for a build or a file.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,11 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from ticketsearch.settings import Settings
 from ticketsearch.errors import NotFoundError, TicketsearchError
 from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore, UpsertResult
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.rerank_vectors import (
+    batch_tokens,
+    build_rerank_vectors,
+    load_rerank_vectors,
+    save_rerank_vectors,
+)
+from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.rerank.runtime import Reranker
+from ticketsearch.results import SearchResult
 from ticketsearch.retrieval.builder import (
     build_bm25,
     build_dense,
@@ -40,22 +54,15 @@ from ticketsearch.retrieval.builder import (
     title_key,
 )
 from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.quantized import query_encoder_for
+from ticketsearch.retrieval.first_stage import FirstStageIndexes
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
-from ticketsearch.retrieval.live import LiveBM25, LiveVectors
-from ticketsearch.index_dir import IndexDir
+from ticketsearch.retrieval.live import Compacted, Live, LiveBM25, LiveVectors
 from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.retrieval.search import SearchResult
+from ticketsearch.retrieval.quantized import query_encoder_for
 from ticketsearch.retrieval.vector_index import VectorIndex
+from ticketsearch.settings import Settings
 
 from .batcher import BatchedEncoder, EncodeBatcher
-from ticketsearch.pipeline.rerank_vectors import (
-    batch_tokens,
-    build_rerank_vectors,
-    load_rerank_vectors,
-    save_rerank_vectors,
-)
-from ticketsearch.pipeline.search import RerankingSearcher
 
 log = logging.getLogger("ticketsearch.engine")
 
@@ -116,6 +123,17 @@ class Prepared:
     rerank_vecs: np.ndarray | None
 
 
+@dataclass
+class LivePart:
+    """One live index of the engine and where its files go."""
+
+    name: str
+    live: Live[Any, Any]
+    overlay_path: Path
+    save_base: Callable[[Compacted[Any]], None]
+    tag: str = ""  # stamped on the overlay file (the reranker's checksum for its vectors)
+
+
 class Engine:
     def __init__(self, index_dir: Path, settings: Settings,
                  on_encode_batch: Callable[[int], None] | None = None) -> None:
@@ -126,7 +144,7 @@ class Engine:
         self.ready = False
         self.error: str | None = None
         self.store: TicketStore | None = None
-        self.searcher: RerankingSearcher | None = None
+        self.searcher: SearchPipeline | None = None
         self.batcher: EncodeBatcher | None = None
         self.applied_seq = 0
         self.saved_seq = 0
@@ -134,6 +152,8 @@ class Engine:
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one writer at a time: DuckDB's order of changes is the applied order
+        self.parts: list[LivePart] = []
 
     # ---- start-up -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -172,40 +192,74 @@ class Engine:
                 )
         self.encoder = encoder
         self.manifest = manifest
-        self._repair_files(manifest)
+        seq, kind, d = manifest.change_seq, manifest.index_kind, self.dir
+        self.text = self._open_vectors("text", kind, seq)
+        self.title = self._open_vectors("title", kind, seq)
+        self.bm25 = self._open_bm25(seq)
+        self._repair_rerank_vectors()
         query_encoder = query_encoder_for(encoder)
         log.info("query encoder: %s", getattr(query_encoder, "kind", "fp32"))
         self.batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
                                      query_encoder=query_encoder)
-        self.searcher = RerankingSearcher(
-            self.index_dir, self.settings, encoder=BatchedEncoder(encoder, self.batcher), store=self.store,  # type: ignore[arg-type]
-            query_encoder=BatchedEncoder(query_encoder, self.batcher, query=True),
+        indexes = FirstStageIndexes(self.text, self.title, self.bm25)
+        self.searcher = SearchPipeline(
+            self.dir, self.settings, encoder=BatchedEncoder(encoder, self.batcher), store=self.store,  # type: ignore[arg-type]  # BatchedEncoder has the Encoder methods search uses
+            query_encoder=BatchedEncoder(query_encoder, self.batcher, query=True), indexes=indexes,
         )
-        base = self.searcher.base
-        base.vindex = LiveVectors(base.vindex)  # type: ignore[assignment]
-        base.tindex = LiveVectors(base.tindex)  # type: ignore[assignment]
-        base.bm25 = LiveBM25(base.bm25)  # type: ignore[assignment]
-        self.applied_seq = self.saved_seq = manifest.change_seq
-        self._reconcile(manifest.change_seq)
+        self.parts = [
+            LivePart("text", self.text, d.overlay_path("text"), lambda c: c.base.save(d.vectors_path("text"))),
+            LivePart("title", self.title, d.overlay_path("title"), lambda c: c.base.save(d.vectors_path("title"))),
+            LivePart("bm25", self.bm25, d.bm25_overlay_path, lambda c: c.base.save(d.bm25_path)),
+        ]
+        rs = self.searcher
+        if rs.vectors is not None and rs.reranker is not None:
+            reranker = rs.reranker
+            self.parts.append(LivePart("rerank", rs.vectors, d.rerank_overlay_path,
+                                       lambda c: save_rerank_vectors(d, reranker, c.base, c.seq), reranker.checksum))
+        self.applied_seq = self.saved_seq = seq
+        self._reconcile(seq)
 
-    def _repair_files(self, manifest: Manifest) -> None:
-        """Rebuild, from DuckDB and the embedding cache, any derived file that is missing or unreadable."""
-        store = self.store
-        assert store is not None
-        kind = manifest.index_kind
+    def _open_vectors(self, which: str, kind: str, seq: int) -> LiveVectors:
+        """A FAISS file with its saved overlay; rebuilt from DuckDB and the embedding cache if either is unreadable."""
         d = self.dir
-        for which, build in (("text", build_dense), ("title", build_titles)):
-            try:
-                VectorIndex.load(d.vectors_path(which), kind, self.settings)
-            except TicketsearchError as exc:
-                log.warning("rebuilding %s: %s", d.vectors_path(which), exc)
-                build(d, store, self.encoder, kind, self.settings, False)
         try:
-            if BM25Index.load(d.bm25_path).avgdl is None:
-                raise TicketsearchError("saved without its statistics (older format)")
+            live = LiveVectors(VectorIndex.load(d.vectors_path(which), kind, self.settings))
+            live.load_overlay(d.overlay_path(which), seq)
+            return live
+        except TicketsearchError as exc:
+            log.warning("rebuilding %s: %s", d.vectors_path(which), exc)
+        assert self.store is not None
+        build = build_dense if which == "text" else build_titles
+        index, _, _ = build(d, self.store, self.encoder, kind, self.settings, False)
+        d.overlay_path(which).unlink(missing_ok=True)  # the rebuilt base holds every change
+        return LiveVectors(index)
+
+    def _open_bm25(self, seq: int) -> LiveBM25:
+        """The BM25 folder with its saved overlay; rebuilt from DuckDB if either is unreadable."""
+        d = self.dir
+        try:
+            base = BM25Index.load(d.bm25_path)
+            if base.avgdl is None:
+                raise TicketsearchError(f"{d.bm25_path}: saved without its statistics (older format)")
+            live = LiveBM25(base, rebuild=self._bm25_from_store)
+            live.load_overlay(d.bm25_overlay_path, seq)
+            return live
         except TicketsearchError as exc:
             log.warning("rebuilding %s: %s", d.bm25_path, exc)
-            build_bm25(d, store)
+        assert self.store is not None
+        live = LiveBM25(build_bm25(d, self.store), rebuild=self._bm25_from_store)
+        d.bm25_overlay_path.unlink(missing_ok=True)
+        return live
+
+    def _bm25_from_store(self) -> BM25Index:
+        """A BM25 base of DuckDB as of now (one read statement: a consistent snapshot, taken without the lock)."""
+        assert self.store is not None
+        st = read_texts(self.store)
+        return BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)])
+
+    def _repair_rerank_vectors(self) -> None:
+        store, d = self.store, self.dir
+        assert store is not None
         if d.has_reranker():
             reranker = Reranker(d.reranker_path, device=self.settings.device)
             try:
@@ -218,14 +272,10 @@ class Engine:
         """Apply the changes the files missed: DuckDB's change log after `seq`, and any id-set mismatch."""
         store, rs = self.store, self.searcher
         assert store is not None and rs is not None
-        base = rs.base
         db_ids = set(store.row_ids().tolist())
         changed = store.changed_since(seq)
         todo = set() if changed is None else set(changed.tolist())
-        comps: list[set[int]] = [set(base.vindex.ids().tolist()), set(base.tindex.ids().tolist()),
-                                 set(base.bm25.base.row_ids.tolist())]
-        if rs.vectors is not None:
-            comps.append(set(rs.vectors.rows().tolist()))
+        comps = [set(part.live.ids().tolist()) for part in self.parts]
         for ids in comps:
             todo |= ids ^ db_ids
         if not todo:
@@ -250,7 +300,7 @@ class Engine:
             self._checkpointer.join(timeout=60)
         if self.ready:
             try:
-                self.checkpoint()
+                self.checkpoint(compact=True)  # a cleanly stopped index directory holds plain base files
             except Exception:  # noqa: BLE001
                 log.exception("final checkpoint failed (start-up will reconcile)")
         self.ready = False
@@ -280,7 +330,7 @@ class Engine:
         rs = self.searcher
         if rs is None or rs.reranker is None:
             return None
-        return rs.reranker.threshold_for_precision(self.settings.duplicate_precision)
+        return rs.reranker.duplicate_threshold(self.settings.duplicate_precision)
 
     # ---- writes ---------------------------------------------------------------------------------
     def upsert(self, tickets: list[Ticket]) -> UpsertResult:
@@ -290,23 +340,25 @@ class Engine:
             latest[t.id] = t
         prepared = self._prepare(list(latest.values()), batched=True)
         assert self.store is not None
-        with self.lock.write():
+        with self._write_lock:
             res = self.store.upsert(prepared.tickets)
             self._fault("after-commit")
             self._cache_embeddings(prepared)
-            self._apply_upsert(prepared, res.row_ids, res.change_seq)
-            self.applied_seq = res.change_seq
+            with self.lock.write():
+                self._apply_upsert(prepared, res.row_ids, res.change_seq)
+                self.applied_seq = res.change_seq
         return res
 
     def delete(self, ticket_id: str) -> int:
         assert self.store is not None
-        with self.lock.write():
+        with self._write_lock:
             rows = self.store.delete([ticket_id])
             if not rows:
                 raise NotFoundError(f"ticket {ticket_id!r} not found")
             seq = self.store.change_seq
-            self._apply_delete(rows, seq)
-            self.applied_seq = seq
+            with self.lock.write():
+                self._apply_delete(rows, seq)
+                self.applied_seq = seq
         return seq
 
     def _prepare(self, tickets: list[Ticket], batched: bool) -> Prepared:
@@ -348,23 +400,17 @@ class Engine:
         if not row_ids:
             return
         ids = np.asarray(row_ids, np.int64)
-        rs.base.vindex.upsert(ids, p.vecs)  # type: ignore[attr-defined]
-        rs.base.tindex.upsert(ids, p.title_vecs)  # type: ignore[attr-defined]
-        rs.base.bm25.upsert(row_ids, p.bm25_texts, seq)  # type: ignore[attr-defined]
+        self.text.upsert(ids, p.vecs, seq)
+        self.title.upsert(ids, p.title_vecs, seq)
+        self.bm25.upsert(row_ids, p.bm25_texts, seq)
         if rs.vectors is not None and p.rerank_vecs is not None:
-            rs.vectors.upsert(row_ids, p.rerank_vecs)
+            rs.vectors.upsert(row_ids, p.rerank_vecs, seq)
 
     def _apply_delete(self, row_ids: list[int], seq: int) -> None:
-        rs = self.searcher
-        assert rs is not None
         if not row_ids:
             return
-        ids = np.asarray(row_ids, np.int64)
-        rs.base.vindex.delete(ids)  # type: ignore[attr-defined]
-        rs.base.tindex.delete(ids)  # type: ignore[attr-defined]
-        rs.base.bm25.delete(row_ids, seq)  # type: ignore[attr-defined]
-        if rs.vectors is not None:
-            rs.vectors.delete(row_ids)
+        for part in self.parts:
+            part.live.delete(row_ids, seq)
 
     def _fault(self, point: str) -> None:
         if os.environ.get(CRASH_AT_ENV) == point:  # fault injection for the crash tests only
@@ -380,37 +426,51 @@ class Engine:
                 except Exception:  # noqa: BLE001 - the next checkpoint (or start-up) catches up
                     log.exception("checkpoint failed")
 
-    def checkpoint(self) -> int:
-        """Persist the derived state; the manifest, written last, records the change it reflects."""
-        with self._checkpoint_lock:
-            return self._checkpoint()
+    def checkpoint(self, compact: bool = False) -> int:
+        """Persist the derived state; the manifest, written last, records the change it reflects.
 
-    def _checkpoint(self) -> int:
-        store, rs = self.store, self.searcher
-        assert store is not None and rs is not None
-        base = rs.base
-        bm25: LiveBM25 = base.bm25  # type: ignore[assignment]
+        Every live index's overlay is saved (small files); one whose overlay has reached `compact_changes` rows
+        (with `compact`: any with changes) is compacted first. Searches and writes wait only while the overlays
+        are copied and while a compacted base is swapped in, never for a build or a file.
+        """
+        with self._checkpoint_lock:
+            return self._checkpoint(compact)
+
+    def _checkpoint(self, compact_all: bool) -> int:
+        store = self.store
+        assert store is not None
+        least = 1 if compact_all else self.settings.compact_changes
+        for part in self.parts:
+            if part.live.changed >= least:
+                self._compact(part)
         with self.lock.read():
             seq = self.applied_seq
-            base.vindex.save(self.dir.vectors_path("text"))
-            self._fault("mid-checkpoint")
-            base.tindex.save(self.dir.vectors_path("title"))
-            if rs.vectors is not None and rs.reranker is not None:
-                save_rerank_vectors(self.dir, rs.reranker, rs.vectors, seq)
-            snapshot = read_texts(store) if bm25.changed else None
-            count = store.count()
-        if snapshot is not None:
-            new_base = build_bm25(self.dir, store, snapshot)
-            with self.lock.write():
-                base.bm25 = base.bm25.rebased(new_base, seq)  # type: ignore[attr-defined]
+            snaps = [(part, part.live.snapshot(seq)) for part in self.parts]
+            count = len(self.text)
+        for part, snap in snaps:
+            part.live.save_overlay(part.overlay_path, snap, part.tag)
+            if part.name == "text":
+                self._fault("mid-checkpoint")
         self._fault("before-manifest")
         m = self.manifest
         m.change_seq = seq
         m.counts = {**m.counts, "tickets": count, "vectors": count}
         m.built_at = datetime.now().astimezone().isoformat(timespec="seconds")
         m.save(self.index_dir)
-        with self.lock.read():
+        with self._write_lock:
             store.prune_changes(seq)
         self.saved_seq = seq
         return seq
+
+    def _compact(self, part: LivePart) -> None:
+        """Fold a live index's overlay into a new base, built and saved outside the lock, then swapped in."""
+        t0 = time.perf_counter()
+        with self.lock.read():
+            snap = part.live.snapshot(self.applied_seq)
+        new = part.live.compacted(snap)  # the slow part, from the read-only base and the copied overlay
+        part.save_base(new)
+        with self.lock.write():
+            part.live.rebase(new)
+        log.info("compacted %s: %d changes folded into %d rows in %.1f s", part.name, len(snap.changes),
+                 len(new.members), time.perf_counter() - t0)
 

@@ -1,0 +1,145 @@
+"""The first stage: dense, title, BM25 and recency lists over an index directory, fused into candidates.
+
+It takes a query's vectors and text as already computed (`pipeline.search.Query`); it never encodes. Filters,
+`before` and `after` restrict every list before its top is cut, so a filtered search still fills k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from ticketsearch.errors import QueryError
+from ticketsearch.index_data.store import TicketStore
+
+from .fusion import fuse_lists
+from .manifest import Manifest
+
+METHODS = ("dense", "bm25", "title", "hybrid")
+
+
+class VectorSearch(Protocol):
+    """What the first stage needs of a vector index (a `VectorIndex`, or a live one that takes writes)."""
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def reconstruct(self, row_id: int) -> np.ndarray: ...
+    def ids(self) -> np.ndarray: ...
+
+
+class LexicalSearch(Protocol):
+    """What the first stage needs of BM25 (a `BM25Index`, or a live one)."""
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def score_rows(self, query: str, row_ids: list[int]) -> np.ndarray: ...
+
+
+@dataclass
+class FirstStageIndexes:
+    """The first stage's three indexes; the service's engine passes live ones that take writes."""
+
+    vindex: Any  # VectorSearch
+    tindex: Any  # VectorSearch
+    bm25: Any  # LexicalSearch
+
+
+@dataclass
+class Candidates:
+    """A query's candidates in first-stage order, with every method's score for each of them."""
+
+    method: str
+    row_ids: list[int]
+    scores: list[float]  # the first-stage score (fused for hybrid)
+    per_method: dict[str, dict[int, float]] = field(default_factory=dict)  # method -> row id -> score
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def method_scores(self, row_id: int) -> dict[str, float]:
+        return {n: v[row_id] for n, v in self.per_method.items() if row_id in v}
+
+
+def fusion_weights(manifest: Manifest, method: str) -> dict[str, float]:
+    if method not in METHODS:
+        raise QueryError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    weights = manifest.fusion["weights"] if method == "hybrid" else {method: 1.0}
+    return {n: float(w) for n, w in weights.items() if w}
+
+
+class FirstStage:
+    def __init__(self, manifest: Manifest, store: TicketStore, indexes: FirstStageIndexes, fusion_depth: int) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.indexes = indexes
+        self.fusion_depth = fusion_depth
+
+    def run(
+        self, method: str, k: int, vector: np.ndarray | None, title_vector: np.ndarray | None, bm25_query: str,
+        filters: dict[str, list[Any]] | None, before: datetime | None, after: datetime | None,
+        exclude_ids: list[str], reference: datetime | None,
+    ) -> Candidates:
+        """The top k candidates (each method's top `fusion_depth` fused, for hybrid)."""
+        import time
+
+        weights = fusion_weights(self.manifest, method)
+        ix = self.indexes
+        t0 = time.perf_counter()
+        allowed = self.store.filter_row_ids(filters, before, after, exclude_ids=exclude_ids)
+        depth = k if method != "hybrid" else max(k, self.fusion_depth)
+        lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if "dense" in weights:
+            assert vector is not None
+            lists["dense"] = _valid(ix.vindex.search(vector[None, :], depth, allowed))
+        if "title" in weights:
+            assert title_vector is not None
+            lists["title"] = _valid(ix.tindex.search(title_vector[None, :], depth, allowed))
+        if "bm25" in weights:
+            lists["bm25"] = ix.bm25.search(bm25_query, depth, allowed)
+        if "recency" in weights:
+            rec = self.store.recent_row_ids(depth, filters, reference, after, exclude_ids=exclude_ids)
+            lists["recency"] = (-np.arange(len(rec), dtype=np.float64), rec)
+        if method == "hybrid":
+            fusion = self.manifest.fusion
+            names = list(lists)
+            fused_s, fused_i = fuse_lists([lists[n] for n in names], [weights[n] for n in names],
+                                          method=fusion.get("method", "rrf"), k=float(fusion.get("k", 60.0)))
+            ids, scores = fused_i[:k].tolist(), fused_s[:k].tolist()
+        else:
+            sc, ids_arr = lists[method]
+            ids, scores = ids_arr[:k].tolist(), sc[:k].tolist()
+        per_method = {n: dict(zip(i.tolist(), s.tolist())) for n, (s, i) in lists.items() if n != "recency"}
+        return Candidates(method, [int(i) for i in ids], [float(s) for s in scores], per_method,
+                          {"retrieve": (time.perf_counter() - t0) * 1000})
+
+    def complete_scores(self, cands: Candidates, upto: int, vector: np.ndarray | None,
+                        title_vector: np.ndarray | None, bm25_query: str) -> None:
+        """Give the first `upto` candidates every method's exact score, also those that reached the list
+        through another method (the reranker's pair inputs need all three for each; training has them)."""
+        rows = cands.row_ids[:upto]
+        ix = self.indexes
+        for name, index, q in (("dense", ix.vindex, vector), ("title", ix.tindex, title_vector)):
+            if q is None:
+                continue
+            have = cands.per_method.setdefault(name, {})
+            for r in rows:
+                if r not in have:
+                    try:
+                        have[r] = float(np.dot(index.reconstruct(r), q))
+                    except KeyError:
+                        pass
+        have = cands.per_method.setdefault("bm25", {})
+        missing = [r for r in rows if r not in have]
+        if missing:
+            for r, s in zip(missing, ix.bm25.score_rows(bm25_query, missing).tolist()):
+                have[r] = float(s)
+
+
+def _valid(res: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    scores, ids = res
+    keep = ids[0] >= 0
+    return scores[0][keep], ids[0][keep]

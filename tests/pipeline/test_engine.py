@@ -1,0 +1,265 @@
+"""The engine's lock, and checkpoints that never stall searches (a real HNSW index, model and reranker)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ticketsearch.index_data.records import normalize_row
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.engine import Engine, RWLock
+from ticketsearch.retrieval.builder import build_index
+from ticketsearch.retrieval.lexical import BM25Index
+from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.retrieval.vector_index import VectorIndex
+from ticketsearch.settings import Settings
+
+
+def wait_until(cond: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return bool(cond())
+
+
+def start(target: Any) -> threading.Thread:
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th
+
+
+# ---- RWLock -------------------------------------------------------------------------------------------
+def test_many_readers_hold_the_lock_at_once() -> None:
+    lock = RWLock()
+    inside = threading.Barrier(8, timeout=5)  # broken (an error) unless all 8 readers are inside together
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            with lock.read():
+                inside.wait()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [start(reader) for _ in range(8)]
+    for th in threads:
+        th.join(10)
+    assert not errors and not any(th.is_alive() for th in threads)
+
+
+def test_a_writer_excludes_readers_and_writers() -> None:
+    lock = RWLock()
+    entered: list[str] = []
+
+    def reader() -> None:
+        with lock.read():
+            entered.append("reader")
+
+    def writer() -> None:
+        with lock.write():
+            entered.append("writer")
+
+    with lock.write():
+        threads = [start(reader), start(writer)]
+        time.sleep(0.3)
+        assert entered == []
+    for th in threads:
+        th.join(5)
+    assert sorted(entered) == ["reader", "writer"]
+
+
+def test_a_waiting_writer_blocks_new_readers() -> None:
+    lock = RWLock()
+    events: list[str] = []
+    release_first = threading.Event()
+
+    def first_reader() -> None:
+        with lock.read():
+            events.append("r1 in")
+            release_first.wait(5)
+        events.append("r1 out")
+
+    def writer() -> None:
+        with lock.write():
+            events.append("w in")
+            time.sleep(0.1)
+        events.append("w out")
+
+    def second_reader() -> None:
+        with lock.read():
+            events.append("r2 in")
+
+    r1 = start(first_reader)
+    assert wait_until(lambda: "r1 in" in events)
+    w = start(writer)
+    assert wait_until(lambda: lock._waiting_writers == 1)
+    r2 = start(second_reader)
+    time.sleep(0.3)
+    assert events == ["r1 in"]  # the writer waits for r1; r2 waits behind the writer
+    release_first.set()
+    for th in (r1, w, r2):
+        th.join(5)
+    assert events.index("w out") < events.index("r2 in") and events.index("r1 out") < events.index("w in")
+
+
+def test_no_lost_wake_ups_under_mixed_load() -> None:
+    lock = RWLock()
+    state = {"readers": 0, "writers": 0, "count": 0, "bad": 0}
+    guard = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(300):
+            if rng.random() < 0.3:
+                with lock.write():
+                    with guard:
+                        state["writers"] += 1
+                        state["bad"] += state["readers"] > 0 or state["writers"] > 1
+                    state["count"] += 1
+                    with guard:
+                        state["writers"] -= 1
+            else:
+                with lock.read():
+                    with guard:
+                        state["readers"] += 1
+                        state["bad"] += state["writers"] > 0
+                    time.sleep(0)
+                    with guard:
+                        state["readers"] -= 1
+
+    threads = [start(lambda s=s: worker(s)) for s in range(8)]
+    for th in threads:
+        th.join(60)
+    assert not any(th.is_alive() for th in threads), "a thread is stuck: a wake-up was lost"
+    assert state["bad"] == 0 and state["readers"] == 0 and state["writers"] == 0
+    writes = sum(int((np.random.default_rng(s).random(300) < 0.3).sum()) for s in range(8))
+    assert state["count"] == writes
+
+
+# ---- checkpoints under concurrent searches --------------------------------------------------------------
+SLOW_BUILD_S = 5.0  # every compaction build sleeps this long: a search or write that waits for one is slow
+BOUND_S = 2.5  # well under it, and far above a search's or write's own time even on 2 busy shared cores
+
+
+@pytest.fixture()
+def hnsw_index(trained_index: Path, tmp_path: Path, encoder) -> Path:
+    """The trained service index with its vector indexes rebuilt as HNSW (embeddings come from the cache)."""
+    target = tmp_path / "idx"
+    shutil.copytree(trained_index, target)
+    with TicketStore(IndexDir(target).store_path) as store:
+        build_index(target, store, encoder, "minilm", settings=Settings(index_type="hnsw"), progress=False)
+    assert Manifest.load(target).index_kind == "hnsw"
+    return target
+
+
+def new_ticket(i: int) -> dict:
+    return {"id": f"LIVE-{i}", "title": f"Checkpoint probe flux{i} quasar{i}",
+            "body": f"Probe words liveword{i} and zeta{i}: the export stalls after the update.",
+            "created": "2025-05-01T00:00:00", "fields": {"product": "Mobile App"}}
+
+
+def test_checkpoints_and_compactions_never_stall_searches_or_writes(
+    hnsw_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds = {"vectors": 0, "bm25": 0}
+    real_vectors, real_bm25 = VectorIndex.build.__func__, BM25Index.build.__func__  # type: ignore[attr-defined]  # classmethods keep their function
+
+    def slow_vectors(cls: type, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", settings: Any = None) -> Any:
+        if len(ids) >= 500:  # a compaction (the overlay's own little index is built empty)
+            builds["vectors"] += 1
+            time.sleep(SLOW_BUILD_S)
+        return real_vectors(cls, ids, vecs, kind, settings)
+
+    def slow_bm25(cls: type, row_ids: np.ndarray, texts: list[str], *args: Any) -> Any:
+        builds["bm25"] += 1
+        time.sleep(SLOW_BUILD_S)
+        return real_bm25(cls, row_ids, texts, *args)
+
+    monkeypatch.setattr(VectorIndex, "build", classmethod(slow_vectors))
+    monkeypatch.setattr(BM25Index, "build", classmethod(slow_bm25))
+    settings = Settings(query_encoder="fp32", rerank_runtime="torch", cache_dir=tmp_path / "cache",
+                        checkpoint_interval_s=3600, compact_changes=4)
+    eng = Engine(hnsw_index, settings)
+    eng.start()
+    assert eng.ready, eng.error
+    assert eng.text.kind == "hnsw" and eng.searcher is not None and eng.searcher.reranker is not None
+    assert [p.name for p in eng.parts] == ["text", "title", "bm25", "rerank"]
+
+    stop = threading.Event()
+    search_s: list[float] = []
+    failures: list[BaseException] = []
+
+    def search_loop() -> None:
+        try:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                res = eng.search(text="the app crashes when I export a report", k=10)
+                search_s.append(time.perf_counter() - t0)
+                assert res.reranked and len(res.hits) == 10
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    def checkpoint_loop() -> None:
+        try:
+            while not stop.is_set():
+                eng.checkpoint()
+                time.sleep(0.05)
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    threads = [start(search_loop), start(checkpoint_loop)]
+    write_s = []
+    assert eng.store is not None
+    schema = eng.store.schema
+    try:
+        for i in range(14):
+            t0 = time.perf_counter()
+            eng.upsert([normalize_row(schema, new_ticket(i), 1)])
+            write_s.append(time.perf_counter() - t0)
+            # searchable the moment the write returns, by its words and by its vector
+            top = eng.search(text=f"liveword{i} zeta{i}", method="bm25", rerank=False, k=1).hits
+            assert top and top[0].id == f"LIVE-{i}"
+            t = new_ticket(i)
+            top = eng.search(text=t["body"], title=t["title"], method="dense", rerank=False, k=1).hits
+            assert top and top[0].id == f"LIVE-{i}"
+            if i == 9:
+                eng.delete("LIVE-3")
+                gone = eng.search(text="liveword3 zeta3", method="bm25", rerank=False, k=5).hits
+                assert "LIVE-3" not in [h.id for h in gone]
+            time.sleep(0.4)
+        # a compaction of every part ran (slowly) meanwhile; let the last one finish
+        assert wait_until(lambda: builds["bm25"] >= 1 and not eng._checkpoint_lock.locked(), timeout=60), builds
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(120)
+    assert not failures, failures
+    assert builds["vectors"] >= 2 and builds["bm25"] >= 1, builds
+    assert len(search_s) > 20
+    assert max(search_s) < BOUND_S, f"slowest search {max(search_s):.2f}s (p50 {np.median(search_s):.3f}s)"
+    assert max(write_s) < BOUND_S, f"slowest write {max(write_s):.2f}s"
+    db = eng.store.row_ids().tolist()
+    for part in eng.parts:
+        assert part.live.ids().tolist() == db, part.name
+    assert eng.checkpoint() == eng.store.change_seq
+    eng.close()
+    # a clean stop leaves plain base files holding exactly DuckDB's rows, and empty overlays
+    d = IndexDir(hnsw_index)
+    with TicketStore(d.store_path, read_only=True) as store:
+        db = store.row_ids().tolist()
+        assert Manifest.load(hnsw_index).change_seq == store.change_seq
+    assert sorted(VectorIndex.load(d.vectors_path("text"), "hnsw").ids().tolist()) == db
+    assert sorted(VectorIndex.load(d.vectors_path("title"), "hnsw").ids().tolist()) == db
+    assert sorted(BM25Index.load(d.bm25_path).row_ids.tolist()) == db
+    assert sorted(np.load(d.rerank_rows_path).tolist()) == db
+    with np.load(d.overlay_path("text")) as z:
+        assert len(z["rows"]) == 0

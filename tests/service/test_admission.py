@@ -1,0 +1,71 @@
+"""Bounded admission over a real server: beyond TICKETSEARCH_MAX_PENDING requests the service answers 503 with
+Retry-After and the JSON error body at once, and serves again when the load is gone."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .server import Server
+
+CLIENTS = 24
+
+
+@pytest.fixture(scope="module")
+def small_server(trained_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    root = tmp_path_factory.mktemp("admission")
+    shutil.copytree(trained_index, root / "idx")
+    srv = Server(root / "idx", root / "server.log",
+                 env={"TICKETSEARCH_MAX_PENDING": "2", "TICKETSEARCH_WORKERS": "1", "TICKETSEARCH_RETRY_AFTER_S": "3"}
+                 ).start()
+    yield srv
+    srv.stop()
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert found, name
+    return float(found.group(1))
+
+
+def test_overload_is_shed_with_503_and_the_service_recovers(small_server: Server) -> None:
+    clients = [small_server.client() for _ in range(CLIENTS)]
+    for c in clients:  # connect first, so that every request below arrives at once
+        assert c.get("/healthz").status_code == 200
+    start = threading.Barrier(CLIENTS)
+
+    def slow_search(c: httpx.Client) -> httpx.Response:
+        start.wait()
+        # k=100 with explanations: the reranker explains every hit, so each request keeps the one worker busy
+        return c.post("/v1/search", json={"text": "refund not received after cancelling the order", "k": 100,
+                                          "explain": True})
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        answers = list(pool.map(slow_search, clients))
+    codes = sorted(r.status_code for r in answers)
+    assert set(codes) == {200, 503}, codes
+    shed = [r for r in answers if r.status_code == 503]
+    assert 2 <= codes.count(200) and len(shed) <= CLIENTS - 2, codes
+    for r in shed:
+        assert r.headers["retry-after"] == "3"
+        assert r.headers["content-type"].startswith("application/json")
+        (detail,) = r.json()["detail"]
+        assert detail["field"] == "service" and detail["type"] == "overloaded" and "at capacity" in detail["reason"]
+
+    # the load is gone: every route answers again, and the metrics saw the shed requests and nothing in flight
+    with small_server.client() as c:
+        for _ in range(3):
+            r = c.post("/v1/search", json={"text": "refund not received", "k": 5})
+            assert r.status_code == 200 and len(r.json()["hits"]) == 5, r.text
+        assert c.get("/v1/tickets/SUP-10").status_code == 200
+        text = c.get("/metrics").text
+    assert metric(text, "ticketsearch_shed_total") == len(shed)
+    assert metric(text, "ticketsearch_in_flight") == 0
+    for c in clients:
+        c.close()

@@ -1,0 +1,159 @@
+"""The library API: one index directory as one object.
+
+```python
+from ticketsearch import TicketIndex
+idx = TicketIndex.open("demo/index")            # read-only unless writable=True
+res = idx.search("customers charged twice", k=5, filters={"product": ["Billing Portal"]})
+res.hits[0].id, res.hits[0].title, res.hits[0].score, res.hits[0].probability
+idx.get("SUP-1900"); idx.similar("SUP-1900", k=5); idx.duplicates({"title": "...", "body": "..."})
+idx.upsert([...]); idx.delete("SUP-1900")       # writable=True: searchable at once, checkpointed as it goes
+```
+
+The CLI and the HTTP service are thin layers over this object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ticketsearch.errors import ReadOnlyError, RowError, TicketsearchError, UnavailableError
+from ticketsearch.results import DuplicateResult, SearchResult
+from ticketsearch.settings import Settings, get_settings
+
+
+def as_filters(filters: Mapping[str, Any] | None) -> dict[str, list[Any]]:
+    """Filters as field -> list of values (a single value is a list of one)."""
+    return {k: list(v) if isinstance(v, (list, tuple, set)) else [v] for k, v in (filters or {}).items()}
+
+
+class TicketIndex:
+    """An index directory opened for searching, or (writable) for live updates as well."""
+
+    def __init__(self, path: Path, settings: Settings, pipeline: Any = None, engine: Any = None) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self._pipeline = pipeline  # SearchPipeline (read-only)
+        self._engine = engine  # Engine (writable): owns its pipeline, the write path and checkpoints
+
+    @classmethod
+    def open(cls, path: Path | str, writable: bool = False, settings: Settings | None = None) -> TicketIndex:
+        settings = settings or get_settings()
+        if writable:
+            from ticketsearch.pipeline.engine import Engine
+
+            engine = Engine(Path(path), settings)
+            engine.start()
+            if engine.error is not None:
+                engine.close()
+                raise TicketsearchError(engine.error)
+            return cls(Path(path), settings, engine=engine)
+        from ticketsearch.pipeline.search import SearchPipeline
+
+        return cls(Path(path), settings, pipeline=SearchPipeline(Path(path), settings))
+
+    @classmethod
+    def of_engine(cls, engine: Any) -> TicketIndex:
+        """The index a running engine serves (the HTTP service's)."""
+        return cls(engine.index_dir, engine.settings, engine=engine)
+
+    @property
+    def writable(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def pipeline(self) -> Any:
+        """The search pipeline (stages, reranker, store) behind this index."""
+        return self._engine.searcher if self._engine is not None else self._pipeline
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        elif self._pipeline is not None:
+            self._pipeline.close()
+
+    def __enter__(self) -> TicketIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reads --------------------------------------------------------------------------------------
+    def search(
+        self, text: str | None = None, *, title: str | None = None, k: int = 10,
+        filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
+        before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
+        rerank: bool = True, explain: bool = False, like: str | None = None,
+    ) -> SearchResult:
+        """Tickets like the query text (or like the indexed ticket `like`), reranked when a model is trained."""
+        kwargs = dict(title=title, like=like, fields=dict(fields or {}), filters=as_filters(filters), before=before,
+                      after=after, k=k, method=method, rerank=rerank, explain=explain)
+        if self._engine is not None:
+            return self._engine.search(text=text, **kwargs)
+        return self._pipeline.search(text, **kwargs)
+
+    def similar(self, ticket_id: str, k: int = 10, **kwargs: Any) -> SearchResult:
+        """Tickets similar to an indexed ticket (never the ticket itself)."""
+        return self.search(like=ticket_id, k=k, **kwargs)
+
+    def duplicate_threshold(self) -> float:
+        """The stored duplicate-probability threshold for `settings.duplicate_precision`. Raises
+        UnavailableError when there is no trained reranker or no threshold for that precision."""
+        reranker = self.pipeline.reranker
+        if reranker is None:
+            raise UnavailableError("no trained reranker in this index: run 'ticketsearch train'")
+        try:
+            threshold = reranker.duplicate_threshold(self.settings.duplicate_precision)
+        except KeyError as exc:
+            raise UnavailableError(str(exc.args[0])) from None
+        if threshold is None:
+            raise UnavailableError("the reranker's validation data reached no threshold for precision "
+                                   f"{self.settings.duplicate_precision}")
+        return threshold
+
+    def duplicates(self, ticket: Mapping[str, Any], k: int = 5) -> DuplicateResult:
+        """Is this new ticket (`title`, optional `body`, `created`, `fields`) a duplicate of an indexed one?"""
+        threshold = self.duplicate_threshold()
+        title = str(ticket.get("title") or "").strip()
+        body = str(ticket.get("body") or "").strip()
+        res = self.search(body or title, title=title if body else None, fields=ticket.get("fields") or {},
+                          before=ticket.get("created"), k=k)
+        top = res.hits[0].probability if res.hits else None
+        return DuplicateResult(is_duplicate=top is not None and top >= threshold, probability=top,
+                               threshold=threshold, target_precision=self.settings.duplicate_precision,
+                               candidates=res.hits)
+
+    def get(self, ticket_id: str) -> dict[str, Any]:
+        if self._engine is not None:
+            return self._engine.get(ticket_id)
+        return self._pipeline.store.get(ticket_id).as_dict()
+
+    def count(self) -> int:
+        if self._engine is not None:
+            return self._engine.count()
+        return self._pipeline.store.count()
+
+    # ---- writes -------------------------------------------------------------------------------------
+    def _writer(self) -> Any:
+        if self._engine is None:
+            raise ReadOnlyError(f"{self.path} is open read-only: TicketIndex.open(path, writable=True) to write")
+        return self._engine
+
+    def upsert(self, tickets: Iterable[Mapping[str, Any]]) -> Any:
+        """Insert or replace tickets by id; searchable when this returns. Raises RowError for a bad ticket."""
+        from ticketsearch.index_data.records import normalize_row
+
+        engine = self._writer()
+        schema = engine.store.schema
+        rows = []
+        for i, raw in enumerate(tickets):
+            if not isinstance(raw, Mapping):
+                raise RowError(i + 1, f"expected an object, got {type(raw).__name__}")
+            rows.append(normalize_row(schema, dict(raw), i + 1))
+        return engine.upsert(rows)
+
+    def delete(self, ticket_id: str) -> int:
+        """Delete a ticket; returns the change sequence number. Raises NotFoundError for an unknown id."""
+        return int(self._writer().delete(ticket_id))

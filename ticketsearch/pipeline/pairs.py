@@ -1,0 +1,58 @@
+"""The reranker's pair inputs for one query and its first-stage candidate list: one implementation, called by
+serving (`pipeline.search.rerank`) and by training (`pipeline.training`) on the same candidate list.
+
+First-stage part, per candidate: the dense and title cosines, BM25 divided by the best BM25 score of the
+query's reranked list (the top `rerank_depth` in first-stage order), the fused rank (1-based), and the share
+of the candidate's title words found in the query text. The rest (time gap, per-field agreement) comes from
+`rerank.pair_features.pair_matrix`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ticketsearch.index_data.schema import Schema
+from ticketsearch.rerank.pair_features import pair_matrix, title_in_query, words
+
+RERANK_DEPTH = 100  # the reranked list's length when training; a model stores the depth it was trained for
+
+
+def bm25_scale(reranked_list_bm25: Sequence[float] | np.ndarray) -> float:
+    """What BM25 is divided by: the best BM25 score in the query's reranked list (at least 1e-9)."""
+    arr = np.asarray(reranked_list_bm25, np.float64)
+    return max(float(arr.max()) if len(arr) else 0.0, 1e-9)
+
+
+@dataclass
+class ListScores:
+    """First-stage scores of candidates of one query, aligned. `fused_rank` is 1-based in the fused order."""
+
+    dense: np.ndarray
+    title: np.ndarray
+    bm25: np.ndarray
+    fused_rank: np.ndarray
+
+
+def first_stage_inputs(scores: ListScores, scale: float, query_words: frozenset[str],
+                       candidate_titles: Sequence[str]) -> list[dict[str, float]]:
+    """The first-stage pair inputs of each candidate."""
+    return [
+        {"dense": float(scores.dense[i]), "title": float(scores.title[i]), "bm25": float(scores.bm25[i]) / scale,
+         "fused_rank": float(scores.fused_rank[i]), "title_in_query": title_in_query(query_words, words(t))}
+        for i, t in enumerate(candidate_titles)
+    ]
+
+
+def pair_inputs(
+    schema: Schema, query_text: str, q_values: dict[str, Any], q_created: datetime | None,
+    scores: ListScores, scale: float, candidate_titles: Sequence[str], c_values: Sequence[dict[str, Any]],
+    c_created: Sequence[datetime],
+) -> np.ndarray:
+    """[N, pair_dim] pair inputs of one query against N candidates."""
+    first = first_stage_inputs(scores, scale, words(query_text), candidate_titles)
+    return pair_matrix(schema, q_values, list(c_values), q_created, list(c_created), first)
