@@ -6,6 +6,7 @@ It takes a query's vectors and text as already computed (`pipeline.search.Query`
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -84,8 +85,6 @@ class FirstStage:
         exclude_ids: list[str], reference: datetime | None,
     ) -> Candidates:
         """The top k candidates (each method's top `fusion_depth` fused, for hybrid)."""
-        import time
-
         weights = fusion_weights(self.manifest, method)
         ix = self.indexes
         t0 = time.perf_counter()

@@ -326,12 +326,6 @@ class Engine:
         with self.lock.read():
             return self.store.count()
 
-    def duplicate_threshold(self) -> float | None:
-        rs = self.searcher
-        if rs is None or rs.reranker is None:
-            return None
-        return rs.reranker.duplicate_threshold(self.settings.duplicate_precision)
-
     # ---- writes ---------------------------------------------------------------------------------
     def upsert(self, tickets: list[Ticket]) -> UpsertResult:
         """Commit tickets to DuckDB and make them searchable; returns after both."""
