@@ -19,7 +19,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     y = np.asarray(labels).astype(int)
     if len(np.unique(y)) < 2:
         return 1.0, 0.0
-    lr = LogisticRegression(penalty=None, solver="lbfgs", max_iter=1000)
+    lr = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000)  # unpenalised
     lr.fit(np.asarray(logits, np.float64).reshape(-1, 1), y)
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 

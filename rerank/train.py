@@ -248,20 +248,18 @@ def fit_pair_skip(model: PairModel, data: TrainData, groups: Sequence[Group], l2
         for c in g.negatives:
             xs.append(row(g.query, c))
             ys.append(0.0)
-    x = torch.from_numpy(np.stack(xs)).double()
-    y = torch.tensor(ys, dtype=torch.float64)
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    pos_weight = torch.tensor((len(y) - y.sum().item()) / max(y.sum().item(), 1.0), dtype=torch.float64)
-    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+    from sklearn.linear_model import LogisticRegression
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(x @ w + b, y, pos_weight=pos_weight) + l2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    x = np.stack(xs).astype(np.float64)
+    y = np.asarray(ys, dtype=np.int64)
+    # the article's BCE with pos_weight, averaged over the pairs, plus l2 * |w|^2 (the bias unpenalised):
+    # sklearn minimises C * sum(sample_weight * log loss) + |w|^2 / 2, the same objective at C = 1 / (2 l2 n)
+    pos_weight = (len(y) - y.sum()) / max(float(y.sum()), 1.0)
+    w, b = np.zeros(x.shape[1]), 0.0
+    if len(np.unique(y)) == 2:
+        lr = LogisticRegression(C=1.0 / (2.0 * l2 * len(y)), solver="lbfgs", max_iter=1000, tol=1e-8)
+        lr.fit(x, y, sample_weight=np.where(y == 1, pos_weight, 1.0))
+        w, b = lr.coef_[0], float(lr.intercept_[0])
     with torch.no_grad():
-        model.pair_skip.weight.copy_(w.detach().float().unsqueeze(0))
-        model.pair_skip.bias.copy_(b.detach().float().reshape(1))
+        model.pair_skip.weight.copy_(torch.from_numpy(w).float().unsqueeze(0))
+        model.pair_skip.bias.copy_(torch.tensor([b], dtype=torch.float32))
