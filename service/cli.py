@@ -351,12 +351,14 @@ def train(
         fail("--valid-before must be after --train-before")
     res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss is checked above against the Literal
                       progress=not quiet, log=typer.echo)
-    m = res["test"][variant]
-    if m["queries"]:
-        typer.echo(f"installed {res.get('installed')}: held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} "
-                   f"over {m['queries']} queries")
+    m, first = res["test"][variant], res["first_stage"]["test"]
+    held_out = (f"held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} against the first stage's "
+                f"{first['MRR']:.3f}, {first['RR@10']:.3f} over {m['queries']} queries" if m["queries"]
+                else "no held-out test queries to score")
+    if "installed" in res:
+        typer.echo(f"installed {res['installed']}: {held_out}")
     else:
-        typer.echo(f"installed {res.get('installed')} (no held-out test queries to score)")
+        typer.echo(f"installed no reranker (search keeps first-stage order): {held_out}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ DIR/index/rerank_*          the installed reranker's cached candidate vectors, t
 DIR/rerank_tokens/KEY/      the frozen encoder's token states (fp16 shards), per encoder identity
 DIR/reranker/               the installed reranker: config.json + model.safetensors
 DIR/rerankers/NAME/         every trained variant (experiments and `ticketsearch train`)
+DIR/rerank_decision.json    why the last training installed its best variant, or none (validation figures)
 ```
 
 No other module names a file of this layout: they ask an `IndexDir`.
@@ -104,6 +105,10 @@ class IndexDir:
         """Where trained reranker variants are kept before one is installed."""
         return self.root / "rerankers"
 
+    @property
+    def rerank_decision_path(self) -> Path:
+        return self.root / "rerank_decision.json"
+
     def token_cache_path(self, encoder_key: str) -> Path:
         key = hashlib.blake2b(encoder_key.encode(), digest_size=6).hexdigest()
         return self.root / "rerank_tokens" / key
@@ -117,6 +122,37 @@ class IndexDir:
 
         recover_dir(self.reranker_path)  # an install interrupted between its two renames
         return (self.reranker_path / "config.json").is_file()
+
+    def load_rerank_decision(self) -> dict | None:
+        """The last training's install decision (`pipeline.training.InstallDecision`), if any."""
+        import json
+
+        try:
+            return dict(json.loads(self.rerank_decision_path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    # ---- changing what is installed -----------------------------------------------------------------
+    def save_rerank_decision(self, decision: dict) -> None:
+        from ticketsearch.atomic import atomic_write_json
+
+        atomic_write_json(self.rerank_decision_path, decision)
+
+    def uninstall_reranker(self) -> None:
+        """Remove the installed reranker (the trained variants stay in `rerankers/`): one rename, so readers
+        see it whole or not at all."""
+        import os
+        import shutil
+        import tempfile
+
+        from ticketsearch.atomic import fsync_dir
+
+        if not self.has_reranker():
+            return
+        gone = Path(tempfile.mkdtemp(prefix=".reranker.", suffix=".removed", dir=self.root))
+        os.replace(self.reranker_path, gone / "reranker")
+        fsync_dir(self.root)
+        shutil.rmtree(gone, ignore_errors=True)
 
     def require_store(self) -> None:
         if not self.has_store():

@@ -160,7 +160,7 @@ def run_experiment(
             results["validation"]["methods"].update(rr["valid"])
             results["window"]["methods"].update(rr["extra"]["window"])
             results["no_easy"]["methods"].update(rr["extra"]["no_easy"])
-            results["rerank"] = {k: rr[k] for k in ("variants", "comparisons", "installed") if k in rr}
+            results["rerank"] = {k: rr[k] for k in ("variants", "comparisons", "installed", "decision") if k in rr}
     finally:
         store.close()
     write_results(cfg.out, results)
@@ -181,6 +181,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         markdown_table(results["no_easy"]["methods"], "Test period, no window, easy duplicates excluded"),
         markdown_table(results["validation"]["methods"], "Validation period, no window"),
     ]
+    decision = results.get("rerank", {}).get("decision")
+    if decision:
+        parts.append(f"Reranker: {decision['reason']}.\n")
     return "\n".join(parts)
 
 

@@ -115,7 +115,11 @@ class SearchPipeline:
 
     def _load_reranker(self) -> None:
         if not self.dir.has_reranker():
-            self.notes.append("no trained reranker in this index: results are in first-stage order")
+            decision = self.dir.load_rerank_decision()
+            if decision and not decision.get("install"):
+                self.notes.append(f"no reranker installed: {decision.get('reason')}")
+            else:
+                self.notes.append("no trained reranker in this index: results are in first-stage order")
             return
         try:
             reranker = self.dir.open_reranker(self.settings)

@@ -1,0 +1,72 @@
+"""Do no harm: a trained reranker is installed only when it beats the first stage it reranks on validation
+(ticketsearch/pipeline/training.py), and search says why it keeps first-stage order otherwise."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from ticketsearch.index_data.demo import generate
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.pipeline.training import decide_install
+from ticketsearch.service.cli import app
+
+runner = CliRunner()
+
+
+def test_decide_install_needs_a_validation_gain_over_the_first_stage() -> None:
+    first = np.array([1, 2, 4, 1, 10, 3], dtype=float)  # MRR .514
+    better = np.array([1, 1, 2, 1, 5, 3], dtype=float)
+    worse = np.array([2, 2, 4, 3, 10, 3], dtype=float)
+    yes = decide_install("rerank-cross+pair", better, first)
+    assert yes.install and yes.delta is not None and yes.delta["diff"] > 0
+    assert yes.first_stage_valid_mrr == float(np.mean(1 / first)) and yes.queries == 6
+    no = decide_install("rerank-cross+pair", worse, first)
+    assert not no.install and "does not beat the first stage" in no.reason and "first-stage order" in no.reason
+    assert not decide_install("rerank-cross+pair", first.copy(), first).install  # a tie is no gain
+    assert not decide_install("rerank-cross+pair", better, np.zeros(0)).install  # nothing to validate on
+    assert not decide_install(None, None, first).install
+    assert json.loads(json.dumps(no.to_dict()))["variant"] == "rerank-cross+pair"
+
+
+def test_training_on_links_that_teach_nothing_installs_no_reranker(tmp_path: Path, encoder, settings) -> None:
+    """Train-period links rewired to random earlier tickets teach the model nothing, while validation keeps
+    the true links: the trained model loses to the first stage there, so it must not be installed, and a
+    reranker installed before it is taken out."""
+    rows = generate(600, seed=3)
+    rng = random.Random(0)
+    cut = len(rows) * 6 // 10
+    for i, r in enumerate(rows[:cut]):
+        if r["duplicate_of"] and i > 1:
+            r["duplicate_of"] = rows[rng.randrange(0, i)]["id"]
+    data = tmp_path / "noisy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = tmp_path / "idx"
+    res = runner.invoke(app, ["ingest", "--data", str(data), "--index", str(index), "--schema", "support"])
+    assert res.exit_code == 0, res.output
+    d = IndexDir(index)
+    (d.reranker_path).mkdir()  # stands for a model installed by an earlier training
+    (d.reranker_path / "config.json").write_text("{}")
+    tb, vb = rows[cut]["created"][:10], rows[len(rows) * 8 // 10]["created"][:10]
+    res = runner.invoke(app, ["train", "--index", str(index), "--train-before", tb, "--valid-before", vb,
+                              "--epochs", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "installed no reranker" in res.output and "does not beat the first stage" in res.output
+    assert not d.has_reranker() and (d.rerankers_path / "rerank-cross+pair" / "config.json").is_file()
+    decision = d.load_rerank_decision()
+    assert decision is not None and decision["install"] is False
+    assert decision["valid_mrr"] < decision["first_stage_valid_mrr"]
+    s = SearchPipeline(index, settings=settings, encoder=encoder)
+    try:
+        out = s.search("customers were charged twice", k=3)
+        assert out.hits[0].rerank_score is None
+        assert any("does not beat the first stage" in n for n in out.notes), out.notes
+    finally:
+        s.close()
+    shutil.rmtree(index)
