@@ -29,6 +29,12 @@ def _stemmer():  # noqa: ANN202
 _STEM = _stemmer()
 
 
+def stems(words: list[str]) -> list[str]:
+    """The words' Snowball stems, lowercased, as BM25 indexes them."""
+    lower = [w.lower() for w in words]
+    return list(_STEM(lower)) if _STEM is not None else lower
+
+
 def bm25_text(title: str, body: str) -> str:
     return "\n".join([title] * TITLE_REPEAT + [body])
 

@@ -100,6 +100,9 @@ def print_result(res: Any, as_json: bool) -> None:
         typer.echo(f"{rank:>3}. {h.score:.4f}{prob}  {h.id:<14} {h.title[:70]}")
         if brief:
             typer.echo(f"       {brief[:110]}")
+        if h.matched:
+            typer.echo("       matched: " + ", ".join(m.word if m.word.lower() == m.match.lower() else
+                                                  f"{m.word}~{m.match}" for m in h.matched))
         if h.attended:
             typer.echo("       attended: " + ", ".join(a.word for a in h.attended))
 
@@ -391,6 +394,8 @@ def explain(
     for note in res.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"top hit {top.id} (p={top.probability:.2f}) attended: " + ", ".join(f"{w} {v:.3f}" for w, v in words))
+    typer.echo("matched: " + (", ".join(f"{m.word}~{m.match} ({m.kind} {m.similarity:.2f})" for m in top.matched or [])
+                              or "no content word of the query"))
     typer.echo(f"wrote {out}")
 
 

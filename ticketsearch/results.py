@@ -12,6 +12,13 @@ class AttendedWord(BaseModel):
     weight: float
 
 
+class MatchedWord(BaseModel):
+    word: str = Field(description="A content word of the query.")
+    match: str = Field(description="The word of this ticket that it matches.")
+    kind: str = Field(description="'exact' (the same word or stem) or 'near' (close in the encoder's token states).")
+    similarity: float = Field(description="Cosine of the two words' token states.")
+
+
 class Hit(BaseModel):
     id: str
     title: str
@@ -23,6 +30,9 @@ class Hit(BaseModel):
     probability: float | None = Field(
         default=None, description="Calibrated probability that this is a duplicate of the query (reranked only).")
     scores: dict[str, float] = Field(default_factory=dict, description="Per first-stage method scores.")
+    matched: list[MatchedWord] | None = Field(
+        default=None, description="Explanation: the query's content words this ticket holds, exactly or nearly "
+        "(stopwords, punctuation and bare numbers left out); with explain, reranked hits only.")
     attended: list[AttendedWord] | None = Field(
         default=None, description="Explanation: the words of this ticket the reranker attended to (explain).")
 

@@ -77,6 +77,12 @@ def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_inde
             text = (row.title + " " + row.body).lower()
             text_words = set(text.replace(",", " ").replace(".", " ").replace(":", " ").split())
             assert h.attended and all(any(a.word in tw for tw in text_words) for a in h.attended)
+            # matched: content words of the query, each matching a word of this hit's text
+            assert h.matched, h
+            for m in h.matched:
+                assert m.word in "customers were charged twice this month" and m.word not in ("were", "this")
+                assert any(m.match in tw for tw in text_words)
+        assert all(h.matched is None for h in res.hits)  # computed for explain only
     finally:
         s.close()
 

@@ -20,10 +20,10 @@ from ticketsearch.errors import QueryError, TicketsearchError
 from ticketsearch.index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.rerank.explain import attended_words
+from ticketsearch.rerank.explain import attended_words, content_words, matched_words
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_batch
-from ticketsearch.results import AttendedWord, Hit, SearchResult
+from ticketsearch.results import AttendedWord, Hit, MatchedWord, SearchResult
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
@@ -269,15 +269,19 @@ class SearchPipeline:
         order = np.argsort(-logits, kind="stable")[:k]
         hits = [make_hit(rows[i], fused[rows[i].row_id], cands.method_scores(rows[i].row_id), float(logits[i]),
                          float(probs[i])) for i in order.tolist()]
-        notes = []
+        notes: list[str] = []
         if explain:
+            top = [rows[i] for i in order.tolist()]
+            cand_tokens = self._tokens_for([t.row_id for t in top])
+            tok = self.encoder.tokenizer
+            q_words = content_words(q.tokens.states, q.tokens.ids, tok)
+            for h, ct in zip(hits, cand_tokens):
+                h.matched = [MatchedWord(word=m.word, match=m.match, kind=m.kind, similarity=m.similarity)
+                             for m in matched_words(q_words, content_words(ct.states, ct.ids, tok))]
             if q_attn is None:
                 notes.append("this reranker has no attention to explain")
             else:
-                tok = self.encoder.tokenizer
                 notes.append("query attended: " + ", ".join(w for w, _ in attended_words(q.tokens.ids, q_attn[0], tok)))
-                top = [rows[i] for i in order.tolist()]
-                cand_tokens = self._tokens_for([t.row_id for t in top])
                 t, m = pad_batch(cand_tokens)
                 _, c_attn = reranker.item_vectors(t, m, [r.values for r in top], "target")
                 assert c_attn is not None
