@@ -250,14 +250,20 @@ class SearchPipeline:
         return pair_inputs(reranker.schema, q.text, q.values, q.created, scores, bm25_scale(scores.bm25),
                            [t.title for t in rows], [t.values for t in rows], [t.created for t in rows])
 
-    def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False) -> tuple[list[Hit], list[str]]:
-        """The top k of the reranked top `rerank_depth`, and notes (the explanation of the query's side)."""
+    def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False,
+               timings: dict[str, float] | None = None) -> tuple[list[Hit], list[str]]:
+        """The top k of the reranked top `rerank_depth`, and notes (the explanation of the query's side).
+        `timings` gets "fetch" (the candidates' exact first-stage scores and their rows) and "rerank" (the rest)."""
         reranker = self.reranker
         assert reranker is not None and q.tokens is not None
         depth = self.rerank_depth
+        t0 = time.perf_counter()
         self.first.complete_scores(cands, depth, q.vector, q.title_vector, q.bm25_text)
         by_row = {t.row_id: t for t in self.store.get_rows(cands.row_ids[:depth], with_body=False)}
         rows = [by_row[r] for r in cands.row_ids[:depth] if r in by_row]
+        t1 = time.perf_counter()
+        if timings is not None:
+            timings["fetch"] = (t1 - t0) * 1000
         if not rows:
             return [], []
         toks, mask = pad_batch([q.tokens])
@@ -288,6 +294,8 @@ class SearchPipeline:
                 for h, ct, a in zip(hits, cand_tokens, c_attn):
                     h.attended = [AttendedWord(word=w, weight=round(float(v), 4))
                                   for w, v in attended_words(ct.ids, a[: len(ct.ids)], tok)]
+        if timings is not None:
+            timings["rerank"] = (time.perf_counter() - t1) * 1000
         return hits, notes
 
     def _tokens_for(self, row_ids: list[int]) -> list[Tokens]:
@@ -341,10 +349,9 @@ class SearchPipeline:
         timings.update(cands.timings_ms)
         t1 = time.perf_counter()
         if reranking:
-            hits, notes = self.rerank(q, cands, k, explain)
+            hits, notes = self.rerank(q, cands, k, explain, timings)
             assert self.reranker is not None
             notes = [*notes, f"reranked the top {min(len(cands), self.rerank_depth)} with {self.reranker.name}"]
-            timings["rerank"] = (time.perf_counter() - t1) * 1000
         else:
             hits = self.first_stage_hits(cands, k)
             notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]
