@@ -394,7 +394,8 @@ def explain(
     for note in res.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"top hit {top.id} (p={top.probability:.2f}) attended: " + ", ".join(f"{w} {v:.3f}" for w, v in words))
-    typer.echo("matched: " + (", ".join(f"{m.word}~{m.match} ({m.kind} {m.similarity:.2f})" for m in top.matched or [])
+    typer.echo("matched: " + (", ".join((m.word if m.word.lower() == m.match.lower() else f"{m.word}~{m.match}")
+                                        + f" ({m.kind} {m.similarity:.2f})" for m in top.matched or [])
                               or "no content word of the query"))
     typer.echo(f"wrote {out}")
 
