@@ -85,6 +85,11 @@ def open_reader(index: Path | None, url: str | None, key: str | None) -> Any:
         fail(f"{index} is held by a running service ('ticketsearch serve'): query it with --url http://HOST:PORT")
 
 
+def matched_label(m: Any) -> str:
+    """A matched word as the CLI shows it: the word, or `word~match` where the hit holds another word."""
+    return m.word if m.word.lower() == m.match.lower() else f"{m.word}~{m.match}"
+
+
 def print_result(res: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
@@ -101,8 +106,7 @@ def print_result(res: Any, as_json: bool) -> None:
         if brief:
             typer.echo(f"       {brief[:110]}")
         if h.matched:
-            typer.echo("       matched: " + ", ".join(m.word if m.word.lower() == m.match.lower() else
-                                                  f"{m.word}~{m.match}" for m in h.matched))
+            typer.echo("       matched: " + ", ".join(matched_label(m) for m in h.matched))
         if h.attended:
             typer.echo("       attended: " + ", ".join(a.word for a in h.attended))
 
@@ -394,8 +398,7 @@ def explain(
     for note in res.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"top hit {top.id} (p={top.probability:.2f}) attended: " + ", ".join(f"{w} {v:.3f}" for w, v in words))
-    typer.echo("matched: " + (", ".join((m.word if m.word.lower() == m.match.lower() else f"{m.word}~{m.match}")
-                                        + f" ({m.kind} {m.similarity:.2f})" for m in top.matched or [])
+    typer.echo("matched: " + (", ".join(f"{matched_label(m)} ({m.kind} {m.similarity:.2f})" for m in top.matched or [])
                               or "no content word of the query"))
     typer.echo(f"wrote {out}")
 
