@@ -39,6 +39,8 @@ class RerankConfig:
     # the fused vector enters through a gate that starts at zero, and the cosine of the two item vectors
     # reaches the logit through the linear skip, so training starts from dense-retrieval order
     cosine_prior: bool = False
+    # pair inputs laid out by query kind (`pair_features.by_query_kind`): trained on short queries as well
+    query_kinds: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

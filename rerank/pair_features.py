@@ -35,9 +35,22 @@ def title_in_query(query_words: frozenset[str], candidate_title_words: frozenset
     return len(candidate_title_words & query_words) / len(candidate_title_words)
 
 
-def pair_dim(schema: Schema) -> int:
+KIND_COLUMNS = len(FIRST_STAGE) + 1  # the first-stage inputs and the time gap: what a query's kind changes
+
+
+def pair_dim(schema: Schema, query_kinds: bool = False) -> int:
+    """Pair inputs per candidate; `query_kinds` adds a short query's own copy of the first KIND_COLUMNS."""
     per_field = {"categorical": 2, "multi": 3, "numeric": 2, "date": 0}
-    return len(FIRST_STAGE) + 1 + sum(per_field[f.kind] for f in schema.fields)
+    return KIND_COLUMNS + sum(per_field[f.kind] for f in schema.fields) + (KIND_COLUMNS if query_kinds else 0)
+
+
+def by_query_kind(mat: np.ndarray, short: bool) -> np.ndarray:
+    """The pair inputs laid out by query kind: a whole ticket's first-stage inputs and time gap in the first
+    KIND_COLUMNS (zeros after the field columns), a short free-text query's in the last KIND_COLUMNS (zeros in
+    the first). One model then weighs BM25, the cosines, the rank and the gap separately for each kind."""
+    head, rest = mat[:, :KIND_COLUMNS], mat[:, KIND_COLUMNS:]
+    zeros = np.zeros_like(head)
+    return np.concatenate([zeros if short else head, rest, head if short else zeros], axis=1).astype(np.float32)
 
 
 def _relative_gap(a: float, b: float) -> float:

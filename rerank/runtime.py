@@ -40,10 +40,12 @@ class Reranker:
         cal = self.meta.get("calibration", {"a": 1.0, "b": 0.0})
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
         self.uses_pair = self.model.cfg.pair_dim > 0
-        if self.uses_pair and self.model.cfg.pair_dim != pair_dim(self.schema):
+        self.query_kinds = bool(self.model.cfg.query_kinds)  # pair inputs laid out by query kind
+        expected = pair_dim(self.schema, self.query_kinds)
+        if self.uses_pair and self.model.cfg.pair_dim != expected:
             raise TicketsearchError(
                 f"{self.directory}: this reranker was trained with {self.model.cfg.pair_dim} pair inputs and this "
-                f"version computes {pair_dim(self.schema)}: retrain it ('ticketsearch train')"
+                f"version computes {expected}: retrain it ('ticketsearch train')"
             )
         self.fast: OnnxRerankParts | None = None
         if runtime == "onnx" and self.device.type == "cpu" and cache_dir is not None:

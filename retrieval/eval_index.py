@@ -18,10 +18,11 @@ from ticketsearch.index_dir import IndexDir
 
 from .builder import embed_store, embed_texts, title_key
 from .encoder import Encoder
-from .evaluation import EvalSet, QueryPool
+from .evaluation import EvalSet, QueryPool, build_pools
 from .fusion import list_contributions
 from .lexical import BM25Index, bm25_text, lexical_matches
 from .manifest import Manifest
+from .query_kinds import QueryKind
 
 ScoreFn = Callable[[QueryPool], np.ndarray]
 
@@ -51,17 +52,48 @@ def load_eval_inputs(index_dir: Path, store: TicketStore, encoder: Encoder) -> E
     return EvalInputs(ev, dense, title, bm25, np.array([bpos[int(r)] for r in ev.row_ids]), manifest)
 
 
-def scorers(inp: EvalInputs) -> dict[str, Callable[[int, np.ndarray], np.ndarray]]:
+@dataclass
+class QueryViews:
+    """Short queries cut from labelled tickets (`QueryKind`): per ticket index, the free text and its vector
+    (one vector for the dense and the title lists, as search does for a free text)."""
+
+    kind: QueryKind
+    text: dict[int, str]
+    vector: dict[int, np.ndarray]
+
+    def queries(self, queries: np.ndarray) -> np.ndarray:
+        """The queries that have a short form (a ticket with an empty title has no title query)."""
+        return np.array([q for q in queries if int(q) in self.text], dtype=np.int64)
+
+
+def query_views(
+    inp: EvalInputs, store: TicketStore, encoder: Encoder, kind: QueryKind, queries: np.ndarray,
+    progress: bool = True,
+) -> QueryViews | None:
+    """The `kind` form of each query (None for `full`: the tickets themselves), encoded through the store's
+    embedding cache under the encoder's own key (a free text embeds as any text does)."""
+    if not kind.short:
+        return None
+    ev = inp.ev
+    texts = {int(q): kind.text(ev.titles[q], ev.bodies[q]) for q in queries}
+    texts = {q: t for q, t in texts.items() if t}
+    vecs, _, _ = embed_texts(store, encoder, encoder.key, list(texts.values()), progress, f"{kind.label} queries")
+    return QueryViews(kind, texts, {q: vecs[i] for i, q in enumerate(texts)})
+
+
+def scorers(inp: EvalInputs, views: QueryViews | None = None) -> dict[str, Callable[[int, np.ndarray], np.ndarray]]:
+    """Each method's scores of a query over its pool; with `views`, the query is its short form."""
     ev = inp.ev
 
     def dense(q: int, pool: np.ndarray) -> np.ndarray:
-        return inp.dense[pool] @ inp.dense[q]
+        return inp.dense[pool] @ (inp.dense[q] if views is None else views.vector[q])
 
     def bm25(q: int, pool: np.ndarray) -> np.ndarray:
-        return inp.bm25.scores(bm25_text(ev.titles[q], ev.bodies[q]))[inp.bm25_pos[pool]]
+        text = bm25_text(ev.titles[q], ev.bodies[q]) if views is None else views.text[q]
+        return inp.bm25.scores(text)[inp.bm25_pos[pool]]
 
     def title(q: int, pool: np.ndarray) -> np.ndarray:
-        return inp.title[pool] @ inp.title[q]
+        return inp.title[pool] @ (inp.title[q] if views is None else views.vector[q])
 
     days = (ev.created - ev.created.min()).astype("timedelta64[s]").astype(np.float64) / 86400.0
 
@@ -70,6 +102,19 @@ def scorers(inp: EvalInputs) -> dict[str, Callable[[int, np.ndarray], np.ndarray
         return days[pool] + np.arange(len(pool)) * 1e-9
 
     return {"dense": dense, "bm25": bm25, "title": title, "recency": recency}
+
+
+def kind_pools(inp: EvalInputs, store: TicketStore, encoder: Encoder | None, kind: QueryKind, queries: np.ndarray,
+               progress: bool = False, **pool_args: Any) -> tuple[list[QueryPool], QueryViews | None]:
+    """Scored pools of `queries` as `kind` cuts them, and the views that cut them (None for full queries)."""
+    views = None
+    if kind.short:
+        if encoder is None:
+            raise ValueError("short queries need the encoder")
+        views = query_views(inp, store, encoder, kind, queries, progress)
+        assert views is not None
+        queries = views.queries(queries)
+    return build_pools(inp.ev, queries, scorers(inp, views), **pool_args), views
 
 
 def fusion_fn(fusion: Mapping[str, Any], depth: int) -> ScoreFn:

@@ -38,6 +38,14 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature mypy cannot see
 
 
+QUERY_HELP = ("How each test duplicate is asked: full (its whole ticket), title (its title alone, as free text) or "
+              "words:N (its first N words); repeat or comma-separate for one table each (the first is the main one).")
+SHORT_TIME_HELP = ("Short training queries' time-gap input: none (not placed, as a free text without a date) or "
+                   "asked (at their duplicate's date; search then places a free text at the index's newest ticket).")
+TRAIN_QUERIES_HELP = ("What the reranker learns from: full, title, words:N, or several (comma-separated): each "
+                      "train duplicate as each of these queries.")
+
+
 def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -275,19 +283,24 @@ def experiment(
     rerank_budget: Annotated[
         float, typer.Option("--rerank-budget", min=10, help="Seconds of training per reranker variant.")
     ] = 900,
+    query: Annotated[Optional[list[str]], typer.Option("--query", help=QUERY_HELP)] = None,
+    train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Ingest a labelled file, build the indexes, tune fusion on validation, train rerankers, evaluate on test."""
     from ticketsearch.pipeline.experiment import ExperimentConfig, parse_date, run_experiment
+    from ticketsearch.retrieval.query_kinds import parse_kinds
 
     if not data.is_file():
         fail(f"{data}: no such file")
     tb, ts = parse_date(train_before, "--train-before"), parse_date(test_since, "--test-since")
     if ts < tb:
         fail("--test-since must not be before --train-before")
+    kinds, train_kinds = parse_kinds(query), parse_kinds(train_queries, "--train-queries")
     run_experiment(
         ExperimentConfig(data=data, out=out, schema=schema, train_before=tb, test_since=ts, window_days=window_days,
-                         model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget),
+                         model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget,
+                         queries=kinds, train_queries=train_kinds),
         log=typer.echo,
     )
 
@@ -303,29 +316,35 @@ def evaluate(
         bool, typer.Option("--exclude-easy", help="Drop duplicates filed within an hour or with an identical title.")
     ] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON here.")] = None,
+    query: Annotated[Optional[list[str]], typer.Option("--query", help=QUERY_HELP)] = None,
 ) -> None:
     """Evaluate the first-stage methods of an index on its duplicates (chronological protocol)."""
     from ticketsearch.pipeline.experiment import evaluate_methods, parse_date
     from ticketsearch.retrieval.encoder import Encoder
-    from ticketsearch.retrieval.eval_index import first_stage_methods, load_eval_inputs, scorers
-    from ticketsearch.retrieval.evaluation import build_pools, markdown_table
+    from ticketsearch.retrieval.eval_index import first_stage_methods, kind_pools, load_eval_inputs
+    from ticketsearch.retrieval.evaluation import markdown_table
     from ticketsearch.retrieval.manifest import Manifest
+    from ticketsearch.retrieval.query_kinds import parse_kinds
     from ticketsearch.settings import get_settings
 
+    kinds = parse_kinds(query)
     manifest = Manifest.load(index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    res: dict[str, Any] = {}
     with IndexDir(index).open_store(read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(index, store, encoder)
         queries = inp.ev.queries(parse_date(since, "--since"), parse_date(until, "--until") if until else None)
-        pools = build_pools(inp.ev, queries, scorers(inp), window_days=window_days, exclude_easy=exclude_easy)
-        res = evaluate_methods(pools, first_stage_methods(manifest.fusion, settings.fusion_depth))
-    typer.echo(markdown_table(res))
+        for kind in kinds:
+            pools, _ = kind_pools(inp, store, encoder, kind, queries, window_days=window_days,
+                                  exclude_easy=exclude_easy)
+            res[kind.label] = evaluate_methods(pools, first_stage_methods(manifest.fusion, settings.fusion_depth))
+            typer.echo(markdown_table(res[kind.label], f"{kind.label} queries"))
     if out:
         from ticketsearch.atomic import atomic_write_json
 
-        atomic_write_json(out, {"methods": res, "since": since, "until": until, "window_days": window_days,
-                                "exclude_easy": exclude_easy})
+        atomic_write_json(out, {"methods": res[kinds[0].label], "queries": res, "since": since, "until": until,
+                                "window_days": window_days, "exclude_easy": exclude_easy})
 
 
 @app.command()
@@ -340,12 +359,15 @@ def train(
     loss: Annotated[str, typer.Option("--loss", help="bce, listwise or both.")] = "both",
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
+    short_time: Annotated[str, typer.Option("--short-query-time", help=SHORT_TIME_HELP)] = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
     from ticketsearch.pipeline.experiment import parse_date
     from ticketsearch.pipeline.training import VARIANTS, train_index
     from ticketsearch.rerank.train import TrainConfig
+    from ticketsearch.retrieval.query_kinds import parse_kinds
     from ticketsearch.settings import get_settings
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
@@ -356,8 +378,11 @@ def train(
     vb = parse_date(valid_before, "--valid-before") if valid_before else None
     if tb and vb and vb <= tb:
         fail("--valid-before must be after --train-before")
+    kinds = parse_kinds(train_queries, "--train-queries")
+    if short_time not in ("none", "asked"):
+        fail(f"--short-query-time must be none or asked; got {short_time!r}")
     res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss is checked above against the Literal
-                      progress=not quiet, log=typer.echo)
+                      progress=not quiet, log=typer.echo, train_kinds=kinds, short_time=short_time)  # type: ignore[arg-type]  # checked above against the Literal
     m, first = res["test"][variant], res["first_stage"]["test"]
     held_out = (f"held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} against the first stage's "
                 f"{first['MRR']:.3f}, {first['RR@10']:.3f} over {m['queries']} queries" if m["queries"]

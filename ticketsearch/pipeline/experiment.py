@@ -10,7 +10,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from ticketsearch.atomic import atomic_write_json, atomic_write_text
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.builder import ingest_and_build
-from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, load_eval_inputs, scorers
-from ticketsearch.retrieval.evaluation import QueryPool, build_pools, evaluate, markdown_table
+from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, kind_pools, load_eval_inputs
+from ticketsearch.retrieval.evaluation import QueryPool, evaluate, markdown_table
 from ticketsearch.retrieval.manifest import Manifest, default_fusion
+from ticketsearch.retrieval.query_kinds import FULL, QueryKind
 from ticketsearch.settings import Settings, get_settings
 
 # Weights relative to dense (1.0). Title-dense and recency may be switched off (0).
@@ -43,6 +44,10 @@ class ExperimentConfig:
     progress: bool = True
     rerank: bool = True
     rerank_budget_s: float = 15 * 60
+    # how test (and validation) queries are cut from each duplicate: the first is the main table, and fusion
+    # is tuned on it; each other kind gets its own table
+    queries: list[QueryKind] = field(default_factory=lambda: [FULL])
+    train_queries: list[QueryKind] = field(default_factory=lambda: [FULL])  # what the reranker trains on
 
 
 def objective(m: Mapping[str, Any]) -> tuple[float, float]:
@@ -91,15 +96,20 @@ def run_experiment(
         log("[2/5] score candidate pools (every ticket created before each query)")
         inp = load_eval_inputs(index_dir, store, encoder)
         ev = inp.ev
-        sc = scorers(inp)
         val_q = ev.queries(cfg.train_before, cfg.test_since)
         test_q = ev.queries(cfg.test_since)
-        val = build_pools(ev, val_q, sc)
-        test = build_pools(ev, test_q, sc)
-        test_win = build_pools(ev, test_q, sc, window_days=cfg.window_days)
-        test_hard = build_pools(ev, test_q, sc, exclude_easy=True)
-        log(f"      queries: validation {len(val)}, test {len(test)} ({len(test_win)} with a "
-            f"{cfg.window_days}-day window, {len(test_hard)} without easy duplicates)")
+        main, *others = cfg.queries
+
+        def pools(kind: QueryKind, queries: Any, **args: Any) -> list[QueryPool]:
+            return kind_pools(inp, store, encoder, kind, queries, cfg.progress, **args)[0]
+
+        val, test = pools(main, val_q), pools(main, test_q)
+        test_win = pools(main, test_q, window_days=cfg.window_days)
+        test_hard = pools(main, test_q, exclude_easy=True)
+        other = {k.label: (pools(k, val_q), pools(k, test_q)) for k in others}
+        log(f"      {main.label} queries: validation {len(val)}, test {len(test)} ({len(test_win)} with a "
+            f"{cfg.window_days}-day window, {len(test_hard)} without easy duplicates)"
+            + "".join(f"; {k}: validation {len(v)}, test {len(t)}" for k, (v, t) in other.items()))
 
         log("[3/5] tune fusion on the validation period")
         depth = settings.fusion_depth
@@ -136,6 +146,9 @@ def run_experiment(
             "window": {"days": cfg.window_days, "methods": evaluate_methods(test_win, methods)},
             "no_easy": {"methods": evaluate_methods(test_hard, methods)},
             "validation": {"methods": evaluate_methods(val, methods)},
+            "queries": {"main": main.label, "train": [k.label for k in cfg.train_queries], "kinds": {
+                k: {"methods": evaluate_methods(t, methods), "validation": {"methods": evaluate_methods(v, methods)}}
+                for k, (v, t) in other.items()}},
             "notes": [
                 "BM25 IDF and document statistics are built over the whole file (all periods).",
                 "Ranks count ties against the system; hybrid fuses each method's top `depth` candidates.",
@@ -150,7 +163,8 @@ def run_experiment(
             rr = run_rerankers(store, inp, encoder, index_dir, chosen, depth, cfg.train_before, cfg.test_since,
                                IndexDir(index_dir).rerankers_path, progress=cfg.progress, log=log,
                                tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s),
-                               extra={"window": test_win, "no_easy": test_hard})
+                               extra={"window": test_win, "no_easy": test_hard},
+                               train_kinds=cfg.train_queries, eval_kinds=cfg.queries)
             if "installed" in rr:  # the index the experiment leaves reranks: the installed model's vectors
                 from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
 
@@ -160,6 +174,9 @@ def run_experiment(
             results["validation"]["methods"].update(rr["valid"])
             results["window"]["methods"].update(rr["extra"]["window"])
             results["no_easy"]["methods"].update(rr["extra"]["no_easy"])
+            for label, kind_rows in results["queries"]["kinds"].items():
+                kind_rows["methods"].update(rr["kinds"][label]["test"])
+                kind_rows["validation"]["methods"].update(rr["kinds"][label]["valid"])
             results["rerank"] = {k: rr[k] for k in ("variants", "comparisons", "installed", "decision") if k in rr}
     finally:
         store.close()
@@ -181,6 +198,12 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         markdown_table(results["no_easy"]["methods"], "Test period, no window, easy duplicates excluded"),
         markdown_table(results["validation"]["methods"], "Validation period, no window"),
     ]
+    queries = results.get("queries", {})
+    for label, rows in queries.get("kinds", {}).items():
+        parts.append(markdown_table(rows["methods"], f"Test period, no window, {label} queries"))
+    if queries:
+        parts.insert(2, f"Queries: main table `{queries['main']}`; the reranker trained on "
+                        f"`{', '.join(queries['train'])}` queries.\n")
     decision = results.get("rerank", {}).get("decision")
     if decision:
         parts.append(f"Reranker: {decision['reason']}.\n")

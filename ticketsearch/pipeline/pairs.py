@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ticketsearch.index_data.schema import Schema
-from ticketsearch.rerank.pair_features import pair_matrix, title_in_query, words
+from ticketsearch.rerank.pair_features import by_query_kind, pair_matrix, title_in_query, words
 
 RERANK_DEPTH = 100  # the reranked list's length when training; a model stores the depth it was trained for
 
@@ -51,8 +51,10 @@ def first_stage_inputs(scores: ListScores, scale: float, query_words: frozenset[
 def pair_inputs(
     schema: Schema, query_text: str, q_values: dict[str, Any], q_created: datetime | None,
     scores: ListScores, scale: float, candidate_titles: Sequence[str], c_values: Sequence[dict[str, Any]],
-    c_created: Sequence[datetime],
+    c_created: Sequence[datetime], short: bool | None = None,
 ) -> np.ndarray:
-    """[N, pair_dim] pair inputs of one query against N candidates."""
+    """[N, pair_dim] pair inputs of one query against N candidates; laid out by query kind (`short` or not)
+    for a model trained on short queries too (`RerankConfig.query_kinds`), as one layout without (None)."""
     first = first_stage_inputs(scores, scale, words(query_text), candidate_titles)
-    return pair_matrix(schema, q_values, list(c_values), q_created, list(c_created), first)
+    mat = pair_matrix(schema, q_values, list(c_values), q_created, list(c_created), first)
+    return mat if short is None else by_query_kind(mat, short)

@@ -28,6 +28,7 @@ from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
+from ticketsearch.retrieval.query_kinds import is_short_query
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings, get_settings
 
@@ -45,7 +46,8 @@ class Query:
     title: str  # "" for a free-text query without a separate title
     bm25_text: str
     values: dict[str, Any]  # typed field values of the query ticket
-    created: datetime | None  # the query's place in time for the pair inputs (None: not placed)
+    created: datetime | None  # the query's place in time for the pair inputs (None: not placed, unless a
+    # short query meets a model trained with short queries placed: `SearchPipeline.asked_at`)
     vector: np.ndarray | None = None  # [D] retrieval embedding
     title_vector: np.ndarray | None = None  # [D] title embedding (the full one when there is no title)
     tokens: Tokens | None = None  # token states for the reranker
@@ -54,6 +56,7 @@ class Query:
     after: datetime | None = None
     exclude_ids: list[str] = field(default_factory=list)
     reference: datetime | None = None  # "now" for the recency list
+    short: bool = False  # a few words of free text (`query_kinds.is_short_query`), not a whole ticket
 
 
 def as_datetime(value: str | datetime | None, name: str) -> datetime | None:
@@ -214,9 +217,10 @@ class SearchPipeline:
             raise QueryError("query text is empty")
         full = ticket_text(schema, head, body) if head else body
         # A query with a date (`before`: a new ticket's creation time) is measured from it; one without is not
-        # placed in time: each candidate is taken as contemporary (gap 0) by the pair inputs.
+        # placed in time (each candidate is taken as contemporary, gap 0), unless `asked_at` says otherwise.
         q = Query(text=full, title=head, bm25_text=bm25_text(head, body) if head else body, values=values,
-                  created=before_dt, filters=filters, before=before_dt, after=after_dt, reference=before_dt)
+                  created=before_dt, filters=filters, before=before_dt, after=after_dt, reference=before_dt,
+                  short=is_short_query(head, body, bool(values)))
         if tokens:  # one pass: the retrieval embedding and the token states the reranker attends over
             tb = self.query_encoder.encode_with_tokens([full])
             n = int(tb.attention_mask[0].sum())
@@ -247,8 +251,17 @@ class SearchPipeline:
             return np.array([pm.get(name, {}).get(r, 0.0) for r in ids], np.float64)
 
         scores = ListScores(col("dense"), col("title"), col("bm25"), np.arange(1, len(ids) + 1, dtype=np.float64))
-        return pair_inputs(reranker.schema, q.text, q.values, q.created, scores, bm25_scale(scores.bm25),
-                           [t.title for t in rows], [t.values for t in rows], [t.created for t in rows])
+        return pair_inputs(reranker.schema, q.text, q.values, self.asked_at(q), scores, bm25_scale(scores.bm25),
+                           [t.title for t in rows], [t.values for t in rows], [t.created for t in rows],
+                           short=q.short if reranker.query_kinds else None)
+
+    def asked_at(self, q: Query) -> datetime | None:
+        """The query's time for the pair inputs: its own date; for a short query without one, the index's newest
+        ticket when the model was trained with short queries placed at their ticket's date (`short_query_time`
+        "asked": a free text is asked now); otherwise none."""
+        if q.created is not None or not q.short or self.reranker is None:
+            return q.created
+        return self.store.newest_created() if self.reranker.meta.get("short_query_time") == "asked" else None
 
     def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False,
                timings: dict[str, float] | None = None) -> tuple[list[Hit], list[str]]:

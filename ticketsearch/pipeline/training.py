@@ -10,11 +10,11 @@ outside the file). Validation and test queries get their hybrid top 100, which t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,9 +39,11 @@ from ticketsearch.rerank.train import (
     train,
 )
 from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, scorers
-from ticketsearch.retrieval.evaluation import QueryPool, build_pools, first_hit_rank
+from ticketsearch.retrieval.eval_index import EvalInputs, QueryViews, fusion_fn, kind_pools
+from ticketsearch.retrieval.evaluation import QueryPool, first_hit_rank
+from ticketsearch.retrieval.query_kinds import FULL, QueryKind
 
+ShortTime = Literal["none", "asked"]
 TOP_NEGATIVES = 6  # the hybrid's best-ranked non-duplicates
 MID_NEGATIVES = 6  # sampled from the rest of its top 100, so training sees what reranking sees
 RANDOM_NEGATIVES = 3  # anywhere in the pool
@@ -50,15 +52,43 @@ TARGET_PRECISION = 0.9  # a few hundred training queries: regularise harder than
 
 
 @dataclass
+class ShortQuery:
+    """A short query cut from a labelled ticket (`QueryKind`): a reranker item of its own, after the tickets."""
+
+    ticket: int  # EvalSet index of the ticket it was cut from
+    text: str
+
+
+@dataclass
 class Mined:
     groups: list[Group]
-    valid: list[RankList]
-    test: list[RankList]
+    valid: list[RankList]  # what early stopping and the install decision see: every trained query kind
+    test: list[RankList]  # the first evaluated query kind
     # the first-stage scores of each recorded (query, candidate), raw, and each query's BM25 scale (the best
     # BM25 of its top RERANK_DEPTH, as serving divides by)
     first_stage: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
     bm25_scale: dict[int, float] = field(default_factory=dict)
     recorded: dict[int, list[int]] = field(default_factory=dict)  # query -> candidates with recorded scores
+    # short queries are items n, n + 1, ... (n tickets): their own text, no fields, no date
+    short: list[ShortQuery] = field(default_factory=list)
+    short_index: dict[tuple[str, int], int] = field(default_factory=dict)
+    valid_by_kind: dict[str, list[RankList]] = field(default_factory=dict)
+    test_by_kind: dict[str, list[RankList]] = field(default_factory=dict)
+    trains_short: bool = False  # the train groups hold short queries: pair inputs laid out by query kind
+    # when a short query was asked, for its time-gap input: "none" (not placed: every gap zero, as search has
+    # a free text without a date) or "asked" (at its ticket's date; search then places a free text without a
+    # date at the index's newest ticket). Stored with the model; search follows it.
+    short_time: ShortTime = "none"
+
+    def item(self, n_tickets: int, q: int, views: QueryViews | None) -> int:
+        """The reranker item of query q as `views` cuts it (the ticket itself without views)."""
+        if views is None:
+            return q
+        key = (views.kind.label, q)
+        if key not in self.short_index:
+            self.short_index[key] = n_tickets + len(self.short)
+            self.short.append(ShortQuery(q, views.text[q]))
+        return self.short_index[key]
 
 
 def excluded_negatives(store: TicketStore, inp: EvalInputs) -> np.ndarray:
@@ -73,24 +103,27 @@ def excluded_negatives(store: TicketStore, inp: EvalInputs) -> np.ndarray:
     return np.array([int(r) in resolved and sizes[ev.group[i]] == 1 for i, r in enumerate(ev.row_ids)])
 
 
-def _record_first_stage(mined: Mined, p: QueryPool, fused: np.ndarray, idx: np.ndarray, top: np.ndarray) -> None:
-    """Keep the first-stage scores of pool positions `idx` (the pair model's inputs); `top` are the positions
-    of the query's reranked list (its fused top RERANK_DEPTH), whose best BM25 scales BM25 as in serving."""
+def _record_first_stage(mined: Mined, qid: int, p: QueryPool, fused: np.ndarray, idx: np.ndarray,
+                        top: np.ndarray) -> None:
+    """Keep the first-stage scores of pool positions `idx` (the pair model's inputs) for query item `qid`;
+    `top` are the positions of the query's reranked list (its fused top RERANK_DEPTH), whose best BM25 scales
+    BM25 as in serving."""
     full_rank = np.empty(len(fused), dtype=np.int64)
     full_rank[np.argsort(-fused, kind="stable")] = np.arange(1, len(fused) + 1)
-    mined.bm25_scale[p.q] = bm25_scale(p.scores["bm25"][top])
-    rec = mined.recorded.setdefault(p.q, [])
+    mined.bm25_scale[qid] = bm25_scale(p.scores["bm25"][top])
+    rec = mined.recorded.setdefault(qid, [])
     for i in idx:
         c = int(p.pool[i])
-        if (p.q, c) not in mined.first_stage:
+        if (qid, c) not in mined.first_stage:
             rec.append(c)
-        mined.first_stage[(p.q, c)] = {
+        mined.first_stage[(qid, c)] = {
             "dense": float(p.scores["dense"][i]), "title": float(p.scores["title"][i]),
             "bm25": float(p.scores["bm25"][i]), "fused_rank": float(full_rank[i]),
         }
 
 
-def rank_lists(pools: list[QueryPool], fuse: Callable[[QueryPool], np.ndarray], mined: Mined) -> list[RankList]:
+def rank_lists(pools: list[QueryPool], fuse: Callable[[QueryPool], np.ndarray], mined: Mined, n_tickets: int = 0,
+               views: QueryViews | None = None) -> list[RankList]:
     out = []
     for p in pools:
         fused = fuse(p)
@@ -98,42 +131,58 @@ def rank_lists(pools: list[QueryPool], fuse: Callable[[QueryPool], np.ndarray], 
         order = np.lexsort((p.hits.astype(np.int8), -fused))[:RERANK_DEPTH]
         hits = p.hits[order]
         fallback = float("inf") if hits.any() else float(first_hit_rank(fused, p.hits))
-        _record_first_stage(mined, p, fused, order, order)
-        out.append(RankList(query=p.q, candidates=[int(p.pool[i]) for i in order], hits=hits, fallback_rank=fallback))
+        qid = mined.item(n_tickets, p.q, views)
+        _record_first_stage(mined, qid, p, fused, order, order)
+        out.append(RankList(query=qid, candidates=[int(p.pool[i]) for i in order], hits=hits, fallback_rank=fallback))
     return out
 
 
 def mine(
     store: TicketStore, inp: EvalInputs, fusion: dict[str, Any], depth: int,
-    train_before: datetime, valid_before: datetime, seed: int = 0,
+    train_before: datetime, valid_before: datetime, seed: int = 0, encoder: Encoder | None = None,
+    train_kinds: Sequence[QueryKind] = (FULL,), eval_kinds: Sequence[QueryKind] = (FULL,), progress: bool = False,
 ) -> Mined:
+    """Train groups for every query kind in `train_kinds` (a short kind: each train duplicate also as that
+    short query, with its own first-stage candidates); validation lists of the trained kinds (`valid`, what
+    early stopping sees) and of every evaluated kind; test lists of every evaluated kind (`test`: the first)."""
     ev = inp.ev
-    sc = scorers(inp)
+    n = len(ev)
     fuse = fusion_fn(fusion, depth)
     rng = np.random.default_rng(seed)
     banned = excluded_negatives(store, inp)
-    mined = Mined(groups=[], valid=[], test=[])
-    for p in build_pools(ev, ev.queries(until=train_before), sc):
-        fused = fuse(p)
-        order = np.argsort(-fused, kind="stable")[:RERANK_DEPTH]
-        ok = ~p.hits & ~banned[p.pool]
-        top = [int(p.pool[i]) for i in order if ok[i]]
-        hard = top[:TOP_NEGATIVES]
-        mid = top[TOP_NEGATIVES:]
-        hard += [mid[i] for i in rng.choice(len(mid), size=min(MID_NEGATIVES, len(mid)), replace=False)]
-        rest = np.flatnonzero(ok)
-        rand = [int(p.pool[i]) for i in rng.choice(rest, size=min(RANDOM_NEGATIVES, len(rest)), replace=False)]
-        negs = list(dict.fromkeys(hard + rand))
-        # positives as reranking will see them: group members inside the hybrid top 100 (a query whose
-        # duplicates all rank lower teaches nothing the reranker can use, and would bias the rank inputs)
-        positives = [int(p.pool[i]) for i in order if p.hits[i]]
-        if not positives:
-            continue
-        extra = np.array([c - int(p.pool[0]) for c in rand], dtype=np.int64)
-        _record_first_stage(mined, p, fused, np.unique(np.concatenate([order, np.flatnonzero(p.hits), extra])), order)
-        mined.groups.append(Group(query=p.q, positives=positives, negatives=negs))
-    mined.valid = rank_lists(build_pools(ev, ev.queries(train_before, valid_before), sc), fuse, mined)
-    mined.test = rank_lists(build_pools(ev, ev.queries(valid_before), sc), fuse, mined)
+    mined = Mined(groups=[], valid=[], test=[], trains_short=any(k.short for k in train_kinds))
+    for kind in train_kinds:
+        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(until=train_before), progress)
+        for p in pools:
+            fused = fuse(p)
+            order = np.argsort(-fused, kind="stable")[:RERANK_DEPTH]
+            ok = ~p.hits & ~banned[p.pool]
+            top = [int(p.pool[i]) for i in order if ok[i]]
+            hard = top[:TOP_NEGATIVES]
+            mid = top[TOP_NEGATIVES:]
+            hard += [mid[i] for i in rng.choice(len(mid), size=min(MID_NEGATIVES, len(mid)), replace=False)]
+            rest = np.flatnonzero(ok)
+            rand = [int(p.pool[i]) for i in rng.choice(rest, size=min(RANDOM_NEGATIVES, len(rest)), replace=False)]
+            negs = list(dict.fromkeys(hard + rand))
+            # positives as reranking will see them: group members inside the hybrid top 100 (a query whose
+            # duplicates all rank lower teaches nothing the reranker can use, and would bias the rank inputs)
+            positives = [int(p.pool[i]) for i in order if p.hits[i]]
+            if not positives:
+                continue
+            qid = mined.item(n, p.q, views)
+            extra = np.array([c - int(p.pool[0]) for c in rand], dtype=np.int64)
+            _record_first_stage(mined, qid, p, fused,
+                                np.unique(np.concatenate([order, np.flatnonzero(p.hits), extra])), order)
+            mined.groups.append(Group(query=qid, positives=positives, negatives=negs))
+    for kind in dict.fromkeys([*train_kinds, *eval_kinds]):
+        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(train_before, valid_before), progress)
+        mined.valid_by_kind[kind.label] = rank_lists(pools, fuse, mined, n, views)
+        if kind in train_kinds:
+            mined.valid += mined.valid_by_kind[kind.label]
+    for kind in eval_kinds:
+        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(valid_before), progress)
+        mined.test_by_kind[kind.label] = rank_lists(pools, fuse, mined, n, views)
+    mined.test = mined.test_by_kind[eval_kinds[0].label] if eval_kinds else []
     return mined
 
 
@@ -145,20 +194,33 @@ def ticket_values(store: TicketStore, inp: EvalInputs) -> list[dict[str, Any]]:
 
 def build_train_data(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined, with_pair: bool,
-    progress: bool = True,
+    progress: bool = True, query_kinds: bool | None = None,
 ) -> tuple[TrainData, FeatureSpace, list[dict[str, Any]]]:
+    """The reranker's inputs for the mined items. Pair inputs are laid out by query kind
+    (`pair_features.by_query_kind`) when `query_kinds` (default: when the train groups hold short queries)."""
+    if query_kinds is None:
+        query_kinds = mined.trains_short
     ev = inp.ev
     fs = FeatureSpace.from_dict(json.loads(IndexDir(index_dir).features_path.read_text()))
-    values = ticket_values(store, inp)
+    # items: the tickets, then the short queries (free text: no field values, no date, no title of their own)
+    values = ticket_values(store, inp) + [{} for _ in mined.short]
     feats = fs.matrix(values)
-    listed = mined.valid + mined.test
+    listed = [r for lists in (mined.valid, mined.test, *mined.valid_by_kind.values(), *mined.test_by_kind.values())
+              for r in lists]
     needed = sorted({g.query for g in mined.groups} | {c for g in mined.groups for c in g.positives + g.negatives}
                     | {r.query for r in listed} | {c for r in listed for c in r.candidates})
-    texts = [ticket_text(store.schema, ev.titles[i], ev.bodies[i]) for i in range(len(ev))]
+    texts = [ticket_text(store.schema, ev.titles[i], ev.bodies[i]) for i in range(len(ev))] + [
+        sq.text for sq in mined.short]
     hashes = [text_hash(t) for t in texts]
     cache = token_cache_for(IndexDir(index_dir), encoder)
     cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], token_encode_fn(encoder), progress=progress)
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
+
+    def query_time(q: int) -> datetime | None:
+        """A ticket's own date; a short query's as `mined.short_time` says."""
+        if q < len(created):
+            return created[q]
+        return created[mined.short[q - len(created)].ticket] if mined.short_time == "asked" else None
     pair_fn = None
     if with_pair:
         pairs: dict[tuple[int, int], np.ndarray] = {}
@@ -174,9 +236,10 @@ def build_train_data(
 
                 scores = ListScores(column("dense", 0.0), column("title", 0.0), column("bm25", 0.0),
                                     column("fused_rank", 1000.0))
-                mat = pair_inputs(store.schema, texts[q], values[q], created[q], scores,
+                mat = pair_inputs(store.schema, texts[q], values[q], query_time(q), scores,
                                   mined.bm25_scale.get(q, 1e-9), [ev.titles[x] for x in cands],
-                                  [values[x] for x in cands], [created[x] for x in cands])
+                                  [values[x] for x in cands], [created[x] for x in cands],
+                                  short=(q >= len(created)) if query_kinds else None)
                 pairs.update({(q, x): mat[j] for j, x in enumerate(cands)})
             return pairs[(q, c)]
     data = TrainData(tokens=lambda i: cache.get(hashes[i]), feats=feats, pair=pair_fn, groups=mined.groups,
@@ -204,8 +267,10 @@ def train_variant(
     out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
     prior: bool = True,
 ) -> VariantResult:
+    kinds = with_pair and mined.trains_short
     cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]  # arch comes from VARIANTS, whose values are the Literal
-                       pair_dim=pair_dim(fs.schema) if with_pair else 0, dropout=DROPOUT, cosine_prior=prior)
+                       pair_dim=pair_dim(fs.schema, kinds) if with_pair else 0, dropout=DROPOUT, cosine_prior=prior,
+                       query_kinds=kinds)
     log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
     res = train(data, cfg, tcfg, progress=progress, log=log)
     perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
@@ -236,10 +301,15 @@ def train_variant(
         "duplicate_threshold_sources": sources, "train": {
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
             "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
-        "rerank_depth": RERANK_DEPTH,
+        "rerank_depth": RERANK_DEPTH, "short_query_time": mined.short_time,
     })
     return VariantResult(name, reranked_ranks(mined.valid, val_scores), reranked_ranks(mined.test, test_scores),
                          res.history, res.seconds, model_dir, res.best_valid_mrr, res.model)
+
+
+def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
+    """Ranks of the first hits in the lists' own (first-stage) order."""
+    return reranked_ranks(lists, [-np.arange(len(r.candidates), dtype=float) for r in lists])
 
 
 @dataclass
@@ -299,32 +369,41 @@ def run_rerankers(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, fusion: dict[str, Any], depth: int,
     train_before: datetime, valid_before: datetime, out_dir: Path, variants: list[str] | None = None,
     tcfg: TrainConfig | None = None, progress: bool = True, log: Callable[[str], None] = print,
-    extra: dict[str, list[QueryPool]] | None = None,
+    extra: dict[str, list[QueryPool]] | None = None, train_kinds: Sequence[QueryKind] = (FULL,),
+    eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True, short_time: ShortTime = "none",
 ) -> dict[str, Any]:
     """Mine, train every variant, score validation and test lists; install the best variant in the index.
 
     `extra` names more sets of test pools (a candidate window, no easy duplicates): each gets its own top-100
     lists and pair inputs (a query's list differs from set to set), scored by every variant, in
-    `results["extra"][name]`."""
+    `results["extra"][name]`. The reranker trains on the queries of `train_kinds` (whole tickets, short
+    queries cut from them, or both) and is scored on each of `eval_kinds` in `results["kinds"][label]`
+    (`results["test"]` and `["valid"]` are the first evaluated kind's)."""
     import shutil
 
     from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
 
     tcfg = tcfg or TrainConfig()
-    mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed)
-    log(f"    mined {len(mined.groups)} train queries "
-        f"({sum(len(g.negatives) for g in mined.groups)} negatives), {len(mined.valid)} validation and "
+    mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed, encoder=encoder,
+                 train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress)
+    mined.short_time = short_time
+    log(f"    mined {len(mined.groups)} train queries ({', '.join(k.label for k in train_kinds)}; "
+        f"{sum(len(g.negatives) for g in mined.groups)} negatives), {len(mined.valid)} validation and "
         f"{len(mined.test)} test queries with their top {RERANK_DEPTH}")
     base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress)
-    first = {"valid": reranked_ranks(mined.valid, [-np.arange(len(r.candidates), dtype=float) for r in mined.valid]),
-             "test": reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])}
-    results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {}}
+    first = {"valid": first_stage_ranks(mined.valid), "test": first_stage_ranks(mined.test)}
+    results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {}, "kinds": {
+        label: {"test": {}, "valid": {}, "first_stage": {
+            "valid": metrics_from_ranks(first_stage_ranks(mined.valid_by_kind[label])),
+            "test": metrics_from_ranks(first_stage_ranks(mined.test_by_kind[label]))}}
+        for label in mined.test_by_kind}, "train_queries": [k.label for k in train_kinds]}
     fuse = fusion_fn(fusion, depth)
     extra_sets: dict[str, tuple[Mined, TrainData]] = {}
     for set_name, pools in (extra or {}).items():
-        m = Mined(groups=[], valid=[], test=[])
+        m = Mined(groups=[], valid=[], test=[], short_time=short_time)
         m.valid = rank_lists(pools, fuse, m)
-        d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress)
+        d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress,
+                                   query_kinds=mined.trains_short)
         extra_sets[set_name] = (m, d)
         results["extra"][set_name] = {}
     ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
@@ -342,6 +421,9 @@ def run_rerankers(
                                      "model_dir": str(vr.model_dir)}
         ranks[name] = vr.test_ranks
         perm = np.random.default_rng(vcfg.seed).permutation(len(data.feats)) if vcfg.shuffle_features else None
+        for label, rows in results["kinds"].items():
+            for part, lists in (("valid", mined.valid_by_kind[label]), ("test", mined.test_by_kind[label])):
+                rows[part][name] = metrics_from_ranks(reranked_ranks(lists, rerank_scores(vr.model, data, lists, perm)))
         for set_name, (m, d) in extra_sets.items():
             dx = TrainData(tokens=d.tokens, feats=d.feats, pair=d.pair if spec["pair"] else None, groups=[], valid=[])
             scores = rerank_scores(vr.model, dx, m.valid, perm)
@@ -360,6 +442,8 @@ def run_rerankers(
     results["first_stage"] = {"valid": metrics_from_ranks(first["valid"]), "test": metrics_from_ranks(first["test"])}
     decision = decide_install(best.name if best else None, best.valid_ranks if best else None, first["valid"])
     results["decision"] = decision.to_dict()
+    if not install:  # a measurement: the index keeps what it had
+        return results
     where = IndexDir(index_dir)
     if decision.install and best is not None:
         source = best.model_dir
@@ -370,6 +454,8 @@ def run_rerankers(
         results["valid"]["rerank"] = results["valid"][best.name]
         for rows in results["extra"].values():
             rows["rerank"] = rows[best.name]
+        for rows in results["kinds"].values():
+            rows["test"]["rerank"], rows["valid"]["rerank"] = rows["test"][best.name], rows["valid"][best.name]
         log(f"    installed {best.name} as {where.reranker_path}: {decision.reason}")
     else:
         where.uninstall_reranker()  # a model installed before no longer stands against this validation
@@ -390,6 +476,7 @@ def time_split(inp: EvalInputs, train_frac: float = 0.8, valid_frac: float = 0.1
 def train_index(
     index_dir: Path, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
+    train_kinds: Sequence[QueryKind] = (FULL,), short_time: ShortTime = "none",
 ) -> dict[str, Any]:
     """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors."""
     from ticketsearch.retrieval.eval_index import load_eval_inputs
@@ -407,7 +494,7 @@ def train_index(
         log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
         res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
                             valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
-                            progress=progress, log=log)
+                            progress=progress, log=log, train_kinds=train_kinds, short_time=short_time)
         if "installed" in res:
             n = build_rerank_vectors(d, store, encoder, progress=progress)
             log(f"computed reranker vectors for {n} tickets")

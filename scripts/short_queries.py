@@ -1,0 +1,74 @@
+"""Short free-text queries: the reranker trained on whole tickets only, against one trained on whole tickets
+and on short queries cut from them, each scored on every query kind, in one run on one experiment index.
+
+Runs `ticketsearch experiment`'s reranker step (mining, the variant's training and early stopping, the
+validation and test lists) on an index the experiment built (its fusion chosen), without re-encoding and
+without touching the installed model. Prints and writes per kind: first stage, each training mix, and the
+paired differences.
+
+    python scripts/short_queries.py --index runs/hadoop/index --out docs/short_queries_hadoop.json \\
+        --query full,title,words:8 --mix full --mix full,title --mix full,title,words:8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ticketsearch.atomic import atomic_write_json
+from ticketsearch.index_data.records import parse_datetime
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.training import run_rerankers
+from ticketsearch.rerank.train import TrainConfig
+from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.eval_index import load_eval_inputs
+from ticketsearch.retrieval.query_kinds import parse_kinds
+from ticketsearch.settings import get_settings
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--train-before", default="2015-01-01")
+    ap.add_argument("--test-since", default="2016-01-01")
+    ap.add_argument("--query", action="append", default=None, help="evaluated kinds (full,title,words:N)")
+    ap.add_argument("--mix", action="append", default=None, help="a training mix of kinds; repeat for each")
+    ap.add_argument("--variant", default="rerank-cross+pair")
+    ap.add_argument("--budget", type=float, default=900.0)
+    ap.add_argument("--short-time", choices=["none", "asked"], default="none",
+                    help="short queries' time-gap input: not placed (none) or at their ticket's date (asked)")
+    args = ap.parse_args()
+    kinds = parse_kinds(args.query)
+    mixes = [parse_kinds([m], "--mix") for m in (args.mix or ["full", "full,title"])]
+    d = IndexDir(args.index)
+    manifest = d.load_manifest()
+    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    out: dict[str, Any] = {"index": str(args.index), "variant": args.variant, "short_time": args.short_time,
+                           "mixes": {}}
+    with d.open_store(read_only=False) as store:
+        encoder = Encoder(manifest.model, settings=settings)
+        inp = load_eval_inputs(args.index, store, encoder)
+        for mix in mixes:
+            name = "+".join(k.label for k in mix)
+            t0 = time.perf_counter()
+            rr = run_rerankers(store, inp, encoder, args.index, manifest.fusion, settings.fusion_depth,
+                               parse_datetime(args.train_before), parse_datetime(args.test_since),
+                               args.index.parent / "short_query_rerankers" / name, variants=[args.variant],
+                               tcfg=TrainConfig(time_budget_s=args.budget), progress=False, log=lambda _: None,
+                               train_kinds=mix, eval_kinds=kinds, install=False,
+                               short_time=args.short_time)
+            out["mixes"][name] = {"kinds": rr["kinds"], "decision": rr["decision"],
+                                  "seconds": round(time.perf_counter() - t0, 1),
+                                  "history": rr["variants"][args.variant]["history"]}
+            for label, rows in rr["kinds"].items():
+                f, m = rows["first_stage"]["test"], rows["test"][args.variant]
+                print(f"train {name:24s} | {label:8s} test n={m['queries']}: first stage RR@10 {f['RR@10']:.3f} "
+                      f"MRR {f['MRR']:.3f} | reranked RR@10 {m['RR@10']:.3f} MRR {m['MRR']:.3f}", flush=True)
+            atomic_write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    main()
