@@ -3,6 +3,9 @@ threshold for a target precision (scikit-learn); the one Platt sigmoid that trai
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 
@@ -39,3 +42,19 @@ def lowest_threshold_for_precision(probs: np.ndarray, labels: np.ndarray,
         return None, None
     i = int(ok[np.argmin(thresholds[ok])])
     return float(thresholds[i]), float(precision[i])
+
+
+def stored_threshold(meta: dict[str, Any], precision: float | None = None) -> float | None:
+    """The duplicate-probability threshold a model stored for a target precision (its default target when
+    None); None when its validation reached no such precision. KeyError for a precision it did not store."""
+    default = float(meta.get("threshold_target_precision", 0.9))
+    if precision is None or abs(precision - default) < 1e-9:
+        t = meta.get("duplicate_threshold")
+    else:
+        table = meta.get("duplicate_thresholds", {})
+        key = f"{precision:.2f}"
+        if key not in table:
+            stored = sorted({f"{default:.2f}", *table})
+            raise KeyError(f"this reranker stores duplicate thresholds for precision {', '.join(stored)} only")
+        t = table[key]
+    return None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.schema import Schema
 
-from .calibration import platt
+from .calibration import platt, stored_threshold
 from .onnx_parts import OnnxRerankParts
 from .pair_features import pair_dim
 from .persist import load_reranker, torch_device
@@ -27,6 +26,8 @@ class Reranker:
     """A trained reranker. `runtime="onnx"` (CPU only) runs the per-query parts (the query's own item vector
     and the head) through ONNX Runtime (`onnx_parts`), exported once per machine into `cache_dir`; candidate
     vectors, and everything on a GPU, stay in torch. Falls back to torch, with a warning, if that fails."""
+
+    needs_tokens = True  # the query's token states and the candidates' vectors
 
     def __init__(
         self, directory: Path, device: str = "auto", runtime: str = "torch", cache_dir: Path | None = None
@@ -97,14 +98,4 @@ class Reranker:
 
         None when validation reached no such precision. Raises KeyError for a precision the model did not store.
         """
-        default = float(self.meta.get("threshold_target_precision", 0.9))
-        if precision is None or abs(precision - default) < 1e-9:
-            t = self.meta.get("duplicate_threshold")
-        else:
-            table = self.meta.get("duplicate_thresholds", {})
-            key = f"{precision:.2f}"
-            if key not in table:
-                stored = sorted({f"{default:.2f}", *table})
-                raise KeyError(f"this reranker stores duplicate thresholds for precision {', '.join(stored)} only")
-            t = table[key]
-        return None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)
+        return stored_threshold(self.meta, precision)

@@ -248,18 +248,23 @@ def fit_pair_skip(model: PairModel, data: TrainData, groups: Sequence[Group], l2
         for c in g.negatives:
             xs.append(row(g.query, c))
             ys.append(0.0)
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.stack(xs).astype(np.float64)
-    y = np.asarray(ys, dtype=np.int64)
-    # the article's BCE with pos_weight, averaged over the pairs, plus l2 * |w|^2 (the bias unpenalised):
-    # sklearn minimises C * sum(sample_weight * log loss) + |w|^2 / 2, the same objective at C = 1 / (2 l2 n)
-    pos_weight = (len(y) - y.sum()) / max(float(y.sum()), 1.0)
-    w, b = np.zeros(x.shape[1]), 0.0
-    if len(np.unique(y)) == 2:
-        lr = LogisticRegression(C=1.0 / (2.0 * l2 * len(y)), solver="lbfgs", max_iter=1000, tol=1e-8)
-        lr.fit(x, y, sample_weight=np.where(y == 1, pos_weight, 1.0))
-        w, b = lr.coef_[0], float(lr.intercept_[0])
+    w, b = fit_logistic(np.stack(xs), np.asarray(ys), l2)
     with torch.no_grad():
         model.pair_skip.weight.copy_(torch.from_numpy(w).float().unsqueeze(0))
         model.pair_skip.bias.copy_(torch.tensor([b], dtype=torch.float32))
+
+
+def fit_logistic(x: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple[np.ndarray, float]:
+    """The article's BCE with pos_weight (negatives / positives), averaged over the pairs, plus l2 * |w|^2 (the
+    bias unpenalised), minimised exactly: scikit-learn minimises C * sum(sample_weight * log loss) + |w|^2 / 2,
+    the same objective at C = 1 / (2 l2 n). Returns (weights, bias); zeros when one class is missing."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(x, np.float64)
+    y = np.asarray(labels).astype(np.int64)
+    if len(np.unique(y)) < 2:
+        return np.zeros(x.shape[1]), 0.0
+    pos_weight = (len(y) - y.sum()) / max(float(y.sum()), 1.0)
+    lr = LogisticRegression(C=1.0 / (2.0 * l2 * len(y)), solver="lbfgs", max_iter=1000, tol=1e-8)
+    lr.fit(x, y, sample_weight=np.where(y == 1, pos_weight, 1.0))
+    return lr.coef_[0].copy(), float(lr.intercept_[0])

@@ -38,6 +38,10 @@ def main() -> None:
     ap.add_argument("--mix", action="append", default=None, help="a training mix of kinds; repeat for each")
     ap.add_argument("--variant", default="rerank-cross+pair")
     ap.add_argument("--budget", type=float, default=900.0)
+    ap.add_argument("--general", type=Path, default=None,
+                    help="the general model to compare (default: the shipped one; give one not trained on this data)")
+    ap.add_argument("--first-train-queries", type=int, default=None,
+                    help="train on the first N train duplicates only (a project with few links)")
     ap.add_argument("--short-time", choices=["none", "asked"], default="none",
                     help="short queries' time-gap input: not placed (none) or at their ticket's date (asked)")
     args = ap.parse_args()
@@ -59,14 +63,19 @@ def main() -> None:
                                args.index.parent / "short_query_rerankers" / name, variants=[args.variant],
                                tcfg=TrainConfig(time_budget_s=args.budget), progress=False, log=lambda _: None,
                                train_kinds=mix, eval_kinds=kinds, install=False,
-                               short_time=args.short_time)
-            out["mixes"][name] = {"kinds": rr["kinds"], "decision": rr["decision"],
+                               short_time=args.short_time, first_train_queries=args.first_train_queries,
+                               general_dir=args.general)
+            out["mixes"][name] = {"kinds": rr["kinds"], "decision": rr["decision"], "test": rr["test"],
                                   "seconds": round(time.perf_counter() - t0, 1),
                                   "history": rr["variants"][args.variant]["history"]}
             for label, rows in rr["kinds"].items():
                 f, m = rows["first_stage"]["test"], rows["test"][args.variant]
                 print(f"train {name:24s} | {label:8s} test n={m['queries']}: first stage RR@10 {f['RR@10']:.3f} "
                       f"MRR {f['MRR']:.3f} | reranked RR@10 {m['RR@10']:.3f} MRR {m['MRR']:.3f}", flush=True)
+            if "rerank-general" in rr["test"]:
+                g = rr["test"]["rerank-general"]
+                print(f"   general model on the full test lists: RR@10 {g['RR@10']:.3f} MRR {g['MRR']:.3f}; "
+                      f"decision: {rr['decision']['reason']}", flush=True)
             atomic_write_json(args.out, out)
 
 

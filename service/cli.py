@@ -389,6 +389,11 @@ def train(
                 else "no held-out test queries to score")
     if "installed" in res:
         typer.echo(f"installed {res['installed']}: {held_out}")
+    elif res["decision"].get("use") == "general":
+        g = res["test"].get("rerank-general", {})
+        figures = (f"; the general model's held-out test MRR {g['MRR']:.3f}, RR@10 {g['RR@10']:.3f}"
+                   if g.get("queries") else "")
+        typer.echo(f"installed no reranker of its own (search reranks with the general model): {held_out}{figures}")
     else:
         typer.echo(f"installed no reranker (search keeps first-stage order): {held_out}")
 

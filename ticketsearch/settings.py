@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         default=5.0, gt=0, description="How often written tickets' derived indexes are persisted."
     )
+    general_reranker: bool = Field(
+        default=True,
+        description="Rerank an index that has no model of its own (never trained, or too few links for one to beat "
+        "the first stage on validation) with the shipped general model: a logistic regression on the pair inputs "
+        "every schema has, trained on hadoop and hive (docs/RESULTS.md). False keeps first-stage order there.",
+    )
     duplicate_precision: float = Field(
         default=0.9, gt=0, lt=1, description="Target precision of the stored duplicate threshold to use."
     )

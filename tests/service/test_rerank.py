@@ -87,11 +87,26 @@ def test_search_reranks_with_cached_vectors_equal_to_a_full_forward(trained_inde
         s.close()
 
 
-def test_without_a_model_search_falls_back_and_says_so(index_dir: Path, encoder, settings) -> None:
+def test_without_a_model_search_uses_the_general_one_and_says_so(index_dir: Path, encoder, settings) -> None:
+    """An index never trained reranks with the shipped general model (pair inputs alone: no token states, no
+    candidate vectors); with `general_reranker` off it keeps first-stage order. Either way it says so."""
+    from ticketsearch.rerank.general import GeneralReranker
+
     s = SearchPipeline(index_dir, settings=settings, encoder=encoder)
     try:
+        assert isinstance(s.reranker, GeneralReranker) and s.vectors is None
         res = s.search("refund", k=3)
-        assert res.hits and res.hits[0].rerank_score is None
+        assert res.reranked and res.hits and res.hits[0].rerank_score is not None
+        assert all(0 <= h.probability <= 1 for h in res.hits)
+        assert any("general model" in n for n in s.notes) and "with general" in res.notes[-1]
+        ex = s.search("customers were charged twice", k=2, explain=True)
+        assert ex.hits[0].matched and "no attention" in ex.notes[0]
+    finally:
+        s.close()
+    s = SearchPipeline(index_dir, settings=settings.model_copy(update={"general_reranker": False}), encoder=encoder)
+    try:
+        res = s.search("refund", k=3)
+        assert res.hits and res.hits[0].rerank_score is None and not res.reranked
         assert "no trained reranker" in res.notes[0]
     finally:
         s.close()

@@ -212,7 +212,7 @@ class Engine:
             LivePart("bm25", self.bm25, d.bm25_overlay_path, lambda c: c.base.save(d.bm25_path)),
         ]
         rs = self.searcher
-        if rs.vectors is not None and rs.reranker is not None:
+        if rs.vectors is not None and isinstance(rs.reranker, Reranker):
             reranker = rs.reranker
             self.parts.append(LivePart("rerank", rs.vectors, d.rerank_overlay_path,
                                        lambda c: save_rerank_vectors(d, reranker, c.base, c.seq), reranker.checksum))
@@ -363,7 +363,7 @@ class Engine:
         enc = self.searcher.encoder if batched else self.encoder
         dim = self.encoder.dim
         vecs = np.zeros((len(tickets), dim), np.float32)
-        rerank = self.searcher.reranker
+        rerank = self.searcher.reranker if isinstance(self.searcher.reranker, Reranker) else None  # one with vectors
         rvecs = np.zeros((len(tickets), dim), np.float32) if rerank is not None else None
         for s in range(0, len(tickets), WRITE_CHUNK):
             chunk = texts[s : s + WRITE_CHUNK]

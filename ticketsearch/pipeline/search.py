@@ -21,6 +21,7 @@ from ticketsearch.index_data.records import coerce_value, parse_datetime, text_h
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
+from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_batch
 from ticketsearch.results import AttendedWord, Hit, MatchedWord, SearchResult
@@ -110,7 +111,7 @@ class SearchPipeline:
         self.first = FirstStage(self.manifest, self.store, self.indexes, self.settings.fusion_depth)
         self._encoder = encoder
         self._query_encoder = query_encoder
-        self.reranker: Reranker | None = None
+        self.reranker: Reranker | GeneralReranker | None = None
         self.vectors: RowVectors | None = None
         self.notes: list[str] = []
         self._token_cache: TokenCache | None = None
@@ -119,7 +120,18 @@ class SearchPipeline:
     def _load_reranker(self) -> None:
         if not self.dir.has_reranker():
             decision = self.dir.load_rerank_decision()
-            if decision and not decision.get("install"):
+            # never trained, or training chose the general model: the shipped general model reranks
+            general = decision is None or decision.get("use") == "general"
+            if general and self.settings.general_reranker:
+                try:
+                    self.reranker = GeneralReranker()
+                except TicketsearchError as exc:
+                    self.notes.append(f"the general reranker cannot be used ({exc}): results are in first-stage order")
+                    return
+                self.notes.append("no trained reranker in this index: reranked with the general model (trained on "
+                                  "other projects' links)" if decision is None else
+                                  f"reranked with the general model: {decision.get('reason')}")
+            elif decision and not decision.get("install"):
                 self.notes.append(f"no reranker installed: {decision.get('reason')}")
             else:
                 self.notes.append("no trained reranker in this index: results are in first-stage order")
@@ -268,7 +280,7 @@ class SearchPipeline:
         """The top k of the reranked top `rerank_depth`, and notes (the explanation of the query's side).
         `timings` gets "fetch" (the candidates' exact first-stage scores and their rows) and "rerank" (the rest)."""
         reranker = self.reranker
-        assert reranker is not None and q.tokens is not None
+        assert reranker is not None and (q.tokens is not None or not reranker.needs_tokens)
         depth = self.rerank_depth
         t0 = time.perf_counter()
         self.first.complete_scores(cands, depth, q.vector, q.title_vector, q.bm25_text)
@@ -279,10 +291,17 @@ class SearchPipeline:
             timings["fetch"] = (t1 - t0) * 1000
         if not rows:
             return [], []
-        toks, mask = pad_batch([q.tokens])
-        src_vec, q_attn = reranker.item_vectors(toks, mask, [q.values], "source")
-        targets = self.target_vectors([t.row_id for t in rows])
-        logits = reranker.score(src_vec[0], targets, self.pair_inputs(q, cands, rows))
+        pair = self.pair_inputs(q, cands, rows)
+        q_attn: np.ndarray | None = None
+        if isinstance(reranker, GeneralReranker):  # the pair inputs alone
+            assert pair is not None
+            logits = reranker.score_pairs(pair)
+        else:
+            assert q.tokens is not None
+            toks, mask = pad_batch([q.tokens])
+            src_vec, q_attn = reranker.item_vectors(toks, mask, [q.values], "source")
+            targets = self.target_vectors([t.row_id for t in rows])
+            logits = reranker.score(src_vec[0], targets, pair)
         probs = reranker.probability(logits)
         fused = dict(zip(cands.row_ids, cands.scores))
         order = np.argsort(-logits, kind="stable")[:k]
@@ -290,6 +309,7 @@ class SearchPipeline:
                          float(probs[i])) for i in order.tolist()]
         notes: list[str] = []
         if explain:
+            assert q.tokens is not None
             top = [rows[i] for i in order.tolist()]
             cand_tokens = self._tokens_for([t.row_id for t in top])
             tok = self.encoder.tokenizer
@@ -301,6 +321,7 @@ class SearchPipeline:
                 notes.append("this reranker has no attention to explain")
             else:
                 notes.append("query attended: " + ", ".join(w for w, _ in attended_words(q.tokens.ids, q_attn[0], tok)))
+                assert isinstance(reranker, Reranker)
                 t, m = pad_batch(cand_tokens)
                 _, c_attn = reranker.item_vectors(t, m, [r.values for r in top], "target")
                 assert c_attn is not None
@@ -325,7 +346,7 @@ class SearchPipeline:
 
     def target_vectors(self, row_ids: list[int]) -> np.ndarray:
         """Candidate vectors: cached at index time; computed now for any row the cache lacks."""
-        assert self.reranker is not None and self.vectors is not None
+        assert isinstance(self.reranker, Reranker) and self.vectors is not None
         missing = [r for r in row_ids if r not in self.vectors]
         if missing:
             rows = {t.row_id: t for t in self.store.get_rows(missing)}
@@ -355,8 +376,9 @@ class SearchPipeline:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
         reranking = rerank and self.reranker is not None
         t0 = time.perf_counter()
+        tokens = reranking and (explain or self.reranker is None or self.reranker.needs_tokens)
         q = self.query(text, title=title, like=like, fields=fields, filters=filters, before=before, after=after,
-                       method=method, tokens=reranking)
+                       method=method, tokens=tokens)
         timings = {"encode": (time.perf_counter() - t0) * 1000}
         cands = self.first_stage(q, method, max(k, self.rerank_depth) if reranking else k)
         timings.update(cands.timings_ms)
@@ -364,7 +386,8 @@ class SearchPipeline:
         if reranking:
             hits, notes = self.rerank(q, cands, k, explain, timings)
             assert self.reranker is not None
-            notes = [*notes, f"reranked the top {min(len(cands), self.rerank_depth)} with {self.reranker.name}"]
+            why = self.notes if isinstance(self.reranker, GeneralReranker) else []  # why the general model
+            notes = [*notes, *why, f"reranked the top {min(len(cands), self.rerank_depth)} with {self.reranker.name}"]
         else:
             hits = self.first_stage_hits(cands, k)
             notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]

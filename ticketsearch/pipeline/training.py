@@ -21,6 +21,7 @@ import numpy as np
 from ticketsearch.atomic import atomic_write_dir
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.records import text_hash, ticket_text
+from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
@@ -194,10 +195,11 @@ def ticket_values(store: TicketStore, inp: EvalInputs) -> list[dict[str, Any]]:
 
 def build_train_data(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined, with_pair: bool,
-    progress: bool = True, query_kinds: bool | None = None,
+    progress: bool = True, query_kinds: bool | None = None, pair_schema: Schema | None = None,
 ) -> tuple[TrainData, FeatureSpace, list[dict[str, Any]]]:
     """The reranker's inputs for the mined items. Pair inputs are laid out by query kind
-    (`pair_features.by_query_kind`) when `query_kinds` (default: when the train groups hold short queries)."""
+    (`pair_features.by_query_kind`) when `query_kinds` (default: when the train groups hold short queries);
+    `pair_schema` computes them under another schema (the general model's, with no fields)."""
     if query_kinds is None:
         query_kinds = mined.trains_short
     ev = inp.ev
@@ -236,7 +238,7 @@ def build_train_data(
 
                 scores = ListScores(column("dense", 0.0), column("title", 0.0), column("bm25", 0.0),
                                     column("fused_rank", 1000.0))
-                mat = pair_inputs(store.schema, texts[q], values[q], query_time(q), scores,
+                mat = pair_inputs(pair_schema or store.schema, texts[q], values[q], query_time(q), scores,
                                   mined.bm25_scale.get(q, 1e-9), [ev.titles[x] for x in cands],
                                   [values[x] for x in cands], [created[x] for x in cands],
                                   short=(q >= len(created)) if query_kinds else None)
@@ -248,6 +250,29 @@ def build_train_data(
 
 
 THRESHOLD_PRECISIONS = (0.8, 0.85, 0.9, 0.95, 0.99)  # stored with the model; the service picks one
+
+
+def calibration_meta(val_scores: Sequence[np.ndarray], valid: Sequence[RankList]) -> dict[str, Any]:
+    """Platt calibration of a model's logits on its validation lists, and the duplicate thresholds for each of
+    THRESHOLD_PRECISIONS, as stored with the model."""
+    logits = np.concatenate(list(val_scores)) if len(val_scores) else np.zeros(0)
+    labels = np.concatenate([r.hits for r in valid]).astype(np.float64) if valid else np.zeros(0)
+    a, b = fit_platt(logits, labels)
+    probs = platt(logits, a, b)
+    threshold, achieved = lowest_threshold_for_precision(probs, labels, TARGET_PRECISION)
+    table: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for p in THRESHOLD_PRECISIONS:
+        # Where the validation pairs show no threshold with this precision (too few of them at the top), the
+        # calibrated probability itself is the threshold: under the Platt fit on those pairs, tickets above
+        # probability p are duplicates with precision at least p.
+        t = lowest_threshold_for_precision(probs, labels, p)[0]
+        table[f"{p:.2f}"], sources[f"{p:.2f}"] = (t, "validation") if t is not None else (p, "calibration")
+    if threshold is None:
+        threshold = table[f"{TARGET_PRECISION:.2f}"]
+    return {"calibration": {"method": "platt", "a": a, "b": b}, "duplicate_threshold": threshold,
+            "threshold_target_precision": TARGET_PRECISION, "threshold_validation_precision": achieved,
+            "duplicate_thresholds": table, "duplicate_threshold_sources": sources}
 
 
 @dataclass
@@ -276,35 +301,38 @@ def train_variant(
     perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
     val_scores = rerank_scores(res.model, data, mined.valid, perm)
     test_scores = rerank_scores(res.model, data, mined.test, perm)
-    logits = np.concatenate(val_scores) if val_scores else np.zeros(0)
-    labels = np.concatenate([r.hits for r in mined.valid]).astype(np.float64) if mined.valid else np.zeros(0)
-    a, b = fit_platt(logits, labels)
-    probs = platt(logits, a, b)
-    threshold, achieved = lowest_threshold_for_precision(probs, labels, TARGET_PRECISION)
-    table: dict[str, float] = {}
-    sources: dict[str, str] = {}
-    for p in THRESHOLD_PRECISIONS:
-        # Where the validation pairs show no threshold with this precision (too few of them at the top), the
-        # calibrated probability itself is the threshold: under the Platt fit on those pairs, tickets above
-        # probability p are duplicates with precision at least p.
-        t = lowest_threshold_for_precision(probs, labels, p)[0]
-        table[f"{p:.2f}"], sources[f"{p:.2f}"] = (t, "validation") if t is not None else (p, "calibration")
-    if threshold is None:
-        threshold = table[f"{TARGET_PRECISION:.2f}"]
     model_dir = out_dir / name
     save_reranker(model_dir, res.model, {
         "name": name, "schema": schema_dict, "features": fs.to_dict(), "encoder": encoder.key,
         "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
-        "calibration": {"method": "platt", "a": a, "b": b},
-        "duplicate_threshold": threshold, "threshold_target_precision": TARGET_PRECISION,
-        "threshold_validation_precision": achieved, "duplicate_thresholds": table,
-        "duplicate_threshold_sources": sources, "train": {
+        **calibration_meta(val_scores, mined.valid), "train": {
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
             "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
         "rerank_depth": RERANK_DEPTH, "short_query_time": mined.short_time,
     })
     return VariantResult(name, reranked_ranks(mined.valid, val_scores), reranked_ranks(mined.test, test_scores),
                          res.history, res.seconds, model_dir, res.best_valid_mrr, res.model)
+
+
+def general_ranks(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
+                  progress: bool = False, general_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The general model's ranks on the validation and the test lists (None when it cannot load); the shipped
+    one unless `general_dir` names another (a measurement's, trained without the data it is scored on)."""
+    from ticketsearch.errors import TicketsearchError
+    from ticketsearch.pipeline.general import general_inputs, list_scores
+    from ticketsearch.rerank.general import SHIPPED, load_general
+
+    try:
+        model, meta = load_general(general_dir or SHIPPED)
+    except TicketsearchError:
+        return None
+    if meta.get("query_kinds") != mined.trains_short:  # its pair layout must be the lists'
+        mined = Mined(groups=[], valid=mined.valid, test=mined.test, first_stage=mined.first_stage,
+                      bm25_scale=mined.bm25_scale, recorded=mined.recorded, short=mined.short,
+                      short_index=mined.short_index, trains_short=bool(meta.get("query_kinds")),
+                      short_time=mined.short_time)
+    g = general_inputs(store, inp, encoder, index_dir, mined, progress)
+    return tuple(reranked_ranks(lists, list_scores(model, g, lists)) for lists in (mined.valid, mined.test))  # type: ignore[return-value]  # two lists, two rank arrays
 
 
 def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
@@ -314,41 +342,61 @@ def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
 
 @dataclass
 class InstallDecision:
-    """Whether the best variant on validation reranks at all: only a model that beats the first stage it
-    reranks (validation MRR, paired over the same queries) is installed; otherwise first-stage order stays."""
+    """Which order search uses: the best variant on validation is installed only when it beats the first stage
+    it reranks (validation MRR, paired over the same queries) and the general model; otherwise the general
+    model reranks where it beats the first stage (or where there is nothing to validate on), else first-stage
+    order stays."""
 
-    install: bool
+    install: bool  # the index's own model is installed
     variant: str | None
     valid_mrr: float | None
     first_stage_valid_mrr: float
     delta: dict[str, float] | None  # paired bootstrap of variant - first stage on validation MRR
     queries: int
     reason: str
+    use: str = "first_stage"  # "own", "general" or "first_stage"
+    general_valid_mrr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ranks: np.ndarray) -> InstallDecision:
+def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ranks: np.ndarray,
+                   general_ranks: np.ndarray | None = None) -> InstallDecision:
     """Install `name` when its validation MRR is above the first stage's on the same queries (the point
     estimate of the paired difference; its 95% interval is reported, not required: a few dozen validation
-    queries rarely exclude zero even for a real gain)."""
+    queries rarely exclude zero even for a real gain) and not below the general model's (`general_ranks`,
+    when given); else use the general model where it beats the first stage."""
     from ticketsearch.retrieval.evaluation import paired_bootstrap
 
-    first_mrr = float(np.mean(1.0 / first_ranks)) if len(first_ranks) else 0.0
+    def mrr(r: np.ndarray) -> float:
+        return float(np.mean(1.0 / r)) if len(r) else 0.0
+
+    first_mrr = mrr(first_ranks)
+    gen = None if general_ranks is None or not len(general_ranks) else mrr(general_ranks)
     if name is None or variant_ranks is None or len(first_ranks) == 0:
         why = "no validation queries to compare it with the first stage" if name else "no variant was trained"
+        if general_ranks is not None:
+            return InstallDecision(False, name, None, first_mrr, None, len(first_ranks),
+                                   f"{why}: the general model (trained on other projects' links) reranks",
+                                   "general", gen)
         return InstallDecision(False, name, None, first_mrr, None, len(first_ranks), why)
-    mrr = float(np.mean(1.0 / variant_ranks))
+    own = mrr(variant_ranks)
     delta = paired_bootstrap(first_ranks, variant_ranks, "MRR")
-    figures = (f"validation MRR {mrr:.3f} against the first stage's {first_mrr:.3f} over {len(first_ranks)} "
+    figures = (f"validation MRR {own:.3f} against the first stage's {first_mrr:.3f} over {len(first_ranks)} "
                f"queries (difference {delta['diff']:+.3f}, 95% interval {delta['lo']:+.3f} to {delta['hi']:+.3f})")
-    if delta["diff"] > 0:
-        return InstallDecision(True, name, mrr, first_mrr, delta, len(first_ranks), f"{name} beats the first stage: "
-                               + figures)
-    return InstallDecision(False, name, mrr, first_mrr, delta, len(first_ranks),
+    if gen is not None:
+        figures += f" and the general model's {gen:.3f}"
+    if delta["diff"] > 0 and (gen is None or own >= gen):
+        return InstallDecision(True, name, own, first_mrr, delta, len(first_ranks),
+                               f"{name} beats the first stage: {figures}", "own", gen)
+    if gen is not None and gen > first_mrr:
+        return InstallDecision(False, name, own, first_mrr, delta, len(first_ranks),
+                               f"the general model validates best: {name}'s {figures}; the general model reranks",
+                               "general", gen)
+    return InstallDecision(False, name, own, first_mrr, delta, len(first_ranks),
                            f"{name} does not beat the first stage it reranks: {figures}; results stay in "
-                           "first-stage order")
+                           "first-stage order", "first_stage", gen)
 
 
 # Every variant starts from the cosine prior (RerankConfig.cosine_prior): without it the text-only models
@@ -371,6 +419,7 @@ def run_rerankers(
     tcfg: TrainConfig | None = None, progress: bool = True, log: Callable[[str], None] = print,
     extra: dict[str, list[QueryPool]] | None = None, train_kinds: Sequence[QueryKind] = (FULL,),
     eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True, short_time: ShortTime = "none",
+    first_train_queries: int | None = None, general_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Mine, train every variant, score validation and test lists; install the best variant in the index.
 
@@ -387,6 +436,13 @@ def run_rerankers(
     mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed, encoder=encoder,
                  train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress)
     mined.short_time = short_time
+    if first_train_queries is not None:  # a young project: only its first N train duplicates (by filing date)
+        n = len(inp.ev)
+
+        def filed(g: Group) -> np.datetime64:
+            return inp.ev.created[g.query if g.query < n else mined.short[g.query - n].ticket]
+
+        mined.groups = sorted(mined.groups, key=filed)[:first_train_queries]
     log(f"    mined {len(mined.groups)} train queries ({', '.join(k.label for k in train_kinds)}; "
         f"{sum(len(g.negatives) for g in mined.groups)} negatives), {len(mined.valid)} validation and "
         f"{len(mined.test)} test queries with their top {RERANK_DEPTH}")
@@ -440,7 +496,14 @@ def run_rerankers(
     results["comparisons"] = comparisons
     # the first stage's order of the same lists (the experiment's tables have it as its own `hybrid` row)
     results["first_stage"] = {"valid": metrics_from_ranks(first["valid"]), "test": metrics_from_ranks(first["test"])}
-    decision = decide_install(best.name if best else None, best.valid_ranks if best else None, first["valid"])
+    general = general_ranks(store, inp, encoder, index_dir, mined, progress, general_dir)
+    if general is not None:  # the shipped model for teams with too few links, on the same lists
+        results["valid"]["rerank-general"] = metrics_from_ranks(general[0])
+        results["test"]["rerank-general"] = metrics_from_ranks(general[1])
+        results["comparisons"]["rerank-general vs hybrid (top 100)"] = {
+            m: paired_bootstrap(first["test"], general[1], m) for m in ("MRR", "RR@10")}
+    decision = decide_install(best.name if best else None, best.valid_ranks if best else None, first["valid"],
+                              None if general is None else general[0])
     results["decision"] = decision.to_dict()
     if not install:  # a measurement: the index keeps what it had
         return results
@@ -459,7 +522,10 @@ def run_rerankers(
         log(f"    installed {best.name} as {where.reranker_path}: {decision.reason}")
     else:
         where.uninstall_reranker()  # a model installed before no longer stands against this validation
-        log(f"    installed no reranker: {decision.reason}")
+        if decision.use == "general":
+            results["test"]["rerank"], results["valid"]["rerank"] = (results["test"]["rerank-general"],
+                                                                     results["valid"]["rerank-general"])
+        log(f"    installed no reranker of its own: {decision.reason}")
     where.save_rerank_decision(decision.to_dict())
     return results
 

@@ -1,0 +1,103 @@
+"""A learning-to-rank comparison row: LightGBM LambdaMART over the same pair inputs as the fusion model plus
+the fusion model's own score, beside the fusion model (issue 12), on an experiment's index.
+
+Training lists: each train-period duplicate's recorded candidates (its hybrid top 100, its group members and
+a few random tickets, as mined for the reranker), labelled by group membership; early stopping on the
+validation lists' NDCG@10; scored on the test lists. The fusion model's score on the training queries is
+in-sample (it was trained on them), which flatters that feature during LambdaMART's training; validation
+and test are out of sample for both.
+
+    pip install lightgbm
+    python scripts/lambdamart.py --index runs/hadoop/index --out docs/lambdamart_hadoop.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ticketsearch.atomic import atomic_write_json
+from ticketsearch.index_data.records import parse_datetime
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.training import build_train_data, first_stage_ranks, mine
+from ticketsearch.rerank.persist import load_reranker
+from ticketsearch.rerank.train import RankList, rerank_scores, reranked_ranks
+from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.eval_index import load_eval_inputs
+from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
+from ticketsearch.settings import get_settings
+
+
+def features(data: Any, lists: list[RankList], fusion: list[np.ndarray], with_fusion: bool) -> np.ndarray:
+    rows = []
+    for r, f in zip(lists, fusion):
+        pair = np.stack([data.pair(r.query, c) for c in r.candidates])
+        rows.append(np.concatenate([pair, f[:, None]], axis=1) if with_fusion else pair)
+    return np.concatenate(rows)
+
+
+def main() -> None:
+    import lightgbm as lgb
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variant", default="rerank-cross+pair")
+    ap.add_argument("--train-before", default="2015-01-01")
+    ap.add_argument("--test-since", default="2016-01-01")
+    args = ap.parse_args()
+    d = IndexDir(args.index)
+    manifest = d.load_manifest()
+    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    t0 = time.perf_counter()
+    with d.open_store(read_only=True) as store:
+        encoder = Encoder(manifest.model, settings=settings)
+        inp = load_eval_inputs(args.index, store, encoder)
+        mined = mine(store, inp, manifest.fusion, settings.fusion_depth, parse_datetime(args.train_before),
+                     parse_datetime(args.test_since))
+        data, _, _ = build_train_data(store, inp, encoder, args.index, mined, with_pair=True, progress=False)
+        ev = inp.ev
+        train = [RankList(g.query, mined.recorded[g.query],
+                          ev.group[np.asarray(mined.recorded[g.query])] == ev.group[g.query], float("inf"))
+                 for g in mined.groups]
+        model, _ = load_reranker(d.rerankers_path / args.variant)
+        fusion = {name: rerank_scores(model, data, lists)
+                  for name, lists in (("train", train), ("valid", mined.valid), ("test", mined.test))}
+    lists = {"train": train, "valid": mined.valid, "test": mined.test}
+    out: dict[str, Any] = {"index": str(args.index), "variant": args.variant, "rows": {}}
+    ranks = {"hybrid": {p: first_stage_ranks(lists[p]) for p in ("valid", "test")},
+             args.variant: {p: reranked_ranks(lists[p], fusion[p]) for p in ("valid", "test")}}
+    for name, with_fusion in (("lambdamart (pair inputs + fusion score)", True), ("lambdamart (pair inputs)", False)):
+        x = {p: features(data, lists[p], fusion[p], with_fusion) for p in lists}
+        y = {p: np.concatenate([r.hits for r in lists[p]]).astype(int) for p in lists}
+        groups = {p: [len(r.candidates) for r in lists[p]] for p in lists}
+        ranker = lgb.LGBMRanker(objective="lambdarank", n_estimators=1000, learning_rate=0.03, num_leaves=15,
+                                min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+                                random_state=0, verbose=-1)
+        ranker.fit(x["train"], y["train"], group=groups["train"], eval_set=[(x["valid"], y["valid"])],
+                   eval_group=[groups["valid"]], eval_at=[10],
+                   callbacks=[lgb.early_stopping(50, verbose=False)])
+        ranks[name] = {}
+        for p in ("valid", "test"):
+            s = ranker.predict(x[p])
+            cuts = np.cumsum([0] + groups[p])
+            ranks[name][p] = reranked_ranks(lists[p], [s[a:b] for a, b in zip(cuts[:-1], cuts[1:])])
+        out["rows"][name] = {"best_iteration": int(ranker.best_iteration_ or 0)}
+    for name, rr in ranks.items():
+        out["rows"].setdefault(name, {}).update({p: metrics_from_ranks(rr[p]) for p in ("valid", "test")})
+        out["rows"][name]["vs " + args.variant] = {
+            p: {m: paired_bootstrap(ranks[args.variant][p], rr[p], m) for m in ("MRR", "RR@10")}
+            for p in ("valid", "test")}
+        v, t = out["rows"][name]["valid"], out["rows"][name]["test"]
+        print(f"{name:42s} valid RR@10 {v['RR@10']:.3f} MRR {v['MRR']:.3f} | test RR@10 {t['RR@10']:.3f} "
+              f"MRR {t['MRR']:.3f}", flush=True)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    main()

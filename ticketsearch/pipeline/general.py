@@ -1,0 +1,68 @@
+"""Training and scoring the general reranker (`rerank.general`) on mined lists of one or more indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.pipeline.training import Mined, build_train_data, calibration_meta
+from ticketsearch.rerank.general import GENERAL_SCHEMA, LinearPairModel
+from ticketsearch.rerank.train import RankList, TrainData, fit_logistic
+from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.eval_index import EvalInputs
+
+L2 = 1e-3
+
+
+@dataclass
+class GeneralInputs:
+    """One index's mined lists with the general model's pair inputs (no fields: GENERAL_SCHEMA)."""
+
+    mined: Mined
+    data: TrainData
+
+
+def general_inputs(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
+                   progress: bool = False) -> GeneralInputs:
+    data, _, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
+                                  pair_schema=GENERAL_SCHEMA)
+    return GeneralInputs(mined, data)
+
+
+def train_pairs(g: GeneralInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Every training pair (each group's positives and negatives) as pair inputs and labels."""
+    assert g.data.pair is not None
+    xs, ys = [], []
+    for grp in g.mined.groups:
+        for c, y in [(c, 1.0) for c in grp.positives] + [(c, 0.0) for c in grp.negatives]:
+            xs.append(g.data.pair(grp.query, c))
+            ys.append(y)
+    width = len(g.data.pair(g.mined.groups[0].query, g.mined.groups[0].positives[0])) if xs else 0
+    return (np.stack(xs) if xs else np.zeros((0, width), np.float32)), np.asarray(ys)
+
+
+def list_scores(model: LinearPairModel, g: GeneralInputs, lists: Sequence[RankList]) -> list[np.ndarray]:
+    assert g.data.pair is not None
+    return [model.logits(np.stack([g.data.pair(r.query, c) for c in r.candidates])) for r in lists]
+
+
+def fit_general(sources: Sequence[GeneralInputs], names: Sequence[str]) -> tuple[LinearPairModel, dict[str, Any]]:
+    """One logistic regression on the training pairs of every source (each source's pairs weighted equally
+    per pair), calibrated on their validation lists together."""
+    parts = [train_pairs(g) for g in sources]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    w, b = fit_logistic(x, y, L2)
+    model = LinearPairModel(np.asarray(w, np.float64), b)
+    val_scores = [s for g in sources for s in list_scores(model, g, g.mined.valid)]
+    valid = [r for g in sources for r in g.mined.valid]
+    meta = {"name": "general", "trained_on": list(names), "train_pairs": int(len(y)),
+            "train_queries": int(sum(len(g.mined.groups) for g in sources)), "l2": L2,
+            "query_kinds": False, "short_query_time": "none", "rerank_depth": 100,
+            **calibration_meta(val_scores, valid)}
+    return model, meta
