@@ -41,5 +41,7 @@ def test_a_wheel_holds_only_the_one_package(tmp_path: Path) -> None:
     assert tops == {"ticketsearch", next(t for t in tops if t.endswith(".dist-info"))}, tops
     names = zipfile.ZipFile(wheel).namelist()
     for part in ("ticketsearch/retrieval/first_stage.py", "ticketsearch/index_data/schemas/support.toml",
-                 "ticketsearch/pipeline/search.py", "ticketsearch/service/cli.py", "ticketsearch/api.py"):
+                 "ticketsearch/pipeline/search.py", "ticketsearch/service/cli.py", "ticketsearch/api.py",
+                 "ticketsearch/rerank/general_model/config.json",
+                 "ticketsearch/rerank/general_model/model.safetensors"):
         assert part in names, part
