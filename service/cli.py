@@ -248,7 +248,7 @@ def duplicates(
     url: UrlOpt = None,
     key: KeyOpt = None,
 ) -> None:
-    """Is this new ticket a duplicate of an indexed one? (needs a trained reranker)"""
+    """Is this new ticket a duplicate of an indexed one? (the index's reranker, or the general model)"""
     if not title.strip():
         fail("--title must not be empty")
     reader = open_reader(index, url, key)
@@ -285,6 +285,7 @@ def experiment(
     ] = 900,
     query: Annotated[Optional[list[str]], typer.Option("--query", help=QUERY_HELP)] = None,
     train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
+    short_time: Annotated[str, typer.Option("--short-query-time", help=SHORT_TIME_HELP)] = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Ingest a labelled file, build the indexes, tune fusion on validation, train rerankers, evaluate on test."""
@@ -297,10 +298,12 @@ def experiment(
     if ts < tb:
         fail("--test-since must not be before --train-before")
     kinds, train_kinds = parse_kinds(query), parse_kinds(train_queries, "--train-queries")
+    if short_time not in ("none", "asked"):
+        fail(f"--short-query-time must be none or asked; got {short_time!r}")
     run_experiment(
         ExperimentConfig(data=data, out=out, schema=schema, train_before=tb, test_since=ts, window_days=window_days,
                          model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget,
-                         queries=kinds, train_queries=train_kinds),
+                         queries=kinds, train_queries=train_kinds, short_query_time=short_time),
         log=typer.echo,
     )
 

@@ -100,10 +100,12 @@ class TicketIndex:
 
     def duplicate_threshold(self) -> float:
         """The stored duplicate-probability threshold for `settings.duplicate_precision`. Raises
-        UnavailableError when there is no trained reranker or no threshold for that precision."""
+        UnavailableError when there is no reranker (none trained and the general model off or refused by
+        training's decision) or no threshold for that precision."""
         reranker = self.pipeline.reranker
         if reranker is None:
-            raise UnavailableError("no trained reranker in this index: run 'ticketsearch train'")
+            raise UnavailableError("no reranker for this index (none trained, and the general model is off or lost "
+                                   "to the first stage on validation): run 'ticketsearch train'")
         try:
             threshold = reranker.duplicate_threshold(self.settings.duplicate_precision)
         except KeyError as exc:

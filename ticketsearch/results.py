@@ -47,7 +47,7 @@ class SearchResult(BaseModel):
 
 
 class DuplicateResult(BaseModel):
-    """The answer to "is this new ticket a duplicate?" (needs a trained reranker)."""
+    """The answer to "is this new ticket a duplicate?" (needs a reranker: the index's own or the general one)."""
 
     is_duplicate: bool
     probability: float | None = Field(description="The best candidate's calibrated duplicate probability.")

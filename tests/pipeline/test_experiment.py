@@ -39,21 +39,33 @@ def test_experiment_writes_results_and_reuses_embeddings(demo_file: Path, tmp_pa
 def test_evaluate_command(demo_file: Path, tmp_path: Path, built_index: Path) -> None:
     out = tmp_path / "eval.json"
     res = runner.invoke(app, ["evaluate", "--index", str(built_index), "--since", "2024-06-01", "--window-days",
-                              "365", "--out", str(out)])
+                              "365", "--out", str(out), "--query", "full,title"])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert data["methods"]["bm25"]["queries"] > 0 and data["window_days"] == 365
+    full, title = data["queries"]["full"], data["queries"]["title"]
+    assert full == data["methods"] and "### title queries" in res.output
+    assert title["hybrid"]["queries"] == full["hybrid"]["queries"] and title["dense"]["MRR"] != full["dense"]["MRR"]
+    assert title["title-dense"]["MRR"] == full["title-dense"]["MRR"]  # a title query is the title's own vector
+    bad = runner.invoke(app, ["evaluate", "--index", str(built_index), "--since", "2024-06-01", "--query", "words"])
+    assert bad.exit_code == 2 and "--query must be full, title or words:N" in bad.stderr
     bad = runner.invoke(app, ["evaluate", "--index", str(built_index), "--since", "someday"])
     assert bad.exit_code == 2 and "--since" in bad.stderr
 
 
 def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
     args = ["experiment", "--data", str(demo_file), "--schema", "support", "--train-before", "2024-09-01",
-            "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--rerank-budget", "10"]
+            "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--rerank-budget", "10",
+            "--query", "full", "--query", "words:6"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     rows = results["methods"]
+    short = results["queries"]["kinds"]["words:6"]["methods"]  # first-stage and reranked rows per query kind
+    assert short["rerank-general"]["queries"] == short["hybrid"]["queries"] == rows["hybrid"]["queries"]
+    assert short["rerank-cross+pair"]["RR@100"] == short["hybrid"]["RR@100"]  # reranking reorders the top 100
+    assert short["hybrid"]["MRR"] != rows["hybrid"]["MRR"]  # six words are another query than the ticket
+    assert "words:6 queries" in (tmp_path / "exp" / "results.md").read_text()
     for name in ("rerank-concat", "rerank-cross", "rerank-cross+pair", "rerank-cross-shuffled"):
         assert rows[name]["queries"] == rows["hybrid"]["queries"]
         assert rows[name]["RR@100"] == rows["hybrid"]["RR@100"]  # reranking only reorders the top 100

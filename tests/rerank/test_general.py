@@ -68,3 +68,18 @@ def test_a_trained_collection_uses_its_own_model(trained_index: Path, encoder, s
         assert "with rerank-cross+pair" in s.search("refund", k=3).notes[-1]
     finally:
         s.close()
+
+
+def test_an_untrained_index_answers_duplicates_with_the_general_model(index_dir: Path, settings) -> None:
+    """Before its first model, an index still says whether a new ticket is a duplicate: with the general
+    model's calibrated probability and its stored threshold (no 503)."""
+    from ticketsearch.api import TicketIndex
+
+    with TicketIndex.open(index_dir, settings=settings) as idx:
+        assert isinstance(idx.pipeline.reranker, GeneralReranker)
+        first = idx.search("charged twice", k=1).hits[0]
+        stored = idx.get(first.id)
+        res = idx.duplicates({"title": stored["title"], "body": stored["body"], "created": "2030-01-01"}, k=3)
+        assert res.threshold == GeneralReranker().duplicate_threshold(settings.duplicate_precision)
+        assert res.probability is not None and 0 <= res.probability <= 1 and res.candidates[0].id == first.id
+        assert res.is_duplicate == (res.probability >= res.threshold)

@@ -1,5 +1,6 @@
 """The search pipeline, in named stages: a `Query` is built once, then `first_stage(query) -> Candidates`,
-then `rerank(query, candidates) -> hits` (or first-stage order without a trained reranker, which it says).
+then `rerank(query, candidates) -> hits` with the index's own model or the shipped general one (or first-stage
+order where training found neither better, which it says).
 
 No stage recomputes what an earlier one made: the query's one encoder pass gives its retrieval vector and the
 token states the reranker attends over; the first stage's scores become the reranker's pair inputs through

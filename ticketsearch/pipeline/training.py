@@ -314,10 +314,11 @@ def train_variant(
                          res.history, res.seconds, model_dir, res.best_valid_mrr, res.model)
 
 
-def general_ranks(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
-                  progress: bool = False, general_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """The general model's ranks on the validation and the test lists (None when it cannot load); the shipped
-    one unless `general_dir` names another (a measurement's, trained without the data it is scored on)."""
+def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
+                   progress: bool = False, general_dir: Path | None = None,
+                   ) -> Callable[[Sequence[RankList]], np.ndarray] | None:
+    """The general model's ranks of any of `mined`'s lists (None when it cannot load); the shipped model unless
+    `general_dir` names another (a measurement's, trained without the data it is scored on)."""
     from ticketsearch.errors import TicketsearchError
     from ticketsearch.pipeline.general import general_inputs, list_scores
     from ticketsearch.rerank.general import SHIPPED, load_general
@@ -332,7 +333,7 @@ def general_ranks(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_d
                       short_index=mined.short_index, trains_short=bool(meta.get("query_kinds")),
                       short_time=mined.short_time)
     g = general_inputs(store, inp, encoder, index_dir, mined, progress)
-    return tuple(reranked_ranks(lists, list_scores(model, g, lists)) for lists in (mined.valid, mined.test))  # type: ignore[return-value]  # two lists, two rank arrays
+    return lambda lists: reranked_ranks(lists, list_scores(model, g, lists))
 
 
 def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
@@ -481,7 +482,10 @@ def run_rerankers(
             for part, lists in (("valid", mined.valid_by_kind[label]), ("test", mined.test_by_kind[label])):
                 rows[part][name] = metrics_from_ranks(reranked_ranks(lists, rerank_scores(vr.model, data, lists, perm)))
         for set_name, (m, d) in extra_sets.items():
-            dx = TrainData(tokens=d.tokens, feats=d.feats, pair=d.pair if spec["pair"] else None, groups=[], valid=[])
+            # the base items' features (tickets first, as in every set), so that the shuffled ablation's
+            # permutation of them applies here too
+            dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=d.pair if spec["pair"] else None, groups=[],
+                           valid=[])
             scores = rerank_scores(vr.model, dx, m.valid, perm)
             results["extra"][set_name][name] = metrics_from_ranks(reranked_ranks(m.valid, scores))
         if not spec.get("shuffle") and (best is None or vr.valid_mrr > best.valid_mrr):
@@ -496,14 +500,20 @@ def run_rerankers(
     results["comparisons"] = comparisons
     # the first stage's order of the same lists (the experiment's tables have it as its own `hybrid` row)
     results["first_stage"] = {"valid": metrics_from_ranks(first["valid"]), "test": metrics_from_ranks(first["test"])}
-    general = general_ranks(store, inp, encoder, index_dir, mined, progress, general_dir)
-    if general is not None:  # the shipped model for teams with too few links, on the same lists
-        results["valid"]["rerank-general"] = metrics_from_ranks(general[0])
-        results["test"]["rerank-general"] = metrics_from_ranks(general[1])
+    rank_general = general_ranker(store, inp, encoder, index_dir, mined, progress, general_dir)
+    general = None
+    if rank_general is not None:  # the shipped model for teams with too few links, on the same lists
+        general = rank_general(mined.valid)
+        test_general = rank_general(mined.test)
+        results["valid"]["rerank-general"] = metrics_from_ranks(general)
+        results["test"]["rerank-general"] = metrics_from_ranks(test_general)
         results["comparisons"]["rerank-general vs hybrid (top 100)"] = {
-            m: paired_bootstrap(first["test"], general[1], m) for m in ("MRR", "RR@10")}
+            m: paired_bootstrap(first["test"], test_general, m) for m in ("MRR", "RR@10")}
+        for label, rows in results["kinds"].items():
+            rows["valid"]["rerank-general"] = metrics_from_ranks(rank_general(mined.valid_by_kind[label]))
+            rows["test"]["rerank-general"] = metrics_from_ranks(rank_general(mined.test_by_kind[label]))
     decision = decide_install(best.name if best else None, best.valid_ranks if best else None, first["valid"],
-                              None if general is None else general[0])
+                              general)
     results["decision"] = decision.to_dict()
     if not install:  # a measurement: the index keeps what it had
         return results
@@ -523,8 +533,9 @@ def run_rerankers(
     else:
         where.uninstall_reranker()  # a model installed before no longer stands against this validation
         if decision.use == "general":
-            results["test"]["rerank"], results["valid"]["rerank"] = (results["test"]["rerank-general"],
-                                                                     results["valid"]["rerank-general"])
+            for rows in (results, *results["kinds"].values()):
+                rows["test"]["rerank"], rows["valid"]["rerank"] = rows["test"]["rerank-general"], rows["valid"][
+                    "rerank-general"]
         log(f"    installed no reranker of its own: {decision.reason}")
     where.save_rerank_decision(decision.to_dict())
     return results
