@@ -13,12 +13,11 @@ and test are out of sample for both.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from experiment_args import experiment_index_parser
 
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
@@ -43,12 +42,8 @@ def features(data: Any, lists: list[RankList], fusion: list[np.ndarray], with_fu
 def main() -> None:
     import lightgbm as lgb
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap = experiment_index_parser(__doc__)
     ap.add_argument("--variant", default="rerank-cross+pair")
-    ap.add_argument("--train-before", default="2015-01-01")
-    ap.add_argument("--test-since", default="2016-01-01")
     args = ap.parse_args()
     d = IndexDir(args.index)
     manifest = d.load_manifest()

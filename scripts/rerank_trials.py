@@ -13,12 +13,11 @@ TrainConfig field under "train" (for example {"train": {"lr": 3e-4}}).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
+from experiment_args import experiment_index_parser
 
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
@@ -77,11 +76,7 @@ def manifest_model(encoder: Encoder) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--train-before", default="2015-01-01")
-    ap.add_argument("--test-since", default="2016-01-01")
+    ap = experiment_index_parser(__doc__)
     ap.add_argument("--budget", type=float, default=300.0, help="seconds of training per trial")
     ap.add_argument("--trial", action="append", default=[])
     ap.add_argument("--experiment", nargs="*", default=None, metavar="VARIANT",

@@ -12,10 +12,11 @@ paired differences.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
+
+from experiment_args import experiment_index_parser
 
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
@@ -29,11 +30,7 @@ from ticketsearch.settings import get_settings
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--train-before", default="2015-01-01")
-    ap.add_argument("--test-since", default="2016-01-01")
+    ap = experiment_index_parser(__doc__)
     ap.add_argument("--query", action="append", default=None, help="evaluated kinds (full,title,words:N)")
     ap.add_argument("--mix", action="append", default=None, help="a training mix of kinds; repeat for each")
     ap.add_argument("--variant", default="rerank-cross+pair")
