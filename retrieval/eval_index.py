@@ -69,11 +69,9 @@ class QueryViews:
 def query_views(
     inp: EvalInputs, store: TicketStore, encoder: Encoder, kind: QueryKind, queries: np.ndarray,
     progress: bool = True,
-) -> QueryViews | None:
-    """The `kind` form of each query (None for `full`: the tickets themselves), encoded through the store's
-    embedding cache under the encoder's own key (a free text embeds as any text does)."""
-    if not kind.short:
-        return None
+) -> QueryViews:
+    """The `kind` form (a short kind) of each query, encoded through the store's embedding cache under the
+    encoder's own key (a free text embeds as any text does)."""
     ev = inp.ev
     texts = {int(q): kind.text(ev.titles[q], ev.bodies[q]) for q in queries}
     texts = {q: t for q, t in texts.items() if t}
@@ -112,7 +110,6 @@ def kind_pools(inp: EvalInputs, store: TicketStore, encoder: Encoder | None, kin
         if encoder is None:
             raise ValueError("short queries need the encoder")
         views = query_views(inp, store, encoder, kind, queries, progress)
-        assert views is not None
         queries = views.queries(queries)
     return build_pools(inp.ev, queries, scorers(inp, views), **pool_args), views
 

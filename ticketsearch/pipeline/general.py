@@ -28,9 +28,10 @@ class GeneralInputs:
 
 
 def general_inputs(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
-                   progress: bool = False) -> GeneralInputs:
+                   progress: bool = False, query_kinds: bool = False) -> GeneralInputs:
+    """`query_kinds`: lay the pair inputs out by query kind, as a general model trained so would need them."""
     data, _, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
-                                  pair_schema=GENERAL_SCHEMA)
+                                  pair_schema=GENERAL_SCHEMA, query_kinds=query_kinds)
     return GeneralInputs(mined, data)
 
 
@@ -42,8 +43,9 @@ def train_pairs(g: GeneralInputs) -> tuple[np.ndarray, np.ndarray]:
         for c, y in [(c, 1.0) for c in grp.positives] + [(c, 0.0) for c in grp.negatives]:
             xs.append(g.data.pair(grp.query, c))
             ys.append(y)
-    width = len(g.data.pair(g.mined.groups[0].query, g.mined.groups[0].positives[0])) if xs else 0
-    return (np.stack(xs) if xs else np.zeros((0, width), np.float32)), np.asarray(ys)
+    if not xs:
+        raise ValueError("no training pairs: the index has no train-period duplicates in its first stage's top 100")
+    return np.stack(xs), np.asarray(ys)
 
 
 def list_scores(model: LinearPairModel, g: GeneralInputs, lists: Sequence[RankList]) -> list[np.ndarray]:

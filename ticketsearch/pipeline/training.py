@@ -85,6 +85,8 @@ class Mined:
         """The reranker item of query q as `views` cuts it (the ticket itself without views)."""
         if views is None:
             return q
+        if n_tickets < 1:
+            raise ValueError("a short query's item comes after the tickets: give their number")
         key = (views.kind.label, q)
         if key not in self.short_index:
             self.short_index[key] = n_tickets + len(self.short)
@@ -327,12 +329,8 @@ def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_
         model, meta = load_general(general_dir or SHIPPED)
     except TicketsearchError:
         return None
-    if meta.get("query_kinds") != mined.trains_short:  # its pair layout must be the lists'
-        mined = Mined(groups=[], valid=mined.valid, test=mined.test, first_stage=mined.first_stage,
-                      bm25_scale=mined.bm25_scale, recorded=mined.recorded, short=mined.short,
-                      short_index=mined.short_index, trains_short=bool(meta.get("query_kinds")),
-                      short_time=mined.short_time)
-    g = general_inputs(store, inp, encoder, index_dir, mined, progress)
+    # the pair inputs laid out as the general model was trained, whatever the lists' own model uses
+    g = general_inputs(store, inp, encoder, index_dir, mined, progress, query_kinds=bool(meta.get("query_kinds")))
     return lambda lists: reranked_ranks(lists, list_scores(model, g, lists))
 
 
