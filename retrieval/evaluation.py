@@ -80,6 +80,12 @@ class EvalSet:
             m &= self.created < np.datetime64(until, "s")
         return np.flatnonzero(m)
 
+    def subset(self, items: np.ndarray) -> EvalSet:
+        """The tickets at `items` (ascending, so still in time order), with their groups as in the whole set."""
+        items = np.asarray(items, dtype=np.int64)
+        return EvalSet(self.row_ids[items], [self.ids[i] for i in items], [self.titles[i] for i in items],
+                       [self.bodies[i] for i in items], self.created[items], self.group[items], self.is_dup[items])
+
     def pool(self, q: int, window_days: int | None = None) -> np.ndarray:
         """Indices of the candidates of query q: created strictly before it (and within the window)."""
         end = int(np.searchsorted(self.created, self.created[q], side="left"))
@@ -199,6 +205,8 @@ def paired_bootstrap(
 
     da, db = per_query(np.asarray(a, float)), per_query(np.asarray(b, float))
     diff = db - da
+    if not len(diff):  # no queries: no difference to estimate
+        return {"diff": 0.0, "lo": 0.0, "hi": 0.0}
     rng = np.random.default_rng(seed)
     boot = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
     return {"diff": float(diff.mean()), "lo": float(np.percentile(boot, 2.5)), "hi": float(np.percentile(boot, 97.5))}

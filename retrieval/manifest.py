@@ -12,6 +12,10 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_dir import IndexDir
 
 FORMAT_VERSION = 1
+# `model` of an index whose encoder was tuned on its own links (`ticketsearch tune-encoder`): the
+# sentence-transformers directory inside the index (`IndexDir.encoder_path`), wherever the index is moved.
+# A loaded manifest holds that directory's path, so that every caller opens it as any local model.
+TUNED_MODEL = "index:encoder"
 
 
 def default_fusion() -> dict[str, Any]:
@@ -40,7 +44,15 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, index_dir: Path) -> None:
-        atomic_write_json(IndexDir(index_dir).manifest_path, asdict(self))
+        data = asdict(self)
+        if self.model == str(IndexDir(index_dir).encoder_path):
+            data["model"] = TUNED_MODEL
+        atomic_write_json(IndexDir(index_dir).manifest_path, data)
+
+    @property
+    def tuned(self) -> bool:
+        """The index searches with an encoder tuned on its own links."""
+        return "tuned_from" in self.extra
 
     @classmethod
     def load(cls, index_dir: Path) -> Manifest:
@@ -56,4 +68,6 @@ class Manifest:
                 f"{path}: format version {data.get('format_version')} is not supported (expected {FORMAT_VERSION})"
             )
         known = set(cls.__dataclass_fields__)
+        if data.get("model") == TUNED_MODEL:
+            data["model"] = str(IndexDir(index_dir).encoder_path)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -286,9 +286,17 @@ def experiment(
     query: Annotated[Optional[list[str]], typer.Option("--query", help=QUERY_HELP)] = None,
     train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
     short_time: Annotated[str, typer.Option("--short-query-time", help=SHORT_TIME_HELP)] = "none",
+    tune: Annotated[bool, typer.Option(
+        "--tune-encoder/--no-tune-encoder",
+        help="Tune the bi-encoder on the train links (rows dense-tuned, hybrid-tuned); installed, and reranked, "
+        "only if validation improves.")] = True,
+    tune_budget: Annotated[
+        float, typer.Option("--tune-budget", min=10, help="Seconds of encoder tuning and its validation checks.")
+    ] = 1200,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Ingest a labelled file, build the indexes, tune fusion on validation, train rerankers, evaluate on test."""
+    """Ingest a labelled file, build the indexes, tune fusion on validation, tune the encoder, train rerankers,
+    evaluate on test."""
     from ticketsearch.pipeline.experiment import ExperimentConfig, parse_date, run_experiment
     from ticketsearch.retrieval.query_kinds import parse_kinds
 
@@ -303,7 +311,8 @@ def experiment(
     run_experiment(
         ExperimentConfig(data=data, out=out, schema=schema, train_before=tb, test_since=ts, window_days=window_days,
                          model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget,
-                         queries=kinds, train_queries=train_kinds, short_query_time=short_time),
+                         queries=kinds, train_queries=train_kinds, short_query_time=short_time,
+                         tune_encoder=tune, tune_budget_s=tune_budget),
         log=typer.echo,
     )
 
@@ -399,6 +408,37 @@ def train(
         typer.echo(f"installed no reranker of its own (search reranks with the general model): {held_out}{figures}")
     else:
         typer.echo(f"installed no reranker (search keeps first-stage order): {held_out}")
+
+
+@app.command("tune-encoder")
+@one_line_errors
+def tune_encoder(
+    index: Annotated[Path, typer.Option("--index", help="Index directory with duplicate links (duplicate_of).")],
+    train_before: Annotated[Optional[str], typer.Option("--train-before", help="End of the train period.")] = None,
+    valid_before: Annotated[Optional[str], typer.Option("--valid-before", help="End of the validation period.")] = None,
+    budget_s: Annotated[
+        float, typer.Option("--budget-s", min=10, help="Seconds of training and validation checks.")
+    ] = 1200,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=50, help="At most this many epochs.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, max=1e-2, help="AdamW learning rate.")] = 2e-5,
+    retrain: Annotated[
+        bool, typer.Option("--retrain/--no-retrain", help="Retrain the reranker on a newly installed encoder.")
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Tune the bi-encoder on the index's duplicate links; install it (re-encode, rebuild, re-tune fusion,
+    retrain the reranker) only when validation improves."""
+    from ticketsearch.pipeline.experiment import parse_date
+    from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_index
+    from ticketsearch.settings import get_settings
+
+    tb = parse_date(train_before, "--train-before") if train_before else None
+    vb = parse_date(valid_before, "--valid-before") if valid_before else None
+    if tb and vb and vb <= tb:
+        fail("--valid-before must be after --train-before")
+    IndexDir(index).require_store()
+    tune_index(index, tb, vb, get_settings(), TuneConfig(budget_s=budget_s, max_epochs=epochs, lr=lr),
+               progress=not quiet, log=typer.echo, retrain=retrain)
 
 
 @app.command()

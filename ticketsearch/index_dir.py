@@ -9,6 +9,8 @@ DIR/index/titles.faiss      the same over title embeddings
 DIR/index/bm25/             BM25 (bm25s parts + statistics)
 DIR/index/rerank_*          the installed reranker's cached candidate vectors, tagged with its checksum
 DIR/rerank_tokens/KEY/      the frozen encoder's token states (fp16 shards), per encoder identity
+DIR/encoder/                the encoder tuned on the index's links, when installed (sentence-transformers dir)
+DIR/tune_decision.json      why the last `tune-encoder` installed the tuned encoder, or not (validation figures)
 DIR/reranker/               the installed reranker: config.json + model.safetensors
 DIR/rerankers/NAME/         every trained variant (experiments and `ticketsearch train`)
 DIR/rerank_decision.json    why the last training installed its best variant, or none (validation figures)
@@ -95,6 +97,20 @@ class IndexDir:
     @property
     def rerank_tag_path(self) -> Path:
         return self.derived / "rerank_vectors.json"
+
+    @property
+    def encoder_path(self) -> Path:
+        """The tuned encoder (`ticketsearch tune-encoder`), when one is installed: the manifest's model then."""
+        return self.root / "encoder"
+
+    @property
+    def staged_encoder_path(self) -> Path:
+        """A tuned encoder being checked before it is installed (removed either way)."""
+        return self.root / "encoder.staged"
+
+    @property
+    def tune_decision_path(self) -> Path:
+        return self.root / "tune_decision.json"
 
     @property
     def reranker_path(self) -> Path:

@@ -15,10 +15,10 @@ runner = CliRunner()
 
 def test_experiment_writes_results_and_reuses_embeddings(demo_file: Path, tmp_path: Path) -> None:
     args = ["experiment", "--data", str(demo_file), "--schema", "support", "--train-before", "2024-09-01",
-            "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--no-rerank"]
+            "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--no-rerank", "--no-tune-encoder"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "[4/5]" in res.output and "[5/5]" not in res.output and "| hybrid |" in res.output
+    assert "[4/6]" in res.output and "[6/6]" not in res.output and "| hybrid |" in res.output
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     methods = results["methods"]
     assert {"bm25", "dense", "hybrid", "hybrid-rrf-plain", "title-dense"} <= set(methods)
@@ -56,7 +56,7 @@ def test_evaluate_command(demo_file: Path, tmp_path: Path, built_index: Path) ->
 def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
     args = ["experiment", "--data", str(demo_file), "--schema", "support", "--train-before", "2024-09-01",
             "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--rerank-budget", "10",
-            "--query", "full", "--query", "words:6"]
+            "--query", "full", "--query", "words:6", "--tune-budget", "30"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
@@ -74,6 +74,15 @@ def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
         t = results[table]["methods"]
         assert t["rerank"]["queries"] == t["hybrid"]["queries"] and t["rerank"]["RR@100"] == t["hybrid"]["RR@100"]
     assert IndexDir(tmp_path / "exp" / "index").has_reranker()
+    # the tuned encoder's rows, in every table, over the same queries (installed or not, as validation says)
+    tune = results["tune_encoder"]
+    for table in (rows, short, results["window"]["methods"], results["validation"]["methods"]):
+        assert table["dense-tuned"]["queries"] == table["dense"]["queries"]
+        assert table["hybrid-tuned"]["queries"] == table["hybrid"]["queries"]
+    assert rows["dense-tuned"]["MRR"] != rows["dense"]["MRR"]  # another encoder ranks otherwise
+    assert {"dense-tuned vs dense", "hybrid-tuned vs hybrid"} <= set(tune["test_comparisons"])
+    assert results["reranks"] == ("hybrid-tuned" if tune["installed"] else "hybrid")
+    assert tune["reason"] in (tmp_path / "exp" / "results.md").read_text()
     # the index an experiment leaves reranks (the installed model's candidate vectors are there)
     from ticketsearch import TicketIndex
 

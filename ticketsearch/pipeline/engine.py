@@ -184,12 +184,7 @@ class Engine:
             build_index(self.index_dir, self.store, encoder, self.settings.model, self.settings, progress=False)
             manifest = Manifest.load(self.index_dir)
         else:
-            settings = self.settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
-            encoder = Encoder(manifest.model, settings=settings)
-            if encoder.key != manifest.model_key:
-                raise TicketsearchError(
-                    f"{self.index_dir} was built with model {manifest.model_key}; the loaded model is {encoder.key}"
-                )
+            encoder = self.dir.open_encoder(self.settings, manifest)
         self.encoder = encoder
         self.manifest = manifest
         seq, kind, d = manifest.change_seq, manifest.index_kind, self.dir

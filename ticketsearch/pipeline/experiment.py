@@ -6,7 +6,6 @@ test from `test_since`. Fusion settings are chosen on the validation period only
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -21,15 +20,10 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.retrieval.builder import ingest_and_build
 from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, kind_pools, load_eval_inputs
 from ticketsearch.retrieval.evaluation import QueryPool, evaluate, markdown_table
-from ticketsearch.retrieval.manifest import Manifest, default_fusion
+from ticketsearch.retrieval.fusion_tuning import MIN_TUNE_QUERIES, choose_fusion
+from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind
 from ticketsearch.settings import Settings, get_settings
-
-# Weights relative to dense (1.0). Title-dense and recency may be switched off (0).
-RRF_GRID = {"bm25": [0.5, 0.75, 1.0, 1.5], "title": [0.0, 0.5, 0.75, 1.0], "recency": [0.0, 0.15, 0.3, 0.5],
-            "k": [10.0, 30.0, 60.0]}
-SCORE_GRID = {"bm25": [0.1, 0.2, 0.3, 0.5], "title": [0.0, 0.5, 1.0], "recency": [0.0, 0.1, 0.2]}
-MIN_TUNE_QUERIES = 30  # below this, validation is too small to choose weights: keep the default fusion
 
 
 @dataclass
@@ -49,31 +43,8 @@ class ExperimentConfig:
     queries: list[QueryKind] = field(default_factory=lambda: [FULL])
     train_queries: list[QueryKind] = field(default_factory=lambda: [FULL])  # what the reranker trains on
     short_query_time: str = "none"  # short training queries' time gap (`training.Mined.short_time`)
-
-
-def objective(m: Mapping[str, Any]) -> tuple[float, float]:
-    """What fusion tuning maximises on validation: RR@10 + RR@100 (the reranker's ceiling), then MRR."""
-    return (m["RR@10"] + m["RR@100"], m["MRR"])
-
-
-def tune_fusion(pools: list[QueryPool], depth: int) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """Grid-search RRF and score fusion on validation pools. Returns (best rrf, best score fusion, trials)."""
-    trials: list[dict[str, Any]] = []
-    best: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
-    candidates: list[dict[str, Any]] = [
-        {"method": "rrf", "k": k, "weights": {"dense": 1.0, "bm25": b, "title": t, "recency": r}}
-        for b, t, r, k in itertools.product(RRF_GRID["bm25"], RRF_GRID["title"], RRF_GRID["recency"], RRF_GRID["k"])
-    ] + [
-        {"method": "score", "k": 60.0, "weights": {"dense": 1.0, "bm25": b, "title": t, "recency": r}}
-        for b, t, r in itertools.product(SCORE_GRID["bm25"], SCORE_GRID["title"], SCORE_GRID["recency"])
-    ]
-    for fusion in candidates:
-        m, _ = evaluate(pools, fusion_fn(fusion, depth))
-        obj = objective(m)
-        trials.append({"fusion": fusion, "RR@10": m["RR@10"], "RR@100": m["RR@100"], "MRR": m["MRR"]})
-        if fusion["method"] not in best or obj > best[fusion["method"]][0]:
-            best[fusion["method"]] = (obj, fusion)
-    return best["rrf"][1], best["score"][1], trials
+    tune_encoder: bool = True  # tune the bi-encoder on the train links (`pipeline.tune_encoder`): *-tuned rows
+    tune_budget_s: float = 20 * 60
 
 
 def evaluate_methods(pools: list[QueryPool], methods: Mapping[str, ScoreFn]) -> dict[str, dict[str, Any]]:
@@ -89,12 +60,12 @@ def run_experiment(
     settings = settings or get_settings()
     t_start = time.perf_counter()
     index_dir = cfg.out / "index"
-    log(f"[1/5] ingest and index {cfg.data} -> {index_dir}")
+    log(f"[1/6] ingest and index {cfg.data} -> {index_dir}")
     store, encoder, _ = ingest_and_build(
         cfg.data, index_dir, cfg.schema, model=cfg.model, settings=settings, progress=cfg.progress, log=log
     )
     try:
-        log("[2/5] score candidate pools (every ticket created before each query)")
+        log("[2/6] score candidate pools (every ticket created before each query)")
         inp = load_eval_inputs(index_dir, store, encoder)
         ev = inp.ev
         val_q = ev.queries(cfg.train_before, cfg.test_since)
@@ -112,23 +83,18 @@ def run_experiment(
             f"{cfg.window_days}-day window, {len(test_hard)} without easy duplicates)"
             + "".join(f"; {k}: validation {len(v)}, test {len(t)}" for k, (v, t) in other.items()))
 
-        log("[3/5] tune fusion on the validation period")
+        log("[3/6] tune fusion on the validation period")
         depth = settings.fusion_depth
-        if len(val) >= MIN_TUNE_QUERIES:
-            best_rrf, best_score, trials = tune_fusion(val, depth)
-        else:
+        chosen_name, chosen, best_rrf, best_score, trials = choose_fusion(val, depth)
+        if chosen_name is None:
             log(f"      only {len(val)} validation queries (< {MIN_TUNE_QUERIES}): keeping the default fusion")
-            best_rrf, best_score, trials = None, None, []
         fusions = {"hybrid-rrf": best_rrf, "hybrid-score": best_score}
-        val_metrics = {n: evaluate(val, fusion_fn(f, depth))[0] for n, f in fusions.items() if f}
-        chosen_name = max(val_metrics, key=lambda n: objective(val_metrics[n])) if val_metrics else None
-        chosen = (fusions[chosen_name] if chosen_name else None) or default_fusion()
         manifest = Manifest.load(index_dir)
         manifest.fusion = chosen
         manifest.save(index_dir)
         log(f"      chosen: {chosen_name or 'default'} {json.dumps(chosen)}")
 
-        log("[4/5] evaluate on the test period")
+        log("[4/6] evaluate on the test period")
         methods: dict[str, ScoreFn] = first_stage_methods(chosen, depth)
         for name, f in fusions.items():
             if f:
@@ -156,11 +122,22 @@ def run_experiment(
             ],
             "seconds": round(time.perf_counter() - t_start, 1),
         }
+        if cfg.tune_encoder:
+            log("[5/6] tune the encoder on the train period's links (installed only if validation improves)")
+            tuned = tune_and_evaluate(cfg, results, index_dir, store, inp, encoder, settings, log)
+            if tuned is not None:  # the index now searches with the tuned encoder: the rerankers train on it
+                encoder, inp, chosen = tuned
+                test = pools(main, test_q)
+                test_win = pools(main, test_q, window_days=cfg.window_days)
+                test_hard = pools(main, test_q, exclude_easy=True)
+        else:
+            log("[5/6] the encoder stays as it is (--no-tune-encoder)")
+        results["reranks"] = "hybrid-tuned" if cfg.tune_encoder and results["tune_encoder"]["installed"] else "hybrid"
         if cfg.rerank:
             from ticketsearch.pipeline.training import run_rerankers
             from ticketsearch.rerank.train import TrainConfig
 
-            log("[5/5] train rerankers on the train period, early-stop on validation, score the test period")
+            log("[6/6] train rerankers on the train period, early-stop on validation, score the test period")
             rr = run_rerankers(store, inp, encoder, index_dir, chosen, depth, cfg.train_before, cfg.test_since,
                                IndexDir(index_dir).rerankers_path, progress=cfg.progress, log=log,
                                tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s),
@@ -188,6 +165,53 @@ def run_experiment(
     return results
 
 
+def tune_and_evaluate(
+    cfg: ExperimentConfig, results: dict[str, Any], index_dir: Path, store: Any, inp: Any, encoder: Any,
+    settings: Settings, log: Callable[[str], None],
+) -> tuple[Any, Any, dict[str, Any]] | None:
+    """Tune the encoder (`pipeline.tune_encoder`), add the `dense-tuned` and `hybrid-tuned` rows to every table
+    (same queries, with paired differences against `dense` and `hybrid` on test), and return the tuned
+    (encoder, inputs, fusion) when it was installed."""
+    from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_encoder
+    from ticketsearch.retrieval.evaluation import evaluate, paired_bootstrap
+
+    res = tune_encoder(index_dir, store, inp, encoder, cfg.train_before, cfg.test_since, settings,
+                       TuneConfig(budget_s=cfg.tune_budget_s), cfg.progress, log, measure=True)
+    results["tune_encoder"] = res.to_dict()
+    log(f"      {'installed' if res.installed else 'not installed'}: {res.reason}")
+    if res.inputs is None or res.encoder is None or res.fusion is None:
+        return None
+    tinp, tenc = res.inputs, res.encoder
+    depth = settings.fusion_depth
+    ev = inp.ev
+    val_q, test_q = ev.queries(cfg.train_before, cfg.test_since), ev.queries(cfg.test_since)
+    main, *others = cfg.queries
+    pairs = {"dense-tuned": ("dense", lambda p: p.scores["dense"]),
+             "hybrid-tuned": ("hybrid", fusion_fn(res.fusion, depth))}
+    frozen = {"dense": lambda p: p.scores["dense"], "hybrid": fusion_fn(results["fusion"]["config"], depth)}
+
+    def rows(kind: QueryKind, queries: Any, **args: Any) -> dict[str, Any]:
+        tuned_pools, _ = kind_pools(tinp, store, tenc, kind, queries, cfg.progress, **args)
+        return evaluate_methods(tuned_pools, {n: fn for n, (_, fn) in pairs.items()})
+
+    results["methods"].update(rows(main, test_q))
+    results["window"]["methods"].update(rows(main, test_q, window_days=cfg.window_days))
+    results["no_easy"]["methods"].update(rows(main, test_q, exclude_easy=True))
+    results["validation"]["methods"].update(rows(main, val_q))
+    for kind in others:
+        kind_rows = results["queries"]["kinds"][kind.label]
+        kind_rows["methods"].update(rows(kind, test_q))
+        kind_rows["validation"]["methods"].update(rows(kind, val_q))
+    # paired differences on the test queries: the same queries under each encoder
+    before, _ = kind_pools(inp, store, encoder, main, test_q, cfg.progress)
+    after, _ = kind_pools(tinp, store, tenc, main, test_q, cfg.progress)
+    results["tune_encoder"]["test_comparisons"] = {
+        f"{name} vs {base}": {m: paired_bootstrap(evaluate(before, frozen[base])[1], evaluate(after, fn)[1], m)
+                              for m in ("RR@10", "RR@100", "MRR")}
+        for name, (base, fn) in pairs.items()}
+    return (tenc, tinp, res.fusion) if res.installed else None
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
     name = Path(results["data"]).name
     parts = [
@@ -206,6 +230,10 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     if queries:
         parts.insert(2, f"Queries: main table `{queries['main']}`; the reranker trained on "
                         f"`{', '.join(queries['train'])}` queries.\n")
+    tune = results.get("tune_encoder")
+    if tune:
+        parts.append(f"Encoder tuned on the train links: {'installed' if tune['installed'] else 'not installed'} "
+                     f"({tune['reason']}); the reranked rows rerank `{results.get('reranks', 'hybrid')}`.\n")
     decision = results.get("rerank", {}).get("decision")
     if decision:
         parts.append(f"Reranker: {decision['reason']}.\n")
