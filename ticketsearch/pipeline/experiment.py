@@ -169,11 +169,9 @@ def tune_and_evaluate(
     cfg: ExperimentConfig, results: dict[str, Any], index_dir: Path, store: Any, inp: Any, encoder: Any,
     settings: Settings, log: Callable[[str], None],
 ) -> tuple[Any, Any, dict[str, Any]] | None:
-    """Tune the encoder (`pipeline.tune_encoder`), add the `dense-tuned` and `hybrid-tuned` rows to every table
-    (same queries, with paired differences against `dense` and `hybrid` on test), and return the tuned
+    """Tune the encoder (`pipeline.tune_encoder`), add its rows (`add_tuned_rows`), and return the tuned
     (encoder, inputs, fusion) when it was installed."""
     from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_encoder
-    from ticketsearch.retrieval.evaluation import evaluate, paired_bootstrap
 
     res = tune_encoder(index_dir, store, inp, encoder, cfg.train_before, cfg.test_since, settings,
                        TuneConfig(budget_s=cfg.tune_budget_s), cfg.progress, log, measure=True)
@@ -181,14 +179,29 @@ def tune_and_evaluate(
     log(f"      {'installed' if res.installed else 'not installed'}: {res.reason}")
     if res.inputs is None or res.encoder is None or res.fusion is None:
         return None
-    tinp, tenc = res.inputs, res.encoder
-    depth = settings.fusion_depth
-    ev = inp.ev
+    results["tune_encoder"]["test_comparisons"] = add_tuned_rows(
+        cfg, results, store, (inp, encoder, results["fusion"]["config"]), (res.inputs, res.encoder, res.fusion),
+        settings.fusion_depth)
+    return (res.encoder, res.inputs, res.fusion) if res.installed else None
+
+
+def add_tuned_rows(
+    cfg: ExperimentConfig, results: dict[str, Any], store: Any, frozen: tuple[Any, Any, dict[str, Any]],
+    tuned: tuple[Any, Any, dict[str, Any]], depth: int,
+) -> dict[str, Any]:
+    """Add `dense-tuned` and `hybrid-tuned` (the tuned encoder's (inputs, encoder, fusion)) to every table of
+    `results`, over the same queries as its other rows; return their paired differences on the main kind's test
+    queries against `dense` and `hybrid` (the frozen encoder's)."""
+    from ticketsearch.retrieval.evaluation import evaluate, paired_bootstrap
+
+    finp, fenc, ffusion = frozen
+    tinp, tenc, tfusion = tuned
+    ev = finp.ev
     val_q, test_q = ev.queries(cfg.train_before, cfg.test_since), ev.queries(cfg.test_since)
     main, *others = cfg.queries
     pairs = {"dense-tuned": ("dense", lambda p: p.scores["dense"]),
-             "hybrid-tuned": ("hybrid", fusion_fn(res.fusion, depth))}
-    frozen = {"dense": lambda p: p.scores["dense"], "hybrid": fusion_fn(results["fusion"]["config"], depth)}
+             "hybrid-tuned": ("hybrid", fusion_fn(tfusion, depth))}
+    base = {"dense": lambda p: p.scores["dense"], "hybrid": fusion_fn(ffusion, depth)}
 
     def rows(kind: QueryKind, queries: Any, **args: Any) -> dict[str, Any]:
         tuned_pools, _ = kind_pools(tinp, store, tenc, kind, queries, cfg.progress, **args)
@@ -202,14 +215,11 @@ def tune_and_evaluate(
         kind_rows = results["queries"]["kinds"][kind.label]
         kind_rows["methods"].update(rows(kind, test_q))
         kind_rows["validation"]["methods"].update(rows(kind, val_q))
-    # paired differences on the test queries: the same queries under each encoder
-    before, _ = kind_pools(inp, store, encoder, main, test_q, cfg.progress)
+    before, _ = kind_pools(finp, store, fenc, main, test_q, cfg.progress)
     after, _ = kind_pools(tinp, store, tenc, main, test_q, cfg.progress)
-    results["tune_encoder"]["test_comparisons"] = {
-        f"{name} vs {base}": {m: paired_bootstrap(evaluate(before, frozen[base])[1], evaluate(after, fn)[1], m)
-                              for m in ("RR@10", "RR@100", "MRR")}
-        for name, (base, fn) in pairs.items()}
-    return (tenc, tinp, res.fusion) if res.installed else None
+    return {f"{name} vs {b}": {m: paired_bootstrap(evaluate(before, base[b])[1], evaluate(after, fn)[1], m)
+                               for m in ("RR@10", "RR@100", "MRR")}
+            for name, (b, fn) in pairs.items()}
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:
