@@ -48,6 +48,11 @@ class Reranker:
                 f"{self.directory}: this reranker was trained with {self.model.cfg.pair_dim} pair inputs and this "
                 f"version computes {expected}: retrain it ('ticketsearch train')"
             )
+        from .lambdamart import LambdaMART
+
+        self.ltr = LambdaMART.load(self.directory)  # a LambdaMART stage on the fusion model's score and pair inputs
+        if self.ltr is not None and not self.uses_pair:
+            raise TicketsearchError(f"{self.directory}: a LambdaMART stage needs a model with pair inputs")
         self.fast: OnnxRerankParts | None = None
         if runtime == "onnx" and self.device.type == "cpu" and cache_dir is not None:
             try:
@@ -79,9 +84,20 @@ class Reranker:
             out.append(self.item_vectors(toks, mask, values[b : b + batch], side)[0])
         return np.concatenate(out) if out else np.zeros((0, self.model.cfg.text_dim), np.float32)
 
-    @torch.inference_mode()
     def score(self, source: np.ndarray, targets: np.ndarray, pair: np.ndarray | None) -> np.ndarray:
-        """Logits for one source vector [D] against target vectors [N, D]."""
+        """Scores for one source vector [D] against target vectors [N, D]: the fusion model's logits, or its
+        LambdaMART stage's scores of them and the pair inputs (calibrated by the model's own Platt fit)."""
+        logits = self.logits(source, targets, pair)
+        if self.ltr is None:
+            return logits
+        from .lambdamart import ltr_inputs
+
+        assert pair is not None  # checked at load: the stage needs a model with pair inputs
+        return self.ltr.predict(ltr_inputs(pair, logits))
+
+    @torch.inference_mode()
+    def logits(self, source: np.ndarray, targets: np.ndarray, pair: np.ndarray | None) -> np.ndarray:
+        """The fusion model's logits for one source vector [D] against target vectors [N, D]."""
         if self.fast is not None:
             return self.fast.score(source, targets, pair)
         s = torch.from_numpy(np.asarray(source, np.float32)).reshape(1, -1).to(self.device)

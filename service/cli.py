@@ -366,7 +366,8 @@ def train(
     train_before: Annotated[Optional[str], typer.Option("--train-before", help="End of the train period.")] = None,
     valid_before: Annotated[Optional[str], typer.Option("--valid-before", help="End of the validation period.")] = None,
     variant: Annotated[
-        str, typer.Option("--variant", help="rerank-cross+pair, rerank-cross or rerank-concat.")
+        str, typer.Option("--variant", help="rerank-cross+pair, rerank-lambdamart (LightGBM on top of it: pip "
+                          "install 'ticketsearch[ltr]'), rerank-cross or rerank-concat.")
     ] = "rerank-cross+pair",
     loss: Annotated[str, typer.Option("--loss", help="bce, listwise or both.")] = "both",
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
@@ -383,7 +384,13 @@ def train(
     from ticketsearch.settings import get_settings
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
-        fail(f"--variant must be one of rerank-cross+pair, rerank-cross, rerank-concat; got {variant!r}")
+        fail(f"--variant must be one of rerank-cross+pair, rerank-lambdamart, rerank-cross, rerank-concat; "
+             f"got {variant!r}")
+    if VARIANTS[variant].get("ltr"):
+        from ticketsearch.rerank.lambdamart import available
+
+        if not available():
+            fail("--variant rerank-lambdamart needs LightGBM: pip install 'ticketsearch[ltr]'")
     if loss not in ("bce", "listwise", "both"):
         fail(f"--loss must be bce, listwise or both; got {loss!r}")
     tb = parse_date(train_before, "--train-before") if train_before else None

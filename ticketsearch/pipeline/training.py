@@ -10,6 +10,7 @@ outside the file). Validation and test queries get their hybrid top 100, which t
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors, store_values, token_cache_for, token_encode_fn
 from ticketsearch.rerank.calibration import fit_platt, lowest_threshold_for_precision, platt
+from ticketsearch.rerank.lambdamart import ltr_inputs
 from ticketsearch.rerank.model import RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.persist import save_reranker
@@ -287,13 +289,44 @@ class VariantResult:
     model_dir: Path
     valid_mrr: float
     model: Any = None  # the trained PairModel
+    ltr: Any = None  # its LambdaMART stage (`rerank.lambdamart`), for the rerank-lambdamart variant
+
+    def scores(self, data: TrainData, lists: Sequence[RankList], perm: np.ndarray | None = None) -> list[np.ndarray]:
+        """The variant's scores of every candidate of every list (as serving computes them)."""
+        return variant_scores(self.model, self.ltr, data, lists, perm)
+
+
+def variant_scores(model: Any, ltr: Any, data: TrainData, lists: Sequence[RankList],
+                   perm: np.ndarray | None = None) -> list[np.ndarray]:
+    """The fusion model's logits, or with a LambdaMART stage its scores of them and the pair inputs."""
+    logits = rerank_scores(model, data, lists, perm)
+    if ltr is None:
+        return logits
+    return [ltr.predict(ltr_inputs(list_pairs(data, r), lg)) for r, lg in zip(lists, logits)]
+
+
+def list_pairs(data: TrainData, r: RankList) -> np.ndarray:
+    if data.pair is None:
+        raise ValueError("LambdaMART needs the pair inputs")
+    return np.stack([np.asarray(data.pair(r.query, c)) for c in r.candidates])
+
+
+def ltr_train_lists(mined: Mined) -> list[RankList]:
+    """LambdaMART's training lists: each train query's mined candidates (the group members in its top
+    RERANK_DEPTH, its hardest negatives, a sample of the rest of its top RERANK_DEPTH and a few random tickets),
+    the fusion model's own training pairs, whose token states are already computed."""
+    return [RankList(g.query, [*g.positives, *g.negatives],
+                     np.array([True] * len(g.positives) + [False] * len(g.negatives)), float("inf"))
+            for g in mined.groups]
 
 
 def train_variant(
     name: str, data: TrainData, fs: FeatureSpace, schema_dict: dict, mined: Mined, arch: str, with_pair: bool,
     out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
-    prior: bool = True,
+    prior: bool = True, ltr_train: Sequence[RankList] | None = None,
 ) -> VariantResult:
+    """Train one variant and save it in `out_dir/name`; with `ltr_train` (LambdaMART's training lists), a
+    LambdaMART stage on top of the fusion model, early-stopped on the validation lists, saved beside it."""
     kinds = with_pair and mined.trains_short
     cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]  # arch comes from VARIANTS, whose values are the Literal
                        pair_dim=pair_dim(fs.schema, kinds) if with_pair else 0, dropout=DROPOUT, cosine_prior=prior,
@@ -301,9 +334,21 @@ def train_variant(
     log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
     res = train(data, cfg, tcfg, progress=progress, log=log)
     perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
-    val_scores = rerank_scores(res.model, data, mined.valid, perm)
-    test_scores = rerank_scores(res.model, data, mined.test, perm)
+    ltr = None
+    if ltr_train is not None:
+        from ticketsearch.rerank.lambdamart import LambdaMART
+
+        def inputs(lists: Sequence[RankList]) -> list[tuple[np.ndarray, np.ndarray]]:
+            logits = rerank_scores(res.model, data, lists, perm)
+            return [(ltr_inputs(list_pairs(data, r), lg), r.hits) for r, lg in zip(lists, logits)]
+
+        ltr = LambdaMART.fit(inputs(ltr_train), inputs(mined.valid))
+        log(f"    LambdaMART on {name}'s pair inputs and score: {ltr.best_iteration} trees (early-stopped on "
+            "validation NDCG@10)")
+    val_scores = variant_scores(res.model, ltr, data, mined.valid, perm)
+    test_scores = variant_scores(res.model, ltr, data, mined.test, perm)
     model_dir = out_dir / name
+    shutil.rmtree(model_dir, ignore_errors=True)  # a variant's directory holds only what this training wrote
     save_reranker(model_dir, res.model, {
         "name": name, "schema": schema_dict, "features": fs.to_dict(), "encoder": encoder.key,
         "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
@@ -311,9 +356,14 @@ def train_variant(
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
             "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
         "rerank_depth": RERANK_DEPTH, "short_query_time": mined.short_time,
+        **({"ltr": {"method": "lambdamart", "trees": ltr.best_iteration}} if ltr is not None else {}),
     })
-    return VariantResult(name, reranked_ranks(mined.valid, val_scores), reranked_ranks(mined.test, test_scores),
-                         res.history, res.seconds, model_dir, res.best_valid_mrr, res.model)
+    if ltr is not None:
+        ltr.save(model_dir)
+    valid_ranks = reranked_ranks(mined.valid, val_scores)
+    valid_mrr = float(np.mean(1.0 / valid_ranks)) if ltr is not None and len(valid_ranks) else res.best_valid_mrr
+    return VariantResult(name, valid_ranks, reranked_ranks(mined.test, test_scores),
+                         res.history, res.seconds, model_dir, valid_mrr, res.model, ltr)
 
 
 def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
@@ -409,7 +459,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rerank-concat-noprior": {"arch": "concat", "pair": False, "prior": False, "optional": True},
     "rerank-cross-noprior": {"arch": "cross", "pair": False, "prior": False, "optional": True},
 }
+VARIANTS["rerank-lambdamart"] = {"arch": "cross", "pair": True, "ltr": True}  # LightGBM on top of cross+pair
 DEFAULT_VARIANTS = [n for n, v in VARIANTS.items() if not v.get("optional")]
+
+
+def default_variants() -> list[str]:
+    """The variants an experiment trains: rerank-lambdamart only where LightGBM is installed."""
+    from ticketsearch.rerank.lambdamart import available
+
+    return [n for n in DEFAULT_VARIANTS if not VARIANTS[n].get("ltr") or available()]
 
 
 def run_rerankers(
@@ -427,7 +485,6 @@ def run_rerankers(
     `results["extra"][name]`. The reranker trains on the queries of `train_kinds` (whole tickets, short
     queries cut from them, or both) and is scored on each of `eval_kinds` in `results["kinds"][label]`
     (`results["test"]` and `["valid"]` are the first evaluated kind's)."""
-    import shutil
 
     from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
 
@@ -463,13 +520,15 @@ def run_rerankers(
         results["extra"][set_name] = {}
     ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
     best: VariantResult | None = None
-    for name in variants or DEFAULT_VARIANTS:
+    ltr_train = ltr_train_lists(mined)
+    for name in variants or default_variants():
         spec = VARIANTS[name]
         data = TrainData(tokens=base_data.tokens, feats=base_data.feats,
                          pair=base_data.pair if spec["pair"] else None, groups=base_data.groups, valid=base_data.valid)
         vcfg = TrainConfig(**{**tcfg.__dict__, "shuffle_features": bool(spec.get("shuffle"))})
         vr = train_variant(name, data, fs, store.schema.to_dict(), mined, spec["arch"], spec["pair"], out_dir,
-                           encoder, vcfg, progress, log, prior=spec.get("prior", True))
+                           encoder, vcfg, progress, log, prior=spec.get("prior", True),
+                           ltr_train=ltr_train if spec.get("ltr") else None)
         results["test"][name] = metrics_from_ranks(vr.test_ranks)
         results["valid"][name] = metrics_from_ranks(vr.valid_ranks)
         results["variants"][name] = {"history": vr.history, "seconds": round(vr.seconds, 1),
@@ -478,13 +537,13 @@ def run_rerankers(
         perm = np.random.default_rng(vcfg.seed).permutation(len(data.feats)) if vcfg.shuffle_features else None
         for label, rows in results["kinds"].items():
             for part, lists in (("valid", mined.valid_by_kind[label]), ("test", mined.test_by_kind[label])):
-                rows[part][name] = metrics_from_ranks(reranked_ranks(lists, rerank_scores(vr.model, data, lists, perm)))
+                rows[part][name] = metrics_from_ranks(reranked_ranks(lists, vr.scores(data, lists, perm)))
         for set_name, (m, d) in extra_sets.items():
             # the base items' features (tickets first, as in every set), so that the shuffled ablation's
             # permutation of them applies here too
             dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=d.pair if spec["pair"] else None, groups=[],
                            valid=[])
-            scores = rerank_scores(vr.model, dx, m.valid, perm)
+            scores = vr.scores(dx, m.valid, perm)
             results["extra"][set_name][name] = metrics_from_ranks(reranked_ranks(m.valid, scores))
         if not spec.get("shuffle") and (best is None or vr.valid_mrr > best.valid_mrr):
             best = vr
