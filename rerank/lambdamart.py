@@ -13,6 +13,7 @@ model's config and safetensors. LightGBM is optional (`pip install ticketsearch[
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,10 @@ class LambdaMART:
             xv, yv, gv = stack(valid)
             kwargs = {"eval_set": [(xv, yv)], "eval_group": [gv], "eval_at": [10],
                       "callbacks": [lgb.early_stopping(EARLY_STOPPING, verbose=False)]}
-        ranker.fit(xt, yt, group=gt, **kwargs)
+        with warnings.catch_warnings():  # LightGBM 4.7 renames eval_set; older 4.x know only eval_set
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ranker.fit(xt, yt, group=gt, **kwargs)
         best = int(ranker.best_iteration_ or ranker.n_estimators)
         return cls(ranker.booster_, best)
 
