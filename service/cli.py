@@ -46,6 +46,23 @@ TRAIN_QUERIES_HELP = ("What the reranker learns from: full, title, words:N, or s
                       "train duplicate as each of these queries.")
 
 
+# the options of the commands that learn from an index's links (train, tune-encoder)
+LinkedIndex = Annotated[Path, typer.Option("--index", help="Index directory with duplicate links (duplicate_of).")]
+TrainBefore = Annotated[Optional[str], typer.Option("--train-before", help="End of the train period.")]
+ValidBefore = Annotated[Optional[str], typer.Option("--valid-before", help="End of the validation period.")]
+
+
+def split_dates(train_before: str | None, valid_before: str | None) -> tuple[Any, Any]:
+    """--train-before and --valid-before as datetimes (None where not given: an 80/10/10 split by time)."""
+    from ticketsearch.pipeline.experiment import parse_date
+
+    tb = parse_date(train_before, "--train-before") if train_before else None
+    vb = parse_date(valid_before, "--valid-before") if valid_before else None
+    if tb and vb and vb <= tb:
+        fail("--valid-before must be after --train-before")
+    return tb, vb
+
+
 def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -362,9 +379,9 @@ def evaluate(
 @app.command()
 @one_line_errors
 def train(
-    index: Annotated[Path, typer.Option("--index", help="Index directory with duplicate links (duplicate_of).")],
-    train_before: Annotated[Optional[str], typer.Option("--train-before", help="End of the train period.")] = None,
-    valid_before: Annotated[Optional[str], typer.Option("--valid-before", help="End of the validation period.")] = None,
+    index: LinkedIndex,
+    train_before: TrainBefore = None,
+    valid_before: ValidBefore = None,
     variant: Annotated[
         str, typer.Option("--variant", help="rerank-cross+pair, rerank-lambdamart (LightGBM on top of it: pip "
                           "install 'ticketsearch[ltr]'), rerank-cross or rerank-concat.")
@@ -377,7 +394,6 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
-    from ticketsearch.pipeline.experiment import parse_date
     from ticketsearch.pipeline.training import VARIANTS, train_index
     from ticketsearch.rerank.train import TrainConfig
     from ticketsearch.retrieval.query_kinds import parse_kinds
@@ -393,10 +409,7 @@ def train(
             fail("--variant rerank-lambdamart needs LightGBM: pip install 'ticketsearch[ltr]'")
     if loss not in ("bce", "listwise", "both"):
         fail(f"--loss must be bce, listwise or both; got {loss!r}")
-    tb = parse_date(train_before, "--train-before") if train_before else None
-    vb = parse_date(valid_before, "--valid-before") if valid_before else None
-    if tb and vb and vb <= tb:
-        fail("--valid-before must be after --train-before")
+    tb, vb = split_dates(train_before, valid_before)
     kinds = parse_kinds(train_queries, "--train-queries")
     if short_time not in ("none", "asked"):
         fail(f"--short-query-time must be none or asked; got {short_time!r}")
@@ -420,9 +433,9 @@ def train(
 @app.command("tune-encoder")
 @one_line_errors
 def tune_encoder(
-    index: Annotated[Path, typer.Option("--index", help="Index directory with duplicate links (duplicate_of).")],
-    train_before: Annotated[Optional[str], typer.Option("--train-before", help="End of the train period.")] = None,
-    valid_before: Annotated[Optional[str], typer.Option("--valid-before", help="End of the validation period.")] = None,
+    index: LinkedIndex,
+    train_before: TrainBefore = None,
+    valid_before: ValidBefore = None,
     budget_s: Annotated[
         float, typer.Option("--budget-s", min=10, help="Seconds of training and validation checks.")
     ] = 1200,
@@ -435,14 +448,10 @@ def tune_encoder(
 ) -> None:
     """Tune the bi-encoder on the index's duplicate links; install it (re-encode, rebuild, re-tune fusion,
     retrain the reranker) only when validation improves."""
-    from ticketsearch.pipeline.experiment import parse_date
     from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_index
     from ticketsearch.settings import get_settings
 
-    tb = parse_date(train_before, "--train-before") if train_before else None
-    vb = parse_date(valid_before, "--valid-before") if valid_before else None
-    if tb and vb and vb <= tb:
-        fail("--valid-before must be after --train-before")
+    tb, vb = split_dates(train_before, valid_before)
     IndexDir(index).require_store()
     tune_index(index, tb, vb, get_settings(), TuneConfig(budget_s=budget_s, max_epochs=epochs, lr=lr),
                progress=not quiet, log=typer.echo, retrain=retrain)
