@@ -14,6 +14,7 @@ from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.schema import Schema
 
 from .calibration import platt, stored_threshold
+from .lambdamart import LambdaMART, ltr_inputs
 from .onnx_parts import OnnxRerankParts
 from .pair_features import pair_dim
 from .persist import load_reranker, torch_device
@@ -48,8 +49,6 @@ class Reranker:
                 f"{self.directory}: this reranker was trained with {self.model.cfg.pair_dim} pair inputs and this "
                 f"version computes {expected}: retrain it ('ticketsearch train')"
             )
-        from .lambdamart import LambdaMART
-
         self.ltr = LambdaMART.load(self.directory)  # a LambdaMART stage on the fusion model's score and pair inputs
         if self.ltr is not None and not self.uses_pair:
             raise TicketsearchError(f"{self.directory}: a LambdaMART stage needs a model with pair inputs")
@@ -90,8 +89,6 @@ class Reranker:
         logits = self.logits(source, targets, pair)
         if self.ltr is None:
             return logits
-        from .lambdamart import ltr_inputs
-
         assert pair is not None  # checked at load: the stage needs a model with pair inputs
         return self.ltr.predict(ltr_inputs(pair, logits))
 

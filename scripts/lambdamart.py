@@ -1,7 +1,8 @@
 """A learning-to-rank comparison row: LightGBM LambdaMART over the same pair inputs as the fusion model plus
 the fusion model's own score, beside the fusion model (issue 12), on an experiment's index.
 
-Training lists: each train-period duplicate's recorded candidates (its hybrid top 100, its group members and
+The same LambdaMART as the served `rerank-lambdamart` variant (`rerank/lambdamart.py`), but trained on
+each train-period duplicate's recorded candidates (its hybrid top 100, its group members and
 a few random tickets, as mined for the reranker), labelled by group membership; early stopping on the
 validation lists' NDCG@10; scored on the test lists. The fusion model's score on the training queries is
 in-sample (it was trained on them), which flatters that feature during LambdaMART's training; validation
@@ -22,7 +23,8 @@ from experiment_args import experiment_index_parser
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.training import build_train_data, first_stage_ranks, mine
+from ticketsearch.pipeline.training import build_train_data, first_stage_ranks, list_pairs, mine
+from ticketsearch.rerank.lambdamart import LambdaMART, ltr_inputs
 from ticketsearch.rerank.persist import load_reranker
 from ticketsearch.rerank.train import RankList, rerank_scores, reranked_ranks
 from ticketsearch.retrieval.encoder import Encoder
@@ -31,17 +33,15 @@ from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstr
 from ticketsearch.settings import get_settings
 
 
-def features(data: Any, lists: list[RankList], fusion: list[np.ndarray], with_fusion: bool) -> np.ndarray:
-    rows = []
-    for r, f in zip(lists, fusion):
-        pair = np.stack([data.pair(r.query, c) for c in r.candidates])
-        rows.append(np.concatenate([pair, f[:, None]], axis=1) if with_fusion else pair)
-    return np.concatenate(rows)
+def features(data: Any, lists: list[RankList], fusion: list[np.ndarray], with_fusion: bool,
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each list's inputs (pair inputs, and the fusion logit through the served variant's `ltr_inputs`) and
+    labels."""
+    return [(ltr_inputs(list_pairs(data, r), f) if with_fusion else list_pairs(data, r), r.hits)
+            for r, f in zip(lists, fusion)]
 
 
 def main() -> None:
-    import lightgbm as lgb
-
     ap = experiment_index_parser(__doc__)
     ap.add_argument("--variant", default="rerank-cross+pair")
     args = ap.parse_args()
@@ -68,20 +68,9 @@ def main() -> None:
              args.variant: {p: reranked_ranks(lists[p], fusion[p]) for p in ("valid", "test")}}
     for name, with_fusion in (("lambdamart (pair inputs + fusion score)", True), ("lambdamart (pair inputs)", False)):
         x = {p: features(data, lists[p], fusion[p], with_fusion) for p in lists}
-        y = {p: np.concatenate([r.hits for r in lists[p]]).astype(int) for p in lists}
-        groups = {p: [len(r.candidates) for r in lists[p]] for p in lists}
-        ranker = lgb.LGBMRanker(objective="lambdarank", n_estimators=1000, learning_rate=0.03, num_leaves=15,
-                                min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
-                                random_state=0, verbose=-1)
-        ranker.fit(x["train"], y["train"], group=groups["train"], eval_set=[(x["valid"], y["valid"])],
-                   eval_group=[groups["valid"]], eval_at=[10],
-                   callbacks=[lgb.early_stopping(50, verbose=False)])
-        ranks[name] = {}
-        for p in ("valid", "test"):
-            s = ranker.predict(x[p])
-            cuts = np.cumsum([0] + groups[p])
-            ranks[name][p] = reranked_ranks(lists[p], [s[a:b] for a, b in zip(cuts[:-1], cuts[1:])])
-        out["rows"][name] = {"best_iteration": int(ranker.best_iteration_ or 0)}
+        ltr = LambdaMART.fit(x["train"], x["valid"])
+        ranks[name] = {p: reranked_ranks(lists[p], [ltr.predict(xi) for xi, _ in x[p]]) for p in ("valid", "test")}
+        out["rows"][name] = {"best_iteration": ltr.best_iteration}
     for name, rr in ranks.items():
         out["rows"].setdefault(name, {}).update({p: metrics_from_ranks(rr[p]) for p in ("valid", "test")})
         out["rows"][name]["vs " + args.variant] = {

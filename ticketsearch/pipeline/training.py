@@ -614,13 +614,11 @@ def train_index(
 ) -> dict[str, Any]:
     """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors."""
     from ticketsearch.retrieval.eval_index import load_eval_inputs
-    from ticketsearch.retrieval.manifest import Manifest
 
-    manifest = Manifest.load(index_dir)
-    settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
     d = IndexDir(index_dir)
+    manifest = d.load_manifest()
     with d.open_store(read_only=False) as store:
-        encoder = Encoder(manifest.model, settings=settings)
+        encoder = d.open_encoder(settings, manifest)
         inp = load_eval_inputs(index_dir, store, encoder)
         if train_before is None or valid_before is None:
             tb, vb = time_split(inp)

@@ -168,7 +168,7 @@ class FitResult:
 
 def fit_encoder(encoder: Encoder, texts: Sequence[str], examples: Sequence[TuneExample], cfg: TuneConfig,
                 check: Callable[[], dict[str, Any]], start: dict[str, Any], progress: bool,
-                log: Callable[[str], None]) -> FitResult:
+                log: Callable[[str], None], first_batches: list[list[int]] | None = None) -> FitResult:
     """Train `encoder.model` in place, checking after each epoch; leave it holding the best tuned epoch's
     weights, and say whether they beat `start` (the figures of the weights it came with). Stops after
     `patience` epochs without a check above the best so far (the starting weights included)."""
@@ -178,7 +178,8 @@ def fit_encoder(encoder: Encoder, texts: Sequence[str], examples: Sequence[TuneE
     torch.manual_seed(cfg.seed)
     loss_fn = MultipleNegativesRankingLoss(st, directions=("query_to_doc", "doc_to_query"))
     opt = torch.optim.AdamW(st.parameters(), lr=cfg.lr, weight_decay=0.01)
-    first_batches = group_safe_batches(examples, cfg.batch_size, cfg.seed)
+    if first_batches is None:
+        first_batches = group_safe_batches(examples, cfg.batch_size, cfg.seed)
     warmup = max(1, len(first_batches) // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
 
@@ -344,7 +345,7 @@ def tune_encoder(
         title = tuned.encode([ev.titles[i] for i in items], progress=progress, desc="validation titles")
         return subset.evaluate(dense, title)
 
-    fit = fit_encoder(tuned, texts, examples, cfg, check, start, progress, log)
+    fit = fit_encoder(tuned, texts, examples, cfg, check, start, progress, log, batches)
     result.fit = {"history": fit.history, "best_epoch": fit.best_epoch, "beats_start": fit.beats_start,
                   "seconds": round(fit.seconds, 1),
                   "stopped": fit.stopped, "subset": {"tickets": len(subset.items), "queries": len(subset.queries)},
@@ -358,7 +359,7 @@ def tune_encoder(
     # the exact check: the whole index re-encoded by the best epoch's model
     staged = where.staged_encoder_path
     shutil.rmtree(staged, ignore_errors=True)
-    meta = {"name": f"{encoder.name.removesuffix('-tuned')}-tuned", "tuned_from": base,
+    meta = {"name": f"{tuned.name}-tuned", "tuned_from": base,  # `tuned` was loaded from the base model
             "tuned_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "train_before": train_before.isoformat(), "valid_before": valid_before.isoformat(),
             "examples": len(examples), "best_epoch": fit.best_epoch, "loss": "MultipleNegativesRankingLoss "
