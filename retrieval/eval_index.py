@@ -48,6 +48,10 @@ def load_eval_inputs(index_dir: Path, store: TicketStore, encoder: Encoder) -> E
     dense = vecs[[pos[int(r)] for r in ev.row_ids]]
     title, _, _ = embed_texts(store, encoder, title_key(encoder), ev.titles, progress=True, desc="titles")
     bm25 = BM25Index.load(IndexDir(index_dir).bm25_path)
+    if set(bm25.row_ids.tolist()) != set(ev.row_ids.tolist()):
+        # the saved base misses a running service's live changes (they are in its overlay): BM25 of the very
+        # rows read here instead, so that every list is scored over one snapshot
+        bm25 = BM25Index.build(ev.row_ids, [bm25_text(t, b) for t, b in zip(ev.titles, ev.bodies)])
     bpos = {int(r): i for i, r in enumerate(bm25.row_ids)}
     return EvalInputs(ev, dense, title, bm25, np.array([bpos[int(r)] for r in ev.row_ids]), manifest)
 

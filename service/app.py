@@ -1,4 +1,9 @@
-"""The FastAPI query service: search, similar, duplicate check and live ticket updates over HTTP.
+"""The FastAPI query service: many collections, each with search, similar, duplicate check and live ticket
+updates over HTTP; collections created, listed, deleted and trained over HTTP as well.
+
+`ticketsearch serve --root DIR` serves every collection under `DIR/collections/NAME/`; `serve --index DIR`
+serves one index directory as the collection `default`. Every ticket route exists per collection
+(`/v1/collections/{name}/search`, ...) and, for `default`, without the prefix (`/v1/search`, ...).
 
 Model and index work runs in worker threads (at most `workers` at once); at most `max_pending` requests are
 admitted, and the rest get 503 with Retry-After at once instead of queueing without bound.
@@ -7,40 +12,50 @@ admitted, and the rest get 503 with Retry-After at once instead of queueing with
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
-from urllib.parse import quote, unquote, unquote_to_bytes
+from typing import Any, TypeVar
 
 import anyio
-from fastapi import FastAPI, Query, Request, Security
-from fastapi import Path as PathParam
+from fastapi import APIRouter, Body, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPBearer
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ticketsearch.api import TicketIndex
-from ticketsearch.errors import NotFoundError, QueryError, RowError, TicketsearchError, UnavailableError
+from ticketsearch.collections import DEFAULT, Collections
+from ticketsearch.errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    NotFoundError,
+    QueryError,
+    RowError,
+    SchemaError,
+    TicketsearchError,
+    UnavailableError,
+)
 from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
+from ticketsearch.jobs import JOB_ID, TrainingJobs
 from ticketsearch.pipeline.engine import Engine
-from ticketsearch.results import DuplicateResult, SearchResult
+from ticketsearch.pipeline.shared_models import SharedModels
+from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TrainParams
 from ticketsearch.settings import Settings
 
+from .access import Access, Guard, require, require_default, require_global, require_key
 from .auth import ApiKeys
+from .gate import Admission, ApiError, Gate, TicketIdParam, error_body
 from .metrics import Metrics
 from .schemas import (
     BATCH_TAGS,
-    ID_PATTERN,
-    MAX_ID,
     MAX_K,
     NOT_BLANK,
+    CollectionCreate,
     DeleteResponse,
     DuplicateRequest,
     ErrorResponse,
@@ -55,10 +70,12 @@ from .schemas import (
 
 log = logging.getLogger("ticketsearch.service")
 T = TypeVar("T")
+# Fault injection for the client's retry tests (never a user setting): hold the service in its loading state
+# (503 + Retry-After) for this many seconds.
+START_DELAY_ENV = "TICKETSEARCH_TEST_START_DELAY_S"
 
-OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
-WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-ERRORS: dict[int | str, dict[str, Any]] = {
+Responses = dict[int | str, dict[str, Any]]
+ERRORS: Responses = {
     code: {"model": ErrorResponse, "description": desc}
     for code, desc in {
         400: "Bad request", 401: "Missing or unknown API key", 403: "The key lacks the scope",
@@ -66,218 +83,112 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "Loading, or at capacity (see Retry-After)",
     }.items()
 }
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "Unknown ticket id"}}
-CONFLICT: dict[int | str, dict[str, Any]] = {
+NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "Unknown collection (or one the key may not "
+                                                                      "see), or unknown ticket id"}}
+CONFLICT: Responses = {
     409: {"model": ErrorResponse, "description": "A ticket named as its own duplicate (duplicate_of = id)"}}
-bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer KEY` (read or write scope).")
-TICKETS = b"/v1/tickets/"
+EXISTS: Responses = {409: {"model": ErrorResponse, "description": "The collection exists already, or this service "
+                                                                  "serves one index (--index)"}}
+BUSY: Responses = {409: {"model": ErrorResponse, "description": "A training job is running on the collection"}}
 
 
-class TicketIdConvertor(Convertor[str]):
-    """A ticket id in a route is one path segment, percent-encoded: `/`, `#`, `?` and `%` in an id arrive as
-    %2F, %23, %3F and %25. The Gate routes on the raw path (see ticket_path), so `GET /v1/tickets/a%2Fsimilar`
-    is the ticket "a/similar" and `GET /v1/tickets/a/similar` the tickets similar to "a"."""
+class Service:
+    """What the routes share: the collections, the training jobs, metrics and admission."""
 
-    regex = "[^/]+"
+    def __init__(self, settings: Settings, index_dir: Path | None, root: Path | None) -> None:
+        self.settings = settings
+        self.keys = ApiKeys.parse(settings.api_keys)
+        self.metrics = Metrics()
+        self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe)
+        if root is not None:
+            self.collections = Collections.at_root(root, settings, self.models)
+        else:
+            assert index_dir is not None
+            self.collections = Collections.for_index(index_dir, settings, self.models)
+        self.jobs = TrainingJobs(self.collections, settings)
+        self.admission = Admission(settings, self.metrics)
+        self.ready = False
+        self.error: str | None = None
+        self._held: Any = None  # what start() holds for the process's life (the default engine, or the model)
 
-    def convert(self, value: str) -> str:
-        return unquote(value)
+    @property
+    def single(self) -> bool:
+        return self.collections.single is not None
 
-    def to_string(self, value: str) -> str:
-        return quote(value, safe="")
-
-
-register_url_convertor("ticket_id", TicketIdConvertor())
-TicketIdParam = Annotated[str, PathParam(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
-
-
-def ticket_path(scope: dict) -> str:
-    """The path to route on. The server's `path` is percent-decoded, which makes `a%2Fb` two segments; under
-    /v1/tickets/ the id's segment is taken from the raw path instead, decoded, and re-encoded whole."""
-    raw = scope.get("raw_path")
-    if not raw or not raw.startswith(TICKETS):
-        return scope["path"]
-    segment, slash, rest = raw[len(TICKETS):].partition(b"/")
-    tid = unquote_to_bytes(segment).decode("utf-8", "replace")
-    tail = unquote_to_bytes(rest).decode("utf-8", "replace")
-    return "/v1/tickets/" + quote(tid, safe="") + (("/" + tail) if slash else "")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, field: str, reason: str, headers: dict[str, str] | None = None,
-                 type_: str = "error") -> None:
-        super().__init__(reason)
-        self.status, self.field, self.reason, self.headers, self.type = status, field, reason, headers or {}, type_
-
-
-def error_body(field: str, reason: str, type_: str = "error") -> dict[str, Any]:
-    return {"detail": [{"field": field, "reason": reason, "type": type_}]}
-
-
-def required_scope(method: str, path: str) -> str | None:
-    """None for the open routes (health and API docs), else 'read' or 'write'."""
-    if path in OPEN_PATHS:
-        return None
-    if method in WRITE_METHODS and path.startswith("/v1/tickets"):
-        return "write"
-    return "read"
-
-
-class Gate:
-    """Pure ASGI middleware: API keys, the body-size limit, and request metrics."""
-
-    def __init__(self, app: Any, keys: ApiKeys, max_body: int, metrics: Metrics, admission: Admission) -> None:
-        self.app, self.keys, self.max_body, self.metrics = app, keys, max_body, metrics
-        self.admission = admission
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
+    def start(self) -> None:
+        """`--index`: open the index (reconciled with DuckDB) before /readyz says ready. `--root`: load the
+        default model, so that the first request of each collection finds it loaded."""
         try:
-            scope["path"] = ticket_path(scope)
-            denied = self._check_auth(scope)
-            if denied is not None:
-                await denied(scope, receive, send_wrapper)
-                return
-            if scope["path"].startswith("/v1/"):
-                # admission happens here, before the body is read: an overloaded service sheds at once
-                if not self.admission.enter():
-                    await self.admission.shed_response()(scope, receive, send_wrapper)
-                    return
-                try:
-                    await self._handle(scope, receive, send_wrapper)
-                finally:
-                    self.admission.leave()
+            time.sleep(float(os.environ.get(START_DELAY_ENV, "0") or 0))
+            if self.single:
+                self._held = self.collections.acquire(DEFAULT)
             else:
-                await self._handle(scope, receive, send_wrapper)
+                self._held = self.models.load(self.settings.model)
+            self.ready = True
+        except TicketsearchError as exc:
+            self.error = str(exc)
+            log.error("cannot serve: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - reported on /readyz instead of a silent dead thread
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("cannot serve")
+
+    def close(self) -> None:
+        self.jobs.close()
+        if self._held is not None and not self.single:
+            self.models.release(self._held)
+        self.collections.close()
+
+    def check_ready(self) -> None:
+        if self.error is not None:
+            raise ApiError(503, "index", f"the index could not be loaded: {self.error}", type_="unavailable")
+        if not self.ready:
+            raise ApiError(503, "index", "the index is loading", {"Retry-After": str(self.settings.retry_after_s)},
+                           "loading")
+
+    @asynccontextmanager
+    async def engine(self, name: str) -> AsyncIterator[Engine]:
+        """The collection's engine, opened if need be (off the event loop), held for the request."""
+        self.check_ready()
+        try:
+            engine = await anyio.to_thread.run_sync(self.collections.acquire, name)
+        except UnavailableError as exc:
+            raise ApiError(503, "collection", str(exc), type_="unavailable") from None
+        self.metrics.open_collections.set(len(self.collections.open_names()))
+        try:
+            yield engine
         finally:
-            route = scope.get("route")
-            name = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(name, scope["method"], str(status["code"])).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+            self.collections.release(name)
 
-    async def _handle(self, scope: dict, receive: Callable, send: Callable) -> None:
-        """Refuse a body over the limit (declared or streamed) with 413, then pass the request on."""
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._too_large(scope, receive, send)
-            return
-        if scope["method"] not in WRITE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        body, more = bytearray(), True
-        while more:  # read the body here so that a chunked upload cannot exceed the limit either
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                await self._too_large(scope, receive, send)
-                return
-        done = False
-
-        async def replay() -> dict:
-            nonlocal done
-            if not done:
-                done = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _check_auth(self, scope: dict) -> JSONResponse | None:
-        needed = required_scope(scope["method"], scope["path"])
-        if needed is None or not self.keys.enabled:
-            return None
-        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if scheme.lower() != "bearer" or not token.strip():
-            return JSONResponse(error_body("header.authorization", "an API key is required: Authorization: Bearer KEY",
-                                           "unauthorized"), 401, headers=challenge)
-        scope_of = self.keys.scope_of(token.strip())
-        if scope_of is None:
-            return JSONResponse(error_body("header.authorization", "unknown API key", "unauthorized"), 401,
-                                headers=challenge)
-        if not self.keys.allows(scope_of, needed):
-            return JSONResponse(error_body("header.authorization", f"this key has {scope_of} scope; "
-                                           f"{needed} scope is needed", "forbidden"), 403)
-        return None
-
-    async def _too_large(self, scope: dict, receive: Callable, send: Callable) -> None:
-        resp = JSONResponse(error_body("body", f"request body is larger than {self.max_body} bytes", "too_large"), 413)
-        await resp(scope, receive, send)
+    async def run(self, engine: Engine, fn: Callable[[Engine], T]) -> T:
+        return await self.admission.run(lambda: fn(engine))
 
 
-class Admission:
-    """Bounded admission: at most `max_pending` requests to /v1 routes are in the service (running or
-    waiting); their model and index work runs in `workers` threads. Beyond the bound: 503 + Retry-After."""
-
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self.limiter = anyio.CapacityLimiter(settings.workers)
-        self.max_pending = settings.max_pending
-        self.retry_after = str(settings.retry_after_s)
-        self.metrics = metrics
-        self.pending = 0  # touched only on the event loop
-
-    def enter(self) -> bool:
-        if self.pending >= self.max_pending:
-            self.metrics.shed.inc()
-            return False
-        self.pending += 1
-        self.metrics.in_flight.inc()
-        return True
-
-    def leave(self) -> None:
-        self.pending -= 1
-        self.metrics.in_flight.dec()
-
-    def shed_response(self) -> JSONResponse:
-        return JSONResponse(error_body("service", f"at capacity ({self.pending} requests in progress): retry later",
-                                       "overloaded"), 503, headers={"Retry-After": self.retry_after})
-
-    async def run(self, fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
-
-
-def create_app(index_dir: Path, settings: Settings) -> FastAPI:
-    keys = ApiKeys.parse(settings.api_keys)
-    metrics = Metrics()
-    engine = Engine(index_dir, settings, on_encode_batch=metrics.encode_batch.observe)
-    admission = Admission(settings, metrics)
+def create_app(index_dir: Path | None, settings: Settings, root: Path | None = None) -> FastAPI:
+    """The service over one index directory (`index_dir`: the collection `default`) or over a root of
+    collections (`root`)."""
+    svc = Service(settings, index_dir, root)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
-        starter = threading.Thread(target=engine.start, name="engine-start", daemon=True)
-        starter.start()  # /healthz answers at once; /readyz turns 200 when the index is loaded and reconciled
+        starter = threading.Thread(target=svc.start, name="service-start", daemon=True)
+        starter.start()  # /healthz answers at once; /readyz turns 200 when the index (or the model) is loaded
         try:
             yield
         finally:
             await anyio.to_thread.run_sync(starter.join)
-            await anyio.to_thread.run_sync(engine.close)
+            await anyio.to_thread.run_sync(svc.close)
 
     app = FastAPI(
         title="ticketsearch",
-        version="0.1.0",
-        summary="Search, similar-ticket and duplicate-check API over support and bug tickets.",
+        version="0.2.0",
+        summary="Search, similar-ticket and duplicate-check API over support and bug tickets, in collections.",
         lifespan=lifespan,
     )
-    app.state.engine = engine
-    app.state.metrics = metrics
-    app.add_middleware(Gate, keys=keys, max_body=settings.max_body_bytes, metrics=metrics, admission=admission)
+    app.state.service = svc
+    app.state.keys = svc.keys
+    app.add_middleware(Gate, max_body=settings.max_body_bytes, metrics=svc.metrics, admission=svc.admission)
     install_error_handlers(app)
-    auth = [Security(bearer)]
-    index_schema = read_schema(index_dir)
+    index_schema = read_schema(index_dir) if index_dir is not None else None
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -287,18 +198,7 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI documents replacing app.openapi
 
-    def ready_engine() -> Engine:
-        if engine.error is not None:
-            raise ApiError(503, "index", f"the index could not be loaded: {engine.error}", type_="unavailable")
-        if not engine.ready:
-            raise ApiError(503, "index", "the index is loading", {"Retry-After": str(settings.retry_after_s)},
-                           "loading")
-        return engine
-
-    async def work(fn: Callable[[Engine], T]) -> T:
-        eng = ready_engine()
-        return await admission.run(lambda: fn(eng))
-
+    # ---- health and metrics -------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
         """Alive (the process answers)."""
@@ -306,94 +206,182 @@ def create_app(index_dir: Path, settings: Settings) -> FastAPI:
 
     @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     async def readyz() -> Any:
-        """Ready: model and index loaded, and the index reconciled with DuckDB."""
-        if engine.error is not None:
-            return JSONResponse(Health(status="failed", detail=engine.error).model_dump(), 503)
-        if not engine.ready:
+        """Ready: with --index, the index loaded and reconciled with DuckDB; with --root, the model loaded."""
+        if svc.error is not None:
+            return JSONResponse(Health(status="failed", detail=svc.error).model_dump(), 503)
+        if not svc.ready:
             return JSONResponse(Health(status="loading").model_dump(), 503,
                                 headers={"Retry-After": str(settings.retry_after_s)})
-        return Health(status="ready", tickets=await anyio.to_thread.run_sync(engine.count))
+        if svc.single:
+            engine = svc._held
+            return Health(status="ready", tickets=await anyio.to_thread.run_sync(engine.count))
+        return Health(status="ready")
 
-    @app.get("/metrics", tags=["health"], dependencies=auth, responses={**ERRORS, 200: {"content": {"text/plain": {}}}})
+    @app.get("/metrics", tags=["health"], dependencies=[Security(require_global("read"))],
+             responses={**ERRORS, 200: {"content": {"text/plain": {}}}})
     async def get_metrics() -> Response:
-        """Prometheus metrics: requests and latency per route; latency per search stage."""
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        """Prometheus metrics, labelled by collection: requests and latency per route, latency per search stage.
+        Needs a key with read scope on every collection."""
+        svc.metrics.open_collections.set(len(svc.collections.open_names()))
+        return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/v1/search", response_model=SearchResult, tags=["search"], dependencies=auth, responses=ERRORS)
-    async def search(req: SearchRequest) -> SearchResult:
-        """Tickets like the query text, filtered, then reranked with the trained model when there is one."""
-        eng = ready_engine()
-        fields = query_fields(eng, req.fields, "body.fields")
-        filters = filter_values(eng, req.filters)
-        res = await work(lambda e: e.search(
-            text=req.text, title=req.title, fields=fields, filters=filters, before=req.created_before,
-            after=req.created_after, k=req.k, method=req.method, rerank=req.rerank, explain=req.explain))
-        metrics.observe_stages(res.timings_ms)
-        return res
-
-    @app.get("/v1/tickets/{ticket_id:ticket_id}/similar", response_model=SearchResult, tags=["search"],
-             dependencies=auth, responses={**ERRORS, **NOT_FOUND})
-    async def similar(
-        ticket_id: TicketIdParam,
-        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    ) -> SearchResult:
-        """Tickets similar to an indexed ticket (never the ticket itself)."""
-        res = await work(lambda e: e.search(like=ticket_id, k=k))
-        metrics.observe_stages(res.timings_ms)
-        return res
-
-    @app.post("/v1/duplicates", response_model=DuplicateResult, tags=["search"], dependencies=auth,
-              responses=ERRORS)
-    async def duplicates(req: DuplicateRequest) -> DuplicateResult:
-        """Is this new ticket a duplicate of an indexed one? Uses the reranker's calibrated probability."""
-        eng = ready_engine()
-        index = TicketIndex.of_engine(eng)
-        try:
-            index.duplicate_threshold()  # refuse before any work when the model cannot answer
-        except UnavailableError as exc:
-            raise ApiError(503, "index", str(exc), type_="unavailable") from None
-        fields = query_fields(eng, req.fields, "body.fields")
-        ticket = {"title": req.title, "body": req.body, "created": req.created, "fields": fields}
-        return await work(lambda e: index.duplicates(ticket, k=req.k))
-
-    @app.post("/v1/tickets", response_model=UpsertResponse, tags=["tickets"], dependencies=auth,
-              responses={**ERRORS, **CONFLICT})
-    async def upsert(
-        body: TicketBatch,
-    ) -> UpsertResponse:
-        """Insert or replace tickets by id (one ticket or a list). Searchable as soon as this returns 200."""
-        eng = ready_engine()
-        items = body if isinstance(body, list) else [body]
-        prefix = "body" if not isinstance(body, list) else "body.{i}"
-        schema = eng.store.schema if eng.store else None
-        tickets = []
-        for i, t in enumerate(items):
-            where = prefix.format(i=i)
-            query_fields(eng, t.fields, f"{where}.fields")
-            raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
-                   "duplicate_of": t.duplicate_of, "fields": {k: v for k, v in t.fields.items() if v is not None}}
+    # ---- collections --------------------------------------------------------------------------------------
+    @app.get("/v1/collections", response_model=list[CollectionInfo], tags=["collections"],
+             dependencies=[Security(require_key())], responses=ERRORS)
+    async def list_collections(request: Request) -> list[CollectionInfo]:
+        """The collections this key may see, with their ticket counts, schema, model and reranker status."""
+        access: Access = request.state.access
+        names = [n for n in svc.collections.names() if access.grants.sees(n)]
+        out = []
+        for n in names:
             try:
-                tickets.append(normalize_row(schema, raw, i + 1))  # type: ignore[arg-type]  # the store is open once the engine is ready
-            except RowError as exc:
-                if exc.reason == SELF_DUPLICATE:  # well formed, but in conflict with the ticket's own id
-                    raise ApiError(409, f"{where}.duplicate_of", exc.reason, type_="conflict") from None
-                raise ApiError(422, where, exc.reason, type_="value_error") from None
-        res = await work(lambda e: e.upsert(tickets))
+                out.append(await anyio.to_thread.run_sync(svc.collections.info, n))
+            except NotFoundError:  # deleted meanwhile
+                continue
+        return out
+
+    @app.put("/v1/collections/{name}", response_model=CollectionInfo, status_code=201, tags=["collections"],
+             dependencies=[Security(require("admin", must_exist=False))],
+             responses={**ERRORS, **NOT_FOUND, **EXISTS})
+    async def create_collection(name: str, body: CollectionCreate) -> CollectionInfo:
+        """Create an empty collection with a built-in or inline schema (admin)."""
+        svc.check_ready()
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: svc.collections.create(name, body.schema_spec(), general_model=body.general_model))
+        except SchemaError as exc:
+            raise ApiError(422, "body.schema", str(exc), type_="value_error") from None
+
+    @app.get("/v1/collections/{name}", response_model=CollectionInfo, tags=["collections"],
+             dependencies=[Security(require("read"))], responses={**ERRORS, **NOT_FOUND})
+    async def get_collection(name: str) -> CollectionInfo:
+        return await anyio.to_thread.run_sync(svc.collections.info, name)
+
+    @app.delete("/v1/collections/{name}", status_code=204, tags=["collections"],
+                dependencies=[Security(require("admin"))], responses={**ERRORS, **NOT_FOUND, **BUSY})
+    async def delete_collection(name: str) -> Response:
+        """Delete a collection and everything in it (admin)."""
+        if svc.jobs.running(name) is not None:
+            raise ApiError(409, "path.name", f"collection {name!r} has a training job running", type_="conflict")
+        await anyio.to_thread.run_sync(svc.collections.delete, name)
+        return Response(status_code=204)
+
+    @app.post("/v1/collections/{name}/train", response_model=JobInfo, status_code=202, tags=["collections"],
+              dependencies=[Security(require("admin"))], responses={**ERRORS, **NOT_FOUND, **BUSY})
+    async def train(name: str, body: TrainParams | None = Body(default=None)) -> JobInfo:
+        """Start a background job that trains the reranker on the collection's duplicate links and, when it
+        validates, swaps it in without a restart (admin). Searches go on with the previous model meanwhile."""
+        svc.check_ready()
+        return await anyio.to_thread.run_sync(lambda: svc.jobs.start(name, body or TrainParams()))
+
+    @app.get("/v1/collections/{name}/jobs/{job_id}", response_model=JobInfo, tags=["collections"],
+             dependencies=[Security(require("read"))], responses={**ERRORS, **NOT_FOUND})
+    async def get_job(name: str, job_id: str) -> JobInfo:
+        """A job's state, progress, validation figures and result."""
+        import re
+
+        if not re.fullmatch(JOB_ID[1:-1], job_id):
+            raise ApiError(404, "path.job_id", f"job {job_id[:40]!r} not found", type_="not_found")
+        if not svc.collections.exists(name):
+            raise CollectionNotFoundError(f"collection {name!r} not found")
+        return await anyio.to_thread.run_sync(svc.jobs.get, name, job_id)
+
+    # ---- ticket routes: per collection, and for `default` without the prefix ------------------------------
+    for prefix, guard, tag in (("/v1/collections/{name}", require, "collection tickets"),
+                               ("/v1", require_default, "default collection")):
+        add_ticket_routes(app, svc, prefix, guard, tag)
+    return app
+
+
+def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[str], Guard], tag: str) -> None:
+    """The ticket routes of one collection under `prefix` (routes of the app itself, so that each request's
+    route, its metrics label and its Allow header are the full path)."""
+    router = APIRouter(prefix=prefix, tags=[tag])
+    read, write = [Security(guard("read"))], [Security(guard("write"))]
+
+    def collection(request: Request) -> str:
+        access: Access = request.state.access
+        assert access.collection is not None
+        return access.collection
+
+    @router.post("/search", response_model=SearchResult, dependencies=read, responses={**ERRORS, **NOT_FOUND})
+    async def search(request: Request, req: SearchRequest) -> SearchResult:
+        """Tickets like the query text, filtered, then reranked with the trained model when there is one."""
+        name = collection(request)
+        async with svc.engine(name) as eng:
+            fields = query_fields(eng, req.fields, "body.fields")
+            filters = filter_values(eng, req.filters)
+            res = await svc.run(eng, lambda e: e.search(
+                text=req.text, title=req.title, fields=fields, filters=filters, before=req.created_before,
+                after=req.created_after, k=req.k, method=req.method, rerank=req.rerank, explain=req.explain))
+        svc.metrics.observe_stages(res.timings_ms, name)
+        return res
+
+    @router.get("/tickets/{ticket_id:ticket_id}/similar", response_model=SearchResult, dependencies=read,
+                responses={**ERRORS, **NOT_FOUND})
+    async def similar(request: Request, ticket_id: TicketIdParam,
+                      k: int = Query(default=10, ge=1, le=MAX_K)) -> SearchResult:
+        """Tickets similar to an indexed ticket (never the ticket itself)."""
+        name = collection(request)
+        async with svc.engine(name) as eng:
+            res = await svc.run(eng, lambda e: e.search(like=ticket_id, k=k))
+        svc.metrics.observe_stages(res.timings_ms, name)
+        return res
+
+    @router.post("/duplicates", response_model=DuplicateResult, dependencies=read, responses={**ERRORS, **NOT_FOUND})
+    async def duplicates(request: Request, req: DuplicateRequest) -> DuplicateResult:
+        """Is this new ticket a duplicate of an indexed one? Uses the reranker's calibrated probability; before
+        the collection has a model, `is_duplicate` and `probability` are null and `reason` says why."""
+        async with svc.engine(collection(request)) as eng:
+            index = TicketIndex.of_engine(eng)
+            fields = query_fields(eng, req.fields, "body.fields")
+            ticket = {"title": req.title, "body": req.body, "created": req.created, "fields": fields}
+            return await svc.run(eng, lambda e: index.duplicates(ticket, k=req.k))
+
+    @router.post("/tickets", response_model=UpsertResponse, dependencies=write,
+                 responses={**ERRORS, **NOT_FOUND, **CONFLICT})
+    async def upsert(request: Request, body: TicketBatch) -> UpsertResponse:
+        """Insert or replace tickets by id (one ticket or a list). Searchable as soon as this returns 200."""
+        async with svc.engine(collection(request)) as eng:
+            tickets = checked_tickets(eng, body)
+            res = await svc.run(eng, lambda e: e.upsert(tickets))
         return UpsertResponse(inserted=res.inserted, updated=res.updated, ids=res.ids, change_seq=res.change_seq)
 
-    @app.get("/v1/tickets/{ticket_id:ticket_id}", response_model=TicketOut, tags=["tickets"], dependencies=auth,
-             responses={**ERRORS, **NOT_FOUND})
-    async def get_ticket(ticket_id: TicketIdParam) -> TicketOut:
-        return TicketOut(**await work(lambda e: e.get(ticket_id)))
+    @router.get("/tickets/{ticket_id:ticket_id}", response_model=TicketOut, dependencies=read,
+                responses={**ERRORS, **NOT_FOUND})
+    async def get_ticket(request: Request, ticket_id: TicketIdParam) -> TicketOut:
+        async with svc.engine(collection(request)) as eng:
+            return TicketOut(**await svc.run(eng, lambda e: e.get(ticket_id)))
 
-    @app.delete("/v1/tickets/{ticket_id:ticket_id}", response_model=DeleteResponse, tags=["tickets"],
-                dependencies=auth, responses={**ERRORS, **NOT_FOUND})
-    async def delete_ticket(ticket_id: TicketIdParam) -> DeleteResponse:
+    @router.delete("/tickets/{ticket_id:ticket_id}", response_model=DeleteResponse, dependencies=write,
+                   responses={**ERRORS, **NOT_FOUND})
+    async def delete_ticket(request: Request, ticket_id: TicketIdParam) -> DeleteResponse:
         """Delete a ticket; it is never returned again."""
-        seq = await work(lambda e: e.delete(ticket_id))
+        async with svc.engine(collection(request)) as eng:
+            seq = await svc.run(eng, lambda e: e.delete(ticket_id))
         return DeleteResponse(deleted=ticket_id, change_seq=seq)
 
-    return app
+    app.router.routes.extend(router.routes)
+
+
+def checked_tickets(eng: Engine, body: Any) -> list[Any]:
+    """The request's tickets, checked against the collection's schema (422, or 409 for a self-duplicate)."""
+    items = body if isinstance(body, list) else [body]
+    prefix = "body" if not isinstance(body, list) else "body.{i}"
+    schema = eng.store.schema if eng.store else None
+    tickets = []
+    for i, t in enumerate(items):
+        where = prefix.format(i=i)
+        query_fields(eng, t.fields, f"{where}.fields")
+        raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
+               "duplicate_of": t.duplicate_of, "fields": {k: v for k, v in t.fields.items() if v is not None}}
+        try:
+            tickets.append(normalize_row(schema, raw, i + 1))  # type: ignore[arg-type]  # the store is open once the engine is ready
+        except RowError as exc:
+            if exc.reason == SELF_DUPLICATE:  # well formed, but in conflict with the ticket's own id
+                raise ApiError(409, f"{where}.duplicate_of", exc.reason, type_="conflict") from None
+            raise ApiError(422, where, exc.reason, type_="value_error") from None
+    return tickets
 
 
 def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
@@ -453,6 +441,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TicketsearchError)
     async def core_error(request: Request, exc: TicketsearchError) -> JSONResponse:
+        if isinstance(exc, CollectionNotFoundError):  # the same body as access.check's for an unseen collection
+            return JSONResponse(error_body("path.name", str(exc), "not_found"), 404)
+        if isinstance(exc, ConflictError):
+            return JSONResponse(error_body("path.name", str(exc), "conflict"), 409)
+        if isinstance(exc, UnavailableError):
+            return JSONResponse(error_body("collection", str(exc), "unavailable"), 503)
         if isinstance(exc, NotFoundError):
             return JSONResponse(error_body("path.ticket_id", str(exc), "not_found"), 404)
         if isinstance(exc, QueryError):

@@ -1,46 +1,104 @@
-"""API keys: `TICKETSEARCH_API_KEYS` holds comma-separated KEY:read or KEY:write pairs (write implies read)."""
+"""API keys and what each may do.
+
+`TICKETSEARCH_API_KEYS` holds comma-separated `KEY:SCOPE[@COLLECTION]` entries. Scopes: `read`; `write`
+(implies read); `admin` (create, delete and train collections, and everything else). An entry without
+`@COLLECTION` applies to every collection; the same key may have several entries (one per collection).
+
+The service checks a request with `Grants.check` from one FastAPI security dependency per route
+(`service.app.require`): no key or an unknown key is 401; a collection the key may not see is 404, the same
+answer as for a collection that does not exist, so that names do not leak; a visible collection without the
+scope is 403.
+"""
 
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 
 from ticketsearch.errors import TicketsearchError
 
-SCOPES = ("read", "write")
+SCOPES = ("read", "write", "admin")
+RANK = {"read": 0, "write": 1, "admin": 2}
+# a collection's name: lower-case letters, digits, '_' and '-', starting with a letter or digit (the routes'
+# {name} and the folder under ROOT/collections/)
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+ENTRY_FORMAT = "KEY:read, KEY:write or KEY:admin, optionally followed by @COLLECTION"
+
+
+@dataclass(frozen=True)
+class Grant:
+    scope: str
+    collection: str | None  # None: every collection
+
+    def covers(self, collection: str | None) -> bool:
+        """Does this grant apply to `collection` (None: a route about no one collection, or about all)?"""
+        return self.collection is None or self.collection == collection
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What one presented key may do (empty when keys are off: then everything is allowed)."""
+
+    grants: tuple[Grant, ...]
+    open: bool = False  # no keys configured: everything is allowed
+
+    def sees(self, collection: str) -> bool:
+        return self.open or any(g.covers(collection) for g in self.grants)
+
+    def scope_for(self, collection: str | None) -> str | None:
+        """The widest scope this key has on `collection` (on every collection when None)."""
+        if self.open:
+            return "admin"
+        scopes = [g.scope for g in self.grants
+                  if (g.collection is None if collection is None else g.covers(collection))]
+        return max(scopes, key=RANK.__getitem__) if scopes else None
+
+    def allows(self, needed: str, collection: str | None) -> bool:
+        scope = self.scope_for(collection)
+        return scope is not None and RANK[scope] >= RANK[needed]
 
 
 @dataclass(frozen=True)
 class ApiKeys:
-    keys: tuple[tuple[str, str], ...]  # (key, scope)
+    keys: tuple[tuple[str, str, str | None], ...]  # (key, scope, collection or None)
 
     @classmethod
     def parse(cls, spec: str) -> ApiKeys:
-        out: list[tuple[str, str]] = []
+        out: list[tuple[str, str, str | None]] = []
         for n, item in enumerate(p.strip() for p in spec.split(",")):
             if not item:
                 continue
-            key, sep, scope = item.rpartition(":")
-            if not sep or not key or scope not in SCOPES:
+            key, sep, rest = item.rpartition(":")
+            scope, at, collection = rest.partition("@")
+            if not sep or not key or scope not in SCOPES or (at and not NAME_RE.match(collection)):
                 # never echo the key itself: say which entry is wrong
-                raise TicketsearchError(f"TICKETSEARCH_API_KEYS entry {n + 1} must be KEY:read or KEY:write")
+                raise TicketsearchError(f"TICKETSEARCH_API_KEYS entry {n + 1} must be {ENTRY_FORMAT} "
+                                        "(a collection name: a-z, 0-9, '_' and '-')")
             if len(key) < 8:
                 raise TicketsearchError(f"TICKETSEARCH_API_KEYS entry {n + 1}: keys must be at least 8 characters")
-            out.append((key, scope))
+            out.append((key, scope, collection if at else None))
         return cls(tuple(out))
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def scope_of(self, presented: str) -> str | None:
-        """The scope of a presented key, compared in constant time; None if no key matches."""
-        found = None
-        for key, scope in self.keys:
+    def grants_of(self, presented: str) -> Grants | None:
+        """Every grant of a presented key, compared in constant time against each configured key; None if no
+        key matches."""
+        found = []
+        for key, scope, collection in self.keys:
             if hmac.compare_digest(key.encode(), presented.encode()):
-                found = scope if found != "write" else found
-        return found
+                found.append(Grant(scope, collection))
+        return Grants(tuple(found)) if found else None
+
+    def scope_of(self, presented: str, collection: str | None = None) -> str | None:
+        """The widest scope of a presented key on `collection` (None: its scope on every collection)."""
+        grants = self.grants_of(presented)
+        return grants.scope_for(collection) if grants else None
 
     @staticmethod
     def allows(scope: str, needed: str) -> bool:
-        return scope == "write" or needed == "read"
+        return RANK[scope] >= RANK[needed]

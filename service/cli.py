@@ -88,10 +88,12 @@ IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index directo
 UrlOpt = Annotated[Optional[str], typer.Option(
     "--url", help="A running service (http://HOST:PORT): query it over HTTP instead of opening --index.")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", envvar="TICKETSEARCH_KEY", help="API key for --url.")]
+CollectionOpt = Annotated[Optional[str], typer.Option(
+    "--collection", help="With --url: the collection to query (default: the service's 'default').")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the API's shape).")]
 
 
-def open_reader(index: Path | None, url: str | None, key: str | None) -> Any:
+def open_reader(index: Path | None, url: str | None, key: str | None, collection: str | None = None) -> Any:
     """A TicketIndex on `index`, or a Client of the service at `url` (the same reads)."""
     from ticketsearch.errors import StoreLockedError
 
@@ -100,7 +102,9 @@ def open_reader(index: Path | None, url: str | None, key: str | None) -> Any:
     if url is not None:
         from ticketsearch.client import Client
 
-        return Client(url, key=key)
+        return Client(url, key=key, collection=collection)
+    if collection is not None:
+        fail("--collection goes with --url (a service's collection); --index opens one index directory")
     from ticketsearch.api import TicketIndex
 
     assert index is not None
@@ -220,11 +224,12 @@ def search(
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
+    collection: CollectionOpt = None,
 ) -> None:
     """Search the index by text, or by an indexed ticket's id with --like; reranks when a model is trained."""
     if text is None and like is None:
         fail("give a query TEXT or --like ID")
-    reader = open_reader(index, url, key)
+    reader = open_reader(index, url, key, collection)
     try:
         res = reader.search(text, like=like, fields=parse_fields(field), filters=parse_pairs(filter_, "--filter"),
                             before=before, after=after, k=k, method=method, rerank=rerank, explain=explain)
@@ -242,9 +247,10 @@ def similar(
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
+    collection: CollectionOpt = None,
 ) -> None:
     """Tickets similar to an indexed ticket (never the ticket itself)."""
-    reader = open_reader(index, url, key)
+    reader = open_reader(index, url, key, collection)
     try:
         res = reader.similar(ticket_id, k=k)
     finally:
@@ -264,11 +270,12 @@ def duplicates(
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
+    collection: CollectionOpt = None,
 ) -> None:
     """Is this new ticket a duplicate of an indexed one? (the index's reranker, or the general model)"""
     if not title.strip():
         fail("--title must not be empty")
-    reader = open_reader(index, url, key)
+    reader = open_reader(index, url, key, collection)
     try:
         res = reader.duplicates({"title": title, "body": body, "created": created, "fields": parse_fields(field)}, k=k)
     finally:
@@ -276,9 +283,12 @@ def duplicates(
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
         return
-    verdict = "likely duplicate" if res.is_duplicate else "not a duplicate"
-    prob = "-" if res.probability is None else f"{res.probability:.2f}"
-    typer.echo(f"{verdict}: p={prob}, threshold {res.threshold:.2f} (precision {res.target_precision:.2f})")
+    if res.is_duplicate is None or res.threshold is None:
+        typer.echo(f"no verdict: {res.reason} (candidates in first-stage order)")
+    else:
+        verdict = "likely duplicate" if res.is_duplicate else "not a duplicate"
+        prob = "-" if res.probability is None else f"{res.probability:.2f}"
+        typer.echo(f"{verdict}: p={prob}, threshold {res.threshold:.2f} (precision {res.target_precision:.2f})")
     for rank, h in enumerate(res.candidates, start=1):
         p = "" if h.probability is None else f" p={h.probability:.2f}"
         typer.echo(f"{rank:>3}.{p}  {h.id:<14} {h.title[:70]}")
@@ -495,12 +505,17 @@ def explain(
 @app.command()
 @one_line_errors
 def serve(
-    index: Annotated[Path, typer.Option("--index", help="Index directory (built with 'ticketsearch ingest').")],
+    index: Annotated[Optional[Path], typer.Option(
+        "--index", help="One index directory (built with 'ticketsearch ingest'), served as the collection "
+        "'default'.")] = None,
+    root: Annotated[Optional[Path], typer.Option(
+        "--root", help="A folder of collections (ROOT/collections/NAME/, each an index directory); created if "
+        "missing. Collections are created over HTTP: PUT /v1/collections/NAME.")] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=0, max=65535, help="Port (default 8000).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run the HTTP query service (FastAPI + uvicorn) on an index; Ctrl-C stops it."""
+    """Run the HTTP query service (FastAPI + uvicorn) on an index or a root of collections; Ctrl-C stops it."""
     import logging
 
     import uvicorn
@@ -511,6 +526,8 @@ def serve(
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error; got {log_level!r}")
+    if (index is None) == (root is None):
+        fail("give either --index DIR (one index) or --root DIR (a folder of collections)")
     settings = get_settings()
     keys = ApiKeys.parse(settings.api_keys)
     bind = host or settings.host
@@ -519,9 +536,12 @@ def serve(
             typer.echo(f"warning: no API keys set (TICKETSEARCH_API_KEYS): binding 127.0.0.1, not {bind}", err=True)
         bind = "127.0.0.1"
         typer.echo("warning: no API keys set: the service is open to anyone on this machine", err=True)
-    IndexDir(index).require_store()
+    if index is not None:
+        IndexDir(index).require_store()
+    elif root is not None and root.exists() and not root.is_dir():
+        fail(f"--root {root} is not a folder")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app_ = create_app(index, settings)
+    app_ = create_app(index, settings, root=root)
     uvicorn.run(app_, host=bind, port=port if port is not None else settings.port, log_level=log_level,
                 timeout_graceful_shutdown=10)
 

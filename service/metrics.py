@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests and latency per route, and latency per search stage."""
+"""Prometheus metrics: requests and latency per route, and latency per search stage, labelled by collection."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "ticketsearch_requests_total", "HTTP requests by route, method and status.",
-            ["route", "method", "status"], registry=self.registry,
+            "ticketsearch_requests_total", "HTTP requests by route, method, status and collection ('' for a route "
+            "about no one collection, or a request refused before its collection was known).",
+            ["route", "method", "status", "collection"], registry=self.registry,
         )
         self.latency = Histogram(
-            "ticketsearch_request_seconds", "HTTP request latency by route.", ["route"],
+            "ticketsearch_request_seconds", "HTTP request latency by route and collection.", ["route", "collection"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.stage = Histogram(
-            "ticketsearch_stage_seconds", "Search latency by stage (encode, retrieve, rerank, fetch).", ["stage"],
+            "ticketsearch_stage_seconds", "Search latency by stage (encode, retrieve, rerank, fetch) and collection.",
+            ["stage", "collection"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.shed = Counter(
@@ -29,15 +31,17 @@ class Metrics:
         )
         self.in_flight = Gauge("ticketsearch_in_flight", "Admitted requests doing model or index work.",
                                registry=self.registry)
+        self.open_collections = Gauge("ticketsearch_open_collections", "Collections loaded in memory now.",
+                                      registry=self.registry)
         self.encode_batch = Histogram(
             "ticketsearch_encode_batch_requests", "Requests merged into one encoder pass.",
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=self.registry,
         )
 
-    def observe_stages(self, timings_ms: dict[str, float]) -> None:
+    def observe_stages(self, timings_ms: dict[str, float], collection: str) -> None:
         for name in STAGES:
             if name in timings_ms:
-                self.stage.labels(name).observe(timings_ms[name] / 1000.0)
+                self.stage.labels(name, collection).observe(timings_ms[name] / 1000.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -231,3 +231,33 @@ def value_problem(spec: FieldSpec, value: Any, is_filter: bool) -> str | None:
             except ValueError as exc:
                 return str(exc)
     return None
+
+
+# ---- collections ------------------------------------------------------------------------------------------
+class InlineField(Strict):
+    name: str = Field(min_length=1, max_length=63)
+    kind: Literal["categorical", "multi", "numeric", "date"]
+    source: str | None = Field(default=None, max_length=200, description="The input column (default: the name).")
+    max_vocab: int = Field(default=1000, ge=1, le=100_000)
+    transform: Literal["none", "log1p"] = "none"
+
+
+class InlineSchema(Strict):
+    """A field schema given inline: the layout of the TOML schema files, as JSON."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    text: dict[Literal["fields"], list[Literal["title", "body"]]] = Field(
+        default={"fields": ["title", "body"]}, description="The text fields the encoder reads.")
+    fields: list[InlineField] = Field(default_factory=list, max_length=MAX_FIELDS)
+
+
+class CollectionCreate(Strict):
+    schema_: Literal["support", "jira", "bugzilla"] | InlineSchema = Field(
+        alias="schema", description="A built-in schema's name, or an inline schema.")
+    general_model: bool = Field(
+        default=False, description="Rerank with the shipped general model until a model of its own is trained "
+        "(default: first-stage order, which the answers say).")
+
+    def schema_spec(self) -> str | dict[str, Any]:
+        s = self.schema_
+        return s if isinstance(s, str) else s.model_dump(exclude_none=True)

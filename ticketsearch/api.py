@@ -104,8 +104,9 @@ class TicketIndex:
         training's decision) or no threshold for that precision."""
         reranker = self.pipeline.reranker
         if reranker is None:
-            raise UnavailableError("no reranker for this index (none trained, and the general model is off or lost "
-                                   "to the first stage on validation): run 'ticketsearch train'")
+            raise UnavailableError("no trained reranker yet (none trained, and the general model is off or lost to "
+                                   "the first stage on validation): train one on the duplicate links "
+                                   "('ticketsearch train', or POST /v1/collections/NAME/train)")
         try:
             threshold = reranker.duplicate_threshold(self.settings.duplicate_precision)
         except KeyError as exc:
@@ -116,16 +117,30 @@ class TicketIndex:
         return threshold
 
     def duplicates(self, ticket: Mapping[str, Any], k: int = 5) -> DuplicateResult:
-        """Is this new ticket (`title`, optional `body`, `created`, `fields`) a duplicate of an indexed one?"""
-        threshold = self.duplicate_threshold()
+        """Is this new ticket (`title`, optional `body`, `created`, `fields`) a duplicate of an indexed one?
+
+        Without a model that can decide (none trained yet, or no threshold for the target precision) the
+        answer still lists the candidates, in first-stage order, with `is_duplicate` and `probability` null and
+        `reason` saying why: nothing is unavailable, there is just no verdict to give yet."""
+        try:
+            threshold: float | None = self.duplicate_threshold()
+            reason = None
+        except UnavailableError as exc:
+            threshold, reason = None, str(exc)
         title = str(ticket.get("title") or "").strip()
         body = str(ticket.get("body") or "").strip()
         res = self.search(body or title, title=title if body else None, fields=ticket.get("fields") or {},
-                          before=ticket.get("created"), k=k)
+                          before=ticket.get("created"), k=k, rerank=threshold is not None)
+        if threshold is None:
+            for hit in res.hits:
+                hit.probability = None
+            return DuplicateResult(is_duplicate=None, probability=None, threshold=None,
+                                   target_precision=self.settings.duplicate_precision, reason=reason,
+                                   candidates=res.hits)
         top = res.hits[0].probability if res.hits else None
         return DuplicateResult(is_duplicate=top is not None and top >= threshold, probability=top,
                                threshold=threshold, target_precision=self.settings.duplicate_precision,
-                               candidates=res.hits)
+                               reranker=res.reranker, candidates=res.hits)
 
     def get(self, ticket_id: str) -> dict[str, Any]:
         if self._engine is not None:

@@ -1,32 +1,236 @@
-"""A client of a running `ticketsearch serve`: the same reads as `TicketIndex`, over the HTTP API.
+"""Clients of a running `ticketsearch serve`: `Client` (blocking) and `AsyncClient` (asyncio), the same methods.
 
 ```python
 from ticketsearch.client import Client
 with Client("http://127.0.0.1:8000", key="...") as c:
-    c.search("customers charged twice", k=5).hits[0].id
+    c.create_collection("acme", schema="support")
+    c.upsert([{"id": "A-1", "title": "Refund missing", "created": "2025-01-02"}], collection="acme")
+    c.search("customers charged twice", k=5, collection="acme").hits[0].id
+    job = c.train(collection="acme"); c.job(job.id, collection="acme").state
 ```
+
+Every method takes `collection=` (None: the service's `default` collection, through the unprefixed routes) and
+returns the typed models the server answers with. A 503 is retried after its `Retry-After`, at most `retries`
+times; then, and for every 4xx, one typed error per status carries the server's detail (`ServiceError.detail`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import TypeAdapter
 
-from ticketsearch.errors import NotFoundError, QueryError, TicketsearchError, UnavailableError
-from ticketsearch.results import DuplicateResult, SearchResult
+from ticketsearch.errors import ConflictError, NotFoundError, QueryError, TicketsearchError, UnavailableError
+from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TrainParams
+from ticketsearch.service.schemas import DeleteResponse, TicketOut, UpsertResponse
+
+MAX_RETRY_WAIT_S = 30.0
 
 
-class Client:
-    def __init__(self, url: str, key: str | None = None, timeout: float = 60.0) -> None:
+# ---- errors: one per status -------------------------------------------------------------------------------
+class ServiceError(TicketsearchError):
+    """The service refused a request. `status`, the server's `detail` items ({field, reason, type})."""
+
+    status = 0
+
+    def __init__(self, message: str, detail: list[dict[str, Any]] | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.detail = detail or []
+        self.retry_after = retry_after
+
+
+class BadRequest(ServiceError):
+    status = 400
+
+
+class Unauthorized(ServiceError):
+    status = 401
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+class NotFound(ServiceError, NotFoundError):
+    status = 404
+
+
+class MethodNotAllowed(ServiceError):
+    status = 405
+
+
+class Conflict(ServiceError, ConflictError):
+    status = 409
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
+class Unprocessable(ServiceError, QueryError):
+    status = 422
+
+
+class Unavailable(ServiceError, UnavailableError):
+    status = 503
+
+
+ERRORS: dict[int, type[ServiceError]] = {e.status: e for e in (
+    BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge, Unprocessable,
+    Unavailable)}
+
+
+def error_for(url: str, response: httpx.Response) -> ServiceError:
+    try:
+        detail = list(response.json()["detail"])
+        reason = "; ".join(f"{i['field']}: {i['reason']}" for i in detail)
+    except (ValueError, KeyError, TypeError):
+        detail, reason = [], response.text[:200]
+    kind = ERRORS.get(response.status_code, ServiceError)
+    return kind(f"{url} answered {response.status_code}: {reason}", detail, retry_after(response))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_WAIT_S) if value is not None else None
+    except ValueError:
+        return None
+
+
+# ---- the requests, built once for both clients ------------------------------------------------------------
+@dataclass
+class Call:
+    method: str
+    path: str
+    parse: Any  # a model class, a TypeAdapter, or None (no body)
+    json: Any = None
+    params: dict[str, Any] | None = None
+
+    def result(self, response: httpx.Response) -> Any:
+        if self.parse is None:
+            return None
+        if isinstance(self.parse, TypeAdapter):
+            return self.parse.validate_python(response.json())
+        return self.parse.model_validate(response.json())
+
+
+def jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def tid(ticket_id: str) -> str:
+    return quote(ticket_id, safe="")
+
+
+class Calls:
+    """The HTTP request of each method (both clients send these)."""
+
+    def __init__(self, default_collection: str | None) -> None:
+        self.default_collection = default_collection
+
+    def base(self, collection: str | None) -> str:
+        name = collection if collection is not None else self.default_collection
+        return "/v1" if name is None else f"/v1/collections/{quote(name, safe='')}"
+
+    def search(self, text: str | None, title: str | None, k: int, filters: Mapping[str, Any] | None,
+               fields: Mapping[str, Any] | None, before: str | datetime | None, after: str | datetime | None,
+               method: str | None, rerank: bool, explain: bool, like: str | None,
+               collection: str | None) -> Call:
+        if like is not None:
+            if text or title:
+                raise QueryError("give either a query text or --like ID, not both")
+            return self.similar(like, k, collection)
+        body: dict[str, Any] = {"text": text or "", "k": k, "rerank": rerank, "explain": explain}
+        for name, value in (("title", title), ("method", method), ("created_before", before), ("created_after", after)):
+            if value is not None:
+                body[name] = jsonable(value)
+        if filters:
+            body["filters"] = {n: list(v) if isinstance(v, (list, tuple)) else v for n, v in filters.items()}
+        if fields:
+            body["fields"] = dict(fields)
+        return Call("POST", f"{self.base(collection)}/search", SearchResult, json=body)
+
+    def similar(self, ticket_id: str, k: int, collection: str | None) -> Call:
+        return Call("GET", f"{self.base(collection)}/tickets/{tid(ticket_id)}/similar", SearchResult, params={"k": k})
+
+    def duplicates(self, ticket: Mapping[str, Any], k: int, collection: str | None) -> Call:
+        body = {n: jsonable(v) for n, v in ticket.items() if v not in (None, {}, "") or n == "title"}
+        body["k"] = k
+        return Call("POST", f"{self.base(collection)}/duplicates", DuplicateResult, json=body)
+
+    def upsert(self, tickets: Mapping[str, Any] | Iterable[Mapping[str, Any]], collection: str | None) -> Call:
+        items = [dict(tickets)] if isinstance(tickets, Mapping) else [dict(t) for t in tickets]
+        body = [{n: jsonable(v) for n, v in t.items()} for t in items]
+        return Call("POST", f"{self.base(collection)}/tickets", UpsertResponse, json=body)
+
+    def get(self, ticket_id: str, collection: str | None) -> Call:
+        return Call("GET", f"{self.base(collection)}/tickets/{tid(ticket_id)}", TicketOut)
+
+    def delete(self, ticket_id: str, collection: str | None) -> Call:
+        return Call("DELETE", f"{self.base(collection)}/tickets/{tid(ticket_id)}", DeleteResponse)
+
+    def collections(self) -> Call:
+        return Call("GET", "/v1/collections", TypeAdapter(list[CollectionInfo]))
+
+    def collection(self, name: str) -> Call:
+        return Call("GET", f"/v1/collections/{quote(name, safe='')}", CollectionInfo)
+
+    def create_collection(self, name: str, schema: str | Mapping[str, Any], general_model: bool) -> Call:
+        body = {"schema": schema if isinstance(schema, str) else dict(schema), "general_model": general_model}
+        return Call("PUT", f"/v1/collections/{quote(name, safe='')}", CollectionInfo, json=body)
+
+    def delete_collection(self, name: str) -> Call:
+        return Call("DELETE", f"/v1/collections/{quote(name, safe='')}", None)
+
+    def train(self, collection: str | None, params: TrainParams | None) -> Call:
+        name = collection if collection is not None else (self.default_collection or "default")
+        body = (params or TrainParams()).model_dump(mode="json", exclude_none=True)
+        return Call("POST", f"/v1/collections/{quote(name, safe='')}/train", JobInfo, json=body)
+
+    def job(self, job_id: str, collection: str | None) -> Call:
+        name = collection if collection is not None else (self.default_collection or "default")
+        return Call("GET", f"/v1/collections/{quote(name, safe='')}/jobs/{quote(job_id, safe='')}", JobInfo)
+
+
+class _Base:
+    def __init__(self, url: str, key: str | None, timeout: float, retries: int, collection: str | None) -> None:
         if not url.startswith(("http://", "https://")):
             raise QueryError(f"--url must start with http:// or https://, got {url!r}")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.timeout = timeout
+        self.retries = retries
+        self.calls = Calls(collection)
+
+    def unreachable(self, exc: Exception) -> TicketsearchError:
+        return TicketsearchError(f"{self.url}: cannot reach the service ({type(exc).__name__}: {exc})")
+
+    def outcome(self, call: Call, response: httpx.Response, attempt: int) -> tuple[bool, Any]:
+        """(done, value): the parsed answer, or (False, seconds to wait) for a 503 to retry; raises otherwise."""
+        if response.status_code < 400:
+            return True, call.result(response)
+        error = error_for(self.url, response)
+        if response.status_code == 503 and attempt < self.retries:
+            return False, error.retry_after if error.retry_after is not None else 1.0
+        raise error
+
+
+class Client(_Base):
+    """A blocking client. `retries`: how many times a 503 is retried (after its Retry-After) before it raises
+    `Unavailable`. `collection`: the default for every method's `collection=`."""
+
+    def __init__(self, url: str, key: str | None = None, timeout: float = 60.0, retries: int = 3,
+                 collection: str | None = None) -> None:
+        super().__init__(url, key, timeout, retries, collection)
+        self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -37,49 +241,154 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            r = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise TicketsearchError(f"{self.url}: cannot reach the service ({type(exc).__name__}: {exc})") from None
-        if r.status_code < 400:
-            return r.json()
-        try:
-            items = r.json()["detail"]
-            reason = "; ".join(f"{i['field']}: {i['reason']}" for i in items)
-        except (ValueError, KeyError, TypeError):
-            reason = r.text[:200]
-        error = {404: NotFoundError, 422: QueryError, 503: UnavailableError}.get(r.status_code, TicketsearchError)
-        raise error(f"{self.url} answered {r.status_code}: {reason}")
+    def send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, json=call.json, params=call.params)
+            except httpx.HTTPError as exc:
+                raise self.unreachable(exc) from None
+            done, value = self.outcome(call, response, attempt)
+            if done:
+                return value
+            attempt += 1
+            time.sleep(value)
 
     def search(
         self, text: str | None = None, *, title: str | None = None, k: int = 10,
         filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
         before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
-        rerank: bool = True, explain: bool = False, like: str | None = None,
+        rerank: bool = True, explain: bool = False, like: str | None = None, collection: str | None = None,
     ) -> SearchResult:
-        if like is not None:
-            if text or title:
-                raise QueryError("give either a query text or --like ID, not both")
-            return self.similar(like, k=k)
-        body: dict[str, Any] = {"text": text or "", "k": k, "rerank": rerank, "explain": explain}
-        for name, value in (("title", title), ("method", method), ("created_before", before), ("created_after", after)):
-            if value is not None:
-                body[name] = value.isoformat() if isinstance(value, datetime) else value
-        if filters:
-            body["filters"] = {n: list(v) if isinstance(v, (list, tuple)) else v for n, v in filters.items()}
-        if fields:
-            body["fields"] = dict(fields)
-        return SearchResult.model_validate(self._call("POST", "/v1/search", json=body))
+        return self.send(self.calls.search(text, title, k, filters, fields, before, after, method, rerank, explain,
+                                           like, collection))
 
-    def similar(self, ticket_id: str, k: int = 10) -> SearchResult:
-        path = f"/v1/tickets/{quote(ticket_id, safe='')}/similar"
-        return SearchResult.model_validate(self._call("GET", path, params={"k": k}))
+    def similar(self, ticket_id: str, k: int = 10, collection: str | None = None) -> SearchResult:
+        return self.send(self.calls.similar(ticket_id, k, collection))
 
-    def duplicates(self, ticket: Mapping[str, Any], k: int = 5) -> DuplicateResult:
-        body = {n: v for n, v in ticket.items() if v not in (None, {}, "") or n == "title"}
-        body["k"] = k
-        return DuplicateResult.model_validate(self._call("POST", "/v1/duplicates", json=body))
+    def duplicates(self, ticket: Mapping[str, Any], k: int = 5, collection: str | None = None) -> DuplicateResult:
+        return self.send(self.calls.duplicates(ticket, k, collection))
 
-    def get(self, ticket_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/tickets/{quote(ticket_id, safe='')}"))
+    def upsert(self, tickets: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+               collection: str | None = None) -> UpsertResponse:
+        return self.send(self.calls.upsert(tickets, collection))
+
+    def get(self, ticket_id: str, collection: str | None = None) -> TicketOut:
+        return self.send(self.calls.get(ticket_id, collection))
+
+    def delete(self, ticket_id: str, collection: str | None = None) -> DeleteResponse:
+        return self.send(self.calls.delete(ticket_id, collection))
+
+    def collections(self) -> list[CollectionInfo]:
+        return self.send(self.calls.collections())
+
+    def collection(self, name: str) -> CollectionInfo:
+        return self.send(self.calls.collection(name))
+
+    def create_collection(self, name: str, schema: str | Mapping[str, Any] = "support",
+                          general_model: bool = False) -> CollectionInfo:
+        return self.send(self.calls.create_collection(name, schema, general_model))
+
+    def delete_collection(self, name: str) -> None:
+        self.send(self.calls.delete_collection(name))
+
+    def train(self, collection: str | None = None, params: TrainParams | None = None) -> JobInfo:
+        return self.send(self.calls.train(collection, params))
+
+    def job(self, job_id: str, collection: str | None = None) -> JobInfo:
+        return self.send(self.calls.job(job_id, collection))
+
+    def wait(self, job: JobInfo, timeout: float = 3600.0, poll_s: float = 1.0) -> JobInfo:
+        """Poll a job until it is done or failed (or `timeout` passes: the job as last seen)."""
+        deadline = time.monotonic() + timeout
+        while job.state in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            job = self.job(job.id, collection=job.collection)
+        return job
+
+
+class AsyncClient(_Base):
+    """The asyncio twin of `Client`: the same methods, awaited."""
+
+    def __init__(self, url: str, key: str | None = None, timeout: float = 60.0, retries: int = 3,
+                 collection: str | None = None) -> None:
+        super().__init__(url, key, timeout, retries, collection)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(call.method, call.path, json=call.json, params=call.params)
+            except httpx.HTTPError as exc:
+                raise self.unreachable(exc) from None
+            done, value = self.outcome(call, response, attempt)
+            if done:
+                return value
+            attempt += 1
+            await asyncio.sleep(value)
+
+    async def search(
+        self, text: str | None = None, *, title: str | None = None, k: int = 10,
+        filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
+        before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
+        rerank: bool = True, explain: bool = False, like: str | None = None, collection: str | None = None,
+    ) -> SearchResult:
+        return await self.send(self.calls.search(text, title, k, filters, fields, before, after, method, rerank,
+                                                 explain, like, collection))
+
+    async def similar(self, ticket_id: str, k: int = 10, collection: str | None = None) -> SearchResult:
+        return await self.send(self.calls.similar(ticket_id, k, collection))
+
+    async def duplicates(self, ticket: Mapping[str, Any], k: int = 5,
+                         collection: str | None = None) -> DuplicateResult:
+        return await self.send(self.calls.duplicates(ticket, k, collection))
+
+    async def upsert(self, tickets: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+                     collection: str | None = None) -> UpsertResponse:
+        return await self.send(self.calls.upsert(tickets, collection))
+
+    async def get(self, ticket_id: str, collection: str | None = None) -> TicketOut:
+        return await self.send(self.calls.get(ticket_id, collection))
+
+    async def delete(self, ticket_id: str, collection: str | None = None) -> DeleteResponse:
+        return await self.send(self.calls.delete(ticket_id, collection))
+
+    async def collections(self) -> list[CollectionInfo]:
+        return await self.send(self.calls.collections())
+
+    async def collection(self, name: str) -> CollectionInfo:
+        return await self.send(self.calls.collection(name))
+
+    async def create_collection(self, name: str, schema: str | Mapping[str, Any] = "support",
+                                general_model: bool = False) -> CollectionInfo:
+        return await self.send(self.calls.create_collection(name, schema, general_model))
+
+    async def delete_collection(self, name: str) -> None:
+        await self.send(self.calls.delete_collection(name))
+
+    async def train(self, collection: str | None = None, params: TrainParams | None = None) -> JobInfo:
+        return await self.send(self.calls.train(collection, params))
+
+    async def job(self, job_id: str, collection: str | None = None) -> JobInfo:
+        return await self.send(self.calls.job(job_id, collection))
+
+    async def wait(self, job: JobInfo, timeout: float = 3600.0, poll_s: float = 1.0) -> JobInfo:
+        deadline = time.monotonic() + timeout
+        while job.state in ("queued", "running") and time.monotonic() < deadline:
+            await asyncio.sleep(poll_s)
+            job = await self.job(job.id, collection=job.collection)
+        return job
+
+
+__all__ = ["AsyncClient", "BadRequest", "Client", "Conflict", "Forbidden", "NotFound", "PayloadTooLarge",
+           "ServiceError", "Unauthorized", "Unavailable", "Unprocessable"]

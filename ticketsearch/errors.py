@@ -48,3 +48,11 @@ class UnavailableError(TicketsearchError):
 
 class ReadOnlyError(TicketsearchError):
     """A write to an index opened read-only."""
+
+
+class ConflictError(TicketsearchError):
+    """What was asked conflicts with the current state (a collection that exists, a job already running)."""
+
+
+class CollectionNotFoundError(NotFoundError):
+    """A collection that does not exist, or that the caller may not see (the same answer for both)."""

@@ -1,8 +1,10 @@
-"""What a search answers: one `Hit` type with one JSON shape, for the library, the CLI's `--json` and the API."""
+"""What the library and the service answer: one `Hit` type with one JSON shape for the library, the CLI's `--json`
+and the API; collections and training jobs as the service and its client see them."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -41,16 +43,72 @@ class SearchResult(BaseModel):
     query: str = Field(description="The query text as searched (title and body joined as the index does).")
     method: str = Field(description="The first stage that produced the candidates.")
     reranked: bool
+    reranker: str | None = Field(
+        default=None, description="The model that reordered the hits (`NAME@CHECKSUM`: the collection's own trained "
+        "model, or the general one); null when the hits are in first-stage order.")
     hits: list[Hit]
     notes: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
 class DuplicateResult(BaseModel):
-    """The answer to "is this new ticket a duplicate?" (needs a reranker: the index's own or the general one)."""
+    """The answer to "is this new ticket a duplicate?". It needs a reranker (the index's own or the general one)
+    with a stored threshold; without one the verdict and probability are null, `reason` says why, and the
+    candidates are in first-stage order."""
 
-    is_duplicate: bool
+    is_duplicate: bool | None = Field(description="null when there is no model to decide with (see `reason`).")
     probability: float | None = Field(description="The best candidate's calibrated duplicate probability.")
-    threshold: float = Field(description="Chosen on validation data for the target precision; stored with the model.")
+    threshold: float | None = Field(
+        description="Chosen on validation data for the target precision; stored with the model (null: no model).")
     target_precision: float
+    reason: str | None = Field(default=None, description="Why there is no verdict (null when there is one).")
+    reranker: str | None = Field(default=None, description="The model that decided (`NAME@CHECKSUM`).")
     candidates: list[Hit]
+
+
+class RerankerStatus(BaseModel):
+    status: Literal["trained", "general", "none"] = Field(
+        description="'trained': the collection's own model reranks; 'general': the shipped general model does; "
+        "'none': results are in first-stage order.")
+    model: str | None = Field(default=None, description="`NAME@CHECKSUM` of the model that reranks.")
+    reason: str | None = Field(default=None, description="Why (the last training's decision), when known.")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    tickets: int = Field(description="Tickets stored (as of the last checkpoint when the collection is closed).")
+    schema_name: str = Field(description="The schema's name (`support`, `jira`, `bugzilla` or an inline one's).")
+    model: str = Field(description="The encoder the collection is indexed with.")
+    reranker: RerankerStatus
+    open: bool = Field(description="Loaded in memory now (collections open on first use and close when idle).")
+    training: bool = Field(default=False, description="A training job is running.")
+
+
+class TrainParams(BaseModel):
+    """What a training job trains (the defaults of `ticketsearch train`)."""
+
+    train_before: datetime | None = Field(default=None, description="End of the train period (default: 80% of "
+                                          "tickets by creation time).")
+    valid_before: datetime | None = Field(default=None, description="End of the validation period (default 90%).")
+    variant: Literal["rerank-cross+pair", "rerank-cross", "rerank-concat"] = "rerank-cross+pair"
+    epochs: int = Field(default=20, ge=1, le=200)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class JobInfo(BaseModel):
+    id: str
+    collection: str
+    kind: Literal["train"] = "train"
+    state: Literal["queued", "running", "done", "failed"]
+    created: str
+    started: str | None = None
+    finished: str | None = None
+    seconds: float | None = Field(default=None, description="Running time so far, or in all.")
+    progress: list[str] = Field(default_factory=list, description="The job's log so far (its last lines).")
+    params: TrainParams
+    validation: dict[str, Any] | None = Field(
+        default=None, description="Validation figures (MRR, RR@10, ...): the first stage and the trained model.")
+    result: dict[str, Any] | None = Field(
+        default=None, description="`installed` (bool), `model` (what search reranks with now: `NAME@CHECKSUM`, or "
+        "null for first-stage order), `decision` (why), and the held-out test figures.")
+    error: str | None = None

@@ -80,7 +80,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: str = Field(
-        default="", repr=False, description="Comma-separated KEY:read or KEY:write pairs; empty = open, local only."
+        default="", repr=False,
+        description="Comma-separated KEY:SCOPE[@COLLECTION] entries, SCOPE read, write (implies read) or admin "
+        "(create, delete and train collections, and everything else); without @COLLECTION a key applies to every "
+        "collection. Empty = open, local only.",
+    )
+    max_open_collections: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Collections held open at once (`serve --root`); opening one more first closes the least "
+        "recently used idle one, after its checkpoint.",
+    )
+    collection_idle_s: float = Field(
+        default=300.0, gt=0, description="A collection unused this long is closed (it reopens on its next request)."
+    )
+    training_jobs: int = Field(
+        default=1, ge=1, le=16, description="Training jobs run at once (others wait, queued); one per collection."
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
     workers: int = Field(default=4, ge=1, le=64, description="Requests doing model or index work at once.")

@@ -22,8 +22,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, index_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    """`ticketsearch serve --index DIR`, or `--root DIR` with `root=True`."""
+
+    def __init__(self, index_dir: Path, log_path: Path, env: dict[str, str] | None = None, root: bool = False) -> None:
         self.index_dir = Path(index_dir)
+        self.root = root
         self.log_path = Path(log_path)
         self.env = {**os.environ, "TICKETSEARCH_THREADS": "1", "TICKETSEARCH_CHECKPOINT_INTERVAL_S": "0.5",
                     **(env or {})}
@@ -34,7 +37,8 @@ class Server:
     def start(self, wait_ready: bool = True, timeout: float = 180) -> Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [TICKETSEARCH, "serve", "--index", str(self.index_dir), "--port", str(self.port), "--log-level", "info"],
+            [TICKETSEARCH, "serve", "--root" if self.root else "--index", str(self.index_dir), "--port", str(self.port),
+             "--log-level", "info"],
             stdout=log, stderr=subprocess.STDOUT, env=self.env,
         )
         log.close()

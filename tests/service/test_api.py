@@ -246,10 +246,11 @@ def test_duplicates_uses_the_stored_threshold(reader: httpx.Client, trained_inde
 def test_metrics_count_routes_and_stages(reader: httpx.Client) -> None:
     reader.post("/v1/search", json={"text": "refund"})
     text = reader.get("/metrics").text
-    assert 'ticketsearch_requests_total{method="POST",route="/v1/search",status="200"}' in text
+    assert ('ticketsearch_requests_total{collection="default",method="POST",route="/v1/search",status="200"}'
+            in text)
     for stage in ("encode", "retrieve", "rerank", "fetch"):
-        assert f'ticketsearch_stage_seconds_count{{stage="{stage}"}}' in text
-    assert 'ticketsearch_request_seconds_bucket{le="0.05",route="/v1/search"}' in text
+        assert f'ticketsearch_stage_seconds_count{{collection="default",stage="{stage}"}}' in text
+    assert 'ticketsearch_request_seconds_bucket{collection="default",le="0.05",route="/v1/search"}' in text
 
 
 ODD_IDS = ["OWNER/REPO#12", "what?really", "100% sure", "a b  c", "Ünïcødé-票-42", "x/similar", "similar",

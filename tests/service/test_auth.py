@@ -1,4 +1,5 @@
-"""API key parsing and scopes (service/auth.py): good specs, bad entries, short keys, and no key in any error."""
+"""API key parsing and scopes (service/auth.py): good specs, collection-scoped keys, bad entries, short keys, and
+no key in any error."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ticketsearch.service.auth import ApiKeys
 
 def test_good_specs() -> None:
     keys = ApiKeys.parse(" reader-key-1234:read , writer-key-5678:write,,")
-    assert keys.keys == (("reader-key-1234", "read"), ("writer-key-5678", "write")) and keys.enabled
+    assert keys.keys == (("reader-key-1234", "read", None), ("writer-key-5678", "write", None)) and keys.enabled
     assert keys.scope_of("reader-key-1234") == "read" and keys.scope_of("writer-key-5678") == "write"
     assert keys.scope_of("reader-key-123") is None and keys.scope_of("reader-key-12345") is None
     assert keys.scope_of("") is None
@@ -18,7 +19,8 @@ def test_good_specs() -> None:
 
 def test_a_key_may_hold_colons_and_the_scope_is_the_last_part() -> None:
     keys = ApiKeys.parse("ab:cd:ef:gh1234:write")
-    assert keys.keys == (("ab:cd:ef:gh1234", "write"),)
+    assert keys.keys == (("ab:cd:ef:gh1234", "write", None),)
+    assert ApiKeys.parse("ab:cd@ef:gh1234:admin@acme-2").keys == (("ab:cd@ef:gh1234", "admin", "acme-2"),)
 
 
 def test_no_keys_means_open() -> None:
@@ -32,20 +34,38 @@ def test_the_same_key_twice_keeps_its_widest_scope() -> None:
         assert ApiKeys.parse(spec).scope_of("same-key-0001") == "write"
 
 
-def test_write_implies_read() -> None:
+def test_write_implies_read_and_admin_implies_both() -> None:
     assert ApiKeys.allows("write", "write") and ApiKeys.allows("write", "read") and ApiKeys.allows("read", "read")
-    assert not ApiKeys.allows("read", "write")
+    assert not ApiKeys.allows("read", "write") and not ApiKeys.allows("write", "admin")
+    assert ApiKeys.allows("admin", "admin") and ApiKeys.allows("admin", "write") and ApiKeys.allows("admin", "read")
+
+
+def test_collection_scoped_keys_see_only_their_collections() -> None:
+    keys = ApiKeys.parse("team-a-key-0001:write@acme,team-a-key-0001:read@beta,ops-key-00000001:admin,"
+                         "audit-key-000001:read")
+    team = keys.grants_of("team-a-key-0001")
+    assert team is not None and team.sees("acme") and team.sees("beta") and not team.sees("gamma")
+    assert team.allows("write", "acme") and not team.allows("write", "beta") and team.allows("read", "beta")
+    assert not team.allows("admin", "acme") and not team.allows("read", None)  # no key-wide grant
+    ops = keys.grants_of("ops-key-00000001")
+    assert ops is not None and ops.sees("anything") and ops.allows("admin", "anything") and ops.allows("read", None)
+    audit = keys.grants_of("audit-key-000001")
+    assert audit is not None and audit.allows("read", "x") and not audit.allows("write", "x")
+    assert keys.grants_of("team-a-key-000") is None
+    assert keys.scope_of("team-a-key-0001", "acme") == "write" and keys.scope_of("team-a-key-0001") is None
 
 
 SECRET = "hunter2-very-secret"
 
 
 @pytest.mark.parametrize(("spec", "entry", "reason", "key"), [
-    (f"{SECRET}", 1, "must be KEY:read or KEY:write", SECRET),  # no scope
-    (f"{SECRET}:admin", 1, "must be KEY:read or KEY:write", SECRET),  # unknown scope
-    (f"ok-key-000001:read,{SECRET}:Read", 2, "must be KEY:read or KEY:write", SECRET),  # scopes are lower case
-    (f"ok-key-000001:read, {SECRET}:", 2, "must be KEY:read or KEY:write", SECRET),  # empty scope
-    (":read", 1, "must be KEY:read or KEY:write", None),  # no key
+    (f"{SECRET}", 1, "must be KEY:read, KEY:write or KEY:admin", SECRET),  # no scope
+    (f"{SECRET}:owner", 1, "must be KEY:read, KEY:write or KEY:admin", SECRET),  # unknown scope
+    (f"ok-key-000001:read,{SECRET}:Read", 2, "must be KEY:read", SECRET),  # scopes are lower case
+    (f"ok-key-000001:read, {SECRET}:", 2, "must be KEY:read", SECRET),  # empty scope
+    (":read", 1, "must be KEY:read", None),  # no key
+    (f"{SECRET}:read@", 1, "optionally followed by @COLLECTION", SECRET),  # empty collection
+    (f"{SECRET}:read@Acme", 1, "a collection name", SECRET),  # not a collection name
     ("short:write", 1, "at least 8 characters", "short"),
     ("ok-key-000001:read,1234567:read", 2, "at least 8 characters", "1234567"),
 ])

@@ -4,10 +4,15 @@ The schemathesis command line itself, with every check on (`schemathesis run URL
 every phase (examples, coverage, fuzzing, stateful) over every operation, valid and invalid requests. No 5xx,
 every response as documented (status, content type, headers, body), invalid input refused and valid input
 accepted, the Allow header of a 405 naming every documented method, auth enforced, and a deleted ticket gone.
+
+The `default` collection's aliases (`/v1/search`, `/v1/tickets`, ...) are left out: they run the very handlers of
+`/v1/collections/{name}/...`, and the stateful phase would take a ticket deleted through one path and read
+through the other for two resources (tests/service/test_api.py covers the aliases).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +24,7 @@ from .server import Server
 
 KEY = "schemathesis-write-key"
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
+ALIASES = "^/v1/(search|duplicates|tickets)"
 EXAMPLES = 25  # per operation and phase (schemathesis' own default is 100: about 1,000 requests in all)
 
 
@@ -48,8 +54,12 @@ def test_api_conforms_to_its_schema_with_every_check(api_server: Server, tmp_pat
     config.write_text(CONFIG)
     cmd = [SCHEMATHESIS, "--config-file", str(config), "run", f"{api_server.url}/openapi.json", "--checks", "all",
            "--header", f"Authorization: Bearer {KEY}", "--max-examples", str(EXAMPLES), "--seed", "20261201",
-           "--generation-database", "none", "--workers", "1", "--no-color", "--suppress-health-check", "all"]
+           "--generation-database", "none", "--workers", "1", "--no-color", "--suppress-health-check", "all",
+           "--exclude-path-regex", ALIASES]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)  # writes nothing but here
     out = "\n".join(line[:400] for line in (res.stdout + res.stderr).splitlines())  # generated bodies can be huge
     assert res.returncode == 0, out[-12000:]
-    assert "Selected: 9/9" in out and "Tested: 9" in out and "No issues found" in out, out[-12000:]
+    assert "Selected: 15/21" in out and "Tested: 15" in out, out[-12000:]
+    # every generated case passed (warnings: the admin routes answer a write key 403, and a job id or a new
+    # collection's name cannot be guessed, so those routes answer 404)
+    assert re.search(r"(\d+) generated, \1 passed", out), out[-12000:]

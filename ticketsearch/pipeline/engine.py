@@ -53,16 +53,15 @@ from ticketsearch.retrieval.builder import (
     read_texts,
     title_key,
 )
-from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.first_stage import FirstStageIndexes
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import Compacted, Live, LiveBM25, LiveVectors
 from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.retrieval.quantized import query_encoder_for
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
 
-from .batcher import BatchedEncoder, EncodeBatcher
+from .batcher import EncodeBatcher
+from .shared_models import Loaded, SharedModels
 
 log = logging.getLogger("ticketsearch.engine")
 
@@ -136,7 +135,8 @@ class LivePart:
 
 class Engine:
     def __init__(self, index_dir: Path, settings: Settings,
-                 on_encode_batch: Callable[[int], None] | None = None) -> None:
+                 on_encode_batch: Callable[[int], None] | None = None, models: SharedModels | None = None) -> None:
+        """`models`: the process's shared encoders (a service of many collections); None loads this engine's own."""
         self.index_dir = Path(index_dir)
         self.dir = IndexDir(self.index_dir)
         self.settings = settings
@@ -146,6 +146,10 @@ class Engine:
         self.store: TicketStore | None = None
         self.searcher: SearchPipeline | None = None
         self.batcher: EncodeBatcher | None = None
+        self.models = models or SharedModels(settings, on_encode_batch=on_encode_batch)
+        self._own_models = models is None
+        self._loaded: Loaded | None = None
+        self.encoder: Any = None  # the index's encoder; every pass goes through the shared batcher thread
         self.applied_seq = 0
         self.saved_seq = 0
         self.on_encode_batch = on_encode_batch  # told how many requests share each encoder pass (metrics)
@@ -180,26 +184,26 @@ class Engine:
             manifest = Manifest.load(self.index_dir)
         except TicketsearchError as exc:
             log.warning("rebuilding every index file of %s: %s", self.index_dir, exc)
-            encoder = Encoder(self.settings.model, settings=self.settings)
-            build_index(self.index_dir, self.store, encoder, self.settings.model, self.settings, progress=False)
+            loaded = self.models.load(self.settings.model)
+            try:
+                build_index(self.index_dir, self.store, loaded.batched, self.settings.model,  # type: ignore[arg-type]  # BatchedEncoder has the Encoder methods a build uses
+                            self.settings, progress=False)
+            finally:
+                self.models.release(loaded)
             manifest = Manifest.load(self.index_dir)
-        else:
-            encoder = self.dir.open_encoder(self.settings, manifest)
-        self.encoder = encoder
+        self._loaded = self.models.acquire(self.dir, manifest)
+        self.encoder = self._loaded.batched
         self.manifest = manifest
         seq, kind, d = manifest.change_seq, manifest.index_kind, self.dir
         self.text = self._open_vectors("text", kind, seq)
         self.title = self._open_vectors("title", kind, seq)
         self.bm25 = self._open_bm25(seq)
         self._repair_rerank_vectors()
-        query_encoder = query_encoder_for(encoder)
-        log.info("query encoder: %s", getattr(query_encoder, "kind", "fp32"))
-        self.batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
-                                     query_encoder=query_encoder)
+        self.batcher = self._loaded.batcher
         indexes = FirstStageIndexes(self.text, self.title, self.bm25)
         self.searcher = SearchPipeline(
-            self.dir, self.settings, encoder=BatchedEncoder(encoder, self.batcher), store=self.store,  # type: ignore[arg-type]  # BatchedEncoder has the Encoder methods search uses
-            query_encoder=BatchedEncoder(query_encoder, self.batcher, query=True), indexes=indexes,
+            self.dir, self.settings, encoder=self.encoder, store=self.store,
+            query_encoder=self._loaded.batched_query, indexes=indexes,
         )
         self.parts = [
             LivePart("text", self.text, d.overlay_path("text"), lambda c: c.base.save(d.vectors_path("text"))),
@@ -280,7 +284,7 @@ class Engine:
         gone = sorted(set(rows) - {t.row_id for t in present})
         tickets = [Ticket(id=t.id, title=t.title, body=t.body, created=t.created, duplicate_of=t.duplicate_of,
                           values=t.values, raw_fields={}) for t in present]
-        prepared = self._prepare(tickets, batched=False)
+        prepared = self._prepare(tickets)
         self._apply_upsert(prepared, [t.row_id for t in present], store.change_seq)
         self._apply_delete(gone, store.change_seq)
         self.applied_seq = store.change_seq
@@ -288,19 +292,51 @@ class Engine:
                     seq, len(present), len(gone))
         self.checkpoint()
 
+    # ---- a new model, live ----------------------------------------------------------------------
+    def reload_reranker(self) -> str | None:
+        """Swap in the reranker the index directory now has installed (after training), without a restart:
+        its candidate vectors are computed while writes wait (searches go on with the previous model), then
+        the searcher switches under the exclusive lock. Returns the new model's id (`NAME@CHECKSUM`) or None
+        when the index is left with first-stage order."""
+        from .search import model_id
+
+        rs, store = self.searcher, self.store
+        assert rs is not None and store is not None
+        with self._checkpoint_lock, self._write_lock:
+            if self.dir.has_reranker():
+                build_rerank_vectors(self.dir, store, self.encoder, progress=False)  # as of the store's last change
+            reranker, vectors, notes = rs.load_reranker()
+            parts = [p for p in self.parts if p.name != "rerank"]
+            if vectors is not None and isinstance(reranker, Reranker):
+                d, model = self.dir, reranker
+                parts.append(LivePart("rerank", vectors, d.rerank_overlay_path,
+                                      lambda c: save_rerank_vectors(d, model, c.base, c.seq), model.checksum))
+            with self.lock.write():
+                rs.reranker, rs.vectors, rs.notes = reranker, vectors, notes
+                rs.reset_token_cache()  # the training wrote token states through another handle
+                self.parts = parts
+        name = model_id(reranker) if reranker is not None else None
+        log.info("reranker now: %s", name or "none (first-stage order)")
+        return name
+
     # ---- shutdown -------------------------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, compact: bool = True) -> None:
+        """Stop checkpointing, save what changed, and release the store and the model. `compact`: fold every
+        overlay into its base first (a clean stop); without it only the overlays are saved (a quick close)."""
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=60)
         if self.ready:
             try:
-                self.checkpoint(compact=True)  # a cleanly stopped index directory holds plain base files
+                self.checkpoint(compact=compact)  # a cleanly stopped index directory holds plain base files
             except Exception:  # noqa: BLE001
                 log.exception("final checkpoint failed (start-up will reconcile)")
         self.ready = False
-        if self.batcher is not None:
-            self.batcher.close()
+        if self._loaded is not None:
+            self.models.release(self._loaded)
+            self._loaded = None
+        if self._own_models:
+            self.models.close()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -327,7 +363,7 @@ class Engine:
         latest: dict[str, Ticket] = {}
         for t in tickets:
             latest[t.id] = t
-        prepared = self._prepare(list(latest.values()), batched=True)
+        prepared = self._prepare(list(latest.values()))
         assert self.store is not None
         with self._write_lock:
             res = self.store.upsert(prepared.tickets)
@@ -350,12 +386,12 @@ class Engine:
                 self.applied_seq = seq
         return seq
 
-    def _prepare(self, tickets: list[Ticket], batched: bool) -> Prepared:
+    def _prepare(self, tickets: list[Ticket]) -> Prepared:
         assert self.store is not None and self.searcher is not None
         schema = self.store.schema
         texts = [ticket_text(schema, t.title, t.body) for t in tickets]
         titles = [t.title for t in tickets]
-        enc = self.searcher.encoder if batched else self.encoder
+        enc = self.encoder  # through the batcher thread (shared with every index using this model)
         dim = self.encoder.dim
         vecs = np.zeros((len(tickets), dim), np.float32)
         rerank = self.searcher.reranker if isinstance(self.searcher.reranker, Reranker) else None  # one with vectors

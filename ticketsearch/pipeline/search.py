@@ -85,6 +85,11 @@ def make_hit(t: StoredTicket, retrieval_score: float, scores: dict[str, float], 
                scores={k: round(v, 6) for k, v in scores.items()})
 
 
+def model_id(reranker: Reranker | GeneralReranker) -> str:
+    """A reranker's identity as results and training jobs name it: `NAME@CHECKSUM` (the first 12 digits)."""
+    return f"{reranker.name}@{reranker.checksum[:12]}"
+
+
 def load_first_stage(d: IndexDir, kind: str, settings: Settings, seq: int) -> FirstStageIndexes:
     """The first stage's indexes as the last checkpoint left them: each base with its saved overlay of live
     changes (a service's writes since the last compaction), read-only."""
@@ -112,43 +117,50 @@ class SearchPipeline:
         self.first = FirstStage(self.manifest, self.store, self.indexes, self.settings.fusion_depth)
         self._encoder = encoder
         self._query_encoder = query_encoder
-        self.reranker: Reranker | GeneralReranker | None = None
-        self.vectors: RowVectors | None = None
-        self.notes: list[str] = []
+        self.reranker: Reranker | GeneralReranker | None
+        self.vectors: RowVectors | None
+        self.notes: list[str]
         self._token_cache: TokenCache | None = None
-        self._load_reranker()
+        self.reranker, self.vectors, self.notes = self.load_reranker()
 
-    def _load_reranker(self) -> None:
+    def load_reranker(self) -> tuple[Reranker | GeneralReranker | None, RowVectors | None, list[str]]:
+        """The reranker the index directory has now, its candidate vectors and the notes that say why (what
+        `__init__` installs, and what a live engine swaps in after training)."""
+        notes: list[str] = []
         if not self.dir.has_reranker():
             decision = self.dir.load_rerank_decision()
             # never trained, or training chose the general model: the shipped general model reranks
             general = decision is None or decision.get("use") == "general"
             if general and self.settings.general_reranker:
                 try:
-                    self.reranker = GeneralReranker()
+                    general_model = GeneralReranker()
                 except TicketsearchError as exc:
-                    self.notes.append(f"the general reranker cannot be used ({exc}): results are in first-stage order")
-                    return
-                self.notes.append("no trained reranker in this index: reranked with the general model (trained on "
-                                  "other projects' links)" if decision is None else
-                                  f"reranked with the general model: {decision.get('reason')}")
-            elif decision and not decision.get("install"):
-                self.notes.append(f"no reranker installed: {decision.get('reason')}")
+                    notes.append(f"the general reranker cannot be used ({exc}): results are in first-stage order")
+                    return None, None, notes
+                notes.append("no trained reranker in this index: reranked with the general model (trained on "
+                             "other projects' links)" if decision is None else
+                             f"reranked with the general model: {decision.get('reason')}")
+                return general_model, None, notes
+            if decision and not decision.get("install"):
+                notes.append(f"no reranker installed: {decision.get('reason')}")
             else:
-                self.notes.append("no trained reranker in this index: results are in first-stage order")
-            return
+                notes.append("no trained reranker in this index: results are in first-stage order")
+            return None, None, notes
         try:
             reranker = self.dir.open_reranker(self.settings)
         except TicketsearchError as exc:
-            self.notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
-            return
+            notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
+            return None, None, notes
         try:
-            self.vectors = load_rerank_vectors(self.dir, reranker)
+            vectors = load_rerank_vectors(self.dir, reranker)
         except TicketsearchError:
-            self.notes.append("candidate vectors are missing or from another reranker (run 'ticketsearch train' "
-                              "or 'ticketsearch ingest'): results are in first-stage order")
-            return
-        self.reranker = reranker
+            notes.append("candidate vectors are missing or from another reranker (run 'ticketsearch train' "
+                         "or 'ticketsearch ingest'): results are in first-stage order")
+            return None, None, notes
+        return reranker, vectors, notes
+
+    def reset_token_cache(self) -> None:
+        self._token_cache = None
 
     @property
     def index_dir(self) -> Path:
@@ -394,4 +406,5 @@ class SearchPipeline:
             notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]
             timings["fetch"] = (time.perf_counter() - t1) * 1000
         return SearchResult(query=q.text, method=method, reranked=reranking and bool(hits), hits=hits, notes=notes,
+                            reranker=model_id(self.reranker) if reranking and self.reranker is not None else None,
                             timings_ms={n: round(v, 3) for n, v in timings.items()})

@@ -610,24 +610,46 @@ def time_split(inp: EvalInputs, train_frac: float = 0.8, valid_frac: float = 0.1
 def train_index(
     index_dir: Path, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
-    train_kinds: Sequence[QueryKind] = (FULL,), short_time: ShortTime = "none",
+    train_kinds: Sequence[QueryKind] = (FULL,), short_time: ShortTime = "none", store: TicketStore | None = None,
 ) -> dict[str, Any]:
-    """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors."""
+    """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors.
+
+    `store`: the index's store as a running service holds it open (its engine then computes the candidate
+    vectors itself, when it swaps the model in: `Engine.reload_reranker`)."""
+    d = IndexDir(index_dir)
+    if store is not None:
+        return _train(d, store, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
+                      short_time, vectors=False)
+    with d.open_store(read_only=False) as own:
+        return _train(d, own, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
+                      short_time, vectors=True)
+
+
+def link_count(store: TicketStore) -> int:
+    """How many stored tickets name the ticket they duplicate (the links training learns from)."""
+    row = store.con.execute("SELECT count(*) FROM tickets WHERE duplicate_of IS NOT NULL").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _train(
+    d: IndexDir, store: TicketStore, train_before: datetime | None, valid_before: datetime | None, variant: str,
+    settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None], train_kinds: Sequence[QueryKind],
+    short_time: ShortTime, vectors: bool,
+) -> dict[str, Any]:
     from ticketsearch.retrieval.eval_index import load_eval_inputs
 
-    d = IndexDir(index_dir)
+    index_dir = d.root
     manifest = d.load_manifest()
-    with d.open_store(read_only=False) as store:
-        encoder = d.open_encoder(settings, manifest)
-        inp = load_eval_inputs(index_dir, store, encoder)
-        if train_before is None or valid_before is None:
-            tb, vb = time_split(inp)
-            train_before, valid_before = train_before or tb, valid_before or vb
-        log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
-        res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
-                            valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
-                            progress=progress, log=log, train_kinds=train_kinds, short_time=short_time)
-        if "installed" in res:
-            n = build_rerank_vectors(d, store, encoder, progress=progress)
-            log(f"computed reranker vectors for {n} tickets")
+    encoder = d.open_encoder(settings, manifest)
+    inp = load_eval_inputs(index_dir, store, encoder)
+    if train_before is None or valid_before is None:
+        tb, vb = time_split(inp)
+        train_before, valid_before = train_before or tb, valid_before or vb
+    log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
+    res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
+                        valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
+                        progress=progress, log=log, train_kinds=train_kinds, short_time=short_time)
+    if "installed" in res and vectors:
+        n = build_rerank_vectors(d, store, encoder, progress=progress)
+        log(f"computed reranker vectors for {n} tickets")
     return res

@@ -1,0 +1,384 @@
+"""Many isolated collections in one process: `ROOT/collections/NAME/`, each a normal index directory.
+
+```python
+from ticketsearch.collections import Collections
+colls = Collections.at_root("var/ts", settings)        # or Collections.single("demo/index", settings)
+colls.create("acme", "support")                         # an empty index with that schema
+with colls.use("acme") as engine:                       # opened on first use, shared model weights
+    engine.search(text="refund missing", k=5)
+colls.close()
+```
+
+A collection is opened on first use and closed when idle for `Settings.collection_idle_s`; at most
+`Settings.max_open_collections` are open at once (the least recently used idle one closes first, after its
+checkpoint). Closing loses nothing: DuckDB holds every write, and the checkpoint saves the derived files. Every
+engine gets its encoder from one `SharedModels`, so the weights are loaded once per model, not per collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ticketsearch.atomic import fsync_dir
+from ticketsearch.errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    NotFoundError,
+    QueryError,
+    SchemaError,
+    UnavailableError,
+)
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.engine import Engine
+from ticketsearch.pipeline.shared_models import SharedModels
+from ticketsearch.results import CollectionInfo, RerankerStatus
+from ticketsearch.settings import Settings
+
+log = logging.getLogger("ticketsearch.collections")
+
+DEFAULT = "default"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+UNTRAINED = "no trained reranker yet: train one on the collection's duplicate links (POST /v1/collections/NAME/train)"
+
+
+def not_found(name: str) -> str:
+    """The one answer for a collection that does not exist and for one the caller may not see."""
+    return f"collection {name!r} not found"
+
+
+def check_name(name: str) -> str:
+    import re
+
+    if not re.fullmatch(NAME_PATTERN[1:-1], name):
+        raise QueryError(f"collection name {name[:80]!r} must be 1-63 characters of a-z, 0-9, '_' and '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+def resolve_schema(schema: str | dict[str, Any]) -> Any:
+    """A built-in schema by name, or an inline schema (the TOML layout as JSON). Raises SchemaError."""
+    from ticketsearch.index_data.schema import Schema, builtin_schema_names, load_schema
+
+    if isinstance(schema, str):
+        if schema not in builtin_schema_names():
+            raise SchemaError(f"schema {schema!r} is not a built-in schema ({', '.join(builtin_schema_names())}) "
+                              "nor an inline schema object")
+        return load_schema(schema)
+    if isinstance(schema, dict):
+        return Schema.from_dict(schema, origin="inline")
+    raise SchemaError("schema must be a built-in schema's name or an inline schema object")
+
+
+@dataclass
+class Slot:
+    name: str
+    path: Path
+    engine: Engine | None = None
+    users: int = 0
+    pins: int = 0  # training jobs: the collection stays open and cannot be deleted
+    last_used: float = field(default_factory=time.monotonic)
+    gate: threading.Lock = field(default_factory=threading.Lock)  # serialises opening and closing
+    deleting: bool = False
+
+
+class Collections:
+    def __init__(self, settings: Settings, models: SharedModels, root: Path | None = None,
+                 single: Path | None = None) -> None:
+        """Use `at_root` (a folder of collections) or `single` (one index directory as `default`)."""
+        self.settings = settings
+        self.models = models
+        self.root = Path(root) if root is not None else None
+        self.single = Path(single) if single is not None else None
+        self.max_open = settings.max_open_collections
+        self.idle_s = settings.collection_idle_s
+        self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
+        self._slots: dict[str, Slot] = {}
+        self._stop = threading.Event()
+        self._janitor = threading.Thread(target=self._janitor_loop, name="collections-idle", daemon=True)
+        self._janitor.start()
+
+    @classmethod
+    def at_root(cls, root: Path | str, settings: Settings, models: SharedModels | None = None) -> Collections:
+        root = Path(root)
+        (root / "collections").mkdir(parents=True, exist_ok=True)
+        return cls(settings, models or SharedModels(settings), root=root)
+
+    @classmethod
+    def for_index(cls, index_dir: Path | str, settings: Settings, models: SharedModels | None = None) -> Collections:
+        """One index directory served as the collection `default` (it never closes when idle)."""
+        return cls(settings, models or SharedModels(settings), single=Path(index_dir))
+
+    # ---- where collections are -------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        assert self.root is not None
+        return self.root / "collections"
+
+    def path(self, name: str) -> Path:
+        if self.single is not None:
+            if name != DEFAULT:
+                raise CollectionNotFoundError(not_found(name))
+            return self.single
+        return self.folder / check_name(name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            return IndexDir(self.path(name)).has_store()
+        except (NotFoundError, QueryError):
+            return False
+
+    def names(self) -> list[str]:
+        if self.single is not None:
+            return [DEFAULT]
+        import re
+
+        return sorted(p.name for p in self.folder.iterdir()
+                      if re.fullmatch(NAME_PATTERN[1:-1], p.name) and (p / "tickets.duckdb").is_file())
+
+    # ---- create, describe, delete ----------------------------------------------------------------------
+    def create(self, name: str, schema: str | dict[str, Any], general_model: bool = False) -> CollectionInfo:
+        """An empty collection with this schema. Its search keeps first-stage order until a model is trained
+        (`general_model`: rerank with the shipped general model meanwhile). ConflictError if it exists."""
+        from ticketsearch.index_data.store import TicketStore
+        from ticketsearch.retrieval.builder import build_index
+
+        if self.root is None:
+            raise ConflictError("this service serves one index (--index); start it with --root DIR to create "
+                                "collections")
+        check_name(name)
+        spec = resolve_schema(schema)
+        with self._create_lock:
+            if self.exists(name):
+                raise ConflictError(f"collection {name!r} already exists")
+            tmp = Path(tempfile.mkdtemp(prefix=f".creating-{name}-", dir=self.folder))
+            try:
+                loaded = self.models.load(self.settings.model)
+                try:
+                    with TicketStore(IndexDir(tmp).store_path, schema=spec) as store:
+                        build_index(tmp, store, loaded.batched, self.settings.model, self.settings,  # type: ignore[arg-type]  # BatchedEncoder has the Encoder methods a build uses
+                                    progress=False)
+                finally:
+                    self.models.release(loaded)
+                if not general_model:
+                    IndexDir(tmp).save_rerank_decision({
+                        "install": False, "variant": None, "valid_mrr": None, "first_stage_valid_mrr": None,
+                        "delta": None, "queries": 0, "use": "first_stage", "general_valid_mrr": None,
+                        "reason": UNTRAINED.replace("NAME", name)})
+                os.replace(tmp, self.folder / name)
+                fsync_dir(self.folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        log.info("created collection %s (schema %s)", name, spec.name)
+        return self.info(name)
+
+    def info(self, name: str) -> CollectionInfo:
+        from ticketsearch.retrieval.manifest import Manifest
+
+        path = self.path(name)
+        if not IndexDir(path).has_store():
+            raise CollectionNotFoundError(not_found(name))
+        with self._lock:
+            slot = self._slots.get(name)
+            engine = slot.engine if slot is not None and slot.engine is not None and slot.engine.ready else None
+            training = bool(slot and slot.pins)
+        manifest = Manifest.load(path)
+        tickets = manifest.counts.get("tickets", 0)
+        if engine is not None:
+            try:
+                tickets = engine.count()
+            except Exception:  # noqa: BLE001 - closed meanwhile: the manifest's count stands
+                pass
+        return CollectionInfo(name=name, tickets=int(tickets), schema_name=manifest.schema,
+                              model=manifest.model_name, reranker=self.reranker_status(path), open=engine is not None,
+                              training=training)
+
+    def reranker_status(self, path: Path) -> RerankerStatus:
+        import json
+
+        d = IndexDir(path)
+        decision = d.load_rerank_decision()
+        reason = decision.get("reason") if decision else None
+        if d.has_reranker():
+            meta = json.loads((d.reranker_path / "config.json").read_text("utf-8"))
+            return RerankerStatus(status="trained", model=f"{meta.get('name', 'reranker')}@{meta['checksum'][:12]}",
+                                  reason=reason)
+        if (decision is None or decision.get("use") == "general") and self.settings.general_reranker:
+            from ticketsearch.pipeline.search import model_id
+            from ticketsearch.rerank.general import GeneralReranker
+
+            return RerankerStatus(status="general", model=model_id(GeneralReranker()), reason=reason)
+        return RerankerStatus(status="none", reason=reason)
+
+    def delete(self, name: str, wait_s: float = 30.0) -> None:
+        """Close the collection (waiting up to `wait_s` for requests in progress) and remove its folder."""
+        if self.root is None:
+            raise ConflictError("this service serves one index (--index): it cannot delete it")
+        path = self.path(name)
+        with self._lock:
+            if not IndexDir(path).has_store():
+                raise CollectionNotFoundError(not_found(name))
+            slot = self._slots.setdefault(name, Slot(name, path))
+            if slot.pins:
+                raise ConflictError(f"collection {name!r} has a training job running; delete it when the job ends")
+            slot.deleting = True  # no new request gets it
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                busy = slot.users
+            if not busy or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        with slot.gate:
+            with self._lock:
+                engine, slot.engine = slot.engine, None
+            if engine is not None:
+                engine.close(compact=False)
+            gone = Path(tempfile.mkdtemp(prefix=f".deleted-{name}-", dir=self.folder))
+            os.replace(path, gone / name)
+            fsync_dir(self.folder)
+            with self._lock:
+                self._slots.pop(name, None)
+        shutil.rmtree(gone, ignore_errors=True)
+        log.info("deleted collection %s", name)
+
+    # ---- using one ---------------------------------------------------------------------------------------
+    @contextmanager
+    def use(self, name: str) -> Iterator[Engine]:
+        engine = self.acquire(name)
+        try:
+            yield engine
+        finally:
+            self.release(name)
+
+    def acquire(self, name: str) -> Engine:
+        """The collection's engine, opened if need be; held (never closed) until `release(name)`."""
+        path = self.path(name)
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or slot.deleting:
+                if slot is not None or not IndexDir(path).has_store():
+                    raise CollectionNotFoundError(not_found(name))
+                slot = self._slots[name] = Slot(name, path)
+            slot.users += 1
+            slot.last_used = time.monotonic()
+            if slot.engine is not None:
+                return slot.engine
+        try:
+            with slot.gate:
+                if slot.engine is None:
+                    self._make_room(slot)
+                    slot.engine = self._open(slot)
+                return slot.engine
+        except BaseException:
+            self.release(name)
+            raise
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is not None:
+                slot.users -= 1
+                slot.last_used = time.monotonic()
+
+    def pin(self, name: str) -> Engine:
+        """Hold the collection open for a background job (it cannot be deleted meanwhile); `unpin` ends it."""
+        engine = self.acquire(name)
+        with self._lock:
+            self._slots[name].pins += 1
+        return engine
+
+    def unpin(self, name: str) -> None:
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is not None:
+                slot.pins -= 1
+        self.release(name)
+
+    def _open(self, slot: Slot) -> Engine:
+        t0 = time.perf_counter()
+        engine = Engine(slot.path, self.settings, models=self.models)
+        engine.start()
+        if engine.error is not None:
+            error = engine.error
+            engine.close(compact=False)
+            raise UnavailableError(f"collection {slot.name!r} cannot be opened: {error}")
+        log.info("opened collection %s in %.0f ms", slot.name, (time.perf_counter() - t0) * 1000)
+        return engine
+
+    def _make_room(self, opening: Slot) -> None:
+        """Close least recently used idle collections until one more fits under `max_open`."""
+        while True:
+            with self._lock:
+                open_slots = [s for s in self._slots.values() if s.engine is not None]
+                if len(open_slots) < self.max_open:
+                    return
+                idle = sorted((s for s in open_slots if s is not opening and not s.users and not s.pins
+                               and s.path != self.single), key=lambda s: s.last_used)
+            if not idle:
+                log.warning("%d collections open and all in use: opening %s beyond max_open_collections",
+                            len(open_slots), opening.name)
+                return
+            if not any(self._close(s) for s in idle[:1]):
+                time.sleep(0.001)
+
+    def _close(self, slot: Slot) -> bool:
+        """Close an idle collection (after its checkpoint); False if it is in use or being opened."""
+        if not slot.gate.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                if slot.users or slot.pins or slot.engine is None:
+                    return False
+                engine, slot.engine = slot.engine, None
+            engine.close(compact=False)
+            log.info("closed collection %s", slot.name)
+            return True
+        finally:
+            slot.gate.release()
+
+    def open_names(self) -> list[str]:
+        with self._lock:
+            return sorted(n for n, s in self._slots.items() if s.engine is not None)
+
+    def engine_if_open(self, name: str) -> Engine | None:
+        with self._lock:
+            slot = self._slots.get(name)
+            return slot.engine if slot is not None else None
+
+    def _janitor_loop(self) -> None:
+        while not self._stop.wait(max(0.05, min(self.idle_s / 4, 5.0))):
+            self.close_idle()
+
+    def close_idle(self, older_than: float | None = None) -> int:
+        """Close every collection idle for `older_than` seconds (default `collection_idle_s`)."""
+        limit = self.idle_s if older_than is None else older_than
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self._slots.values() if s.engine is not None and not s.users and not s.pins
+                    and s.path != self.single and now - s.last_used >= limit]
+        return sum(self._close(s) for s in idle)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._janitor.join(timeout=10)
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            with slot.gate:
+                with self._lock:
+                    engine, slot.engine = slot.engine, None
+                if engine is not None:
+                    engine.close()  # a clean stop: every overlay folded into its base
+        self.models.close()

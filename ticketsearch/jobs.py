@@ -1,0 +1,156 @@
+"""Background training jobs of a running service: one per collection at a time.
+
+A job trains the reranker on the collection's duplicate links (`pipeline.training.train_index`, on the store
+the service holds open), and when the model validates (it beats first-stage order on the validation period)
+the engine swaps it in without a restart (`Engine.reload_reranker`); searches are answered meanwhile by the
+previous model. Each job's record is kept in `COLLECTION/jobs/ID.json` (written atomically at every change of
+state), so `GET .../jobs/{id}` answers after the job, and after a restart (a job a restart interrupted reads as
+failed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ticketsearch.atomic import atomic_write_json
+from ticketsearch.collections import Collections
+from ticketsearch.errors import ConflictError, NotFoundError, QueryError
+from ticketsearch.results import JobInfo, TrainParams
+from ticketsearch.settings import Settings
+
+log = logging.getLogger("ticketsearch.jobs")
+JOB_ID = r"^[a-f0-9]{16}$"
+MIN_LINKS = 2
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class TrainingJobs:
+    def __init__(self, collections: Collections, settings: Settings) -> None:
+        self.collections = collections
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._running: dict[str, JobInfo] = {}  # collection -> its queued or running job
+        self._slots = threading.Semaphore(settings.training_jobs)
+        self._threads: list[threading.Thread] = []
+
+    def _path(self, collection: str, job_id: str) -> Path:
+        return self.collections.path(collection) / "jobs" / f"{job_id}.json"
+
+    def _save(self, job: JobInfo) -> None:
+        atomic_write_json(self._path(job.collection, job.id), job.model_dump(mode="json"))
+
+    def start(self, collection: str, params: TrainParams) -> JobInfo:
+        """Queue a training job; ConflictError while another runs on the collection, QueryError when it has
+        too few duplicate links to train on."""
+        from ticketsearch.pipeline.training import link_count
+
+        job = JobInfo(id=secrets.token_hex(8), collection=collection, state="queued", created=now(), params=params)
+        with self._lock:
+            if collection in self._running:
+                raise ConflictError(f"a training job is already running on collection {collection!r} "
+                                    f"(job {self._running[collection].id})")
+            self._running[collection] = job
+        pinned = False
+        try:
+            engine = self.collections.pin(collection)  # held open (and undeletable) until the job ends
+            pinned = True
+            assert engine.store is not None
+            links = link_count(engine.store)
+            if links < MIN_LINKS:
+                raise QueryError(f"collection {collection!r} has {links} duplicate link(s) (tickets with "
+                                 f"duplicate_of); training needs at least {MIN_LINKS}")
+            self._save(job)
+        except BaseException:
+            with self._lock:
+                self._running.pop(collection, None)
+            if pinned:
+                self.collections.unpin(collection)
+            raise
+        thread = threading.Thread(target=self._run, args=(job,), name=f"train-{collection}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return job.model_copy()
+
+    def get(self, collection: str, job_id: str) -> JobInfo:
+        with self._lock:
+            job = self._running.get(collection)
+            if job is not None and job.id == job_id:
+                out = job.model_copy(deep=True)
+                if out.state == "running" and out.started:
+                    out.seconds = round(time.time() - datetime.fromisoformat(out.started).timestamp(), 1)
+                return out
+        try:
+            data = json.loads(self._path(collection, job_id).read_text("utf-8"))
+        except (OSError, ValueError):
+            raise NotFoundError(f"job {job_id!r} not found in collection {collection!r}") from None
+        job = JobInfo.model_validate(data)
+        if job.state in ("queued", "running"):  # its process ended before it did
+            job.state, job.error = "failed", "interrupted: the service stopped before the job finished"
+        return job
+
+    def running(self, collection: str) -> JobInfo | None:
+        with self._lock:
+            return self._running.get(collection)
+
+    def _run(self, job: JobInfo) -> None:
+        from ticketsearch.pipeline.training import train_index
+        from ticketsearch.rerank.train import TrainConfig
+
+        lines: deque[str] = deque(maxlen=50)
+
+        def say(line: str) -> None:
+            lines.append(line.strip())
+            log.info("collection %s, job %s: %s", job.collection, job.id, line.strip())
+            with self._lock:
+                job.progress = list(lines)
+
+        t0 = 0.0
+        try:
+            with self._slots:
+                engine = self.collections.engine_if_open(job.collection)
+                assert engine is not None and engine.store is not None  # pinned open
+                with self._lock:
+                    job.state, job.started = "running", now()
+                self._save(job)
+                t0 = time.perf_counter()
+                p = job.params
+                res = train_index(engine.index_dir, p.train_before, p.valid_before, p.variant, self.settings,
+                                  TrainConfig(epochs=p.epochs, seed=p.seed), progress=False, log=say,
+                                  store=engine.store)
+                say("swapping the model in")
+                model = engine.reload_reranker()
+                validation = {"first_stage": res["first_stage"]["valid"], **res["valid"]}
+                result = {"installed": "installed" in res, "model": model, "decision": res["decision"],
+                          "test": {"first_stage": res["first_stage"]["test"], **res["test"]}}
+                with self._lock:
+                    job.validation, job.result, job.state = validation, result, "done"
+                say(f"done: search reranks with {model or 'nothing (first-stage order)'}")
+        except Exception as exc:  # noqa: BLE001 - reported on the job, not a dead thread
+            log.exception("collection %s, job %s failed", job.collection, job.id)
+            with self._lock:
+                job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                job.finished = now()
+                job.seconds = round(time.perf_counter() - t0, 1) if t0 else 0.0
+                self._running.pop(job.collection, None)
+            try:
+                self._save(job)
+            finally:
+                self.collections.unpin(job.collection)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait a little for running jobs (their threads are daemons: a stop interrupts them; their records
+        then read as interrupted)."""
+        for t in self._threads:
+            t.join(timeout=timeout)
