@@ -37,8 +37,9 @@ def load_reranker(directory: Path, device: str = "cpu") -> tuple[PairModel, dict
     checksum = hashlib.blake2b((directory / WEIGHTS).read_bytes(), digest_size=12).hexdigest()
     if checksum != meta.get("checksum"):
         raise TicketsearchError(f"{directory}: {WEIGHTS} does not match {CONFIG} (checksum); retrain or restore")
-    model = PairModel(RerankConfig(**meta["model"]))
-    model.load_state_dict(load_file(str(directory / WEIGHTS), device=device))
+    with torch.device("meta"):  # no random initialisation of weights that are loaded next
+        model = PairModel(RerankConfig(**meta["model"]))
+    model.load_state_dict(load_file(str(directory / WEIGHTS), device=device), assign=True)
     return model.to(device).eval(), meta
 
 

@@ -39,7 +39,6 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.rerank_vectors import (
     batch_tokens,
     build_rerank_vectors,
-    load_rerank_vectors,
     save_rerank_vectors,
 )
 from ticketsearch.pipeline.search import SearchPipeline
@@ -198,13 +197,13 @@ class Engine:
         self.text = self._open_vectors("text", kind, seq)
         self.title = self._open_vectors("title", kind, seq)
         self.bm25 = self._open_bm25(seq)
-        self._repair_rerank_vectors()
         self.batcher = self._loaded.batcher
         indexes = FirstStageIndexes(self.text, self.title, self.bm25)
         self.searcher = SearchPipeline(
             self.dir, self.settings, encoder=self.encoder, store=self.store,
             query_encoder=self._loaded.batched_query, indexes=indexes,
         )
+        self._repair_rerank_vectors()
         self.parts = [
             LivePart("text", self.text, d.overlay_path("text"), lambda c: c.base.save(d.vectors_path("text"))),
             LivePart("title", self.title, d.overlay_path("title"), lambda c: c.base.save(d.vectors_path("title"))),
@@ -257,15 +256,13 @@ class Engine:
         return BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)])
 
     def _repair_rerank_vectors(self) -> None:
-        store, d = self.store, self.dir
-        assert store is not None
-        if d.has_reranker():
-            reranker = Reranker(d.reranker_path, device=self.settings.device)
-            try:
-                load_rerank_vectors(d, reranker)
-            except TicketsearchError as exc:
-                log.warning("rebuilding the reranker's candidate vectors: %s", exc)
-                build_rerank_vectors(d, store, self.encoder, progress=False)
+        """The installed reranker's candidate vectors, rebuilt if the searcher could not load them."""
+        rs, store, d = self.searcher, self.store, self.dir
+        assert rs is not None and store is not None
+        if d.has_reranker() and rs.reranker is None:
+            log.warning("rebuilding the reranker's candidate vectors: %s", "; ".join(rs.notes))
+            build_rerank_vectors(d, store, self.encoder, progress=False)
+            rs.reranker, rs.vectors, rs.notes = rs.load_reranker()
 
     def _reconcile(self, seq: int) -> None:
         """Apply the changes the files missed: DuckDB's change log after `seq`, and any id-set mismatch."""
