@@ -263,3 +263,35 @@ def test_checkpoints_and_compactions_never_stall_searches_or_writes(
     assert sorted(np.load(d.rerank_rows_path).tolist()) == db
     with np.load(d.overlay_path("text")) as z:
         assert len(z["rows"]) == 0
+
+
+def test_a_closed_engine_is_freed_at_once_sharing_its_model(trained_index: Path, tmp_path: Path) -> None:
+    """A service opens and closes collections all day: a closed engine's indexes and model must be freed by
+    reference counting, not left in a cycle for a later garbage collection (measured: +10 MB of resident memory
+    per collection opened and closed), and engines share one loaded encoder."""
+    import gc
+    import weakref
+
+    from ticketsearch.pipeline.shared_models import SharedModels
+
+    settings = Settings()
+    models = SharedModels(settings)
+    dirs = []
+    for i in range(2):
+        dirs.append(tmp_path / f"c{i}")
+        shutil.copytree(trained_index, dirs[-1])
+    gc.disable()
+    try:
+        engines = [Engine(d, settings, models=models) for d in dirs]
+        for e in engines:
+            e.start()
+            assert e.error is None and e.search(text="refund missing", k=3).reranker is not None
+        assert models.loaded_count() == 1 and engines[0].encoder._encoder is engines[1].encoder._encoder
+        parts = [weakref.ref(x) for e in engines for x in (e, e.searcher, e.searcher.reranker, e.bm25, e.text)]
+        for e in engines:
+            e.close(compact=False)
+        del engines, e
+        assert [r() is None for r in parts] == [True] * len(parts)
+    finally:
+        gc.enable()
+        models.close()

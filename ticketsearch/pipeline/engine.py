@@ -337,6 +337,12 @@ class Engine:
         if self.store is not None:
             self.store.close()
             self.store = None
+        # break the engine's reference cycles (the BM25 index's rebuild callback is one of its methods), so that
+        # a closed engine's memory is freed at once, not at some later garbage collection: a service closing
+        # idle collections measured +10 MB of resident memory per collection opened and closed without this
+        if hasattr(self, "bm25"):
+            self.bm25.rebuild = None
+        self.parts = []
 
     # ---- reads ----------------------------------------------------------------------------------
     def search(self, **kwargs: Any) -> SearchResult:
