@@ -15,6 +15,8 @@ It is open to this machine only (no TICKETSEARCH_API_KEYS set). Try, from anothe
   curl -s -X POST ${URL}/v1/tickets -H 'Content-Type: application/json' -d '{"id": "DEMO-1", "title": "Zebra printer jams on every label roll", "created": "2025-07-10T09:00:00", "fields": {"product": "Mobile App"}}'
   curl -s -X DELETE ${URL}/v1/tickets/DEMO-1
   curl -s ${URL}/metrics | grep ticketsearch_stage_seconds_count
+  curl -s ${URL}/v1/collections      # this index is the collection 'default'; the same routes live under
+                                     # /v1/collections/default/... ('ticketsearch serve --root DIR': many)
 
 MSG
 exec "${BIN}/ticketsearch" serve --index "${INDEX}" --port "${PORT}"

@@ -14,12 +14,13 @@ class SchemaError(TicketsearchError):
 class RowError(TicketsearchError):
     """One input row is malformed. `line` is 1-based (the data row number for CSV/Parquet)."""
 
-    def __init__(self, line: int, reason: str, ticket_id: str | None = None) -> None:
+    def __init__(self, line: int, reason: str, ticket_id: str | None = None, where: str | None = None) -> None:
         self.line = line
         self.reason = reason
         self.ticket_id = ticket_id
-        where = f"line {line}" + (f" (id {ticket_id!r})" if ticket_id else "")
-        super().__init__(f"{where}: {reason}")
+        self.where = where or f"line {line}"  # a tracker export's records say where they are otherwise
+        place = self.where + (f" (id {ticket_id!r})" if ticket_id else "")
+        super().__init__(f"{place}: {reason}")
 
 
 class IngestError(TicketsearchError):

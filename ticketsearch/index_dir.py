@@ -14,6 +14,7 @@ DIR/tune_decision.json      why the last `tune-encoder` installed the tuned enco
 DIR/reranker/               the installed reranker: config.json + model.safetensors
 DIR/rerankers/NAME/         every trained variant (experiments and `ticketsearch train`)
 DIR/rerank_decision.json    why the last training installed its best variant, or none (validation figures)
+DIR/jobs/ID.json            a service's training jobs on this index (state, progress, validation, result)
 ```
 
 No other module names a file of this layout: they ask an `IndexDir`.
@@ -124,6 +125,10 @@ class IndexDir:
     @property
     def rerank_decision_path(self) -> Path:
         return self.root / "rerank_decision.json"
+
+    def job_path(self, job_id: str) -> Path:
+        """The record of a training job the service ran on this index."""
+        return self.root / "jobs" / f"{job_id}.json"
 
     def token_cache_path(self, encoder_key: str) -> Path:
         key = hashlib.blake2b(encoder_key.encode(), digest_size=6).hexdigest()

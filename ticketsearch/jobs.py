@@ -6,6 +6,9 @@ the engine swaps it in without a restart (`Engine.reload_reranker`); searches ar
 previous model. Each job's record is kept in `COLLECTION/jobs/ID.json` (written atomically at every change of
 state), so `GET .../jobs/{id}` answers after the job, and after a restart (a job a restart interrupted reads as
 failed).
+
+The job trains with its own copy of the collection's encoder (the shared one belongs to the batcher thread that
+serves searches: tokenizers must not be called from two threads at once), freed when it ends.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.collections import Collections
 from ticketsearch.errors import ConflictError, NotFoundError, QueryError
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.results import JobInfo, TrainParams
 from ticketsearch.settings import Settings
 
@@ -44,7 +48,7 @@ class TrainingJobs:
         self._threads: list[threading.Thread] = []
 
     def _path(self, collection: str, job_id: str) -> Path:
-        return self.collections.path(collection) / "jobs" / f"{job_id}.json"
+        return IndexDir(self.collections.path(collection)).job_path(job_id)
 
     def _save(self, job: JobInfo) -> None:
         atomic_write_json(self._path(job.collection, job.id), job.model_dump(mode="json"))
