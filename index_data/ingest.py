@@ -18,6 +18,7 @@ from ticketsearch.errors import IngestError, RowError
 from .columnar import NotColumnar, iter_columnar
 from .records import Ticket, read_tickets
 from .store import TicketStore
+from .trackers import TRACKERS, read_tracker
 
 OnError = Literal["skip", "stop"]
 
@@ -37,9 +38,13 @@ class IngestReport:
 
 
 def ingest_file(
-    store: TicketStore, path: Path, on_error: OnError = "skip", progress: bool = True, columnar: bool = True
+    store: TicketStore, path: Path, on_error: OnError = "skip", progress: bool = True, columnar: bool = True,
+    fmt: str = "tickets", mapping: Path | None = None,
 ) -> IngestReport:
     """Validate `path` against the store's schema and upsert its valid rows.
+
+    `fmt`: `tickets` (our JSONL, CSV or Parquet) or a tracker export (`jira`, `github`, `zendesk`: a file or a
+    folder of pages, `trackers.py`; `mapping` is the Zendesk field mapping).
 
     With on_error="stop" the first malformed row aborts the ingest before anything is written.
     With "skip" malformed rows are reported and the rest are written. The write is one transaction.
@@ -47,11 +52,12 @@ def ingest_file(
     anything it cannot prove valid goes through the per-row path, which names each bad row.
     """
     path = Path(path)
-    if not path.is_file():
+    tracker = fmt in TRACKERS
+    if not tracker and not path.is_file():
         raise IngestError(f"{path}: no such file")
     report = IngestReport()
     start = time.perf_counter()
-    if columnar:  # a clean bulk JSONL file, a column at a time; None: the per-row path below
+    if columnar and not tracker:  # a clean bulk JSONL file, a column at a time; None: the per-row path below
         res = _ingest_columnar(store, path, progress)
         if res is not None:
             report.rows_read, report.inserted, report.updated, report.change_seq = res
@@ -59,7 +65,8 @@ def ingest_file(
             return report
     good: list[Ticket] = []
     with tqdm(desc="read", unit=" rows", disable=not progress, mininterval=0.5) as bar:
-        for item in read_tickets(path, store.schema):
+        items = read_tracker(path, fmt, store.schema, mapping) if tracker else read_tickets(path, store.schema)
+        for item in items:
             report.rows_read += 1
             bar.update(1)
             if isinstance(item, RowError):

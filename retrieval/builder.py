@@ -199,17 +199,27 @@ def ingest_and_build(
     settings: Settings | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    fmt: str = "auto",
+    mapping: Path | None = None,
 ) -> tuple[TicketStore, Encoder, BuildReport]:
-    """Upsert `data` into the index directory's store and rebuild its indexes. Returns the open store."""
+    """Upsert `data` into the index directory's store and rebuild its indexes. Returns the open store.
+
+    `fmt`: `tickets`, a tracker (`jira`, `github`, `zendesk`), or `auto` (detected from the content, and said).
+    A new index's schema defaults to the format's shipped one (`support` for our own files and Zendesk)."""
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.trackers import SHIPPED_SCHEMA, detect
 
     settings = settings or get_settings()
+    if fmt == "auto":
+        fmt = detect(data)
+        log(f"detected format: {fmt} ({data})")
     db = IndexDir(index_dir).store_path
-    schema = load_schema(schema_name) if schema_name else (None if db.exists() else load_schema("support"))
+    default = SHIPPED_SCHEMA.get(fmt, "support")
+    schema = load_schema(schema_name) if schema_name else (None if db.exists() else load_schema(default))
     store = TicketStore(db, schema=schema)
     try:
-        report = ingest_file(store, data, on_error=on_error, progress=progress)  # type: ignore[arg-type]  # on_error is checked by the CLI; ingest_file takes the Literal
+        report = ingest_file(store, data, on_error=on_error, progress=progress, fmt=fmt, mapping=mapping)  # type: ignore[arg-type]  # on_error is checked by the CLI; ingest_file takes the Literal
         for err in report.errors[:20]:
             log(f"skipped {data}: {err}")
         if len(report.errors) > 20:

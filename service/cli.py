@@ -157,11 +157,17 @@ def demo_data(
 @app.command()
 @one_line_errors
 def ingest(
-    data: Annotated[Path, typer.Option("--data", help="Tickets: .jsonl[.gz], .csv[.gz] or .parquet.")],
+    data: Annotated[Path, typer.Option("--data", help="Tickets: .jsonl[.gz], .csv[.gz] or .parquet; or a tracker "
+                                       "export (a file or a folder of pages).")],
     index: Annotated[Path, typer.Option("--index", help="Index directory (created if missing).")],
     schema: Annotated[
-        Optional[str], typer.Option("--schema", help="Built-in schema name (support, jira, bugzilla) or a TOML path.")
+        Optional[str], typer.Option("--schema", help="Built-in schema name (support, jira, bugzilla, github) or a TOML "
+                                    "path; default: the format's own (jira, github; support otherwise).")
     ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto (detected from the content), tickets, jira, github or "
+                                     "zendesk.")] = "auto",
+    mapping: Annotated[Optional[Path], typer.Option(
+        "--mapping", help="Zendesk: a field mapping TOML (default: the shipped zendesk_mapping.toml).")] = None,
     on_error: Annotated[
         str, typer.Option("--on-error", help="skip: report bad rows and go on; stop: write nothing.")
     ] = "skip",
@@ -179,14 +185,20 @@ def ingest(
         fail(f"--on-error must be 'skip' or 'stop', got {on_error!r}")
     if index_type not in (None, "auto", "flat", "hnsw", "ivf"):
         fail(f"--index-type must be auto, flat, hnsw or ivf, got {index_type!r}")
-    if not data.is_file():
-        fail(f"{data}: no such file")
+    from ticketsearch.index_data.trackers import FORMATS
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if not data.exists():
+        fail(f"{data}: no such file or folder")
+    if mapping is not None and fmt not in ("zendesk", "auto"):
+        fail("--mapping goes with --format zendesk")
     settings = get_settings()
     if index_type:
         settings = settings.model_copy(update={"index_type": index_type})
     store, encoder, _ = ingest_and_build(
         data, index, schema, on_error=on_error, model=model, settings=settings, progress=not quiet,
-        log=lambda m: typer.echo(m, err=m.startswith("skipped")),
+        log=lambda m: typer.echo(m, err=m.startswith("skipped")), fmt=fmt, mapping=mapping,
     )
     try:
 
