@@ -6,7 +6,7 @@ persisted BM25 index, and fusions of the two over each method's top `depth` (as 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,13 @@ class EvalInputs:
     manifest: Manifest
 
 
-def load_eval_inputs(index_dir: Path, store: TicketStore, encoder: Encoder) -> EvalInputs:
+def load_eval_inputs(index_dir: Path, store: TicketStore, encoder: Encoder,
+                     extra_links: Sequence[tuple[str, str]] = ()) -> EvalInputs:
+    """`extra_links`: duplicate pairs beside the stored `duplicate_of` links (agents' confirmed decisions)."""
     manifest = Manifest.load(index_dir)
     rows = store.con.execute("SELECT row_id, id, title, body, created, duplicate_of FROM tickets").fetchall()
     ev = EvalSet.from_records(
-        [dict(zip(("row_id", "id", "title", "body", "created", "duplicate_of"), r)) for r in rows]
+        [dict(zip(("row_id", "id", "title", "body", "created", "duplicate_of"), r)) for r in rows], extra_links
     )
     ids, vecs, _, _ = embed_store(store, encoder, progress=True)
     pos = {int(r): i for i, r in enumerate(ids)}

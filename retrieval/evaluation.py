@@ -41,8 +41,11 @@ class EvalSet:
         return len(self.ids)
 
     @classmethod
-    def from_records(cls, records: Sequence[Mapping[str, Any]]) -> EvalSet:
-        """records: dicts with row_id, id, title, body, created (datetime), duplicate_of."""
+    def from_records(cls, records: Sequence[Mapping[str, Any]],
+                     extra_links: Sequence[tuple[str, str]] = ()) -> EvalSet:
+        """records: dicts with row_id, id, title, body, created (datetime), duplicate_of. `extra_links`: more
+        duplicate pairs (agents' confirmed decisions), joined into the groups like `duplicate_of` links; the
+        later-created ticket of each counts as a duplicate."""
         recs = sorted(records, key=lambda r: (r["created"], r["row_id"]))
         ids = [r["id"] for r in recs]
         pos = {tid: i for i, tid in enumerate(ids)}
@@ -60,6 +63,13 @@ class EvalSet:
                 a, b = find(i), find(pos[d])
                 if a != b:
                     parent[a] = b
+        linked = np.array([r.get("duplicate_of") is not None and r["duplicate_of"] in pos for r in recs])
+        for x, y in extra_links:
+            if x in pos and y in pos and x != y:
+                a, b = find(pos[x]), find(pos[y])
+                if a != b:
+                    parent[a] = b
+                linked[max(pos[x], pos[y])] = True  # the later of the two (records are in time order)
         roots = np.array([find(i) for i in range(len(recs))], dtype=np.int64)
         return cls(
             row_ids=np.array([r["row_id"] for r in recs], dtype=np.int64),
@@ -68,7 +78,7 @@ class EvalSet:
             bodies=[r.get("body") or "" for r in recs],
             created=np.array([np.datetime64(r["created"], "s") for r in recs], dtype="datetime64[s]"),
             group=roots,
-            is_dup=np.array([r.get("duplicate_of") is not None and r["duplicate_of"] in pos for r in recs]),
+            is_dup=linked,
         )
 
     def queries(self, since: datetime | None = None, until: datetime | None = None) -> np.ndarray:

@@ -44,7 +44,14 @@ from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
 from ticketsearch.jobs import JOB_ID, TrainingJobs
 from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.shared_models import SharedModels
-from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TrainParams
+from ticketsearch.results import (
+    CollectionInfo,
+    DuplicateResult,
+    FeedbackDecision,
+    JobInfo,
+    SearchResult,
+    TrainParams,
+)
 from ticketsearch.settings import Settings
 
 from .access import Access, Guard, require, require_default, require_global, require_key
@@ -59,6 +66,7 @@ from .schemas import (
     DeleteResponse,
     DuplicateRequest,
     ErrorResponse,
+    FeedbackRequest,
     Health,
     SearchRequest,
     TicketBatch,
@@ -352,6 +360,23 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
     async def get_ticket(request: Request, ticket_id: TicketIdParam) -> TicketOut:
         async with svc.engine(collection(request)) as eng:
             return TicketOut(**await svc.run(eng, lambda e: e.get(ticket_id)))
+
+    @router.post("/feedback", response_model=FeedbackDecision, dependencies=write, responses={**ERRORS, **NOT_FOUND})
+    async def feedback(request: Request, body: FeedbackRequest) -> FeedbackDecision:
+        """Record an agent's decision on a pair of tickets: "duplicate" or "not_duplicate" (the latest decision
+        on a pair wins). Training uses confirmed pairs as positives and rejected ones as hard negatives."""
+        async with svc.engine(collection(request)) as eng:
+            d = await svc.run(eng, lambda e: e.record_feedback(body.ticket_id, body.candidate_id, body.label,
+                                                               body.by))
+        return FeedbackDecision.of(d)
+
+    @router.get("/tickets/{ticket_id:ticket_id}/feedback", response_model=list[FeedbackDecision], dependencies=read,
+                responses={**ERRORS, **NOT_FOUND})
+    async def ticket_feedback(request: Request, ticket_id: TicketIdParam) -> list[FeedbackDecision]:
+        """The decisions recorded on pairs holding this ticket, newest first."""
+        async with svc.engine(collection(request)) as eng:
+            found = await svc.run(eng, lambda e: e.feedback_for(ticket_id))
+        return [FeedbackDecision.of(d) for d in found]
 
     @router.delete("/tickets/{ticket_id:ticket_id}", response_model=DeleteResponse, dependencies=write,
                    responses={**ERRORS, **NOT_FOUND})

@@ -261,3 +261,10 @@ class CollectionCreate(Strict):
     def schema_spec(self) -> str | dict[str, Any]:
         s = self.schema_
         return s if isinstance(s, str) else s.model_dump(exclude_none=True)
+
+
+class FeedbackRequest(Strict):
+    ticket_id: TicketId = Field(description="The ticket the agent was looking at.")
+    candidate_id: TicketId = Field(description="The candidate the agent decided on.")
+    label: Literal["duplicate", "not_duplicate"]
+    by: str | None = Field(default=None, max_length=200, description="Who decided (an agent's name or id).")

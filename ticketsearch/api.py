@@ -171,6 +171,18 @@ class TicketIndex:
             rows.append(normalize_row(schema, dict(raw), i + 1))
         return engine.upsert(rows)
 
+    def feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
+        """Record an agent's decision on a pair: `label` "duplicate" or "not_duplicate" (training uses them)."""
+        return self._writer().record_feedback(ticket_id, candidate_id, label, by)
+
+    def feedback_for(self, ticket_id: str) -> list[Any]:
+        """The decisions recorded on pairs holding this ticket, newest first."""
+        if self._engine is not None:
+            return list(self._engine.feedback_for(ticket_id))
+        from ticketsearch.index_data import feedback
+
+        return feedback.for_ticket(self._pipeline.store, ticket_id)
+
     def delete(self, ticket_id: str) -> int:
         """Delete a ticket; returns the change sequence number. Raises NotFoundError for an unknown id."""
         return int(self._writer().delete(ticket_id))

@@ -28,7 +28,14 @@ import httpx
 from pydantic import TypeAdapter
 
 from ticketsearch.errors import ConflictError, NotFoundError, QueryError, TicketsearchError, UnavailableError
-from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TrainParams
+from ticketsearch.results import (
+    CollectionInfo,
+    DuplicateResult,
+    FeedbackDecision,
+    JobInfo,
+    SearchResult,
+    TrainParams,
+)
 from ticketsearch.service.schemas import DeleteResponse, TicketOut, UpsertResponse
 
 MAX_RETRY_WAIT_S = 30.0
@@ -177,6 +184,15 @@ class Calls:
     def delete(self, ticket_id: str, collection: str | None) -> Call:
         return Call("DELETE", f"{self.base(collection)}/tickets/{tid(ticket_id)}", DeleteResponse)
 
+    def feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None, collection: str | None) -> Call:
+        body = {"ticket_id": ticket_id, "candidate_id": candidate_id, "label": label, "by": by}
+        return Call("POST", f"{self.base(collection)}/feedback", FeedbackDecision,
+                    json={k: v for k, v in body.items() if v is not None})
+
+    def feedback_for(self, ticket_id: str, collection: str | None) -> Call:
+        return Call("GET", f"{self.base(collection)}/tickets/{tid(ticket_id)}/feedback",
+                    TypeAdapter(list[FeedbackDecision]))
+
     def collections(self) -> Call:
         return Call("GET", "/v1/collections", TypeAdapter(list[CollectionInfo]))
 
@@ -279,6 +295,13 @@ class Client(_Base):
     def delete(self, ticket_id: str, collection: str | None = None) -> DeleteResponse:
         return self.send(self.calls.delete(ticket_id, collection))
 
+    def feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None,
+                 collection: str | None = None) -> FeedbackDecision:
+        return self.send(self.calls.feedback(ticket_id, candidate_id, label, by, collection))
+
+    def feedback_for(self, ticket_id: str, collection: str | None = None) -> list[FeedbackDecision]:
+        return self.send(self.calls.feedback_for(ticket_id, collection))
+
     def collections(self) -> list[CollectionInfo]:
         return self.send(self.calls.collections())
 
@@ -362,6 +385,13 @@ class AsyncClient(_Base):
 
     async def delete(self, ticket_id: str, collection: str | None = None) -> DeleteResponse:
         return await self.send(self.calls.delete(ticket_id, collection))
+
+    async def feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None,
+                       collection: str | None = None) -> FeedbackDecision:
+        return await self.send(self.calls.feedback(ticket_id, candidate_id, label, by, collection))
+
+    async def feedback_for(self, ticket_id: str, collection: str | None = None) -> list[FeedbackDecision]:
+        return await self.send(self.calls.feedback_for(ticket_id, collection))
 
     async def collections(self) -> list[CollectionInfo]:
         return await self.send(self.calls.collections())

@@ -135,7 +135,8 @@ class TrainingJobs:
                 model = engine.reload_reranker()
                 validation = {"first_stage": res["first_stage"]["valid"], **res["valid"]}
                 result = {"installed": "installed" in res, "model": model, "decision": res["decision"],
-                          "test": {"first_stage": res["first_stage"]["test"], **res["test"]}}
+                          "test": {"first_stage": res["first_stage"]["test"], **res["test"]},
+                          "train_pairs": res.get("train_pairs"), "feedback": res.get("feedback")}
                 with self._lock:
                     job.validation, job.result, job.state = validation, result, "done"
                 say(f"done: search reranks with {model or 'nothing (first-stage order)'}")

@@ -112,3 +112,18 @@ class JobInfo(BaseModel):
         default=None, description="`installed` (bool), `model` (what search reranks with now: `NAME@CHECKSUM`, or "
         "null for first-stage order), `decision` (why), and the held-out test figures.")
     error: str | None = None
+
+
+class FeedbackDecision(BaseModel):
+    """An agent's decision on a pair of tickets (the latest decision on a pair wins)."""
+
+    ticket_id: str
+    candidate_id: str
+    label: Literal["duplicate", "not_duplicate"]
+    by: str | None = None
+    at: str = Field(description="When it was recorded (ISO-8601, UTC).")
+
+    @classmethod
+    def of(cls, d: Any) -> FeedbackDecision:
+        return cls(ticket_id=d.ticket_id, candidate_id=d.candidate_id, label=d.label, by=d.by,
+                   at=d.at.isoformat(timespec="seconds") + "Z")

@@ -389,6 +389,20 @@ class Engine:
                 self.applied_seq = seq
         return seq
 
+    def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
+        """Store an agent's decision on a pair (`index_data.feedback`); it changes no index, only training."""
+        from ticketsearch.index_data import feedback
+
+        assert self.store is not None
+        with self._write_lock:
+            return feedback.record(self.store, ticket_id, candidate_id, label, by)
+
+    def feedback_for(self, ticket_id: str) -> list[Any]:
+        from ticketsearch.index_data import feedback
+
+        assert self.store is not None
+        return feedback.for_ticket(self.store, ticket_id)
+
     def _prepare(self, tickets: list[Ticket]) -> Prepared:
         assert self.store is not None and self.searcher is not None
         schema = self.store.schema

@@ -82,6 +82,7 @@ class Mined:
     # a free text without a date) or "asked" (at its ticket's date; search then places a free text without a
     # date at the index's newest ticket). Stored with the model; search follows it.
     short_time: ShortTime = "none"
+    feedback_negatives: int = 0  # agents' rejected pairs used as hard negatives of train queries
 
     def item(self, n_tickets: int, q: int, views: QueryViews | None) -> int:
         """The reranker item of query q as `views` cuts it (the ticket itself without views)."""
@@ -146,10 +147,14 @@ def mine(
     store: TicketStore, inp: EvalInputs, fusion: dict[str, Any], depth: int,
     train_before: datetime, valid_before: datetime, seed: int = 0, encoder: Encoder | None = None,
     train_kinds: Sequence[QueryKind] = (FULL,), eval_kinds: Sequence[QueryKind] = (FULL,), progress: bool = False,
+    rejected: dict[int, set[int]] | None = None,
 ) -> Mined:
     """Train groups for every query kind in `train_kinds` (a short kind: each train duplicate also as that
     short query, with its own first-stage candidates); validation lists of the trained kinds (`valid`, what
-    early stopping sees) and of every evaluated kind; test lists of every evaluated kind (`test`: the first)."""
+    early stopping sees) and of every evaluated kind; test lists of every evaluated kind (`test`: the first).
+
+    `rejected`: query -> candidates agents said are not its duplicates: the first hard negatives of that query,
+    and never its positives (an agent's "no" overrides a link)."""
     ev = inp.ev
     n = len(ev)
     fuse = fusion_fn(fusion, depth)
@@ -161,9 +166,12 @@ def mine(
         for p in pools:
             fused = fuse(p)
             order = np.argsort(-fused, kind="stable")[:RERANK_DEPTH]
+            said_no = np.isin(p.pool, sorted((rejected or {}).get(p.q, ())))
+            p.hits &= ~said_no
             ok = ~p.hits & ~banned[p.pool]
             top = [int(p.pool[i]) for i in order if ok[i]]
-            hard = top[:TOP_NEGATIVES]
+            no = [int(c) for c in p.pool[said_no]]
+            hard = no + [c for c in top if c not in set(no)][:TOP_NEGATIVES]
             mid = top[TOP_NEGATIVES:]
             hard += [mid[i] for i in rng.choice(len(mid), size=min(MID_NEGATIVES, len(mid)), replace=False)]
             rest = np.flatnonzero(ok)
@@ -176,8 +184,9 @@ def mine(
                 continue
             qid = mined.item(n, p.q, views)
             extra = np.array([c - int(p.pool[0]) for c in rand], dtype=np.int64)
-            _record_first_stage(mined, qid, p, fused,
-                                np.unique(np.concatenate([order, np.flatnonzero(p.hits), extra])), order)
+            _record_first_stage(mined, qid, p, fused, np.unique(np.concatenate(
+                [order, np.flatnonzero(p.hits), extra, np.flatnonzero(said_no)])), order)
+            mined.feedback_negatives += len(no)
             mined.groups.append(Group(query=qid, positives=positives, negatives=negs))
     for kind in dict.fromkeys([*train_kinds, *eval_kinds]):
         pools, views = kind_pools(inp, store, encoder, kind, ev.queries(train_before, valid_before), progress)
@@ -477,6 +486,7 @@ def run_rerankers(
     extra: dict[str, list[QueryPool]] | None = None, train_kinds: Sequence[QueryKind] = (FULL,),
     eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True, short_time: ShortTime = "none",
     first_train_queries: int | None = None, general_dir: Path | None = None,
+    rejected: dict[int, set[int]] | None = None,
 ) -> dict[str, Any]:
     """Mine, train every variant, score validation and test lists; install the best variant in the index.
 
@@ -490,7 +500,7 @@ def run_rerankers(
 
     tcfg = tcfg or TrainConfig()
     mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed, encoder=encoder,
-                 train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress)
+                 train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress, rejected=rejected)
     mined.short_time = short_time
     if first_train_queries is not None:  # a young project: only its first N train duplicates (by filing date)
         n = len(inp.ev)
@@ -500,11 +510,15 @@ def run_rerankers(
 
         mined.groups = sorted(mined.groups, key=filed)[:first_train_queries]
     log(f"    mined {len(mined.groups)} train queries ({', '.join(k.label for k in train_kinds)}; "
-        f"{sum(len(g.negatives) for g in mined.groups)} negatives), {len(mined.valid)} validation and "
-        f"{len(mined.test)} test queries with their top {RERANK_DEPTH}")
+        f"{sum(len(g.negatives) for g in mined.groups)} negatives, {mined.feedback_negatives} of them rejected by "
+        f"agents), {len(mined.valid)} validation and {len(mined.test)} test queries with their top {RERANK_DEPTH}")
     base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress)
     first = {"valid": first_stage_ranks(mined.valid), "test": first_stage_ranks(mined.test)}
-    results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {}, "kinds": {
+    results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {},
+                               "train_pairs": {"queries": len(mined.groups),
+                                               "positives": sum(len(g.positives) for g in mined.groups),
+                                               "negatives": sum(len(g.negatives) for g in mined.groups),
+                                               "rejected_by_agents": mined.feedback_negatives}, "kinds": {
         label: {"test": {}, "valid": {}, "first_stage": {
             "valid": metrics_from_ranks(first_stage_ranks(mined.valid_by_kind[label])),
             "test": metrics_from_ranks(first_stage_ranks(mined.test_by_kind[label]))}}
@@ -625,6 +639,18 @@ def train_index(
                       short_time, vectors=True)
 
 
+def feedback_rejections(inp: EvalInputs, pairs: Sequence[tuple[str, str]]) -> dict[int, set[int]]:
+    """Rejected pairs as EvalSet indices: the later-created ticket -> the earlier ones agents said it does not
+    duplicate (a query's candidates are earlier tickets)."""
+    pos = {tid: i for i, tid in enumerate(inp.ev.ids)}
+    out: dict[int, set[int]] = {}
+    for x, y in pairs:
+        if x in pos and y in pos:
+            a, b = sorted((pos[x], pos[y]))
+            out.setdefault(b, set()).add(a)
+    return out
+
+
 def link_count(store: TicketStore) -> int:
     """How many stored tickets name the ticket they duplicate (the links training learns from)."""
     row = store.con.execute("SELECT count(*) FROM tickets WHERE duplicate_of IS NOT NULL").fetchone()
@@ -636,19 +662,28 @@ def _train(
     settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None], train_kinds: Sequence[QueryKind],
     short_time: ShortTime, vectors: bool,
 ) -> dict[str, Any]:
+    from ticketsearch.index_data import feedback
     from ticketsearch.retrieval.eval_index import load_eval_inputs
 
     index_dir = d.root
     manifest = d.load_manifest()
     encoder = d.open_encoder(settings, manifest)
-    inp = load_eval_inputs(index_dir, store, encoder)
+    decisions = feedback.all_decisions(store)
+    confirmed = [(x.ticket_id, x.candidate_id) for x in decisions if x.label == "duplicate"]
+    inp = load_eval_inputs(index_dir, store, encoder, extra_links=confirmed)
+    rejected = feedback_rejections(inp, [(x.ticket_id, x.candidate_id) for x in decisions
+                                         if x.label == "not_duplicate"])
+    log(f"agents' feedback: {len(confirmed)} confirmed pairs (joined to the links as positives), "
+        f"{sum(len(v) for v in rejected.values())} rejected pairs (hard negatives)")
     if train_before is None or valid_before is None:
         tb, vb = time_split(inp)
         train_before, valid_before = train_before or tb, valid_before or vb
     log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
     res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
                         valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
-                        progress=progress, log=log, train_kinds=train_kinds, short_time=short_time)
+                        progress=progress, log=log, train_kinds=train_kinds, short_time=short_time,
+                        rejected=rejected)
+    res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}
     if "installed" in res and vectors:
         n = build_rerank_vectors(d, store, encoder, progress=progress)
         log(f"computed reranker vectors for {n} tickets")

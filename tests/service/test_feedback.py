@@ -1,0 +1,101 @@
+"""Agents' feedback against a real server: stored, listed, the latest decision on a pair wins, it survives a
+restart, bad pairs are refused, and training uses it: the counts it logs change, and the retrained model
+scores a confirmed pair higher."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .server import Server
+
+C = "/v1/collections/fb"
+
+
+def wait_done(c: httpx.Client, job_id: str) -> dict:
+    deadline = time.monotonic() + 600
+    while True:
+        job = c.get(f"{C}/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed") or time.monotonic() > deadline:
+            assert job["state"] == "done", job
+            return job
+        time.sleep(0.5)
+
+
+def probability(c: httpx.Client, query: str, candidate: str) -> float:
+    hits = c.get(f"{C}/tickets/{query}/similar", params={"k": 100}).json()["hits"]
+    (p,) = [h["probability"] for h in hits if h["id"] == candidate]
+    return float(p)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, demo_rows: list[dict]) -> Server:
+    root = tmp_path_factory.mktemp("feedback")
+    srv = Server(root / "root", root / "server.log", root=True).start()
+    c = srv.client()
+    assert c.put(C, json={"schema": "support"}).status_code == 201
+    assert c.post(f"{C}/tickets", json=demo_rows).status_code == 200
+    yield srv
+    srv.stop()
+
+
+def test_decisions_are_stored_listed_and_the_latest_wins(server: Server) -> None:
+    c = server.client()
+    r = c.post(f"{C}/feedback", json={"ticket_id": "SUP-100", "candidate_id": "SUP-7", "label": "not_duplicate",
+                                      "by": "ana"})
+    assert r.status_code == 200, r.text
+    assert r.json()["label"] == "not_duplicate" and r.json()["by"] == "ana" and r.json()["at"].endswith("Z")
+    listed = c.get(f"{C}/tickets/SUP-100/feedback").json()
+    assert [(d["ticket_id"], d["candidate_id"], d["label"]) for d in listed] == [("SUP-100", "SUP-7", "not_duplicate")]
+    # the same pair from the other side: one pair, the latest decision
+    assert c.post(f"{C}/feedback", json={"ticket_id": "SUP-7", "candidate_id": "SUP-100",
+                                         "label": "duplicate"}).status_code == 200
+    for tid in ("SUP-7", "SUP-100"):
+        listed = c.get(f"{C}/tickets/{tid}/feedback").json()
+        assert [d["label"] for d in listed] == ["duplicate"] and listed[0]["by"] is None
+    assert c.get(f"{C}/tickets/SUP-8/feedback").json() == []
+    assert c.post("/v1/collections/fb/feedback", json={"ticket_id": "SUP-7", "candidate_id": "NOPE-1",
+                                                       "label": "duplicate"}).status_code == 404
+    assert c.get(f"{C}/tickets/NOPE-1/feedback").status_code == 404
+    r = c.post(f"{C}/feedback", json={"ticket_id": "SUP-7", "candidate_id": "SUP-7", "label": "duplicate"})
+    assert r.status_code == 422 and "itself" in r.text
+    assert c.post(f"{C}/feedback", json={"ticket_id": "SUP-7", "candidate_id": "SUP-8",
+                                         "label": "maybe"}).status_code == 422
+    # and it is undone, for the training test below: a decision on this pair says "not a duplicate" again
+    assert c.post(f"{C}/feedback", json={"ticket_id": "SUP-7", "candidate_id": "SUP-100",
+                                         "label": "not_duplicate"}).status_code == 200
+
+
+def test_feedback_survives_a_restart(server: Server) -> None:
+    server.stop()
+    server.start()
+    listed = server.client().get(f"{C}/tickets/SUP-100/feedback").json()
+    assert [(d["ticket_id"], d["candidate_id"], d["label"]) for d in listed] == [("SUP-7", "SUP-100", "not_duplicate")]
+
+
+def test_training_uses_confirmed_and_rejected_pairs(server: Server) -> None:
+    c = server.client()
+    first = wait_done(c, c.post(f"{C}/train", json={"epochs": 8}).json()["id"])
+    assert first["result"]["installed"], first["result"]
+    before = {pair: probability(c, *pair) for pair in (("SUP-55", "SUP-30"), ("SUP-63", "SUP-59"))}
+    # SUP-55 and SUP-30 are not linked: an agent confirms them; SUP-63 and SUP-59 are (one group): rejected
+    assert c.post(f"{C}/feedback", json={"ticket_id": "SUP-55", "candidate_id": "SUP-30",
+                                         "label": "duplicate"}).status_code == 200
+    assert c.post(f"{C}/feedback", json={"ticket_id": "SUP-63", "candidate_id": "SUP-59",
+                                         "label": "not_duplicate"}).status_code == 200
+    second = wait_done(c, c.post(f"{C}/train", json={"epochs": 8}).json()["id"])
+    assert second["result"]["installed"], second["result"]
+    fb1, fb2 = first["result"]["feedback"], second["result"]["feedback"]
+    assert fb2["confirmed"] == fb1["confirmed"] + 1 and fb2["rejected"] == fb1["rejected"] + 1
+    t1, t2 = first["result"]["train_pairs"], second["result"]["train_pairs"]
+    assert t2["rejected_by_agents"] >= t1["rejected_by_agents"] + 1
+    assert t2["positives"] >= t1["positives"]  # SUP-55 is a train query now, with SUP-30 as its positive
+    assert any("rejected pairs" in line for line in second["progress"])
+    after = {pair: probability(c, *pair) for pair in before}
+    assert after[("SUP-55", "SUP-30")] > before[("SUP-55", "SUP-30")], (before, after)
+    # Not asserted: the rejected pair's score. SUP-63 and SUP-59 stay in one group through SUP-57 (both are
+    # linked to it), so every other query of the group still teaches that they are alike; measured here it
+    # moved 0.834 -> 0.862 while the confirmed pair went 0.00004 -> 0.007.
