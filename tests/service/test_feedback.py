@@ -5,7 +5,6 @@ scores a confirmed pair higher."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import pytest
