@@ -321,6 +321,33 @@ def read_zendesk(path: Path, mapping: dict[str, str]) -> Iterator[Raw]:
             yield where, RowError(0, str(exc), where=where)
 
 
+# ---- webhooks ------------------------------------------------------------------------------------------
+GITHUB_ACTIONS = {"opened", "edited", "reopened", "labeled", "unlabeled", "transferred"}
+JIRA_EVENTS = {"jira:issue_created", "jira:issue_updated"}
+
+
+def hook_record(source: str, event: str | None, payload: Any) -> tuple[dict[str, Any] | None, str]:
+    """The record of an issue-created or issue-updated webhook payload, or (None, why it is ignored).
+    Raises ValueError for a payload that claims to be one but is malformed."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+    if source == "github":
+        if event != "issues":
+            return None, f"event {event!r} is not about issues"
+        if payload.get("action") not in GITHUB_ACTIONS:
+            return None, f"action {payload.get('action')!r} neither creates nor edits an issue"
+        issue = payload.get("issue")
+        if isinstance(issue, dict) and not issue.get("repository_url"):
+            full = _dig(payload, "repository.full_name")
+            issue = {**issue, "repository_url": f"https://api.github.com/repos/{full}"} if full else issue
+        rec = github_record(issue)
+        return (rec, "issue") if rec is not None else (None, "a pull request")
+    kind = payload.get("webhookEvent")
+    if kind not in JIRA_EVENTS:
+        return None, f"webhookEvent {kind!r} neither creates nor updates an issue"
+    return jira_record(payload.get("issue")), "issue"
+
+
 # ---- into tickets --------------------------------------------------------------------------------------
 def tracker_records(path: Path, fmt: str, mapping: Path | None = None) -> Iterator[Raw]:
     if fmt == "jira":

@@ -11,6 +11,7 @@ admitted, and the rest get 503 with Retry-After at once instead of queueing with
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -18,13 +19,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Body, FastAPI, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -41,6 +43,7 @@ from ticketsearch.errors import (
     UnavailableError,
 )
 from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
+from ticketsearch.index_data.trackers import hook_record
 from ticketsearch.jobs import JOB_ID, TrainingJobs
 from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.shared_models import SharedModels
@@ -54,9 +57,10 @@ from ticketsearch.results import (
 )
 from ticketsearch.settings import Settings
 
-from .access import Access, Guard, require, require_default, require_global, require_key
+from .access import Access, CollectionName, Guard, require, require_default, require_global, require_key
 from .auth import ApiKeys
-from .gate import Admission, ApiError, Gate, TicketIdParam, error_body
+from .gate import COLLECTION_LABEL, Admission, ApiError, Gate, TicketIdParam, error_body
+from .hooks import github_ok, jira_ok, parse_secrets
 from .metrics import Metrics
 from .schemas import (
     BATCH_TAGS,
@@ -100,12 +104,17 @@ EXISTS: Responses = {409: {"model": ErrorResponse, "description": "The collectio
 BUSY: Responses = {409: {"model": ErrorResponse, "description": "A training job is running on the collection"}}
 
 
+class HookIgnored(BaseModel):
+    ignored: str = Field(description="Why the webhook wrote nothing (another event or action).")
+
+
 class Service:
     """What the routes share: the collections, the training jobs, metrics and admission."""
 
     def __init__(self, settings: Settings, index_dir: Path | None, root: Path | None) -> None:
         self.settings = settings
         self.keys = ApiKeys.parse(settings.api_keys)
+        self.hook_secrets = parse_secrets(settings.webhook_secrets)
         self.metrics = Metrics()
         self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe)
         if root is not None:
@@ -386,7 +395,90 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
             seq = await svc.run(eng, lambda e: e.delete(ticket_id))
         return DeleteResponse(deleted=ticket_id, change_seq=seq)
 
+    add_hook_routes(router, svc, named="{name}" in prefix)
     app.router.routes.extend(router.routes)
+
+
+HOOK_RESPONSES: Responses = {
+    202: {"model": HookIgnored, "description": "Not an issue created or updated: nothing was written"},
+    401: {"model": ErrorResponse, "description": "Unsigned, wrongly signed, or no secret for this collection"},
+    413: ERRORS[413], 422: ERRORS[422], 503: ERRORS[503]}
+
+
+async def collection_name(name: CollectionName) -> str:
+    """The route's collection name, documented and checked like every route's (no key: hooks are signed)."""
+    return name
+
+
+def add_hook_routes(router: APIRouter, svc: Service, named: bool) -> None:
+    """`POST .../hooks/github` and `.../hooks/jira`: a tracker's issue-created and issue-updated webhooks upsert
+    the ticket (mapped onto the collection's schema; fields it lacks are ignored) and answer with its duplicate
+    check, the body of `/duplicates`. Authenticated by the tracker's signature or token (`service.hooks`), not by
+    an API key. A delivery sent again gets the first answer back and writes nothing."""
+
+    async def handle(request: Request, source: str, verified: Callable[[str | None, bytes], bool],
+                     event: str | None, delivery: str | None) -> Any:
+        name = request.path_params.get("name", DEFAULT)
+        body = await request.body()
+        if not verified(svc.hook_secrets.get(name), body):  # before anything else: a bad call learns nothing
+            raise ApiError(401, "header.signature", f"the {source} webhook's signature or token does not verify "
+                           "against this collection's secret", type_="unauthorized")
+        request.scope[COLLECTION_LABEL] = name
+        try:
+            payload = json.loads(body)
+            rec, why = hook_record(source, event, payload)
+        except (ValueError, TypeError) as exc:
+            raise ApiError(422, "body", f"not a {source} issue webhook: {exc}", type_="value_error") from None
+        if rec is None:
+            return JSONResponse(HookIgnored(ignored=why).model_dump(), 202)
+        async with svc.engine(name) as eng:
+            if delivery:
+                before = await svc.run(eng, lambda e: e.delivery_answer(source, delivery))
+                if before is not None:
+                    return JSONResponse(before, 200, headers={"X-Ticketsearch-Replay": "true"})
+            try:
+                ticket = normalize_row(eng.store.schema, rec, 1)  # type: ignore[union-attr]  # the store is open once the engine is ready
+            except RowError as exc:
+                raise ApiError(422, "body.issue", exc.reason, type_="value_error") from None
+            index = TicketIndex.of_engine(eng)
+
+            def upsert_and_check(e: Engine) -> DuplicateResult:
+                e.upsert([ticket])
+                return index.duplicates({"title": ticket.title, "body": ticket.body, "created": ticket.created,
+                                         "fields": {k: v for k, v in ticket.values.items() if v is not None}})
+
+            res = await svc.run(eng, upsert_and_check)
+            answer = res.model_dump(mode="json")
+            if delivery:
+                await svc.run(eng, lambda e: e.remember_delivery(source, delivery, answer))
+        return answer
+
+    named_deps = [Depends(collection_name)] if named else []
+
+    @router.post("/hooks/github", response_model=DuplicateResult, responses=HOOK_RESPONSES, dependencies=named_deps)
+    async def github_hook(
+        request: Request,
+        x_github_event: Annotated[str | None, Header(max_length=100)] = None,
+        x_github_delivery: Annotated[str | None, Header(max_length=200)] = None,
+        x_hub_signature_256: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Any:
+        """GitHub's `issues` webhook (opened, edited, reopened, labeled, unlabeled, transferred), signed with the
+        collection's secret (`X-Hub-Signature-256`); a repeated `X-GitHub-Delivery` is answered as before."""
+        return await handle(request, "github", lambda secret, body: github_ok(secret, body, x_hub_signature_256),
+                            x_github_event, x_github_delivery)
+
+    @router.post("/hooks/jira", response_model=DuplicateResult, responses=HOOK_RESPONSES, dependencies=named_deps)
+    async def jira_hook(
+        request: Request,
+        x_hub_signature: Annotated[str | None, Header(max_length=200)] = None,
+        x_webhook_token: Annotated[str | None, Header(max_length=500)] = None,
+        x_atlassian_webhook_identifier: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Any:
+        """Jira's `jira:issue_created` and `jira:issue_updated` webhooks, signed with the collection's secret
+        (`X-Hub-Signature`) or carrying it (`X-Webhook-Token`); a repeated delivery id is answered as before."""
+        return await handle(request, "jira",
+                            lambda secret, body: jira_ok(secret, body, x_hub_signature, x_webhook_token),
+                            None, x_atlassian_webhook_identifier)
 
 
 def checked_tickets(eng: Engine, body: Any) -> list[Any]:

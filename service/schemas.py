@@ -252,7 +252,7 @@ class InlineSchema(Strict):
 
 
 class CollectionCreate(Strict):
-    schema_: Literal["support", "jira", "bugzilla"] | InlineSchema = Field(
+    schema_: Literal["support", "jira", "bugzilla", "github"] | InlineSchema = Field(
         alias="schema", description="A built-in schema's name, or an inline schema.")
     general_model: bool = Field(
         default=False, description="Rerank with the shipped general model until a model of its own is trained "

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         "(create, delete and train collections, and everything else); without @COLLECTION a key applies to every "
         "collection. Empty = open, local only.",
     )
+    webhook_secrets: str = Field(
+        default="", repr=False,
+        description="Comma-separated COLLECTION=SECRET pairs: the secret each collection's tracker webhooks are "
+        "signed with (GitHub, Jira) or send as their token. A collection without one refuses its hooks.",
+    )
     max_open_collections: int = Field(
         default=20, ge=1, le=10_000,
         description="Collections held open at once (`serve --root`); opening one more first closes the least "

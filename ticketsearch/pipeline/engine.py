@@ -403,6 +403,20 @@ class Engine:
         assert self.store is not None
         return feedback.for_ticket(self.store, ticket_id)
 
+    def delivery_answer(self, source: str, delivery_id: str) -> dict[str, Any] | None:
+        """The answer given to a webhook delivery before (`index_data.deliveries`), or None."""
+        from ticketsearch.index_data import deliveries
+
+        assert self.store is not None
+        return deliveries.answered(self.store, source, delivery_id)
+
+    def remember_delivery(self, source: str, delivery_id: str, response: dict[str, Any]) -> None:
+        from ticketsearch.index_data import deliveries
+
+        assert self.store is not None
+        with self._write_lock:
+            deliveries.remember(self.store, source, delivery_id, response)
+
     def _prepare(self, tickets: list[Ticket]) -> Prepared:
         assert self.store is not None and self.searcher is not None
         schema = self.store.schema
