@@ -41,10 +41,10 @@ def record(store: TicketStore, ticket_id: str, candidate_id: str, label: str, by
     """Store a decision (NotFoundError for an unknown ticket, QueryError for a ticket paired with itself)."""
     if label not in LABELS:
         raise QueryError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
-    if ticket_id == candidate_id:
-        raise QueryError("a ticket cannot be paired with itself")
     store.get(ticket_id)  # both must exist: NotFoundError otherwise
     store.get(candidate_id)
+    if ticket_id == candidate_id:
+        raise QueryError("a ticket cannot be paired with itself")
     a, b = sorted((ticket_id, candidate_id))
     at = datetime.now(UTC).replace(tzinfo=None)
     store.con.execute(DDL)
