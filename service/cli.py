@@ -452,6 +452,39 @@ def train(
         typer.echo(f"installed no reranker (search keeps first-stage order): {held_out}")
 
 
+@app.command()
+@one_line_errors
+def dedupe(
+    index: Annotated[Path, typer.Option("--index", help="Index directory with a trained reranker.")],
+    out: Annotated[Path, typer.Option("--out", help="Clusters: FILE.jsonl, or FILE.csv (one row per link).")],
+    since: Annotated[Optional[str], typer.Option("--since", help="Only tickets created since this date.")] = None,
+    precision: Annotated[float, typer.Option("--precision", help="Target precision: 0.8, 0.85, 0.9, 0.95 or 0.99 "
+                                             "(the thresholds training stored).")] = 0.9,
+    calibrate_since: Annotated[Optional[str], typer.Option(
+        "--calibrate-since", help="Start of a period whose links are known (the validation period): the threshold "
+        "is chosen there, with every ticket a query, as in the backlog.")] = None,
+    calibrate_until: Annotated[Optional[str], typer.Option("--calibrate-until", help="Its end.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Find the duplicates in a backlog: each ticket (since DATE) against the earlier ones, pairs at the threshold
+    for the chosen precision, grouped into clusters (proposed master first). An interrupted run resumes."""
+    from ticketsearch.api import TicketIndex
+    from ticketsearch.pipeline.dedupe import dedupe as run_dedupe
+    from ticketsearch.pipeline.search import as_datetime
+
+    since_dt = as_datetime(since, "--since") if since else None
+    cal = [as_datetime(v, n) if v else None for v, n in ((calibrate_since, "--calibrate-since"),
+                                                         (calibrate_until, "--calibrate-until"))]
+    if (cal[0] is None) != (cal[1] is None):
+        fail("give --calibrate-since and --calibrate-until together")
+    with TicketIndex.open(index) as idx:
+        rep = run_dedupe(idx, out, precision=precision, since=since_dt, progress=not quiet, log=typer.echo,
+                         calibrate_since=cal[0], calibrate_until=cal[1])
+    typer.echo(f"{rep.tickets} tickets compared ({rep.resumed} resumed) in {rep.seconds:.1f}s: {rep.pairs} pairs at "
+               f"p >= {rep.threshold:.3f} (precision {rep.precision}), {rep.new_pairs} of them not linked yet, in "
+               f"{rep.clusters} clusters -> {rep.out}")
+
+
 @app.command("tune-encoder")
 @one_line_errors
 def tune_encoder(
