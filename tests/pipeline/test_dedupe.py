@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
