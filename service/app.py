@@ -49,6 +49,7 @@ from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.results import (
     CollectionInfo,
+    DedupeParams,
     DuplicateResult,
     FeedbackDecision,
     JobInfo,
@@ -290,6 +291,28 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
         validates, swaps it in without a restart (admin). Searches go on with the previous model meanwhile."""
         svc.check_ready()
         return await anyio.to_thread.run_sync(lambda: svc.jobs.start(name, body or TrainParams()))
+
+    @app.post("/v1/collections/{name}/dedupe", response_model=JobInfo, status_code=202, tags=["collections"],
+              dependencies=[Security(require("admin"))], responses={**ERRORS, **NOT_FOUND, **BUSY})
+    async def dedupe(name: str, body: DedupeParams | None = Body(default=None)) -> JobInfo:
+        """Start a background job that dedupes the collection's backlog (admin): each ticket (since a date)
+        against the earlier ones, the pairs at the threshold for the target precision, grouped into clusters
+        (GET .../jobs/{job_id}/clusters)."""
+        svc.check_ready()
+        return await anyio.to_thread.run_sync(lambda: svc.jobs.start(name, body or DedupeParams()))
+
+    @app.get("/v1/collections/{name}/jobs/{job_id}/clusters", tags=["collections"],
+             dependencies=[Security(require("read"))],
+             responses={**ERRORS, **NOT_FOUND, 200: {"content": {"application/x-ndjson": {}}}})
+    async def dedupe_clusters(name: str, job_id: str) -> Response:
+        """A finished dedupe job's clusters, one JSON object a line (`{cluster, members, links}`)."""
+        import re
+
+        path = svc.jobs.clusters_path(name, job_id) if re.fullmatch(JOB_ID[1:-1], job_id) else None
+        if path is None or not path.is_file():
+            raise ApiError(404, "path.job_id", f"no clusters for job {job_id[:40]!r} (not a finished dedupe job)",
+                           type_="not_found")
+        return Response(await anyio.to_thread.run_sync(path.read_bytes), media_type="application/x-ndjson")
 
     @app.get("/v1/collections/{name}/jobs/{job_id}", response_model=JobInfo, tags=["collections"],
              dependencies=[Security(require("read"))], responses={**ERRORS, **NOT_FOUND})

@@ -14,7 +14,8 @@ DIR/tune_decision.json      why the last `tune-encoder` installed the tuned enco
 DIR/reranker/               the installed reranker: config.json + model.safetensors
 DIR/rerankers/NAME/         every trained variant (experiments and `ticketsearch train`)
 DIR/rerank_decision.json    why the last training installed its best variant, or none (validation figures)
-DIR/jobs/ID.json            a service's training jobs on this index (state, progress, validation, result)
+DIR/jobs/ID.json            a service's jobs on this index (state, progress, validation, result)
+DIR/dedupe/ID.jsonl         a dedupe job's clusters
 ```
 
 No other module names a file of this layout: they ask an `IndexDir`.
@@ -129,6 +130,10 @@ class IndexDir:
     def job_path(self, job_id: str) -> Path:
         """The record of a training job the service ran on this index."""
         return self.root / "jobs" / f"{job_id}.json"
+
+    def dedupe_path(self, job_id: str) -> Path:
+        """The clusters a dedupe job found (JSONL)."""
+        return self.root / "dedupe" / f"{job_id}.jsonl"
 
     def token_cache_path(self, encoder_key: str) -> Path:
         key = hashlib.blake2b(encoder_key.encode(), digest_size=6).hexdigest()

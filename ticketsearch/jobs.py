@@ -19,14 +19,16 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.collections import Collections
 from ticketsearch.errors import ConflictError, NotFoundError, QueryError
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.results import JobInfo, TrainParams
+from ticketsearch.results import DedupeParams, JobInfo, TrainParams
 from ticketsearch.settings import Settings
 
 log = logging.getLogger("ticketsearch.jobs")
@@ -53,16 +55,19 @@ class TrainingJobs:
     def _save(self, job: JobInfo) -> None:
         atomic_write_json(self._path(job.collection, job.id), job.model_dump(mode="json"))
 
-    def start(self, collection: str, params: TrainParams) -> JobInfo:
-        """Queue a training job; ConflictError while another runs on the collection, QueryError when it has
-        too few duplicate links to train on."""
+    def start(self, collection: str, params: TrainParams | DedupeParams) -> JobInfo:
+        """Queue a training job (TrainParams) or a dedupe job (DedupeParams); ConflictError while another job
+        runs on the collection, QueryError when it has too few duplicate links to train on."""
         from ticketsearch.pipeline.training import link_count
 
-        job = JobInfo(id=secrets.token_hex(8), collection=collection, state="queued", created=now(), params=params)
+        kind: Literal["train", "dedupe"] = "dedupe" if isinstance(params, DedupeParams) else "train"
+        job = JobInfo(id=secrets.token_hex(8), collection=collection, kind=kind, state="queued", created=now(),
+                      params=params)
         with self._lock:
             if collection in self._running:
-                raise ConflictError(f"a training job is already running on collection {collection!r} "
-                                    f"(job {self._running[collection].id})")
+                running = self._running[collection]
+                raise ConflictError(f"a {running.kind} job is already running on collection {collection!r} "
+                                    f"(job {running.id})")
             self._running[collection] = job
         pinned = False
         try:
@@ -70,7 +75,7 @@ class TrainingJobs:
             pinned = True
             assert engine.store is not None
             links = link_count(engine.store)
-            if links < MIN_LINKS:
+            if kind == "train" and links < MIN_LINKS:
                 raise QueryError(f"collection {collection!r} has {links} duplicate link(s) (tickets with "
                                  f"duplicate_of); training needs at least {MIN_LINKS}")
             self._save(job)
@@ -80,7 +85,7 @@ class TrainingJobs:
             if pinned:
                 self.collections.unpin(collection)
             raise
-        thread = threading.Thread(target=self._run, args=(job,), name=f"train-{collection}", daemon=True)
+        thread = threading.Thread(target=self._run, args=(job,), name=f"{kind}-{collection}", daemon=True)
         self._threads.append(thread)
         thread.start()
         return job.model_copy()
@@ -128,6 +133,9 @@ class TrainingJobs:
                 self._save(job)
                 t0 = time.perf_counter()
                 p = job.params
+                if isinstance(p, DedupeParams):
+                    self._dedupe(job, engine, p, say)
+                    return
                 res = train_index(engine.index_dir, p.train_before, p.valid_before, p.variant, self.settings,
                                   TrainConfig(epochs=p.epochs, seed=p.seed), progress=False, log=say,
                                   store=engine.store)
@@ -153,6 +161,23 @@ class TrainingJobs:
                 self._save(job)
             finally:
                 self.collections.unpin(job.collection)
+
+    def clusters_path(self, collection: str, job_id: str) -> Path:
+        return IndexDir(self.collections.path(collection)).dedupe_path(job_id)
+
+    def _dedupe(self, job: JobInfo, engine: Any, p: DedupeParams, say: Callable[[str], None]) -> None:
+        from ticketsearch.api import TicketIndex
+        from ticketsearch.pipeline.dedupe import dedupe
+
+        out = self.clusters_path(job.collection, job.id)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rep = dedupe(TicketIndex.of_engine(engine), out, precision=p.precision, since=p.since, progress=False,
+                     log=say, calibrate_since=p.calibrate_since, calibrate_until=p.calibrate_until)
+        result = {"tickets": rep.tickets, "pairs": rep.pairs, "new_pairs": rep.new_pairs, "clusters": rep.clusters,
+                  "threshold": rep.threshold, "precision": rep.precision}
+        with self._lock:
+            job.result, job.state = result, "done"
+        say(f"done: {rep.pairs} pairs ({rep.new_pairs} not linked yet) in {rep.clusters} clusters")
 
     def close(self, timeout: float = 5.0) -> None:
         """Wait a little for running jobs (their threads are daemons: a stop interrupts them; their records

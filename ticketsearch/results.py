@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AttendedWord(BaseModel):
@@ -87,6 +87,8 @@ class CollectionInfo(BaseModel):
 class TrainParams(BaseModel):
     """What a training job trains (the defaults of `ticketsearch train`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     train_before: datetime | None = Field(default=None, description="End of the train period (default: 80% of "
                                           "tickets by creation time).")
     valid_before: datetime | None = Field(default=None, description="End of the validation period (default 90%).")
@@ -95,17 +97,29 @@ class TrainParams(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
+class DedupeParams(BaseModel):
+    """What a dedupe job compares (the options of `ticketsearch dedupe`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime | None = Field(default=None, description="Only tickets created since then (default: all).")
+    precision: float = Field(default=0.9, ge=0.5, le=0.99, description="Target precision of the kept links.")
+    calibrate_since: datetime | None = Field(default=None, description="A labelled period to choose the threshold "
+                                             "on, with every ticket a query (default: the threshold training stored).")
+    calibrate_until: datetime | None = None
+
+
 class JobInfo(BaseModel):
     id: str
     collection: str
-    kind: Literal["train"] = "train"
+    kind: Literal["train", "dedupe"] = "train"
     state: Literal["queued", "running", "done", "failed"]
     created: str
     started: str | None = None
     finished: str | None = None
     seconds: float | None = Field(default=None, description="Running time so far, or in all.")
     progress: list[str] = Field(default_factory=list, description="The job's log so far (its last lines).")
-    params: TrainParams
+    params: TrainParams | DedupeParams
     validation: dict[str, Any] | None = Field(
         default=None, description="Validation figures (MRR, RR@10, ...): the first stage and the trained model.")
     result: dict[str, Any] | None = Field(

@@ -3,6 +3,7 @@ and reopen, and a collection before its first model."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -245,3 +246,19 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(server: Server, dem
     assert admin.get(f"/v1/collections/trained/jobs/{job['id']}").json()["state"] == "done"
     assert admin.get("/v1/collections/trained/jobs/0123456789abcdef").status_code == 404
     assert (Path(server.index_dir) / "collections" / "trained" / "jobs" / f"{job['id']}.json").is_file()
+
+
+def test_a_dedupe_job_finds_clusters(server: Server) -> None:
+    """Runs after the training test: the collection `trained` has its model."""
+    admin = server.client(ADMIN)
+    r = admin.post("/v1/collections/trained/dedupe", json={"precision": 0.8})
+    assert r.status_code == 202 and r.json()["kind"] == "dedupe", r.text
+    done = wait_job(admin, "trained", r.json()["id"])
+    assert done["state"] == "done" and done["result"]["tickets"] == 301 and done["result"]["clusters"] > 0, done
+    lines = admin.get(f"/v1/collections/trained/jobs/{done['id']}/clusters")
+    assert lines.status_code == 200 and lines.headers["content-type"].startswith("application/x-ndjson")
+    rows = [json.loads(x) for x in lines.text.splitlines()]
+    assert len(rows) == done["result"]["clusters"] and all(len(r["members"]) >= 2 for r in rows)
+    assert sum(link["known"] for r in rows for link in r["links"]) > 0  # the collection's links, reported as known
+    assert admin.get("/v1/collections/trained/jobs/0123456789abcdef/clusters").status_code == 404
+    assert server.client(ACME_W).post("/v1/collections/acme/dedupe", json={}).status_code == 403
