@@ -15,9 +15,7 @@ DDL = ("CREATE TABLE IF NOT EXISTS hook_deliveries (source VARCHAR NOT NULL, del
 
 def answered(store: TicketStore, source: str, delivery_id: str) -> dict[str, Any] | None:
     """The answer given to this delivery before, or None."""
-    has = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'hook_deliveries'").fetchall()[0][0]
-    if not has:
+    if not store.has_table("hook_deliveries"):
         return None
     rows = store.con.execute("SELECT response FROM hook_deliveries WHERE source = ? AND delivery_id = ?",
                              [source, delivery_id]).fetchall()

@@ -32,11 +32,6 @@ class Decision:
     at: datetime  # naive UTC
 
 
-def _has_table(store: TicketStore) -> bool:
-    return bool(store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'feedback'").fetchall()[0][0])
-
-
 def record(store: TicketStore, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Decision:
     """Store a decision (NotFoundError for an unknown ticket, QueryError for a ticket paired with itself)."""
     if label not in LABELS:
@@ -56,7 +51,7 @@ def record(store: TicketStore, ticket_id: str, candidate_id: str, label: str, by
 def for_ticket(store: TicketStore, ticket_id: str) -> list[Decision]:
     """The decisions on pairs that hold this ticket, newest first (NotFoundError for an unknown ticket)."""
     store.get(ticket_id)
-    if not _has_table(store):
+    if not store.has_table("feedback"):
         return []
     rows = store.con.execute(f"SELECT {COLUMNS} FROM feedback WHERE pair_a = ? OR pair_b = ? "
                              "ORDER BY decided_at DESC, candidate_id", [ticket_id, ticket_id]).fetchall()
@@ -65,7 +60,7 @@ def for_ticket(store: TicketStore, ticket_id: str) -> list[Decision]:
 
 def all_decisions(store: TicketStore) -> list[Decision]:
     """Every pair's latest decision whose two tickets are both still stored."""
-    if not _has_table(store):
+    if not store.has_table("feedback"):
         return []
     rows = store.con.execute(
         f"SELECT {', '.join('f.' + c for c in COLUMNS.split(', '))} FROM feedback f "

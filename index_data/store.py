@@ -116,6 +116,11 @@ class TicketStore:
                 self._cursors.append(con)
         return con
 
+    def has_table(self, name: str) -> bool:
+        """Whether the database holds this table (those made on first use: feedback, webhook deliveries)."""
+        return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                     [name]).fetchall()[0][0])
+
     # ---- set-up ---------------------------------------------------------------------------------
     def _init_schema(self, schema: Schema | None) -> Schema:
         has_meta = self.con.execute(

@@ -30,6 +30,7 @@ from typing import Any
 
 from ticketsearch.errors import IngestError, RowError
 
+from .links import groups
 from .records import normalize_row
 from .schema import Schema
 
@@ -193,24 +194,8 @@ def jira_masters(records: list[tuple[str, dict[str, Any], list[str]]]) -> dict[s
             created[str(rec["id"])] = parse_datetime(rec["created"])
         except (ValueError, KeyError, TypeError):
             continue  # a malformed issue is reported on its own and joins no group
-    parent = {k: k for k in created}
-
-    def find(k: str) -> str:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for _, rec, links in records:
-        a = str(rec["id"])
-        for b in links:
-            if a in parent and b in parent:
-                parent[find(a)] = find(b)
-    groups: dict[str, list[str]] = {}
-    for k in parent:
-        groups.setdefault(find(k), []).append(k)
     out = {}
-    for members in groups.values():
+    for members in groups(created, ((str(rec["id"]), b) for _, rec, links in records for b in links)):
         if len(members) < 2:
             continue
         master = min(members, key=lambda k: (created[k], _issue_number(k), k))

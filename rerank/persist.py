@@ -29,11 +29,17 @@ def save_reranker(directory: Path, model: PairModel, meta: dict[str, Any]) -> st
     return checksum
 
 
-def load_reranker(directory: Path, device: str = "cpu") -> tuple[PairModel, dict[str, Any]]:
+def reranker_meta(directory: Path) -> dict[str, Any]:
+    """A saved reranker's config (name, checksum, thresholds, ...), without loading its weights."""
     directory = Path(directory)
     if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
         raise TicketsearchError(f"{directory}: no trained reranker here ({CONFIG} + {WEIGHTS})")
-    meta = json.loads((directory / CONFIG).read_text("utf-8"))
+    return dict(json.loads((directory / CONFIG).read_text("utf-8")))
+
+
+def load_reranker(directory: Path, device: str = "cpu") -> tuple[PairModel, dict[str, Any]]:
+    directory = Path(directory)
+    meta = reranker_meta(directory)
     checksum = hashlib.blake2b((directory / WEIGHTS).read_bytes(), digest_size=12).hexdigest()
     if checksum != meta.get("checksum"):
         raise TicketsearchError(f"{directory}: {WEIGHTS} does not match {CONFIG} (checksum); retrain or restore")

@@ -13,17 +13,13 @@ scope is 403.
 from __future__ import annotations
 
 import hmac
-import re
 from dataclasses import dataclass
 
+from ticketsearch.collections import NAME_RE
 from ticketsearch.errors import TicketsearchError
 
 SCOPES = ("read", "write", "admin")
 RANK = {"read": 0, "write": 1, "admin": 2}
-# a collection's name: lower-case letters, digits, '_' and '-', starting with a letter or digit (the routes'
-# {name} and the folder under ROOT/collections/)
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-NAME_RE = re.compile(NAME_PATTERN)
 ENTRY_FORMAT = "KEY:read, KEY:write or KEY:admin, optionally followed by @COLLECTION"
 
 

@@ -17,8 +17,10 @@ engine gets its encoder from one `SharedModels`, so the weights are loaded once 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -41,14 +43,25 @@ from ticketsearch.errors import (
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.shared_models import SharedModels
-from ticketsearch.results import CollectionInfo, RerankerStatus
+from ticketsearch.rerank.general import GeneralReranker
+from ticketsearch.rerank.persist import reranker_meta
+from ticketsearch.results import CollectionInfo, RerankerKind, RerankerStatus
 from ticketsearch.settings import Settings
 
 log = logging.getLogger("ticketsearch.collections")
 
 DEFAULT = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
 UNTRAINED = "no trained reranker yet: train one on the collection's duplicate links (POST /v1/collections/NAME/train)"
+
+
+@functools.cache
+def general_model_id() -> str:
+    """The shipped general model's id (loaded once, not at every listing of collections)."""
+    from ticketsearch.pipeline.search import model_id
+
+    return model_id(GeneralReranker())
 
 
 def not_found(name: str) -> str:
@@ -57,9 +70,7 @@ def not_found(name: str) -> str:
 
 
 def check_name(name: str) -> str:
-    import re
-
-    if not re.fullmatch(NAME_PATTERN[1:-1], name):
+    if not NAME_RE.match(name):
         raise QueryError(f"collection name {name[:80]!r} must be 1-63 characters of a-z, 0-9, '_' and '-', "
                          "starting with a letter or digit")
     return name
@@ -141,10 +152,7 @@ class Collections:
     def names(self) -> list[str]:
         if self.single is not None:
             return [DEFAULT]
-        import re
-
-        return sorted(p.name for p in self.folder.iterdir()
-                      if re.fullmatch(NAME_PATTERN[1:-1], p.name) and (p / "tickets.duckdb").is_file())
+        return sorted(p.name for p in self.folder.iterdir() if NAME_RE.match(p.name) and IndexDir(p).has_store())
 
     # ---- create, describe, delete ----------------------------------------------------------------------
     def create(self, name: str, schema: str | dict[str, Any], general_model: bool = False) -> CollectionInfo:
@@ -201,24 +209,30 @@ class Collections:
             except Exception:  # noqa: BLE001 - closed meanwhile: the manifest's count stands
                 pass
         return CollectionInfo(name=name, tickets=int(tickets), schema_name=manifest.schema,
-                              model=manifest.model_name, reranker=self.reranker_status(path), open=engine is not None,
+                              model=manifest.model_name, reranker=self.reranker_status(path, engine),
+                              open=engine is not None,
                               training=training)
 
-    def reranker_status(self, path: Path) -> RerankerStatus:
-        import json
+    def reranker_status(self, path: Path, engine: Engine | None = None) -> RerankerStatus:
+        """What reranks the collection's searches: the open engine's model, else what its directory holds (by
+        the search pipeline's own rule, without loading a model)."""
+        from ticketsearch.pipeline.search import model_id, reranker_kind
 
         d = IndexDir(path)
         decision = d.load_rerank_decision()
         reason = decision.get("reason") if decision else None
-        if d.has_reranker():
-            meta = json.loads((d.reranker_path / "config.json").read_text("utf-8"))
+        if engine is not None and engine.searcher is not None:
+            model = engine.searcher.reranker
+            status: RerankerKind = ("none" if model is None else "general" if isinstance(model, GeneralReranker)
+                                    else "trained")
+            return RerankerStatus(status=status, model=model_id(model) if model else None, reason=reason)
+        kind = reranker_kind(d, self.settings)
+        if kind == "trained":
+            meta = reranker_meta(d.reranker_path)
             return RerankerStatus(status="trained", model=f"{meta.get('name', 'reranker')}@{meta['checksum'][:12]}",
                                   reason=reason)
-        if (decision is None or decision.get("use") == "general") and self.settings.general_reranker:
-            from ticketsearch.pipeline.search import model_id
-            from ticketsearch.rerank.general import GeneralReranker
-
-            return RerankerStatus(status="general", model=model_id(GeneralReranker()), reason=reason)
+        if kind == "general":
+            return RerankerStatus(status="general", model=general_model_id(), reason=reason)
         return RerankerStatus(status="none", reason=reason)
 
     def delete(self, name: str, wait_s: float = 30.0) -> None:
@@ -231,7 +245,8 @@ class Collections:
                 raise CollectionNotFoundError(not_found(name))
             slot = self._slots.setdefault(name, Slot(name, path))
             if slot.pins:
-                raise ConflictError(f"collection {name!r} has a training job running; delete it when the job ends")
+                raise ConflictError(f"collection {name!r} has a job running (training or dedupe); delete it when "
+                                    "the job ends")
             slot.deleting = True  # no new request gets it
         deadline = time.monotonic() + wait_s
         while True:

@@ -55,5 +55,9 @@ class ConflictError(TicketsearchError):
     """What was asked conflicts with the current state (a collection that exists, a job already running)."""
 
 
+class JobNotFoundError(NotFoundError):
+    """A service job id that does not exist (in that collection)."""
+
+
 class CollectionNotFoundError(NotFoundError):
     """A collection that does not exist, or that the caller may not see (the same answer for both)."""

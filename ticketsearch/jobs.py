@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -26,13 +27,13 @@ from typing import Any, Literal
 
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.collections import Collections
-from ticketsearch.errors import ConflictError, NotFoundError, QueryError
+from ticketsearch.errors import ConflictError, JobNotFoundError, QueryError
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.results import DedupeParams, JobInfo, TrainParams
 from ticketsearch.settings import Settings
 
 log = logging.getLogger("ticketsearch.jobs")
-JOB_ID = r"^[a-f0-9]{16}$"
+JOB_ID = re.compile(r"[a-f0-9]{16}")
 MIN_LINKS = 2
 
 
@@ -91,6 +92,7 @@ class TrainingJobs:
         return job.model_copy()
 
     def get(self, collection: str, job_id: str) -> JobInfo:
+        self._checked(collection, job_id)
         with self._lock:
             job = self._running.get(collection)
             if job is not None and job.id == job_id:
@@ -101,7 +103,7 @@ class TrainingJobs:
         try:
             data = json.loads(self._path(collection, job_id).read_text("utf-8"))
         except (OSError, ValueError):
-            raise NotFoundError(f"job {job_id!r} not found in collection {collection!r}") from None
+            raise JobNotFoundError(f"job {job_id!r} not found in collection {collection!r}") from None
         job = JobInfo.model_validate(data)
         if job.state in ("queued", "running"):  # its process ended before it did
             job.state, job.error = "failed", "interrupted: the service stopped before the job finished"
@@ -163,7 +165,14 @@ class TrainingJobs:
                 self.collections.unpin(job.collection)
 
     def clusters_path(self, collection: str, job_id: str) -> Path:
-        return IndexDir(self.collections.path(collection)).dedupe_path(job_id)
+        """A dedupe job's clusters file (NotFoundError for what cannot be a job id)."""
+        return IndexDir(self.collections.path(collection)).dedupe_path(self._checked(collection, job_id))
+
+    @staticmethod
+    def _checked(collection: str, job_id: str) -> str:
+        if not JOB_ID.fullmatch(job_id):
+            raise JobNotFoundError(f"job {job_id[:40]!r} not found in collection {collection!r}")
+        return job_id
 
     def _dedupe(self, job: JobInfo, engine: Any, p: DedupeParams, say: Callable[[str], None]) -> None:
         from ticketsearch.api import TicketIndex

@@ -66,8 +66,11 @@ class DuplicateResult(BaseModel):
     candidates: list[Hit]
 
 
+RerankerKind = Literal["trained", "general", "none"]
+
+
 class RerankerStatus(BaseModel):
-    status: Literal["trained", "general", "none"] = Field(
+    status: RerankerKind = Field(
         description="'trained': the collection's own model reranks; 'general': the shipped general model does; "
         "'none': results are in first-stage order.")
     model: str | None = Field(default=None, description="`NAME@CHECKSUM` of the model that reranks.")

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ticketsearch.atomic import atomic_write_text
 from ticketsearch.errors import QueryError, UnavailableError
+from ticketsearch.index_data.links import components, groups
 
 CANDIDATES = 10  # the reranked top candidates of each ticket that are considered
 
@@ -99,38 +100,15 @@ def threshold_for(reranker: Any, precision: float) -> float:
 def groups_of(store: Any) -> dict[str, str]:
     """ticket id -> the id of its duplicate group's root (tickets in no group map to themselves)."""
     rows = store.con.execute("SELECT id, duplicate_of FROM tickets").fetchall()
-    parent = {r[0]: r[0] for r in rows}
-
-    def find(k: str) -> str:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for tid, dup in rows:
-        if dup is not None and dup in parent:
-            parent[find(tid)] = find(dup)
-    return {k: find(k) for k in parent}
+    return components((r[0] for r in rows), ((tid, dup) for tid, dup in rows if dup is not None))
 
 
 def clusters(pairs: list[dict[str, Any]], created: dict[str, datetime]) -> list[dict[str, Any]]:
     """Connected components of the pairs; members oldest first (the proposed master first), clusters in the
     order of their oldest member."""
-    parent: dict[str, str] = {}
-
-    def find(k: str) -> str:
-        parent.setdefault(k, k)
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for p in pairs:
-        parent[find(p["a"])] = find(p["b"])
-    comps: dict[str, list[str]] = {}
-    for k in list(parent):
-        comps.setdefault(find(k), []).append(k)
-    order = sorted(comps.values(), key=lambda m: min((created[x], x) for x in m))
+    ends = dict.fromkeys(x for p in pairs for x in (p["a"], p["b"]))
+    comps = groups(ends, ((p["a"], p["b"]) for p in pairs))
+    order = sorted(comps, key=lambda m: min((created[x], x) for x in m))
     out = []
     for n, members in enumerate(order, start=1):
         members = sorted(members, key=lambda x: (created[x], x))

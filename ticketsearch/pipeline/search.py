@@ -25,7 +25,7 @@ from ticketsearch.rerank.explain import attended_words, content_words, matched_w
 from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_batch
-from ticketsearch.results import AttendedWord, Hit, MatchedWord, SearchResult
+from ticketsearch.results import AttendedWord, Hit, MatchedWord, RerankerKind, SearchResult
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
@@ -90,6 +90,17 @@ def model_id(reranker: Reranker | GeneralReranker) -> str:
     return f"{reranker.name}@{reranker.checksum[:12]}"
 
 
+def reranker_kind(d: IndexDir, settings: Settings) -> RerankerKind:
+    """Which reranker an index directory's search uses: "trained" (its own), "general" (the shipped model: never
+    trained, or training chose it) or "none" (first-stage order)."""
+    if d.has_reranker():
+        return "trained"
+    decision = d.load_rerank_decision()
+    if (decision is None or decision.get("use") == "general") and settings.general_reranker:
+        return "general"
+    return "none"
+
+
 def load_first_stage(d: IndexDir, kind: str, settings: Settings, seq: int) -> FirstStageIndexes:
     """The first stage's indexes as the last checkpoint left them: each base with its saved overlay of live
     changes (a service's writes since the last compaction), read-only."""
@@ -127,11 +138,10 @@ class SearchPipeline:
         """The reranker the index directory has now, its candidate vectors and the notes that say why (what
         `__init__` installs, and what a live engine swaps in after training)."""
         notes: list[str] = []
-        if not self.dir.has_reranker():
+        kind = reranker_kind(self.dir, self.settings)
+        if kind != "trained":
             decision = self.dir.load_rerank_decision()
-            # never trained, or training chose the general model: the shipped general model reranks
-            general = decision is None or decision.get("use") == "general"
-            if general and self.settings.general_reranker:
+            if kind == "general":
                 try:
                     general_model = GeneralReranker()
                 except TicketsearchError as exc:
