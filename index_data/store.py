@@ -381,6 +381,22 @@ class TicketStore:
         by_id = {r[0]: self._row(r) for r in rows}
         return [by_id[r] for r in row_ids if r in by_id]
 
+    def known_values(self, name: str, limit: int = 100) -> list[str]:
+        """A categorical or multi field's most frequent values, most frequent first (ties by value)."""
+        spec = self.schema.field(name)
+        if spec.kind not in ("categorical", "multi"):
+            return []
+        col = spec.column if spec.kind == "categorical" else f"unnest({spec.column})"
+        rows = self.con.execute(f"SELECT v, count(*) AS n FROM (SELECT {col} AS v FROM tickets) WHERE v IS NOT NULL "
+                                "GROUP BY v ORDER BY n DESC, v LIMIT ?", [limit]).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def bodies(self, ids: Sequence[str]) -> dict[str, str]:
+        """The bodies of these tickets by id (ids that no longer exist are left out)."""
+        if not ids:
+            return {}
+        return dict(self.con.execute("SELECT id, body FROM tickets WHERE id = ANY(?)", [list(ids)]).fetchall())
+
     def iter_index_rows(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, list[str], list[str], list[str]]]:
         """Yield (row_ids, text_hashes, titles, bodies) in row-id order, in batches."""
         cur = self.con.execute("SELECT row_id, text_hash, title, body FROM tickets ORDER BY row_id")

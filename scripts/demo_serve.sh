@@ -6,7 +6,12 @@ URL="http://127.0.0.1:${PORT}"
 cat <<MSG
 
 The query service is starting on ${URL} (API docs: ${URL}/docs). Press Ctrl-C to stop it.
-It is open to this machine only (no TICKETSEARCH_API_KEYS set). Try, from another terminal:
+It is open to this machine only (no TICKETSEARCH_API_KEYS set).
+
+The agent page:  ${URL}/
+  deep links:    ${URL}/?q=charged+twice+for+the+subscription   ${URL}/?like=SUP-1900   ${URL}/tickets/SUP-1900
+
+Try, from another terminal:
 
   curl -s ${URL}/readyz
   curl -s -X POST ${URL}/v1/search -H 'Content-Type: application/json' -d '{"text": "customers were charged twice for their subscription", "k": 3}'

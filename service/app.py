@@ -50,6 +50,7 @@ from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.results import (
     CollectionInfo,
+    CollectionSchema,
     DedupeParams,
     DuplicateResult,
     FeedbackDecision,
@@ -64,6 +65,7 @@ from .auth import ApiKeys
 from .gate import COLLECTION_LABEL, Admission, ApiError, Gate, TicketIdParam, error_body
 from .hooks import github_ok, jira_ok, parse_secrets
 from .metrics import Metrics
+from .page import add_page_routes
 from .schemas import (
     BATCH_TAGS,
     MAX_K,
@@ -320,6 +322,7 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
     for prefix, guard, tag in (("/v1/collections/{name}", require, "collection tickets"),
                                ("/v1", require_default, "default collection")):
         add_ticket_routes(app, svc, prefix, guard, tag)
+    add_page_routes(app, svc.keys, settings.retry_after_s)  # the agent page at / (service/page.py)
     return app
 
 
@@ -343,20 +346,30 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
             filters = filter_values(eng, req.filters)
             res = await svc.run(eng, lambda e: e.search(
                 text=req.text, title=req.title, fields=fields, filters=filters, before=req.created_before,
-                after=req.created_after, k=req.k, method=req.method, rerank=req.rerank, explain=req.explain))
+                after=req.created_after, k=req.k, method=req.method, rerank=req.rerank, explain=req.explain,
+                snippets=req.snippets))
         svc.metrics.observe_stages(res.timings_ms, name)
         return res
 
     @router.get("/tickets/{ticket_id:ticket_id}/similar", response_model=SearchResult, dependencies=read,
                 responses={**ERRORS, **NOT_FOUND})
     async def similar(request: Request, ticket_id: TicketIdParam,
-                      k: int = Query(default=10, ge=1, le=MAX_K)) -> SearchResult:
+                      k: int = Query(default=10, ge=1, le=MAX_K),
+                      snippets: bool = Query(default=False, description="Each hit carries a passage of its body and "
+                                             "the words that match the ticket.")) -> SearchResult:
         """Tickets similar to an indexed ticket (never the ticket itself)."""
         name = collection(request)
         async with svc.engine(name) as eng:
-            res = await svc.run(eng, lambda e: e.search(like=ticket_id, k=k))
+            res = await svc.run(eng, lambda e: e.search(like=ticket_id, k=k, snippets=snippets))
         svc.metrics.observe_stages(res.timings_ms, name)
         return res
+
+    @router.get("/schema", response_model=CollectionSchema, dependencies=read, responses={**ERRORS, **NOT_FOUND})
+    async def schema(request: Request) -> CollectionSchema:
+        """The collection's fields (name and kind) with the values its tickets hold, most frequent first: what a
+        form for a new ticket offers."""
+        async with svc.engine(collection(request)) as eng:
+            return await svc.run(eng, lambda e: e.schema_info())
 
     @router.post("/duplicates", response_model=DuplicateResult, dependencies=read, responses={**ERRORS, **NOT_FOUND})
     async def duplicates(request: Request, req: DuplicateRequest) -> DuplicateResult:
@@ -366,7 +379,7 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
             index = TicketIndex.of_engine(eng)
             fields = query_fields(eng, req.fields, "body.fields")
             ticket = {"title": req.title, "body": req.body, "created": req.created, "fields": fields}
-            return await svc.run(eng, lambda e: index.duplicates(ticket, k=req.k))
+            return await svc.run(eng, lambda e: index.duplicates(ticket, k=req.k, snippets=req.snippets))
 
     @router.post("/tickets", response_model=UpsertResponse, dependencies=write,
                  responses={**ERRORS, **NOT_FOUND, **CONFLICT})

@@ -6,7 +6,17 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+)
 
 from ticketsearch.index_data.records import ID_PATTERN, MAX_ID_LEN, parse_datetime
 from ticketsearch.index_data.schema import FieldSpec, Schema
@@ -84,10 +94,12 @@ class SearchRequest(Strict):
     created_before: IsoDate | None = None
     created_after: IsoDate | None = None
     k: int = Field(default=10, ge=1, le=MAX_K)
-    explain: bool = False
+    explain: StrictBool = False
     method: Literal["hybrid", "dense", "bm25", "title"] | None = Field(
         default=None, description="First stage (default: hybrid).")
-    rerank: bool = Field(default=True, description="Rerank the top 100 with the trained model when there is one.")
+    rerank: StrictBool = Field(default=True, description="Rerank the top 100 with the trained model when there is one.")
+    snippets: StrictBool = Field(default=False, description="Each hit carries a passage of its body and the words "
+                                 "that match the query (`snippet`, `highlight`).")
 
     _title = field_validator("title")(lambda v: v.strip() or None if v is not None else None)
 
@@ -98,6 +110,8 @@ class DuplicateRequest(Strict):
     created: IsoDate | None = Field(default=None, description="Only tickets created before this are candidates.")
     fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS)
     k: int = Field(default=5, ge=1, le=MAX_K)
+    snippets: StrictBool = Field(default=False, description="Each candidate carries a passage of its body and the "
+                                 "words that match the ticket (`snippet`, `highlight`).")
 
 
 class TicketIn(Strict):
@@ -254,7 +268,7 @@ class InlineSchema(Strict):
 class CollectionCreate(Strict):
     schema_: Literal["support", "jira", "bugzilla", "github"] | InlineSchema = Field(
         alias="schema", description="A built-in schema's name, or an inline schema.")
-    general_model: bool = Field(
+    general_model: StrictBool = Field(
         default=False, description="Rerank with the shipped general model until a model of its own is trained "
         "(default: first-stage order, which the answers say).")
 

@@ -85,11 +85,12 @@ class TicketIndex:
         self, text: str | None = None, *, title: str | None = None, k: int = 10,
         filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
         before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
-        rerank: bool = True, explain: bool = False, like: str | None = None,
+        rerank: bool = True, explain: bool = False, like: str | None = None, snippets: bool = False,
     ) -> SearchResult:
-        """Tickets like the query text (or like the indexed ticket `like`), reranked when a model is trained."""
+        """Tickets like the query text (or like the indexed ticket `like`), reranked when a model is trained.
+        `snippets`: each hit carries a passage of its body and the words that match the query."""
         kwargs = dict(title=title, like=like, fields=dict(fields or {}), filters=as_filters(filters), before=before,
-                      after=after, k=k, method=method, rerank=rerank, explain=explain)
+                      after=after, k=k, method=method, rerank=rerank, explain=explain, snippets=snippets)
         if self._engine is not None:
             return self._engine.search(text=text, **kwargs)
         return self._pipeline.search(text, **kwargs)
@@ -116,7 +117,7 @@ class TicketIndex:
                                    f"{self.settings.duplicate_precision}")
         return threshold
 
-    def duplicates(self, ticket: Mapping[str, Any], k: int = 5) -> DuplicateResult:
+    def duplicates(self, ticket: Mapping[str, Any], k: int = 5, snippets: bool = False) -> DuplicateResult:
         """Is this new ticket (`title`, optional `body`, `created`, `fields`) a duplicate of an indexed one?
 
         Without a model that can decide (none trained yet, or no threshold for the target precision) the
@@ -130,7 +131,8 @@ class TicketIndex:
         title = str(ticket.get("title") or "").strip()
         body = str(ticket.get("body") or "").strip()
         res = self.search(body or title, title=title if body else None, fields=ticket.get("fields") or {},
-                          before=ticket.get("created"), k=k, rerank=threshold is not None)
+                          before=ticket.get("created"), k=k, rerank=threshold is not None,
+                          snippets=snippets)
         if threshold is None:
             for hit in res.hits:
                 hit.probability = None

@@ -35,6 +35,12 @@ class Hit(BaseModel):
     matched: list[MatchedWord] | None = Field(
         default=None, description="Explanation: the query's content words this ticket holds, exactly or nearly "
         "(stopwords, punctuation and bare numbers left out); with explain, reranked hits only.")
+    snippet: str | None = Field(
+        default=None, description="A short passage of the ticket's body around its first word that matches the "
+        "query (with snippets).")
+    highlight: list[str] | None = Field(
+        default=None, description="The words of the title and snippet that match a query word (the same stem; "
+        "stopwords left out), lower case, for highlighting (with snippets).")
     attended: list[AttendedWord] | None = Field(
         default=None, description="Explanation: the words of this ticket the reranker attended to (explain).")
 
@@ -46,6 +52,9 @@ class SearchResult(BaseModel):
     reranker: str | None = Field(
         default=None, description="The model that reordered the hits (`NAME@CHECKSUM`: the collection's own trained "
         "model, or the general one); null when the hits are in first-stage order.")
+    threshold: float | None = Field(
+        default=None, description="The duplicate-probability threshold of the model that reranked, for the "
+        "service's target precision: a hit at or above it is a likely duplicate (null: no model, or none stored).")
     hits: list[Hit]
     notes: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
@@ -64,6 +73,21 @@ class DuplicateResult(BaseModel):
     reason: str | None = Field(default=None, description="Why there is no verdict (null when there is one).")
     reranker: str | None = Field(default=None, description="The model that decided (`NAME@CHECKSUM`).")
     candidates: list[Hit]
+
+
+class SchemaField(BaseModel):
+    name: str
+    kind: Literal["categorical", "multi", "numeric", "date"]
+    values: list[str] = Field(default_factory=list, description="Known values, most frequent first (categorical and "
+                              "multi fields; at most 100).")
+
+
+class CollectionSchema(BaseModel):
+    """A collection's field schema, with the values its tickets hold (what a form offers)."""
+
+    name: str
+    text_fields: list[str]
+    fields: list[SchemaField]
 
 
 RerankerKind = Literal["trained", "general", "none"]

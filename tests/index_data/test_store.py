@@ -183,3 +183,16 @@ def test_recency_from_memory_equals_the_sql_order_and_follows_writes(tmp_path: P
         assert s.recent_row_ids(1).tolist() != newest == sql(s, 2)[1:]
         s.delete(["S-28"])
         assert s.recent_row_ids(1).tolist() == newest
+
+
+def test_known_values_most_frequent_first_for_single_and_multi_fields(tmp_path: Path) -> None:
+    jira = load_schema("jira")
+    rows = [{"id": f"A-{i}", "title": "t", "created": f"2015-01-0{i}",
+             "fields": {"project": p, "components": c}}
+            for i, (p, c) in enumerate([("HDFS", ["x", "y"]), ("YARN", ["y"]), ("HDFS", []), ("HDFS", ["z", "y"])], 1)]
+    with TicketStore(tmp_path / "t.duckdb", schema=jira) as s:
+        s.upsert([normalize_row(jira, r, i) for i, r in enumerate(rows, 1)])
+        assert s.known_values("project") == ["HDFS", "YARN"]
+        assert s.known_values("components") == ["y", "x", "z"]  # 3, then the ties by value
+        assert s.known_values("components", limit=1) == ["y"]
+        assert s.bodies(["A-1", "gone"]) == {"A-1": ""}

@@ -48,6 +48,7 @@ ROUTES = [
     ("GET", "/v1/tickets/SUP-10/similar", None, "read", "hits"),
     ("POST", "/v1/duplicates", {"title": "refund missing"}, "read", "is_duplicate"),
     ("GET", "/v1/tickets/SUP-10", None, "read", "SUP-10"),
+    ("GET", "/v1/schema", None, "read", "Billing Portal"),
     ("POST", "/v1/tickets", AUTH_TICKET, "write", "AUTH-1"),
     ("DELETE", "/v1/tickets/AUTH-1", None, "write", "AUTH-1"),
 ]
@@ -241,6 +242,37 @@ def test_duplicates_uses_the_stored_threshold(reader: httpx.Client, trained_inde
     assert out["threshold"] == pytest.approx(meta["duplicate_threshold"]) and out["target_precision"] == 0.9
     assert out["is_duplicate"] == (out["probability"] >= out["threshold"])
     assert all(c["created"] < src["created"] for c in out["candidates"])
+
+
+def test_search_answers_its_threshold_and_snippets_on_request(reader: httpx.Client, trained_index: Path) -> None:
+    meta = json.loads((IndexDir(trained_index).reranker_path / "config.json").read_text())
+    plain = reader.post("/v1/search", json={"text": "charged twice for the subscription", "k": 5}).json()
+    assert plain["threshold"] == pytest.approx(meta["duplicate_threshold"])
+    assert all(h["snippet"] is None and h["highlight"] is None for h in plain["hits"])
+    out = reader.post("/v1/search", json={"text": "charged twice for the subscription", "k": 5, "snippets": True})
+    assert out.status_code == 200, out.text
+    hits = out.json()["hits"]
+    assert [h["id"] for h in hits] == [h["id"] for h in plain["hits"]]  # the same answer, with passages
+    for h in hits:
+        body = " ".join(reader.get(f"/v1/tickets/{h['id']}").json()["body"].split())
+        assert h["snippet"] and h["snippet"].strip("…") in body
+        assert {"charged", "twice", "subscription"} & set(h["highlight"]), h
+        assert "for" not in h["highlight"] and "the" not in h["highlight"]  # stopwords never
+    sim = reader.get("/v1/tickets/SUP-10/similar", params={"k": 3, "snippets": "true"}).json()
+    assert all(h["snippet"] is not None for h in sim["hits"])
+    dup = reader.post("/v1/duplicates", json={"title": "charged twice", "k": 3, "snippets": True}).json()
+    assert all(h["snippet"] is not None for h in dup["candidates"])
+    assert reader.post("/v1/search", json={"text": "x", "snippets": 1}).status_code == 422  # a JSON boolean only
+
+
+def test_schema_lists_fields_with_their_known_values(reader: httpx.Client) -> None:
+    out = reader.get("/v1/schema").json()
+    assert out == reader.get("/v1/collections/default/schema").json()
+    assert out["name"] == "support" and out["text_fields"] == ["title", "body"]
+    fields = {f["name"]: f for f in out["fields"]}
+    assert fields["product"]["kind"] == "categorical" and "Billing Portal" in fields["product"]["values"]
+    assert fields["affected_count"]["kind"] == "numeric" and fields["affected_count"]["values"] == []
+    assert reader.get("/v1/collections/nope/schema").status_code == 404
 
 
 def test_metrics_count_routes_and_stages(reader: httpx.Client) -> None:

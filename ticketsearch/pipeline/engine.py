@@ -43,7 +43,7 @@ from ticketsearch.pipeline.rerank_vectors import (
 )
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.rerank.runtime import Reranker
-from ticketsearch.results import SearchResult
+from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
 from ticketsearch.retrieval.builder import (
     build_bm25,
     build_dense,
@@ -354,6 +354,15 @@ class Engine:
         assert self.store is not None
         with self.lock.read():
             return self.store.get(ticket_id).as_dict()
+
+    def schema_info(self) -> CollectionSchema:
+        """The collection's schema, with each categorical and multi field's known values."""
+        assert self.store is not None
+        schema = self.store.schema
+        with self.lock.read():
+            fields = [SchemaField(name=f.name, kind=f.kind, values=self.store.known_values(f.name))
+                      for f in schema.fields]
+        return CollectionSchema(name=schema.name, text_fields=list(schema.text_fields), fields=fields)
 
     def count(self) -> int:
         assert self.store is not None

@@ -36,6 +36,7 @@ from ticketsearch.settings import Settings, get_settings
 
 from .pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
+from .snippets import highlights, query_stems, snippet
 
 MAX_K = 1000
 
@@ -388,11 +389,12 @@ class SearchPipeline:
         self, text: str | None = None, *, title: str | None = None, like: str | None = None,
         fields: dict[str, Any] | None = None, filters: dict[str, list[Any]] | None = None,
         before: str | datetime | None = None, after: str | datetime | None = None, k: int = 10,
-        method: str | None = None, rerank: bool = True, explain: bool = False,
+        method: str | None = None, rerank: bool = True, explain: bool = False, snippets: bool = False,
     ) -> SearchResult:
         """Top-k tickets for a query text (optionally with a separate title), or for an indexed ticket (`like`).
 
-        Filters, `before` and `after` restrict the candidates before the top k is cut.
+        Filters, `before` and `after` restrict the candidates before the top k is cut. `snippets`: each hit
+        carries a passage of its body and the words that match the query (one more read of k bodies).
         """
         method = method or self.settings.search_method
         if not 1 <= k <= MAX_K:
@@ -415,6 +417,28 @@ class SearchPipeline:
             hits = self.first_stage_hits(cands, k)
             notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]
             timings["fetch"] = (time.perf_counter() - t1) * 1000
+        if snippets:
+            t2 = time.perf_counter()
+            self.add_snippets(q.text, hits)
+            timings["snippets"] = (time.perf_counter() - t2) * 1000
+        model = self.reranker if reranking else None
         return SearchResult(query=q.text, method=method, reranked=reranking and bool(hits), hits=hits, notes=notes,
-                            reranker=model_id(self.reranker) if reranking and self.reranker is not None else None,
-                            timings_ms={n: round(v, 3) for n, v in timings.items()})
+                            reranker=model_id(model) if model is not None else None,
+                            threshold=self.threshold_of(model), timings_ms={n: round(v, 3) for n, v in timings.items()})
+
+    def threshold_of(self, model: Reranker | GeneralReranker | None) -> float | None:
+        """The model's stored duplicate threshold for the service's target precision (None: no model, or none
+        stored for that precision)."""
+        if model is None:
+            return None
+        try:
+            return model.duplicate_threshold(self.settings.duplicate_precision)
+        except KeyError:
+            return None
+
+    def add_snippets(self, query_text: str, hits: list[Hit]) -> None:
+        qstems = query_stems(query_text)
+        bodies = self.store.bodies([h.id for h in hits])
+        for h in hits:
+            h.snippet = snippet(bodies.get(h.id, ""), qstems)
+            h.highlight = highlights((h.title, h.snippet), qstems)

@@ -1,0 +1,186 @@
+"""The agent page (`/`), in headless Chromium against a real `ticketsearch serve` on a trained demo index."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+
+from ticketsearch.index_data.demo import generate
+
+from .browser import PageErrors, chromium
+from .server import Server
+
+QUERY = "customers were charged twice for their subscription"
+PAYLOAD_TITLE = "<img src=x onerror=alert(1)> Printer <b>jams</b> on every label"
+PAYLOAD_BODY = "<script>window.pwned = 1; alert('body')</script> The zebra label printer jams every roll."
+DONE = "#answer[data-state=done]"
+
+
+@pytest.fixture(scope="module")
+def server(trained_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("page")
+    shutil.copytree(trained_index, root / "idx")
+    srv = Server(root / "idx", root / "server.log").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.errors = PageErrors(pg, server.url)
+    yield pg
+    assert not pg.errors.errors, pg.errors.errors
+    assert not pg.errors.foreign, pg.errors.foreign
+    context.close()
+
+
+def linked_ticket() -> str:
+    """A ticket of the trained index (generate(1000, seed=11)) that has an earlier duplicate."""
+    return next(r["id"] for r in generate(1000, seed=11) if r.get("duplicate_of"))
+
+
+def hit_ids(page: Any) -> list[str]:
+    return page.eval_on_selector_all("#hits > li.hit", "els => els.map(e => e.dataset.id)")
+
+
+def test_a_typed_query_shows_the_api_hits_in_order_with_badges(page: Any, server: Server, tmp_path: Path) -> None:
+    page.goto(server.url + "/")
+    page.fill("#q", QUERY)
+    page.press("#q", "Enter")
+    page.wait_for_selector(DONE)
+    api = server.client().post("/v1/search", json={"text": QUERY, "k": 10, "snippets": True}).json()
+    assert hit_ids(page) == [h["id"] for h in api["hits"]] and len(api["hits"]) == 10
+    assert "q=customers+were+charged" in page.url  # the answer has its own deep link
+    assert api["threshold"] is not None
+    badges = page.eval_on_selector_all("#hits .badge",
+                                       "els => els.map(e => [e.textContent, e.classList.contains('dup')])")
+    for (text, dup), h in zip(badges, api["hits"]):
+        likely = h["probability"] >= api["threshold"]
+        assert dup == likely and text.startswith("likely duplicate" if likely else "similar"), (text, h)
+        assert text.endswith(f"{round(h['probability'] * 100)}%")
+    marks = page.eval_on_selector_all("#hits mark", "els => els.map(e => e.textContent.toLowerCase())")
+    assert "charged" in marks and "twice" in marks
+    first = page.locator("#hits > li.hit").first
+    assert first.locator(".snippet").inner_text() == api["hits"][0]["snippet"]
+    assert first.locator(".hit-link").get_attribute("href").startswith(f"/tickets/{api['hits'][0]['id']}")
+    assert page.inner_text("#status") == "10 tickets."
+    shot = tmp_path / "answer.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+
+
+def test_deep_links_open_the_answer(page: Any, server: Server) -> None:
+    c = server.client()
+    page.goto(server.url + "/?q=" + quote_plus(QUERY))
+    page.wait_for_selector(DONE)
+    assert page.input_value("#q") == QUERY
+    assert hit_ids(page) == [h["id"] for h in c.post("/v1/search", json={"text": QUERY, "k": 10}).json()["hits"]]
+
+    tid = linked_ticket()
+    page.goto(f"{server.url}/?collection=default&like={tid}")
+    page.wait_for_selector(DONE)
+    assert hit_ids(page) == [h["id"] for h in c.get(f"/v1/tickets/{tid}/similar?k=10").json()["hits"]]
+    assert tid in page.inner_text("#answer-title")
+    assert page.locator("#hits .fb").count() == 20  # the query is a ticket: feedback buttons on every hit
+
+    page.goto(f"{server.url}/tickets/{tid}")
+    page.wait_for_selector(DONE)
+    ticket = c.get(f"/v1/tickets/{tid}").json()
+    assert page.inner_text("#ticket-title") == ticket["title"]
+    assert page.inner_text("#ticket-body") == ticket["body"]
+    assert hit_ids(page) == [h["id"] for h in c.get(f"/v1/tickets/{tid}/similar?k=10").json()["hits"]]
+
+    page.goto(f"{server.url}/?like=NO-SUCH-TICKET")
+    page.wait_for_selector("#status.error")
+    line = page.inner_text("#status")
+    assert line.startswith("Error 404") and "NO-SUCH-TICKET" in line and "\n" not in line
+    page.goto(f"{server.url}/?q=printer&collection=nope")  # an unknown collection: the one there is
+    page.wait_for_selector(DONE)
+    assert page.input_value("#collection") == "default" and page.locator("#hits > li.hit").count() == 10
+
+
+def test_feedback_buttons_record_a_decision_that_a_reload_shows(page: Any, server: Server) -> None:
+    tid = linked_ticket()
+    page.goto(f"{server.url}/?like={tid}")
+    page.wait_for_selector(DONE)
+    second = page.locator("#hits > li.hit").nth(1)
+    cand = second.get_attribute("data-id")
+    second.get_by_role("button", name="Not a duplicate").click()
+    page.wait_for_function("el => el.textContent.startsWith('Recorded')",
+                           arg=second.locator(".decision").element_handle())
+    assert second.locator(".decision").inner_text().startswith("Recorded: not a duplicate")
+    stored = server.client().get(f"/v1/tickets/{tid}/feedback").json()
+    assert {(d["ticket_id"], d["candidate_id"], d["label"]) for d in stored} >= {(tid, cand, "not_duplicate")}
+
+    page.reload()
+    page.wait_for_selector(DONE)
+    again = page.locator(f"#hits > li.hit[data-id='{cand}']")
+    assert again.locator(".decision").inner_text().startswith("Recorded: not a duplicate")
+    assert again.get_by_role("button", name="Not a duplicate").get_attribute("aria-pressed") == "true"
+    assert again.get_by_role("button", name="Duplicate", exact=True).get_attribute("aria-pressed") == "false"
+
+
+def test_a_ticket_holding_html_and_script_renders_as_text(page: Any, server: Server) -> None:
+    r = server.client().post("/v1/tickets", json={"id": "XSS-1", "title": PAYLOAD_TITLE, "body": PAYLOAD_BODY,
+                                                  "created": "2025-06-01T10:00:00",
+                                                  "fields": {"product": "Mobile App"}})
+    assert r.status_code == 200, r.text
+    resp = page.goto(server.url + "/?q=zebra+label+printer+jams")
+    csp = resp.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    page.wait_for_selector(DONE)
+    hit = page.locator("#hits > li.hit[data-id='XSS-1']")
+    assert hit.locator(".hit-link").inner_text() == PAYLOAD_TITLE
+    assert hit.locator(".snippet").inner_text() == PAYLOAD_BODY
+    assert page.locator("#hits img, #hits script, #hits b").count() == 0
+    page.goto(server.url + "/tickets/XSS-1")
+    page.wait_for_selector(DONE)
+    assert page.inner_text("#ticket-title") == PAYLOAD_TITLE and page.inner_text("#ticket-body") == PAYLOAD_BODY
+    assert page.locator("main img, main script").count() == 0
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.pwned") is None and not page.errors.dialogs
+
+
+def test_keyboard_alone_reaches_the_box_the_results_and_the_buttons(page: Any, server: Server) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "q":
+            break
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("charged twice")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(DONE)
+    reached: list[str] = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.className"))
+    assert "hit-link" in reached
+
+    tid = linked_ticket()
+    page.goto(f"{server.url}/?like={tid}")
+    page.wait_for_selector(DONE)
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.label") == "duplicate":
+            break
+    focused = page.evaluate_handle("document.activeElement")
+    assert page.evaluate("document.activeElement.textContent") == "Duplicate"
+    page.keyboard.press("Enter")
+    page.wait_for_function("el => el.closest('li').querySelector('.decision').textContent.startsWith('Recorded')",
+                           arg=focused)
