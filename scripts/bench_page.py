@@ -42,7 +42,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--shots", type=Path, default=None, help="Folder for page.png (wide) and page_narrow.png.")
+    ap.add_argument("--shots", type=Path, default=None,
+                    help="Folder for page.png (a similar-ticket answer, wide) and page_narrow.png (a typed search "
+                    "on a phone-sized screen).")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -79,11 +81,11 @@ def main() -> None:
                                   ".map(e => e.transferSize)")  # after a navigation: 0 = served from the cache
             if args.shots:
                 args.shots.mkdir(parents=True, exist_ok=True)
-                page.goto(f"{srv.url}/?q=customers+were+charged+twice+for+their+subscription")
+                page.goto(f"{srv.url}/?like={ids[0]}")
                 page.wait_for_selector("#answer[data-state=done]")
                 page.screenshot(path=str(args.shots / "page.png"))
                 page.set_viewport_size({"width": 390, "height": 844})
-                page.goto(f"{srv.url}/?like={ids[0]}")
+                page.goto(f"{srv.url}/?q=customers+were+charged+twice+for+their+subscription")
                 page.wait_for_selector("#answer[data-state=done]")
                 page.screenshot(path=str(args.shots / "page_narrow.png"))
             browser.close()

@@ -25,7 +25,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +84,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from ticketsearch.api import TicketIndex
-    from ticketsearch.pipeline.dedupe import compare, groups_of
-    from ticketsearch.rerank.calibration import lowest_threshold_for_precision
+    from ticketsearch.pipeline.dedupe import SLACK, compare, groups_of, threshold_on_pairs
 
     group, created = true_groups(args.truth)
     since, cal0, cal1 = (datetime.fromisoformat(x) for x in (args.since, args.calibrate_since, args.calibrate_until))
@@ -109,18 +107,21 @@ def main() -> None:
         out["tickets"] = {"calibration": len(cal_ids), "dedupe": len(test_ids)}
         out["tickets_per_s"] = round(len(test_ids) / (t2 - t1), 1)
         out["calibration_s"] = round(t1 - t0, 1)
-        probs = np.array([p["probability"] for p in cal_pairs])
-        labels = np.array([p["known"] for p in cal_pairs])
+        probs = [p["probability"] for p in cal_pairs]
+        labels = [p["known"] for p in cal_pairs]
         tids = [t for t, _ in test_ids]
         for target in (float(x) for x in args.precisions.split(",")):
             row: dict = {}
             stored = reranker.duplicate_threshold(target)
             if stored is not None:
                 row["stored_threshold"] = score(test_pairs, stored, group, created, tids)
-            t, reached = lowest_threshold_for_precision(probs, labels, target)
+            t, how = threshold_on_pairs(probs, labels, target)
             if t is not None:
                 row["calibrated_threshold"] = {**score(test_pairs, t, group, created, tids),
-                                               "calibration_precision": round(float(reached), 3)}
+                                               "calibration_precision": round(float(how["precision"]), 3),
+                                               "calibration_pairs_behind": how["behind"],
+                                               "calibration_lower_bound": how["lower_bound"],
+                                               "established": how["lower_bound"] >= target - SLACK}
             out["targets"][str(target)] = row
     print(json.dumps(out, indent=2))
     if args.out:

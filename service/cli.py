@@ -481,8 +481,8 @@ def dedupe(
         rep = run_dedupe(idx, out, precision=precision, since=since_dt, progress=not quiet, log=typer.echo,
                          calibrate_since=cal[0], calibrate_until=cal[1])
     typer.echo(f"{rep.tickets} tickets compared ({rep.resumed} resumed) in {rep.seconds:.1f}s: {rep.pairs} pairs at "
-               f"p >= {rep.threshold:.3f} (precision {rep.precision}), {rep.new_pairs} of them not linked yet, in "
-               f"{rep.clusters} clusters -> {rep.out}")
+               f"p >= {rep.threshold:.3f} (precision {rep.precision}, {rep.basis}), {rep.new_pairs} of them not linked "
+               f"yet, in {rep.clusters} clusters -> {rep.out}")
 
 
 @app.command("tune-encoder")

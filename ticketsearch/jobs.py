@@ -183,7 +183,8 @@ class TrainingJobs:
         rep = dedupe(TicketIndex.of_engine(engine), out, precision=p.precision, since=p.since, progress=False,
                      log=say, calibrate_since=p.calibrate_since, calibrate_until=p.calibrate_until)
         result = {"tickets": rep.tickets, "pairs": rep.pairs, "new_pairs": rep.new_pairs, "clusters": rep.clusters,
-                  "threshold": rep.threshold, "precision": rep.precision}
+                  "threshold": rep.threshold, "precision": rep.precision, "basis": rep.basis,
+                  "precision_lower_bound": rep.precision_lower_bound}
         with self._lock:
             job.result, job.state = result, "done"
         say(f"done: {rep.pairs} pairs ({rep.new_pairs} not linked yet) in {rep.clusters} clusters")

@@ -90,7 +90,8 @@ def test_an_interrupted_run_resumes_to_the_same_output(backlog: dict) -> None:
         assert not resumed.exists() and (backlog["root"] / "resumed.jsonl.partial").is_file()
         said: list[str] = []
         rep = dedupe(idx, resumed, precision=0.8, since=backlog["since"], progress=False, log=said.append)
-    assert rep.resumed == 40 and "resuming: 40 of" in said[0]
+    assert rep.resumed == 40 and any("resuming: 40 of" in line for line in said)
+    assert rep.basis == "stored" and "warning: threshold" in said[0] and "expect a lower precision" in said[0]
     assert resumed.read_text() == whole.read_text()
     assert not (backlog["root"] / "resumed.jsonl.partial").exists()
 
@@ -111,3 +112,38 @@ def test_known_links_csv_and_the_cli(backlog: dict) -> None:
     bad = CliRunner().invoke(app, ["dedupe", "--index", str(backlog["index"]), "--out", str(out), "--precision",
                                    "0.7"])
     assert bad.exit_code == 2 and "thresholds for precision" in bad.output
+
+
+def test_a_threshold_establishes_its_precision_only_with_enough_pairs_behind_it() -> None:
+    from ticketsearch.pipeline.dedupe import threshold_on_pairs, wilson_lower
+
+    assert wilson_lower(2, 2) == pytest.approx(0.342, abs=1e-3)  # 2 of 2 right: the precision is barely known
+    assert wilson_lower(95, 100) == pytest.approx(0.888, abs=1e-3)
+    assert wilson_lower(0, 0) == 0.0
+    # two sure pairs on top, then a mixed tail: only those two reach 0.9
+    probs = [0.99, 0.98] + [0.5] * 10
+    known = [True, True] + [True, False] * 5
+    t, how = threshold_on_pairs(probs, known, 0.9)
+    assert t == 0.98 and how["behind"] == 2 and how["right"] == 2 and how["lower_bound"] < 0.85
+    many = [0.99] * 60 + [0.5] * 20
+    t, how = threshold_on_pairs(many, [True] * 59 + [False] + [False] * 20, 0.9)
+    assert t == 0.99 and how["behind"] == 60 and how["lower_bound"] >= 0.85
+    assert threshold_on_pairs([0.4, 0.3], [False, False], 0.9) == (None, {"pairs": 2, "linked": 0})
+
+
+def test_a_calibrated_run_says_how_far_its_precision_is_established(backlog: dict) -> None:
+    from ticketsearch.api import TicketIndex
+    from ticketsearch.pipeline.dedupe import SLACK, calibrated_threshold, dedupe
+
+    dates = sorted(backlog["created"].values())
+    cal0 = dates[int(0.5 * len(dates))]
+    said: list[str] = []
+    with TicketIndex.open(backlog["index"]) as idx:
+        t, how = calibrated_threshold(idx, 0.5, cal0, backlog["since"], progress=False)
+        rep = dedupe(idx, backlog["root"] / "cal.jsonl", precision=0.5, since=backlog["since"], progress=False,
+                     log=said.append, calibrate_since=cal0, calibrate_until=backlog["since"])
+    assert rep.threshold == t and 0 < how["right"] <= how["behind"] and how["precision"] >= 0.5
+    assert rep.precision_lower_bound == how["lower_bound"] <= how["precision"]
+    assert rep.basis == ("calibrated" if how["lower_bound"] >= 0.5 - SLACK else "uncertain")
+    assert any(line.startswith("threshold ") for line in said)
+    assert any("not established" in line for line in said) == (rep.basis == "uncertain")

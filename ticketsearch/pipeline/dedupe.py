@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,19 @@ from ticketsearch.errors import QueryError, UnavailableError
 from ticketsearch.index_data.links import components, groups
 
 CANDIDATES = 10  # the reranked top candidates of each ticket that are considered
+# A calibrated threshold establishes its precision only when the 95% lower bound of the precision of the pairs
+# behind it is within this much of the target (on hadoop, 2015's threshold rested on 2 pairs: docs/RESULTS.md).
+SLACK = 0.05
+
+
+def wilson_lower(right: int, n: int, z: float = 1.96) -> float:
+    """The lower end of the Wilson score interval (95%) of a proportion `right` of `n`."""
+    if n == 0:
+        return 0.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - margin) / (1 + z * z / n))
 
 
 @dataclass
@@ -48,6 +62,11 @@ class DedupeReport:
     precision: float
     seconds: float
     out: Path
+    # How far the threshold's precision is established: "calibrated" (the calibration pairs' 95% lower bound is
+    # within SLACK of the target), "uncertain" (it is not: too few pairs behind it), or "stored" (training's
+    # threshold, chosen where every query is a duplicate: lower precision in a backlog).
+    basis: str = "stored"
+    precision_lower_bound: float | None = None
 
 
 def compare(index: Any, tid: str, created: datetime, k: int, floor: float,
@@ -62,10 +81,6 @@ def calibrated_threshold(index: Any, precision: float, since: datetime, until: d
                          progress: bool = True) -> tuple[float, dict[str, Any]]:
     """The lowest probability whose pairwise precision reaches `precision` when every ticket created in [since,
     until) is compared with the earlier ones (the links of that period are the truth)."""
-    import numpy as np
-
-    from ticketsearch.rerank.calibration import lowest_threshold_for_precision
-
     store = index.pipeline.store
     rows = store.con.execute("SELECT id, created FROM tickets WHERE created >= ? AND created < ? "
                              "ORDER BY created, row_id", [since, until]).fetchall()
@@ -74,14 +89,31 @@ def calibrated_threshold(index: Any, precision: float, since: datetime, until: d
     group = groups_of(store)
     pairs = [p for tid, c in tqdm(rows, desc="calibrate", unit=" tickets", disable=not progress, mininterval=0.5)
              for p in compare(index, tid, c, k, 0.0, group)]
-    probs = np.array([p["probability"] for p in pairs])
-    labels = np.array([p["known"] for p in pairs])
-    t, reached = lowest_threshold_for_precision(probs, labels, precision)
+    t, how = threshold_on_pairs([p["probability"] for p in pairs], [p["known"] for p in pairs], precision)
     if t is None:
         raise UnavailableError(f"no threshold reaches precision {precision} on the {len(rows)} tickets of "
-                               f"{since:%Y-%m-%d} to {until:%Y-%m-%d} ({int(labels.sum())} linked pairs of "
+                               f"{since:%Y-%m-%d} to {until:%Y-%m-%d} ({how['linked']} linked pairs of "
                                f"{len(pairs)})")
-    return t, {"tickets": len(rows), "pairs": len(pairs), "linked": int(labels.sum()), "precision": reached}
+    return t, {"tickets": len(rows), **how}
+
+
+def threshold_on_pairs(probs: list[float], known: list[bool], precision: float) -> tuple[float | None, dict[str, Any]]:
+    """The lowest probability whose precision on these labelled pairs reaches `precision` (None: none does), and
+    what backs it: how many pairs are at or above it (`behind`), how many of them are right, the precision there
+    and its 95% lower bound."""
+    import numpy as np
+
+    from ticketsearch.rerank.calibration import lowest_threshold_for_precision
+
+    p, y = np.asarray(probs, np.float64), np.asarray(known, bool)
+    t, reached = lowest_threshold_for_precision(p, y, precision)
+    how: dict[str, Any] = {"pairs": len(p), "linked": int(y.sum())}
+    if t is None:
+        return None, how
+    kept = p >= t
+    behind, right = int(kept.sum()), int(y[kept].sum())
+    return t, {**how, "precision": reached, "behind": behind, "right": right,
+               "lower_bound": round(wilson_lower(right, behind), 4)}
 
 
 def threshold_for(reranker: Any, precision: float) -> float:
@@ -150,13 +182,24 @@ def dedupe(
     t0 = time.perf_counter()
     pipeline = index.pipeline
     threshold = threshold_for(pipeline.reranker, precision) if calibrate_since is None else 0.0
-    if calibrate_since is not None:
+    basis, lower = "stored", None
+    if calibrate_since is None:
+        log(f"warning: threshold {threshold:.3f} for precision {precision} is training's, chosen on validation "
+            "queries that all have a duplicate; in a backlog most tickets have none, so expect a lower precision "
+            "(calibrate on a labelled period: --calibrate-since/--calibrate-until)")
+    else:
         if calibrate_until is None:
             raise QueryError("give the calibration period's end as well (--calibrate-until)")
         threshold, how = calibrated_threshold(index, precision, calibrate_since, calibrate_until, k, progress)
+        lower = how["lower_bound"]
+        basis = "calibrated" if lower >= precision - SLACK else "uncertain"
         log(f"threshold {threshold:.3f} for precision {precision}: calibrated on the {how['tickets']} tickets of "
             f"{calibrate_since:%Y-%m-%d} to {calibrate_until:%Y-%m-%d} ({how['linked']} linked of {how['pairs']} "
             f"pairs, precision {how['precision']:.3f} there)")
+        if basis == "uncertain":
+            log(f"warning: the precision is not established: {how['right']} right of the {how['behind']} "
+                f"calibration pairs at or above the threshold, 95% lower bound {lower:.2f} (target {precision}); "
+                "treat the links as a review queue, not as merges")
     store = pipeline.store
     rows = store.con.execute("SELECT id, created FROM tickets ORDER BY created, row_id").fetchall()
     created = {tid: c for tid, c in rows}
@@ -180,7 +223,8 @@ def dedupe(
                 if tid in done:
                     continue
                 if stop_after is not None and compared >= stop_after:
-                    return DedupeReport(len(done), 0, 0, 0, 0, threshold, precision, time.perf_counter() - t0, out)
+                    return DedupeReport(len(done), 0, 0, 0, 0, threshold, precision, time.perf_counter() - t0, out,
+                                        basis, lower)
                 found = compare(index, tid, created[tid], k, threshold, group)
                 done[tid] = found
                 fh.write(json.dumps({"ticket": tid, "pairs": found}) + "\n")
@@ -194,7 +238,7 @@ def dedupe(
     atomic_write_text(out, render(result, out.suffix))
     partial.unlink(missing_ok=True)
     return DedupeReport(len(todo), len(todo) - compared, len(pairs), sum(not p["known"] for p in pairs), len(result),
-                        threshold, precision, time.perf_counter() - t0, out)
+                        threshold, precision, time.perf_counter() - t0, out, basis, lower)
 
 
 def render(result: list[dict[str, Any]], suffix: str) -> str:
