@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from .auth import ApiKeys
 from .gate import ApiError
+from .schemas import MAX_ID
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -80,7 +81,7 @@ def add_page_routes(app: FastAPI, keys: ApiKeys, retry_after_s: int) -> None:
     @router.get("/tickets/{ticket_id:path}", response_class=HTMLResponse)
     async def ticket_page(ticket_id: str) -> HTMLResponse:
         """One ticket, its fields and text, and its similar tickets."""
-        if not ticket_id or len(ticket_id) > 200:
+        if not ticket_id or len(ticket_id) > MAX_ID:
             raise ApiError(404, "path.ticket_id", "no such page", type_="not_found")
         return render("ticket", ticket_id)
 

@@ -59,6 +59,13 @@ def test_every_method_of_the_blocking_client(server: Server, demo_rows: list[dic
         assert [h.id for h in like.hits] == [h.id for h in sim.hits] and "C-1" not in {h.id for h in sim.hits}
         dup = c.duplicates({"title": "CSV export loses a row"}, k=3, collection="helpdesk")
         assert isinstance(dup, DuplicateResult) and dup.is_duplicate is None and dup.reason
+        assert c.search("CSV export", k=1, collection="helpdesk", snippets=True).hits[0].snippet == (
+            "Exports miss their final line.")
+        assert c.similar("C-1", k=1, collection="helpdesk", snippets=True).hits[0].highlight is not None
+        assert c.duplicates({"title": "CSV export"}, k=1, collection="helpdesk", snippets=True).candidates[0].snippet
+        assert res.hits[0].snippet is None  # only on request
+        fields = {f.name: f for f in c.schema(collection="helpdesk").fields}
+        assert fields["product"].kind == "categorical" and fields["product"].values
         gone = c.delete("C-1", collection="helpdesk")
         assert isinstance(gone, DeleteResponse) and gone.deleted == "C-1"
         with pytest.raises(NotFound) as err:
@@ -109,6 +116,9 @@ def test_the_async_client_has_the_same_methods(server: Server) -> None:
             assert [h.id for h in (await c.similar("X-1", collection="async-one")).hits] == ["X-2"]
             dup = await c.duplicates({"title": "dark dashboard theme"}, collection="async-one")
             assert dup.is_duplicate is None and len(dup.candidates) == 2
+            marked = await c.search("dark theme", k=2, collection="async-one", snippets=True)
+            assert {"dark", "theme"} & set(marked.hits[0].highlight or []) and marked.hits[0].snippet == ""
+            assert (await c.schema(collection="async-one")).name == "support"
             assert (await c.delete("X-2", collection="async-one")).deleted == "X-2"
             assert "async-one" in {x.name for x in await c.collections()}
             assert (await c.collection("async-one")).tickets == 1

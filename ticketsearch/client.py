@@ -30,6 +30,7 @@ from pydantic import TypeAdapter
 from ticketsearch.errors import ConflictError, NotFoundError, QueryError, TicketsearchError, UnavailableError
 from ticketsearch.results import (
     CollectionInfo,
+    CollectionSchema,
     DuplicateResult,
     FeedbackDecision,
     JobInfo,
@@ -150,12 +151,14 @@ class Calls:
     def search(self, text: str | None, title: str | None, k: int, filters: Mapping[str, Any] | None,
                fields: Mapping[str, Any] | None, before: str | datetime | None, after: str | datetime | None,
                method: str | None, rerank: bool, explain: bool, like: str | None,
-               collection: str | None) -> Call:
+               collection: str | None, snippets: bool = False) -> Call:
         if like is not None:
             if text or title:
                 raise QueryError("give either a query text or --like ID, not both")
-            return self.similar(like, k, collection)
+            return self.similar(like, k, collection, snippets)
         body: dict[str, Any] = {"text": text or "", "k": k, "rerank": rerank, "explain": explain}
+        if snippets:
+            body["snippets"] = True
         for name, value in (("title", title), ("method", method), ("created_before", before), ("created_after", after)):
             if value is not None:
                 body[name] = jsonable(value)
@@ -165,13 +168,19 @@ class Calls:
             body["fields"] = dict(fields)
         return Call("POST", f"{self.base(collection)}/search", SearchResult, json=body)
 
-    def similar(self, ticket_id: str, k: int, collection: str | None) -> Call:
-        return Call("GET", f"{self.base(collection)}/tickets/{tid(ticket_id)}/similar", SearchResult, params={"k": k})
+    def similar(self, ticket_id: str, k: int, collection: str | None, snippets: bool = False) -> Call:
+        params: dict[str, Any] = {"k": k, **({"snippets": "true"} if snippets else {})}
+        return Call("GET", f"{self.base(collection)}/tickets/{tid(ticket_id)}/similar", SearchResult, params=params)
 
-    def duplicates(self, ticket: Mapping[str, Any], k: int, collection: str | None) -> Call:
+    def duplicates(self, ticket: Mapping[str, Any], k: int, collection: str | None, snippets: bool = False) -> Call:
         body = {n: jsonable(v) for n, v in ticket.items() if v not in (None, {}, "") or n == "title"}
         body["k"] = k
+        if snippets:
+            body["snippets"] = True
         return Call("POST", f"{self.base(collection)}/duplicates", DuplicateResult, json=body)
+
+    def schema(self, collection: str | None) -> Call:
+        return Call("GET", f"{self.base(collection)}/schema", CollectionSchema)
 
     def upsert(self, tickets: Mapping[str, Any] | Iterable[Mapping[str, Any]], collection: str | None) -> Call:
         items = [dict(tickets)] if isinstance(tickets, Mapping) else [dict(t) for t in tickets]
@@ -275,15 +284,22 @@ class Client(_Base):
         filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
         before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
         rerank: bool = True, explain: bool = False, like: str | None = None, collection: str | None = None,
+        snippets: bool = False,
     ) -> SearchResult:
         return self.send(self.calls.search(text, title, k, filters, fields, before, after, method, rerank, explain,
-                                           like, collection))
+                                           like, collection, snippets))
 
-    def similar(self, ticket_id: str, k: int = 10, collection: str | None = None) -> SearchResult:
-        return self.send(self.calls.similar(ticket_id, k, collection))
+    def similar(self, ticket_id: str, k: int = 10, collection: str | None = None,
+                snippets: bool = False) -> SearchResult:
+        return self.send(self.calls.similar(ticket_id, k, collection, snippets))
 
-    def duplicates(self, ticket: Mapping[str, Any], k: int = 5, collection: str | None = None) -> DuplicateResult:
-        return self.send(self.calls.duplicates(ticket, k, collection))
+    def duplicates(self, ticket: Mapping[str, Any], k: int = 5, collection: str | None = None,
+                   snippets: bool = False) -> DuplicateResult:
+        return self.send(self.calls.duplicates(ticket, k, collection, snippets))
+
+    def schema(self, collection: str | None = None) -> CollectionSchema:
+        """The collection's fields with their known values."""
+        return self.send(self.calls.schema(collection))
 
     def upsert(self, tickets: Mapping[str, Any] | Iterable[Mapping[str, Any]],
                collection: str | None = None) -> UpsertResponse:
@@ -365,16 +381,21 @@ class AsyncClient(_Base):
         filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
         before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
         rerank: bool = True, explain: bool = False, like: str | None = None, collection: str | None = None,
+        snippets: bool = False,
     ) -> SearchResult:
         return await self.send(self.calls.search(text, title, k, filters, fields, before, after, method, rerank,
-                                                 explain, like, collection))
+                                                 explain, like, collection, snippets))
 
-    async def similar(self, ticket_id: str, k: int = 10, collection: str | None = None) -> SearchResult:
-        return await self.send(self.calls.similar(ticket_id, k, collection))
+    async def similar(self, ticket_id: str, k: int = 10, collection: str | None = None,
+                      snippets: bool = False) -> SearchResult:
+        return await self.send(self.calls.similar(ticket_id, k, collection, snippets))
 
     async def duplicates(self, ticket: Mapping[str, Any], k: int = 5,
-                         collection: str | None = None) -> DuplicateResult:
-        return await self.send(self.calls.duplicates(ticket, k, collection))
+                         collection: str | None = None, snippets: bool = False) -> DuplicateResult:
+        return await self.send(self.calls.duplicates(ticket, k, collection, snippets))
+
+    async def schema(self, collection: str | None = None) -> CollectionSchema:
+        return await self.send(self.calls.schema(collection))
 
     async def upsert(self, tickets: Mapping[str, Any] | Iterable[Mapping[str, Any]],
                      collection: str | None = None) -> UpsertResponse:
