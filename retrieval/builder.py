@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .encoder import Encoder
 from .lexical import BM25Index, bm25_text
 from .manifest import Manifest, default_fusion
 from .vector_index import VectorIndex
+
+if TYPE_CHECKING:  # Ray is optional: imported only for --executor ray
+    from .ray_encode import RayEncoding
 
 
 @dataclass
@@ -137,16 +141,27 @@ def build_index(
     model_spec: str,
     settings: Settings | None = None,
     progress: bool = True,
+    remote: RayEncoding | None = None,
 ) -> BuildReport:
-    """Embed every ticket, build the FAISS index and feature vocabularies, and write the manifest last."""
+    """Embed every ticket, build the FAISS index and feature vocabularies, and write the manifest last.
+    `remote`: first encode what the embedding cache lacks on Ray (`retrieval.ray_encode`), then build from the
+    cache as always."""
     settings = settings or get_settings()
     start = time.perf_counter()
     seq = store.change_seq
     texts = read_texts(store)
     out = IndexDir(index_dir)
+    remote_s, remote_n = 0.0, 0
+    if remote is not None:
+        full = [ticket_text(store.schema, t, b) for t, b in zip(texts.titles, texts.bodies)]
+        t0 = time.perf_counter()
+        done = remote.fill_cache(store, {encoder.key: full, title_key(encoder): texts.titles}, progress)
+        remote_n = done[encoder.key]
+        remote_s = time.perf_counter() - t0
     vindex, encoded, enc_s = build_dense(out, store, encoder, settings.index_type, settings, progress, texts)
+    encoded += remote_n
     _, _, t_s = build_titles(out, store, encoder, vindex.kind, settings, progress, texts)
-    enc_s += t_s
+    enc_s += t_s + remote_s
     build_bm25(out, store, texts)
     features = FeatureSpace.fit(store.schema, store.field_rows())
     atomic_write_json(out.features_path, features.to_dict())
@@ -201,11 +216,15 @@ def ingest_and_build(
     log: Callable[[str], None] = print,
     fmt: str = "auto",
     mapping: Path | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[TicketStore, Encoder, BuildReport]:
     """Upsert `data` into the index directory's store and rebuild its indexes. Returns the open store.
 
     `fmt`: `tickets`, a tracker (`jira`, `github`, `zendesk`), or `auto` (detected from the content, and said).
-    A new index's schema defaults to the format's shipped one (`support` for our own files and Zendesk)."""
+    A new index's schema defaults to the format's shipped one (`support` for our own files and Zendesk).
+    `executor`: "local" encodes here; "ray" encodes on Ray (`ray_address`: None starts a local instance, "auto"
+    or an address joins a cluster), the rest of the build as here."""
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.trackers import SHIPPED_SCHEMA, detect
@@ -231,7 +250,18 @@ def ingest_and_build(
         )
         model_spec = model or index_model(index_dir) or settings.model
         encoder = Encoder(model_spec, settings=settings)
-        build = build_index(index_dir, store, encoder, model_spec, settings=settings, progress=progress)
+        remote = None
+        if executor == "ray":
+            from .ray_encode import RayEncoding
+
+            remote = RayEncoding(model_spec, settings, address=ray_address)
+            log(remote.describe())
+        try:
+            build = build_index(index_dir, store, encoder, model_spec, settings=settings, progress=progress,
+                                remote=remote)
+        finally:
+            if remote is not None:
+                remote.close()
         rate = f" ({build.encode_rate:.1f} tickets/s)" if build.encoded else ""
         log(
             f"indexed {build.tickets} tickets with {encoder.name} ({build.index_kind}): encoded {build.encoded}"

@@ -175,6 +175,11 @@ def ingest(
         Optional[str], typer.Option("--model", help="'minilm' or a local sentence-transformers dir.")
     ] = None,
     index_type: Annotated[Optional[str], typer.Option("--index-type", help="auto, flat, hnsw or ivf.")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local: encode in this process; ray: encode on Ray "
+                                          "(one encoder per worker, GPUs where the cluster has them).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="With --executor ray: 'auto' or an address joins a running cluster; default: a "
+        "local Ray instance.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
@@ -193,12 +198,17 @@ def ingest(
         fail(f"{data}: no such file or folder")
     if mapping is not None and fmt not in ("zendesk", "auto"):
         fail("--mapping goes with --format zendesk")
+    if executor not in ("local", "ray"):
+        fail(f"--executor must be 'local' or 'ray', got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        fail("--ray-address goes with --executor ray")
     settings = get_settings()
     if index_type:
         settings = settings.model_copy(update={"index_type": index_type})
     store, encoder, _ = ingest_and_build(
         data, index, schema, on_error=on_error, model=model, settings=settings, progress=not quiet,
-        log=lambda m: typer.echo(m, err=m.startswith("skipped")), fmt=fmt, mapping=mapping,
+        log=lambda m: typer.echo(m, err=m.startswith("skipped")), fmt=fmt, mapping=mapping, executor=executor,
+        ray_address=ray_address,
     )
     try:
 

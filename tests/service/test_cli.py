@@ -85,6 +85,8 @@ def test_reingest_is_idempotent_and_reuses_embeddings(cli_index: tuple[Path, Pat
         (["ingest", "--data", "{data}", "--index", "{idx}", "--schema", "jira"], "built with schema 'support'"),
         (["ingest", "--data", "{data}", "--index", "{tmp}/i", "--schema", "nope"], "neither a built-in"),
         (["ingest", "--data", "{data}", "--index", "{tmp}/i", "--on-error", "maybe"], "--on-error"),
+        (["ingest", "--data", "{data}", "--index", "{tmp}/i", "--executor", "spark"], "--executor must be"),
+        (["ingest", "--data", "{data}", "--index", "{tmp}/i", "--ray-address", "auto"], "goes with --executor ray"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli_index, tmp_path: Path, args: list[str], needle: str) -> None:

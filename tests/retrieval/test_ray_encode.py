@@ -1,0 +1,94 @@
+"""Index builds with the encoding on Ray (a local Ray instance, num_cpus=2): the same vectors and the same
+answers as a local build, and a build that resumes from the embedding cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ticketsearch.index_data.demo import generate
+
+pytestmark = pytest.mark.ray
+QUERIES = ["customers were charged twice", "the app crashes when I log in", "export to CSV is slow",
+           "password reset email never arrives", "dashboard shows the wrong totals"]
+
+
+@pytest.fixture(scope="module")
+def ray_encoding(settings) -> Iterator:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("Ray is not installed (the dev extra installs it)")
+        pytest.skip("Ray is not installed: pip install 'ticketsearch[ray]'")
+    from ticketsearch.retrieval.ray_encode import RayEncoding
+
+    remote = RayEncoding("minilm", settings, num_cpus=2)
+    yield remote
+    remote.close()
+
+
+def build(root: Path, rows: list[dict], encoder, settings, remote=None, before=None):  # noqa: ANN001, ANN201
+    from ticketsearch.index_data.ingest import ingest_file
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.index_dir import IndexDir
+    from ticketsearch.retrieval.builder import build_index
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "t.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with TicketStore(IndexDir(root / "idx").store_path, schema=load_schema("support")) as store:
+        ingest_file(store, data, progress=False)
+        if before is not None:
+            before(store)
+        report = build_index(root / "idx", store, encoder, "minilm", settings=settings, progress=False, remote=remote)
+    return root / "idx", report
+
+
+def cache(index: Path) -> dict[tuple[str, str], np.ndarray]:
+    import duckdb
+
+    con = duckdb.connect(str(index / "tickets.duckdb"), read_only=True)
+    try:
+        return {(k, h): np.asarray(v, np.float32)
+                for k, h, v in con.execute("SELECT model_key, text_hash, vec FROM embedding_cache").fetchall()}
+    finally:
+        con.close()
+
+
+def answers(index: Path) -> list[list[str]]:
+    from ticketsearch.api import TicketIndex
+
+    with TicketIndex.open(index) as idx:
+        return [[h.id for h in idx.search(q, k=10).hits] for q in QUERIES]
+
+
+def test_a_ray_build_equals_a_local_build_and_resumes_from_the_cache(ray_encoding, encoder, settings,
+                                                                     tmp_path: Path) -> None:
+    from ticketsearch.index_data.records import ticket_text
+    from ticketsearch.index_data.schema import load_schema
+
+    rows = generate(60, seed=21)
+    local, rep_local = build(tmp_path / "local", rows, encoder, settings)
+    on_ray, rep_ray = build(tmp_path / "ray", rows, encoder, settings, remote=ray_encoding)
+    assert rep_local.encoded == rep_ray.encoded == 60 and rep_ray.cached == 0
+    a, b = cache(local), cache(on_ray)
+    assert set(a) == set(b) and len(a) >= 100  # every ticket's text and title, under their keys
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+    assert answers(on_ray) == answers(local)
+
+    # an interrupted build: 25 tickets' texts were encoded (and cached) before it stopped
+    schema = load_schema("support")
+    first = [ticket_text(schema, r["title"], r.get("body", "")) for r in rows[:25]]
+    resumed, rep = build(tmp_path / "resumed", rows, encoder, settings, remote=ray_encoding,
+                         before=lambda store: ray_encoding.fill_cache(store, {encoder.key: first}, progress=False))
+    assert rep.encoded == 35, rep  # only what the cache lacked
+    c = cache(resumed)
+    assert set(c) == set(a) and max(float(np.abs(c[k] - a[k]).max()) for k in a) < 1e-5
+    assert answers(resumed) == answers(local)
