@@ -184,3 +184,25 @@ def test_keyboard_alone_reaches_the_box_the_results_and_the_buttons(page: Any, s
     page.keyboard.press("Enter")
     page.wait_for_function("el => el.closest('li').querySelector('.decision').textContent.startsWith('Recorded')",
                            arg=focused)
+
+
+def test_a_pasted_ticket_with_fields_gets_the_duplicate_check(page: Any, server: Server) -> None:
+    c = server.client()
+    src = c.get(f"/v1/tickets/{linked_ticket()}").json()
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#paste summary")
+    product = page.locator("#t-fields input[name=product]")
+    options = page.eval_on_selector_all("#values-product option", "els => els.map(e => e.value)")
+    assert src["fields"]["product"] in options  # the schema's known values are offered
+    page.fill("#t-title", src["title"])
+    page.fill("#t-body", src["body"])
+    product.fill(src["fields"]["product"])
+    page.click("#check")
+    page.wait_for_selector(DONE)
+    api = c.post("/v1/duplicates", json={"title": src["title"], "body": src["body"], "k": 10,
+                                         "fields": {"product": src["fields"]["product"]}}).json()
+    assert hit_ids(page) == [h["id"] for h in api["candidates"]]
+    verdict = page.inner_text("#verdict")
+    assert verdict.startswith("Likely a duplicate of" if api["is_duplicate"] else "Not a duplicate"), verdict
+    assert page.locator("#hits .fb").count() == 0  # a pasted ticket is not in the index: nothing to pair with
