@@ -533,6 +533,11 @@ class TicketStore:
         mat = flat.reshape(len(keys), -1)
         return {k: mat[i] for i, k in enumerate(keys)}
 
+    def all_embeddings(self) -> dict[tuple[str, str], np.ndarray]:
+        """Every cached vector, by (model key, text hash): to compare two builds of the same tickets."""
+        rows = self.con.execute("SELECT model_key, text_hash, vec FROM embedding_cache").fetchall()
+        return {(k, h): np.asarray(v, np.float32) for k, h, v in rows}
+
     def put_embeddings(self, model_key: str, hashes: Sequence[str], vecs: np.ndarray) -> None:
         if len(hashes) == 0:
             return

@@ -27,18 +27,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 TICKETSEARCH = str(Path(sys.executable).parent / "ticketsearch")
 
 
 def vectors(index: Path) -> dict[tuple[str, str], np.ndarray]:
-    import duckdb
+    from ticketsearch.index_dir import IndexDir
 
-    con = duckdb.connect(str(index / "tickets.duckdb"), read_only=True)
-    try:
-        return {(k, h): np.asarray(v, np.float32)
-                for k, h, v in con.execute("SELECT model_key, text_hash, vec FROM embedding_cache").fetchall()}
-    finally:
-        con.close()
+    with IndexDir(index).open_store() as store:
+        return store.all_embeddings()
 
 
 def run(data: Path, index: Path, ray: bool) -> float:

@@ -52,14 +52,10 @@ def build(root: Path, rows: list[dict], encoder, settings, remote=None, before=N
 
 
 def cache(index: Path) -> dict[tuple[str, str], np.ndarray]:
-    import duckdb
+    from ticketsearch.index_dir import IndexDir
 
-    con = duckdb.connect(str(index / "tickets.duckdb"), read_only=True)
-    try:
-        return {(k, h): np.asarray(v, np.float32)
-                for k, h, v in con.execute("SELECT model_key, text_hash, vec FROM embedding_cache").fetchall()}
-    finally:
-        con.close()
+    with IndexDir(index).open_store() as store:
+        return store.all_embeddings()
 
 
 def answers(index: Path) -> list[list[str]]:
