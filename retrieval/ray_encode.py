@@ -24,7 +24,6 @@ from ticketsearch.index_data.records import text_hash
 from ticketsearch.settings import Settings
 
 BATCH = 64  # texts per Ray Data batch (a worker encodes it in settings.encode_batch_size chunks)
-RETRIES = 3  # a failed worker is restarted, and its batches tried again, this often
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TICKETSEARCH_CACHE_DIR")
 
 
@@ -97,8 +96,7 @@ class RayEncoding:
         out = ray.data.from_items(items).map_batches(
             EncodeBatch, fn_constructor_args=(self.model_spec, conf), batch_size=BATCH, concurrency=self.workers,
             num_gpus=1 if self.gpus else 0, num_cpus=0 if self.gpus else 1,
-            max_restarts=RETRIES, max_task_retries=RETRIES,
-        )
+        )  # a failed worker is restarted and its batches retried: Ray Data's actor pools do so by default
         with tqdm(total=len(items), desc="encode (ray)", unit=" texts", disable=not progress, mininterval=0.5) as bar:
             for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
                 vecs = np.asarray(np.stack(list(batch["vec"])), dtype=np.float32)  # rows of one tensor column
