@@ -30,12 +30,12 @@ OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TICKETSEARCH_CACHE_DIR
 class EncodeBatch:
     """The Ray Data UDF: one encoder per worker, loaded once, encoding each batch of {"hash", "text"}."""
 
-    def __init__(self, model_spec: str, settings: dict[str, Any]) -> None:
+    def __init__(self, model_spec: str, settings: dict[str, Any], threads: int) -> None:
         import torch
 
         from ticketsearch.retrieval.encoder import Encoder
 
-        torch.set_num_threads(max(1, int(settings.pop("_threads", 1))))
+        torch.set_num_threads(max(1, threads))
         self.encoder = Encoder(model_spec, settings=Settings(**settings))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -91,10 +91,10 @@ class RayEncoding:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours below
         ctx.print_on_execution_start = False
-        conf = self.settings.model_dump()
-        conf["_threads"] = 1 if not self.gpus else self.settings.threads or 1
+        threads = (self.settings.threads or 1) if self.gpus else 1  # a CPU worker holds one CPU
         out = ray.data.from_items(items).map_batches(
-            EncodeBatch, fn_constructor_args=(self.model_spec, conf), batch_size=BATCH, concurrency=self.workers,
+            EncodeBatch, fn_constructor_args=(self.model_spec, self.settings.model_dump(), threads), batch_size=BATCH,
+            concurrency=self.workers,
             num_gpus=1 if self.gpus else 0, num_cpus=0 if self.gpus else 1,
         )  # a failed worker is restarted and its batches retried: Ray Data's actor pools do so by default
         with tqdm(total=len(items), desc="encode (ray)", unit=" texts", disable=not progress, mininterval=0.5) as bar:

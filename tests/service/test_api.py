@@ -265,7 +265,7 @@ def test_search_answers_its_threshold_and_snippets_on_request(reader: httpx.Clie
     assert reader.post("/v1/search", json={"text": "x", "snippets": 1}).status_code == 422  # a JSON boolean only
 
 
-def test_schema_lists_fields_with_their_known_values(reader: httpx.Client) -> None:
+def test_schema_lists_fields_with_their_known_values(reader: httpx.Client, writer: httpx.Client) -> None:
     out = reader.get("/v1/schema").json()
     assert out == reader.get("/v1/collections/default/schema").json()
     assert out["name"] == "support" and out["text_fields"] == ["title", "body"]
@@ -273,6 +273,14 @@ def test_schema_lists_fields_with_their_known_values(reader: httpx.Client) -> No
     assert fields["product"]["kind"] == "categorical" and "Billing Portal" in fields["product"]["values"]
     assert fields["affected_count"]["kind"] == "numeric" and fields["affected_count"]["values"] == []
     assert reader.get("/v1/collections/nope/schema").status_code == 404
+    new = {"id": "SCHEMA-1", "title": "probe", "created": "2025-01-01T00:00:00", "fields": {"product": "Zeta Widget"}}
+    assert writer.post("/v1/tickets", json=new).status_code == 200  # a write: the kept answer is stale
+    def products() -> list[str]:
+        return next(f for f in reader.get("/v1/schema").json()["fields"] if f["name"] == "product")["values"]
+
+    assert "Zeta Widget" in products()
+    assert writer.delete("/v1/tickets/SCHEMA-1").status_code == 200
+    assert "Zeta Widget" not in products()
 
 
 def test_metrics_count_routes_and_stages(reader: httpx.Client) -> None:

@@ -144,6 +144,7 @@ class Engine:
         self.error: str | None = None
         self.store: TicketStore | None = None
         self.searcher: SearchPipeline | None = None
+        self._schema_info: tuple[int, CollectionSchema] | None = None  # (change seq, answer) of schema_info
         self.batcher: EncodeBatcher | None = None
         self.models = models or SharedModels(settings, on_encode_batch=on_encode_batch)
         self._own_models = models is None
@@ -356,13 +357,20 @@ class Engine:
             return self.store.get(ticket_id).as_dict()
 
     def schema_info(self) -> CollectionSchema:
-        """The collection's schema, with each categorical and multi field's known values."""
+        """The collection's schema, with each categorical and multi field's known values (one scan of the
+        tickets per field, kept until the next write: the page asks on every load)."""
         assert self.store is not None
         schema = self.store.schema
         with self.lock.read():
+            seq = self.store.change_seq
+            cached = self._schema_info
+            if cached is not None and cached[0] == seq:
+                return cached[1]
             fields = [SchemaField(name=f.name, kind=f.kind, values=self.store.known_values(f.name))
                       for f in schema.fields]
-        return CollectionSchema(name=schema.name, text_fields=list(schema.text_fields), fields=fields)
+        info = CollectionSchema(name=schema.name, text_fields=list(schema.text_fields), fields=fields)
+        self._schema_info = (seq, info)
+        return info
 
     def count(self) -> int:
         assert self.store is not None

@@ -17,6 +17,7 @@ from ticketsearch.retrieval.lexical import stems
 WORD = re.compile(r"\w+")
 SNIPPET_CHARS = 240  # about two lines of a result list
 LEAD_CHARS = 60  # context kept before the first matching word
+CHUNK = 256  # words stemmed at a time while looking for the first match (a long body is not stemmed whole)
 
 
 def query_stems(text: str) -> frozenset[str]:
@@ -33,19 +34,27 @@ def matching_words(text: str, qstems: frozenset[str]) -> list[str]:
     return [w for w, s in zip(words, stems(words)) if s in qstems]
 
 
+def first_match(text: str, qstems: frozenset[str]) -> int | None:
+    """The position of the first word of `text` that matches the query (None: none does). Words are stemmed a
+    chunk at a time, so a long body is read only as far as its first match."""
+    if not qstems:
+        return None
+    words = (m for m in WORD.finditer(text) if is_content_word(m.group(0)))
+    while chunk := [m for _, m in zip(range(CHUNK), words)]:
+        for m, s in zip(chunk, stems([m.group(0) for m in chunk])):
+            if s in qstems:
+                return m.start()
+    return None
+
+
 def snippet(body: str, qstems: frozenset[str], width: int = SNIPPET_CHARS) -> str:
     """Up to `width` characters of `body` (whitespace collapsed), starting a little before its first word that
     matches the query, cut at word boundaries, with an ellipsis where text was left out."""
     text = " ".join(body.split())
     if len(text) <= width:
         return text
-    start = 0
-    hits = set(matching_words(text, qstems))
-    if hits:
-        for m in WORD.finditer(text):
-            if m.group(0).lower() in hits:
-                start = max(0, m.start() - LEAD_CHARS)
-                break
+    at = first_match(text, qstems)
+    start = 0 if at is None else max(0, at - LEAD_CHARS)
     if start > 0:  # begin on a word
         space = text.find(" ", start)
         start = space + 1 if 0 <= space < start + 20 else start
