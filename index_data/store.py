@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -97,6 +97,7 @@ class TicketStore:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursor_lock = threading.Lock()
         self._recency: tuple[int, np.ndarray, np.ndarray] | None = None  # (writes, created, row ids); recent_row_ids
+        self._alloc: tuple[int, Mapping[str, int]] = (1, {})  # (row stride, given row ids) of the write in progress
         self._writes = 0  # committed writes through this store
         self.schema = self._init_schema(schema)
         if not read_only:
@@ -199,8 +200,9 @@ class TicketStore:
         return self._meta_int("change_seq")
 
     # ---- writes ---------------------------------------------------------------------------------
-    def upsert(self, tickets: Sequence[Ticket]) -> UpsertResult:
-        """Insert or replace tickets by id in one transaction. Row ids of existing ids are kept."""
+    def upsert(self, tickets: Sequence[Ticket], row_ids: Mapping[str, int] | None = None) -> UpsertResult:
+        """Insert or replace tickets by id in one transaction. Row ids of existing ids are kept; a new id gets
+        the next one, or the one `row_ids` gives it (a shard of a split collection keeps the whole's)."""
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
         latest: dict[str, Ticket] = {}
@@ -208,9 +210,17 @@ class TicketStore:
             latest[t.id] = t  # the last occurrence of an id wins
         if not latest:
             return UpsertResult(0, 0, self.change_seq)
-        return self.upsert_tables(iter([self._to_arrow(list(latest.values()), None)]))
+        return self.upsert_tables(iter([self._to_arrow(list(latest.values()), None)]), row_ids)
 
-    def upsert_tables(self, tables: Iterator[pa.Table]) -> UpsertResult:
+    def set_row_allocation(self, next_row: int, stride: int) -> None:
+        """New ids get row ids `next_row`, `next_row + stride`, ...: each shard of a collection of N takes its own
+        residue modulo N, so row ids stay unique across the shards (a sharded search breaks ties by them)."""
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only")
+        self._set_meta("next_row_id", str(int(next_row)))
+        self._set_meta("row_stride", str(int(stride)))
+
+    def upsert_tables(self, tables: Iterator[pa.Table], row_ids: Mapping[str, int] | None = None) -> UpsertResult:
         """`upsert` for batches already in the store's column layout (every column but `row_id`: validated,
         typed, text hashes computed; instead of `raw_fields` a batch may carry `_line`, each row's JSON line,
         from which the `fields` object is taken), in one transaction (an exception from the stream rolls
@@ -222,6 +232,7 @@ class TicketStore:
         try:
             seq = self._meta_int("change_seq") + 1
             next_row = self._meta_int("next_row_id")
+            self._alloc = (max(self._meta_int("row_stride"), 1), row_ids or {})
             new: dict[str, int] = {}
             old: dict[str, int] = {}
             seen: dict[str, int] = {}  # every id written, in first-occurrence order -> row id
@@ -252,11 +263,16 @@ class TicketStore:
         existing = dict(self.con.execute("SELECT t.id, t.row_id FROM tickets t JOIN _ids USING (id)").fetchall())
         self.con.unregister("_ids")
         row_ids: list[int] = []
+        stride, given = self._alloc
         for tid in ids:
             rid = existing.get(tid)
             if rid is None:
-                rid = next_row
-                next_row += 1
+                rid = given.get(tid)
+                if rid is None:
+                    rid = next_row
+                    next_row += stride
+                else:
+                    next_row = max(next_row, rid + 1)
                 new[tid] = rid
             elif tid not in new:
                 old[tid] = rid  # there before this write (an id repeated in the stream is still new)

@@ -17,6 +17,7 @@ from ticketsearch.errors import QueryError
 from ticketsearch.index_data.store import TicketStore
 
 from .fusion import fuse_lists
+from .lexical import CorpusStats
 from .manifest import Manifest
 
 METHODS = ("dense", "bm25", "title", "hybrid")
@@ -35,8 +36,9 @@ class VectorSearch(Protocol):
 class LexicalSearch(Protocol):
     """What the first stage needs of BM25 (a `BM25Index`, or a live one)."""
 
-    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
-    def score_rows(self, query: str, row_ids: list[int]) -> np.ndarray: ...
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None,
+               stats: CorpusStats | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def score_rows(self, query: str, row_ids: list[int], stats: CorpusStats | None = None) -> np.ndarray: ...
 
 
 @dataclass
@@ -57,6 +59,11 @@ class Candidates:
     scores: list[float]  # the first-stage score (fused for hybrid)
     per_method: dict[str, dict[int, float]] = field(default_factory=dict)  # method -> row id -> score
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # a sharded collection's candidates: each row's shard, the shards' exact scores of their candidates, and
+    # the reranker's candidate vectors fetched with the rows
+    owners: dict[int, int] = field(default_factory=dict)
+    complete: dict[str, dict[int, float]] = field(default_factory=dict)
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -85,11 +92,28 @@ class FirstStage:
         exclude_ids: list[str], reference: datetime | None,
     ) -> Candidates:
         """The top k candidates (each method's top `fusion_depth` fused, for hybrid)."""
+        t0 = time.perf_counter()
+        lists = self.lists(method, k, vector, title_vector, bm25_query, filters, before, after, exclude_ids,
+                           reference)
+        cands = fuse_candidates(self.manifest, method, k, lists)
+        cands.timings_ms["retrieve"] = (time.perf_counter() - t0) * 1000
+        return cands
+
+    def depth(self, method: str, k: int) -> int:
+        """How deep each method's list goes for a top k."""
+        return k if method != "hybrid" else max(k, self.fusion_depth)
+
+    def lists(
+        self, method: str, k: int, vector: np.ndarray | None, title_vector: np.ndarray | None, bm25_query: str,
+        filters: dict[str, list[Any]] | None, before: datetime | None, after: datetime | None,
+        exclude_ids: list[str], reference: datetime | None, bm25_stats: CorpusStats | None = None,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each method's top list (scores, row ids), best first. `bm25_stats`: a sharded collection's whole
+        statistics (a shard's BM25 then scores as one index of every shard's tickets would)."""
         weights = fusion_weights(self.manifest, method)
         ix = self.indexes
-        t0 = time.perf_counter()
         allowed = self.store.filter_row_ids(filters, before, after, exclude_ids=exclude_ids)
-        depth = k if method != "hybrid" else max(k, self.fusion_depth)
+        depth = self.depth(method, k)
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if "dense" in weights:
             assert vector is not None
@@ -98,25 +122,15 @@ class FirstStage:
             assert title_vector is not None
             lists["title"] = _valid(ix.tindex.search(title_vector[None, :], depth, allowed))
         if "bm25" in weights:
-            lists["bm25"] = ix.bm25.search(bm25_query, depth, allowed)
+            lists["bm25"] = ix.bm25.search(bm25_query, depth, allowed, bm25_stats)
         if "recency" in weights:
             rec = self.store.recent_row_ids(depth, filters, reference, after, exclude_ids=exclude_ids)
             lists["recency"] = (-np.arange(len(rec), dtype=np.float64), rec)
-        if method == "hybrid":
-            fusion = self.manifest.fusion
-            names = list(lists)
-            fused_s, fused_i = fuse_lists([lists[n] for n in names], [weights[n] for n in names],
-                                          method=fusion.get("method", "rrf"), k=float(fusion.get("k", 60.0)))
-            ids, scores = fused_i[:k].tolist(), fused_s[:k].tolist()
-        else:
-            sc, ids_arr = lists[method]
-            ids, scores = ids_arr[:k].tolist(), sc[:k].tolist()
-        per_method = {n: dict(zip(i.tolist(), s.tolist())) for n, (s, i) in lists.items() if n != "recency"}
-        return Candidates(method, [int(i) for i in ids], [float(s) for s in scores], per_method,
-                          {"retrieve": (time.perf_counter() - t0) * 1000})
+        return lists
 
     def complete_scores(self, cands: Candidates, upto: int, vector: np.ndarray | None,
-                        title_vector: np.ndarray | None, bm25_query: str) -> None:
+                        title_vector: np.ndarray | None, bm25_query: str,
+                        bm25_stats: CorpusStats | None = None) -> None:
         """Give the first `upto` candidates every method's exact score, also those that reached the list
         through another method (the reranker's pair inputs need all three for each; training has them)."""
         rows = cands.row_ids[:upto]
@@ -134,8 +148,25 @@ class FirstStage:
         have = cands.per_method.setdefault("bm25", {})
         missing = [r for r in rows if r not in have]
         if missing:
-            for r, s in zip(missing, ix.bm25.score_rows(bm25_query, missing).tolist()):
+            for r, s in zip(missing, ix.bm25.score_rows(bm25_query, missing, bm25_stats).tolist()):
                 have[r] = float(s)
+
+
+def fuse_candidates(manifest: Manifest, method: str, k: int,
+                    lists: dict[str, tuple[np.ndarray, np.ndarray]]) -> Candidates:
+    """The top k of the methods' lists: fused for hybrid (one index's lists, or a sharded collection's merged)."""
+    weights = fusion_weights(manifest, method)
+    if method == "hybrid":
+        fusion = manifest.fusion
+        names = list(lists)
+        fused_s, fused_i = fuse_lists([lists[n] for n in names], [weights[n] for n in names],
+                                      method=fusion.get("method", "rrf"), k=float(fusion.get("k", 60.0)))
+        ids, scores = fused_i[:k].tolist(), fused_s[:k].tolist()
+    else:
+        sc, ids_arr = lists[method]
+        ids, scores = ids_arr[:k].tolist(), sc[:k].tolist()
+    per_method = {n: dict(zip(i.tolist(), s.tolist())) for n, (s, i) in lists.items() if n != "recency"}
+    return Candidates(method, [int(i) for i in ids], [float(s) for s in scores], per_method)
 
 
 def _valid(res: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ import numpy as np
 from ticketsearch.atomic import atomic_write_with
 from ticketsearch.errors import TicketsearchError
 
-from .lexical import BM25Index, tokenize
+from .lexical import BM25Index, CorpusStats, tokenize
 from .vector_index import VectorIndex
 
 B = TypeVar("B")
@@ -384,27 +384,29 @@ class LiveBM25(Live[BM25Index, list[str]]):
         toks = tokenize(texts) if texts else []
         self._put(list(row_ids), toks, [seq] * len(toks))
 
-    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None,
+               stats: CorpusStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`stats`: a whole collection's statistics (a shard scores with them); default the base's."""
         if not self.changes:
-            return self.base.search(query, k, allowed)
-        parts = [_masked_top(lambda kk: self.base.search(query, kk, allowed), k, self._stale())]
+            return self.base.search(query, k, allowed, stats)
+        parts = [_masked_top(lambda kk: self.base.search(query, kk, allowed, stats), k, self._stale())]
         q = tokenize([query])[0]
         hit: set[int] = set().union(*(self._rows_with.get(t, set()) for t in set(q)))
         rows = np.fromiter(sorted(hit), np.int64, len(hit))
         if allowed is not None:
             rows = rows[np.isin(rows, allowed)]
         if len(rows):
-            ds = self.base.score_tokens(q, [self.changes[r][1] or [] for r in rows.tolist()])
+            ds = self.base.score_tokens(q, [self.changes[r][1] or [] for r in rows.tolist()], stats)
             parts.append((ds[ds > 0], rows[ds > 0]))
         return _merge(parts, k)
 
-    def score_rows(self, query: str, row_ids: list[int]) -> np.ndarray:
+    def score_rows(self, query: str, row_ids: list[int], stats: CorpusStats | None = None) -> np.ndarray:
         """BM25 scores of these rows (0 for a row the index lacks)."""
-        out = self.base.score_rows(query, row_ids)
+        out = self.base.score_rows(query, row_ids, stats)
         mine = [(j, self.changes[r][1]) for j, r in enumerate(row_ids) if r in self.changes]
         if mine:
             docs = [d or [] for _, d in mine]
-            scores = self.base.score_tokens(tokenize([query])[0], docs)
+            scores = self.base.score_tokens(tokenize([query])[0], docs, stats)
             out[[j for j, _ in mine]] = scores
         return out
 

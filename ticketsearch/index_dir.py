@@ -16,6 +16,7 @@ DIR/rerankers/NAME/         every trained variant (experiments and `ticketsearch
 DIR/rerank_decision.json    why the last training installed its best variant, or none (validation figures)
 DIR/jobs/ID.json            a service's jobs on this index (state, progress, validation, result)
 DIR/dedupe/ID.jsonl         a dedupe job's clusters
+DIR/shard.json              present in one shard of a sharded collection: which shard of how many
 ```
 
 No other module names a file of this layout: they ask an `IndexDir`.
@@ -73,6 +74,16 @@ class IndexDir:
     def overlay_path(self, which: str = "text") -> Path:
         """The live changes on top of a FAISS file, saved at checkpoints (one .npz file; `retrieval.live`)."""
         return self.vectors_path(which).with_suffix(".overlay")
+
+    @property
+    def shard_path(self) -> Path:
+        """Present in one shard of a sharded collection (`ticketsearch.sharding`): which shard, of how many."""
+        return self.root / "shard.json"
+
+    @property
+    def is_shard(self) -> bool:
+        """A shard's BM25 keeps its term frequencies: it scores with the whole collection's statistics."""
+        return self.shard_path.is_file()
 
     @property
     def bm25_overlay_path(self) -> Path:

@@ -254,7 +254,8 @@ class Engine:
         """A BM25 base of DuckDB as of now (one read statement: a consistent snapshot, taken without the lock)."""
         assert self.store is not None
         st = read_texts(self.store)
-        return BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)])
+        return BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)],
+                               keep_tf=self.dir.is_shard)
 
     def _repair_rerank_vectors(self) -> None:
         """The installed reranker's candidate vectors, rebuilt if the searcher could not load them."""

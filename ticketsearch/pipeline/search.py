@@ -19,6 +19,7 @@ import numpy as np
 
 from ticketsearch.errors import QueryError, TicketsearchError
 from ticketsearch.index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
+from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
@@ -116,6 +117,8 @@ def load_first_stage(d: IndexDir, kind: str, settings: Settings, seq: int) -> Fi
 class SearchPipeline:
     """One index directory's search: read-only by default; the service's engine passes live indexes."""
 
+    keeps_vectors = True  # holds the reranker's candidate vectors (a sharded front asks the shards for them)
+
     def __init__(
         self, index_dir: Path | IndexDir, settings: Settings | None = None, encoder: Encoder | None = None,
         store: TicketStore | None = None, query_encoder: Any = None, indexes: FirstStageIndexes | None = None,
@@ -162,6 +165,8 @@ class SearchPipeline:
         except TicketsearchError as exc:
             notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
             return None, None, notes
+        if not self.keeps_vectors:
+            return reranker, None, notes
         try:
             vectors = load_rerank_vectors(self.dir, reranker)
         except TicketsearchError:
@@ -204,7 +209,7 @@ class SearchPipeline:
     # ---- stage 0: the query -------------------------------------------------------------------------
     def field_values(self, fields: dict[str, Any] | None) -> dict[str, Any]:
         """The query ticket's own fields, checked against the schema and typed (unseen values are fine)."""
-        schema = self.store.schema
+        schema = self.schema
         fields = fields or {}
         unknown = sorted(set(fields) - set(schema.field_names))
         if unknown:
@@ -225,7 +230,7 @@ class SearchPipeline:
         method: str = "hybrid", tokens: bool = False,
     ) -> Query:
         """Build the query once: its text, vectors (and token states when `tokens`), typed fields and time."""
-        schema = self.store.schema
+        schema = self.schema
         values = self.field_values(fields)
         before_dt, after_dt = as_datetime(before, "before"), as_datetime(after, "after")
         use = fusion_weights(self.manifest, method)
@@ -233,20 +238,19 @@ class SearchPipeline:
         if like is not None:
             if text or title:
                 raise QueryError("give either a query text or --like ID, not both")
-            src = self.store.get(like)
+            src = self.ticket(like)
             q = Query(text=ticket_text(schema, src.title, src.body), title=src.title,
                       bm25_text=bm25_text(src.title, src.body), values={**src.values, **values}, created=src.created,
                       filters=filters, before=before_dt, after=after_dt, exclude_ids=[like],
                       reference=min(before_dt, src.created) if before_dt else src.created)
             if need_vec:
                 try:
-                    q.vector = self.indexes.vindex.reconstruct(src.row_id)
-                    q.title_vector = self.indexes.tindex.reconstruct(src.row_id)
+                    q.vector, q.title_vector = self.ticket_vectors(src)
                 except KeyError:
                     q.vector = self.encoder.encode([q.text])[0]
                     q.title_vector = self.encoder.encode([src.title])[0]
             if tokens:
-                q.tokens = self._tokens_for([src.row_id])[0]
+                q.tokens = self.ticket_tokens(src)
             return q
         head, body = (title or "").strip(), (text or "").strip()
         if not head and not body:
@@ -297,7 +301,7 @@ class SearchPipeline:
         "asked": a free text is asked now); otherwise none."""
         if q.created is not None or not q.short or self.reranker is None:
             return q.created
-        return self.store.newest_created() if self.reranker.meta.get("short_query_time") == "asked" else None
+        return self.newest_created() if self.reranker.meta.get("short_query_time") == "asked" else None
 
     def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False,
                timings: dict[str, float] | None = None) -> tuple[list[Hit], list[str]]:
@@ -307,8 +311,8 @@ class SearchPipeline:
         assert reranker is not None and (q.tokens is not None or not reranker.needs_tokens)
         depth = self.rerank_depth
         t0 = time.perf_counter()
-        self.first.complete_scores(cands, depth, q.vector, q.title_vector, q.bm25_text)
-        by_row = {t.row_id: t for t in self.store.get_rows(cands.row_ids[:depth], with_body=False)}
+        self.complete(q, cands, depth)
+        by_row = {t.row_id: t for t in self.candidate_rows(cands, cands.row_ids[:depth])}
         rows = [by_row[r] for r in cands.row_ids[:depth] if r in by_row]
         t1 = time.perf_counter()
         if timings is not None:
@@ -324,7 +328,7 @@ class SearchPipeline:
             assert q.tokens is not None
             toks, mask = pad_batch([q.tokens])
             src_vec, q_attn = reranker.item_vectors(toks, mask, [q.values], "source")
-            targets = self.target_vectors([t.row_id for t in rows])
+            targets = self.target_vectors([t.row_id for t in rows], cands)
             logits = reranker.score(src_vec[0], targets, pair)
         probs = reranker.probability(logits)
         fused = dict(zip(cands.row_ids, cands.scores))
@@ -335,7 +339,7 @@ class SearchPipeline:
         if explain:
             assert q.tokens is not None
             top = [rows[i] for i in order.tolist()]
-            cand_tokens = self._tokens_for([t.row_id for t in top])
+            cand_tokens = self.candidate_tokens(cands, [t.row_id for t in top])
             tok = self.encoder.tokenizer
             q_words = content_words(q.tokens.states, q.tokens.ids, tok)
             for h, ct in zip(hits, cand_tokens):
@@ -363,12 +367,44 @@ class SearchPipeline:
         rows = {t.row_id: t for t in self.store.get_rows(row_ids)}
         out = []
         for r in row_ids:
-            text = ticket_text(self.store.schema, rows[r].title, rows[r].body)
+            text = ticket_text(self.schema, rows[r].title, rows[r].body)
             h = text_hash(text)
             out.append(cache.get(h) if h in cache else token_states(self.encoder, [text])[0])
         return out
 
-    def target_vectors(self, row_ids: list[int]) -> np.ndarray:
+    # ---- what the stages read of the index (a sharded collection's front asks its shards instead) --------
+    @property
+    def schema(self) -> Schema:
+        return self.store.schema
+
+    def ticket(self, ticket_id: str) -> StoredTicket:
+        """An indexed ticket (NotFoundError if none)."""
+        return self.store.get(ticket_id)
+
+    def ticket_vectors(self, src: StoredTicket) -> tuple[np.ndarray, np.ndarray]:
+        """An indexed ticket's text and title vectors (KeyError where the index lacks them)."""
+        return self.indexes.vindex.reconstruct(src.row_id), self.indexes.tindex.reconstruct(src.row_id)
+
+    def ticket_tokens(self, src: StoredTicket) -> Tokens:
+        return self._tokens_for([src.row_id])[0]
+
+    def complete(self, q: Query, cands: Candidates, upto: int) -> None:
+        """Every method's exact score for the first `upto` candidates (`FirstStage.complete_scores`)."""
+        self.first.complete_scores(cands, upto, q.vector, q.title_vector, q.bm25_text)
+
+    def candidate_rows(self, cands: Candidates, row_ids: list[int], with_body: bool = False) -> list[StoredTicket]:
+        return self.store.get_rows(row_ids, with_body=with_body)
+
+    def candidate_tokens(self, cands: Candidates, row_ids: list[int]) -> list[Tokens]:
+        return self._tokens_for(row_ids)
+
+    def newest_created(self) -> datetime | None:
+        return self.store.newest_created()
+
+    def bodies(self, ids: list[str]) -> dict[str, str]:
+        return self.store.bodies(ids)
+
+    def target_vectors(self, row_ids: list[int], cands: Candidates | None = None) -> np.ndarray:
         """Candidate vectors: cached at index time; computed now for any row the cache lacks."""
         assert isinstance(self.reranker, Reranker) and self.vectors is not None
         missing = [r for r in row_ids if r not in self.vectors]
@@ -380,7 +416,7 @@ class SearchPipeline:
         return self.vectors.get(row_ids)
 
     def first_stage_hits(self, cands: Candidates, k: int) -> list[Hit]:
-        by_row = {t.row_id: t for t in self.store.get_rows(cands.row_ids[:k], with_body=False)}
+        by_row = {t.row_id: t for t in self.candidate_rows(cands, cands.row_ids[:k])}
         return [make_hit(by_row[r], s, cands.method_scores(r)) for r, s in zip(cands.row_ids[:k], cands.scores)
                 if r in by_row]
 
@@ -438,7 +474,7 @@ class SearchPipeline:
 
     def add_snippets(self, query_text: str, hits: list[Hit]) -> None:
         qstems = query_stems(query_text)
-        bodies = self.store.bodies([h.id for h in hits])
+        bodies = self.bodies([h.id for h in hits])
         for h in hits:
             h.snippet = snippet(bodies.get(h.id, ""), qstems)
             h.highlight = highlights((h.title, h.snippet), qstems)

@@ -1,0 +1,134 @@
+"""A sharded collection answers as one index of the same tickets (shards in this process; on Ray Serve:
+tests/service/test_ray_app.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ticketsearch.api import TicketIndex
+from ticketsearch.errors import ConflictError, NotFoundError
+from ticketsearch.index_data.records import Ticket
+from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.pipeline.sharded import ShardedEngine, merge_lists
+from ticketsearch.pipeline.shared_models import SharedModels
+from ticketsearch.retrieval.lexical import BM25Index, CorpusStats, tokenize
+from ticketsearch.sharding import ShardLayout, shard_of, split_index
+
+QUERIES = ["customers were charged twice for their subscription", "login fails after password reset",
+           "export to csv times out", "invoice shows the wrong currency", "mobile app crashes on start",
+           "cannot upload attachments larger than 10 MB", "two factor code never arrives", "slow dashboard"]
+
+
+def test_bm25_with_collection_statistics_equals_one_index() -> None:
+    texts = [f"disk {i % 7} node failure {'disk ' * (i % 3)} replica {i % 5} timeout" for i in range(60)]
+    texts += ["", "the of and"]  # an empty and an all-stopword document
+    rows = np.arange(len(texts))
+    whole = BM25Index.build(rows, texts)
+    parts = [(rows[rows % 3 == s], [t for r, t in zip(rows, texts) if r % 3 == s]) for s in range(3)]
+    shards = [BM25Index.build(r, t, keep_tf=True) for r, t in parts]
+    for query in ["disk failure", "replica 3 timeout timeout", "node", "absent words"]:
+        toks = tokenize([query])[0]
+        stats = CorpusStats.combine(s.corpus_stats(toks) for s in shards)
+        got = np.zeros(len(texts), np.float32)
+        for (r, _), s in zip(parts, shards):
+            got[r] = s.scores(query, stats)
+        np.testing.assert_array_equal(got, whole.scores(query))  # the same float32 numbers, not just close
+    with pytest.raises(Exception, match="term frequencies"):
+        whole.scores("disk", stats)
+
+
+def test_merge_lists_ranks_as_one_index() -> None:
+    s, i = merge_lists([(np.array([0.9, 0.5]), np.array([4, 2])), (np.array([0.5, 0.1]), np.array([1, 3]))], 3)
+    assert i.tolist() == [4, 1, 2] and s.tolist() == [0.9, 0.5, 0.5]  # a tie goes to the lower row id
+    s, i = merge_lists([(np.array([30.0, 10.0]), np.array([1, 5])), (np.array([30.0, 20.0]), np.array([2, 7]))],
+                       3, recency=True)
+    assert i.tolist() == [2, 1, 7] and s.tolist() == [0.0, -1.0, -2.0]  # newest first; a tie to the higher row id
+
+
+@pytest.fixture(scope="module")
+def sharded(trained_index: Path, tmp_path_factory: pytest.TempPathFactory, settings) -> Path:
+    dest = tmp_path_factory.mktemp("sharded") / "coll"
+    layout = split_index(trained_index, dest, 2, settings, progress=False)
+    assert layout.shards == 2 and ShardLayout.is_sharded(dest)
+    return dest
+
+
+def ids(res) -> list[str]:  # noqa: ANN001
+    return [h.id for h in res.hits]
+
+
+def test_sharded_answers_equal_one_index(trained_index: Path, sharded: Path, settings, encoder) -> None:
+    one = SearchPipeline(trained_index, settings, encoder=encoder, query_encoder=encoder)
+    models = SharedModels(settings)
+    eng = ShardedEngine(sharded, settings, models)
+    eng.start()
+    assert eng.error is None and eng.searcher is not None
+    eng.searcher._query_encoder = encoder  # the same query encoder as `one` (the fp32 model)
+    try:
+        # every ticket in exactly one shard, in the shard its id hashes to, with the row id it had
+        layout = ShardLayout.load(sharded)
+        whole = {t.id: t.row_id for t in one.store.get_rows(one.store.row_ids().tolist(), with_body=False)}
+        seen: dict[str, int] = {}
+        assert len(eng._conn.servers) == layout.shards
+        for i, server in enumerate(eng._conn.servers):  # the shards' own stores (open in this process)
+            st = server.engine.store
+            for t in st.get_rows(st.row_ids().tolist(), with_body=False):
+                assert shard_of(t.id, 2) == i and t.id not in seen
+                seen[t.id] = t.row_id
+        assert seen == whole and eng.count() == len(whole)
+        assert 0.3 < sum(shard_of(t, 2) for t in whole) / len(whole) < 0.7
+
+        compared = 0
+        for q in QUERIES:
+            for rerank in (True, False):
+                a, b = one.search(q, k=10, rerank=rerank), eng.search(text=q, k=10, rerank=rerank)
+                assert ids(a) == ids(b), (q, rerank)
+                assert a.reranked == b.reranked == rerank and a.reranker == b.reranker
+                for x, y in zip(a.hits, b.hits):
+                    assert x.scores.keys() == y.scores.keys()
+                    assert abs(x.score - y.score) < 1e-5 and x.probability == pytest.approx(y.probability, abs=1e-5)
+                compared += 1
+        a = one.search(QUERIES[0], k=10, filters={"product": ["Billing Portal"]}, method="bm25")
+        b = eng.search(text=QUERIES[0], k=10, filters={"product": ["Billing Portal"]}, method="bm25")
+        assert ids(a) == ids(b) and len(a.hits) == 10
+        for tid in list(whole)[:6]:  # similar: the like ticket lives in one shard
+            a, b = one.search(like=tid, k=10), eng.search(like=tid, k=10)
+            assert ids(a) == ids(b) and tid not in ids(b)
+        a = one.search(QUERIES[1], k=5, explain=True, snippets=True)
+        b = eng.search(text=QUERIES[1], k=5, explain=True, snippets=True)
+        assert ids(a) == ids(b)
+        assert [h.matched for h in a.hits] == [h.matched for h in b.hits]
+        assert [h.snippet for h in a.hits] == [h.snippet for h in b.hits]
+        # duplicates, through the library API over each
+        ticket = {"title": "Charged twice", "body": "We were billed two times for one subscription this month"}
+        da = TicketIndex(trained_index, settings, pipeline=one).duplicates(ticket, k=5)
+        db = TicketIndex.of_engine(eng).duplicates(ticket, k=5)
+        assert [h.id for h in da.candidates] == [h.id for h in db.candidates]
+        assert da.is_duplicate == db.is_duplicate and da.probability == pytest.approx(db.probability, abs=1e-5)
+        assert compared == 2 * len(QUERIES)
+
+        # writes go to the owning shard, get row ids unique across shards, and the next search finds them
+        new = [Ticket(id=f"NEW-{i}", title=f"Quantum flux capacitor {i} overheats", body="The flux capacitor "
+                      "overheats and the quantum relay melts.", created=one.store.newest_created()) for i in range(4)]
+        res = eng.upsert(new)
+        assert res.inserted == 4 and len(set(res.row_ids)) == 4 and not set(res.row_ids) & set(whole.values())
+        for t, r in zip(res.ids, res.row_ids):
+            assert r % 2 == shard_of(t, 2)
+        got = eng.search(text="quantum flux capacitor overheats", k=4)
+        assert set(ids(got)) == {t.id for t in new}
+        assert eng.get("NEW-1")["title"] == "Quantum flux capacitor 1 overheats"
+        eng.delete("NEW-1")
+        assert "NEW-1" not in ids(eng.search(text="quantum flux capacitor overheats", k=4))
+        with pytest.raises(NotFoundError):
+            eng.get("NEW-1")
+        with pytest.raises(ConflictError, match="sharded"):
+            eng.record_feedback("NEW-0", "NEW-2", "duplicate")
+        schema = eng.schema_info()
+        assert "Billing Portal" in next(f for f in schema.fields if f.name == "product").values
+    finally:
+        eng.close()
+        models.close()
+        one.close()

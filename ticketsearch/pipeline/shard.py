@@ -1,0 +1,177 @@
+"""One shard of a sharded collection, as its front asks it (`pipeline.sharded`): an `Engine` over the shard's
+index directory, answering with raw per-method lists and the rows, vectors and token states of candidates.
+
+Every call takes and returns plain data (numpy arrays, dataclasses), so the same object serves in process
+(`LocalShards`) and behind a Ray Serve deployment (`service.ray_app`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ticketsearch.index_data.records import Ticket
+from ticketsearch.index_data.schema import Schema
+from ticketsearch.index_data.store import StoredTicket, UpsertResult
+from ticketsearch.rerank.runtime import Reranker
+from ticketsearch.rerank.token_cache import Tokens
+from ticketsearch.results import SchemaField
+from ticketsearch.retrieval.first_stage import Candidates
+from ticketsearch.retrieval.lexical import CorpusStats, tokenize
+from ticketsearch.settings import Settings
+
+from .engine import Engine
+from .shared_models import SharedModels
+
+
+@dataclass
+class ShardQuery:
+    """What a shard needs of a query for its lists: vectors and text computed once by the front."""
+
+    method: str
+    k: int
+    vector: np.ndarray | None
+    title_vector: np.ndarray | None
+    bm25_text: str
+    stats: CorpusStats | None  # the whole collection's BM25 statistics for this query
+    filters: dict[str, list[Any]] | None = None
+    before: datetime | None = None
+    after: datetime | None = None
+    exclude_ids: list[str] = field(default_factory=list)
+    reference: datetime | None = None
+
+
+@dataclass
+class ShardLists:
+    """A shard's top list per method (scores, row ids), best first; recency's scores are creation times (µs)
+    so that the front can merge them. `complete`: every method's exact score of each row in any list."""
+
+    lists: dict[str, tuple[np.ndarray, np.ndarray]]
+    complete: dict[str, dict[int, float]]
+
+
+@dataclass
+class ShardRows:
+    rows: list[StoredTicket]
+    vectors: np.ndarray | None = None  # the reranker's candidate vectors, in the order of `rows`
+    tokens: list[Tokens] | None = None
+
+
+class ShardServer:
+    """The shard side: every call is one short read or one write of the shard's engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, path: Path, settings: Settings, models: SharedModels | None = None) -> ShardServer:
+        engine = Engine(Path(path), settings, models=models)
+        engine.start()
+        if engine.error is not None:
+            error = engine.error
+            engine.close(compact=False)
+            from ticketsearch.errors import UnavailableError
+
+            raise UnavailableError(f"shard {path} cannot be opened: {error}")
+        return cls(engine)
+
+    @property
+    def _searcher(self) -> Any:
+        assert self.engine.searcher is not None
+        return self.engine.searcher
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    # ---- what the front needs to search ------------------------------------------------------------
+    def schema(self) -> Schema:
+        assert self.engine.store is not None
+        return self.engine.store.schema
+
+    def stats(self, bm25_text: str) -> tuple[CorpusStats, datetime | None]:
+        """BM25 statistics of the shard's indexed corpus for this query's terms, and its newest ticket's date."""
+        with self.engine.lock.read():
+            assert self.engine.store is not None
+            return self.engine.bm25.base.corpus_stats(tokenize([bm25_text])[0]), self.engine.store.newest_created()
+
+    def lists(self, q: ShardQuery) -> ShardLists:
+        s = self._searcher
+        with self.engine.lock.read():
+            lists = s.first.lists(q.method, q.k, q.vector, q.title_vector, q.bm25_text, q.filters, q.before,
+                                  q.after, q.exclude_ids, q.reference, q.stats)
+            rows = sorted({int(r) for _, ids in lists.values() for r in ids.tolist()})
+            done = Candidates(q.method, rows, [0.0] * len(rows))  # no list scores: each one computed exactly
+            s.first.complete_scores(done, len(rows), q.vector, q.title_vector, q.bm25_text, q.stats)
+            if "recency" in lists:
+                rec = lists["recency"][1]
+                by_row = {t.row_id: t.created for t in s.store.get_rows(rec.tolist(), with_body=False)}
+                created = np.array([np.datetime64(by_row[int(r)], "us").astype(np.int64) for r in rec], np.float64)
+                lists["recency"] = (created, rec)
+        return ShardLists(lists, done.per_method)
+
+    def rows(self, row_ids: list[int], vectors: bool = False, tokens: bool = False,
+             with_body: bool = False) -> ShardRows:
+        """These rows (those that still exist), with the reranker's candidate vectors and token states."""
+        s = self._searcher
+        with self.engine.lock.read():
+            rows = s.store.get_rows(row_ids, with_body=with_body)
+            ids = [t.row_id for t in rows]
+            vecs = s.target_vectors(ids) if vectors and isinstance(s.reranker, Reranker) and ids else None
+            toks = s._tokens_for(ids) if tokens else None
+        return ShardRows(rows, vecs, toks)
+
+    def ticket(self, ticket_id: str, vectors: bool = False,
+               tokens: bool = False) -> tuple[StoredTicket, tuple[np.ndarray, np.ndarray] | None, Tokens | None]:
+        """An indexed ticket (NotFoundError if none), its text and title vectors and its token states."""
+        s = self._searcher
+        with self.engine.lock.read():
+            src = s.store.get(ticket_id)
+            vecs = None
+            if vectors:
+                try:
+                    vecs = s.ticket_vectors(src)
+                except KeyError:
+                    vecs = None
+            return src, vecs, s.ticket_tokens(src) if tokens else None
+
+    def bodies(self, ids: list[str]) -> dict[str, str]:
+        with self.engine.lock.read():
+            return self._searcher.bodies(ids)
+
+    def schema_fields(self) -> list[SchemaField]:
+        return self.engine.schema_info().fields
+
+    # ---- writes and single-ticket reads (the shard owns the id) ----------------------------------------
+    def upsert(self, tickets: list[Ticket]) -> UpsertResult:
+        return self.engine.upsert(tickets)
+
+    def delete(self, ticket_id: str) -> int:
+        return self.engine.delete(ticket_id)
+
+    def get(self, ticket_id: str) -> dict[str, Any]:
+        return self.engine.get(ticket_id)
+
+    def count(self) -> int:
+        return self.engine.count()
+
+    def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
+        return self.engine.record_feedback(ticket_id, candidate_id, label, by)
+
+    def feedback_for(self, ticket_id: str) -> list[Any]:
+        return self.engine.feedback_for(ticket_id)
+
+    def delivery_answer(self, source: str, delivery_id: str) -> dict[str, Any] | None:
+        return self.engine.delivery_answer(source, delivery_id)
+
+    def remember_delivery(self, source: str, delivery_id: str, response: dict[str, Any]) -> None:
+        self.engine.remember_delivery(source, delivery_id, response)
+
+    def checkpoint(self) -> int:
+        return self.engine.checkpoint()

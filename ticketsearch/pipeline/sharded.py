@@ -1,0 +1,349 @@
+"""A sharded collection's front: the search pipeline of one index, with every read of the index asked of the
+shards (`pipeline.shard.ShardServer`), and the engine interface the service's routes use.
+
+A query is encoded once here. Then (1) every shard gives its BM25 statistics for the query's terms, summed into
+the collection's; (2) every shard gives its top list per method with raw scores (BM25 scored with the
+collection's statistics, so as one index would), which are merged per method and fused as one index fuses
+them (`first_stage.fuse_candidates`; ties by row id, unique across shards); (3) the owners of the top
+candidates give their rows, the reranker's candidate vectors and, to explain, token states; the reranker runs
+here (`SearchPipeline.rerank`, unchanged). Writes go to the shard that owns the id (`sharding.shard_of`).
+
+The shards are reached through `ShardClient.call(method, *args) -> object with .result()`: a thread pool over
+in-process shards (`LocalShards`), or Ray Serve deployment handles (`service.ray_app`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ticketsearch.errors import ConflictError
+from ticketsearch.index_data.records import Ticket
+from ticketsearch.index_data.schema import Schema
+from ticketsearch.index_data.store import StoredTicket, UpsertResult
+from ticketsearch.rerank.runtime import Reranker
+from ticketsearch.rerank.token_cache import Tokens
+from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
+from ticketsearch.retrieval.first_stage import Candidates, FirstStage, fuse_candidates, fusion_weights
+from ticketsearch.retrieval.lexical import CorpusStats
+from ticketsearch.settings import Settings
+from ticketsearch.sharding import ShardLayout, shard_of
+
+from .search import Query, SearchPipeline
+from .shard import ShardLists, ShardQuery, ShardRows, ShardServer
+from .shared_models import Loaded, SharedModels
+
+log = logging.getLogger("ticketsearch.sharded")
+
+FEEDBACK_NOT_BUILT = ("feedback and training on a sharded collection are not built yet: train on one index of "
+                      "the tickets and split it ('ticketsearch shard split')")
+
+
+class Pending(Protocol):
+    def result(self) -> Any: ...
+
+
+class ShardClient(Protocol):
+    """One shard as the front reaches it."""
+
+    def call(self, method: str, *args: Any) -> Pending: ...
+
+
+class LocalShards:
+    """A sharded collection's shards in this process (each an `Engine`), called from a thread pool."""
+
+    def __init__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None) -> None:
+        self.servers = [ShardServer.open(d.root, settings, models) for d in layout.dirs()]
+        self.pool = ThreadPoolExecutor(max_workers=max(2, len(self.servers)), thread_name_prefix="shard")
+        self.clients = [_Local(s, self.pool) for s in self.servers]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for s in self.servers:
+            s.close()
+
+
+class _Local:
+    def __init__(self, server: ShardServer, pool: ThreadPoolExecutor) -> None:
+        self.server, self.pool = server, pool
+
+    def call(self, method: str, *args: Any) -> Pending:
+        return self.pool.submit(getattr(self.server, method), *args)
+
+
+def merge_lists(parts: Sequence[tuple[np.ndarray, np.ndarray]], depth: int, recency: bool = False,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The top `depth` of the shards' lists of one method, as one index ranks them: by score, ties by row id;
+    recency newest first (ties: the higher row id), scored by rank as the first stage scores it."""
+    scores = np.concatenate([np.asarray(p[0]) for p in parts]) if parts else np.zeros(0)
+    ids = np.concatenate([np.asarray(p[1], np.int64) for p in parts]) if parts else np.zeros(0, np.int64)
+    if recency:
+        order = np.lexsort((-ids, -scores))[:depth]
+        return -np.arange(len(order), dtype=np.float64), ids[order]
+    order = np.lexsort((ids, -scores))[:depth]
+    return scores[order], ids[order]
+
+
+class ShardedSearch(SearchPipeline):
+    """`SearchPipeline` whose stages read the shards: the same query building, fusion and reranking code."""
+
+    keeps_vectors = False
+
+    def __init__(self, layout: ShardLayout, shards: Sequence[ShardClient], settings: Settings,
+                 encoder: Any = None, query_encoder: Any = None) -> None:
+        self.layout = layout
+        self.shards = list(shards)
+        self.dir = layout.shard_dir(0)  # the collection's model, encoder and fusion (every shard has the same)
+        self.settings = settings
+        self.manifest = self.dir.load_manifest()
+        self._schema: Schema = self.shards[0].call("schema").result()
+        self.first = FirstStage(self.manifest, None, None, settings.fusion_depth)  # type: ignore[arg-type]  # depth and fusion only: the lists come from the shards
+        self._encoder = encoder
+        self._query_encoder = query_encoder
+        self._token_cache = None
+        self.reranker, self.vectors, self.notes = self.load_reranker()
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+    def close(self) -> None:
+        pass
+
+    def _all(self, method: str, *args: Any) -> list[Any]:
+        pending = [s.call(method, *args) for s in self.shards]
+        return [p.result() for p in pending]
+
+    def _by_owner(self, cands: Candidates, row_ids: list[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for r in row_ids:
+            out.setdefault(cands.owners[r], []).append(r)
+        return out
+
+    # ---- stage 1, scattered and gathered ---------------------------------------------------------------
+    def first_stage(self, q: Query, method: str, depth: int) -> Candidates:
+        t0 = time.perf_counter()
+        weights = fusion_weights(self.manifest, method)
+        stats = None
+        if "bm25" in weights:
+            stats = CorpusStats.combine(s for s, _ in self._all("stats", q.bm25_text))
+        sq = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, stats, q.filters, q.before, q.after,
+                        q.exclude_ids, q.reference)
+        answers: list[ShardLists] = self._all("lists", sq)
+        d = self.first.depth(method, depth)
+        merged = {name: merge_lists([a.lists[name] for a in answers if name in a.lists], d, name == "recency")
+                  for name in answers[0].lists}
+        cands = fuse_candidates(self.manifest, method, depth, merged)
+        for i, a in enumerate(answers):
+            for _, ids in a.lists.values():
+                cands.owners.update((int(r), i) for r in ids.tolist())
+            for name, scores in a.complete.items():
+                cands.complete.setdefault(name, {}).update(scores)
+        cands.timings_ms["retrieve"] = (time.perf_counter() - t0) * 1000
+        return cands
+
+    def complete(self, q: Query, cands: Candidates, upto: int) -> None:
+        """As `FirstStage.complete_scores`, from the scores each shard computed for its own candidates."""
+        for r in cands.row_ids[:upto]:
+            for name, scores in cands.complete.items():
+                have = cands.per_method.setdefault(name, {})
+                if r not in have and r in scores:
+                    have[r] = scores[r]
+
+    # ---- what the stages read of candidates: from their owners -----------------------------------------
+    def _fetch(self, cands: Candidates, row_ids: list[int], vectors: bool = False, tokens: bool = False,
+               with_body: bool = False) -> tuple[dict[int, StoredTicket], dict[int, np.ndarray], dict[int, Tokens]]:
+        groups = self._by_owner(cands, row_ids)
+        pending = {i: self.shards[i].call("rows", ids, vectors, tokens, with_body) for i, ids in groups.items()}
+        rows: dict[int, StoredTicket] = {}
+        vecs: dict[int, np.ndarray] = {}
+        toks: dict[int, Tokens] = {}
+        for p in pending.values():
+            got: ShardRows = p.result()
+            ids = [t.row_id for t in got.rows]
+            rows.update(zip(ids, got.rows))
+            if got.vectors is not None:
+                vecs.update(zip(ids, got.vectors))
+            if got.tokens is not None:
+                toks.update(zip(ids, got.tokens))
+        return rows, vecs, toks
+
+    def candidate_rows(self, cands: Candidates, row_ids: list[int], with_body: bool = False) -> list[StoredTicket]:
+        """The rows, and (one trip) the reranker's candidate vectors of them, kept with the candidates."""
+        wants = isinstance(self.reranker, Reranker)
+        rows, vecs, _ = self._fetch(cands, row_ids, vectors=wants, with_body=with_body)
+        cands.vectors.update(vecs)
+        return [rows[r] for r in row_ids if r in rows]
+
+    def target_vectors(self, row_ids: list[int], cands: Candidates | None = None) -> np.ndarray:
+        assert cands is not None
+        missing = [r for r in row_ids if r not in cands.vectors]
+        if missing:
+            cands.vectors.update(self._fetch(cands, missing, vectors=True)[1])
+        return np.stack([cands.vectors[r] for r in row_ids]).astype(np.float32)
+
+    def candidate_tokens(self, cands: Candidates, row_ids: list[int]) -> list[Tokens]:
+        toks = self._fetch(cands, row_ids, tokens=True)[2]
+        return [toks[r] for r in row_ids]
+
+    def ticket(self, ticket_id: str) -> StoredTicket:
+        src, _, _ = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id).result()
+        return src
+
+    def ticket_vectors(self, src: StoredTicket) -> tuple[np.ndarray, np.ndarray]:
+        _, vecs, _ = self.shards[self.layout.owner(src.id)].call("ticket", src.id, True).result()
+        if vecs is None:
+            raise KeyError(src.id)
+        return vecs
+
+    def ticket_tokens(self, src: StoredTicket) -> Tokens:
+        _, _, toks = self.shards[self.layout.owner(src.id)].call("ticket", src.id, False, True).result()
+        return toks
+
+    def newest_created(self) -> datetime | None:
+        dates = [d for _, d in self._all("stats", "") if d is not None]
+        return max(dates) if dates else None
+
+    def bodies(self, ids: list[str]) -> dict[str, str]:
+        groups: dict[int, list[str]] = {}
+        for i in ids:
+            groups.setdefault(self.layout.owner(i), []).append(i)
+        pending = [self.shards[s].call("bodies", part) for s, part in groups.items()]
+        out: dict[str, str] = {}
+        for p in pending:
+            out.update(p.result())
+        return out
+
+
+class StoreView:
+    """What the routes read of an engine's store: the schema."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+
+
+class ShardedEngine:
+    """A sharded collection with the interface of `Engine` that the service's routes and `TicketIndex` use."""
+
+    def __init__(self, index_dir: Path, settings: Settings, models: SharedModels,
+                 connect: Callable[[ShardLayout, Settings, SharedModels], Any] | None = None) -> None:
+        """`connect(layout, settings, models)` gives an object with `clients` (one `ShardClient` per shard) and
+        `close()`; default: the shards in this process (`LocalShards`)."""
+        self.index_dir = Path(index_dir)
+        self.settings = settings
+        self.models = models
+        self.layout = ShardLayout.load(self.index_dir)
+        self.connect = connect or LocalShards
+        self.ready = False
+        self.error: str | None = None
+        self.searcher: ShardedSearch | None = None
+        self.store: StoreView | None = None
+        self._conn: Any = None
+        self._loaded: Loaded | None = None
+
+    def start(self) -> None:
+        try:
+            self._conn = self.connect(self.layout, self.settings, self.models)
+            d = self.layout.shard_dir(0)
+            self._loaded = self.models.acquire(d, d.load_manifest())
+            self.searcher = ShardedSearch(self.layout, self._conn.clients, self.settings,
+                                          encoder=self._loaded.batched, query_encoder=self._loaded.batched_query)
+            self.store = StoreView(self.searcher.schema)
+            self.ready = True
+        except Exception as exc:  # noqa: BLE001 - reported like an engine's start-up error
+            self.error = f"{type(exc).__name__}: {exc}" if not str(exc).startswith(str(self.index_dir)) else str(exc)
+            log.exception("cannot serve the sharded collection %s", self.index_dir)
+
+    def close(self, compact: bool = True) -> None:
+        self.ready = False
+        if self._loaded is not None:
+            self.models.release(self._loaded)
+            self._loaded = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def _clients(self) -> list[ShardClient]:
+        assert self._conn is not None
+        return list(self._conn.clients)
+
+    def _owner(self, ticket_id: str) -> ShardClient:
+        return self._clients[shard_of(ticket_id, self.layout.shards)]
+
+    # ---- reads ----------------------------------------------------------------------------------------
+    def search(self, **kwargs: Any) -> SearchResult:
+        assert self.searcher is not None
+        return self.searcher.search(**kwargs)
+
+    def get(self, ticket_id: str) -> dict[str, Any]:
+        return dict(self._owner(ticket_id).call("get", ticket_id).result())
+
+    def count(self) -> int:
+        pending = [c.call("count") for c in self._clients]
+        return sum(int(p.result()) for p in pending)
+
+    def schema_info(self) -> CollectionSchema:
+        """The schema with each field's known values from every shard (each shard's most frequent first,
+        interleaved: a value frequent in one shard stays near the front)."""
+        assert self.searcher is not None
+        schema = self.searcher.schema
+        pending = [c.call("schema_fields") for c in self._clients]
+        per_shard: list[list[SchemaField]] = [p.result() for p in pending]
+        fields = []
+        for j, f in enumerate(schema.fields):
+            seen: dict[str, None] = {}
+            lists = [s[j].values for s in per_shard]
+            for rank in range(max((len(v) for v in lists), default=0)):
+                for v in lists:
+                    if rank < len(v):
+                        seen.setdefault(v[rank], None)
+            fields.append(SchemaField(name=f.name, kind=f.kind, values=list(seen)[:100]))
+        return CollectionSchema(name=schema.name, text_fields=list(schema.text_fields), fields=fields)
+
+    # ---- writes: to the shard that owns the id ----------------------------------------------------------
+    def upsert(self, tickets: list[Ticket]) -> UpsertResult:
+        """Each ticket to its shard (in parallel); returns after every shard has committed and applied."""
+        latest: dict[str, Ticket] = {}
+        for t in tickets:
+            latest[t.id] = t
+        groups: dict[int, list[Ticket]] = {}
+        for t in latest.values():
+            groups.setdefault(shard_of(t.id, self.layout.shards), []).append(t)
+        pending = {i: self._clients[i].call("upsert", part) for i, part in groups.items()}
+        results: dict[int, UpsertResult] = {i: p.result() for i, p in pending.items()}
+        by_id: dict[str, int] = {}
+        for r in results.values():
+            by_id.update(zip(r.ids, r.row_ids))
+        ids = [t for t in latest if t in by_id]
+        return UpsertResult(inserted=sum(r.inserted for r in results.values()),
+                            updated=sum(r.updated for r in results.values()),
+                            change_seq=max((r.change_seq for r in results.values()), default=0), ids=ids,
+                            row_ids=[by_id[t] for t in ids])
+
+    def delete(self, ticket_id: str) -> int:
+        return int(self._owner(ticket_id).call("delete", ticket_id).result())
+
+    def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
+        raise ConflictError(FEEDBACK_NOT_BUILT)
+
+    def feedback_for(self, ticket_id: str) -> list[Any]:
+        self.get(ticket_id)  # NotFoundError for an unknown ticket, as one index answers
+        return []
+
+    def delivery_answer(self, source: str, delivery_id: str) -> dict[str, Any] | None:
+        return self._owner(delivery_id).call("delivery_answer", source, delivery_id).result()  # type: ignore[no-any-return]
+
+    def remember_delivery(self, source: str, delivery_id: str, response: dict[str, Any]) -> None:
+        self._owner(delivery_id).call("remember_delivery", source, delivery_id, response).result()
+
+    def checkpoint(self, compact: bool = False) -> int:
+        pending = [c.call("checkpoint") for c in self._clients]
+        return max(int(p.result()) for p in pending)

@@ -1,0 +1,178 @@
+"""A sharded collection: N complete index directories, a ticket in the one its id hashes to.
+
+```
+NAME/shards.json        {"shards": N, "hash": "blake2b-64"}
+NAME/shard-000/         an index directory (its own DuckDB, FAISS, BM25 with term frequencies) + shard.json
+NAME/shard-001/         ...
+```
+
+Row ids are unique across the shards: a collection split from one index keeps that index's row ids, and each
+shard gives new tickets row ids of its own residue modulo N. A sharded search breaks ties by them, as one index
+does (`pipeline.sharded`).
+
+```python
+from ticketsearch.sharding import split_index
+split_index("demo/index", "var/ts/collections/demo", shards=2)   # served by `ticketsearch serve --root var/ts`
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ticketsearch.atomic import atomic_write_json, fsync_dir
+from ticketsearch.errors import ConflictError, QueryError, TicketsearchError
+from ticketsearch.index_data.records import text_hash
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.settings import Settings, get_settings
+
+SHARDS_FILE = "shards.json"
+HASH = "blake2b-64"
+MAX_SHARDS = 64
+
+
+def shard_of(ticket_id: str, shards: int) -> int:
+    """The shard a ticket id belongs to: a stable hash (the same in every process and Python version)."""
+    digest = hashlib.blake2b(ticket_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def check_shards(shards: int) -> int:
+    if not 1 <= shards <= MAX_SHARDS:
+        raise QueryError(f"shards must be between 1 and {MAX_SHARDS}, got {shards}")
+    return shards
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """Where a sharded collection's shards are."""
+
+    root: Path
+    shards: int
+
+    @staticmethod
+    def is_sharded(path: Path) -> bool:
+        return (Path(path) / SHARDS_FILE).is_file()
+
+    @classmethod
+    def load(cls, path: Path) -> ShardLayout:
+        try:
+            spec = json.loads((Path(path) / SHARDS_FILE).read_text())
+            n = int(spec["shards"])
+            if spec.get("hash") != HASH:
+                raise ValueError(f"hash {spec.get('hash')!r}, expected {HASH!r}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TicketsearchError(f"{path}: unreadable {SHARDS_FILE} ({exc})") from None
+        return cls(Path(path), check_shards(n))
+
+    def shard_dir(self, i: int) -> IndexDir:
+        return IndexDir(self.root / f"shard-{i:03d}")
+
+    def dirs(self) -> list[IndexDir]:
+        return [self.shard_dir(i) for i in range(self.shards)]
+
+    def owner(self, ticket_id: str) -> int:
+        return shard_of(ticket_id, self.shards)
+
+
+def _write_layout(root: Path, shards: int) -> None:
+    for i in range(shards):
+        d = root / f"shard-{i:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(d / "shard.json", {"shard": i, "of": shards})
+    atomic_write_json(root / SHARDS_FILE, {"shards": shards, "hash": HASH})
+
+
+def _next_row(after: int, shard: int, shards: int) -> int:
+    """The first row id above `after` that is `shard` modulo `shards`."""
+    start = after + 1
+    return start + (shard - start) % shards
+
+
+def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settings | None = None,
+                progress: bool = True) -> ShardLayout:
+    """Split an index directory into a sharded collection at `dest` (which must not exist).
+
+    Each shard gets its tickets (with their row ids), their cached embeddings and token states, the installed
+    reranker and encoder, and the source's fusion; then its indexes are built from the cache (nothing is
+    encoded again) and its candidate vectors computed with the same reranker.
+    """
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
+    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.retrieval.manifest import Manifest
+
+    settings = settings or get_settings()
+    check_shards(shards)
+    source, dest = IndexDir(src), Path(dest)
+    if dest.exists():
+        raise ConflictError(f"{dest} exists already")
+    source.require_store()
+    manifest = source.load_manifest()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".splitting-{dest.name}-", dir=dest.parent))
+    try:
+        _write_layout(tmp, shards)
+        layout = ShardLayout(tmp, shards)
+        with source.open_store(read_only=True) as store:
+            tickets = store.con.sql("SELECT * FROM tickets ORDER BY row_id").to_arrow_table()
+            cache = store.con.sql("SELECT * FROM embedding_cache").to_arrow_table()
+            schema = store.schema
+            top = int(tickets.column("row_id").to_numpy().max()) if tickets.num_rows else -1
+        owner = np.array([shard_of(t, shards) for t in tickets.column("id").to_pylist()], np.int64)
+        titles = tickets.column("title").to_pylist()
+        hashes = tickets.column("text_hash").to_pylist()
+        cache_hash = np.asarray(cache.column("text_hash").to_pylist(), dtype=object)
+        encoder = source.open_encoder(settings, manifest)
+        for i, d in enumerate(layout.dirs()):
+            mine = owner == i
+            part = tickets.filter(pa.array(mine))
+            wanted = {h for h, m in zip(hashes, mine) if m} | {text_hash(t) for t, m in zip(titles, mine) if m}
+            with TicketStore(d.store_path, schema=schema) as shard:
+                shard.con.register("_part", part)
+                shard.con.execute("INSERT INTO tickets SELECT * FROM _part")
+                shard.con.unregister("_part")
+                keep = np.array([h in wanted for h in cache_hash], bool)
+                shard.con.register("_cache", cache.filter(pa.array(keep)))
+                shard.con.execute("INSERT INTO embedding_cache SELECT * FROM _cache")
+                shard.con.unregister("_cache")
+                shard.set_row_allocation(_next_row(top, i, shards), shards)
+            for sub in ("reranker", "encoder", "rerank_tokens"):
+                if (source.root / sub).is_dir():
+                    shutil.copytree(source.root / sub, d.root / sub)
+            for f in (source.rerank_decision_path, source.tune_decision_path):
+                if f.is_file():
+                    shutil.copy2(f, d.root / f.name)
+            d.derived.mkdir(parents=True, exist_ok=True)
+            Manifest.load(source.root).save(d.root)  # the source's fusion and encoder facts, kept by the build
+            with d.open_store(read_only=False) as shard:
+                build_index(d.root, shard, encoder, manifest.model, settings, progress=progress)
+                if d.has_reranker():
+                    build_rerank_vectors(d, shard, encoder, progress=progress)
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ShardLayout(dest, shards)
+
+
+def create_empty(dest: Path, shards: int, build_shard: Callable[[IndexDir], None]) -> ShardLayout:
+    """An empty sharded collection: the layout, then `build_shard(index_dir)` makes each shard an empty index
+    (the caller's way of building one: `Collections.create`)."""
+    check_shards(shards)
+    _write_layout(dest, shards)
+    layout = ShardLayout(dest, shards)
+    for d in layout.dirs():
+        build_shard(d)
+    return layout
