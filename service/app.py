@@ -115,14 +115,19 @@ class HookIgnored(BaseModel):
 class Service:
     """What the routes share: the collections, the training jobs, metrics and admission."""
 
-    def __init__(self, settings: Settings, index_dir: Path | None, root: Path | None) -> None:
+    def __init__(self, settings: Settings, index_dir: Path | None, root: Path | None,
+                 connect_shards: Any = None, default_shards: int | None = None) -> None:
+        """`connect_shards`, `default_shards`: a Ray service's (`service.ray_app`): how sharded collections reach
+        their shards, and how many shards a new collection gets unless its request says."""
         self.settings = settings
+        self.default_shards = default_shards
         self.keys = ApiKeys.parse(settings.api_keys)
         self.hook_secrets = parse_secrets(settings.webhook_secrets)
         self.metrics = Metrics()
         self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe)
         if root is not None:
             self.collections = Collections.at_root(root, settings, self.models)
+            self.collections.connect_shards = connect_shards
         else:
             assert index_dir is not None
             self.collections = Collections.for_index(index_dir, settings, self.models)
@@ -183,10 +188,11 @@ class Service:
         return await self.admission.run(lambda: fn(engine))
 
 
-def create_app(index_dir: Path | None, settings: Settings, root: Path | None = None) -> FastAPI:
+def create_app(index_dir: Path | None, settings: Settings, root: Path | None = None, connect_shards: Any = None,
+               default_shards: int | None = None) -> FastAPI:
     """The service over one index directory (`index_dir`: the collection `default`) or over a root of
-    collections (`root`)."""
-    svc = Service(settings, index_dir, root)
+    collections (`root`). `connect_shards`, `default_shards`: see `Service` (the Ray service's front)."""
+    svc = Service(settings, index_dir, root, connect_shards, default_shards)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -268,7 +274,8 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
         svc.check_ready()
         try:
             return await anyio.to_thread.run_sync(
-                lambda: svc.collections.create(name, body.schema_spec(), general_model=body.general_model))
+                lambda: svc.collections.create(name, body.schema_spec(), general_model=body.general_model,
+                                               shards=body.shards or svc.default_shards))
         except SchemaError as exc:
             raise ApiError(422, "body.schema", str(exc), type_="value_error") from None
 

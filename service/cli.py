@@ -569,6 +569,14 @@ def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=0, max=65535, help="Port (default 8000).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve (needs --root and the [ray] extra): a "
+                                      "replicated front and one deployment per shard of each collection.")] = False,
+    shards: Annotated[int, typer.Option("--shards", min=1, max=64, help="With --ray: shards of a new collection "
+                                        "(PUT /v1/collections/NAME may say \"shards\").")] = 1,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, max=64, help="With --ray: replicas of the front "
+                                          "(query encoding, fusion, reranking).")] = 1,
+    ray_address: Annotated[str, typer.Option("--ray-address", help="With --ray: 'local' (start Ray here), 'auto' "
+                                             "or a cluster's address.")] = "local",
 ) -> None:
     """Run the HTTP query service (FastAPI + uvicorn) on an index or a root of collections; Ctrl-C stops it."""
     import logging
@@ -596,9 +604,47 @@ def serve(
     elif root is not None and root.exists() and not root.is_dir():
         fail(f"--root {root} is not a folder")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if ray:
+        if root is None:
+            fail("--ray serves a root of collections: give --root DIR")
+        try:
+            import ray.serve  # noqa: F401
+
+            from ticketsearch.service import ray_app
+        except ImportError as exc:
+            fail(f"--ray needs Ray Serve: pip install 'ticketsearch[ray]' ({exc})")
+        assert root is not None
+        root.mkdir(parents=True, exist_ok=True)
+        ray_app.run(root, settings, shards, replicas, bind, port if port is not None else settings.port,
+                    address=ray_address)
+        return
+    if shards != 1 or replicas != 1:
+        fail("--shards and --replicas need --ray")
     app_ = create_app(index, settings, root=root)
     uvicorn.run(app_, host=bind, port=port if port is not None else settings.port, log_level=log_level,
                 timeout_graceful_shutdown=10)
+
+
+@app.command("split")
+@one_line_errors
+def split(
+    index: Annotated[Path, typer.Option("--index", help="The index directory to split (it is not changed).")],
+    out: Annotated[Path, typer.Option("--out", help="The sharded collection to write, e.g. ROOT/collections/NAME "
+                                      "(must not exist).")],
+    shards: Annotated[int, typer.Option("--shards", min=1, max=64, help="Number of shards.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Split an index into a sharded collection by a hash of the ticket id (each shard a complete index with
+    the same model; nothing is encoded again): served by 'ticketsearch serve --root ROOT [--ray]'."""
+    from ticketsearch.settings import get_settings
+    from ticketsearch.sharding import split_index
+
+    layout = split_index(index, out, shards, get_settings(), progress=not quiet)
+    counts = []
+    for d in layout.dirs():
+        with d.open_store() as store:
+            counts.append(store.count())
+    typer.echo(f"split {index} into {layout.shards} shards at {out}: {', '.join(map(str, counts))} tickets")
 
 
 @app.command()

@@ -271,6 +271,9 @@ class CollectionCreate(Strict):
     general_model: StrictBool = Field(
         default=False, description="Rerank with the shipped general model until a model of its own is trained "
         "(default: first-stage order, which the answers say).")
+    shards: int | None = Field(
+        default=None, ge=1, le=64, description="Split the collection into this many shards by a hash of the "
+        "ticket id, each a complete index (default: the service's --shards on a Ray service, else one index).")
 
     def schema_spec(self) -> str | dict[str, Any]:
         s = self.schema_

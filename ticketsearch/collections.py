@@ -76,6 +76,20 @@ def check_name(name: str) -> str:
     return name
 
 
+def _is_collection(path: Path) -> bool:
+    """One index directory, or a sharded collection (`ticketsearch.sharding`)."""
+    from ticketsearch.sharding import ShardLayout
+
+    return IndexDir(path).has_store() or ShardLayout.is_sharded(path)
+
+
+def _shards(path: Path) -> Any:
+    """A sharded collection's layout (None for one index directory)."""
+    from ticketsearch.sharding import ShardLayout
+
+    return ShardLayout.load(path) if ShardLayout.is_sharded(path) else None
+
+
 def resolve_schema(schema: str | dict[str, Any]) -> Any:
     """A built-in schema by name, or an inline schema (the TOML layout as JSON). Raises SchemaError."""
     from ticketsearch.index_data.schema import Schema, builtin_schema_names, load_schema
@@ -104,9 +118,12 @@ class Slot:
 
 class Collections:
     def __init__(self, settings: Settings, models: SharedModels, root: Path | None = None,
-                 single: Path | None = None) -> None:
-        """Use `at_root` (a folder of collections) or `single` (one index directory as `default`)."""
+                 single: Path | None = None, connect_shards: Any = None) -> None:
+        """Use `at_root` (a folder of collections) or `single` (one index directory as `default`).
+        `connect_shards`: how a sharded collection reaches its shards (`pipeline.sharded.ShardedEngine`;
+        default: in this process; the Ray service passes its Serve deployments)."""
         self.settings = settings
+        self.connect_shards = connect_shards
         self.models = models
         self.root = Path(root) if root is not None else None
         self.single = Path(single) if single is not None else None
@@ -145,19 +162,21 @@ class Collections:
 
     def exists(self, name: str) -> bool:
         try:
-            return IndexDir(self.path(name)).has_store()
+            return _is_collection(self.path(name))
         except (NotFoundError, QueryError):
             return False
 
     def names(self) -> list[str]:
         if self.single is not None:
             return [DEFAULT]
-        return sorted(p.name for p in self.folder.iterdir() if NAME_RE.match(p.name) and IndexDir(p).has_store())
+        return sorted(p.name for p in self.folder.iterdir() if NAME_RE.match(p.name) and _is_collection(p))
 
     # ---- create, describe, delete ----------------------------------------------------------------------
-    def create(self, name: str, schema: str | dict[str, Any], general_model: bool = False) -> CollectionInfo:
+    def create(self, name: str, schema: str | dict[str, Any], general_model: bool = False,
+               shards: int | None = None) -> CollectionInfo:
         """An empty collection with this schema. Its search keeps first-stage order until a model is trained
-        (`general_model`: rerank with the shipped general model meanwhile). ConflictError if it exists."""
+        (`general_model`: rerank with the shipped general model meanwhile). `shards`: split into that many
+        shards by a hash of the ticket id (`ticketsearch.sharding`). ConflictError if it exists."""
         from ticketsearch.index_data.store import TicketStore
         from ticketsearch.retrieval.builder import build_index
 
@@ -172,17 +191,26 @@ class Collections:
             tmp = Path(tempfile.mkdtemp(prefix=f".creating-{name}-", dir=self.folder))
             try:
                 loaded = self.models.load(self.settings.model)
-                try:
-                    with TicketStore(IndexDir(tmp).store_path, schema=spec) as store:
-                        build_index(tmp, store, loaded.batched, self.settings.model, self.settings,  # type: ignore[arg-type]  # BatchedEncoder has the Encoder methods a build uses
+
+                def build(d: IndexDir) -> None:
+                    with TicketStore(d.store_path, schema=spec) as store:
+                        build_index(d.root, store, loaded.batched, self.settings.model, self.settings,  # type: ignore[arg-type]  # BatchedEncoder has the Encoder methods a build uses
                                     progress=False)
+                    if not general_model:
+                        d.save_rerank_decision({
+                            "install": False, "variant": None, "valid_mrr": None, "first_stage_valid_mrr": None,
+                            "delta": None, "queries": 0, "use": "first_stage", "general_valid_mrr": None,
+                            "reason": UNTRAINED.replace("NAME", name)})
+
+                try:
+                    if shards is None:
+                        build(IndexDir(tmp))
+                    else:
+                        from ticketsearch.sharding import create_empty
+
+                        create_empty(tmp, shards, build)
                 finally:
                     self.models.release(loaded)
-                if not general_model:
-                    IndexDir(tmp).save_rerank_decision({
-                        "install": False, "variant": None, "valid_mrr": None, "first_stage_valid_mrr": None,
-                        "delta": None, "queries": 0, "use": "first_stage", "general_valid_mrr": None,
-                        "reason": UNTRAINED.replace("NAME", name)})
                 os.replace(tmp, self.folder / name)
                 fsync_dir(self.folder)
             except BaseException:
@@ -195,23 +223,26 @@ class Collections:
         from ticketsearch.retrieval.manifest import Manifest
 
         path = self.path(name)
-        if not IndexDir(path).has_store():
+        if not _is_collection(path):
             raise CollectionNotFoundError(not_found(name))
+        shards = _shards(path)
         with self._lock:
             slot = self._slots.get(name)
             engine = slot.engine if slot is not None and slot.engine is not None and slot.engine.ready else None
             training = bool(slot and slot.pins)
-        manifest = Manifest.load(path)
-        tickets = manifest.counts.get("tickets", 0)
+        first = shards.shard_dir(0).root if shards is not None else path
+        manifest = Manifest.load(first)
+        tickets = sum(Manifest.load(d.root).counts.get("tickets", 0) for d in shards.dirs()) if shards else \
+            manifest.counts.get("tickets", 0)
         if engine is not None:
             try:
                 tickets = engine.count()
             except Exception:  # noqa: BLE001 - closed meanwhile: the manifest's count stands
                 pass
         return CollectionInfo(name=name, tickets=int(tickets), schema_name=manifest.schema,
-                              model=manifest.model_name, reranker=self.reranker_status(path, engine),
-                              open=engine is not None,
-                              training=training)
+                              model=manifest.model_name, reranker=self.reranker_status(first, engine),
+                              open=engine is not None, training=training,
+                              shards=shards.shards if shards is not None else None)
 
     def reranker_status(self, path: Path, engine: Engine | None = None) -> RerankerStatus:
         """What reranks the collection's searches: the open engine's model, else what its directory holds (by
@@ -241,7 +272,7 @@ class Collections:
             raise ConflictError("this service serves one index (--index): it cannot delete it")
         path = self.path(name)
         with self._lock:
-            if not IndexDir(path).has_store():
+            if not _is_collection(path):
                 raise CollectionNotFoundError(not_found(name))
             slot = self._slots.setdefault(name, Slot(name, path))
             if slot.pins:
@@ -283,7 +314,7 @@ class Collections:
         with self._lock:
             slot = self._slots.get(name)
             if slot is None or slot.deleting:
-                if slot is not None or not IndexDir(path).has_store():
+                if slot is not None or not _is_collection(path):
                     raise CollectionNotFoundError(not_found(name))
                 slot = self._slots[name] = Slot(name, path)
             slot.users += 1
@@ -323,7 +354,13 @@ class Collections:
 
     def _open(self, slot: Slot) -> Engine:
         t0 = time.perf_counter()
-        engine = Engine(slot.path, self.settings, models=self.models)
+        engine: Any
+        if _shards(slot.path) is not None:
+            from ticketsearch.pipeline.sharded import ShardedEngine
+
+            engine = ShardedEngine(slot.path, self.settings, self.models, self.connect_shards)
+        else:
+            engine = Engine(slot.path, self.settings, models=self.models)
         engine.start()
         if engine.error is not None:
             error = engine.error

@@ -109,6 +109,7 @@ class CollectionInfo(BaseModel):
     reranker: RerankerStatus
     open: bool = Field(description="Loaded in memory now (collections open on first use and close when idle).")
     training: bool = Field(default=False, description="A training job is running.")
+    shards: int | None = Field(default=None, description="Shards the collection is split into (null: one index).")
 
 
 class TrainParams(BaseModel):
