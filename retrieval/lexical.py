@@ -67,7 +67,8 @@ class CorpusStats:
 
     @staticmethod
     def combine(parts: Iterable[CorpusStats]) -> CorpusStats:
-        n, total, df = 0, 0, {}
+        n, total = 0, 0
+        df: dict[str, int] = {}
         for p in parts:
             n, total = n + p.n, total + p.total_len
             for t, c in p.df.items():
@@ -102,7 +103,9 @@ class TermFreqs:
     def of(cls, tokens: list[list[str]], vocab: dict[str, int]) -> TermFreqs:
         from scipy.sparse import coo_matrix
 
-        rows, cols, vals = [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[int] = []
         for d, doc in enumerate(tokens):
             counts: dict[int, int] = {}
             for t in doc:

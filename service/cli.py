@@ -569,7 +569,7 @@ def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=0, max=65535, help="Port (default 8000).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
-    ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve (needs --root and the [ray] extra): a "
+    on_ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve (needs --root and the [ray] extra): a "
                                       "replicated front and one deployment per shard of each collection.")] = False,
     shards: Annotated[int, typer.Option("--shards", min=1, max=64, help="With --ray: shards of a new collection "
                                         "(PUT /v1/collections/NAME may say \"shards\").")] = 1,
@@ -604,7 +604,7 @@ def serve(
     elif root is not None and root.exists() and not root.is_dir():
         fail(f"--root {root} is not a folder")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if ray:
+    if on_ray:
         if root is None:
             fail("--ray serves a root of collections: give --root DIR")
         try:

@@ -49,11 +49,12 @@ class ShardDeployment:
         from ticketsearch.pipeline.shard import ShardServer
 
         logging.basicConfig(level=logging.INFO)
-        self.server = ShardServer.open(Path(path), Settings(**settings))
+        self.server: ShardServer | None = ShardServer.open(Path(path), Settings(**settings))
 
     def call(self, method: str, *args: Any) -> Any:
         if method.startswith("_") or method in ("open", "close"):
             raise ValueError(f"no shard call {method!r}")
+        assert self.server is not None
         return getattr(self.server, method)(*args)
 
     def __del__(self) -> None:  # Serve's graceful shutdown: checkpoint and close the shard's files
@@ -100,8 +101,8 @@ class RayShards:
                 deployment = serve.deployment(ShardDeployment, name="shard", num_replicas=1,
                                               ray_actor_options={"num_cpus": SHARD_CPUS},
                                               health_check_period_s=2, graceful_shutdown_timeout_s=60)
-                serve.run(deployment.bind(str(d.root), settings.model_dump(mode="json")), name=name,
-                          route_prefix=None)
+                bound = deployment.bind(str(d.root), settings.model_dump(mode="json"))  # type: ignore[attr-defined]  # serve.deployment(cls) is a Deployment
+                serve.run(bound, name=name, route_prefix=None)
         self.clients = [_ShardHandle(wait_for_app(shard_app_name(layout, i))) for i in range(layout.shards)]
 
     def close(self) -> None:
@@ -146,7 +147,7 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int) -> Any
     class Front:
         pass
 
-    return Front.bind()
+    return Front.bind()  # type: ignore[attr-defined]  # the decorators make Front a Deployment
 
 
 def run(root: Path, settings: Settings, shards: int, replicas: int, host: str, port: int,

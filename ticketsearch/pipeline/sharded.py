@@ -339,7 +339,8 @@ class ShardedEngine:
         return []
 
     def delivery_answer(self, source: str, delivery_id: str) -> dict[str, Any] | None:
-        return self._owner(delivery_id).call("delivery_answer", source, delivery_id).result()  # type: ignore[no-any-return]
+        answer: dict[str, Any] | None = self._owner(delivery_id).call("delivery_answer", source, delivery_id).result()
+        return answer
 
     def remember_delivery(self, source: str, delivery_id: str, response: dict[str, Any]) -> None:
         self._owner(delivery_id).call("remember_delivery", source, delivery_id, response).result()
