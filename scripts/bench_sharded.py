@@ -1,0 +1,233 @@
+"""The sharded service against the plain one, on one box: the cost of the scatter-gather, in process and on Ray
+Serve, and a sizing table for 10M and 100M tickets from the measured per-shard figures.
+
+    python scripts/bench_sharded.py --index /tmp/sd/idx --out docs/bench_sharded.json
+
+One run, the same queries (each ticket's title, as a few-word query, then `similar` for the same tickets):
+1. in process: `SearchPipeline` over the index against `ShardedEngine` over a 1-shard and a 2-shard split of it
+   (shards in this process, `LocalShards`): the front's own cost;
+2. over HTTP: `ticketsearch serve --index` (uvicorn) against `serve --ray` with the same splits (a local Ray
+   instance, one front replica, one replica per shard): what a caller sees.
+Every system answers every query; answers are compared with the plain one's (ids in order). Latencies are the
+median and p90 of sequential requests after a warm-up. Sizing: bytes per ticket from the shard directories on
+disk, encode throughput measured here (MiniLM on CPU); GPU throughput is not measured (no GPU here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TICKETSEARCH = str(Path(sys.executable).parent / "ticketsearch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
+
+
+def timed(fn: Any, calls: list[Any], warm: int = 3) -> tuple[list[float], list[list[str]]]:
+    for c in calls[:warm]:
+        fn(c)
+    ms, answers = [], []
+    for c in calls:
+        t0 = time.perf_counter()
+        answers.append(fn(c))
+        ms.append((time.perf_counter() - t0) * 1000)
+    return ms, answers
+
+
+def summary(ms: list[float], answers: list[list[str]], base: list[list[str]]) -> dict[str, Any]:
+    return {"p50_ms": pct(ms, 0.5), "p90_ms": pct(ms, 0.9), "n": len(ms),
+            "same_answers": sum(a == b for a, b in zip(answers, base))}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(client: Any, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except Exception:  # noqa: BLE001 - not listening yet
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("service never became ready")
+        time.sleep(0.5)
+
+
+def http_calls(client: Any, prefix: str, calls: list[Any]) -> tuple[list[float], list[list[str]]]:
+    def one(c: Any) -> list[str]:
+        kind, arg = c
+        if kind == "search":
+            r = client.post(f"{prefix}/search", json={"text": arg, "k": 10})
+        else:
+            r = client.get(f"{prefix}/tickets/{arg}/similar", params={"k": 10})
+        r.raise_for_status()
+        return [h["id"] for h in r.json()["hits"]]
+
+    return timed(one, calls)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+MEMORY_PARTS = ("index/vectors.faiss", "index/titles.faiss", "index/rerank_vectors.npy", "index/bm25")
+
+
+def sizing_table(coll: Path, tickets: int, enc_rate: float, front_ms: float, ray_ms: float) -> dict[str, Any]:
+    """Shards, memory and disk per shard, encode hours, from the parts of a 2-shard split of the index: what a
+    shard holds in memory (both FAISS indexes, the reranker's candidate vectors, BM25 with term frequencies)
+    and what it keeps on disk (DuckDB, the token states). Latency: the measured scatter-gather cost on top of
+    one index's; the per-shard search time at 5M tickets (HNSW) is not measured here."""
+    shards = sorted(coll.glob("shard-*"))
+    mem = sum(dir_bytes(d / part) if (d / part).is_dir() else (d / part).stat().st_size
+              for d in shards for part in MEMORY_PARTS) / tickets
+    disk = sum(dir_bytes(d) for d in shards) / tickets
+    per_shard = 5_000_000
+    rows = []
+    for total in (10_000_000, 100_000_000):
+        rows.append({"tickets": total, "shards": -(-total // per_shard),
+                     "memory_gib_per_shard": round(mem * per_shard / 2**30, 1),
+                     "disk_gib_per_shard": round(disk * per_shard / 2**30, 1),
+                     "encode_hours_one_cpu_node_like_this": round(total / enc_rate / 3600, 1),
+                     "encode_hours_one_gpu": "not measured (no GPU here)"})
+    return {"memory_bytes_per_ticket": round(mem), "disk_bytes_per_ticket": round(disk),
+            "cpu_encode_tickets_per_s": round(enc_rate, 1), "tickets_per_shard": per_shard, "rows": rows,
+            "scatter_gather_ms_in_process_2_shards": round(front_ms, 1),
+            "scatter_gather_ms_ray_2_shards": round(ray_ms, 1)}
+
+
+def main() -> None:
+    import httpx
+
+    from ticketsearch.pipeline.search import SearchPipeline
+    from ticketsearch.pipeline.sharded import ShardedEngine
+    from ticketsearch.pipeline.shared_models import SharedModels
+    from ticketsearch.settings import Settings
+    from ticketsearch.sharding import split_index
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--encode-per-s", type=float, default=None, help="CPU encode rate (tickets/s) for the sizing "
+                    "table; default: measured here on 200 of the index's tickets")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    settings = Settings()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
+    out: dict[str, Any] = {"index": str(args.index), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                           "command": " ".join(sys.argv)}
+    try:
+        roots = {}
+        for n in (1, 2):
+            roots[n] = tmp / f"root{n}"
+            split_index(args.index, roots[n] / "collections" / "c", n, settings, progress=False)
+        one = SearchPipeline(args.index, settings)
+        rows = one.store.get_rows(one.store.row_ids().tolist()[: args.queries], with_body=False)
+        calls: list[Any] = [("search", t.title) for t in rows] + [("similar", t.id) for t in rows]
+        tickets = one.store.count()
+
+        def plain(c: Any) -> list[str]:
+            res = one.search(c[1], k=10) if c[0] == "search" else one.search(like=c[1], k=10)
+            return [h.id for h in res.hits]
+
+        ms, base = timed(plain, calls)
+        inproc: dict[str, Any] = {"plain": summary(ms, base, base)}
+        per_shard: dict[str, Any] = {}
+        for n, root in roots.items():
+            models = SharedModels(settings)
+            eng = ShardedEngine(root / "collections" / "c", settings, models)
+            eng.start()
+            assert eng.searcher is not None
+            eng.searcher._query_encoder = one.query_encoder  # the same query path as the plain pipeline
+
+            def sharded(c: Any, eng: ShardedEngine = eng) -> list[str]:
+                res = eng.search(text=c[1], k=10) if c[0] == "search" else eng.search(like=c[1], k=10)
+                return [h.id for h in res.hits]
+
+            ms, ans = timed(sharded, calls)
+            inproc[f"{n}_shards"] = summary(ms, ans, base)
+            t = eng.search(text=calls[0][1], k=10).timings_ms
+            inproc[f"{n}_shards"]["stage_ms_example"] = t
+            eng.close()
+            models.close()
+            per_shard[str(n)] = {"bytes_per_ticket_on_disk": round(dir_bytes(root / "collections" / "c") / tickets)}
+        inproc["ratio_2_shards_to_plain_p50"] = round(inproc["2_shards"]["p50_ms"] / inproc["plain"]["p50_ms"], 2)
+        out["in_process"] = inproc
+        enc_rate = args.encode_per_s
+        if enc_rate is None:
+            texts = [t.title + "\n" + t.body for t in one.store.get_rows(one.store.row_ids().tolist()[:200])]
+            t0 = time.perf_counter()
+            one.encoder.encode(texts)
+            enc_rate = len(texts) / (time.perf_counter() - t0)
+        one.close()
+
+        http: dict[str, Any] = {}
+        port = free_port()
+        proc = subprocess.Popen([TICKETSEARCH, "serve", "--index", str(args.index), "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+                wait_ready(c)
+                ms, hbase = http_calls(c, "/v1", calls)
+                http["plain"] = summary(ms, hbase, hbase)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        import ray
+        from ray import serve
+
+        from ticketsearch.service.ray_app import FRONT_APP, front_app
+
+        for n, root in roots.items():
+            port = free_port()
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            try:
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                t0 = time.perf_counter()
+                serve.run(front_app(root, settings, n, 1), name=FRONT_APP, route_prefix="/")
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as c:
+                    wait_ready(c)
+                    c.post("/v1/collections/c/search", json={"text": "warm up", "k": 1}).raise_for_status()
+                    start_s = time.perf_counter() - t0
+                    ms, ans = http_calls(c, "/v1/collections/c", calls)
+                    http[f"ray_{n}_shards"] = {**summary(ms, ans, hbase), "start_s": round(start_s, 1)}
+            finally:
+                serve.shutdown()
+                ray.shutdown()
+        http["ratio_ray_1_shard_to_plain_p50"] = round(http["ray_1_shards"]["p50_ms"] / http["plain"]["p50_ms"], 2)
+        http["ratio_ray_2_shards_to_plain_p50"] = round(http["ray_2_shards"]["p50_ms"] / http["plain"]["p50_ms"], 2)
+        out["http"] = http
+
+        out["sizing"] = sizing_table(roots[2] / "collections" / "c", tickets, enc_rate,
+                                     inproc["2_shards"]["p50_ms"] - inproc["plain"]["p50_ms"],
+                                     http["ray_2_shards"]["p50_ms"] - http["plain"]["p50_ms"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
