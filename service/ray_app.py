@@ -109,6 +109,16 @@ class RayShards:
         """The shard applications stay up (every front replica shares them); only the handles are dropped."""
         self.clients = []
 
+    @staticmethod
+    def remove(layout: ShardLayout) -> None:
+        """Stop a deleted collection's shard applications (each checkpoints and closes its directory)."""
+        from ray import serve
+
+        running = set(serve.status().applications)
+        for i in range(layout.shards):
+            if shard_app_name(layout, i) in running:
+                serve.delete(shard_app_name(layout, i))
+
 
 def wait_for_app(name: str, timeout_s: float = DEPLOY_TIMEOUT_S) -> Any:
     """A handle to a Serve application once it is running (UnavailableError if it fails or times out)."""

@@ -291,6 +291,9 @@ class Collections:
                 engine, slot.engine = slot.engine, None
             if engine is not None:
                 engine.close(compact=False)
+            remove = getattr(self.connect_shards, "remove", None)  # shards served elsewhere (Ray) stop first
+            if remove is not None and _shards(path) is not None:
+                remove(_shards(path))
             gone = Path(tempfile.mkdtemp(prefix=f".deleted-{name}-", dir=self.folder))
             os.replace(path, gone / name)
             fsync_dir(self.folder)

@@ -173,6 +173,8 @@ def create_empty(dest: Path, shards: int, build_shard: Callable[[IndexDir], None
     check_shards(shards)
     _write_layout(dest, shards)
     layout = ShardLayout(dest, shards)
-    for d in layout.dirs():
+    for i, d in enumerate(layout.dirs()):
         build_shard(d)
+        with d.open_store(read_only=False) as store:  # row ids unique across the shards: i, i + N, i + 2N, ...
+            store.set_row_allocation(i, shards)
     return layout

@@ -132,3 +132,29 @@ def test_sharded_answers_equal_one_index(trained_index: Path, sharded: Path, set
         eng.close()
         models.close()
         one.close()
+
+
+def test_an_empty_sharded_collection_takes_writes(tmp_path: Path, settings) -> None:
+    from ticketsearch.collections import Collections
+
+    colls = Collections.at_root(tmp_path, settings)
+    try:
+        info = colls.create("acme", "support", shards=3)
+        assert info.shards == 3 and info.tickets == 0 and colls.names() == ["acme"]
+        layout = ShardLayout.load(tmp_path / "collections" / "acme")
+        assert all(d.is_shard for d in layout.dirs())
+        tickets = [Ticket(id=f"A-{i}", title=t, body=t + " in the billing portal", created=__import__("datetime")
+                          .datetime(2025, 1, 1 + i)) for i, t in enumerate(
+                   ["Refund never arrived", "Charged twice for one order", "Password reset link expired",
+                    "Invoice in the wrong currency", "App crashes on login", "Export to CSV is empty"])]
+        with colls.use("acme") as eng:
+            res = eng.upsert(tickets)
+            assert res.inserted == 6 and {r % 3 for r in res.row_ids} == {shard_of(t.id, 3) for t in tickets}
+            hits = eng.search(text="charged twice", k=3).hits
+            assert hits[0].id == "A-1"
+            assert eng.count() == 6
+        assert colls.info("acme").tickets == 6
+        colls.delete("acme")
+        assert colls.names() == []
+    finally:
+        colls.close()

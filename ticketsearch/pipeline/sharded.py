@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ticketsearch.errors import ConflictError
+from ticketsearch.errors import ConflictError, TicketsearchError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
@@ -143,7 +143,10 @@ class ShardedSearch(SearchPipeline):
         cands = fuse_candidates(self.manifest, method, depth, merged)
         for i, a in enumerate(answers):
             for _, ids in a.lists.values():
-                cands.owners.update((int(r), i) for r in ids.tolist())
+                for r in ids.tolist():
+                    if cands.owners.setdefault(int(r), i) != i:  # row ids must be unique across the shards
+                        raise TicketsearchError(f"{self.layout.root}: row id {r} is in shards "
+                                                f"{cands.owners[int(r)]} and {i}")
             for name, scores in a.complete.items():
                 cands.complete.setdefault(name, {}).update(scores)
         cands.timings_ms["retrieve"] = (time.perf_counter() - t0) * 1000
