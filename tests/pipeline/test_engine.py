@@ -179,10 +179,10 @@ def test_checkpoints_and_compactions_never_stall_searches_or_writes(
             time.sleep(SLOW_BUILD_S)
         return real_vectors(cls, ids, vecs, kind, settings)
 
-    def slow_bm25(cls: type, row_ids: np.ndarray, texts: list[str], *args: Any) -> Any:
+    def slow_bm25(cls: type, row_ids: np.ndarray, texts: list[str], *args: Any, **kwargs: Any) -> Any:
         builds["bm25"] += 1
         time.sleep(SLOW_BUILD_S)
-        return real_bm25(cls, row_ids, texts, *args)
+        return real_bm25(cls, row_ids, texts, *args, **kwargs)
 
     monkeypatch.setattr(VectorIndex, "build", classmethod(slow_vectors))
     monkeypatch.setattr(BM25Index, "build", classmethod(slow_bm25))
