@@ -167,11 +167,14 @@ class BM25Index:
         dl = np.array([len(d) or 1 for d in docs], np.int64)
         counted = [_counts(d, set(query_tokens)) for d in docs]
         n = max(st.n, 1)
-        for t in query_tokens:  # a term no indexed ticket holds (df 0) weighs most, as a rebuild would weigh it
+        per_term: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for t in dict.fromkeys(query_tokens):  # a term no indexed ticket holds (df 0) weighs most, as in a rebuild
             tf = np.array([c.get(t, 0) for c in counted], np.float32)
             has = tf > 0
-            if has.any():
-                out[has] += term_scores(tf[has], dl[has], idf(st.df.get(t, 0), n), st.avgdl, k1, b)
+            per_term[t] = has, term_scores(tf[has], dl[has], idf(st.df.get(t, 0), n), st.avgdl, k1, b)
+        for t in query_tokens:  # each occurrence, in order (bm25s's sum), each term computed once
+            has, sc = per_term[t]
+            out[has] += sc
         return out
 
     def corpus_stats(self, query_tokens: list[str]) -> CorpusStats:
@@ -215,14 +218,19 @@ class BM25Index:
         n = len(self.row_ids)
         out = np.zeros(n, np.float32)
         k1, b = self.model.k1, self.model.b
-        for t in query_tokens:
+        per_term: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for t in query_tokens:  # each occurrence, in order (bm25s's sum), each term computed once
             tid = self.model.vocab_dict.get(t)
             if tid is None or not stats.df.get(t):
                 continue
-            docs, tf = self.tf.postings(tid)
-            keep = docs < n
-            docs, tf = docs[keep], tf[keep]
-            np.add.at(out, docs, term_scores(tf, self.tf.doc_len[docs], idf(stats.df[t], stats.n), stats.avgdl, k1, b))
+            if t not in per_term:
+                docs, tf = self.tf.postings(tid)
+                keep = docs < n
+                docs, tf = docs[keep], tf[keep]
+                per_term[t] = docs, term_scores(tf, self.tf.doc_len[docs], idf(stats.df[t], stats.n), stats.avgdl,
+                                                k1, b)
+            docs, sc = per_term[t]
+            np.add.at(out, docs, sc)
         return out
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None,

@@ -95,11 +95,14 @@ class ShardServer:
         assert self.engine.store is not None
         return self.engine.store.schema
 
-    def stats(self, bm25_text: str) -> tuple[CorpusStats, datetime | None]:
-        """BM25 statistics of the shard's indexed corpus for this query's terms, and its newest ticket's date."""
+    def stats(self, bm25_text: str) -> CorpusStats:
+        """BM25 statistics of the shard's indexed corpus for this query's terms."""
         with self.engine.lock.read():
-            assert self.engine.store is not None
-            return self.engine.bm25.base.corpus_stats(tokenize([bm25_text])[0]), self.engine.store.newest_created()
+            return self.engine.bm25.base.corpus_stats(tokenize([bm25_text])[0])
+
+    def newest_created(self) -> datetime | None:
+        with self.engine.lock.read():
+            return self._searcher.newest_created()
 
     def lists(self, q: ShardQuery) -> ShardLists:
         s = self._searcher

@@ -133,7 +133,7 @@ class ShardedSearch(SearchPipeline):
         weights = fusion_weights(self.manifest, method)
         stats = None
         if "bm25" in weights:
-            stats = CorpusStats.combine(s for s, _ in self._all("stats", q.bm25_text))
+            stats = CorpusStats.combine(self._all("stats", q.bm25_text))
         sq = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, stats, q.filters, q.before, q.after,
                         q.exclude_ids, q.reference)
         answers: list[ShardLists] = self._all("lists", sq)
@@ -211,7 +211,7 @@ class ShardedSearch(SearchPipeline):
         return toks
 
     def newest_created(self) -> datetime | None:
-        dates = [d for _, d in self._all("stats", "") if d is not None]
+        dates = [d for d in self._all("newest_created") if d is not None]
         return max(dates) if dates else None
 
     def bodies(self, ids: list[str]) -> dict[str, str]:
@@ -261,7 +261,7 @@ class ShardedEngine:
             self.store = StoreView(self.searcher.schema)
             self.ready = True
         except Exception as exc:  # noqa: BLE001 - reported like an engine's start-up error
-            self.error = f"{type(exc).__name__}: {exc}" if not str(exc).startswith(str(self.index_dir)) else str(exc)
+            self.error = str(exc) if isinstance(exc, TicketsearchError) else f"{type(exc).__name__}: {exc}"
             log.exception("cannot serve the sharded collection %s", self.index_dir)
 
     def close(self, compact: bool = True) -> None:
