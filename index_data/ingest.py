@@ -39,7 +39,7 @@ class IngestReport:
 
 def ingest_file(
     store: TicketStore, path: Path, on_error: OnError = "skip", progress: bool = True, columnar: bool = True,
-    fmt: str = "tickets", mapping: Path | None = None,
+    fmt: str = "tickets", mapping: Path | None = None, executor: str = "local",
 ) -> IngestReport:
     """Validate `path` against the store's schema and upsert its valid rows.
 
@@ -50,6 +50,8 @@ def ingest_file(
     With "skip" malformed rows are reported and the rest are written. The write is one transaction.
     A clean JSONL file of at least `columnar.MIN_ROWS` rows takes the columnar fast path (same result);
     anything it cannot prove valid goes through the per-row path, which names each bad row.
+    `executor="ray"` reads and validates on Ray (`ray_read.read_on_ray`, Ray initialised by the caller): the
+    same rows and errors; the store is written here.
     """
     path = Path(path)
     tracker = fmt in TRACKERS
@@ -57,7 +59,8 @@ def ingest_file(
         raise IngestError(f"{path}: no such file")
     report = IngestReport()
     start = time.perf_counter()
-    if columnar and not tracker:  # a clean bulk JSONL file, a column at a time; None: the per-row path below
+    # a clean bulk JSONL file, a column at a time (None: the per-row path below)
+    if columnar and not tracker and executor == "local":
         res = _ingest_columnar(store, path, progress)
         if res is not None:
             report.rows_read, report.inserted, report.updated, report.change_seq = res
@@ -65,7 +68,12 @@ def ingest_file(
             return report
     good: list[Ticket] = []
     with tqdm(desc="read", unit=" rows", disable=not progress, mininterval=0.5) as bar:
-        items = read_tracker(path, fmt, store.schema, mapping) if tracker else read_tickets(path, store.schema)
+        if executor == "ray":
+            from .ray_read import read_on_ray
+
+            items: Iterator[Ticket | RowError] = read_on_ray(path, store.schema, fmt, mapping)
+        else:
+            items = read_tracker(path, fmt, store.schema, mapping) if tracker else read_tickets(path, store.schema)
         for item in items:
             report.rows_read += 1
             bar.update(1)

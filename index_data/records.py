@@ -229,6 +229,26 @@ def detect_format(path: Path) -> str:
     raise IngestError(f"{path}: unknown file type (expected .jsonl[.gz], .csv[.gz] or .parquet)")
 
 
+def json_line(n: int, line: str) -> Any:
+    """One JSON Lines line's record (None for a blank line; a RowError, as the record, for invalid JSON)."""
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return RowError(n, f"invalid JSON: {exc.msg}")
+
+
+def csv_records(fh: Any) -> Iterator[tuple[int, Any]]:
+    """(data row number + 1, record) for each CSV row of an open text file; "" reads as None."""
+    reader = csv.DictReader(fh)
+    for n, row in enumerate(reader, start=2):  # line 1 is the header
+        if None in row:
+            yield n, RowError(n, "more values than header columns")
+            continue
+        yield n, {k: (v if v != "" else None) for k, v in row.items()}
+
+
 def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, raw record). A line that is not valid JSON yields a RowError as the record."""
     path = Path(path)
@@ -238,20 +258,12 @@ def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
     if fmt == "jsonl":
         with _open_text(path) as fh:
             for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield n, RowError(n, f"invalid JSON: {exc.msg}")
+                rec = json_line(n, line)
+                if rec is not None:
+                    yield n, rec
     elif fmt == "csv":
         with _open_text(path) as fh:
-            reader = csv.DictReader(fh)
-            for n, row in enumerate(reader, start=2):  # line 1 is the header
-                if None in row:
-                    yield n, RowError(n, "more values than header columns")
-                    continue
-                yield n, {k: (v if v != "" else None) for k, v in row.items()}
+            yield from csv_records(fh)
     else:
         import pyarrow.parquet as pq
 

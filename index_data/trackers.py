@@ -203,16 +203,26 @@ def jira_masters(records: list[tuple[str, dict[str, Any], list[str]]]) -> dict[s
     return out
 
 
-def read_jira(path: Path) -> Iterator[Raw]:
-    records: list[tuple[str, dict[str, Any], list[str]]] = []
+def jira_items(path: Path) -> Iterator[tuple[str, Any, list[str]]]:
+    """(where, our record or a RowError, the issue's Duplicate links) for each issue of a Jira export."""
     for where, issue in _items(path, "issues"):
         if isinstance(issue, RowError):
-            yield where, issue
+            yield where, issue, []
             continue
         try:
-            records.append((where, jira_record(issue), jira_duplicate_links(issue)))
+            yield where, jira_record(issue), jira_duplicate_links(issue)
         except ValueError as exc:
-            yield where, RowError(0, str(exc), where=where)
+            yield where, RowError(0, str(exc), where=where), []
+
+
+def read_jira(path: Path) -> Iterator[Raw]:
+    """Malformed issues first (as read), then every record with its duplicate_of (which needs them all)."""
+    records: list[tuple[str, dict[str, Any], list[str]]] = []
+    for where, rec, links in jira_items(path):
+        if isinstance(rec, RowError):
+            yield where, rec
+        else:
+            records.append((where, rec, links))
     masters = jira_masters(records)
     for where, rec, _ in records:
         rec["duplicate_of"] = masters.get(str(rec["id"]))

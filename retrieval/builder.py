@@ -237,8 +237,16 @@ def ingest_and_build(
     default = SHIPPED_SCHEMA.get(fmt, "support")
     schema = load_schema(schema_name) if schema_name else (None if db.exists() else load_schema(default))
     store = TicketStore(db, schema=schema)
+    remote = None
     try:
-        report = ingest_file(store, data, on_error=on_error, progress=progress, fmt=fmt, mapping=mapping)  # type: ignore[arg-type]  # on_error is checked by the CLI; ingest_file takes the Literal
+        model_spec = model or index_model(index_dir) or settings.model
+        if executor == "ray":
+            from .ray_encode import RayEncoding
+
+            remote = RayEncoding(model_spec, settings, address=ray_address)
+            log(remote.describe())
+        report = ingest_file(store, data, on_error=on_error, progress=progress, fmt=fmt, mapping=mapping,  # type: ignore[arg-type]  # on_error is checked by the CLI; ingest_file takes the Literal
+                             executor=executor)
         for err in report.errors[:20]:
             log(f"skipped {data}: {err}")
         if len(report.errors) > 20:
@@ -247,21 +255,11 @@ def ingest_and_build(
             f"ingested {report.rows_read - len(report.errors)} of {report.rows_read} rows "
             f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped) "
             f"in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s)"
+            + (" read and validated on Ray" if remote is not None else "")
         )
-        model_spec = model or index_model(index_dir) or settings.model
         encoder = Encoder(model_spec, settings=settings)
-        remote = None
-        if executor == "ray":
-            from .ray_encode import RayEncoding
-
-            remote = RayEncoding(model_spec, settings, address=ray_address)
-            log(remote.describe())
-        try:
-            build = build_index(index_dir, store, encoder, model_spec, settings=settings, progress=progress,
-                                remote=remote)
-        finally:
-            if remote is not None:
-                remote.close()
+        build = build_index(index_dir, store, encoder, model_spec, settings=settings, progress=progress,
+                            remote=remote)
         rate = f" ({build.encode_rate:.1f} tickets/s)" if build.encoded else ""
         log(
             f"indexed {build.tickets} tickets with {encoder.name} ({build.index_kind}): encoded {build.encoded}"
@@ -270,4 +268,7 @@ def ingest_and_build(
     except BaseException:
         store.close()
         raise
+    finally:
+        if remote is not None:
+            remote.close()
     return store, encoder, build

@@ -5,7 +5,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,21 @@ from ticketsearch.settings import Settings
 _CACHE = tempfile.mkdtemp(prefix="ticketsearch-cache-")
 os.environ["TICKETSEARCH_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[Any]:
+    """One local Ray instance (num_cpus=2) for every Ray test: skipped with the reason where Ray is absent,
+    failed in CI (the dev extra installs it)."""
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("Ray is not installed (the dev extra installs it)")
+        pytest.skip("Ray is not installed: pip install 'ticketsearch[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

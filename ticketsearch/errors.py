@@ -22,6 +22,9 @@ class RowError(TicketsearchError):
         place = self.where + (f" (id {ticket_id!r})" if ticket_id else "")
         super().__init__(f"{place}: {reason}")
 
+    def __reduce__(self) -> tuple[type[RowError], tuple[int, str, str | None, str]]:  # across processes (Ray)
+        return RowError, (self.line, self.reason, self.ticket_id, self.where)
+
 
 class IngestError(TicketsearchError):
     """An ingest was refused; nothing was written."""

@@ -1,10 +1,10 @@
-"""Index builds with the encoding on Ray (a local Ray instance, num_cpus=2): the same vectors and the same
-answers as a local build, and a build that resumes from the embedding cache."""
+"""Index builds on Ray (a local Ray instance, num_cpus=2), the input read and validated and the texts encoded
+there: the same vectors and the same answers as a local build, and a build that resumes from the embedding
+cache."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,18 +19,12 @@ QUERIES = ["customers were charged twice", "the app crashes when I log in", "exp
 
 
 @pytest.fixture(scope="module")
-def ray_encoding(settings) -> Iterator:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("Ray is not installed (the dev extra installs it)")
-        pytest.skip("Ray is not installed: pip install 'ticketsearch[ray]'")
+def ray_encoding(local_ray, settings) -> Iterator:  # noqa: ANN001
     from ticketsearch.retrieval.ray_encode import RayEncoding
 
     remote = RayEncoding("minilm", settings, num_cpus=2)
     yield remote
-    remote.close()
+    remote.close()  # leaves the session's Ray running (it did not start it)
 
 
 def build(root: Path, rows: list[dict], encoder, settings, remote=None, before=None):  # noqa: ANN001, ANN201
@@ -44,7 +38,7 @@ def build(root: Path, rows: list[dict], encoder, settings, remote=None, before=N
     data = root / "t.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with TicketStore(IndexDir(root / "idx").store_path, schema=load_schema("support")) as store:
-        ingest_file(store, data, progress=False)
+        ingest_file(store, data, progress=False, executor="ray" if remote is not None else "local")
         if before is not None:
             before(store)
         report = build_index(root / "idx", store, encoder, "minilm", settings=settings, progress=False, remote=remote)
