@@ -307,9 +307,67 @@ class TicketStore:
         return res.fetchnumpy()["row_id"].astype(np.int64)
 
     def prune_changes(self, upto_seq: int) -> None:
-        """Forget changes every derived index has applied (those at or below `upto_seq`)."""
+        """Forget changes every derived index has applied (those at or below `upto_seq`), and every read
+        replica has pulled (`set_replica_seq`)."""
         if not self.read_only:
-            self.con.execute("DELETE FROM changes WHERE seq <= ?", [upto_seq])
+            floor = min([upto_seq, *self.replica_seqs().values()])
+            self.con.execute("DELETE FROM changes WHERE seq <= ?", [floor])
+            if floor > self.pruned_seq():
+                self._set_meta("pruned_seq", str(int(floor)))
+
+    def pruned_seq(self) -> int:
+        """Changes at or below this one are no longer in the log."""
+        return self._meta_int("pruned_seq")
+
+    # ---- read replicas (pipeline.replica) -------------------------------------------------------------
+    def replica_seqs(self) -> dict[str, int]:
+        """The change each read replica of this store has pulled, by replica name."""
+        rows = self.con.execute("SELECT key, value FROM meta WHERE key LIKE 'replica:%'").fetchall()
+        return {k.removeprefix("replica:"): int(v) for k, v in rows}
+
+    def set_replica_seq(self, name: str, seq: int) -> None:
+        """A read replica has every change up to `seq`: the log keeps the later ones for it."""
+        if self.replica_seqs().get(name) != int(seq):
+            self._set_meta(f"replica:{name}", str(int(seq)))
+
+    def primary_seq(self) -> int:
+        """For a read replica's own store: the primary's change it has applied."""
+        return self._meta_int("primary_seq")
+
+    def set_primary_seq(self, seq: int) -> None:
+        self._set_meta("primary_seq", str(int(seq)))
+
+    def make_replica(self, seq: int) -> None:
+        """A copy of a primary's database made a read replica's, at the primary's change `seq`: it keeps no
+        log for replicas of its own."""
+        self.con.execute("DELETE FROM meta WHERE key LIKE 'replica:%' OR key = 'pruned_seq'")
+        self.set_primary_seq(seq)
+
+    def copy_database(self, dest: Path) -> int:
+        """A consistent copy of this database at `dest` (a new file), as of one transaction; returns the change
+        it holds. Writes wait for it only as long as DuckDB's copy takes."""
+        name = self.con.execute("SELECT current_database()").fetchall()[0][0]
+        self.con.execute(f"ATTACH '{Path(dest)}' AS _replica_copy")
+        try:
+            self.con.execute(f'COPY FROM DATABASE "{name}" TO _replica_copy')
+            held = self.con.execute("SELECT value FROM _replica_copy.meta WHERE key = 'change_seq'").fetchall()
+            seq = int(held[0][0])
+        finally:
+            self.con.execute("DETACH _replica_copy")
+        return seq
+
+    def rows_table(self, row_ids: Sequence[int]) -> tuple[pa.Table, list[int]]:
+        """These rows (those that exist) in the layout `upsert_tables` takes, and their row ids."""
+        self.con.register("_rids", pa.table({"row_id": pa.array([int(r) for r in row_ids], pa.int64())}))
+        try:
+            tbl = self.con.sql("SELECT * FROM tickets WHERE row_id IN (SELECT row_id FROM _rids) "
+                               "ORDER BY row_id").to_arrow_table()
+        finally:
+            self.con.unregister("_rids")
+        rows = tbl.column("row_id").to_pylist()
+        tbl = tbl.drop_columns(["row_id"])
+        i = tbl.schema.get_field_index("raw_fields")
+        return tbl.set_column(i, "raw_fields", tbl.column(i).cast(pa.string())), rows
 
     def newest_created(self) -> datetime | None:
         return self.con.execute("SELECT max(created) FROM tickets").fetchall()[0][0]

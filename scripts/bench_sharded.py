@@ -5,9 +5,10 @@ Serve, and a sizing table for 10M and 100M tickets from the measured per-shard f
 
 One run, the same queries (each ticket's title, as a few-word query, then `similar` for the same tickets):
 1. in process: `SearchPipeline` over the index against `ShardedEngine` over a 1-shard and a 2-shard split of it
-   (shards in this process, `LocalShards`): the front's own cost;
+   (shards in this process, `LocalShards`), and the 2-shard split with a read replica per shard (2 copies):
+   the front's own cost;
 2. over HTTP: `ticketsearch serve --index` (uvicorn) against `serve --ray` with the same splits (a local Ray
-   instance, one front replica, one replica per shard): what a caller sees.
+   instance, one front replica, one Serve application per shard copy): what a caller sees.
 Every system answers every query; answers are compared with the plain one's (ids in order). Latencies are the
 median and p90 of sequential requests after a warm-up. Sizing: bytes per ticket from the shard directories on
 disk, encode throughput measured here (MiniLM on CPU); GPU throughput is not measured (no GPU here).
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,7 @@ def main() -> None:
     import httpx
 
     from ticketsearch.pipeline.search import SearchPipeline
-    from ticketsearch.pipeline.sharded import ShardedEngine
+    from ticketsearch.pipeline.sharded import LocalShards, ShardedEngine
     from ticketsearch.pipeline.shared_models import SharedModels
     from ticketsearch.settings import Settings
     from ticketsearch.sharding import split_index
@@ -154,9 +156,11 @@ def main() -> None:
         ms, base = timed(plain, calls)
         inproc: dict[str, Any] = {"plain": summary(ms, base, base)}
         per_shard: dict[str, Any] = {}
-        for n, root in roots.items():
+        for n, copies in ((1, 1), (2, 1), (2, 2)):
+            root = roots[n]
             models = SharedModels(settings)
-            eng = ShardedEngine(root / "collections" / "c", settings, models)
+            eng = ShardedEngine(root / "collections" / "c", settings, models,
+                                connect=partial(LocalShards, replicas=copies))
             eng.start()
             assert eng.searcher is not None
             eng.searcher._query_encoder = one.query_encoder  # the same query path as the plain pipeline
@@ -166,13 +170,17 @@ def main() -> None:
                 return [h.id for h in res.hits]
 
             ms, ans = timed(sharded, calls)
-            inproc[f"{n}_shards"] = summary(ms, ans, base)
+            name = f"{n}_shards" + (f"_{copies}_copies" if copies > 1 else "")
+            inproc[name] = summary(ms, ans, base)
             t = eng.search(text=calls[0][1], k=10).timings_ms
-            inproc[f"{n}_shards"]["stage_ms_example"] = t
+            inproc[name]["stage_ms_example"] = t
             eng.close()
             models.close()
-            per_shard[str(n)] = {"bytes_per_ticket_on_disk": round(dir_bytes(root / "collections" / "c") / tickets)}
+            if copies == 1:
+                per_shard[str(n)] = {"bytes_per_ticket_on_disk": round(dir_bytes(root / "collections" / "c") / tickets)}
         inproc["ratio_2_shards_to_plain_p50"] = round(inproc["2_shards"]["p50_ms"] / inproc["plain"]["p50_ms"], 2)
+        inproc["ratio_2_copies_to_1_p50"] = round(inproc["2_shards_2_copies"]["p50_ms"]
+                                                  / inproc["2_shards"]["p50_ms"], 2)
         out["in_process"] = inproc
         enc_rate = args.encode_per_s
         if enc_rate is None:
@@ -199,24 +207,28 @@ def main() -> None:
 
         from ticketsearch.service.ray_app import FRONT_APP, front_app
 
-        for n, root in roots.items():
+        for n, copies in ((1, 1), (2, 1), (2, 2)):
+            root = roots[n]
             port = free_port()
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
             try:
                 serve.start(http_options={"host": "127.0.0.1", "port": port})
                 t0 = time.perf_counter()
-                serve.run(front_app(root, settings, n, 1), name=FRONT_APP, route_prefix="/")
+                serve.run(front_app(root, settings, n, 1, shard_replicas=copies), name=FRONT_APP, route_prefix="/")
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as c:
                     wait_ready(c)
                     c.post("/v1/collections/c/search", json={"text": "warm up", "k": 1}).raise_for_status()
                     start_s = time.perf_counter() - t0
                     ms, ans = http_calls(c, "/v1/collections/c", calls)
-                    http[f"ray_{n}_shards"] = {**summary(ms, ans, hbase), "start_s": round(start_s, 1)}
+                    name = f"ray_{n}_shards" + (f"_{copies}_copies" if copies > 1 else "")
+                    http[name] = {**summary(ms, ans, hbase), "start_s": round(start_s, 1)}
             finally:
                 serve.shutdown()
                 ray.shutdown()
         http["ratio_ray_1_shard_to_plain_p50"] = round(http["ray_1_shards"]["p50_ms"] / http["plain"]["p50_ms"], 2)
         http["ratio_ray_2_shards_to_plain_p50"] = round(http["ray_2_shards"]["p50_ms"] / http["plain"]["p50_ms"], 2)
+        http["ratio_ray_2_copies_to_1_p50"] = round(http["ray_2_shards_2_copies"]["p50_ms"]
+                                                    / http["ray_2_shards"]["p50_ms"], 2)
         out["http"] = http
 
         out["sizing"] = sizing_table(roots[2] / "collections" / "c", tickets, enc_rate,

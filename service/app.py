@@ -116,15 +116,17 @@ class Service:
     """What the routes share: the collections, the training jobs, metrics and admission."""
 
     def __init__(self, settings: Settings, index_dir: Path | None, root: Path | None,
-                 connect_shards: Any = None, default_shards: int | None = None) -> None:
-        """`connect_shards`, `default_shards`: a Ray service's (`service.ray_app`): how sharded collections reach
-        their shards, and how many shards a new collection gets unless its request says."""
+                 connect_shards: Any = None, default_shards: int | None = None, make_batcher: Any = None) -> None:
+        """`connect_shards`, `default_shards`, `make_batcher`: a Ray service's (`service.ray_app`): how sharded
+        collections reach their shards, how many shards a new collection gets unless its request says, and
+        what batches the encoder's passes (Serve's batching)."""
         self.settings = settings
         self.default_shards = default_shards
         self.keys = ApiKeys.parse(settings.api_keys)
         self.hook_secrets = parse_secrets(settings.webhook_secrets)
         self.metrics = Metrics()
-        self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe)
+        self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe,
+                                   make_batcher=make_batcher)
         if root is not None:
             self.collections = Collections.at_root(root, settings, self.models)
             self.collections.connect_shards = connect_shards
@@ -189,10 +191,11 @@ class Service:
 
 
 def create_app(index_dir: Path | None, settings: Settings, root: Path | None = None, connect_shards: Any = None,
-               default_shards: int | None = None) -> FastAPI:
+               default_shards: int | None = None, make_batcher: Any = None) -> FastAPI:
     """The service over one index directory (`index_dir`: the collection `default`) or over a root of
-    collections (`root`). `connect_shards`, `default_shards`: see `Service` (the Ray service's front)."""
-    svc = Service(settings, index_dir, root, connect_shards, default_shards)
+    collections (`root`). `connect_shards`, `default_shards`, `make_batcher`: see `Service` (the Ray service's
+    front)."""
+    svc = Service(settings, index_dir, root, connect_shards, default_shards, make_batcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202

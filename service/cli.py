@@ -175,8 +175,9 @@ def ingest(
         Optional[str], typer.Option("--model", help="'minilm' or a local sentence-transformers dir.")
     ] = None,
     index_type: Annotated[Optional[str], typer.Option("--index-type", help="auto, flat, hnsw or ivf.")] = None,
-    executor: Annotated[str, typer.Option("--executor", help="local: encode in this process; ray: encode on Ray "
-                                          "(one encoder per worker, GPUs where the cluster has them).")] = "local",
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local: read and encode in this process; ray: read, validate and encode on Ray (one "
+        "encoder per worker, GPUs where the cluster has them).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(
         "--ray-address", help="With --executor ray: 'auto' or an address joins a running cluster; default: a "
         "local Ray instance.")] = None,
@@ -557,6 +558,16 @@ def explain(
     typer.echo(f"wrote {out}")
 
 
+def parse_autoscale(text: str, replicas: int) -> tuple[int, int]:
+    """--autoscale MIN:MAX (1 <= MIN <= MAX <= 64), which replaces --replicas."""
+    lo, sep, hi = text.partition(":")
+    if not (sep and lo.strip().isdigit() and hi.strip().isdigit()) or not 1 <= int(lo) <= int(hi) <= 64:
+        fail(f"--autoscale must be MIN:MAX with 1 <= MIN <= MAX <= 64; got {text!r}")
+    if replicas != 1:
+        fail("give --replicas or --autoscale, not both")
+    return int(lo), int(hi)
+
+
 @app.command()
 @one_line_errors
 def serve(
@@ -574,7 +585,10 @@ def serve(
     shards: Annotated[int, typer.Option("--shards", min=1, max=64, help="With --ray: shards of a new collection "
                                         "(PUT /v1/collections/NAME may say \"shards\").")] = 1,
     replicas: Annotated[int, typer.Option("--replicas", min=1, max=64, help="With --ray: replicas of the front "
-                                          "(query encoding, fusion, reranking).")] = 1,
+                                          "(query encoding, fusion, reranking) and copies of each shard (its "
+                                          "primary and read replicas).")] = 1,
+    autoscale: Annotated[Optional[str], typer.Option("--autoscale", help="With --ray: MIN:MAX front replicas, "
+                                                     "scaled by Serve with the load (in place of --replicas).")] = None,
     ray_address: Annotated[str, typer.Option("--ray-address", help="With --ray: 'local' (start Ray here), 'auto' "
                                              "or a cluster's address.")] = "local",
 ) -> None:
@@ -614,12 +628,13 @@ def serve(
         except ImportError as exc:
             fail(f"--ray needs Ray Serve: pip install 'ticketsearch[ray]' ({exc})")
         assert root is not None
+        scale = parse_autoscale(autoscale, replicas) if autoscale is not None else None
         root.mkdir(parents=True, exist_ok=True)
         ray_app.run(root, settings, shards, replicas, bind, port if port is not None else settings.port,
-                    address=ray_address)
+                    address=ray_address, autoscale=scale)
         return
-    if shards != 1 or replicas != 1:
-        fail("--shards and --replicas need --ray")
+    if shards != 1 or replicas != 1 or autoscale is not None:
+        fail("--shards, --replicas and --autoscale need --ray")
     app_ = create_app(index, settings, root=root)
     uvicorn.run(app_, host=bind, port=port if port is not None else settings.port, log_level=log_level,
                 timeout_graceful_shutdown=10)

@@ -6,25 +6,38 @@ ticketsearch serve --ray --root DIR --shards 2 --replicas 2        # a local Ray
 ticketsearch serve --ray --ray-address auto --root /shared/ts       # a running cluster (DIR on shared storage)
 ```
 
-- The front (`--replicas M`, or Serve's autoscaling) runs the same app as `ticketsearch serve --root`: it
-  encodes each query once, scatters it to the collection's shards and fuses and reranks their answers
-  (`pipeline.sharded`). It is stateless, so it scales with the query rate.
+- The front (`--replicas M`, or Serve's autoscaling: `--autoscale MIN:MAX`) runs the same app as
+  `ticketsearch serve --root`: it encodes each query once, scatters it to the collection's shards and fuses and
+  reranks their answers (`pipeline.sharded`). It is stateless, so it scales with the query rate. Its encoder
+  passes are batched by Serve's request batching (`ServeBatcher`, `serve.batch`), not by our encoder thread.
 - Each shard (`ShardDeployment`) is one `Engine` over the shard's index directory, deployed as the Serve
-  application `ts-COLLECTION-sNNN` when its collection is first opened. One replica per shard: DuckDB has one
-  writer per file. A killed replica is replaced by Serve and reopens its directory; every acknowledged write is
-  in DuckDB (committed before the answer), and start-up replays what the index files missed.
+  application `ts-COLLECTION-sNNN` when its collection is first opened: the shard's primary, which takes its
+  writes (DuckDB has one writer per file). A killed replica is replaced by Serve and reopens its directory;
+  every acknowledged write is in DuckDB (committed before the answer), and start-up replays what the index
+  files missed.
+- `--replicas M` gives each shard M - 1 read replicas besides (`FollowerDeployment`, applications
+  `ts-COLLECTION-sNNN-rK`): each an engine over its own copy of the shard (made by the primary), pulling the
+  primary's changes (`pipeline.replica`). The front sends reads to the primary and the read replicas in turn,
+  each read answered at the primary's position as of when it was asked, so a read after a write sees it. One
+  Serve application per copy, not one deployment of M replicas: Serve routes a call to any replica of a
+  deployment, and a write must reach the one writer.
 - New collections get `--shards` shards unless `PUT /v1/collections/{name}` says `"shards": N`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ticketsearch.errors import UnavailableError
+from ticketsearch.pipeline.batcher import encode_jobs
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.settings import Settings
 from ticketsearch.sharding import ShardLayout
@@ -34,6 +47,47 @@ log = logging.getLogger("ticketsearch.ray_app")
 FRONT_APP = "ticketsearch"
 SHARD_CPUS = 0.25  # a shard waits on DuckDB and FAISS mostly; the encoder runs in the front
 DEPLOY_TIMEOUT_S = 300.0
+KINDS = ("encode", "tokens", "query-encode", "query-tokens")
+TARGET_ONGOING = 4  # requests per front replica that Serve's autoscaler aims at
+FRONT_ONGOING = 32  # requests a front replica takes at once (Serve's default, 5, would cap its batches at 5)
+
+
+class ServeBatcher:
+    """Ray Serve's request batching (`serve.batch`) in place of our encoder thread (`pipeline.batcher`): the
+    texts of concurrent requests of one kind are gathered, up to `max_batch` requests, and encoded in one
+    pass; a lone request waits for nothing (`wait_s` 0). The passes run on one thread (tokenizers are not
+    thread-safe). The same `submit(kind, texts)` as `EncodeBatcher`, for `SharedModels(make_batcher=...)`."""
+
+    def __init__(self, encoder: Any, max_batch: int = 32, on_batch: Callable[[int], None] | None = None,
+                 query_encoder: Any = None, wait_s: float = 0.0) -> None:
+        from ray import serve
+
+        self.encoder, self.query_encoder = encoder, query_encoder or encoder
+        self.on_batch = on_batch
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="serve-batch", daemon=True)
+        self.thread.start()
+        self.batched = {kind: serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)(self._pass(kind))
+                        for kind in KINDS}
+
+    def _pass(self, kind: str) -> Callable[[list[list[str]]], Any]:
+        async def encode(jobs: list[list[str]]) -> list[Any]:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self._encode, kind, jobs)
+        return encode
+
+    def _encode(self, kind: str, jobs: list[list[str]]) -> list[Any]:
+        if self.on_batch:
+            self.on_batch(len(jobs))
+        return encode_jobs(self.encoder, self.query_encoder, kind, jobs)
+
+    def submit(self, kind: str, texts: list[str]) -> Any:
+        return asyncio.run_coroutine_threadsafe(self.batched[kind](list(texts)), self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.pool.shutdown(wait=False)
 
 
 def shard_app_name(layout: ShardLayout, i: int) -> str:
@@ -58,6 +112,37 @@ class ShardDeployment:
         return getattr(self.server, method)(*args)
 
     def __del__(self) -> None:  # Serve's graceful shutdown: checkpoint and close the shard's files
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.close()
+            self.server = None
+
+
+class FollowerDeployment:
+    """A shard's read replica (`pipeline.replica.FollowerServer`) over its own copy, pulling from the primary's
+    application. Its reads run in a thread (a pull waits on the primary)."""
+
+    def __init__(self, path: str, settings: dict[str, Any], primary_app: str, name: str) -> None:
+        from ray import serve
+
+        from ticketsearch.pipeline.replica import FollowerServer
+
+        logging.basicConfig(level=logging.INFO)
+        self.name = name
+        self.primary = serve.get_app_handle(primary_app)
+        self.server: FollowerServer | None = FollowerServer.open_follower(Path(path), Settings(**settings),
+                                                                          self._pull)
+
+    def _pull(self, since: int) -> Any:
+        return _Response(self.primary.call.remote("changes", since, self.name)).result()
+
+    async def call(self, method: str, *args: Any) -> Any:
+        if method != "at":
+            raise ValueError(f"a read replica answers reads through 'at', not {method!r}")
+        assert self.server is not None
+        return await asyncio.to_thread(self.server.at, *args)
+
+    def __del__(self) -> None:
         server = getattr(self, "server", None)
         if server is not None:
             server.close()
@@ -89,21 +174,38 @@ class _ShardHandle:
 
 
 class RayShards:
-    """`ShardedEngine`'s connector on Ray Serve: each shard's application, deployed if it is not running."""
+    """`ShardedEngine`'s connector on Ray Serve: each shard's application (and its read replicas' with
+    `replicas` > 1), deployed if it is not running."""
 
-    def __init__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None) -> None:
+    def __init__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None,
+                 replicas: int = 1) -> None:
         from ray import serve
 
+        from ticketsearch.pipeline.replica import ReplicatedShard
+
         running = set(serve.status().applications)
+        options: dict[str, Any] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": SHARD_CPUS},
+                                   "health_check_period_s": 2, "graceful_shutdown_timeout_s": 60}
+        conf = settings.model_dump(mode="json")
         for i, d in enumerate(layout.dirs()):
             name = shard_app_name(layout, i)
             if name not in running:
-                deployment = serve.deployment(ShardDeployment, name="shard", num_replicas=1,
-                                              ray_actor_options={"num_cpus": SHARD_CPUS},
-                                              health_check_period_s=2, graceful_shutdown_timeout_s=60)
-                bound = deployment.bind(str(d.root), settings.model_dump(mode="json"))  # type: ignore[attr-defined]  # serve.deployment(cls) is a Deployment
+                bound = serve.deployment(ShardDeployment, name="shard", **options).bind(  # type: ignore[attr-defined]  # serve.deployment(cls) is a Deployment
+                    str(d.root), conf)
                 serve.run(bound, name=name, route_prefix=None)
-        self.clients = [_ShardHandle(wait_for_app(shard_app_name(layout, i))) for i in range(layout.shards)]
+        primaries = [_ShardHandle(wait_for_app(shard_app_name(layout, i))) for i in range(layout.shards)]
+        self.clients: list[Any] = []
+        for i, primary in enumerate(primaries):
+            followers = []
+            for r in range(1, replicas):
+                where, app = layout.replica_dir(i, r), f"{shard_app_name(layout, i)}-r{r}"
+                if app not in running:
+                    primary.call("copy_to", str(where), where.name).result()  # made once, by the primary
+                    bound = serve.deployment(FollowerDeployment, name="replica", **options).bind(  # type: ignore[attr-defined]  # serve.deployment(cls) is a Deployment
+                        str(where), conf, shard_app_name(layout, i), where.name)
+                    serve.run(bound, name=app, route_prefix=None)
+                followers.append(_ShardHandle(wait_for_app(app)))
+            self.clients.append(ReplicatedShard(primary, followers) if followers else primary)
 
     def close(self) -> None:
         """The shard applications stay up (every front replica shares them); only the handles are dropped."""
@@ -111,13 +213,26 @@ class RayShards:
 
     @staticmethod
     def remove(layout: ShardLayout) -> None:
-        """Stop a deleted collection's shard applications (each checkpoints and closes its directory)."""
+        """Stop a deleted collection's shard applications, read replicas included (each checkpoints and closes
+        its directory)."""
         from ray import serve
 
-        running = set(serve.status().applications)
-        for i in range(layout.shards):
-            if shard_app_name(layout, i) in running:
-                serve.delete(shard_app_name(layout, i))
+        mine = re.compile(re.escape(shard_app_name(layout, 0)[: -len("000")]) + r"\d{3}(-r\d+)?")
+        for name in list(serve.status().applications):
+            if mine.fullmatch(name):
+                serve.delete(name)
+
+
+class RayConnector:
+    """How the front's collections reach their shards on Ray: `RayShards` with `replicas` copies of each."""
+
+    def __init__(self, replicas: int = 1) -> None:
+        self.replicas = replicas
+
+    def __call__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None) -> RayShards:
+        return RayShards(layout, settings, models, self.replicas)
+
+    remove = staticmethod(RayShards.remove)
 
 
 def wait_for_app(name: str, timeout_s: float = DEPLOY_TIMEOUT_S) -> Any:
@@ -137,9 +252,12 @@ def wait_for_app(name: str, timeout_s: float = DEPLOY_TIMEOUT_S) -> Any:
         time.sleep(0.5)
 
 
-def front_app(root: Path, settings: Settings, shards: int, replicas: int) -> Any:
+def front_app(root: Path, settings: Settings, shards: int, replicas: int,
+              autoscale: tuple[int, int] | None = None, shard_replicas: int = 1) -> Any:
     """The front deployment bound to its arguments (what `serve.run` deploys; a cluster's config can name
-    `ticketsearch.service.ray_app:front_app` with the same arguments)."""
+    `ticketsearch.service.ray_app:front_app` with the same arguments). `replicas`: the front's; `autoscale`
+    (MIN, MAX): Serve's replica autoscaling in its place, aiming at TARGET_ONGOING requests per replica;
+    `shard_replicas`: copies of each shard (the primary and read replicas)."""
     from ray import serve
 
     settings_dict = settings.model_dump(mode="json")
@@ -148,11 +266,14 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int) -> Any
         from .app import create_app
 
         logging.basicConfig(level=logging.INFO)
-        return create_app(None, Settings(**settings_dict), root=Path(root), connect_shards=RayShards,
-                          default_shards=shards)
+        return create_app(None, Settings(**settings_dict), root=Path(root), connect_shards=RayConnector(shard_replicas),
+                          default_shards=shards, make_batcher=ServeBatcher)
 
-    @serve.deployment(name="front", num_replicas=replicas, ray_actor_options={"num_cpus": 0.5},
-                      health_check_period_s=5)
+    scale: dict[str, Any] = {"num_replicas": replicas} if autoscale is None else {"autoscaling_config": {
+        "min_replicas": autoscale[0], "max_replicas": autoscale[1], "target_ongoing_requests": TARGET_ONGOING}}
+
+    @serve.deployment(name="front", ray_actor_options={"num_cpus": 0.5}, health_check_period_s=5,
+                      max_ongoing_requests=FRONT_ONGOING, **scale)
     @serve.ingress(build)
     class Front:
         pass
@@ -161,7 +282,7 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int) -> Any
 
 
 def run(root: Path, settings: Settings, shards: int, replicas: int, host: str, port: int,
-        address: str | None = None, num_cpus: int | None = None) -> None:
+        address: str | None = None, num_cpus: int | None = None, autoscale: tuple[int, int] | None = None) -> None:
     """Start (or join) Ray, deploy the front on HOST:PORT and block until interrupted."""
     import ray
     from ray import serve
@@ -171,9 +292,11 @@ def run(root: Path, settings: Settings, shards: int, replicas: int, host: str, p
     else:
         ray.init(address=address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(front_app(root, settings, shards, replicas), name=FRONT_APP, route_prefix="/")
-    log.info("serving %s on http://%s:%d (Ray Serve: %d front replica(s), %d shard(s) per new collection)",
-             root, host, port, replicas, shards)
+    serve.run(front_app(root, settings, shards, replicas, autoscale, shard_replicas=replicas), name=FRONT_APP,
+              route_prefix="/")
+    fronts = f"{autoscale[0]}-{autoscale[1]} (autoscaled)" if autoscale else str(replicas)
+    log.info("serving %s on http://%s:%d (Ray Serve: %s front replica(s), %d shard(s) per new collection, %d "
+             "cop(ies) of each)", root, host, port, fronts, shards, replicas)
     try:
         while True:
             time.sleep(3600)

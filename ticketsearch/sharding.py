@@ -81,6 +81,10 @@ class ShardLayout:
     def dirs(self) -> list[IndexDir]:
         return [self.shard_dir(i) for i in range(self.shards)]
 
+    def replica_dir(self, i: int, r: int) -> Path:
+        """Read replica r (1, 2, ...) of shard i: a copy the primary makes (`pipeline.replica`)."""
+        return self.root / "replicas" / f"shard-{i:03d}-r{r}"
+
     def owner(self, ticket_id: str) -> int:
         return shard_of(ticket_id, self.shards)
 

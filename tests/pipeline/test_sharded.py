@@ -158,3 +158,80 @@ def test_an_empty_sharded_collection_takes_writes(tmp_path: Path, settings) -> N
         assert colls.names() == []
     finally:
         colls.close()
+
+
+def test_read_replicas_answer_as_the_primary_and_see_every_write(trained_index: Path, tmp_path: Path, settings,
+                                                                encoder) -> None:
+    """Each of 2 shards with a read replica (its own copy, pulling the primary's changes; no polling here, so
+    a replica catches up only when a read needs it): the answers of one index, a write or delete seen by the
+    very next search whichever replica answers, the replica's rows equal to the primary's, and a replica that
+    was closed while writes went on catches up when it is opened again."""
+    from functools import partial
+
+    from ticketsearch.pipeline.replica import FollowerServer
+    from ticketsearch.pipeline.sharded import LocalShards
+
+    dest = tmp_path / "coll"
+    split_index(trained_index, dest, 2, settings, progress=False)
+    one = SearchPipeline(trained_index, settings, encoder=encoder, query_encoder=encoder)
+    models = SharedModels(settings)
+
+    def open_engine(replicas: int) -> ShardedEngine:
+        eng = ShardedEngine(dest, settings, models, connect=partial(LocalShards, replicas=replicas, poll_s=3600))
+        eng.start()
+        assert eng.error is None and eng.searcher is not None
+        eng.searcher._query_encoder = encoder
+        return eng
+
+    def rows_of(server) -> set[tuple[int, str, str]]:  # noqa: ANN001
+        st = server.engine.store
+        return {(t.row_id, t.id, t.title) for t in st.get_rows(st.row_ids().tolist(), with_body=False)}
+
+    eng = open_engine(2)
+    try:
+        servers = eng._conn.servers
+        followers = [s for s in servers if isinstance(s, FollowerServer)]
+        primaries = [s for s in servers if not isinstance(s, FollowerServer)]
+        assert len(followers) == len(primaries) == 2 and (dest / "replicas" / "shard-001-r1").is_dir()
+        for q in QUERIES[:4]:
+            want = ids(one.search(q, k=10))
+            for _ in range(3):  # the calls of each search go to the primary and the replica in turn
+                assert ids(eng.search(text=q, k=10)) == want, q
+        new = [Ticket(id=f"REP-{i}", title=f"Quantum flux capacitor {i} overheats", body="The flux capacitor "
+                      "overheats and the quantum relay melts.", created=one.store.newest_created()) for i in range(6)]
+        eng.upsert(new)
+        for _ in range(4):
+            assert set(ids(eng.search(text="quantum flux capacitor overheats", k=6))) == {t.id for t in new}
+        eng.delete("REP-1")
+        eng.delete("REP-2")
+        eng.upsert([Ticket(id="REP-2", title="Quantum flux capacitor 2 is back", body="Written again after its "
+                           "deletion: a new row id.", created=one.store.newest_created())])
+        for _ in range(4):
+            got = ids(eng.search(text="quantum flux capacitor overheats", k=6))
+            assert "REP-1" not in got and "REP-2" in got
+            assert eng.get("REP-2")["title"] == "Quantum flux capacitor 2 is back"
+        for p, f in zip(primaries, followers):
+            assert f.reads >= 20 and f.position == p.seq()  # it answered reads, caught up by them alone
+            assert rows_of(f) == rows_of(p)
+            p.checkpoint()  # the primary's log keeps what its replica has not pulled
+            assert p.engine.store.replica_seqs() == {f"shard-{primaries.index(p):03d}-r1": f.position}
+    finally:
+        eng.close()
+    solo = open_engine(1)  # the replicas closed; the primaries take writes
+    try:
+        solo.upsert([Ticket(id="REP-LATE", title="Quantum flux capacitor written while replicas slept",
+                            body="flux capacitor overheats", created=one.store.newest_created())])
+    finally:
+        solo.close()
+    eng = open_engine(2)
+    try:
+        for _ in range(4):
+            assert "REP-LATE" in ids(eng.search(text="quantum flux capacitor written while replicas slept", k=3))
+        for p, f in zip([s for s in eng._conn.servers if not isinstance(s, FollowerServer)],
+                        [s for s in eng._conn.servers if isinstance(s, FollowerServer)]):
+            f.sync()
+            assert rows_of(f) == rows_of(p)
+    finally:
+        eng.close()
+        models.close()
+        one.close()

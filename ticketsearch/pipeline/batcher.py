@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -77,39 +77,58 @@ class EncodeBatcher:
             self._execute(jobs)
 
     def _execute(self, jobs: list[_Job]) -> None:
-        texts = [t for j in jobs for t in j.texts]
         try:
             if self.on_batch:
                 self.on_batch(len(jobs))
-            kind = jobs[0].kind
-            enc = self.query_encoder if kind.startswith("query-") else self.encoder
-            if kind.endswith("tokens"):
-                tb = enc.encode_with_tokens(texts)
-                start = 0
-                for j in jobs:
-                    end = start + len(j.texts)
-                    width = max(int(tb.attention_mask[start:end].sum(dim=1).max()), 1)
-                    j.future.set_result(TokenBatch(
-                        pooled=tb.pooled[start:end], tokens=tb.tokens[start:end, :width],
-                        attention_mask=tb.attention_mask[start:end, :width], input_ids=tb.input_ids[start:end, :width],
-                    ))
-                    start = end
-            else:
-                vecs = enc.encode(texts)
-                start = 0
-                for j in jobs:
-                    j.future.set_result(np.array(vecs[start : start + len(j.texts)]))
-                    start += len(j.texts)
+            results = encode_jobs(self.encoder, self.query_encoder, jobs[0].kind, [j.texts for j in jobs])
+            for j, res in zip(jobs, results):
+                j.future.set_result(res)
         except BaseException as exc:  # noqa: BLE001 - every waiting request must hear of the failure
             for j in jobs:
                 if not j.future.done():
                     j.future.set_exception(exc)
 
 
+def encode_jobs(encoder: Encoder, query_encoder: Any, kind: str, jobs: list[list[str]]) -> list[Any]:
+    """One encoder pass over several requests' texts of one kind; each request's own rows (a TokenBatch cut to
+    its longest text for "tokens", vectors for "encode"). The one implementation for every batcher."""
+    texts = [t for j in jobs for t in j]
+    enc = query_encoder if kind.startswith("query-") else encoder
+    out: list[Any] = []
+    start = 0
+    if kind.endswith("tokens"):
+        tb = enc.encode_with_tokens(texts)
+        for j in jobs:
+            end = start + len(j)
+            width = max(int(tb.attention_mask[start:end].sum(dim=1).max()), 1)
+            out.append(TokenBatch(
+                pooled=tb.pooled[start:end], tokens=tb.tokens[start:end, :width],
+                attention_mask=tb.attention_mask[start:end, :width], input_ids=tb.input_ids[start:end, :width],
+            ))
+            start = end
+    else:
+        vecs = enc.encode(texts)
+        for j in jobs:
+            out.append(np.array(vecs[start : start + len(j)]))
+            start += len(j)
+    return out
+
+
+class Batcher(Protocol):
+    """What encodes for a process's requests: this module's thread, or Ray Serve's batching on a Ray front."""
+
+    def submit(self, kind: str, texts: list[str]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+MakeBatcher = Callable[..., Batcher]  # (encoder, max_batch, on_batch=, query_encoder=) -> Batcher
+
+
 class BatchedEncoder:
     """An Encoder look-alike whose passes go through the batcher (the searchers take it as their encoder)."""
 
-    def __init__(self, encoder: Any, batcher: EncodeBatcher, query: bool = False) -> None:
+    def __init__(self, encoder: Any, batcher: Batcher, query: bool = False) -> None:
         self._encoder = encoder
         self._batcher = batcher
         self._prefix = "query-" if query else ""

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,11 +30,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ticketsearch.errors import NotFoundError, TicketsearchError
+from ticketsearch.atomic import fsync_dir
+from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError
 from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore, UpsertResult
 from ticketsearch.index_dir import IndexDir
@@ -59,8 +62,11 @@ from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
 
-from .batcher import EncodeBatcher
+from .batcher import Batcher
 from .shared_models import Loaded, SharedModels
+
+if TYPE_CHECKING:
+    from .replica import ReplicaChanges
 
 log = logging.getLogger("ticketsearch.engine")
 
@@ -145,7 +151,7 @@ class Engine:
         self.store: TicketStore | None = None
         self.searcher: SearchPipeline | None = None
         self._schema_info: tuple[int, CollectionSchema] | None = None  # (change seq, answer) of schema_info
-        self.batcher: EncodeBatcher | None = None
+        self.batcher: Batcher | None = None
         self.models = models or SharedModels(settings, on_encode_batch=on_encode_batch)
         self._own_models = models is None
         self._loaded: Loaded | None = None
@@ -485,6 +491,107 @@ class Engine:
             return
         for part in self.parts:
             part.live.delete(row_ids, seq)
+
+    # ---- read replicas (pipeline.replica) --------------------------------------------------------
+    def changes_for_replica(self, since: int, replica: str) -> ReplicaChanges:
+        """What a read replica at this store's change `since` lacks: the rows written since (as stored, with
+        their row ids and vectors, so that the replica encodes nothing) and the row ids deleted. Taken between
+        writes; the change log keeps what `replica` has not pulled yet."""
+        from .replica import ReplicaChanges
+
+        store, rs = self.store, self.searcher
+        assert store is not None and rs is not None
+        with self._write_lock:  # a whole write or none of it: DuckDB, the embedding cache and the indexes
+            seq = store.change_seq
+            store.set_replica_seq(replica, since)  # it has everything up to `since`
+            if since >= seq:
+                return ReplicaChanges(seq)
+            if since < store.pruned_seq():
+                raise ConflictError(f"replica {replica} is at change {since}, older than this shard's change log "
+                                    f"({store.pruned_seq()}): make it again from the shard")
+            changed = store.changed_since(since)
+            rows, row_ids = store.rows_table([] if changed is None else changed.tolist())
+            gone = sorted(set([] if changed is None else changed.tolist()) - set(row_ids))
+            texts = [ticket_text(store.schema, t, b) for t, b in zip(rows.column("title").to_pylist(),
+                                                                     rows.column("body").to_pylist())]
+            titles = rows.column("title").to_pylist()
+            vecs = self._cached_vectors(self.encoder.key, texts)
+            title_vecs = self._cached_vectors(title_key(self.encoder), titles)
+            rerank = None
+            if rs.vectors is not None and isinstance(rs.reranker, Reranker) and row_ids:
+                with self.lock.read():
+                    rerank = rs.target_vectors(row_ids)
+        return ReplicaChanges(seq, rows, row_ids, vecs, title_vecs, rerank, gone)
+
+    def _cached_vectors(self, key: str, texts: list[str]) -> np.ndarray:
+        """The embedding cache's vectors of these texts (every written text's is there); encoded if missing."""
+        assert self.store is not None
+        cached = self.store.cached_embeddings(key, [text_hash(t) for t in texts])
+        missing = [t for t in texts if text_hash(t) not in cached]
+        if missing:
+            cached |= dict(zip(map(text_hash, missing), self.encoder.encode(missing)))
+        return np.asarray([cached[text_hash(t)] for t in texts], np.float32).reshape(len(texts), self.encoder.dim)
+
+    def apply_replicated(self, ch: ReplicaChanges) -> int:
+        """A read replica's side: apply the primary's changes (deletions first: an id deleted and written again
+        has a new row id), keeping the primary's row ids and vectors. Returns the primary's change now held."""
+        store = self.store
+        assert store is not None
+        with self._write_lock:
+            if ch.seq <= store.primary_seq():
+                return store.primary_seq()
+            removed: list[int] = []
+            gone = [t.id for t in store.get_rows(ch.deleted, with_body=False)]
+            if gone:
+                removed = store.delete(gone)
+            res = None
+            if ch.row_ids:
+                assert ch.rows is not None and ch.vecs is not None and ch.title_vecs is not None
+                ids = ch.rows.column("id").to_pylist()
+                res = store.upsert_tables(iter([ch.rows]), dict(zip(ids, ch.row_ids)))
+                titles = ch.rows.column("title").to_pylist()
+                texts = [ticket_text(store.schema, t, b) for t, b in zip(titles, ch.rows.column("body").to_pylist())]
+                prepared = Prepared([], ch.vecs, ch.title_vecs, texts, titles,
+                                    [bm25_text(t, b) for t, b in zip(titles, ch.rows.column("body").to_pylist())],
+                                    ch.rerank_vecs)
+                self._cache_embeddings(prepared)
+            store.set_primary_seq(ch.seq)
+            seq = store.change_seq
+            with self.lock.write():
+                self._apply_delete(removed, seq)
+                if res is not None:
+                    self._apply_upsert(prepared, res.row_ids, seq)
+                self.applied_seq = seq
+        return ch.seq
+
+    def copy_for_replica(self, dest: Path, replica: str) -> int:
+        """A new read replica's directory at `dest`: the index files as last saved and a consistent copy of the
+        database (which replays what the files missed when the replica opens). Returns the change it holds."""
+        store = self.store
+        assert store is not None
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".copying-{dest.name}-", dir=dest.parent))
+        try:
+            with self._checkpoint_lock:  # the saved index files stay as they are while they are copied
+                for item in self.index_dir.iterdir():
+                    if item.name.startswith(store.path.name) or item.name.startswith("."):
+                        continue  # the database (and its WAL) is copied by DuckDB below
+                    if item.is_dir():
+                        shutil.copytree(item, tmp / item.name)
+                    else:
+                        shutil.copy2(item, tmp / item.name)
+                with self._write_lock:
+                    seq = store.copy_database(tmp / store.path.name)
+                    store.set_replica_seq(replica, seq)
+            with TicketStore(tmp / store.path.name) as copy:
+                copy.make_replica(seq)
+            os.replace(tmp, dest)
+            fsync_dir(dest.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return seq
 
     def _fault(self, point: str) -> None:
         if os.environ.get(CRASH_AT_ENV) == point:  # fault injection for the crash tests only

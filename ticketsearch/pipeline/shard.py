@@ -178,3 +178,17 @@ class ShardServer:
 
     def checkpoint(self) -> int:
         return self.engine.checkpoint()
+
+    # ---- the primary of read replicas (pipeline.replica) ---------------------------------------------
+    def seq(self) -> int:
+        """The change every acknowledged write is at or below."""
+        return self.engine.applied_seq
+
+    def changes(self, since: int, replica: str) -> Any:
+        return self.engine.changes_for_replica(since, replica)
+
+    def copy_to(self, dest: str, replica: str) -> int:
+        """Make a follower's directory (unless it is there); returns the change it holds."""
+        if Path(dest).is_dir():
+            return -1
+        return self.engine.copy_for_replica(Path(dest), replica)

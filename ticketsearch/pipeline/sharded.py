@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,16 +58,38 @@ class ShardClient(Protocol):
 
 
 class LocalShards:
-    """A sharded collection's shards in this process (each an `Engine`), called from a thread pool."""
+    """A sharded collection's shards in this process (each an `Engine`), called from a thread pool.
+    `replicas` > 1: each shard's primary and replicas - 1 read replicas (`pipeline.replica`), each an engine
+    over its own copy of the shard."""
 
-    def __init__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None) -> None:
-        self.servers = [ShardServer.open(d.root, settings, models) for d in layout.dirs()]
-        self.pool = ThreadPoolExecutor(max_workers=max(2, len(self.servers)), thread_name_prefix="shard")
-        self.clients = [_Local(s, self.pool) for s in self.servers]
+    def __init__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None,
+                 replicas: int = 1, poll_s: float = 1.0) -> None:
+        from .replica import FollowerServer, ReplicatedShard
+
+        self.servers: list[ShardServer] = []
+        self.clients: list[ShardClient] = []
+        self.pool = ThreadPoolExecutor(max_workers=max(2, layout.shards * replicas), thread_name_prefix="shard")
+        try:
+            for i, d in enumerate(layout.dirs()):
+                primary = ShardServer.open(d.root, settings, models)
+                self.servers.append(primary)
+                followers: list[ShardServer] = []
+                for r in range(1, replicas):
+                    where = layout.replica_dir(i, r)
+                    primary.copy_to(str(where), where.name)
+                    followers.append(FollowerServer.open_follower(
+                        where, settings, partial(primary.changes, replica=where.name), models, poll_s))
+                    self.servers.append(followers[-1])
+                client = _Local(primary, self.pool)
+                self.clients.append(ReplicatedShard(client, [_Local(f, self.pool) for f in followers])
+                                    if followers else client)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        for s in self.servers:
+        for s in reversed(self.servers):  # followers before their primary
             s.close()
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.settings import Settings
 
-from .batcher import BatchedEncoder, EncodeBatcher
+from .batcher import BatchedEncoder, Batcher, EncodeBatcher, MakeBatcher
 
 if TYPE_CHECKING:
     from ticketsearch.index_dir import IndexDir
@@ -36,7 +36,7 @@ class Loaded:
 
     encoder: Encoder
     query_encoder: Any
-    batcher: EncodeBatcher
+    batcher: Batcher
     users: int = 0
 
     @property
@@ -52,8 +52,11 @@ class Loaded:
 
 class SharedModels:
     def __init__(self, settings: Settings, on_encode_batch: Callable[[int], None] | None = None,
-                 keep_idle: int = 2) -> None:
+                 keep_idle: int = 2, make_batcher: MakeBatcher | None = None) -> None:
+        """`make_batcher`: what batches each encoder's passes (default: `EncodeBatcher`, our thread; the Ray
+        front gives Serve's batching, `service.ray_app.ServeBatcher`)."""
         self.settings = settings
+        self.make_batcher: MakeBatcher = make_batcher or EncodeBatcher
         self.on_encode_batch = on_encode_batch
         self.keep_idle = keep_idle
         self._lock = threading.Lock()
@@ -102,8 +105,8 @@ class SharedModels:
         encoder = Encoder(model, settings=settings)
         query_encoder = query_encoder_for(encoder)
         log.info("loaded %s (query encoder: %s)", encoder.name, getattr(query_encoder, "kind", "fp32"))
-        batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
-                                query_encoder=query_encoder)
+        batcher = self.make_batcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
+                                    query_encoder=query_encoder)
         return Loaded(encoder, query_encoder, batcher)
 
     def release(self, loaded: Loaded) -> None:
