@@ -83,6 +83,11 @@ class TokenCache:
                 self._write_shard([h for h, _ in chunk], toks, tids)
         return len(items)
 
+    def put(self, hashes: list[str], toks: list[np.ndarray], tids: list[np.ndarray]) -> None:
+        """Store token states encoded elsewhere (on Ray: `retrieval.ray_encode`) as one new shard."""
+        if hashes:
+            self._write_shard(hashes, toks, tids)
+
     def _write_shard(self, hashes: list[str], toks: list[np.ndarray], tids: list[np.ndarray]) -> None:
         stem = f"shard-{len(self._shards):05d}"
         lengths = np.array([len(t) for t in toks], dtype=np.int64)

@@ -187,6 +187,14 @@ def build_index(
         fusion=fusion,
         extra=extra,
     ).save(index_dir)
+    if remote is not None and out.has_reranker():  # its candidate vectors, from token states encoded on Ray
+        from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors, token_cache_for
+
+        full = [ticket_text(store.schema, t, b) for t, b in zip(texts.titles, texts.bodies)]
+        t0 = time.perf_counter()
+        remote.fill_token_cache(token_cache_for(out, encoder), [text_hash(t) for t in full], full, progress)
+        build_rerank_vectors(out, store, encoder, progress=progress)  # every token state cached: nothing encoded
+        enc_s += time.perf_counter() - t0
     return BuildReport(
         tickets=len(texts.row_ids),
         encoded=encoded,

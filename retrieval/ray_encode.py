@@ -5,7 +5,9 @@ Ray Data pipeline, one encoder per worker (an actor pool), on GPUs where the clu
 (`retrieval.builder.build_index`): the texts (full tickets and titles) that the store's embedding cache lacks are
 encoded on the cluster in one pass, each finished batch written into the cache as it arrives, so an interrupted
 build resumes from what was encoded. The build then reads every vector from the cache and goes on as a local
-build does (FAISS, BM25, features, manifest): the same vectors and the same index.
+build does (FAISS, BM25, features, manifest): the same vectors and the same index. Where the index has a
+reranker installed, `fill_token_cache` encodes the token states its candidate vectors are computed from (the
+costliest pass of a re-encode) on the cluster too, and the build recomputes the candidate vectors from them.
 
 Optional: `pip install 'ticketsearch[ray]'`. Nothing imports Ray unless `--executor ray` is asked for.
 """
@@ -41,6 +43,32 @@ class EncodeBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch["text"]]
         return {"key": batch["key"], "hash": batch["hash"], "vec": self.encoder.encode(texts)}
+
+
+class EncodeTokens:
+    """The Ray Data UDF for token states: one encoder per worker; each text's states (fp16, real tokens only)
+    and token ids, as `TokenCache.ensure` stores them."""
+
+    def __init__(self, model_spec: str, settings: dict[str, Any], threads: int) -> None:
+        import torch
+
+        from ticketsearch.retrieval.encoder import Encoder
+
+        torch.set_num_threads(max(1, threads))
+        self.encoder = Encoder(model_spec, settings=Settings(**settings))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            tb = self.encoder.encode_with_tokens([str(t) for t in batch["text"]])
+        states = tb.tokens.float().cpu().numpy().astype(np.float16)
+        lengths = tb.attention_mask.sum(1).cpu().numpy()
+        ids = tb.input_ids.cpu().numpy().astype(np.int32)
+        toks, tids = np.empty(len(lengths), dtype=object), np.empty(len(lengths), dtype=object)
+        toks[:] = [states[i, :n] for i, n in enumerate(lengths)]
+        tids[:] = [ids[i, :n] for i, n in enumerate(lengths)]
+        return {"hash": batch["hash"], "states": toks, "ids": tids}
 
 
 class RayEncoding:
@@ -106,6 +134,40 @@ class RayEncoding:
                     store.put_embeddings(key, [str(batch["hash"][i]) for i in sel], vecs[sel])
                 bar.update(len(keys))
         return counts
+
+    def fill_token_cache(self, cache: Any, hashes: list[str], texts: list[str], progress: bool = True,
+                         shard_size: int = 2048) -> int:
+        """Encode on the cluster the token states (the reranker's input) of the texts `cache` (a `TokenCache`)
+        lacks, in batches of texts of like length as `TokenCache.ensure` makes them; each `shard_size` finished
+        texts are written as one cache shard (an interrupted pass resumes from them). Returns how many."""
+        import ray.data
+
+        todo = {h: t for h, t in zip(hashes, texts) if h not in cache}
+        if not todo:
+            return 0
+        items = [{"hash": h, "text": t} for h, t in sorted(todo.items(), key=lambda kv: -len(kv[1]))]
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        threads = (self.settings.threads or 1) if self.gpus else 1
+        out = ray.data.from_items(items).map_batches(
+            EncodeTokens, fn_constructor_args=(self.model_spec, self.settings.model_dump(), threads),
+            batch_size=self.settings.encode_batch_size if self.gpus else 32, concurrency=self.workers,
+            num_gpus=1 if self.gpus else 0, num_cpus=0 if self.gpus else 1,
+        )
+        got: tuple[list[str], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        with tqdm(total=len(items), desc="token states (ray)", unit=" texts", disable=not progress,
+                  mininterval=0.5) as bar:
+            for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+                got[0].extend(str(h) for h in batch["hash"])
+                got[1].extend(np.asarray(x, np.float16) for x in batch["states"])
+                got[2].extend(np.asarray(x, np.int32) for x in batch["ids"])
+                bar.update(len(batch["hash"]))
+                if len(got[0]) >= shard_size:
+                    cache.put(*got)
+                    got = ([], [], [])
+        cache.put(*got)
+        return len(items)
 
     def close(self) -> None:
         if self._started:

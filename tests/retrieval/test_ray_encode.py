@@ -81,3 +81,43 @@ def test_a_ray_build_resumed_from_the_cache_equals_a_local_build(ray_encoding, e
     assert set(a) == set(b) and len(a) >= 100  # every ticket's text and title, under their keys
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
     assert answers(on_ray) == answers(local)
+
+
+def test_a_ray_build_encodes_the_rerankers_token_states_there(ray_encoding, trained_index: Path, encoder, settings,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index with a reranker installed: a Ray build also encodes the token states (on the workers) and
+    computes the candidate vectors from them; both equal those of a local pass over the same tickets."""
+    import shutil
+
+    from ticketsearch.index_data.records import text_hash, ticket_text
+    from ticketsearch.index_data.schema import load_schema
+    from ticketsearch.index_dir import IndexDir
+    from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors, token_cache_for
+
+    rows = generate(40, seed=23)
+    for name in ("local", "ray"):
+        (tmp_path / name / "idx").mkdir(parents=True)
+        shutil.copytree(trained_index / "reranker", tmp_path / name / "idx" / "reranker")
+    local, _ = build(tmp_path / "local", rows, encoder, settings)
+    with IndexDir(local).open_store(read_only=False) as store:
+        build_rerank_vectors(IndexDir(local), store, encoder, progress=False)  # what a local engine does at start
+    def no_local_encoding(_encoder):  # noqa: ANN001, ANN202
+        def encode(texts):  # noqa: ANN001, ANN202
+            raise AssertionError(f"{len(texts)} token states encoded here, not on Ray")
+        return encode
+
+    import ticketsearch.pipeline.rerank_vectors as rv
+
+    monkeypatch.setattr(rv, "token_encode_fn", no_local_encoding)
+    on_ray, _ = build(tmp_path / "ray", rows, encoder, settings, remote=ray_encoding)
+    monkeypatch.undo()
+    schema = load_schema("support")
+    hashes = [text_hash(ticket_text(schema, r["title"], r.get("body", ""))) for r in rows]
+    a, b = token_cache_for(IndexDir(local), encoder), token_cache_for(IndexDir(on_ray), encoder)
+    assert all(h in b for h in hashes)
+    for h in hashes:
+        assert np.array_equal(a.get(h).ids, b.get(h).ids)
+        assert float(np.abs(a.get(h).states.astype(np.float32) - b.get(h).states.astype(np.float32)).max()) < 2e-2
+    va, vb = np.load(IndexDir(local).rerank_vectors_path), np.load(IndexDir(on_ray).rerank_vectors_path)
+    assert va.shape == vb.shape == (40, va.shape[1]) and float(np.abs(va.astype(np.float32) - vb).max()) < 2e-2
+    assert answers(on_ray) == answers(local)
