@@ -151,9 +151,10 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
                 shard.con.execute("INSERT INTO embedding_cache SELECT * FROM _cache")
                 shard.con.unregister("_cache")
                 shard.set_row_allocation(_next_row(top, i, shards), shards)
-            for sub in ("reranker", "encoder", "rerank_tokens"):
+            for sub in ("reranker", "encoder"):
                 if (source.root / sub).is_dir():
                     shutil.copytree(source.root / sub, d.root / sub)
+            _copy_token_states(source, d, {h for h, m in zip(hashes, mine) if m})
             for f in (source.rerank_decision_path, source.tune_decision_path):
                 if f.is_file():
                     shutil.copy2(f, d.root / f.name)
@@ -169,6 +170,22 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ShardLayout(dest, shards)
+
+
+def _copy_token_states(source: IndexDir, dest: IndexDir, wanted: set[str], shard_size: int = 2048) -> None:
+    """The token states of the shard's own tickets, from each of the source's token caches (one per encoder)."""
+    from ticketsearch.rerank.token_cache import TokenCache
+
+    root = source.root / "rerank_tokens"
+    if not root.is_dir():
+        return
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        cache = TokenCache(folder)
+        mine = sorted(h for h in wanted if h in cache)
+        out = TokenCache(dest.root / "rerank_tokens" / folder.name)
+        for s in range(0, len(mine), shard_size):
+            part = [cache.get(h) for h in mine[s : s + shard_size]]
+            out.put(mine[s : s + shard_size], [t.states for t in part], [t.ids for t in part])
 
 
 def create_empty(dest: Path, shards: int, build_shard: Callable[[IndexDir], None]) -> ShardLayout:
