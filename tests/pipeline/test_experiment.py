@@ -56,7 +56,7 @@ def test_evaluate_command(demo_file: Path, tmp_path: Path, built_index: Path) ->
 def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
     args = ["experiment", "--data", str(demo_file), "--schema", "support", "--train-before", "2024-09-01",
             "--test-since", "2024-12-01", "--out", str(tmp_path / "exp"), "-q", "--rerank-budget", "10",
-            "--query", "full", "--query", "words:6", "--tune-budget", "30"]
+            "--query", "full", "--query", "words:6", "--tune-budget", "10"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "exp" / "results.json").read_text())

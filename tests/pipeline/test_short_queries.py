@@ -32,14 +32,18 @@ def test_pair_inputs_by_query_kind() -> None:
     assert not is_short_query("", "word " * 40, False)
 
 
-def test_training_on_title_queries_ranks_them_better(index_dir: Path, tmp_path: Path, encoder, settings) -> None:
+def test_training_on_title_queries_ranks_them_better(trained_index: Path, tmp_path: Path, encoder,
+                                                      settings) -> None:
     """On generated tickets, title-only queries (validation, asked at their duplicate's date) rank better with
     a reranker trained on whole tickets and their titles than in first-stage order, and better than with one
     trained on whole tickets alone; whole-ticket queries keep their gain. (Generated duplicates arrive within
-    weeks of each other: the time gap is most of what a title alone leaves to learn from.)"""
+    weeks of each other: the time gap is most of what a title alone leaves to learn from.) On a copy of the
+    trained index: its token states are cached, and the reranker installed there must stay as it is."""
     idx = tmp_path / "idx"
-    shutil.copytree(index_dir, idx)
+    shutil.copytree(trained_index, idx)
     d = IndexDir(idx)
+    installed = {p.name: p.read_bytes() for p in d.reranker_path.iterdir()}
+    assert installed
     with d.open_store(read_only=False) as store:
         inp = load_eval_inputs(idx, store, encoder)
         tb, vb = time_split(inp, 0.6, 0.2)
@@ -51,7 +55,8 @@ def test_training_on_title_queries_ranks_them_better(index_dir: Path, tmp_path: 
                                        tcfg=TrainConfig(epochs=3, patience=3, seed=0), progress=False,
                                        log=lambda m: None, train_kinds=kinds, eval_kinds=[FULL, TITLE],
                                        install=False, short_time="asked")
-    assert not d.has_reranker()  # a measurement leaves the index as it was
+    # a measurement leaves the index as it was: the installed reranker untouched
+    assert {p.name: p.read_bytes() for p in d.reranker_path.iterdir()} == installed
 
     def mrr(name: str, kind: str) -> float:
         return float(runs[name]["kinds"][kind]["valid"]["rerank-cross+pair"]["MRR"])

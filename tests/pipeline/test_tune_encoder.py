@@ -93,7 +93,7 @@ def test_tuning_learns_the_teams_codenames_and_every_cache_follows_it(codename_i
     shutil.copytree(codename_index, idx)
     d = IndexDir(idx)
     before = d.load_manifest()
-    cfg = TuneConfig(budget_s=300, lr=1e-4, max_epochs=6, patience=2, batch_size=8)
+    cfg = TuneConfig(budget_s=300, lr=1e-4, max_epochs=2, patience=2, batch_size=8)
     out = tune_index(idx, datetime(2025, 4, 1), datetime(2026, 1, 1), settings, cfg, progress=False,
                      log=lambda m: None, retrain=True)
     tune = out["tune"]

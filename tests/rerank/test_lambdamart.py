@@ -43,14 +43,16 @@ def test_lambdamart_learns_a_ranking_and_round_trips_as_text(tmp_path: Path) -> 
     assert ltr_inputs(np.ones((4, 2)), np.arange(4.0)).shape == (4, 3)
 
 
-def test_rerank_lambdamart_variant_trains_and_serves(index_dir: Path, tmp_path: Path) -> None:
+def test_rerank_lambdamart_variant_trains_and_serves(trained_index: Path, tmp_path: Path) -> None:
+    """On a copy of the trained index (its token states are cached: training here encodes nothing); the
+    reranker it already has is replaced by this variant, or taken out when this one does not validate."""
     from ticketsearch.pipeline.search import SearchPipeline
     from ticketsearch.rerank.runtime import Reranker
 
     idx = tmp_path / "idx"
-    shutil.copytree(index_dir, idx)
-    res = CliRunner().invoke(app, ["train", "--index", str(idx), "--variant", "rerank-lambdamart", "--epochs", "3",
-                                   "-q"])
+    shutil.copytree(trained_index, idx)
+    res = CliRunner().invoke(app, ["train", "--index", str(idx), "--variant", "rerank-lambdamart", "--epochs", "1",
+                                   "-q"])  # one epoch: what is checked is the variant's files and serving
     assert res.exit_code == 0, res.output
     d = IndexDir(idx)
     variant = d.rerankers_path / "rerank-lambdamart"

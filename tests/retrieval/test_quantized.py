@@ -58,39 +58,35 @@ def test_torch_int8_query_encoder(encoder, fp32_single: np.ndarray) -> None:
     np.testing.assert_allclose(encoder.encode(TEXTS[:1]), fp32_single[:1], atol=1e-5)
 
 
-def test_onnx_query_encoders(encoder, fp32_single: np.ndarray, tmp_path) -> None:
+def test_onnx_query_encoders_and_query_encoder_for(encoder, fp32_single: np.ndarray, tmp_path) -> None:
+    """Search's query encoder: the fp32 encoder itself, or the cached int8 ONNX model, whose one pass gives
+    both the pooled vector and the token states that the reranker attends over. One export serves every check
+    (exporting takes ~20 s): `query_encoder_for` makes it, `build_query_encoder` reuses it."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")  # torch's ONNX exporter needs it
-    from ticketsearch.retrieval.quantized import ONNX_FP32, ONNX_INT8, ONNX_META, build_query_encoder
-
-    model_dir = tmp_path / "onnx"
-    q32 = build_query_encoder(encoder, "onnx-fp32", model_dir, threads=1)
-    assert sorted(p.name for p in model_dir.iterdir()) == sorted([ONNX_FP32, ONNX_INT8, ONNX_META])
-    assert [p.name for p in tmp_path.iterdir()] == ["onnx"]  # the temporary sibling was renamed away
-    _check(np.vstack([q32.encode([t]) for t in TEXTS]), fp32_single, 0.9999)
-    # batched (padded) fp32 ONNX equals the fp32 encoder's batch
-    np.testing.assert_allclose(q32.encode(TEXTS), encoder.encode(TEXTS), atol=1e-4)
-
-    mtime = (model_dir / ONNX_INT8).stat().st_mtime_ns
-    q8 = build_query_encoder(encoder, "onnx-int8", model_dir, threads=1)  # reuses the export
-    assert (model_dir / ONNX_INT8).stat().st_mtime_ns == mtime
-    _check(np.vstack([q8.encode([t]) for t in TEXTS]), fp32_single, 0.97)
-
-
-def test_query_encoder_for_follows_the_setting(encoder, fp32_single: np.ndarray, tmp_path) -> None:
-    """Search's query encoder: the fp32 encoder itself, or the cached int8 ONNX model, whose one pass gives
-    both the pooled vector and the token states that the reranker attends over."""
     from ticketsearch.retrieval.encoder import Encoder
-    from ticketsearch.retrieval.quantized import OnnxQueryEncoder, query_encoder_for
+    from ticketsearch.retrieval.quantized import (
+        ONNX_FP32,
+        ONNX_INT8,
+        ONNX_META,
+        OnnxQueryEncoder,
+        build_query_encoder,
+        query_encoder_for,
+    )
 
     fp32 = Encoder(settings=encoder.settings.model_copy(update={"query_encoder": "fp32"}))
     assert query_encoder_for(fp32) is fp32
 
-    settings = encoder.settings.model_copy(update={"query_encoder": "onnx-int8", "cache_dir": tmp_path / "cache"})
+    cache = tmp_path / "cache"
+    settings = encoder.settings.model_copy(update={"query_encoder": "onnx-int8", "cache_dir": cache})
     int8 = Encoder(settings=settings)
     q = query_encoder_for(int8)
     assert isinstance(q, OnnxQueryEncoder) and q.kind == "onnx-int8"
-    assert [p.parent.name for p in (tmp_path / "cache").glob("onnx/*/model.int8.onnx")] != []
+    model_dir = q.model_dir
+    assert model_dir.parent == cache / "onnx"
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([ONNX_FP32, ONNX_INT8, ONNX_META])
+    assert [p.name for p in model_dir.parent.iterdir()] == [model_dir.name]  # the temporary sibling was renamed
+    mtimes = {f: (model_dir / f).stat().st_mtime_ns for f in (ONNX_FP32, ONNX_INT8)}
     again = query_encoder_for(int8)  # a second service start reuses the machine's export
     assert again.model_dir == q.model_dir
 
@@ -102,3 +98,12 @@ def test_query_encoder_for_follows_the_setting(encoder, fp32_single: np.ndarray,
     mean = tb.tokens[0].numpy().mean(axis=0)
     np.testing.assert_allclose(mean / np.linalg.norm(mean), tb.pooled[0].numpy(), atol=1e-5)
     _check(np.vstack([q.encode([t]) for t in TEXTS]), fp32_single, 0.97)
+
+    # the ONNX kinds of build_query_encoder, from the same (reused) export
+    q32 = build_query_encoder(encoder, "onnx-fp32", model_dir, threads=1)
+    _check(np.vstack([q32.encode([t]) for t in TEXTS]), fp32_single, 0.9999)
+    # batched (padded) fp32 ONNX equals the fp32 encoder's batch
+    np.testing.assert_allclose(q32.encode(TEXTS), encoder.encode(TEXTS), atol=1e-4)
+    q8 = build_query_encoder(encoder, "onnx-int8", model_dir, threads=1)
+    assert {f: (model_dir / f).stat().st_mtime_ns for f in (ONNX_FP32, ONNX_INT8)} == mtimes  # not re-exported
+    _check(np.vstack([q8.encode([t]) for t in TEXTS]), fp32_single, 0.97)

@@ -135,7 +135,7 @@ def test_sigkill_at_random_moments(index_copy: Path, tmp_path: Path, encoder) ->
     rng = random.Random(1234)
     acked: list[str] = []
     start = 0
-    for cycle in range(3):
+    for cycle in range(2):
         srv = Server(index_copy, tmp_path / f"server{cycle}.log").start()
         writer = threading.Thread(target=post_until_dead, args=(srv, start, "r", acked))
         writer.start()

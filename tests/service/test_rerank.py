@@ -23,12 +23,13 @@ from ticketsearch.service.cli import app
 runner = CliRunner()
 
 
-def test_training_beats_the_untrained_model(index_dir: Path, encoder, settings) -> None:
-    with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
-        inp = load_eval_inputs(index_dir, store, encoder)
+def test_training_beats_the_untrained_model(trained_index: Path, encoder, settings) -> None:
+    # the trained index: the same 1,000 tickets, their token states cached (its own model is not used here)
+    with TicketStore(IndexDir(trained_index).store_path, read_only=True) as store:
+        inp = load_eval_inputs(trained_index, store, encoder)
         tb, vb = time_split(inp, 0.6, 0.2)
-        mined = mine(store, inp, Manifest.load(index_dir).fusion, settings.fusion_depth, tb, vb)
-        data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=False)
+        mined = mine(store, inp, Manifest.load(trained_index).fusion, settings.fusion_depth, tb, vb)
+        data, fs, _ = build_train_data(store, inp, encoder, trained_index, mined, with_pair=True, progress=False)
     assert len(mined.groups) > 50 and len(mined.valid) >= 20
     cfg = RerankConfig(feat_dim=fs.dim, pair_dim=pair_dim(fs.schema), dropout=0.3)
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ from .server import Server
 KEY = "schemathesis-write-key"
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 ALIASES = "^/v1/(search|duplicates|tickets|feedback|hooks|schema)"
-EXAMPLES = 25  # per operation and phase (schemathesis' own default is 100: about 1,000 requests in all)
+EXAMPLES = 10  # per operation and phase (schemathesis' own default is 100)
 
 
 @pytest.fixture(scope="module")
