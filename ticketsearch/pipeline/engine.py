@@ -526,11 +526,12 @@ class Engine:
     def _cached_vectors(self, key: str, texts: list[str]) -> np.ndarray:
         """The embedding cache's vectors of these texts (every written text's is there); encoded if missing."""
         assert self.store is not None
-        cached = self.store.cached_embeddings(key, [text_hash(t) for t in texts])
-        missing = [t for t in texts if text_hash(t) not in cached]
+        hashes = [text_hash(t) for t in texts]
+        cached = self.store.cached_embeddings(key, hashes)
+        missing = {h: t for h, t in zip(hashes, texts) if h not in cached}
         if missing:
-            cached |= dict(zip(map(text_hash, missing), self.encoder.encode(missing)))
-        return np.asarray([cached[text_hash(t)] for t in texts], np.float32).reshape(len(texts), self.encoder.dim)
+            cached |= dict(zip(missing, self.encoder.encode(list(missing.values()))))
+        return np.asarray([cached[h] for h in hashes], np.float32).reshape(len(texts), self.encoder.dim)
 
     def apply_replicated(self, ch: ReplicaChanges) -> int:
         """A read replica's side: apply the primary's changes (deletions first: an id deleted and written again
@@ -549,11 +550,10 @@ class Engine:
                 assert ch.rows is not None and ch.vecs is not None and ch.title_vecs is not None
                 ids = ch.rows.column("id").to_pylist()
                 res = store.upsert_tables(iter([ch.rows]), dict(zip(ids, ch.row_ids)))
-                titles = ch.rows.column("title").to_pylist()
-                texts = [ticket_text(store.schema, t, b) for t, b in zip(titles, ch.rows.column("body").to_pylist())]
+                titles, bodies = ch.rows.column("title").to_pylist(), ch.rows.column("body").to_pylist()
+                texts = [ticket_text(store.schema, t, b) for t, b in zip(titles, bodies)]
                 prepared = Prepared([], ch.vecs, ch.title_vecs, texts, titles,
-                                    [bm25_text(t, b) for t, b in zip(titles, ch.rows.column("body").to_pylist())],
-                                    ch.rerank_vecs)
+                                    [bm25_text(t, b) for t, b in zip(titles, bodies)], ch.rerank_vecs)
                 self._cache_embeddings(prepared)
             store.set_primary_seq(ch.seq)
             seq = store.change_seq
