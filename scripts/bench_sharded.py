@@ -11,13 +11,16 @@ One run, the same queries (each ticket's title, as a few-word query, then `simil
    instance, one front replica, one Serve application per shard copy): what a caller sees.
 Every system answers every query; answers are compared with the plain one's (ids in order). Latencies are the
 median and p90 of sequential requests after a warm-up. Sizing: bytes per ticket from the shard directories on
-disk, encode throughput measured here (MiniLM on CPU); GPU throughput is not measured (no GPU here).
+disk, encode throughput measured here (MiniLM on CPU); GPU throughput is not measured (no GPU here); the
+expected query latency at 5M tickets per shard extrapolated from `scripts/bench_search.py`'s per-stage figures at
+100k and 1M tickets (`--stages`) plus the scatter-gather cost measured here (`--latency-only` recomputes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -96,11 +99,32 @@ def dir_bytes(path: Path) -> int:
 MEMORY_PARTS = ("index/vectors.faiss", "index/titles.faiss", "index/rerank_vectors.npy", "index/bm25")
 
 
+STAGES = ("encode", "retrieve", "rerank", "fetch")
+
+
+def expected_query_ms(stages: dict[str, Any], tickets: int, overhead: dict[str, float]) -> dict[str, Any]:
+    """One shard's search time at `tickets`, extrapolated per stage from the measured single hybrid queries at
+    100k and 1M tickets (`scripts/bench_search.py --parts stages`: p50 per stage), as a power law through those
+    two points (BM25's cost grows with the postings it scores, nearly linearly; HNSW's and the fetch's slowly),
+    plus the measured scatter-gather cost of the front. An extrapolation from measured figures, not a
+    measurement at that size."""
+    lo, hi = stages["100000"]["single/hybrid"], stages["1000000"]["single/hybrid"]
+    per_stage = {}
+    for name in STAGES:
+        a, b = lo[name]["p50_ms"], hi[name]["p50_ms"]
+        exponent = max(0.0, math.log(b / a) / math.log(10))
+        per_stage[name] = {"ms_100k": a, "ms_1m": b, "exponent": round(exponent, 2),
+                           "ms_at_shard_size": round(b * (tickets / 1_000_000) ** exponent, 1)}
+    shard_ms = sum(v["ms_at_shard_size"] for v in per_stage.values())
+    return {"tickets_per_shard": tickets, "per_stage_p50": per_stage, "one_shard_ms": round(shard_ms, 1),
+            **{f"expected_p50_ms_{k}": round(shard_ms + v, 1) for k, v in overhead.items()}}
+
+
 def sizing_table(coll: Path, tickets: int, enc_rate: float, front_ms: float, ray_ms: float) -> dict[str, Any]:
     """Shards, memory and disk per shard, encode hours, from the parts of a 2-shard split of the index: what a
     shard holds in memory (both FAISS indexes, the reranker's candidate vectors, BM25 with term frequencies)
     and what it keeps on disk (DuckDB, the token states). Latency: the measured scatter-gather cost on top of
-    one index's; the per-shard search time at 5M tickets (HNSW) is not measured here."""
+    one index's (the expected latency at 5M tickets per shard: `expected_latency`)."""
     shards = sorted(coll.glob("shard-*"))
     mem = sum(dir_bytes(d / part) if (d / part).is_dir() else (d / part).stat().st_size
               for d in shards for part in MEMORY_PARTS) / tickets
@@ -119,6 +143,16 @@ def sizing_table(coll: Path, tickets: int, enc_rate: float, front_ms: float, ray
             "scatter_gather_ms_ray_2_shards": round(ray_ms, 1)}
 
 
+def expected_latency(out: dict[str, Any], stages_path: Path) -> dict[str, Any]:
+    """The expected p50 of a query at 5M tickets per shard: one shard's extrapolated search plus what the front
+    added over the plain engine in this run with 2 shards (in process, and over HTTP on Ray Serve)."""
+    stages = json.loads(stages_path.read_text())["stages"]
+    overhead = {"in_process": out["in_process"]["2_shards"]["p50_ms"] - out["in_process"]["plain"]["p50_ms"],
+                "ray_serve": out["http"]["ray_2_shards"]["p50_ms"] - out["http"]["plain"]["p50_ms"]}
+    return {"stages_from": str(stages_path.relative_to(ROOT) if stages_path.is_relative_to(ROOT) else stages_path),
+            **expected_query_ms(stages, out["sizing"]["tickets_per_shard"], overhead)}
+
+
 def main() -> None:
     import httpx
 
@@ -133,8 +167,18 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=30)
     ap.add_argument("--encode-per-s", type=float, default=None, help="CPU encode rate (tickets/s) for the sizing "
                     "table; default: measured here on 200 of the index's tickets")
+    ap.add_argument("--stages", type=Path, default=ROOT / "docs" / "bench_search_stages.json",
+                    help="per-stage search latency at 100k and 1M tickets, for the expected query latency per shard")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only recompute the expected query latency in --out from its measured figures")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.latency_only:
+        saved = json.loads(args.out.read_text())
+        saved["sizing"]["expected_latency"] = expected_latency(saved, args.stages)
+        args.out.write_text(json.dumps(saved, indent=2) + "\n")
+        print(json.dumps(saved["sizing"]["expected_latency"], indent=2))
+        return
     settings = Settings()
     tmp = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     out: dict[str, Any] = {"index": str(args.index), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -234,6 +278,7 @@ def main() -> None:
         out["sizing"] = sizing_table(roots[2] / "collections" / "c", tickets, enc_rate,
                                      inproc["2_shards"]["p50_ms"] - inproc["plain"]["p50_ms"],
                                      http["ray_2_shards"]["p50_ms"] - http["plain"]["p50_ms"])
+        out["sizing"]["expected_latency"] = expected_latency(out, args.stages)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
