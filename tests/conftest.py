@@ -21,6 +21,14 @@ os.environ["TICKETSEARCH_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), every Ray test runs in one worker: one local Ray instance
+    at a time, not one per worker."""
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[Any]:
     """One local Ray instance (num_cpus=2) for every Ray test: skipped with the reason where Ray is absent,
