@@ -124,7 +124,7 @@ class RayEncoding:
             EncodeBatch, fn_constructor_args=(self.model_spec, self.settings.model_dump(), threads), batch_size=BATCH,
             concurrency=self.workers,
             num_gpus=1 if self.gpus else 0, num_cpus=0 if self.gpus else 1,
-        )  # a failed worker is restarted and its batches retried: Ray Data's actor pools do so by default
+        )  # a dead worker is restarted and its batch retried: Ray Data's actor pools do so by default (tested)
         with tqdm(total=len(items), desc="encode (ray)", unit=" texts", disable=not progress, mininterval=0.5) as bar:
             for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
                 vecs = np.asarray(np.stack(list(batch["vec"])), dtype=np.float32)  # rows of one tensor column

@@ -59,12 +59,29 @@ def answers(index: Path) -> list[list[str]]:
         return [[h.id for h in idx.search(q, k=10).hits] for q in QUERIES]
 
 
-def test_a_ray_build_resumed_from_the_cache_equals_a_local_build(ray_encoding, encoder, settings,
-                                                                 tmp_path: Path) -> None:
+def test_a_ray_build_resumed_from_the_cache_equals_a_local_build(ray_encoding, encoder, settings, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """One Ray pass: a build interrupted after 25 of 60 tickets (their vectors in the cache) is resumed on Ray;
-    it encodes only the 35 missing, and the index equals a local build: the same vectors, the same answers."""
+    it encodes only the 35 missing, and the index equals a local build: the same vectors, the same answers. On
+    the way one encoder worker dies (its process exits mid-batch): Ray restarts it and retries the batch."""
+    import os
+
+    import ticketsearch.retrieval.ray_encode as ray_encode
     from ticketsearch.index_data.records import text_hash, ticket_text
     from ticketsearch.index_data.schema import load_schema
+
+    crash = tmp_path / "crash-once"
+    crash.touch()
+    real = ray_encode.EncodeBatch
+
+    class DiesOnce(real):  # type: ignore[misc, valid-type]  # defined here: Ray ships it by value
+        def __call__(self, batch):  # noqa: ANN001, ANN204
+            if crash.exists():  # the first batch any worker takes: the worker's process dies
+                crash.unlink()
+                os._exit(1)
+            return real.__call__(self, batch)
+
+    monkeypatch.setattr(ray_encode, "EncodeBatch", DiesOnce)
 
     rows = generate(60, seed=21)
     local, rep_local = build(tmp_path / "local", rows, encoder, settings)
@@ -77,6 +94,7 @@ def test_a_ray_build_resumed_from_the_cache_equals_a_local_build(ray_encoding, e
 
     on_ray, rep = build(tmp_path / "ray", rows, encoder, settings, remote=ray_encoding, before=interrupted)
     assert rep.encoded == 35 and rep.cached == 25, rep  # only what the cache lacked went to Ray
+    assert not crash.exists()  # a worker did die, and its batch was encoded all the same
     a, b = cache(local), cache(on_ray)
     assert set(a) == set(b) and len(a) >= 100  # every ticket's text and title, under their keys
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
