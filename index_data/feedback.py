@@ -32,20 +32,35 @@ class Decision:
     at: datetime  # naive UTC
 
 
-def record(store: TicketStore, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Decision:
-    """Store a decision (NotFoundError for an unknown ticket, QueryError for a ticket paired with itself)."""
+def check_label(label: str) -> None:
     if label not in LABELS:
         raise QueryError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
-    store.get(ticket_id)  # both must exist: NotFoundError otherwise
-    store.get(candidate_id)
+
+
+def decide(ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Decision:
+    """A decision made now, once both tickets are known to exist (QueryError for a ticket paired with itself)."""
     if ticket_id == candidate_id:
         raise QueryError("a ticket cannot be paired with itself")
-    a, b = sorted((ticket_id, candidate_id))
-    at = datetime.now(UTC).replace(tzinfo=None)
+    return Decision(ticket_id, candidate_id, label, by, datetime.now(UTC).replace(tzinfo=None))
+
+
+def store_decision(store: TicketStore, d: Decision) -> None:
+    """Keep a decision as the pair's latest. A sharded collection keeps it in the shard of each of its two
+    tickets (`pipeline.sharded`), whose store then holds one of them only."""
+    a, b = sorted((d.ticket_id, d.candidate_id))
     store.con.execute(DDL)
     store.con.execute(f"INSERT OR REPLACE INTO feedback (pair_a, pair_b, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      [a, b, ticket_id, candidate_id, label, by, at])
-    return Decision(ticket_id, candidate_id, label, by, at)
+                      [a, b, d.ticket_id, d.candidate_id, d.label, d.by, d.at])
+
+
+def record(store: TicketStore, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Decision:
+    """Store a decision (NotFoundError for an unknown ticket, QueryError for a ticket paired with itself)."""
+    check_label(label)
+    store.get(ticket_id)  # both must exist: NotFoundError otherwise
+    store.get(candidate_id)
+    d = decide(ticket_id, candidate_id, label, by)
+    store_decision(store, d)
+    return d
 
 
 def for_ticket(store: TicketStore, ticket_id: str) -> list[Decision]:

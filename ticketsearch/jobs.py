@@ -74,10 +74,10 @@ class TrainingJobs:
         try:
             engine = self.collections.pin(collection)  # held open (and undeletable) until the job ends
             pinned = True
-            from ticketsearch.pipeline.sharded import FEEDBACK_NOT_BUILT, ShardedEngine
+            from ticketsearch.pipeline.sharded import TRAINING_NOT_BUILT, ShardedEngine
 
             if isinstance(engine, ShardedEngine):
-                raise ConflictError(FEEDBACK_NOT_BUILT)
+                raise ConflictError(TRAINING_NOT_BUILT)
             assert engine.store is not None
             links = link_count(engine.store)
             if kind == "train" and links < MIN_LINKS:

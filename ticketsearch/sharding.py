@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -133,6 +134,7 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
             cache = store.con.sql("SELECT * FROM embedding_cache").to_arrow_table()
             schema = store.schema
             top = int(tickets.column("row_id").to_numpy().max()) if tickets.num_rows else -1
+            kept = _kept_tables(store, shards)
         owner = np.array([shard_of(t, shards) for t in tickets.column("id").to_pylist()], np.int64)
         titles = tickets.column("title").to_pylist()
         hashes = tickets.column("text_hash").to_pylist()
@@ -151,6 +153,11 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
                 shard.con.execute("INSERT INTO embedding_cache SELECT * FROM _cache")
                 shard.con.unregister("_cache")
                 shard.set_row_allocation(_next_row(top, i, shards), shards)
+                for table, (ddl, rows, owners) in kept.items():
+                    shard.con.execute(ddl)
+                    shard.con.register("_kept", rows.filter(pa.array([i in o for o in owners])))
+                    shard.con.execute(f"INSERT INTO {table} SELECT * FROM _kept")
+                    shard.con.unregister("_kept")
             for sub in ("reranker", "encoder"):
                 if (source.root / sub).is_dir():
                     shutil.copytree(source.root / sub, d.root / sub)
@@ -170,6 +177,25 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ShardLayout(dest, shards)
+
+
+def _kept_tables(store: Any, shards: int) -> dict[str, tuple[str, pa.Table, list[set[int]]]]:
+    """What the source keeps beside its tickets, with the shards each row goes to: agents' decisions
+    (`index_data.feedback`) to the shard of each of the pair's tickets, as a sharded collection records them;
+    answered webhook deliveries (`index_data.deliveries`) to the shard of the delivery id, where the front asks."""
+    from ticketsearch.index_data import deliveries, feedback
+
+    out: dict[str, tuple[str, pa.Table, list[set[int]]]] = {}
+    if store.has_table("feedback"):
+        rows = store.con.sql("SELECT * FROM feedback").to_arrow_table()
+        owners = [{shard_of(a, shards), shard_of(b, shards)}
+                  for a, b in zip(rows.column("pair_a").to_pylist(), rows.column("pair_b").to_pylist())]
+        out["feedback"] = (feedback.DDL, rows, owners)
+    if store.has_table("hook_deliveries"):
+        rows = store.con.sql("SELECT * FROM hook_deliveries").to_arrow_table()
+        out["hook_deliveries"] = (deliveries.DDL, rows,
+                                  [{shard_of(d, shards)} for d in rows.column("delivery_id").to_pylist()])
+    return out
 
 
 def _copy_token_states(source: IndexDir, dest: IndexDir, wanted: set[str], shard_size: int = 2048) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ticketsearch.api import TicketIndex
-from ticketsearch.errors import ConflictError, NotFoundError
+from ticketsearch.errors import NotFoundError, QueryError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.sharded import ShardedEngine, merge_lists
@@ -131,8 +131,24 @@ def test_sharded_answers_equal_one_index(trained_index: Path, sharded: Path, set
         assert "NEW-1" not in ids(eng.search(text="quantum flux capacitor overheats", k=4))
         with pytest.raises(NotFoundError):
             eng.get("NEW-1")
-        with pytest.raises(ConflictError, match="sharded"):
-            eng.record_feedback("NEW-0", "NEW-2", "duplicate")
+        # agents' decisions: kept in the shard of each ticket of the pair, listed from either side, latest wins
+        owner = {t.id: shard_of(t.id, 2) for t in new}
+        across = next((a, b) for a in owner for b in owner if a != "NEW-1" != b and owner[a] != owner[b])
+        assert across[0] != across[1]
+        eng.record_feedback(*across, "duplicate", "ana")
+        eng.record_feedback(across[1], across[0], "not_duplicate", "bo")  # the same pair, from the other side
+        for t in across:
+            got = eng.feedback_for(t)
+            assert [(d.ticket_id, d.candidate_id, d.label, d.by) for d in got] == [
+                (across[1], across[0], "not_duplicate", "bo")]
+        with pytest.raises(NotFoundError):
+            eng.record_feedback("NEW-0", "NO-SUCH-TICKET", "duplicate")
+        with pytest.raises(QueryError, match="itself"):
+            eng.record_feedback("NEW-0", "NEW-0", "duplicate")
+        with pytest.raises(QueryError, match="label"):
+            eng.record_feedback(*across, "maybe")
+        with pytest.raises(NotFoundError):
+            eng.feedback_for("NO-SUCH-TICKET")
         schema = eng.schema_info()
         assert "Billing Portal" in next(f for f in schema.fields if f.name == "product").values
     finally:
@@ -165,6 +181,44 @@ def test_an_empty_sharded_collection_takes_writes(tmp_path: Path, settings) -> N
         assert colls.names() == []
     finally:
         colls.close()
+
+
+def test_split_keeps_every_decision_and_answered_delivery(tmp_path: Path, settings) -> None:
+    """What one index keeps beside its tickets survives a split: each agent's decision is listed from both of
+    its tickets as one index lists it, each answered webhook delivery is answered again (the front asks the
+    delivery id's shard)."""
+    from ticketsearch.collections import Collections
+
+    colls = Collections.at_root(tmp_path / "one", settings)
+    tickets = [Ticket(id=f"T-{i}", title=f"Ticket {i} about refunds", body=f"refund case {i}",
+                      created=__import__("datetime").datetime(2025, 1, 1 + i)) for i in range(8)]
+    try:
+        colls.create("src", "support")
+        with colls.use("src") as one:
+            one.upsert(tickets)
+            for i in range(7):
+                one.record_feedback(f"T-{i}", f"T-{i + 1}", "duplicate" if i % 2 else "not_duplicate", f"agent{i}")
+            one.record_feedback("T-7", "T-0", "duplicate")
+            for i in range(5):
+                one.remember_delivery("github", f"delivery-{i}", {"answer": i})
+            expected = {t.id: one.feedback_for(t.id) for t in tickets}
+            assert sum(len(v) for v in expected.values()) == 16
+    finally:
+        colls.close()
+    split_index(tmp_path / "one" / "collections" / "src", tmp_path / "coll", 3, settings, progress=False)
+    models = SharedModels(settings)
+    eng = ShardedEngine(tmp_path / "coll", settings, models)
+    eng.start()
+    try:
+        assert len({shard_of(t.id, 3) for t in tickets}) == 3
+        for t in tickets:
+            assert eng.feedback_for(t.id) == expected[t.id]
+        for i in range(5):
+            assert eng.delivery_answer("github", f"delivery-{i}") == {"answer": i}
+        assert eng.delivery_answer("github", "delivery-9") is None
+    finally:
+        eng.close()
+        models.close()
 
 
 def test_read_replicas_answer_as_the_primary_and_see_every_write(trained_index: Path, tmp_path: Path, settings,

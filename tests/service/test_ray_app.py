@@ -89,6 +89,10 @@ def test_write_is_found_and_survives_a_killed_shard_replica(served: httpx.Client
     found = served.post("/v1/collections/acme/search", json={"text": "quantum flux capacitor overheats", "k": 6})
     assert set(ids(found.json())) == {t["id"] for t in new}
     count = served.get("/v1/collections/acme").json()["tickets"]
+    pair = next((a["id"], b["id"]) for a in new for b in new if shard_of(a["id"], 2) == 0 != shard_of(b["id"], 2))
+    r = served.post("/v1/collections/acme/feedback", json={"ticket_id": pair[0], "candidate_id": pair[1],
+                                                            "label": "duplicate"})
+    assert r.status_code == 200, r.text  # a decision across the two shards: kept in both
 
     def actors(app: str) -> list[dict]:
         return [a for a in ray.util.list_named_actors(all_namespaces=True)
@@ -115,6 +119,9 @@ def test_write_is_found_and_survives_a_killed_shard_replica(served: httpx.Client
     assert served.get("/v1/collections/acme/tickets/RAY-0").json()["title"] == "Quantum flux capacitor 0 overheats"
     r = served.get("/v1/collections/acme")
     assert r.json()["tickets"] == count
+    for t in pair:  # the decision outlived shard 0's primary, listed from either ticket
+        listed = served.get(f"/v1/collections/acme/tickets/{t}/feedback").json()
+        assert [(d["ticket_id"], d["candidate_id"], d["label"]) for d in listed] == [(*pair, "duplicate")]
     late = {"id": "RAY-LATE", "title": "Quantum flux capacitor written after the restarts", "body": "overheats",
             "created": "2025-01-02T00:00:00"}
     assert served.post("/v1/collections/acme/tickets", json=[late]).status_code == 200

@@ -421,6 +421,15 @@ class Engine:
         with self._write_lock:
             return feedback.record(self.store, ticket_id, candidate_id, label, by)
 
+    def store_decision(self, decision: Any) -> None:
+        """Keep a decision made by a sharded collection's front on a pair that holds one of this shard's
+        tickets (`pipeline.sharded`)."""
+        from ticketsearch.index_data import feedback
+
+        assert self.store is not None
+        with self._write_lock:
+            feedback.store_decision(self.store, decision)
+
     def feedback_for(self, ticket_id: str) -> list[Any]:
         from ticketsearch.index_data import feedback
 

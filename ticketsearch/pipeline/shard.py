@@ -167,6 +167,9 @@ class ShardServer:
     def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
         return self.engine.record_feedback(ticket_id, candidate_id, label, by)
 
+    def store_decision(self, decision: Any) -> None:
+        self.engine.store_decision(decision)
+
     def feedback_for(self, ticket_id: str) -> list[Any]:
         return self.engine.feedback_for(ticket_id)
 

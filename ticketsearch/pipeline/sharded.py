@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ticketsearch.errors import ConflictError, TicketsearchError
+from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
@@ -43,8 +43,8 @@ from .shared_models import Loaded, SharedModels
 
 log = logging.getLogger("ticketsearch.sharded")
 
-FEEDBACK_NOT_BUILT = ("feedback and training on a sharded collection are not built yet: train on one index of "
-                      "the tickets and split it ('ticketsearch shard split')")
+TRAINING_NOT_BUILT = ("training on a sharded collection is not built yet: train on one index of the tickets "
+                      "and split it ('ticketsearch split')")
 
 
 class Pending(Protocol):
@@ -358,11 +358,21 @@ class ShardedEngine:
         return int(self._owner(ticket_id).call("delete", ticket_id).result())
 
     def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
-        raise ConflictError(FEEDBACK_NOT_BUILT)
+        """An agent's decision on a pair, kept in the shard of each of its two tickets, so that each ticket's
+        shard lists every decision on it (the same checks and answer as one index)."""
+        from ticketsearch.index_data import feedback
+
+        feedback.check_label(label)
+        self.get(ticket_id)  # both must exist: NotFoundError otherwise
+        self.get(candidate_id)
+        decision = feedback.decide(ticket_id, candidate_id, label, by)
+        owners = {shard_of(t, self.layout.shards) for t in (ticket_id, candidate_id)}
+        for p in [self._clients[i].call("store_decision", decision) for i in sorted(owners)]:
+            p.result()
+        return decision
 
     def feedback_for(self, ticket_id: str) -> list[Any]:
-        self.get(ticket_id)  # NotFoundError for an unknown ticket, as one index answers
-        return []
+        return list(self._owner(ticket_id).call("feedback_for", ticket_id).result())
 
     def delivery_answer(self, source: str, delivery_id: str) -> dict[str, Any] | None:
         answer: dict[str, Any] | None = self._owner(delivery_id).call("delivery_answer", source, delivery_id).result()
