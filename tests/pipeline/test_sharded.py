@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ticketsearch.api import TicketIndex
-from ticketsearch.errors import NotFoundError, QueryError
+from ticketsearch.errors import ConflictError, NotFoundError, QueryError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.sharded import ShardedEngine, merge_lists
@@ -177,6 +177,14 @@ def test_an_empty_sharded_collection_takes_writes(tmp_path: Path, settings) -> N
             assert hits[0].id == "A-1"
             assert eng.count() == 6
         assert colls.info("acme").tickets == 6
+        from ticketsearch.jobs import TrainingJobs
+        from ticketsearch.results import DedupeParams, TrainParams
+
+        jobs = TrainingJobs(colls, settings)
+        for params in (TrainParams(), DedupeParams()):  # not built on shards: refused, said why, nothing held
+            with pytest.raises(ConflictError, match="not built yet.*ticketsearch split"):
+                jobs.start("acme", params)
+        assert jobs.running("acme") is None
         colls.delete("acme")
         assert colls.names() == []
     finally:

@@ -43,8 +43,8 @@ from .shared_models import Loaded, SharedModels
 
 log = logging.getLogger("ticketsearch.sharded")
 
-TRAINING_NOT_BUILT = ("training on a sharded collection is not built yet: train on one index of the tickets "
-                      "and split it ('ticketsearch split')")
+TRAINING_NOT_BUILT = ("training and dedupe jobs on a sharded collection are not built yet: run them on one index "
+                      "of the tickets, then split it ('ticketsearch split')")
 
 
 class Pending(Protocol):
