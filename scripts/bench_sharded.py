@@ -11,7 +11,7 @@ One run, the same queries (each ticket's title, as a few-word query, then `simil
    instance, one front replica, one Serve application per shard copy): what a caller sees.
 Every system answers every query; answers are compared with the plain one's (ids in order). Latencies are the
 median and p90 of sequential requests after a warm-up. Sizing: bytes per ticket from the shard directories on
-disk, encode throughput measured here (MiniLM on CPU); GPU throughput is not measured (no GPU here); the
+disk, encode throughput measured here (MiniLM on this machine's CPUs, and on its GPU where it has one); the
 expected query latency at 5M tickets per shard extrapolated from `scripts/bench_search.py`'s per-stage figures at
 100k and 1M tickets (`--stages`) plus the scatter-gather cost measured here (`--latency-only` recomputes it).
 """
@@ -120,7 +120,33 @@ def expected_query_ms(stages: dict[str, Any], tickets: int, overhead: dict[str, 
             **{f"expected_p50_ms_{k}": round(shard_ms + v, 1) for k, v in overhead.items()}}
 
 
-def sizing_table(coll: Path, tickets: int, enc_rate: float, front_ms: float, ray_ms: float) -> dict[str, Any]:
+def encode_rates(model: str, texts: list[str], settings: Any) -> dict[str, float | None]:
+    """Tickets per second of a bulk encode (batches as a build makes them), on this machine's CPUs and, where
+    there is one, on its GPU (the text list repeated to 20x, after a warm-up, so that the GPU is measured busy)."""
+    import torch
+
+    from ticketsearch.retrieval.encoder import Encoder
+
+    rates: dict[str, float | None] = {"cpu": None, "gpu": None}
+    for device in ("cpu", "cuda"):
+        if device == "cuda" and not torch.cuda.is_available():
+            continue
+        enc = Encoder(model, settings=settings, device=device)
+        batch = texts * (20 if device == "cuda" else 1)
+        enc.encode(texts[:64])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        enc.encode(batch)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rates["gpu" if device == "cuda" else "cpu"] = len(batch) / (time.perf_counter() - t0)
+        del enc
+    return rates
+
+
+def sizing_table(coll: Path, tickets: int, enc_rate: float, front_ms: float, ray_ms: float,
+                 gpu_rate: float | None = None) -> dict[str, Any]:
     """Shards, memory and disk per shard, encode hours, from the parts of a 2-shard split of the index: what a
     shard holds in memory (both FAISS indexes, the reranker's candidate vectors, BM25 with term frequencies)
     and what it keeps on disk (DuckDB, the token states). Latency: the measured scatter-gather cost on top of
@@ -136,9 +162,12 @@ def sizing_table(coll: Path, tickets: int, enc_rate: float, front_ms: float, ray
                      "memory_gib_per_shard": round(mem * per_shard / 2**30, 1),
                      "disk_gib_per_shard": round(disk * per_shard / 2**30, 1),
                      "encode_hours_one_cpu_node_like_this": round(total / enc_rate / 3600, 1),
-                     "encode_hours_one_gpu": "not measured (no GPU here)"})
+                     "encode_hours_one_gpu": round(total / gpu_rate / 3600, 1) if gpu_rate
+                     else "not measured (no GPU here)"})
     return {"memory_bytes_per_ticket": round(mem), "disk_bytes_per_ticket": round(disk),
-            "cpu_encode_tickets_per_s": round(enc_rate, 1), "tickets_per_shard": per_shard, "rows": rows,
+            "cpu_encode_tickets_per_s": round(enc_rate, 1),
+            "gpu_encode_tickets_per_s": round(gpu_rate, 1) if gpu_rate else None,
+            "tickets_per_shard": per_shard, "rows": rows,
             "scatter_gather_ms_in_process_2_shards": round(front_ms, 1),
             "scatter_gather_ms_ray_2_shards": round(ray_ms, 1)}
 
@@ -226,13 +255,12 @@ def main() -> None:
         inproc["ratio_2_copies_to_1_p50"] = round(inproc["2_shards_2_copies"]["p50_ms"]
                                                   / inproc["2_shards"]["p50_ms"], 2)
         out["in_process"] = inproc
-        enc_rate = args.encode_per_s
-        if enc_rate is None:
-            texts = [t.title + "\n" + t.body for t in one.store.get_rows(one.store.row_ids().tolist()[:200])]
-            t0 = time.perf_counter()
-            one.encoder.encode(texts)
-            enc_rate = len(texts) / (time.perf_counter() - t0)
+        texts = [t.title + "\n" + t.body for t in one.store.get_rows(one.store.row_ids().tolist()[:200])]
+        model = one.manifest.model
         one.close()
+        rates = encode_rates(model, texts, settings) if args.encode_per_s is None else {"cpu": args.encode_per_s,
+                                                                                          "gpu": None}
+        enc_rate = float(rates["cpu"] or 0.0)
 
         http: dict[str, Any] = {}
         port = free_port()
@@ -277,7 +305,7 @@ def main() -> None:
 
         out["sizing"] = sizing_table(roots[2] / "collections" / "c", tickets, enc_rate,
                                      inproc["2_shards"]["p50_ms"] - inproc["plain"]["p50_ms"],
-                                     http["ray_2_shards"]["p50_ms"] - http["plain"]["p50_ms"])
+                                     http["ray_2_shards"]["p50_ms"] - http["plain"]["p50_ms"], rates["gpu"])
         out["sizing"]["expected_latency"] = expected_latency(out, args.stages)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
