@@ -22,11 +22,12 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n 2 --dist loadgroup`), every Ray test runs in one worker: one local Ray instance
-    at a time, not one per worker."""
+    """Under pytest-xdist (`-n 2 --dist loadgroup`): a module's tests run in one worker, in their order (some
+    share a module's server and build on each other's writes), and every Ray test in one worker (one local Ray
+    instance at a time, not one per worker)."""
     for item in items:
-        if item.get_closest_marker("ray"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        group = "ray" if item.get_closest_marker("ray") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
