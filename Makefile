@@ -31,9 +31,10 @@ demo: $(STAMP)
 	$(BIN)/ticketsearch explain --index $(DEMO)/index --like SUP-1900 --out $(DEMO)/explain.png
 	scripts/demo_serve.sh $(BIN) $(DEMO)/index $(PORT)
 
-# Two workers (pytest-xdist); every Ray test in one of them (tests/conftest.py), so one local Ray at a time.
+# Two workers (pytest-xdist), a test module's tests in one of them, in order (some build on each other's
+# writes); Ray modules take turns (a file lock in tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # ruff over the code, scripts and tests; mypy over the package. The card's folders install under
 # ticketsearch. by a setuptools mapping that mypy cannot follow, so it checks a view of symlinks laid out

@@ -21,28 +21,25 @@ os.environ["TICKETSEARCH_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n 2 --dist loadgroup`): a module's tests run in one worker, in their order (some
-    share a module's server and build on each other's writes), and every Ray test in one worker (one local Ray
-    instance at a time, not one per worker)."""
-    for item in items:
-        group = "ray" if item.get_closest_marker("ray") else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
-@pytest.fixture(scope="session")
-def local_ray() -> Iterator[Any]:
-    """One local Ray instance (num_cpus=2) for every Ray test: skipped with the reason where Ray is absent,
-    failed in CI (the dev extra installs it)."""
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A local Ray instance (num_cpus=2) for a module's Ray tests: skipped with the reason where Ray is absent,
+    failed in CI (the dev extra installs it). One at a time across pytest-xdist's workers (a file lock in the
+    directory they share), so that two Ray instances never contend for the same two cores."""
     try:
         import ray
     except ImportError:
         if os.environ.get("CI"):
             pytest.fail("Ray is not installed (the dev extra installs it)")
         pytest.skip("Ray is not installed: pip install 'ticketsearch[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "ticketsearch-ray.lock")):
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="session")
