@@ -7,6 +7,7 @@ negatives (`pipeline.training`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -32,13 +33,15 @@ class Decision:
     at: datetime  # naive UTC
 
 
-def check_label(label: str) -> None:
+def decide(get: Callable[[str], object], ticket_id: str, candidate_id: str, label: str,
+           by: str | None = None) -> Decision:
+    """A decision made now, with one index's checks wherever it is kept: QueryError for an unknown label or a
+    ticket paired with itself, NotFoundError (from `get`, the ticket lookup of a store or of a sharded
+    collection) for an unknown ticket."""
     if label not in LABELS:
         raise QueryError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
-
-
-def decide(ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Decision:
-    """A decision made now, once both tickets are known to exist (QueryError for a ticket paired with itself)."""
+    get(ticket_id)  # both must exist: NotFoundError otherwise
+    get(candidate_id)
     if ticket_id == candidate_id:
         raise QueryError("a ticket cannot be paired with itself")
     return Decision(ticket_id, candidate_id, label, by, datetime.now(UTC).replace(tzinfo=None))
@@ -55,10 +58,7 @@ def store_decision(store: TicketStore, d: Decision) -> None:
 
 def record(store: TicketStore, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Decision:
     """Store a decision (NotFoundError for an unknown ticket, QueryError for a ticket paired with itself)."""
-    check_label(label)
-    store.get(ticket_id)  # both must exist: NotFoundError otherwise
-    store.get(candidate_id)
-    d = decide(ticket_id, candidate_id, label, by)
+    d = decide(store.get, ticket_id, candidate_id, label, by)
     store_decision(store, d)
     return d
 

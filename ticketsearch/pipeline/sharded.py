@@ -362,10 +362,7 @@ class ShardedEngine:
         shard lists every decision on it (the same checks and answer as one index)."""
         from ticketsearch.index_data import feedback
 
-        feedback.check_label(label)
-        self.get(ticket_id)  # both must exist: NotFoundError otherwise
-        self.get(candidate_id)
-        decision = feedback.decide(ticket_id, candidate_id, label, by)
+        decision = feedback.decide(self.get, ticket_id, candidate_id, label, by)
         owners = {shard_of(t, self.layout.shards) for t in (ticket_id, candidate_id)}
         for p in [self._clients[i].call("store_decision", decision) for i in sorted(owners)]:
             p.result()
