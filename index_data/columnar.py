@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from ticketsearch.requests import MAX_BODY, MAX_FIELDS, MAX_TEXT, MAX_TITLE, MAX_VALUES
+
 from .records import CONTROL_CHARS, MAX_ID_LEN, detect_format, text_hash, ticket_text
 from .schema import CORE_COLUMNS, FieldSpec, Schema
 from .store import _ARROW_TYPE
@@ -107,9 +109,10 @@ def _columns(table: pa.Table, schema: Schema) -> pa.Table:
     ids = _ids(table.column("id") if "id" in table.column_names else None, n)
     title = _text(table.column("title"))
     body = _text(table.column("body"))
-    blank = pc.and_(pc.equal(pc.utf8_trim_whitespace(title), ""), pc.equal(pc.utf8_trim_whitespace(body), ""))
-    if pc.any(blank).as_py():
-        raise NotColumnar("a row with no text")
+    if pc.any(pc.equal(pc.utf8_trim_whitespace(title), "")).as_py():
+        raise NotColumnar("a row with no title")  # the row path names it (requests.TicketIn)
+    if pc.max(pc.utf8_length(title)).as_py() > MAX_TITLE or pc.max(pc.utf8_length(body)).as_py() > MAX_BODY:
+        raise NotColumnar("a title or body over its limit")
     created = _dates(table.column("created"), required=True)
     dup = _duplicate_of(table.column("duplicate_of") if "duplicate_of" in table.column_names else None, ids, n)
 
@@ -118,6 +121,8 @@ def _columns(table: pa.Table, schema: Schema) -> pa.Table:
         fields = None
     if fields is not None and not pa.types.is_struct(fields.type):
         raise NotColumnar("fields is not an object")
+    if fields is not None:
+        _kept_columns(fields, schema)
     out: dict[str, pa.Array | pa.ChunkedArray] = {
         "id": ids, "title": title, "body": body, "created": created, "duplicate_of": dup,
     }
@@ -131,6 +136,34 @@ def _columns(table: pa.Table, schema: Schema) -> pa.Table:
             continue
         out[spec.column] = _field(spec, column, n)
     return pa.table(out)
+
+
+def _kept_columns(fields: pa.ChunkedArray, schema: Schema) -> None:
+    """The per-row rule's checks on the `fields` object as a whole: every key a field or a kept column, at most
+    MAX_FIELDS of them, kept columns plain values within their limits (requests.TicketIn)."""
+    names = [fields.type.field(i).name for i in range(fields.type.num_fields)]
+    unknown = set(names) - set(schema.input_names)
+    if unknown or len(names) > MAX_FIELDS:
+        raise NotColumnar(f"fields {sorted(unknown)[:3]} or too many")
+    sources = {f.source for f in schema.fields} | {f.name for f in schema.fields}
+    for name in names:
+        if name in sources:
+            continue  # a schema field: `_field` checks it
+        col = pc.struct_field(fields, name)
+        t = col.type
+        items = t.value_type if pa.types.is_list(t) else t
+        if pa.types.is_list(t) and col.null_count:
+            raise NotColumnar(f"{name}: a null list")  # null is fine per row; kept simple here
+        if not (pa.types.is_string(items) or pa.types.is_integer(items) or pa.types.is_floating(items)
+                or pa.types.is_null(items)):
+            raise NotColumnar(f"{name}: {t}")
+        if pa.types.is_list(t) and len(col) and (pc.max(pc.list_value_length(col)).as_py() or 0) > MAX_VALUES:
+            raise NotColumnar(f"{name}: a long list")
+        flat = pc.list_flatten(col) if pa.types.is_list(t) else col
+        if pa.types.is_string(items) and len(flat) and (pc.max(pc.utf8_length(flat)).as_py() or 0) > MAX_TEXT:
+            raise NotColumnar(f"{name}: a long value")
+        if pa.types.is_floating(items) and not pc.all(pc.fill_null(pc.is_finite(flat), True)).as_py():
+            raise NotColumnar(f"{name}: NaN or Infinity")
 
 
 def _ids(col: pa.ChunkedArray | None, n: int) -> pa.ChunkedArray:
@@ -208,6 +241,8 @@ def _field(spec: FieldSpec, col: pa.Array | None, n: int) -> pa.Array:
     if spec.kind == "categorical":
         if not pa.types.is_string(col.type):
             raise NotColumnar(f"{spec.name}: {col.type}")  # numbers become strings per row (str(value))
+        if (pc.max(pc.utf8_length(col)).as_py() or 0) > MAX_TITLE:
+            raise NotColumnar(f"{spec.name}: a long value")
         blank = pc.equal(pc.utf8_trim_whitespace(col), "")
         return pc.if_else(pc.fill_null(blank, False), None, col)
     if spec.kind == "numeric":
@@ -223,7 +258,8 @@ def _field(spec: FieldSpec, col: pa.Array | None, n: int) -> pa.Array:
             raise NotColumnar(f"{spec.name}: {col.type}")
         lists = col.to_pylist()
         for items in lists:
-            if items and (None in items or "" in items or len(set(items)) != len(items)):
-                raise NotColumnar(f"{spec.name}: a list with empty or repeated items")
+            if items and (None in items or "" in items or len(set(items)) != len(items) or len(items) > MAX_VALUES
+                          or max(len(x) for x in items) > MAX_TITLE):
+                raise NotColumnar(f"{spec.name}: a list with empty, repeated or long items, or too many")
         return pa.array(lists, target)
     return _dates(col, required=False)

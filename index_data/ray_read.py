@@ -83,7 +83,8 @@ def _jira_keys(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                                                                            "links"))}
 
 
-def _validate(batch: dict[str, np.ndarray], schema: Schema, masters: dict[str, str]) -> dict[str, np.ndarray]:
+def _validate(batch: dict[str, np.ndarray], schema: Schema, masters: dict[str, str],
+              tracker: bool = False) -> dict[str, np.ndarray]:
     """Each record as a Ticket or a RowError (`read`: the reader's own error, passed on); line numbers are set
     by `read_on_ray`, from the order."""
     out: list[Any] = []
@@ -96,7 +97,7 @@ def _validate(batch: dict[str, np.ndarray], schema: Schema, masters: dict[str, s
         if masters and isinstance(raw, dict):
             raw = {**raw, "duplicate_of": masters.get(str(raw.get("id")))}
         try:
-            out.append(normalize_row(schema, raw, 0))
+            out.append(normalize_row(schema, raw, 0, tracker=tracker))
         except RowError as err:
             out.append(err)
     return {"n": batch["n"], "where": batch["where"], "item": _objects(out), "read": np.array(read, bool)}
@@ -145,7 +146,8 @@ def read_on_ray(path: Path, schema: Schema, fmt: str = "tickets", mapping: Path 
         ds, first_line, masters, first = _dataset(Path(path), fmt, mapping)
         yield from first
         tracker = fmt in TRACKERS
-        out = ds.map_batches(partial(_validate, schema=schema, masters=masters), batch_size=BATCH)
+        out = ds.map_batches(partial(_validate, schema=schema, masters=masters, tracker=tracker),
+                             batch_size=BATCH)
         line = first_line
         for row in out.iter_rows():
             n = int(row["n"]) or line  # CSV rows carry theirs; the others count in order (blank lines too)
@@ -159,8 +161,10 @@ def read_on_ray(path: Path, schema: Schema, fmt: str = "tickets", mapping: Path 
                 if first:  # Jira's, already given
                     line -= 1
                     continue
-                yield RowError(n, item.reason, item.ticket_id) if item.line == 0 and not tracker else item
+                yield RowError(n, item.reason, item.ticket_id, field=item.field) if item.line == 0 and not tracker \
+                    else item
             else:
-                yield RowError(n, item.reason, item.ticket_id, where=row["where"] if tracker else None)
+                yield RowError(n, item.reason, item.ticket_id, where=row["where"] if tracker else None,
+                               field=item.field)
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start = before

@@ -12,39 +12,29 @@ import hashlib
 import io
 import json
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ticketsearch.errors import IngestError, RowError
+from ticketsearch.errors import IngestError, RequestError, RowError
+from ticketsearch.requests import (  # noqa: F401 - the id rule and dates live with the request rules (re-exported)
+    CONTROL_CHARS,
+    ID_PATTERN,
+    MAX_ID_LEN,
+    MAX_TITLE,
+    SELF_DUPLICATE,
+    TicketIn,
+    id_problem,
+    naive_utc,
+    parse_datetime,
+    unknown_field,
+    validated,
+    value_problem,
+)
 
 from .schema import CORE_COLUMNS, FieldSpec, Schema
-
-# The one rule for a ticket id, in files and over HTTP (service/schemas.py takes both from here): 1 to
-# MAX_ID_LEN characters, none of them a control character (Unicode Cc: U+0000-U+001F, U+007F-U+009F), and no
-# whitespace at either end (files strip it first). Anything else is fine: '/', '#', '?', '%', inner spaces,
-# any script. CONTROL_CHARS reads the same in Python's re, Rust's regex (pydantic) and RE2 (Arrow).
-MAX_ID_LEN = 256
-CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
-ID_PATTERN = rf"^[^\s{CONTROL_CHARS}](?:[^{CONTROL_CHARS}]*[^\s{CONTROL_CHARS}])?$"
-_ID = re.compile(ID_PATTERN)
-
-
-SELF_DUPLICATE = "duplicate_of points at the ticket itself"
-
-
-def id_problem(tid: str) -> str | None:
-    """Why `tid` is not a ticket id (see ID_PATTERN), or None."""
-    if not tid:
-        return "empty id"
-    if len(tid) > MAX_ID_LEN:
-        return f"id longer than {MAX_ID_LEN} characters"
-    if _ID.fullmatch(tid) is None:
-        return "an id must not hold control characters or start or end with whitespace"
-    return None
 
 
 @dataclass
@@ -72,33 +62,6 @@ def ticket_text(schema: Schema, title: str, body: str) -> str:
 
 def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-
-def parse_datetime(value: Any) -> datetime:
-    """Parse ISO-8601 (date or date-time, with or without offset) to naive UTC."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, str) and value.strip():
-        s = value.strip()
-        if s.endswith("Z"):
-            s = s[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError as exc:
-            raise ValueError(f"not an ISO-8601 date: {value!r}") from exc
-    else:
-        raise ValueError(f"not an ISO-8601 date: {value!r}")
-    return naive_utc(dt)
-
-
-def naive_utc(dt: datetime) -> datetime:
-    """A datetime as naive UTC; at the ends of the calendar, where UTC would overflow, the offset is dropped."""
-    if dt.tzinfo is None:
-        return dt
-    try:
-        return dt.astimezone(UTC).replace(tzinfo=None)
-    except OverflowError:
-        return dt.replace(tzinfo=None)
 
 
 def coerce_value(spec: FieldSpec, value: Any) -> Any:
@@ -156,8 +119,17 @@ def coerce_value(spec: FieldSpec, value: Any) -> Any:
         raise ValueError(f"field {spec.name!r}: {exc}") from exc
 
 
-def normalize_row(schema: Schema, raw: Any, line: int) -> Ticket:
-    """Validate one raw record and return a Ticket. Raises RowError."""
+def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) -> Ticket:
+    """Validate one incoming ticket and return a Ticket. Raises RowError naming the line (the API: the item).
+
+    The one rule for a ticket at every door (file readers, the API, webhooks): the record is read into
+    `requests.TicketIn` (required fields, limits, id rule, dates; the API's messages), then its fields are
+    checked against the schema: each key a field's name or source column, or a column the schema keeps
+    (`keep`); anything else is refused, never dropped. Files' own leniency is only about spelling: a numeric
+    id, spaces around an id, "" for null, flat columns beside `fields`, text values that the field's type reads
+    (a number in a CSV cell, "a;b" for a list). `tracker`: the record is a tracker's issue translated by
+    `trackers` (an export or a webhook): the tracker's own fields that the schema lacks are not the ticket's and
+    are left out, as documented, rather than refused."""
     if not isinstance(raw, dict):
         raise RowError(line, f"expected an object, got {type(raw).__name__}")
     rid = raw.get("id")
@@ -169,47 +141,50 @@ def normalize_row(schema: Schema, raw: Any, line: int) -> Ticket:
     problem = id_problem(tid)
     if problem:
         raise RowError(line, problem)
-    title = raw.get("title")
-    body = raw.get("body")
-    for name, val in (("title", title), ("body", body)):
-        if val is not None and not isinstance(val, str):
-            raise RowError(line, f"{name} must be a string, got {type(val).__name__}", tid)
-    title = title or ""
-    body = body or ""
-    if not (title.strip() or body.strip()):
-        raise RowError(line, "title and body are both empty", tid)
-    if raw.get("created") in (None, ""):
-        raise RowError(line, "missing created date", tid)
-    try:
-        created = parse_datetime(raw["created"])
-    except ValueError as exc:
-        raise RowError(line, f"created: {exc}", tid) from None
     dup = raw.get("duplicate_of")
     if dup is not None and not isinstance(dup, (str, int)) or isinstance(dup, bool):
         raise RowError(line, "duplicate_of must be a ticket id or null", tid)
     dup = str(dup).strip() if dup not in (None, "") else None
-    if dup is not None and id_problem(dup):
-        raise RowError(line, f"duplicate_of: {id_problem(dup)}", tid)
     if dup == tid:
-        raise RowError(line, SELF_DUPLICATE, tid)
-
+        raise RowError(line, SELF_DUPLICATE, tid, field="duplicate_of")
     nested = raw.get("fields")
     if nested is not None and not isinstance(nested, dict):
         raise RowError(line, "fields must be an object", tid)
-    flat = {k: v for k, v in raw.items() if k not in CORE_COLUMNS}
-    merged: dict[str, Any] = {**flat, **(nested or {})}
+    merged: dict[str, Any] = {**{k: v for k, v in raw.items() if k not in CORE_COLUMNS}, **(nested or {})}
+    if tracker:
+        merged = {k: v for k, v in merged.items() if k in schema.input_names}
+    data = {"id": tid, "title": raw.get("title"), "body": raw.get("body"), "created": raw.get("created"),
+            "duplicate_of": dup, "fields": merged}
+    try:
+        checked = validated(TicketIn, {k: v for k, v in data.items() if v is not None})
+    except RequestError as exc:
+        raise RowError(line, f"{exc.field}: {exc.reason}" if exc.field else exc.reason, tid,
+                       field=exc.field) from None
+    allowed = schema.input_names
+    unknown = [k for k in merged if k not in allowed]
+    if unknown:
+        raise RowError(line, f"fields.{unknown[0]}: {unknown_field(unknown[0], allowed)}", tid,
+                       field=f"fields.{unknown[0]}")
     values: dict[str, Any] = {}
     for spec in schema.fields:
-        if spec.source == "created" and spec.source not in merged:
-            values[spec.name] = created if spec.kind == "date" else None
+        given = merged.get(spec.source, merged.get(spec.name))
+        if spec.source == "created" and given is None:
+            values[spec.name] = checked.created if spec.kind == "date" else None
             continue
+        # the API's rule for the value's type (requests.value_problem); a file's text may spell it (CSV)
+        problem = value_problem(spec, given, False)
+        if problem is not None and not isinstance(given, str):
+            raise RowError(line, f"fields.{spec.name}: {problem}", tid, field=f"fields.{spec.name}")
         try:
-            values[spec.name] = coerce_value(spec, merged.get(spec.source))
+            values[spec.name] = value = coerce_value(spec, given)
         except ValueError as exc:
-            raise RowError(line, str(exc), tid) from None
-    return Ticket(
-        id=tid, title=title, body=body, created=created, duplicate_of=dup, values=values, raw_fields=merged
-    )
+            raise RowError(line, f"fields.{spec.name}: {problem or exc}", tid, field=f"fields.{spec.name}") from None
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and len(v) > MAX_TITLE:
+                raise RowError(line, f"fields.{spec.name}: a value is longer than {MAX_TITLE} characters", tid,
+                               field=f"fields.{spec.name}")
+    return Ticket(id=tid, title=checked.title, body=checked.body, created=checked.created, duplicate_of=dup,
+                  values=values, raw_fields=merged)
 
 
 def _open_text(path: Path) -> io.TextIOBase:

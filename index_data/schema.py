@@ -10,6 +10,9 @@ any other value is read as a path.
     name = "components"        # name used in filters, the API and the store
     kind = "multi"             # categorical | multi | numeric | date
     source = "components"      # key in the ticket's `fields` object or flat column (default: name)
+    ...
+    keep = ["status", ...]     # (top level) other input columns, kept verbatim with each ticket, never features;
+                               # a column that is neither a field nor kept is refused, naming the row
     max_vocab = 500            # categorical/multi: vocabulary cap (rest go to the OOV bucket)
     transform = "log1p"        # numeric only: none | log1p
 """
@@ -59,6 +62,15 @@ class Schema:
     name: str
     text_fields: tuple[str, ...]
     fields: tuple[FieldSpec, ...] = field(default_factory=tuple)
+    keep: tuple[str, ...] = ()  # input columns kept verbatim with each ticket, never features (a tracker's own)
+
+    @property
+    def input_names(self) -> list[str]:
+        """What a ticket's fields may hold: each field's name (and source column, where another), then the kept
+        columns."""
+        names = [f.name for f in self.fields]
+        return names + [f.source for f in self.fields if f.source not in names] + [k for k in self.keep
+                                                                                   if k not in names]
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:
@@ -75,6 +87,7 @@ class Schema:
             "name": self.name,
             "text": {"fields": list(self.text_fields)},
             "fields": [asdict(f) for f in self.fields],
+            **({"keep": list(self.keep)} if self.keep else {}),
         }
 
     @classmethod
@@ -148,4 +161,7 @@ def _parse(data: dict[str, Any], origin: str) -> Schema:
         if transform not in ("none", "log1p") or (transform != "none" and kind != "numeric"):
             raise SchemaError(f"{where} ({fname}): transform must be 'none' or 'log1p' (numeric fields only)")
         specs.append(FieldSpec(name=fname, kind=kind, source=source, max_vocab=max_vocab, transform=transform))
-    return Schema(name=name, text_fields=tuple(text), fields=tuple(specs))
+    keep = data.get("keep", [])
+    if not isinstance(keep, list) or not all(isinstance(k, str) and k for k in keep):
+        raise SchemaError(f"schema {origin}: keep must be a list of column names")
+    return Schema(name=name, text_fields=tuple(text), fields=tuple(specs), keep=tuple(keep))

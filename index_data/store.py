@@ -212,6 +212,35 @@ class TicketStore:
             return UpsertResult(0, 0, self.change_seq)
         return self.upsert_tables(iter([self._to_arrow(list(latest.values()), None)]), row_ids)
 
+    def existing_row_ids(self, ids: Sequence[str]) -> dict[str, int]:
+        """The row ids of those of `ids` that are stored."""
+        if not ids:
+            return {}
+        self.con.register("_ask", pa.table({"id": pa.array(list(ids), pa.string())}))
+        try:
+            return dict(self.con.execute("SELECT t.id, t.row_id FROM tickets t JOIN _ask USING (id)").fetchall())
+        finally:
+            self.con.unregister("_ask")
+
+    @property
+    def next_row_id(self) -> int:
+        return self._meta_int("next_row_id")
+
+    def allocate_rows(self, n: int, floor: int = 0) -> int:
+        """Reserve `n` row ids for a sharded collection's new tickets (this store is its shard 0, which hands
+        them out in order, as one index would number them); returns the first. `floor`: none below it."""
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only")
+        self.con.execute("BEGIN")
+        try:
+            start = max(self._meta_int("collection_next_row"), int(floor))
+            self._set_meta("collection_next_row", str(start + int(n)))
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return start
+
     def set_row_allocation(self, next_row: int, stride: int) -> None:
         """New ids get row ids `next_row`, `next_row + stride`, ...: each shard of a collection of N takes its own
         residue modulo N, so row ids stay unique across the shards (a sharded search breaks ties by them)."""

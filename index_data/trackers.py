@@ -361,6 +361,6 @@ def read_tracker(path: Path, fmt: str, schema: Schema, mapping: Path | None = No
             yield rec
             continue
         try:
-            yield normalize_row(schema, rec, n)
+            yield normalize_row(schema, rec, n, tracker=True)
         except RowError as err:
-            yield RowError(n, err.reason, err.ticket_id, where=where)
+            yield RowError(n, err.reason, err.ticket_id, where=where, field=err.field)

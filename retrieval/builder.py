@@ -129,7 +129,7 @@ def build_titles(
 
 def build_bm25(out: IndexDir, store: TicketStore, texts: StoreTexts | None = None) -> BM25Index:
     st = texts or read_texts(store)
-    bm25 = BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)], keep_tf=out.is_shard)
+    bm25 = BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)], keep_tf=True)
     bm25.save(out.bm25_path)
     return bm25
 

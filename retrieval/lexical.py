@@ -193,9 +193,13 @@ class BM25Index:
         `stats`, a whole collection's (a shard of it: needs the term frequencies). The last query's array is kept
         (per thread), so that `score_rows` after `search` for the same query costs no second pass."""
         last = getattr(self._last, "item", None)
-        if last is not None and last[0] == query and last[1] is stats:
+        if last is not None and last[0] == query and last[1] == stats:
             return last[2]
-        out = self._scores(query) if stats is None else self._scores_with(tokenize([query])[0], stats)
+        if stats is None and self.tf is not None:  # one arithmetic for every index and shard: the same floats
+            toks = tokenize([query])[0]
+            out = self._scores_with(toks, self.corpus_stats(toks))
+        else:
+            out = self._scores(query) if stats is None else self._scores_with(tokenize([query])[0], stats)
         self._last.item = (query, stats, out)
         return out
 
@@ -230,7 +234,7 @@ class BM25Index:
                 per_term[t] = docs, term_scores(tf, self.tf.doc_len[docs], idf(stats.df[t], stats.n), stats.avgdl,
                                                 k1, b)
             docs, sc = per_term[t]
-            np.add.at(out, docs, sc)
+            out[docs] += sc  # a term's documents are distinct
         return out
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None,

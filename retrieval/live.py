@@ -340,7 +340,12 @@ class LiveVectors(Live[VectorIndex, np.ndarray]):
 
 class LiveBM25(Live[BM25Index, list[str]]):
     """BM25 (bm25s cannot add documents) that takes upserts and deletes: changed rows are masked in the base
-    and their new text is scored with the base's statistics (`BM25Index.score_tokens`).
+    and their new text is scored by `BM25Index.score_tokens`.
+
+    Every score uses the statistics of the live corpus as it is now (`corpus_stats`: the base's, less the rows
+    changed or deleted since, plus the overlay's documents), so the answers do not depend on when the base was
+    last rebuilt: an index and a sharded collection of the same tickets (whose shards rebuild at other moments)
+    score alike. A base saved without term frequencies (before they were kept) scores with its own statistics.
 
     `rebuild` returns a fresh base built from the source of truth as of now (the corpus is not kept here), so
     a compaction from a snapshot at change S keeps every change after S: a change the rebuild already holds
@@ -358,8 +363,15 @@ class LiveBM25(Live[BM25Index, list[str]]):
     def _reset_overlay(self) -> None:
         self._rows_with: dict[str, set[int]] = {}  # term -> overlay rows holding it: a query scores only those
         self._terms_of: dict[int, set[str]] = {}
+        self._overlay_n = 0  # documents in the overlay, and their length in tokens (an empty one counts 1, as
+        self._overlay_len = 0  # in a base: bm25s indexes it with a placeholder token)
+        self._version = getattr(self, "_version", 0) + 1
+        self._stats_cache: tuple[int, tuple[str, ...], CorpusStats] | None = None
 
     def _overlay_changed(self, rows: list[int]) -> None:
+        self._version += 1
+        self._overlay_n = sum(1 for _, d in self.changes.values() if d is not None)
+        self._overlay_len = sum(len(d) or 1 for _, d in self.changes.values() if d is not None)
         for r in rows:
             for t in self._terms_of.pop(r, ()):
                 self._rows_with[t].discard(r)
@@ -384,11 +396,43 @@ class LiveBM25(Live[BM25Index, list[str]]):
         toks = tokenize(texts) if texts else []
         self._put(list(row_ids), toks, [seq] * len(toks))
 
+    def corpus_stats(self, query_tokens: list[str]) -> CorpusStats:
+        """The live corpus's statistics for these query terms: exact at every moment (what a shard reports for
+        its collection's sum, and what an index scores with)."""
+        st = self.base.corpus_stats(query_tokens)
+        tf = self.base.tf
+        if not self.changes or tf is None:
+            return st
+        key = tuple(sorted(set(query_tokens)))
+        cached = self._stats_cache
+        if cached is not None and cached[0] == self._version and cached[1] == key:
+            return cached[2]
+        pos = np.asarray([self.base._pos[r] for r in self.stale], np.int64)  # masked base documents
+        df = dict(st.df)
+        for t in list(df):
+            docs, _ = tf.postings(self.base.model.vocab_dict[t])
+            df[t] -= int(np.isin(docs, pos).sum()) if len(pos) else 0
+        for t in key:
+            df[t] = df.get(t, 0) + len(self._rows_with.get(t, ()))
+        out = CorpusStats(st.n - len(pos) + self._overlay_n,
+                          st.total_len - int(tf.doc_len[pos].sum()) + self._overlay_len,
+                          {t: c for t, c in df.items() if c > 0})
+        self._stats_cache = (self._version, key, out)
+        return out
+
+    def _live_stats(self, query: str, stats: CorpusStats | None) -> CorpusStats | None:
+        """`stats` (a whole collection's, given to a shard), or the live corpus's where it differs from the
+        base's own (None: the base's, bm25s's own scores)."""
+        if stats is not None or not self.changes or self.base.tf is None:
+            return stats
+        return self.corpus_stats(tokenize([query])[0])
+
     def search(self, query: str, k: int, allowed: np.ndarray | None = None,
                stats: CorpusStats | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """`stats`: a whole collection's statistics (a shard scores with them); default the base's."""
+        """`stats`: a whole collection's statistics (a shard scores with them); default the live corpus's."""
         if not self.changes:
             return self.base.search(query, k, allowed, stats)
+        stats = self._live_stats(query, stats)
         parts = [_masked_top(lambda kk: self.base.search(query, kk, allowed, stats), k, self._stale())]
         q = tokenize([query])[0]
         hit: set[int] = set().union(*(self._rows_with.get(t, set()) for t in set(q)))
@@ -402,6 +446,7 @@ class LiveBM25(Live[BM25Index, list[str]]):
 
     def score_rows(self, query: str, row_ids: list[int], stats: CorpusStats | None = None) -> np.ndarray:
         """BM25 scores of these rows (0 for a row the index lacks)."""
+        stats = self._live_stats(query, stats)
         out = self.base.score_rows(query, row_ids, stats)
         mine = [(j, self.changes[r][1]) for j, r in enumerate(row_ids) if r in self.changes]
         if mine:

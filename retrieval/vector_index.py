@@ -123,9 +123,17 @@ class VectorIndex:
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, row ids) per query, best first, equal scores by row id (older tickets first, as the
-        evaluation breaks ties by time); -1 ids pad rows with fewer than k results."""
-        scores, ids = self._search(queries, k, allowed)
-        return _ties_by_row_id(scores, ids)
+        evaluation breaks ties by time); -1 ids pad rows with fewer than k results. Equal scores at the cut are
+        settled by row id too (FAISS keeps whichever its heap met first): every index and every shard of the same
+        tickets returns the same k."""
+        k = max(1, int(k))
+        kk = k + TIE_MARGIN
+        while True:
+            scores, ids = _ties_by_row_id(*self._search(queries, kk, allowed))
+            cut = ids[:, -1] >= 0  # a full list whose last score equals the k-th may hide an equal one below it
+            if not (cut & (scores[:, k - 1] == scores[:, -1])).any() or kk >= self.ntotal:
+                return scores[:, :k], ids[:, :k]
+            kk *= 2
 
     def _search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -149,8 +157,8 @@ class VectorIndex:
         else:
             params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]  # faiss's stubs lack keyword constructors
         scores, ids = self.index.search(q, k, params=params)
-        short = (ids < 0).sum(axis=1) > 0
-        if short.any() and len(allowed) > k:
+        short = (ids >= 0).sum(axis=1) < min(k, len(allowed))
+        if short.any():
             # The approximate search ran dry before k hits; answer those queries exactly.
             s2, i2 = self._exact_subset(q[short], k, allowed)
             scores[short], ids[short] = s2, i2
@@ -197,6 +205,9 @@ class VectorIndex:
         if self.kind != "flat":
             raise TicketsearchError(f"removing vectors from a {self.kind} index is not supported; rebuild it")
         return int(self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64))))
+
+
+TIE_MARGIN = 8  # results beyond k fetched to see whether equal scores straddle the cut
 
 
 def _ties_by_row_id(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,7 @@ from ticketsearch.errors import (
     JobNotFoundError,
     NotFoundError,
     QueryError,
+    RequestError,
     RowError,
     SchemaError,
     TicketsearchError,
@@ -48,6 +49,7 @@ from ticketsearch.index_data.trackers import hook_record
 from ticketsearch.jobs import TrainingJobs
 from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.shared_models import SharedModels
+from ticketsearch.requests import checked_fields, error_message
 from ticketsearch.results import (
     CollectionInfo,
     CollectionSchema,
@@ -69,7 +71,6 @@ from .page import add_page_routes
 from .schemas import (
     BATCH_TAGS,
     MAX_K,
-    NOT_BLANK,
     CollectionCreate,
     DeleteResponse,
     DuplicateRequest,
@@ -81,7 +82,6 @@ from .schemas import (
     TicketOut,
     UpsertResponse,
     patch_openapi,
-    value_problem,
 )
 
 log = logging.getLogger("ticketsearch.service")
@@ -349,15 +349,11 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
 
     @router.post("/search", response_model=SearchResult, dependencies=read, responses={**ERRORS, **NOT_FOUND})
     async def search(request: Request, req: SearchRequest) -> SearchResult:
-        """Tickets like the query text, filtered, then reranked with the trained model when there is one."""
+        """Tickets like the query text (or like an indexed ticket: `like`), filtered, then reranked with the
+        trained model when there is one."""
         name = collection(request)
         async with svc.engine(name) as eng:
-            fields = query_fields(eng, req.fields, "body.fields")
-            filters = filter_values(eng, req.filters)
-            res = await svc.run(eng, lambda e: e.search(
-                text=req.text, title=req.title, fields=fields, filters=filters, before=req.created_before,
-                after=req.created_after, k=req.k, method=req.method, rerank=req.rerank, explain=req.explain,
-                snippets=req.snippets))
+            res = await svc.run(eng, lambda e: e.run(req))
         svc.metrics.observe_stages(res.timings_ms, name)
         return res
 
@@ -369,8 +365,9 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
                                              "the words that match the ticket.")) -> SearchResult:
         """Tickets similar to an indexed ticket (never the ticket itself)."""
         name = collection(request)
+        req = SearchRequest(like=ticket_id, k=k, snippets=snippets)
         async with svc.engine(name) as eng:
-            res = await svc.run(eng, lambda e: e.search(like=ticket_id, k=k, snippets=snippets))
+            res = await svc.run(eng, lambda e: e.run(req))
         svc.metrics.observe_stages(res.timings_ms, name)
         return res
 
@@ -387,9 +384,7 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
         the collection has a model, `is_duplicate` and `probability` are null and `reason` says why."""
         async with svc.engine(collection(request)) as eng:
             index = TicketIndex.of_engine(eng)
-            fields = query_fields(eng, req.fields, "body.fields")
-            ticket = {"title": req.title, "body": req.body, "created": req.created, "fields": fields}
-            return await svc.run(eng, lambda e: index.duplicates(ticket, k=req.k, snippets=req.snippets))
+            return await svc.run(eng, lambda e: index.duplicates(req))
 
     @router.post("/tickets", response_model=UpsertResponse, dependencies=write,
                  responses={**ERRORS, **NOT_FOUND, **CONFLICT})
@@ -473,7 +468,7 @@ def add_hook_routes(router: APIRouter, svc: Service, named: bool) -> None:
                 if before is not None:
                     return JSONResponse(before, 200, headers={"X-Ticketsearch-Replay": "true"})
             try:
-                ticket = normalize_row(eng.store.schema, rec, 1)  # type: ignore[union-attr]  # the store is open once the engine is ready
+                ticket = normalize_row(eng.store.schema, rec, 1, tracker=True)  # type: ignore[union-attr]  # the store is open once the engine is ready
             except RowError as exc:
                 raise ApiError(422, "body.issue", exc.reason, type_="value_error") from None
             index = TicketIndex.of_engine(eng)
@@ -518,22 +513,25 @@ def add_hook_routes(router: APIRouter, svc: Service, named: bool) -> None:
 
 
 def checked_tickets(eng: Engine, body: Any) -> list[Any]:
-    """The request's tickets, checked against the collection's schema (422, or 409 for a self-duplicate)."""
+    """The request's tickets by the one rule of a ticket (`records.normalize_row`, which reads files too), after
+    the JSON types of the schema's fields that the OpenAPI document states (422, or 409 for a self-duplicate)."""
+    assert eng.store is not None  # the store is open once the engine is ready
+    schema = eng.store.schema
     items = body if isinstance(body, list) else [body]
     prefix = "body" if not isinstance(body, list) else "body.{i}"
-    schema = eng.store.schema if eng.store else None
     tickets = []
     for i, t in enumerate(items):
         where = prefix.format(i=i)
-        query_fields(eng, t.fields, f"{where}.fields")
+        query_fields(eng, {k: v for k, v in t.fields.items() if k in schema.field_names}, f"{where}.fields")
         raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
-               "duplicate_of": t.duplicate_of, "fields": {k: v for k, v in t.fields.items() if v is not None}}
+               "duplicate_of": t.duplicate_of, "fields": t.fields}
         try:
-            tickets.append(normalize_row(schema, raw, i + 1))  # type: ignore[arg-type]  # the store is open once the engine is ready
+            tickets.append(normalize_row(schema, raw, i + 1))
         except RowError as exc:
             if exc.reason == SELF_DUPLICATE:  # well formed, but in conflict with the ticket's own id
                 raise ApiError(409, f"{where}.duplicate_of", exc.reason, type_="conflict") from None
-            raise ApiError(422, where, exc.reason, type_="value_error") from None
+            kind = "unknown_field" if exc.detail.startswith("unknown field") else "value_error"
+            raise ApiError(422, f"{where}.{exc.field}" if exc.field else where, exc.detail, type_=kind) from None
     return tickets
 
 
@@ -548,25 +546,13 @@ def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
         return None
 
 
-def query_fields(eng: Engine, fields: dict[str, Any], where: str, is_filter: bool = False) -> dict[str, Any]:
-    """Field names must be in the schema and values of the field's type (unseen values are fine: they use
-    the out-of-vocabulary bucket). The same rules as the OpenAPI document."""
-    schema = eng.store.schema if eng.store else None
-    allowed = schema.field_names if schema else []
-    unknown = sorted(set(fields) - set(allowed))
-    if unknown:
-        raise ApiError(422, f"{where}.{unknown[0]}", f"unknown field {unknown[0]!r}; allowed: "
-                       f"{', '.join(allowed) or '(none)'}", type_="unknown_field")
-    for name, value in fields.items():
-        problem = value_problem(schema.field(name), value, is_filter)  # type: ignore[union-attr]  # the store is open once the engine is ready
-        if problem:
-            raise ApiError(422, f"{where}.{name}", problem, type_="value_error")
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def filter_values(eng: Engine, filters: dict[str, Any]) -> dict[str, list[Any]]:
-    return {name: v if isinstance(v, list) else [v]
-            for name, v in query_fields(eng, filters, "body.filters", is_filter=True).items()}
+def query_fields(eng: Engine, fields: dict[str, Any], where: str) -> dict[str, Any]:
+    """A ticket's fields by the one rule of a request's fields (`requests.checked_fields`), as a 422 there."""
+    assert eng.store is not None  # the store is open once the engine is ready
+    try:
+        return checked_fields(eng.store.schema, fields, where)
+    except RequestError as exc:
+        raise ApiError(422, exc.field or where, exc.reason, type_=exc.type) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -579,10 +565,7 @@ def install_error_handlers(app: FastAPI) -> None:
         items = []
         for e in exc.errors():
             loc = ".".join(str(x) for x in field_path(tuple(e.get("loc", ())))) or "body"
-            msg = str(e.get("msg", "invalid"))
-            if e.get("type") == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == NOT_BLANK:
-                msg = "must not be empty or whitespace only"
-            items.append({"field": loc, "reason": msg, "type": str(e.get("type", "invalid"))})
+            items.append({"field": loc, "reason": error_message(e), "type": str(e.get("type", "invalid"))})
         return JSONResponse({"detail": items}, 422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -604,6 +587,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body("collection", str(exc), "unavailable"), 503)
         if isinstance(exc, NotFoundError):
             return JSONResponse(error_body("path.ticket_id", str(exc), "not_found"), 404)
+        if isinstance(exc, RequestError):  # a rule of ticketsearch.requests, naming the field it concerns
+            where = "body" + (f".{exc.field}" if exc.field else "")
+            return JSONResponse(error_body(where, exc.reason, exc.type), 422)
         if isinstance(exc, QueryError):
             return JSONResponse(error_body("body", str(exc), "value_error"), 422)
         log.warning("request failed: %s", exc)

@@ -12,6 +12,7 @@ import typer
 
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest
 
 app = typer.Typer(
     name="ticketsearch",
@@ -79,9 +80,41 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, list[str]]:
     return out
 
 
-def parse_fields(field: list[str] | None) -> dict[str, object]:
-    """--field K=V options -> the query ticket's own fields (one value, or a list for K=a,b)."""
-    return {k: v[0] if len(v) == 1 else v for k, v in parse_pairs(field, "--field").items()}
+def parse_fields(field: list[str] | None, kinds: dict[str, str] | None = None) -> dict[str, object]:
+    """--field K=V options -> the query ticket's own fields (one value, or a list for K=a,b), typed by the
+    field's kind (`kinds`) as the request's rule expects them (a number for a numeric field, a list for a multi)."""
+    return {k: typed(k, v, (kinds or {}).get(k), "--field") for k, v in parse_pairs(field, "--field").items()}
+
+
+def parse_filters(filter_: list[str] | None, kinds: dict[str, str] | None = None) -> dict[str, object]:
+    """--filter K=V options -> filters (a list of values per field, OR-ed), typed as `parse_fields`."""
+    out: dict[str, object] = {}
+    for k, v in parse_pairs(filter_, "--filter").items():
+        value = typed(k, v, (kinds or {}).get(k), "--filter")
+        out[k] = value if isinstance(value, list) else [value]
+    return out
+
+
+def typed(name: str, values: list[str], kind: str | None, option: str) -> object:
+    """A K=V option's text as the value a field of `kind` takes (the CLI is a text door: the one rule of
+    ticketsearch.requests then checks it like any other request's value)."""
+    if kind == "numeric":
+        try:
+            numbers: list[object] = [float(v) for v in values]
+        except ValueError:
+            fail(f"{option} {name}: a number expected, got {','.join(values)!r}")
+        return numbers[0] if len(numbers) == 1 else numbers
+    if kind == "multi":
+        return list(values)
+    return values[0] if len(values) == 1 else list(values)
+
+
+def field_kinds(reader: Any, asked: bool) -> dict[str, str]:
+    """The index's (or the service collection's) field kinds, read only when a --field or --filter needs them."""
+    if not asked:
+        return {}
+    schema = reader.pipeline.schema if hasattr(reader, "pipeline") else reader.schema()
+    return {f.name: f.kind for f in schema.fields}
 
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index directory.")]
@@ -236,14 +269,17 @@ def search(
     ] = None,
     before: Annotated[Optional[str], typer.Option("--before", help="Only tickets created before this date.")] = None,
     after: Annotated[Optional[str], typer.Option("--after", help="Only tickets created on or after this date.")] = None,
-    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Number of hits.")] = 10,
+    k: Annotated[int, typer.Option("-k", help=f"Number of hits (1 to {MAX_K}).")] = 10,
     method: Annotated[
-        Optional[str], typer.Option("--method", help="First stage: dense, bm25, title or hybrid (default: hybrid).")
+        Optional[str], typer.Option("--method", help=f"First stage: {', '.join(METHODS)} (default: hybrid).")
     ] = None,
     rerank: Annotated[
         bool, typer.Option("--rerank/--no-rerank", help="Rerank the top 100 with the trained model.")
     ] = True,
     explain: Annotated[bool, typer.Option("--explain", help="Show the words each hit's features attended to.")] = False,
+    title: Annotated[Optional[str], typer.Option("--title", help="The query ticket's title, apart from TEXT.")] = None,
+    snippets: Annotated[bool, typer.Option(
+        "--snippets", help="Each hit with a passage of its body and the words that match the query.")] = False,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
@@ -254,8 +290,11 @@ def search(
         fail("give a query TEXT or --like ID")
     reader = open_reader(index, url, key, collection)
     try:
-        res = reader.search(text, like=like, fields=parse_fields(field), filters=parse_pairs(filter_, "--filter"),
-                            before=before, after=after, k=k, method=method, rerank=rerank, explain=explain)
+        kinds = field_kinds(reader, bool(field or filter_))
+        req = SearchRequest.of(text, like=like, title=title, fields=parse_fields(field, kinds),
+                               filters=parse_filters(filter_, kinds), before=before, after=after, k=k, method=method,
+                               rerank=rerank, explain=explain, snippets=snippets)
+        res = reader.search(req)
     finally:
         reader.close()
     print_result(res, as_json)
@@ -266,7 +305,7 @@ def search(
 def similar(
     ticket_id: Annotated[str, typer.Argument(help="An indexed ticket's id.")],
     index: IndexOpt = None,
-    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of hits.")] = 10,
+    k: Annotated[int, typer.Option("-k", help=f"Number of hits (1 to {MAX_K}).")] = 10,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
@@ -289,18 +328,18 @@ def duplicates(
     body: Annotated[str, typer.Option("--body", help="The new ticket's body.")] = "",
     created: Annotated[Optional[str], typer.Option("--created", help="Its creation time (ISO-8601).")] = None,
     field: Annotated[Optional[list[str]], typer.Option("--field", help="Its own field, K=V.")] = None,
-    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of candidates.")] = 5,
+    k: Annotated[int, typer.Option("-k", help=f"Number of candidates (1 to {MAX_K}).")] = 5,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
     """Is this new ticket a duplicate of an indexed one? (the index's reranker, or the general model)"""
-    if not title.strip():
-        fail("--title must not be empty")
     reader = open_reader(index, url, key, collection)
     try:
-        res = reader.duplicates({"title": title, "body": body, "created": created, "fields": parse_fields(field)}, k=k)
+        kinds = field_kinds(reader, bool(field))
+        res = reader.duplicates(DuplicateRequest.of(
+            {"title": title, "body": body, "created": created, "fields": parse_fields(field, kinds)}, k=k))
     finally:
         reader.close()
     if as_json:
@@ -542,7 +581,8 @@ def explain(
     try:
         if idx.pipeline.reranker is None:
             fail("; ".join(idx.pipeline.notes))
-        res = idx.search(text, like=like, fields=parse_fields(field), k=1, explain=True)
+        res = idx.search(text, like=like, fields=parse_fields(field, field_kinds(idx, bool(field))), k=1,
+                         explain=True)
     finally:
         idx.close()
     top = res.hits[0] if res.hits else None

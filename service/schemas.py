@@ -2,126 +2,38 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     StrictBool,
     Tag,
-    WithJsonSchema,
-    field_validator,
 )
 
-from ticketsearch.index_data.records import ID_PATTERN, MAX_ID_LEN, parse_datetime
 from ticketsearch.index_data.schema import FieldSpec, Schema
-
-MAX_TEXT = 100_000  # characters; the encoder itself reads the first max_seq_length tokens
-MAX_TITLE = 2_000
-MAX_ID = MAX_ID_LEN  # the same limit and rule (ID_PATTERN) as ticket files: index_data/records.py
-MAX_K = 100
-MAX_FIELDS = 64
-MAX_VALUES = 100
-MAX_BATCH = 1000  # tickets per POST /v1/tickets
-VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f]"  # neither a space nor a control character
-NOT_BLANK = VISIBLE  # at least one such character
-
-def _field_value(v: Any) -> Any:
-    """A field value: a string, a finite number, null, or a list of strings and numbers."""
-    if isinstance(v, list):
-        if len(v) > MAX_VALUES:
-            raise ValueError(f"at most {MAX_VALUES} values")
-        for x in v:
-            _scalar(x)
-        return v
-    return None if v is None else _scalar(v)
-
-
-def _scalar(x: Any) -> Any:
-    if isinstance(x, bool) or not isinstance(x, (str, int, float)):
-        raise ValueError(f"must be a string, a number or a list of them, not {type(x).__name__}")
-    if isinstance(x, float) and not math.isfinite(x):
-        raise ValueError("NaN and Infinity are not allowed")
-    if isinstance(x, str) and len(x) > MAX_TITLE:
-        raise ValueError(f"a value is longer than {MAX_TITLE} characters")
-    return x
-
-
-_SCALAR_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "string", "maxLength": MAX_TITLE}, {"type": "number"}]}
-FieldValue = Annotated[
-    Any,
-    BeforeValidator(_field_value),
-    WithJsonSchema({"anyOf": [*_SCALAR_SCHEMA["anyOf"], {"type": "null"},
-                              {"type": "array", "items": _SCALAR_SCHEMA, "maxItems": MAX_VALUES}]}),
-]
-FieldName = Annotated[str, Field(min_length=1, max_length=64)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=MAX_TEXT)
-
-
-TicketId = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN,
-                                 description="Any characters but control characters, no space at either end.")]
-
-
-def _iso_date(v: Any) -> datetime:
-    """Dates are ISO-8601 strings only (a number is not a date), read as files read them (naive UTC)."""
-    if not isinstance(v, str):
-        raise ValueError(f"must be an ISO-8601 date-time string, not {type(v).__name__}")
-    return parse_datetime(v)
-
-
-IsoDate = Annotated[datetime, BeforeValidator(_iso_date), WithJsonSchema({"type": "string", "format": "date-time"})]
-
-
-class SearchRequest(Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT, pattern=NOT_BLANK,
-                      description="Query text (the encoder reads its first max_seq_length tokens; the rest is cut).")
-    title: str | None = Field(default=None, max_length=MAX_TITLE,
-                              description="Optional separate title of the query ticket.")
-    fields: dict[FieldName, FieldValue] = Field(
-        default_factory=dict, max_length=MAX_FIELDS,
-        description="The query ticket's own structured fields (unseen values are fine).")
-    filters: dict[FieldName, FieldValue] = Field(
-        default_factory=dict, max_length=MAX_FIELDS,
-        description="Restrict candidates: field -> value or list of values (OR).")
-    created_before: IsoDate | None = None
-    created_after: IsoDate | None = None
-    k: int = Field(default=10, ge=1, le=MAX_K)
-    explain: StrictBool = False
-    method: Literal["hybrid", "dense", "bm25", "title"] | None = Field(
-        default=None, description="First stage (default: hybrid).")
-    rerank: StrictBool = Field(default=True, description="Rerank the top 100 with the trained model when there is one.")
-    snippets: StrictBool = Field(default=False, description="Each hit carries a passage of its body and the words "
-                                 "that match the query (`snippet`, `highlight`).")
-
-    _title = field_validator("title")(lambda v: v.strip() or None if v is not None else None)
-
-
-class DuplicateRequest(Strict):
-    title: str = Field(min_length=1, max_length=MAX_TITLE, pattern=NOT_BLANK)
-    body: str = Field(default="", max_length=MAX_TEXT)
-    created: IsoDate | None = Field(default=None, description="Only tickets created before this are candidates.")
-    fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS)
-    k: int = Field(default=5, ge=1, le=MAX_K)
-    snippets: StrictBool = Field(default=False, description="Each candidate carries a passage of its body and the "
-                                 "words that match the ticket (`snippet`, `highlight`).")
-
-
-class TicketIn(Strict):
-    id: TicketId
-    title: str = Field(min_length=1, max_length=MAX_TITLE, pattern=NOT_BLANK)
-    body: str = Field(default="", max_length=MAX_TEXT)
-    created: IsoDate
-    duplicate_of: TicketId | None = None
-    fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS)
-
+from ticketsearch.requests import (  # noqa: F401 - the request models and limits, defined once, re-exported here
+    ID_PATTERN,
+    MAX_BATCH,
+    MAX_FIELDS,
+    MAX_ID,
+    MAX_K,
+    MAX_TEXT,
+    MAX_TITLE,
+    MAX_VALUES,
+    NOT_BLANK,
+    VISIBLE,
+    DuplicateRequest,
+    FieldName,
+    FieldValue,
+    IsoDate,
+    SearchRequest,
+    Strict,
+    TicketId,
+    TicketIn,
+    value_problem,
+)
 
 # POST /v1/tickets takes one ticket or a list. The union is tagged by the body's JSON type, so an error names
 # only the shape that was sent; app.py drops the tag from the error's field ("body.created", "body.3.created").
@@ -207,44 +119,13 @@ def patch_openapi(doc: dict[str, Any], schema: Schema) -> dict[str, Any]:
     for model in ("SearchRequest", "DuplicateRequest", "TicketIn"):
         props = comps.get(model, {}).get("properties", {})
         if "fields" in props:
+            kept = props["fields"].get("additionalProperties") if model == "TicketIn" else None
             props["fields"] = fields_json_schema(schema, props["fields"].get("description", "Structured fields."))
+            for name in schema.keep if kept else ():  # a ticket may carry the columns its schema keeps verbatim
+                props["fields"]["properties"].setdefault(name, kept)
         if "filters" in props:
             props["filters"] = filters_json_schema(schema, props["filters"].get("description", "Filters."))
     return doc
-
-
-def value_problem(spec: FieldSpec, value: Any, is_filter: bool) -> str | None:
-    """Why `value` does not fit the field's type (the same rules as the OpenAPI document), or None."""
-    if value is None:
-        return "a filter value must not be null" if is_filter else None
-    values = value if isinstance(value, list) and (is_filter or spec.kind == "multi") else [value]
-    if is_filter and isinstance(value, list) and not value:
-        return "needs at least one value"
-    if spec.kind == "multi" and not is_filter:
-        if not isinstance(value, list):
-            return "must be a list of strings"
-    for v in values:
-        if isinstance(v, list):
-            if is_filter:
-                return "takes a value or a list of values, not nested lists"
-            return "takes a single value, not a list"
-        if spec.kind == "multi" and not isinstance(v, str):
-            return "values must be strings"
-        if spec.kind == "categorical" and not isinstance(v, (str, int, float)):
-            return "must be a string or a number"
-        if spec.kind == "numeric":
-            if not isinstance(v, (int, float)):
-                return "must be a number"
-            if spec.transform == "log1p" and v < 0:
-                return "must be at least 0"
-        if spec.kind == "date":
-            if not isinstance(v, str):
-                return "must be an ISO-8601 date-time string"
-            try:
-                parse_datetime(v)
-            except ValueError as exc:
-                return str(exc)
-    return None
 
 
 # ---- collections ------------------------------------------------------------------------------------------

@@ -15,18 +15,13 @@ The CLI and the HTTP service are thin layers over this object.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ticketsearch.errors import ReadOnlyError, RowError, TicketsearchError, UnavailableError
+from ticketsearch.requests import DuplicateRequest, SearchRequest
 from ticketsearch.results import DuplicateResult, SearchResult
 from ticketsearch.settings import Settings, get_settings
-
-
-def as_filters(filters: Mapping[str, Any] | None) -> dict[str, list[Any]]:
-    """Filters as field -> list of values (a single value is a list of one)."""
-    return {k: list(v) if isinstance(v, (list, tuple, set)) else [v] for k, v in (filters or {}).items()}
 
 
 class TicketIndex:
@@ -48,6 +43,8 @@ class TicketIndex:
             engine.start()
             if engine.error is not None:
                 engine.close()
+                if isinstance(engine.failure, TicketsearchError):
+                    raise engine.failure  # its own type: a StoreLockedError stays one
                 raise TicketsearchError(engine.error)
             return cls(Path(path), settings, engine=engine)
         from ticketsearch.pipeline.search import SearchPipeline
@@ -81,19 +78,14 @@ class TicketIndex:
         self.close()
 
     # ---- reads --------------------------------------------------------------------------------------
-    def search(
-        self, text: str | None = None, *, title: str | None = None, k: int = 10,
-        filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
-        before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
-        rerank: bool = True, explain: bool = False, like: str | None = None, snippets: bool = False,
-    ) -> SearchResult:
-        """Tickets like the query text (or like the indexed ticket `like`), reranked when a model is trained.
-        `snippets`: each hit carries a passage of its body and the words that match the query."""
-        kwargs = dict(title=title, like=like, fields=dict(fields or {}), filters=as_filters(filters), before=before,
-                      after=after, k=k, method=method, rerank=rerank, explain=explain, snippets=snippets)
+    def search(self, text: str | SearchRequest | None = None, **options: Any) -> SearchResult:
+        """Tickets like the query text (or like the indexed ticket `like=ID`), reranked when a model is trained.
+        `options` are the fields of `SearchRequest` (title, k, fields, filters, before, after, method, rerank,
+        explain, snippets), checked by its rules; or pass a built `SearchRequest`."""
+        req = text if isinstance(text, SearchRequest) else SearchRequest.of(text, **options)
         if self._engine is not None:
-            return self._engine.search(text=text, **kwargs)
-        return self._pipeline.search(text, **kwargs)
+            return self._engine.run(req)
+        return self._pipeline.run(req)
 
     def similar(self, ticket_id: str, k: int = 10, **kwargs: Any) -> SearchResult:
         """Tickets similar to an indexed ticket (never the ticket itself)."""
@@ -117,22 +109,21 @@ class TicketIndex:
                                    f"{self.settings.duplicate_precision}")
         return threshold
 
-    def duplicates(self, ticket: Mapping[str, Any], k: int = 5, snippets: bool = False) -> DuplicateResult:
+    def duplicates(self, ticket: Mapping[str, Any] | DuplicateRequest, k: int | None = None,
+                   snippets: bool | None = None) -> DuplicateResult:
         """Is this new ticket (`title`, optional `body`, `created`, `fields`) a duplicate of an indexed one?
 
         Without a model that can decide (none trained yet, or no threshold for the target precision) the
         answer still lists the candidates, in first-stage order, with `is_duplicate` and `probability` null and
         `reason` saying why: nothing is unavailable, there is just no verdict to give yet."""
+        req = ticket if isinstance(ticket, DuplicateRequest) else DuplicateRequest.of(
+            dict(ticket), k=k, snippets=snippets)
         try:
             threshold: float | None = self.duplicate_threshold()
             reason = None
         except UnavailableError as exc:
             threshold, reason = None, str(exc)
-        title = str(ticket.get("title") or "").strip()
-        body = str(ticket.get("body") or "").strip()
-        res = self.search(body or title, title=title if body else None, fields=ticket.get("fields") or {},
-                          before=ticket.get("created"), k=k, rerank=threshold is not None,
-                          snippets=snippets)
+        res = self.search(req.search().model_copy(update={"rerank": threshold is not None}))
         if threshold is None:
             for hit in res.hits:
                 hit.probability = None

@@ -28,6 +28,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from ticketsearch.errors import ConflictError, NotFoundError, QueryError, TicketsearchError, UnavailableError
+from ticketsearch.requests import DuplicateRequest, SearchRequest
 from ticketsearch.results import (
     CollectionInfo,
     CollectionSchema,
@@ -148,36 +149,13 @@ class Calls:
         name = collection if collection is not None else self.default_collection
         return "/v1" if name is None else f"/v1/collections/{quote(name, safe='')}"
 
-    def search(self, text: str | None, title: str | None, k: int, filters: Mapping[str, Any] | None,
-               fields: Mapping[str, Any] | None, before: str | datetime | None, after: str | datetime | None,
-               method: str | None, rerank: bool, explain: bool, like: str | None,
-               collection: str | None, snippets: bool = False) -> Call:
-        if like is not None:
-            if text or title:
-                raise QueryError("give either a query text or --like ID, not both")
-            return self.similar(like, k, collection, snippets)
-        body: dict[str, Any] = {"text": text or "", "k": k, "rerank": rerank, "explain": explain}
-        if snippets:
-            body["snippets"] = True
-        for name, value in (("title", title), ("method", method), ("created_before", before), ("created_after", after)):
-            if value is not None:
-                body[name] = jsonable(value)
-        if filters:
-            body["filters"] = {n: list(v) if isinstance(v, (list, tuple)) else v for n, v in filters.items()}
-        if fields:
-            body["fields"] = dict(fields)
-        return Call("POST", f"{self.base(collection)}/search", SearchResult, json=body)
+    def search(self, req: SearchRequest, collection: str | None) -> Call:
+        return Call("POST", f"{self.base(collection)}/search", SearchResult,
+                    json=req.model_dump(mode="json", exclude_defaults=True))
 
-    def similar(self, ticket_id: str, k: int, collection: str | None, snippets: bool = False) -> Call:
-        params: dict[str, Any] = {"k": k, **({"snippets": "true"} if snippets else {})}
-        return Call("GET", f"{self.base(collection)}/tickets/{tid(ticket_id)}/similar", SearchResult, params=params)
-
-    def duplicates(self, ticket: Mapping[str, Any], k: int, collection: str | None, snippets: bool = False) -> Call:
-        body = {n: jsonable(v) for n, v in ticket.items() if v not in (None, {}, "") or n == "title"}
-        body["k"] = k
-        if snippets:
-            body["snippets"] = True
-        return Call("POST", f"{self.base(collection)}/duplicates", DuplicateResult, json=body)
+    def duplicates(self, req: DuplicateRequest, collection: str | None) -> Call:
+        return Call("POST", f"{self.base(collection)}/duplicates", DuplicateResult,
+                    json=req.model_dump(mode="json", exclude_defaults=True))
 
     def schema(self, collection: str | None) -> Call:
         return Call("GET", f"{self.base(collection)}/schema", CollectionSchema)
@@ -208,8 +186,10 @@ class Calls:
     def collection(self, name: str) -> Call:
         return Call("GET", f"/v1/collections/{quote(name, safe='')}", CollectionInfo)
 
-    def create_collection(self, name: str, schema: str | Mapping[str, Any], general_model: bool) -> Call:
-        body = {"schema": schema if isinstance(schema, str) else dict(schema), "general_model": general_model}
+    def create_collection(self, name: str, schema: str | Mapping[str, Any], general_model: bool,
+                          shards: int | None = None) -> Call:
+        body = {"schema": schema if isinstance(schema, str) else dict(schema), "general_model": general_model,
+                **({"shards": shards} if shards is not None else {})}
         return Call("PUT", f"/v1/collections/{quote(name, safe='')}", CollectionInfo, json=body)
 
     def delete_collection(self, name: str) -> Call:
@@ -279,23 +259,22 @@ class Client(_Base):
             attempt += 1
             time.sleep(value)
 
-    def search(
-        self, text: str | None = None, *, title: str | None = None, k: int = 10,
-        filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
-        before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
-        rerank: bool = True, explain: bool = False, like: str | None = None, collection: str | None = None,
-        snippets: bool = False,
-    ) -> SearchResult:
-        return self.send(self.calls.search(text, title, k, filters, fields, before, after, method, rerank, explain,
-                                           like, collection, snippets))
+    def search(self, text: str | SearchRequest | None = None, *, collection: str | None = None,
+               **options: Any) -> SearchResult:
+        """As `TicketIndex.search`: `options` are the fields of `SearchRequest`, checked here by its rules."""
+        req = text if isinstance(text, SearchRequest) else SearchRequest.of(text, **options)
+        return self.send(self.calls.search(req, collection))
 
     def similar(self, ticket_id: str, k: int = 10, collection: str | None = None,
                 snippets: bool = False) -> SearchResult:
-        return self.send(self.calls.similar(ticket_id, k, collection, snippets))
+        """As `TicketIndex.similar`: a search like an indexed ticket (`SearchRequest(like=ticket_id)`)."""
+        return self.search(like=ticket_id, k=k, snippets=snippets, collection=collection)
 
-    def duplicates(self, ticket: Mapping[str, Any], k: int = 5, collection: str | None = None,
-                   snippets: bool = False) -> DuplicateResult:
-        return self.send(self.calls.duplicates(ticket, k, collection, snippets))
+    def duplicates(self, ticket: Mapping[str, Any] | DuplicateRequest, k: int | None = None,
+                   collection: str | None = None, snippets: bool | None = None) -> DuplicateResult:
+        req = ticket if isinstance(ticket, DuplicateRequest) else DuplicateRequest.of(
+            dict(ticket), k=k, snippets=snippets)
+        return self.send(self.calls.duplicates(req, collection))
 
     def schema(self, collection: str | None = None) -> CollectionSchema:
         """The collection's fields with their known values."""
@@ -325,8 +304,8 @@ class Client(_Base):
         return self.send(self.calls.collection(name))
 
     def create_collection(self, name: str, schema: str | Mapping[str, Any] = "support",
-                          general_model: bool = False) -> CollectionInfo:
-        return self.send(self.calls.create_collection(name, schema, general_model))
+                          general_model: bool = False, shards: int | None = None) -> CollectionInfo:
+        return self.send(self.calls.create_collection(name, schema, general_model, shards))
 
     def delete_collection(self, name: str) -> None:
         self.send(self.calls.delete_collection(name))
@@ -376,23 +355,22 @@ class AsyncClient(_Base):
             attempt += 1
             await asyncio.sleep(value)
 
-    async def search(
-        self, text: str | None = None, *, title: str | None = None, k: int = 10,
-        filters: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None,
-        before: str | datetime | None = None, after: str | datetime | None = None, method: str | None = None,
-        rerank: bool = True, explain: bool = False, like: str | None = None, collection: str | None = None,
-        snippets: bool = False,
-    ) -> SearchResult:
-        return await self.send(self.calls.search(text, title, k, filters, fields, before, after, method, rerank,
-                                                 explain, like, collection, snippets))
+    async def search(self, text: str | SearchRequest | None = None, *, collection: str | None = None,
+               **options: Any) -> SearchResult:
+        """As `TicketIndex.search`: `options` are the fields of `SearchRequest`, checked here by its rules."""
+        req = text if isinstance(text, SearchRequest) else SearchRequest.of(text, **options)
+        return await self.send(self.calls.search(req, collection))
 
     async def similar(self, ticket_id: str, k: int = 10, collection: str | None = None,
                       snippets: bool = False) -> SearchResult:
-        return await self.send(self.calls.similar(ticket_id, k, collection, snippets))
+        """As `TicketIndex.similar`: a search like an indexed ticket (`SearchRequest(like=ticket_id)`)."""
+        return await self.search(like=ticket_id, k=k, snippets=snippets, collection=collection)
 
-    async def duplicates(self, ticket: Mapping[str, Any], k: int = 5,
-                         collection: str | None = None, snippets: bool = False) -> DuplicateResult:
-        return await self.send(self.calls.duplicates(ticket, k, collection, snippets))
+    async def duplicates(self, ticket: Mapping[str, Any] | DuplicateRequest, k: int | None = None,
+                   collection: str | None = None, snippets: bool | None = None) -> DuplicateResult:
+        req = ticket if isinstance(ticket, DuplicateRequest) else DuplicateRequest.of(
+            dict(ticket), k=k, snippets=snippets)
+        return await self.send(self.calls.duplicates(req, collection))
 
     async def schema(self, collection: str | None = None) -> CollectionSchema:
         return await self.send(self.calls.schema(collection))
@@ -421,8 +399,8 @@ class AsyncClient(_Base):
         return await self.send(self.calls.collection(name))
 
     async def create_collection(self, name: str, schema: str | Mapping[str, Any] = "support",
-                                general_model: bool = False) -> CollectionInfo:
-        return await self.send(self.calls.create_collection(name, schema, general_model))
+                                general_model: bool = False, shards: int | None = None) -> CollectionInfo:
+        return await self.send(self.calls.create_collection(name, schema, general_model, shards))
 
     async def delete_collection(self, name: str) -> None:
         await self.send(self.calls.delete_collection(name))

@@ -14,16 +14,19 @@ class SchemaError(TicketsearchError):
 class RowError(TicketsearchError):
     """One input row is malformed. `line` is 1-based (the data row number for CSV/Parquet)."""
 
-    def __init__(self, line: int, reason: str, ticket_id: str | None = None, where: str | None = None) -> None:
+    def __init__(self, line: int, reason: str, ticket_id: str | None = None, where: str | None = None,
+                 field: str | None = None) -> None:
         self.line = line
-        self.reason = reason
+        self.reason = reason  # "FIELD: what is wrong" when `field` is given
         self.ticket_id = ticket_id
         self.where = where or f"line {line}"  # a tracker export's records say where they are otherwise
+        self.field = field  # the ticket's field it concerns ("title", "fields.product"), as the API names it
+        self.detail = reason.removeprefix(f"{field}: ") if field else reason
         place = self.where + (f" (id {ticket_id!r})" if ticket_id else "")
         super().__init__(f"{place}: {reason}")
 
-    def __reduce__(self) -> tuple[type[RowError], tuple[int, str, str | None, str]]:  # across processes (Ray)
-        return RowError, (self.line, self.reason, self.ticket_id, self.where)
+    def __reduce__(self) -> tuple[type[RowError], tuple[int, str, str | None, str, str | None]]:  # across processes
+        return RowError, (self.line, self.reason, self.ticket_id, self.where, self.field)
 
 
 class IngestError(TicketsearchError):
@@ -36,6 +39,20 @@ class NotFoundError(TicketsearchError):
 
 class QueryError(TicketsearchError):
     """A search request is invalid (unknown filter field, bad value, bad date)."""
+
+
+class RequestError(QueryError):
+    """A request breaks a rule of `ticketsearch.requests`: `field` names where (`k`, `fields.product`; None: the
+    request as a whole), `type` the kind of problem (as the HTTP API's error items say it)."""
+
+    def __init__(self, reason: str, field: str | None = None, type_: str = "value_error") -> None:
+        self.reason = reason
+        self.field = field
+        self.type = type_
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+    def __reduce__(self) -> tuple[type[RequestError], tuple[str, str | None, str]]:  # across processes (Ray)
+        return RequestError, (self.reason, self.field, self.type)
 
 
 class StoreError(TicketsearchError):

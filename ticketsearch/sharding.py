@@ -98,12 +98,6 @@ def _write_layout(root: Path, shards: int) -> None:
     atomic_write_json(root / SHARDS_FILE, {"shards": shards, "hash": HASH})
 
 
-def _next_row(after: int, shard: int, shards: int) -> int:
-    """The first row id above `after` that is `shard` modulo `shards`."""
-    start = after + 1
-    return start + (shard - start) % shards
-
-
 def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settings | None = None,
                 progress: bool = True) -> ShardLayout:
     """Split an index directory into a sharded collection at `dest` (which must not exist).
@@ -133,7 +127,7 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
             tickets = store.con.sql("SELECT * FROM tickets ORDER BY row_id").to_arrow_table()
             cache = store.con.sql("SELECT * FROM embedding_cache").to_arrow_table()
             schema = store.schema
-            top = int(tickets.column("row_id").to_numpy().max()) if tickets.num_rows else -1
+            next_row = store.next_row_id  # shard 0 goes on numbering new tickets from here, as the index would
             kept = _kept_tables(store, shards)
         owner = np.array([shard_of(t, shards) for t in tickets.column("id").to_pylist()], np.int64)
         titles = tickets.column("title").to_pylist()
@@ -152,7 +146,7 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
                 shard.con.register("_cache", cache.filter(pa.array(keep)))
                 shard.con.execute("INSERT INTO embedding_cache SELECT * FROM _cache")
                 shard.con.unregister("_cache")
-                shard.set_row_allocation(_next_row(top, i, shards), shards)
+                shard.set_row_allocation(next_row, 1)
                 for table, (ddl, rows, owners) in kept.items():
                     shard.con.execute(ddl)
                     shard.con.register("_kept", rows.filter(pa.array([i in o for o in owners])))
@@ -220,8 +214,6 @@ def create_empty(dest: Path, shards: int, build_shard: Callable[[IndexDir], None
     check_shards(shards)
     _write_layout(dest, shards)
     layout = ShardLayout(dest, shards)
-    for i, d in enumerate(layout.dirs()):
+    for d in layout.dirs():  # new tickets are numbered by shard 0 across the shards (ShardedEngine.upsert)
         build_shard(d)
-        with d.open_store(read_only=False) as store:  # row ids unique across the shards: i, i + N, i + 2N, ...
-            store.set_row_allocation(i, shards)
     return layout

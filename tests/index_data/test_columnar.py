@@ -54,7 +54,7 @@ def jira_rows(n: int, seed: int = 0) -> list[dict]:
         if i % 11 == 0:
             created = created[:10]  # a date alone
         out.append({
-            "id": f"HADOOP-{i + 1}", "title": f"NPE number {i} in NameNode" if i % 13 else "",
+            "id": f"HADOOP-{i + 1}", "title": f"NPE number {i} in NameNode" if i % 13 else f"  NPE {i}, spaced  ",
             "body": None if i % 5 == 0 and i % 13 else "Stack trace here\n\tat org.apache.Foo", "created": created,
             "duplicate_of": f"HADOOP-{i}" if i % 9 == 0 and i else None,
             "fields": {"project": "HADOOP", "issuetype": rng.choice(["Bug", "Improvement", None]),

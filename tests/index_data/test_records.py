@@ -74,9 +74,9 @@ def test_parquet(tmp_path: Path) -> None:
         ({"id": None}, "missing id"),
         ({"id": "  "}, "missing id"),
         ({"created": "yesterday"}, "not an ISO-8601 date"),
-        ({"created": None}, "missing created"),
-        ({"title": 5}, "title must be a string"),
-        ({"title": "", "body": "  "}, "both empty"),
+        ({"created": None}, "created: Field required"),  # the API's message
+        ({"title": 5}, "title: Input should be a valid string"),  # the API's message (requests.TicketIn)
+        ({"title": "", "body": "  "}, "title: must not be empty or whitespace only"),
         ({"fields": {"components": "a", "priority": ["x"]}}, "priority"),
         ({"fields": {"components": [{"a": 1}]}}, "components"),
         ({"duplicate_of": "HADOOP-1"}, "itself"),
@@ -112,3 +112,21 @@ def test_parse_datetime_variants() -> None:
     assert parse_datetime("2024-01-01T05:00:00-05:00") == datetime(2024, 1, 1, 10)
     with pytest.raises(ValueError):
         parse_datetime("01/02/2024")
+
+
+def test_a_row_has_the_api_limits(tmp_path: Path) -> None:
+    """File rows are read into the API's own ticket model (requests.TicketIn): its limits and messages."""
+    from ticketsearch.requests import MAX_BODY, MAX_TITLE, TicketIn
+    from ticketsearch.service.schemas import TicketIn as ApiTicket
+
+    assert ApiTicket is TicketIn
+    rows = [jira_row(id="OK-1", body="b" * MAX_BODY), jira_row(id="LONG-1", body="b" * (MAX_BODY + 1)),
+            jira_row(id="LONG-2", title="t" * (MAX_TITLE + 1)), jira_row(id="NEW-1", fields={"colour": "red"})]
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ok, long_body, long_title, unknown = list(read_tickets(p, JIRA))
+    assert isinstance(ok, Ticket) and len(ok.body) == MAX_BODY
+    assert isinstance(long_body, RowError) and long_body.field == "body" and f"at most {MAX_BODY}" in long_body.reason
+    assert isinstance(long_title, RowError) and long_title.field == "title" and long_title.line == 3
+    assert isinstance(unknown, RowError) and unknown.field == "fields.colour"
+    assert unknown.detail.startswith("unknown field 'colour'; allowed: project, issuetype")  # the API's words

@@ -38,8 +38,8 @@ def test_jira_pages_with_duplicate_groups() -> None:
     for ticket in good.values():  # post-hoc fields are never read into a ticket
         assert not {"status", "resolution", "resolutiondate", "issuelinks"} & set(ticket.raw_fields)
     reasons = {e.where: e.reason for e in bad}
-    assert reasons == {"page-1.json record 3": "title and body are both empty",
-                       "page-2.json record 3": "missing created date",
+    assert reasons == {"page-1.json record 3": "title: must not be empty or whitespace only",
+                       "page-2.json record 3": "created: Field required",
                        "page-2.json record 4": "expected an issue object, got str"}
     assert "page-1.json record 3 (id 'HDFS-11')" in str(next(e for e in bad if e.ticket_id == "HDFS-11"))
 
@@ -69,8 +69,8 @@ def test_zendesk_json_and_jsonl_with_the_mapping() -> None:
     assert good["502"].values["channel"] == "web" and good["502"].values["item_type"] == "question"
     assert not {"status", "satisfaction_rating", "tags"} & set(t.raw_fields)
     reasons = {e.where: e.reason for e in bad}
-    assert reasons["tickets.json record 3"] == "title and body are both empty"
-    assert "must be >= 0" in reasons["tickets.json record 4"]
+    assert reasons["tickets.json record 3"] == "title: must not be empty or whitespace only"
+    assert "must be at least 0" in reasons["tickets.json record 4"]
     good_l, bad_l = split(list(read_tracker(FIX / "zendesk" / "tickets.jsonl", "zendesk", schema)))
     assert sorted(good_l) == ["501", "502"] and [e.where for e in bad_l] == ["tickets.jsonl line 3"]
     assert bad_l[0].reason.startswith("invalid JSON")

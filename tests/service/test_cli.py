@@ -73,13 +73,13 @@ def test_reingest_is_idempotent_and_reuses_embeddings(cli_index: tuple[Path, Pat
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["search", "--index", "{idx}", "x", "--filter", "status=Closed"], "unknown filter field 'status'"),
+        (["search", "--index", "{idx}", "x", "--filter", "status=Closed"], "filters.status: unknown field 'status'"),
         (["search", "--index", "{idx}", "x", "--filter", "status"], "expects K=V"),
         (["search", "--index", "{idx}", "x", "--field", "colour=red"], "unknown field"),
         (["search", "--index", "{idx}", "x", "--before", "next week"], "before"),
         (["search", "--index", "{idx}", "--like", "NOPE-1"], "not found"),
         (["search", "--index", "{idx}"], "give a query"),
-        (["search", "--index", "{idx}", "x", "--method", "magic"], "method must be"),
+        (["search", "--index", "{idx}", "x", "--method", "magic"], "method: Input should be 'hybrid'"),
         (["search", "--index", "/nonexistent", "x"], "not an index directory"),
         (["ingest", "--data", "/nonexistent.jsonl", "--index", "{tmp}/i"], "no such file"),
         (["ingest", "--data", "{data}", "--index", "{idx}", "--schema", "jira"], "built with schema 'support'"),
@@ -153,3 +153,27 @@ def test_cli_next_to_a_running_service(trained_index: Path, tmp_path: Path) -> N
     # once the service is gone, the same read works from the index directly
     code, out, err = run("search", "--index", str(tmp_path / "idx"), "refund", "-k", "2", "--json")
     assert code == 0 and len(json.loads(out)["hits"]) == 2, err
+
+
+def test_search_limits_and_options_are_the_requests(cli_index: tuple[Path, Path]) -> None:
+    """The CLI's search takes the API's limits (ticketsearch.requests: one home) and every option the API has."""
+    from ticketsearch.requests import MAX_K
+
+    data, idx = cli_index
+    code, out, err = run("search", "--index", str(idx), "login", "-k", str(MAX_K + 1))
+    assert code == 2 and err == f"error: k: Input should be less than or equal to {MAX_K}\n" and not out  # not cut
+    code, out, _ = run("search", "--index", str(idx), "login", "-k", str(MAX_K), "--json", "--no-rerank")
+    assert code == 0 and len(json.loads(out)["hits"]) == MAX_K
+    code, out, err = run("search", "--index", str(idx), "   ")
+    assert code == 2 and err.count("\n") == 1 and "text" in err and "empty" in err
+    code, out, err = run("search", "--index", str(idx), "login", "--field", "affected_count=many")
+    assert code == 2 and "affected_count" in err and "number" in err
+    first = json.loads(data.read_text().splitlines()[42])
+    code, out, _ = run("search", "--index", str(idx), first["body"], "--title", first["title"], "--snippets",
+                       "--field", "affected_count=3", "--filter", f"channel={first['fields']['channel']}", "-k", "3",
+                       "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert res["query"].startswith(first["title"] + "\n")  # the title went with the text, apart from it
+    top = res["hits"][0]
+    assert top["title"] == first["title"] and top["snippet"] and top["highlight"]

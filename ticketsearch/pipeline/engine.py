@@ -37,6 +37,7 @@ import numpy as np
 from ticketsearch.atomic import fsync_dir
 from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError
 from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
+from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore, UpsertResult
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.rerank_vectors import (
@@ -45,6 +46,7 @@ from ticketsearch.pipeline.rerank_vectors import (
     save_rerank_vectors,
 )
 from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.requests import SearchRequest
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
 from ticketsearch.retrieval.builder import (
@@ -126,6 +128,41 @@ class Prepared:
     bm25_texts: list[str]
     rerank_vecs: np.ndarray | None
 
+    def part(self, at: list[int]) -> Prepared:
+        """The tickets at these positions (a shard's share of a write)."""
+        return Prepared([self.tickets[i] for i in at], self.vecs[at], self.title_vecs[at],
+                        [self.texts[i] for i in at], [self.titles[i] for i in at],
+                        [self.bm25_texts[i] for i in at], None if self.rerank_vecs is None else self.rerank_vecs[at])
+
+
+def prepare(tickets: list[Ticket], schema: Schema, enc: Any, rerank: Reranker | None,
+            cached: Callable[[str, list[str]], dict[str, np.ndarray]]) -> Prepared:
+    """Everything a write of these tickets computes before it takes a lock: their vectors (text, title and,
+    with a reranker that has them, its candidate vectors) and BM25 texts. A text embedded before keeps its
+    cached vector (`cached(model key, text hashes)`), so that a rebuild, which reads the cache, gives the very
+    same index. One function for an index and for a sharded collection's front, which prepares a write for
+    all its shards as one index would (the same batches: the same floats)."""
+    texts = [ticket_text(schema, t.title, t.body) for t in tickets]
+    titles = [t.title for t in tickets]
+    dim = enc.dim
+    vecs = np.zeros((len(tickets), dim), np.float32)
+    rvecs = np.zeros((len(tickets), dim), np.float32) if rerank is not None else None
+    for s in range(0, len(tickets), WRITE_CHUNK):
+        chunk = texts[s : s + WRITE_CHUNK]
+        tb = enc.encode_with_tokens(chunk)
+        vecs[s : s + len(chunk)] = tb.pooled.float().cpu().numpy()
+        if rerank is not None and rvecs is not None:
+            rvecs[s : s + len(chunk)] = rerank.vectors_from_cache(
+                batch_tokens(tb), [t.values for t in tickets[s : s + len(chunk)]], "target")
+    tvecs = np.asarray(enc.encode(titles), np.float32) if titles else np.zeros((0, dim), np.float32)
+    for key, arr, strs in ((enc.key, vecs, texts), (title_key(enc), tvecs, titles)):
+        hits = cached(key, [text_hash(x) for x in strs])
+        for i, x in enumerate(strs):
+            hit = hits.get(text_hash(x))
+            if hit is not None:
+                arr[i] = hit
+    return Prepared(tickets, vecs, tvecs, texts, titles, [bm25_text(t.title, t.body) for t in tickets], rvecs)
+
 
 @dataclass
 class LivePart:
@@ -148,6 +185,7 @@ class Engine:
         self.lock = RWLock()
         self.ready = False
         self.error: str | None = None
+        self.failure: Exception | None = None  # the error itself, its type kept (the library re-raises it)
         self.store: TicketStore | None = None
         self.searcher: SearchPipeline | None = None
         self._schema_info: tuple[int, CollectionSchema] | None = None  # (change seq, answer) of schema_info
@@ -171,11 +209,11 @@ class Engine:
         try:
             self._open()
         except TicketsearchError as exc:
-            self.error = str(exc)
+            self.error, self.failure = str(exc), exc
             log.error("cannot serve %s: %s", self.index_dir, exc)
             return
         except Exception as exc:  # noqa: BLE001 - reported on /readyz instead of a silent dead thread
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error, self.failure = f"{type(exc).__name__}: {exc}", exc
             log.exception("cannot serve %s", self.index_dir)
             return
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
@@ -261,7 +299,7 @@ class Engine:
         assert self.store is not None
         st = read_texts(self.store)
         return BM25Index.build(st.row_ids, [bm25_text(t, b) for t, b in zip(st.titles, st.bodies)],
-                               keep_tf=self.dir.is_shard)
+                               keep_tf=True)
 
     def _repair_rerank_vectors(self) -> None:
         """The installed reranker's candidate vectors, rebuilt if the searcher could not load them."""
@@ -353,10 +391,13 @@ class Engine:
         self.parts = []
 
     # ---- reads ----------------------------------------------------------------------------------
-    def search(self, **kwargs: Any) -> SearchResult:
+    def search(self, text: str | None = None, **options: Any) -> SearchResult:
+        return self.run(SearchRequest.of(text, **options))
+
+    def run(self, req: SearchRequest) -> SearchResult:
         assert self.searcher is not None
         with self.lock.read():
-            return self.searcher.search(**kwargs)
+            return self.searcher.run(req)
 
     def get(self, ticket_id: str) -> dict[str, Any]:
         assert self.store is not None
@@ -385,15 +426,19 @@ class Engine:
             return self.store.count()
 
     # ---- writes ---------------------------------------------------------------------------------
-    def upsert(self, tickets: list[Ticket]) -> UpsertResult:
-        """Commit tickets to DuckDB and make them searchable; returns after both."""
-        latest: dict[str, Ticket] = {}
-        for t in tickets:
-            latest[t.id] = t
-        prepared = self._prepare(list(latest.values()))
+    def upsert(self, tickets: list[Ticket], row_ids: dict[str, int] | None = None,
+               prepared: Prepared | None = None) -> UpsertResult:
+        """Commit tickets to DuckDB and make them searchable; returns after both. A sharded collection's front
+        gives `row_ids`, the row id of each new ticket (it numbers them across the shards; default: the next
+        ones), and `prepared`, what it computed for these tickets (`prepare`; default: computed here)."""
+        if prepared is None:
+            latest: dict[str, Ticket] = {}
+            for t in tickets:
+                latest[t.id] = t
+            prepared = self._prepare(list(latest.values()))
         assert self.store is not None
         with self._write_lock:
-            res = self.store.upsert(prepared.tickets)
+            res = self.store.upsert(prepared.tickets, row_ids)
             self._fault("after-commit")
             self._cache_embeddings(prepared)
             with self.lock.write():
@@ -452,31 +497,8 @@ class Engine:
 
     def _prepare(self, tickets: list[Ticket]) -> Prepared:
         assert self.store is not None and self.searcher is not None
-        schema = self.store.schema
-        texts = [ticket_text(schema, t.title, t.body) for t in tickets]
-        titles = [t.title for t in tickets]
-        enc = self.encoder  # through the batcher thread (shared with every index using this model)
-        dim = self.encoder.dim
-        vecs = np.zeros((len(tickets), dim), np.float32)
         rerank = self.searcher.reranker if isinstance(self.searcher.reranker, Reranker) else None  # one with vectors
-        rvecs = np.zeros((len(tickets), dim), np.float32) if rerank is not None else None
-        for s in range(0, len(tickets), WRITE_CHUNK):
-            chunk = texts[s : s + WRITE_CHUNK]
-            tb = enc.encode_with_tokens(chunk)
-            vecs[s : s + len(chunk)] = tb.pooled.float().cpu().numpy()
-            if rerank is not None and rvecs is not None:
-                rvecs[s : s + len(chunk)] = rerank.vectors_from_cache(
-                    batch_tokens(tb), [t.values for t in tickets[s : s + len(chunk)]], "target")
-        tvecs = np.asarray(enc.encode(titles), np.float32) if titles else np.zeros((0, dim), np.float32)
-        # A text the index has embedded before keeps its cached vector, so that a rebuild (which reads the
-        # cache) gives the very same index.
-        for key, arr, strs in ((self.encoder.key, vecs, texts), (title_key(self.encoder), tvecs, titles)):
-            cached = self.store.cached_embeddings(key, [text_hash(x) for x in strs])
-            for i, x in enumerate(strs):
-                hit = cached.get(text_hash(x))
-                if hit is not None:
-                    arr[i] = hit
-        return Prepared(tickets, vecs, tvecs, texts, titles, [bm25_text(t.title, t.body) for t in tickets], rvecs)
+        return prepare(tickets, self.store.schema, self.encoder, rerank, self.store.cached_embeddings)
 
     def _cache_embeddings(self, p: Prepared) -> None:
         assert self.store is not None

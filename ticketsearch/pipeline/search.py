@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ticketsearch.errors import QueryError, TicketsearchError
+from ticketsearch.errors import QueryError, RequestError, TicketsearchError
 from ticketsearch.index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.requests import SearchRequest, as_filters, checked_fields
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
 from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
@@ -38,8 +39,6 @@ from ticketsearch.settings import Settings, get_settings
 from .pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
 from .snippets import highlights, query_stems, snippet
-
-MAX_K = 1000
 
 
 @dataclass
@@ -208,19 +207,15 @@ class SearchPipeline:
 
     # ---- stage 0: the query -------------------------------------------------------------------------
     def field_values(self, fields: dict[str, Any] | None) -> dict[str, Any]:
-        """The query ticket's own fields, checked against the schema and typed (unseen values are fine)."""
+        """The query ticket's own fields, checked by the one rule (`requests.checked_fields`) and typed (unseen
+        values are fine)."""
         schema = self.schema
-        fields = fields or {}
-        unknown = sorted(set(fields) - set(schema.field_names))
-        if unknown:
-            allowed = ", ".join(schema.field_names) or "(none)"
-            raise QueryError(f"unknown field(s) {', '.join(unknown)}; allowed: {allowed}")
         out: dict[str, Any] = {}
-        for name, value in fields.items():
+        for name, value in checked_fields(schema, fields or {}, "fields").items():
             try:
                 out[name] = coerce_value(schema.field(name), value)
             except ValueError as exc:
-                raise QueryError(str(exc)) from None
+                raise RequestError(str(exc), field=f"fields.{name}") from None
         return out
 
     def query(
@@ -232,6 +227,7 @@ class SearchPipeline:
         """Build the query once: its text, vectors (and token states when `tokens`), typed fields and time."""
         schema = self.schema
         values = self.field_values(fields)
+        filters = as_filters(checked_fields(schema, filters or {}, "filters", is_filter=True)) or None
         before_dt, after_dt = as_datetime(before, "before"), as_datetime(after, "after")
         use = fusion_weights(self.manifest, method)
         need_vec = tokens or bool(use.keys() & {"dense", "title"})
@@ -421,39 +417,37 @@ class SearchPipeline:
                 if r in by_row]
 
     # ---- the whole search ---------------------------------------------------------------------------
-    def search(
-        self, text: str | None = None, *, title: str | None = None, like: str | None = None,
-        fields: dict[str, Any] | None = None, filters: dict[str, list[Any]] | None = None,
-        before: str | datetime | None = None, after: str | datetime | None = None, k: int = 10,
-        method: str | None = None, rerank: bool = True, explain: bool = False, snippets: bool = False,
-    ) -> SearchResult:
+    def search(self, text: str | None = None, **options: Any) -> SearchResult:
+        """`run(SearchRequest.of(text, **options))`: the library's spelling of a search."""
+        return self.run(SearchRequest.of(text, **options))
+
+    def run(self, req: SearchRequest) -> SearchResult:
         """Top-k tickets for a query text (optionally with a separate title), or for an indexed ticket (`like`).
 
-        Filters, `before` and `after` restrict the candidates before the top k is cut. `snippets`: each hit
-        carries a passage of its body and the words that match the query (one more read of k bodies).
+        Filters, `created_before` and `created_after` restrict the candidates before the top k is cut.
+        `snippets`: each hit carries a passage of its body and the words that match the query (one more read of
+        k bodies).
         """
-        method = method or self.settings.search_method
-        if not 1 <= k <= MAX_K:
-            raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
-        reranking = rerank and self.reranker is not None
+        method, k = req.method or self.settings.search_method, req.k
+        reranking = req.rerank and self.reranker is not None
         t0 = time.perf_counter()
-        tokens = reranking and (explain or self.reranker is None or self.reranker.needs_tokens)
-        q = self.query(text, title=title, like=like, fields=fields, filters=filters, before=before, after=after,
-                       method=method, tokens=tokens)
+        tokens = reranking and (req.explain or self.reranker is None or self.reranker.needs_tokens)
+        q = self.query(req.text, title=req.title, like=req.like, fields=req.fields, filters=req.filters,
+                       before=req.created_before, after=req.created_after, method=method, tokens=tokens)
         timings = {"encode": (time.perf_counter() - t0) * 1000}
         cands = self.first_stage(q, method, max(k, self.rerank_depth) if reranking else k)
         timings.update(cands.timings_ms)
         t1 = time.perf_counter()
         if reranking:
-            hits, notes = self.rerank(q, cands, k, explain, timings)
+            hits, notes = self.rerank(q, cands, k, req.explain, timings)
             assert self.reranker is not None
             why = self.notes if isinstance(self.reranker, GeneralReranker) else []  # why the general model
             notes = [*notes, *why, f"reranked the top {min(len(cands), self.rerank_depth)} with {self.reranker.name}"]
         else:
             hits = self.first_stage_hits(cands, k)
-            notes = list(self.notes) if rerank else ["reranking switched off: first-stage order"]
+            notes = list(self.notes) if req.rerank else ["reranking switched off: first-stage order"]
             timings["fetch"] = (time.perf_counter() - t1) * 1000
-        if snippets:
+        if req.snippets:
             t2 = time.perf_counter()
             self.add_snippets(q.text, hits)
             timings["snippets"] = (time.perf_counter() - t2) * 1000

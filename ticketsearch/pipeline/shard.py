@@ -24,7 +24,7 @@ from ticketsearch.retrieval.first_stage import Candidates
 from ticketsearch.retrieval.lexical import CorpusStats, tokenize
 from ticketsearch.settings import Settings
 
-from .engine import Engine
+from .engine import Engine, Prepared
 from .shared_models import SharedModels
 
 
@@ -96,9 +96,10 @@ class ShardServer:
         return self.engine.store.schema
 
     def stats(self, bm25_text: str) -> CorpusStats:
-        """BM25 statistics of the shard's indexed corpus for this query's terms."""
+        """BM25 statistics of the shard's live corpus for this query's terms (exact at every moment, so that
+        their sum is the collection's whatever each shard's last rebuild)."""
         with self.engine.lock.read():
-            return self.engine.bm25.base.corpus_stats(tokenize([bm25_text])[0])
+            return self.engine.bm25.corpus_stats(tokenize([bm25_text])[0])
 
     def newest_created(self) -> datetime | None:
         with self.engine.lock.read():
@@ -152,8 +153,30 @@ class ShardServer:
         return self.engine.schema_info().fields
 
     # ---- writes and single-ticket reads (the shard owns the id) ----------------------------------------
-    def upsert(self, tickets: list[Ticket]) -> UpsertResult:
-        return self.engine.upsert(tickets)
+    def upsert(self, tickets: list[Ticket], row_ids: dict[str, int] | None = None,
+               prepared: Prepared | None = None) -> UpsertResult:
+        return self.engine.upsert(tickets, row_ids, prepared)
+
+    def cached_embeddings(self, key: str, hashes: list[str]) -> dict[str, np.ndarray]:
+        assert self.engine.store is not None
+        with self.engine.lock.read():
+            return self.engine.store.cached_embeddings(key, hashes)
+
+    def existing_row_ids(self, ids: list[str]) -> dict[str, int]:
+        assert self.engine.store is not None
+        with self.engine.lock.read():
+            return self.engine.store.existing_row_ids(ids)
+
+    def next_row_id(self) -> int:
+        assert self.engine.store is not None
+        with self.engine.lock.read():
+            return self.engine.store.next_row_id
+
+    def allocate_rows(self, n: int, floor: int = 0) -> int:
+        """Shard 0 numbers the collection's new tickets (`TicketStore.allocate_rows`)."""
+        assert self.engine.store is not None
+        with self.engine._write_lock:
+            return self.engine.store.allocate_rows(n, floor)
 
     def delete(self, ticket_id: str) -> int:
         return self.engine.delete(ticket_id)

@@ -29,14 +29,16 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
+from ticketsearch.requests import SearchRequest
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import Tokens
 from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
-from ticketsearch.retrieval.first_stage import Candidates, FirstStage, fuse_candidates, fusion_weights
+from ticketsearch.retrieval.first_stage import Candidates, FirstStage, fuse_candidates
 from ticketsearch.retrieval.lexical import CorpusStats
 from ticketsearch.settings import Settings
 from ticketsearch.sharding import ShardLayout, shard_of
 
+from .engine import Prepared, prepare
 from .search import Query, SearchPipeline
 from .shard import ShardLists, ShardQuery, ShardRows, ShardServer
 from .shared_models import Loaded, SharedModels
@@ -153,10 +155,9 @@ class ShardedSearch(SearchPipeline):
     # ---- stage 1, scattered and gathered ---------------------------------------------------------------
     def first_stage(self, q: Query, method: str, depth: int) -> Candidates:
         t0 = time.perf_counter()
-        weights = fusion_weights(self.manifest, method)
-        stats = None
-        if "bm25" in weights:
-            stats = CorpusStats.combine(self._all("stats", q.bm25_text))
+        # the collection's BM25 statistics, whatever the method: the shards also complete their candidates'
+        # BM25 scores with them (the reranker's pair inputs), as one index scores them
+        stats = CorpusStats.combine(self._all("stats", q.bm25_text))
         sq = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, stats, q.filters, q.before, q.after,
                         q.exclude_ids, q.reference)
         answers: list[ShardLists] = self._all("lists", sq)
@@ -273,6 +274,7 @@ class ShardedEngine:
         self.store: StoreView | None = None
         self._conn: Any = None
         self._loaded: Loaded | None = None
+        self._row_floor: int | None = None
 
     def start(self) -> None:
         try:
@@ -305,9 +307,12 @@ class ShardedEngine:
         return self._clients[shard_of(ticket_id, self.layout.shards)]
 
     # ---- reads ----------------------------------------------------------------------------------------
-    def search(self, **kwargs: Any) -> SearchResult:
+    def search(self, text: str | None = None, **options: Any) -> SearchResult:
+        return self.run(SearchRequest.of(text, **options))
+
+    def run(self, req: SearchRequest) -> SearchResult:
         assert self.searcher is not None
-        return self.searcher.search(**kwargs)
+        return self.searcher.run(req)
 
     def get(self, ticket_id: str) -> dict[str, Any]:
         return dict(self._owner(ticket_id).call("get", ticket_id).result())
@@ -343,7 +348,11 @@ class ShardedEngine:
         groups: dict[int, list[Ticket]] = {}
         for t in latest.values():
             groups.setdefault(shard_of(t.id, self.layout.shards), []).append(t)
-        pending = {i: self._clients[i].call("upsert", part) for i, part in groups.items()}
+        numbers = self._number_new(list(latest), groups)
+        prepared = self._prepare(list(latest.values()))
+        at = {t.id: n for n, t in enumerate(latest.values())}
+        pending = {i: self._clients[i].call("upsert", part, numbers, prepared.part([at[t.id] for t in part]))
+                   for i, part in groups.items()}
         results: dict[int, UpsertResult] = {i: p.result() for i, p in pending.items()}
         by_id: dict[str, int] = {}
         for r in results.values():
@@ -353,6 +362,37 @@ class ShardedEngine:
                             updated=sum(r.updated for r in results.values()),
                             change_seq=max((r.change_seq for r in results.values()), default=0), ids=ids,
                             row_ids=[by_id[t] for t in ids])
+
+    def _prepare(self, tickets: list[Ticket]) -> Prepared:
+        """A write's vectors, computed here for every shard as one index computes them (`engine.prepare`: the
+        same batches, and a text any shard has embedded keeps that vector), so that a sharded collection and an
+        index given the same writes hold the same floats."""
+        assert self.searcher is not None and self._loaded is not None
+        rerank = self.searcher.reranker if isinstance(self.searcher.reranker, Reranker) else None
+
+        def cached(key: str, hashes: list[str]) -> dict[str, np.ndarray]:
+            out: dict[str, np.ndarray] = {}
+            for p in [c.call("cached_embeddings", key, hashes) for c in self._clients]:
+                out.update(p.result())
+            return out
+
+        return prepare(tickets, self.searcher.schema, self._loaded.batched, rerank, cached)
+
+    def _number_new(self, ids: list[str], groups: dict[int, list[Ticket]]) -> dict[str, int]:
+        """Row ids for the tickets no shard holds yet, handed out by shard 0 in the order they come, as one
+        index numbers its new tickets: the same tickets get the same row ids (which break ties in every
+        ranking) whether the collection is sharded or not."""
+        asked = {i: self._clients[i].call("existing_row_ids", [t.id for t in part]) for i, part in groups.items()}
+        have: dict[str, int] = {}
+        for p in asked.values():
+            have.update(p.result())
+        new = [tid for tid in ids if tid not in have]
+        if not new:
+            return {}
+        if self._row_floor is None:  # once per front: no row id below any a shard has given (older layouts)
+            self._row_floor = max(int(p.result()) for p in [c.call("next_row_id") for c in self._clients])
+        start = int(self._clients[0].call("allocate_rows", len(new), self._row_floor).result())
+        return {tid: start + j for j, tid in enumerate(new)}
 
     def delete(self, ticket_id: str) -> int:
         return int(self._owner(ticket_id).call("delete", ticket_id).result())
