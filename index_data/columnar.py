@@ -178,6 +178,8 @@ def _ids(col: pa.ChunkedArray | None, n: int) -> pa.ChunkedArray:
     lengths = pc.utf8_length(col)
     if pc.any(pc.equal(lengths, 0)).as_py() or pc.max(lengths).as_py() > MAX_ID_LEN:
         raise NotColumnar("an empty or long id")
+    if pc.any(pc.match_substring_regex(col, r"^\.+$")).as_py():
+        raise NotColumnar("an id of dots only")  # the row path names it (requests.id_problem)
     if pc.any(pc.match_substring_regex(col, f"[{CONTROL_CHARS}]")).as_py():
         raise NotColumnar("an id with a control character")  # the row path names it (records.id_problem)
     return col

@@ -4,6 +4,7 @@ every method, the typed models it returns, one typed error per status, and a 503
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ticketsearch.client import (
     Unavailable,
     Unprocessable,
 )
-from ticketsearch.errors import NotFoundError, QueryError, UnavailableError
+from ticketsearch.errors import NotFoundError, QueryError, RowError, UnavailableError
 from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TrainParams
 from ticketsearch.service.schemas import DeleteResponse, TicketOut, UpsertResponse
 
@@ -166,3 +167,29 @@ def test_a_503_is_retried_after_retry_after_then_surfaces_typed(tmp_path: Path) 
         assert '"PUT /v1/collections/third HTTP/1.1" 201' in log
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("dots", [".", "..", "..."])
+def test_an_id_of_dots_is_refused_and_never_changes_the_route(server: Server, tmp_path: Path, dots: str) -> None:
+    """Ids are data, never paths: an id of dots only is refused by the API, the client and a file alike (422, the
+    same rule), and the client encodes it as one segment, so `delete("..")` cannot reach the collection."""
+    from ticketsearch.index_data.records import read_tickets
+    from ticketsearch.index_data.schema import load_schema
+
+    with Client(server.url, key=ADMIN, timeout=120) as c:
+        c.create_collection(f"dots{len(dots)}", schema="support")
+        name = f"dots{len(dots)}"
+        c.upsert({"id": "D-1", "title": "a ticket to keep", "created": "2026-01-05"}, collection=name)
+        with pytest.raises(Unprocessable):
+            c.upsert({"id": dots, "title": "t", "created": "2026-01-05"}, collection=name)
+        for call in (lambda: c.delete(dots, collection=name), lambda: c.get(dots, collection=name),
+                     lambda: c.similar(dots, collection=name)):
+            with pytest.raises(QueryError):  # the server's 422 (Unprocessable), or the request's own rule
+                call()
+        assert c.collection(name).tickets == 1 and c.get("D-1", collection=name).title == "a ticket to keep"
+    r = server.client(ADMIN).get(f"/v1/collections/{name}/tickets/{dots.replace('.', '%2E')}")
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "path.ticket_id"
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"id": dots, "title": "t", "created": "2026-01-05"}) + "\n")
+    [row] = list(read_tickets(path, load_schema("support")))
+    assert isinstance(row, RowError) and "only dots" in row.reason

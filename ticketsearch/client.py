@@ -136,7 +136,8 @@ def jsonable(value: Any) -> Any:
 
 
 def tid(ticket_id: str) -> str:
-    return quote(ticket_id, safe="")
+    """An id as one path segment: percent-encoded, dots too, so that no id ('..') can change the route."""
+    return quote(ticket_id, safe="").replace(".", "%2E")
 
 
 class Calls:

@@ -36,11 +36,15 @@ if TYPE_CHECKING:
 
 # The one rule for a ticket id, in files and over HTTP (records.py and service/schemas.py take it from here):
 # 1 to MAX_ID_LEN characters, none of them a control character (Unicode Cc: U+0000-U+001F, U+007F-U+009F), and no
-# whitespace at either end (files strip it first). Anything else is fine: '/', '#', '?', '%', inner spaces,
-# any script. CONTROL_CHARS reads the same in Python's re, Rust's regex (pydantic) and RE2 (Arrow).
+# whitespace at either end (files strip it first), and not only dots ('.' and '..' would change a URL's path
+# once a client or a browser resolves it: an id is data, never a path). Anything else is fine: '/', '#', '?',
+# '%', inner spaces, any script. The pattern has no look-around, so it reads the same in Python's re, Rust's
+# regex (pydantic) and RE2 (Arrow): one character, or first-middle-last with a character that is not a dot at
+# one of the three places.
 MAX_ID_LEN = 256
 CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
-ID_PATTERN = rf"^[^\s{CONTROL_CHARS}](?:[^{CONTROL_CHARS}]*[^\s{CONTROL_CHARS}])?$"
+_E, _ND, _C = rf"[^\s{CONTROL_CHARS}]", rf"[^.\s{CONTROL_CHARS}]", rf"[^{CONTROL_CHARS}]"  # end, not a dot, inner
+ID_PATTERN = (rf"^(?:{_ND}|{_ND}{_C}*{_E}|{_E}{_C}*{_ND}|{_E}{_C}*[^.{CONTROL_CHARS}]{_C}*{_E})$")
 _ID = re.compile(ID_PATTERN)
 
 
@@ -54,6 +58,8 @@ def id_problem(tid: str) -> str | None:
     if len(tid) > MAX_ID_LEN:
         return f"id longer than {MAX_ID_LEN} characters"
     if _ID.fullmatch(tid) is None:
+        if not tid.strip("."):
+            return "an id must not be only dots ('.' and '..' are path steps, not ids)"
         return "an id must not hold control characters or start or end with whitespace"
     return None
 

@@ -112,7 +112,8 @@
 
   // ---- collections and schema --------------------------------------------------------------------------
   const col = (path) => `/v1/collections/${encodeURIComponent(state.collection)}${path}`;
-  const enc = encodeURIComponent;
+  // one path segment: dots encoded too, so that no id ('..') can change the route the browser asks for
+  const enc = (s) => encodeURIComponent(s).replace(/\./g, "%2E");
 
   async function loadCollections(wanted) {
     state.collections = (await call("GET", "/v1/collections")).map((c) => c.name);
