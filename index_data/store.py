@@ -675,3 +675,25 @@ def coerce_filter_value(spec: FieldSpec, value: Any) -> Any:
     if isinstance(value, (dict, list)):
         raise QueryError(f"filter {spec.name!r} needs plain values")
     return str(value)
+
+
+@dataclass
+class StoreTexts:
+    row_ids: np.ndarray
+    hashes: list[str]
+    titles: list[str]
+    bodies: list[str]
+
+
+def read_texts(store: TicketStore) -> StoreTexts:
+    """Every ticket's row id, text hash, title and body, in row-id order (what an index build reads)."""
+    parts: list[np.ndarray] = []
+    out = StoreTexts(np.zeros(0, np.int64), [], [], [])
+    for row_ids, hs, titles, bodies in store.iter_index_rows():
+        parts.append(row_ids)
+        out.hashes.extend(hs)
+        out.titles.extend(titles)
+        out.bodies.extend(bodies)
+    if parts:
+        out.row_ids = np.concatenate(parts)
+    return out

@@ -18,7 +18,7 @@ from ticketsearch.atomic import atomic_write_json
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.records import text_hash, ticket_text
-from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_data.store import StoreTexts, TicketStore, read_texts
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.settings import Settings, get_settings
 
@@ -45,25 +45,7 @@ class BuildReport:
         return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
 
-@dataclass
-class StoreTexts:
-    row_ids: np.ndarray
-    hashes: list[str]
-    titles: list[str]
-    bodies: list[str]
-
-
-def read_texts(store: TicketStore) -> StoreTexts:
-    parts: list[np.ndarray] = []
-    out = StoreTexts(np.zeros(0, np.int64), [], [], [])
-    for row_ids, hs, titles, bodies in store.iter_index_rows():
-        parts.append(row_ids)
-        out.hashes.extend(hs)
-        out.titles.extend(titles)
-        out.bodies.extend(bodies)
-    if parts:
-        out.row_ids = np.concatenate(parts)
-    return out
+# StoreTexts and read_texts live with the store (index_data/store.py): storage owns its reads
 
 
 def embed_texts(

@@ -116,6 +116,7 @@ def main() -> None:
         ms: dict[str, list[float]] = {"before": [], "after": []}
         same_ids = same_scores = 0
         worst = 0.0
+        differ: list[dict[str, Any]] = []
         t0 = time.perf_counter()
         for i, opts in enumerate(batch):
             order = ["before", "after"] if i % 2 == 0 else ["after", "before"]
@@ -128,6 +129,8 @@ def main() -> None:
                 diff = max((abs(x[1] - y[1]) for x, y in zip(a, b)), default=0.0)
                 worst = max(worst, diff)
                 same_scores += diff <= 1e-6
+                if diff > 1e-6:
+                    differ.append({"request": opts, "max_diff": diff})
         for w in workers.values():
             w.close()
     report = {
@@ -135,7 +138,8 @@ def main() -> None:
         "max_score_diff_when_ids_agree": worst, "wall_s": round(time.perf_counter() - t0, 1),
         **{f"{name}_ms": {"p50": round(float(np.percentile(v, 50)), 2), "p90": round(float(np.percentile(v, 90)), 2)}
            for name, v in ms.items()},
-        "index": str(args.index), "before": str(args.before), "machine": f"{os.cpu_count()} cores",
+        "scores_differ": differ[:10], "index": str(args.index), "before": str(args.before),
+        "machine": f"{os.cpu_count()} cores",
     }
     print(json.dumps(report, indent=2))
     if args.out:

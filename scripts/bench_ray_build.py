@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ticketsearch.pipeline.parts import open_store
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TICKETSEARCH = str(Path(sys.executable).parent / "ticketsearch")
@@ -34,7 +36,7 @@ TICKETSEARCH = str(Path(sys.executable).parent / "ticketsearch")
 def vectors(index: Path) -> dict[tuple[str, str], np.ndarray]:
     from ticketsearch.index_dir import IndexDir
 
-    with IndexDir(index).open_store() as store:
+    with open_store(IndexDir(index)) as store:
         return store.all_embeddings()
 
 

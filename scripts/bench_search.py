@@ -333,9 +333,9 @@ def fetch_check(n: int, root: Path, log: Any) -> dict[str, Any]:
 
 # ---- 4. the automatic choice on real hadoop embeddings ---------------------------------------------------
 def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
-    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.index_data.store import TicketStore, read_texts
     from ticketsearch.index_dir import IndexDir
-    from ticketsearch.retrieval.builder import embed_store, read_texts
+    from ticketsearch.retrieval.builder import embed_store
     from ticketsearch.retrieval.encoder import Encoder
 
     with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:

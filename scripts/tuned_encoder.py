@@ -22,6 +22,7 @@ from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.experiment import ExperimentConfig, add_tuned_rows, evaluate_methods
+from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import first_stage_methods, kind_pools, load_eval_inputs
 from ticketsearch.retrieval.evaluation import markdown_table
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--query", action="append", default=None, help="evaluated kinds (full,title,words:N)")
     args = ap.parse_args()
     d = IndexDir(args.index)
-    manifest = d.load_manifest()
+    manifest = load_manifest(d)
     if not manifest.tuned:
         raise SystemExit(f"{args.index}: no tuned encoder installed (run ticketsearch tune-encoder)")
     decision = json.loads(d.tune_decision_path.read_text())
@@ -48,9 +49,9 @@ def main() -> None:
     results: dict[str, Any] = {"index": str(args.index), "fusion": {"config": frozen_fusion},
                                "tuned_fusion": manifest.fusion, "tuning": decision["tune"],
                                "rerank_on_tuned": decision.get("rerank"), "queries": {"kinds": {}}}
-    with d.open_store(read_only=True) as store:
+    with open_store(d, read_only=True) as store:
         frozen = Encoder(str(manifest.extra["tuned_from"]), settings=settings)
-        tuned = d.open_encoder(settings, manifest)
+        tuned = open_encoder(d, settings, manifest)
         finp = load_eval_inputs(args.index, store, frozen)
         tinp = load_eval_inputs(args.index, store, tuned)
         ev = finp.ev

@@ -48,6 +48,7 @@ from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
 from ticketsearch.index_data.trackers import hook_record
 from ticketsearch.jobs import TrainingJobs
 from ticketsearch.pipeline.engine import Engine
+from ticketsearch.pipeline.parts import open_store
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.requests import checked_fields, error_message
 from ticketsearch.results import (
@@ -540,7 +541,7 @@ def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
     from ticketsearch.index_dir import IndexDir
 
     try:
-        with IndexDir(index_dir).open_store(read_only=True) as store:
+        with open_store(IndexDir(index_dir), read_only=True) as store:
             return store.schema
     except TicketsearchError:
         return None

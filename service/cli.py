@@ -12,6 +12,7 @@ import typer
 
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import open_store
 from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest
 
 app = typer.Typer(
@@ -432,7 +433,7 @@ def evaluate(
     manifest = Manifest.load(index)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
     res: dict[str, Any] = {}
-    with IndexDir(index).open_store(read_only=True) as store:
+    with open_store(IndexDir(index), read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(index, store, encoder)
         queries = inp.ev.queries(parse_date(since, "--since"), parse_date(until, "--until") if until else None)
@@ -697,7 +698,7 @@ def split(
     layout = split_index(index, out, shards, get_settings(), progress=not quiet)
     counts = []
     for d in layout.dirs():
-        with d.open_store() as store:
+        with open_store(d) as store:
             counts.append(store.count())
     typer.echo(f"split {index} into {layout.shards} shards at {out}: {', '.join(map(str, counts))} tickets")
 

@@ -1,4 +1,4 @@
-"""An index directory: every path of its layout, and the parts it opens.
+"""An index directory: every path of its layout (paths only: `pipeline.parts` opens the parts).
 
 ```
 DIR/tickets.duckdb          tickets, typed field columns, stable row ids, embedding cache (source of truth)
@@ -27,17 +27,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ticketsearch.errors import NotFoundError, TicketsearchError
-from ticketsearch.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from ticketsearch.index_data.schema import Schema
-    from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.rerank.runtime import Reranker
-    from ticketsearch.retrieval.encoder import Encoder
-    from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.errors import NotFoundError
 
 
 @dataclass(frozen=True)
@@ -194,36 +185,3 @@ class IndexDir:
     def require_store(self) -> None:
         if not self.has_store():
             raise NotFoundError(f"{self.root}: no ticket store here (run 'ticketsearch ingest' first)")
-
-    # ---- opening its parts --------------------------------------------------------------------------
-    def open_store(self, read_only: bool = True, schema: Schema | None = None) -> TicketStore:
-        from ticketsearch.index_data.store import TicketStore
-
-        if read_only:
-            self.require_store()
-        return TicketStore(self.store_path, schema=schema, read_only=read_only)
-
-    def load_manifest(self) -> Manifest:
-        from ticketsearch.retrieval.manifest import Manifest
-
-        return Manifest.load(self.root)
-
-    def open_encoder(self, settings: Settings | None = None, manifest: Manifest | None = None) -> Encoder:
-        """The encoder the index was built with, checked against the manifest's identity."""
-        from ticketsearch.retrieval.encoder import Encoder
-
-        manifest = manifest or self.load_manifest()
-        settings = (settings or get_settings()).model_copy(update={"max_seq_length": manifest.max_seq_length})
-        encoder = Encoder(manifest.model, settings=settings)
-        if encoder.key != manifest.model_key:
-            raise TicketsearchError(
-                f"{self.root} was built with model {manifest.model_key}; the loaded model is {encoder.key}"
-            )
-        return encoder
-
-    def open_reranker(self, settings: Settings | None = None) -> Reranker:
-        from ticketsearch.rerank.runtime import Reranker
-
-        settings = settings or get_settings()
-        return Reranker(self.reranker_path, device=settings.device, runtime=settings.rerank_runtime,
-                        cache_dir=settings.cache_dir)

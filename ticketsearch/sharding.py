@@ -6,9 +6,10 @@ NAME/shard-000/         an index directory (its own DuckDB, FAISS, BM25 with ter
 NAME/shard-001/         ...
 ```
 
-Row ids are unique across the shards: a collection split from one index keeps that index's row ids, and each
-shard gives new tickets row ids of its own residue modulo N. A sharded search breaks ties by them, as one index
-does (`pipeline.sharded`).
+Row ids are unique across the shards and are the ones one index would give: a collection split from an index
+keeps its row ids, and shard 0 numbers new tickets in arrival order (`ShardedEngine.upsert`; collections made
+before this numbered each shard's own residue modulo N, which stays unique). A sharded search breaks ties by
+them, as one index does (`pipeline.sharded`).
 
 ```python
 from ticketsearch.sharding import split_index
@@ -107,6 +108,7 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
     encoded again) and its candidate vectors computed with the same reranker.
     """
     from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
     from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
     from ticketsearch.retrieval.builder import build_index
     from ticketsearch.retrieval.manifest import Manifest
@@ -117,13 +119,13 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
     if dest.exists():
         raise ConflictError(f"{dest} exists already")
     source.require_store()
-    manifest = source.load_manifest()
+    manifest = load_manifest(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".splitting-{dest.name}-", dir=dest.parent))
     try:
         _write_layout(tmp, shards)
         layout = ShardLayout(tmp, shards)
-        with source.open_store(read_only=True) as store:
+        with open_store(source, read_only=True) as store:
             tickets = store.con.sql("SELECT * FROM tickets ORDER BY row_id").to_arrow_table()
             cache = store.con.sql("SELECT * FROM embedding_cache").to_arrow_table()
             schema = store.schema
@@ -133,7 +135,7 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
         titles = tickets.column("title").to_pylist()
         hashes = tickets.column("text_hash").to_pylist()
         cache_hash = np.asarray(cache.column("text_hash").to_pylist(), dtype=object)
-        encoder = source.open_encoder(settings, manifest)
+        encoder = open_encoder(source, settings, manifest)
         for i, d in enumerate(layout.dirs()):
             mine = owner == i
             part = tickets.filter(pa.array(mine))
@@ -161,7 +163,7 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
                     shutil.copy2(f, d.root / f.name)
             d.derived.mkdir(parents=True, exist_ok=True)
             Manifest.load(source.root).save(d.root)  # the source's fusion and encoder facts, kept by the build
-            with d.open_store(read_only=False) as shard:
+            with open_store(d, read_only=False) as shard:
                 build_index(d.root, shard, encoder, manifest.model, settings, progress=progress)
                 if d.has_reranker():
                     build_rerank_vectors(d, shard, encoder, progress=progress)

@@ -14,6 +14,7 @@ from ticketsearch.errors import RowError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.trackers import detect, load_mapping, read_tracker
+from ticketsearch.pipeline.parts import open_store
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -105,7 +106,7 @@ def test_ingest_says_what_it_detected_and_builds_the_index(tmp_path: Path) -> No
     out = CliRunner().invoke(app, ["ingest", "--data", str(FIX / "jira"), "--index", str(tmp_path / "idx"), "-q"])
     assert out.exit_code == 0, out.output
     assert "detected format: jira" in out.output and "skipped" in out.output and "page-2.json record 3" in out.output
-    with IndexDir(tmp_path / "idx").open_store() as store:
+    with open_store(IndexDir(tmp_path / "idx")) as store:
         assert store.schema.name == "jira" and store.count() == 4
         assert store.get("HDFS-15").duplicate_of == "HDFS-10"
     bad = CliRunner().invoke(app, ["ingest", "--data", str(FIX / "jira"), "--index", str(tmp_path / "x"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import load_manifest, open_store
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.training import build_train_data, mine, run_rerankers, time_split
 from ticketsearch.rerank.pair_features import KIND_COLUMNS, by_query_kind, pair_dim
@@ -44,10 +45,10 @@ def test_training_on_title_queries_ranks_them_better(trained_index: Path, tmp_pa
     d = IndexDir(idx)
     installed = {p.name: p.read_bytes() for p in d.reranker_path.iterdir()}
     assert installed
-    with d.open_store(read_only=False) as store:
+    with open_store(d, read_only=False) as store:
         inp = load_eval_inputs(idx, store, encoder)
         tb, vb = time_split(inp, 0.6, 0.2)
-        fusion = d.load_manifest().fusion
+        fusion = load_manifest(d).fusion
         runs = {}
         for name, kinds in (("full", [FULL]), ("full+title", [FULL, TITLE])):
             runs[name] = run_rerankers(store, inp, encoder, idx, fusion, settings.fusion_depth, tb, vb,

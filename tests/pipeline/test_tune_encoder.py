@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import load_manifest, open_store
 from ticketsearch.pipeline.tune_encoder import TuneConfig, TuneExample, group_safe_batches, tune_index
 from ticketsearch.service.cli import app
 
@@ -92,7 +93,7 @@ def test_tuning_learns_the_teams_codenames_and_every_cache_follows_it(codename_i
     idx = tmp_path / "idx"
     shutil.copytree(codename_index, idx)
     d = IndexDir(idx)
-    before = d.load_manifest()
+    before = load_manifest(d)
     cfg = TuneConfig(budget_s=300, lr=1e-4, max_epochs=2, patience=2, batch_size=8)
     out = tune_index(idx, datetime(2025, 4, 1), datetime(2026, 1, 1), settings, cfg, progress=False,
                      log=lambda m: None, retrain=True)
@@ -104,13 +105,13 @@ def test_tuning_learns_the_teams_codenames_and_every_cache_follows_it(codename_i
     assert tuned["dense"]["MRR"] >= cur["dense"]["MRR"] + 0.2, tune["validation"]
     assert tuned["hybrid"]["MRR"] >= cur["hybrid"]["MRR"] + 0.15, tune["validation"]
     # installed: a sentence-transformers directory inside the index, with its own identity
-    after = d.load_manifest()
+    after = load_manifest(d)
     assert json.loads(d.manifest_path.read_text())["model"] == TUNED_MODEL
     assert (d.encoder_path / "model.safetensors").is_file() and (d.encoder_path / "modules.json").is_file()
     assert after.model_key != before.model_key and after.model_key == tune["encoder_key"]
     assert after.extra["tuned_from"] == "minilm" and after.fusion == tune["fusion"]
     assert not d.staged_encoder_path.exists()
-    with d.open_store() as store:  # every ticket's embedding cached under the tuned key
+    with open_store(d) as store:  # every ticket's embedding cached under the tuned key
         n = store.con.execute("SELECT count(*) FROM embedding_cache WHERE model_key = ?",
                               [after.model_key]).fetchone()[0]
         assert n >= store.count()

@@ -9,6 +9,7 @@ import pytest
 
 from ticketsearch.errors import QueryError
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import open_store
 from ticketsearch.retrieval.eval_index import kind_pools, load_eval_inputs, scorers
 from ticketsearch.retrieval.lexical import bm25_text
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind, parse_kinds
@@ -31,7 +32,7 @@ def test_parse_and_cut() -> None:
 def test_short_queries_are_scored_as_search_scores_a_free_text(built_index: Path, encoder) -> None:
     """A title query's dense and title scores use the title's own vector (one vector, as search does for a
     free text) and BM25 sees the title alone; full queries keep the ticket's vectors and text."""
-    with IndexDir(built_index).open_store(read_only=True) as store:
+    with open_store(IndexDir(built_index), read_only=True) as store:
         inp = load_eval_inputs(built_index, store, encoder)
         ev = inp.ev
         queries = ev.queries()[:5]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ticketsearch.index_data.demo import generate
+from ticketsearch.pipeline.parts import open_store
 
 pytestmark = pytest.mark.ray
 QUERIES = ["customers were charged twice", "the app crashes when I log in", "export to CSV is slow",
@@ -48,7 +49,7 @@ def build(root: Path, rows: list[dict], encoder, settings, remote=None, before=N
 def cache(index: Path) -> dict[tuple[str, str], np.ndarray]:
     from ticketsearch.index_dir import IndexDir
 
-    with IndexDir(index).open_store() as store:
+    with open_store(IndexDir(index)) as store:
         return store.all_embeddings()
 
 
@@ -117,7 +118,7 @@ def test_a_ray_build_encodes_the_rerankers_token_states_there(ray_encoding, trai
         (tmp_path / name / "idx").mkdir(parents=True)
         shutil.copytree(trained_index / "reranker", tmp_path / name / "idx" / "reranker")
     local, _ = build(tmp_path / "local", rows, encoder, settings)
-    with IndexDir(local).open_store(read_only=False) as store:
+    with open_store(IndexDir(local), read_only=False) as store:
         build_rerank_vectors(IndexDir(local), store, encoder, progress=False)  # what a local engine does at start
     def no_local_encoding(_encoder):  # noqa: ANN001, ANN202
         def encode(texts):  # noqa: ANN001, ANN202

@@ -27,19 +27,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from ticketsearch.atomic import fsync_dir
 from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError
 from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
-from ticketsearch.index_data.store import TicketStore, UpsertResult
+from ticketsearch.index_data.store import TicketStore, UpsertResult, read_texts
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import open_store
 from ticketsearch.pipeline.rerank_vectors import (
     batch_tokens,
     build_rerank_vectors,
@@ -54,7 +56,6 @@ from ticketsearch.retrieval.builder import (
     build_dense,
     build_index,
     build_titles,
-    read_texts,
     title_key,
 )
 from ticketsearch.retrieval.first_stage import FirstStageIndexes
@@ -66,9 +67,6 @@ from ticketsearch.settings import Settings
 
 from .batcher import Batcher
 from .shared_models import Loaded, SharedModels
-
-if TYPE_CHECKING:
-    from .replica import ReplicaChanges
 
 log = logging.getLogger("ticketsearch.engine")
 
@@ -165,6 +163,20 @@ def prepare(tickets: list[Ticket], schema: Schema, enc: Any, rerank: Reranker | 
 
 
 @dataclass
+class ReplicaChanges:
+    """The primary's changes after a follower's position, up to `seq` (`changes_for_replica`, `apply_replicated`:
+    pipeline/replica.py)."""
+
+    seq: int
+    rows: pa.Table | None = None  # the rows written, as stored (the layout `TicketStore.upsert_tables` takes)
+    row_ids: list[int] = field(default_factory=list)
+    vecs: np.ndarray | None = None  # text and title vectors, and the reranker's candidate vectors, by row
+    title_vecs: np.ndarray | None = None
+    rerank_vecs: np.ndarray | None = None
+    deleted: list[int] = field(default_factory=list)  # row ids
+
+
+@dataclass
 class LivePart:
     """One live index of the engine and where its files go."""
 
@@ -223,7 +235,7 @@ class Engine:
 
     def _open(self) -> None:
         self.dir.require_store()
-        self.store = self.dir.open_store(read_only=False)  # the one writer: a second process gets a clear error here
+        self.store = open_store(self.dir, read_only=False)  # the one writer: a second process gets a clear error here
         try:
             manifest = Manifest.load(self.index_dir)
         except TicketsearchError as exc:
@@ -528,8 +540,6 @@ class Engine:
         """What a read replica at this store's change `since` lacks: the rows written since (as stored, with
         their row ids and vectors, so that the replica encodes nothing) and the row ids deleted. Taken between
         writes; the change log keeps what `replica` has not pulled yet."""
-        from .replica import ReplicaChanges
-
         store, rs = self.store, self.searcher
         assert store is not None and rs is not None
         with self._write_lock:  # a whole write or none of it: DuckDB, the embedding cache and the indexes

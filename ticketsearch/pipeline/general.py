@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.pipeline.training import Mined, build_train_data, calibration_meta
+from ticketsearch.pipeline.mining import Mined, build_train_data, calibration_meta
 from ticketsearch.rerank.general import GENERAL_SCHEMA, LinearPairModel
 from ticketsearch.rerank.train import RankList, TrainData, fit_logistic
 from ticketsearch.retrieval.encoder import Encoder

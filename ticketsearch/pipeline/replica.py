@@ -19,15 +19,12 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from ticketsearch.settings import Settings
 
+from .engine import ReplicaChanges  # made and applied by the engine
 from .shard import ShardServer
 from .shared_models import SharedModels
 
@@ -37,19 +34,6 @@ log = logging.getLogger("ticketsearch.replica")
 # deliveries are the primary's).
 READS = frozenset({"schema", "stats", "newest_created", "lists", "rows", "ticket", "bodies", "schema_fields", "get",
                    "count"})
-
-
-@dataclass
-class ReplicaChanges:
-    """The primary's changes after a follower's position, up to `seq`."""
-
-    seq: int
-    rows: pa.Table | None = None  # the rows written, as stored (the layout `TicketStore.upsert_tables` takes)
-    row_ids: list[int] = field(default_factory=list)
-    vecs: np.ndarray | None = None  # text and title vectors, and the reranker's candidate vectors, by row
-    title_vecs: np.ndarray | None = None
-    rerank_vecs: np.ndarray | None = None
-    deleted: list[int] = field(default_factory=list)  # row ids
 
 
 def replica_name(shard: int, replica: int) -> str:

@@ -14,11 +14,10 @@ import numpy as np
 from ticketsearch.atomic import atomic_write_json, atomic_write_npy
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.records import text_hash, ticket_text
-from ticketsearch.index_data.store import TicketStore
+from ticketsearch.index_data.store import TicketStore, read_texts
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import EncodeFn, TokenCache, Tokens
-from ticketsearch.retrieval.builder import read_texts
 from ticketsearch.retrieval.encoder import Encoder, TokenBatch
 from ticketsearch.retrieval.live import RowVectors, VectorTable
 

@@ -22,6 +22,7 @@ from ticketsearch.index_data.records import coerce_value, parse_datetime, text_h
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_reranker, open_store
 from ticketsearch.requests import SearchRequest, as_filters, checked_fields
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
 from ticketsearch.rerank.general import GeneralReranker
@@ -124,8 +125,8 @@ class SearchPipeline:
     ) -> None:
         self.dir = index_dir if isinstance(index_dir, IndexDir) else IndexDir(index_dir)
         self.settings = settings or get_settings()
-        self.manifest = self.dir.load_manifest()
-        self.store = store or self.dir.open_store(read_only=True)
+        self.manifest = load_manifest(self.dir)
+        self.store = store or open_store(self.dir, read_only=True)
         self.indexes = indexes or load_first_stage(self.dir, self.manifest.index_kind, self.settings,
                                                    self.manifest.change_seq)
         self.first = FirstStage(self.manifest, self.store, self.indexes, self.settings.fusion_depth)
@@ -160,7 +161,7 @@ class SearchPipeline:
                 notes.append("no trained reranker in this index: results are in first-stage order")
             return None, None, notes
         try:
-            reranker = self.dir.open_reranker(self.settings)
+            reranker = open_reranker(self.dir, self.settings)
         except TicketsearchError as exc:
             notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
             return None, None, notes
@@ -185,7 +186,7 @@ class SearchPipeline:
     def encoder(self) -> Encoder:
         """The fp32 encoder the index was built with (indexed tickets)."""
         if self._encoder is None:
-            self._encoder = self.dir.open_encoder(self.settings, self.manifest)
+            self._encoder = open_encoder(self.dir, self.settings, self.manifest)
         return self._encoder
 
     @property

@@ -29,6 +29,7 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
+from ticketsearch.pipeline.parts import load_manifest
 from ticketsearch.requests import SearchRequest
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import Tokens
@@ -127,7 +128,7 @@ class ShardedSearch(SearchPipeline):
         self.shards = list(shards)
         self.dir = layout.shard_dir(0)  # the collection's model, encoder and fusion (every shard has the same)
         self.settings = settings
-        self.manifest = self.dir.load_manifest()
+        self.manifest = load_manifest(self.dir)
         self._schema: Schema = self.shards[0].call("schema").result()
         self.first = FirstStage(self.manifest, None, None, settings.fusion_depth)  # type: ignore[arg-type]  # depth and fusion only: the lists come from the shards
         self._encoder = encoder
@@ -280,7 +281,7 @@ class ShardedEngine:
         try:
             self._conn = self.connect(self.layout, self.settings, self.models)
             d = self.layout.shard_dir(0)
-            self._loaded = self.models.acquire(d, d.load_manifest())
+            self._loaded = self.models.acquire(d, load_manifest(d))
             self.searcher = ShardedSearch(self.layout, self._conn.clients, self.settings,
                                           encoder=self._loaded.batched, query_encoder=self._loaded.batched_query)
             self.store = StoreView(self.searcher.schema)

@@ -38,6 +38,7 @@ from ticketsearch.atomic import atomic_write_dir, atomic_write_json
 from ticketsearch.index_data.records import ticket_text
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
 from ticketsearch.pipeline.training import excluded_negatives
 from ticketsearch.retrieval.builder import build_index
 from ticketsearch.retrieval.encoder import MODEL_META, Encoder
@@ -419,9 +420,9 @@ def tune_index(
     from ticketsearch.rerank.train import TrainConfig
 
     d = IndexDir(index_dir)
-    manifest = d.load_manifest()
-    with d.open_store(read_only=False) as store:
-        encoder = d.open_encoder(settings, manifest)
+    manifest = load_manifest(d)
+    with open_store(d, read_only=False) as store:
+        encoder = open_encoder(d, settings, manifest)
         inp = load_eval_inputs(index_dir, store, encoder)
         if train_before is None or valid_before is None:
             tb, vb = time_split(inp)
