@@ -43,7 +43,7 @@ def build_base(out: Path, seed: int, rerankers: bool) -> Path:
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
-    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.pipeline.ingest import build_index
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.settings import Settings
 

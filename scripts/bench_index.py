@@ -41,8 +41,8 @@ def main() -> None:
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
+    from ticketsearch.pipeline.ingest import build_index
     from ticketsearch.pipeline.search import SearchPipeline
-    from ticketsearch.retrieval.builder import build_index
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.settings import get_settings
 

@@ -48,9 +48,9 @@ def main() -> None:
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
     from ticketsearch.pipeline.dedupe import groups_of
+    from ticketsearch.pipeline.ingest import build_index
     from ticketsearch.pipeline.training import train_index
     from ticketsearch.rerank.train import TrainConfig
-    from ticketsearch.retrieval.builder import build_index
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.settings import Settings
 

@@ -218,7 +218,7 @@ def ingest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
-    from ticketsearch.retrieval.builder import ingest_and_build
+    from ticketsearch.pipeline.ingest import ingest_and_build
     from ticketsearch.settings import get_settings
 
     if on_error not in ("skip", "stop"):
@@ -240,20 +240,12 @@ def ingest(
     settings = get_settings()
     if index_type:
         settings = settings.model_copy(update={"index_type": index_type})
-    store, encoder, _ = ingest_and_build(
+    store, _, _ = ingest_and_build(  # the installed reranker's vectors are refreshed there too
         data, index, schema, on_error=on_error, model=model, settings=settings, progress=not quiet,
         log=lambda m: typer.echo(m, err=m.startswith("skipped")), fmt=fmt, mapping=mapping, executor=executor,
         ray_address=ray_address,
     )
-    try:
-
-        from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
-
-        if IndexDir(index).has_reranker():
-            n = build_rerank_vectors(IndexDir(index), store, encoder, progress=not quiet)
-            typer.echo(f"computed reranker vectors for {n} tickets")
-    finally:
-        store.close()
+    store.close()
 
 
 @app.command()

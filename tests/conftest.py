@@ -76,7 +76,7 @@ def built_index(tmp_path_factory: pytest.TempPathFactory, demo_file: Path, encod
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
-    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.pipeline.ingest import build_index
 
     index_dir = tmp_path_factory.mktemp("index")
     with TicketStore(IndexDir(index_dir).store_path, schema=load_schema("support")) as store:
@@ -94,7 +94,7 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory, encoder, settings) -> Pa
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
-    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.pipeline.ingest import build_index
 
     root = tmp_path_factory.mktemp("rr")
     data = root / "d.jsonl"

@@ -40,8 +40,11 @@ def test_a_wheel_holds_only_the_one_package(tmp_path: Path) -> None:
     tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"ticketsearch", next(t for t in tops if t.endswith(".dist-info"))}, tops
     names = zipfile.ZipFile(wheel).namelist()
+    page = [f"ticketsearch/service/{p.parent.name}/{p.name}" for p in (ROOT / "service").glob("*/*")
+            if p.parent.name in ("templates", "static") and p.is_file()]  # every file the agent page serves
+    assert len(page) >= 4
     for part in ("ticketsearch/retrieval/first_stage.py", "ticketsearch/index_data/schemas/support.toml",
                  "ticketsearch/pipeline/search.py", "ticketsearch/service/cli.py", "ticketsearch/api.py",
-                 "ticketsearch/rerank/general_model/config.json",
-                 "ticketsearch/rerank/general_model/model.safetensors"):
+                 "ticketsearch/requests.py", "ticketsearch/rerank/general_model/config.json",
+                 "ticketsearch/rerank/general_model/model.safetensors", *page):
         assert part in names, part

@@ -178,7 +178,7 @@ class Collections:
         (`general_model`: rerank with the shipped general model meanwhile). `shards`: split into that many
         shards by a hash of the ticket id (`ticketsearch.sharding`). ConflictError if it exists."""
         from ticketsearch.index_data.store import TicketStore
-        from ticketsearch.retrieval.builder import build_index
+        from ticketsearch.pipeline.ingest import build_index
 
         if self.root is None:
             raise ConflictError("this service serves one index (--index); start it with --root DIR to create "

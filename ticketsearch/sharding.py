@@ -108,9 +108,9 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
     encoded again) and its candidate vectors computed with the same reranker.
     """
     from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.pipeline.ingest import build_index
     from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
-    from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
-    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
     from ticketsearch.retrieval.manifest import Manifest
 
     settings = settings or get_settings()
@@ -165,8 +165,7 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
             Manifest.load(source.root).save(d.root)  # the source's fusion and encoder facts, kept by the build
             with open_store(d, read_only=False) as shard:
                 build_index(d.root, shard, encoder, manifest.model, settings, progress=progress)
-                if d.has_reranker():
-                    build_rerank_vectors(d, shard, encoder, progress=progress)
+                refresh_rerank_vectors(d, shard, encoder, progress=progress)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
     except BaseException:

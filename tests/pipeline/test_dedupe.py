@@ -23,9 +23,9 @@ def backlog(tmp_path_factory: pytest.TempPathFactory, encoder, settings) -> dict
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
+    from ticketsearch.pipeline.ingest import build_index
     from ticketsearch.pipeline.training import train_index
     from ticketsearch.rerank.train import TrainConfig
-    from ticketsearch.retrieval.builder import build_index
 
     rows = generate(N, seed=3)
     dates = sorted(r["created"] for r in rows)

@@ -15,7 +15,7 @@ from ticketsearch.index_data.records import normalize_row
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.engine import Engine, RWLock
-from ticketsearch.retrieval.builder import build_index
+from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.retrieval.lexical import BM25Index
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.vector_index import VectorIndex

@@ -59,7 +59,7 @@ def codename_index(tmp_path_factory: pytest.TempPathFactory, encoder, settings) 
     from ticketsearch.index_data.ingest import ingest_file
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.pipeline.ingest import build_index
 
     root = tmp_path_factory.mktemp("tune")
     data = root / "d.jsonl"

@@ -11,8 +11,8 @@ from ticketsearch.index_data.ingest import ingest_file
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.search import SearchPipeline
-from ticketsearch.retrieval.builder import build_index
 from ticketsearch.retrieval.eval_index import fusion_fn
 from ticketsearch.retrieval.evaluation import QueryPool
 from ticketsearch.retrieval.fusion import fuse_lists

@@ -33,7 +33,8 @@ def build(root: Path, rows: list[dict], encoder, settings, remote=None, before=N
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
-    from ticketsearch.retrieval.builder import build_index
+    from ticketsearch.pipeline.ingest import build_index
+    from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 
     root.mkdir(parents=True, exist_ok=True)
     data = root / "t.jsonl"
@@ -43,6 +44,8 @@ def build(root: Path, rows: list[dict], encoder, settings, remote=None, before=N
         if before is not None:
             before(store)
         report = build_index(root / "idx", store, encoder, "minilm", settings=settings, progress=False, remote=remote)
+        # the ingest workflow's last step (pipeline/ingest.py): the installed reranker's vectors, tokens on Ray
+        report.rerank_vectors = refresh_rerank_vectors(IndexDir(root / "idx"), store, encoder, False, remote)
     return root / "idx", report
 
 

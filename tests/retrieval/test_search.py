@@ -9,8 +9,8 @@ import pytest
 from ticketsearch.errors import NotFoundError, QueryError
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.search import SearchPipeline
-from ticketsearch.retrieval.builder import build_index
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import pytest
 
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
 from ticketsearch.pipeline.search import SearchPipeline
-from ticketsearch.retrieval.builder import build_index
 from ticketsearch.retrieval.lexical import BM25Index
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.vector_index import VectorIndex

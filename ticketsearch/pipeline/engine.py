@@ -41,6 +41,7 @@ from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore, UpsertResult, read_texts
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.parts import open_store
 from ticketsearch.pipeline.rerank_vectors import (
     batch_tokens,
@@ -54,7 +55,6 @@ from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
 from ticketsearch.retrieval.builder import (
     build_bm25,
     build_dense,
-    build_index,
     build_titles,
     title_key,
 )

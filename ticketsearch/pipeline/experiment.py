@@ -17,7 +17,7 @@ from typing import Any
 from ticketsearch.atomic import atomic_write_json, atomic_write_text
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.retrieval.builder import ingest_and_build
+from ticketsearch.pipeline.ingest import ingest_and_build
 from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, kind_pools, load_eval_inputs
 from ticketsearch.retrieval.evaluation import QueryPool, evaluate, markdown_table
 from ticketsearch.retrieval.fusion_tuning import MIN_TUNE_QUERIES, choose_fusion
@@ -145,9 +145,9 @@ def run_experiment(
                                train_kinds=cfg.train_queries, eval_kinds=cfg.queries,
                                short_time="asked" if cfg.short_query_time == "asked" else "none")
             if "installed" in rr:  # the index the experiment leaves reranks: the installed model's vectors
-                from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
+                from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 
-                n = build_rerank_vectors(IndexDir(index_dir), store, encoder, progress=cfg.progress)
+                n = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress=cfg.progress)
                 log(f"      computed the installed reranker's vectors for {n} tickets: searching {index_dir} reranks")
             results["methods"].update(rr["test"])
             results["validation"]["methods"].update(rr["valid"])

@@ -46,6 +46,20 @@ def token_encode_fn(encoder: Encoder) -> EncodeFn:
     return encode
 
 
+def refresh_rerank_vectors(d: IndexDir, store: TicketStore, encoder: Encoder, progress: bool = True,
+                           remote: Any = None) -> int:
+    """The one way an index refreshes the installed reranker's candidate vectors after its tickets changed in
+    bulk (an ingest, a split, an installed model): every ticket's, or none (0) when no reranker is installed.
+    `remote` (a `RayEncoding`): the token states are encoded on Ray first, so nothing is encoded here."""
+    if not d.has_reranker():
+        return 0
+    if remote is not None:
+        st = read_texts(store)
+        full = [ticket_text(store.schema, t, b) for t, b in zip(st.titles, st.bodies)]
+        remote.fill_token_cache(token_cache_for(d, encoder), [text_hash(t) for t in full], full, progress)
+    return build_rerank_vectors(d, store, encoder, progress=progress)
+
+
 def build_rerank_vectors(index_dir: IndexDir, store: TicketStore, encoder: Encoder, progress: bool = True) -> int:
     """Compute every ticket's target vector with the installed reranker; tag the file with its checksum."""
     reranker = Reranker(index_dir.reranker_path, device=encoder.settings.device)

@@ -36,7 +36,7 @@ from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, 
 )
 from ticketsearch.pipeline.pairs import RERANK_DEPTH
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
-from ticketsearch.pipeline.rerank_vectors import build_rerank_vectors
+from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 from ticketsearch.rerank.general import SHIPPED, load_general
 from ticketsearch.rerank.lambdamart import ltr_inputs
 from ticketsearch.rerank.model import RerankConfig
@@ -451,6 +451,6 @@ def _train(
                         rejected=rejected)
     res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}
     if "installed" in res and vectors:
-        n = build_rerank_vectors(d, store, encoder, progress=progress)
+        n = refresh_rerank_vectors(d, store, encoder, progress=progress)
         log(f"computed reranker vectors for {n} tickets")
     return res

@@ -38,9 +38,9 @@ from ticketsearch.atomic import atomic_write_dir, atomic_write_json
 from ticketsearch.index_data.records import ticket_text
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
 from ticketsearch.pipeline.training import excluded_negatives
-from ticketsearch.retrieval.builder import build_index
 from ticketsearch.retrieval.encoder import MODEL_META, Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, kind_pools, load_eval_inputs, scorers
 from ticketsearch.retrieval.evaluation import QueryPool, build_pools, evaluate, paired_bootstrap
