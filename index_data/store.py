@@ -212,6 +212,55 @@ class TicketStore:
             return UpsertResult(0, 0, self.change_seq)
         return self.upsert_tables(iter([self._to_arrow(list(latest.values()), None)]), row_ids)
 
+    # ---- reads the application asks for (no SQL outside this module) --------------------------------
+    def ids_by_created(self, since: datetime | None = None,
+                       until: datetime | None = None) -> list[tuple[str, datetime]]:
+        """(id, created) of the tickets created in [since, until), oldest first (ties by row id)."""
+        where: list[str] = []
+        params: list[datetime] = []
+        if since is not None:
+            where.append("created >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("created < ?")
+            params.append(until)
+        sql = "SELECT id, created FROM tickets" + (" WHERE " + " AND ".join(where) if where else "")
+        return [(r[0], r[1]) for r in self.con.execute(sql + " ORDER BY created, row_id", params).fetchall()]
+
+    def duplicate_links(self, before: datetime | None = None) -> list[tuple[str, str | None]]:
+        """(id, duplicate_of) of every ticket (created before `before`, when given)."""
+        sql = "SELECT id, duplicate_of FROM tickets" + (" WHERE created < ?" if before is not None else "")
+        return [(r[0], r[1]) for r in self.con.execute(sql, [before] if before is not None else []).fetchall()]
+
+    def link_count(self) -> int:
+        """How many stored tickets name the ticket they duplicate."""
+        row = self.con.execute("SELECT count(*) FROM tickets WHERE duplicate_of IS NOT NULL").fetchone()
+        return int(row[0]) if row else 0
+
+    def eval_rows(self) -> list[dict[str, Any]]:
+        """Every ticket's row id, id, title, body, created and duplicate_of (what an evaluation reads)."""
+        names = ("row_id", "id", "title", "body", "created", "duplicate_of")
+        return [dict(zip(names, r)) for r in self.con.execute(f"SELECT {', '.join(names)} FROM tickets").fetchall()]
+
+    def resolved_duplicate_row_ids(self) -> set[int]:
+        """Row ids of tickets whose kept `resolution` column says Duplicate (a tracker's own verdict)."""
+        rows = self.con.execute(
+            "SELECT row_id FROM tickets WHERE lower(coalesce(json_extract_string(raw_fields, '$.resolution'), "
+            "json_extract_string(raw_fields, '$.Resolution'), '')) = 'duplicate'").fetchall()
+        return {int(r[0]) for r in rows}
+
+    def values_by_row(self) -> dict[int, dict[str, Any]]:
+        """row id -> typed field values, for every stored ticket."""
+        cols = ", ".join(["row_id"] + [f.column for f in self.schema.fields])
+        return {r[0]: {f.name: r[1 + i] for i, f in enumerate(self.schema.fields)}
+                for r in self.con.execute(f"SELECT {cols} FROM tickets").fetchall()}
+
+    def newest_titles(self, n: int) -> list[tuple[str, datetime]]:
+        """(title, created) of the `n` newest tickets, newest first."""
+        rows = self.con.execute("SELECT title, created FROM tickets ORDER BY created DESC, row_id DESC LIMIT ?",
+                                [n]).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def existing_row_ids(self, ids: Sequence[str]) -> dict[str, int]:
         """The row ids of those of `ids` that are stored."""
         if not ids:

@@ -41,10 +41,7 @@ def load_eval_inputs(index_dir: Path, store: TicketStore, encoder: Encoder,
                      extra_links: Sequence[tuple[str, str]] = ()) -> EvalInputs:
     """`extra_links`: duplicate pairs beside the stored `duplicate_of` links (agents' confirmed decisions)."""
     manifest = Manifest.load(index_dir)
-    rows = store.con.execute("SELECT row_id, id, title, body, created, duplicate_of FROM tickets").fetchall()
-    ev = EvalSet.from_records(
-        [dict(zip(("row_id", "id", "title", "body", "created", "duplicate_of"), r)) for r in rows], extra_links
-    )
+    ev = EvalSet.from_records(store.eval_rows(), extra_links)
     ids, vecs, _, _ = embed_store(store, encoder, progress=True)
     pos = {int(r): i for i, r in enumerate(ids)}
     dense = vecs[[pos[int(r)] for r in ev.row_ids]]

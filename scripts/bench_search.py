@@ -395,11 +395,12 @@ def http_single(index_dir: Path, texts: list[str], log: Any, env: dict[str, str]
 
 
 def query_texts(index_dir: Path, n: int = 120) -> list[str]:
-    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.index_data.store import TicketStore, read_texts
     from ticketsearch.index_dir import IndexDir
 
     with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
-        rows = store.con.execute("SELECT title, body FROM tickets ORDER BY row_id").fetchall()
+        st = read_texts(store)
+        rows = list(zip(st.titles, st.bodies))
     rng = np.random.default_rng(1)
     return [f"{rows[i][0]}. {rows[i][1][:200]}" for i in rng.choice(len(rows), min(n, len(rows)), replace=False)]
 

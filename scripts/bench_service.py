@@ -41,11 +41,12 @@ PROBE_EVERY_S = 0.05
 
 
 def query_texts(index: Path, n: int = 500, seed: int = 0) -> list[str]:
-    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.index_data.store import TicketStore, read_texts
     from ticketsearch.index_dir import IndexDir
 
     with TicketStore(IndexDir(index).store_path, read_only=True) as store:
-        rows = store.con.execute("SELECT title, body FROM tickets").fetchall()
+        st = read_texts(store)
+        rows = list(zip(st.titles, st.bodies))
     rng = random.Random(seed)
     picks = rng.sample(rows, min(n, len(rows)))
     # a support agent's query: the title, or the title and the start of the body

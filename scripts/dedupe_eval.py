@@ -93,7 +93,7 @@ def main() -> None:
     with TicketIndex.open(args.index) as idx:
         store = idx.pipeline.store
         linked = groups_of(store)  # the links the index holds (none since --since)
-        rows = store.con.execute("SELECT id, created FROM tickets ORDER BY created, row_id").fetchall()
+        rows = store.ids_by_created()
         cal_ids = [(t, c) for t, c in rows if cal0 <= c < cal1]
         test_ids = [(t, c) for t, c in rows if c >= since]
         t0 = time.perf_counter()

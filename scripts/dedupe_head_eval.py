@@ -124,7 +124,7 @@ def group_sizes_before(store: Any, until: datetime) -> dict[str, int]:
     `until` (1 for a ticket in no group, or created since)."""
     from ticketsearch.index_data.links import components
 
-    rows = store.con.execute("SELECT id, duplicate_of FROM tickets WHERE created < ?", [until]).fetchall()
+    rows = store.duplicate_links(before=until)
     root = components((r[0] for r in rows), ((t, d) for t, d in rows if d is not None))
     size: dict[str, int] = {}
     for r in root.values():
@@ -156,11 +156,14 @@ def features(pairs: list[dict[str, Any]], info: dict[str, dict[str, Any]], prior
 
 
 def ticket_info(store: Any) -> dict[str, dict[str, Any]]:
-    rows = store.con.execute("SELECT id, title, created, f_project, f_priority, f_components, f_versions "
-                             "FROM tickets").fetchall()
-    return {t: {"words": set(WORD.findall(title.lower())), "created": c, "project": proj, "priority": prio,
-                "components": set(comp or []), "versions": set(ver or [])}
-            for t, title, c, proj, prio, comp, ver in rows}
+    values = store.values_by_row()
+    out = {}
+    for r in store.eval_rows():
+        v = values[r["row_id"]]
+        out[r["id"]] = {"words": set(WORD.findall(r["title"].lower())), "created": r["created"],
+                        "project": v.get("project"), "priority": v.get("priority"),
+                        "components": set(v.get("components") or []), "versions": set(v.get("versions") or [])}
+    return out
 
 
 # ---- heads --------------------------------------------------------------------------------------------------
@@ -263,7 +266,7 @@ def main() -> None:
     targets = [float(x) for x in args.precisions.split(",")]
     with TicketIndex.open(args.index) as idx:
         store = idx.pipeline.store
-        rows = store.con.execute("SELECT id, created FROM tickets ORDER BY created, row_id").fetchall()
+        rows = store.ids_by_created()
         periods = {"fit": [(t, c) for t, c in rows if fit0 <= c < fit1],
                    "test": [(t, c) for t, c in rows if c >= since]}
         pairs, collect_s = cached_pairs(args, periods, idx)

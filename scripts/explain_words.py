@@ -34,8 +34,7 @@ def main() -> None:
     idx = TicketIndex.open(args.index)
     try:
         store = idx.pipeline.store
-        rows = store.con.execute("SELECT title, created FROM tickets ORDER BY created DESC, row_id DESC LIMIT ?",
-                                 [args.queries]).fetchall()
+        rows = store.newest_titles(args.queries)
         attended = content = hits = with_match = exact = near = 0
         top_attended: Counter[str] = Counter()
         for title, created in rows:

@@ -62,7 +62,7 @@ def main() -> None:
     with TicketStore(IndexDir(index).store_path, schema=load_schema("support")) as store:
         ingest_file(store, data, progress=False)
         build_index(index, store, Encoder("minilm", settings=settings), "minilm", settings=settings, progress=False)
-        rows = store.con.execute("SELECT id, created FROM tickets ORDER BY created, row_id").fetchall()
+        rows = store.ids_by_created()
         group = groups_of(store)
     created = dict(rows)
     n = len(rows)

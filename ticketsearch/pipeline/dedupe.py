@@ -82,8 +82,7 @@ def calibrated_threshold(index: Any, precision: float, since: datetime, until: d
     """The lowest probability whose pairwise precision reaches `precision` when every ticket created in [since,
     until) is compared with the earlier ones (the links of that period are the truth)."""
     store = index.pipeline.store
-    rows = store.con.execute("SELECT id, created FROM tickets WHERE created >= ? AND created < ? "
-                             "ORDER BY created, row_id", [since, until]).fetchall()
+    rows = store.ids_by_created(since, until)
     if not rows:
         raise QueryError(f"no tickets were created between {since:%Y-%m-%d} and {until:%Y-%m-%d} to calibrate on")
     group = groups_of(store)
@@ -131,7 +130,7 @@ def threshold_for(reranker: Any, precision: float) -> float:
 
 def groups_of(store: Any) -> dict[str, str]:
     """ticket id -> the id of its duplicate group's root (tickets in no group map to themselves)."""
-    rows = store.con.execute("SELECT id, duplicate_of FROM tickets").fetchall()
+    rows = store.duplicate_links()
     return components((r[0] for r in rows), ((tid, dup) for tid, dup in rows if dup is not None))
 
 
@@ -201,7 +200,7 @@ def dedupe(
                 f"calibration pairs at or above the threshold, 95% lower bound {lower:.2f} (target {precision}); "
                 "treat the links as a review queue, not as merges")
     store = pipeline.store
-    rows = store.con.execute("SELECT id, created FROM tickets ORDER BY created, row_id").fetchall()
+    rows = store.ids_by_created()
     created = {tid: c for tid, c in rows}
     todo = [tid for tid, c in rows if since is None or c >= since]
     group = groups_of(store)

@@ -91,11 +91,7 @@ class Mined:
 
 def excluded_negatives(store: TicketStore, inp: EvalInputs) -> np.ndarray:
     """EvalSet mask of tickets resolved 'Duplicate' that have no in-file group (never negatives)."""
-    rows = store.con.execute(
-        "SELECT row_id FROM tickets WHERE lower(coalesce(json_extract_string(raw_fields, '$.resolution'), "
-        "json_extract_string(raw_fields, '$.Resolution'), '')) = 'duplicate'"
-    ).fetchall()
-    resolved = {r[0] for r in rows}
+    resolved = store.resolved_duplicate_row_ids()
     ev = inp.ev
     sizes = np.bincount(ev.group, minlength=len(ev))
     return np.array([int(r) in resolved and sizes[ev.group[i]] == 1 for i, r in enumerate(ev.row_ids)])

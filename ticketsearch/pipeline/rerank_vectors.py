@@ -24,11 +24,7 @@ from ticketsearch.retrieval.live import RowVectors, VectorTable
 
 def store_values(store: TicketStore) -> dict[int, dict[str, Any]]:
     """row id -> typed field values, for every stored ticket."""
-    cols = ", ".join(["row_id"] + [f.column for f in store.schema.fields])
-    out = {}
-    for r in store.con.execute(f"SELECT {cols} FROM tickets").fetchall():
-        out[r[0]] = {f.name: r[1 + i] for i, f in enumerate(store.schema.fields)}
-    return out
+    return store.values_by_row()
 
 
 def token_cache_for(index_dir: IndexDir, encoder: Encoder) -> TokenCache:

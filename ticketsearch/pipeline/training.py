@@ -419,8 +419,7 @@ def feedback_rejections(inp: EvalInputs, pairs: Sequence[tuple[str, str]]) -> di
 
 def link_count(store: TicketStore) -> int:
     """How many stored tickets name the ticket they duplicate (the links training learns from)."""
-    row = store.con.execute("SELECT count(*) FROM tickets WHERE duplicate_of IS NOT NULL").fetchone()
-    return int(row[0]) if row else 0
+    return store.link_count()
 
 
 def _train(
