@@ -261,6 +261,27 @@ class TicketStore:
                                 [n]).fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    COPIED_TABLES = ("tickets", "embedding_cache", "feedback", "hook_deliveries")  # what a split carries over
+
+    def export_table(self, name: str) -> pa.Table:
+        """A whole table as Arrow (tickets in row-id order), for copying into another store (a split)."""
+        if name not in self.COPIED_TABLES:
+            raise StoreError(f"{name!r} is not a table a store copies")
+        order = " ORDER BY row_id" if name == "tickets" else ""
+        return self.con.sql(f"SELECT * FROM {name}{order}").to_arrow_table()
+
+    def import_rows(self, name: str, rows: pa.Table, ddl: str | None = None) -> None:
+        """Insert rows exported from another store's table of the same layout (`ddl` creates it first)."""
+        if name not in self.COPIED_TABLES:
+            raise StoreError(f"{name!r} is not a table a store copies")
+        if ddl is not None:
+            self.con.execute(ddl)
+        self.con.register("_rows", rows)
+        try:
+            self.con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
+        finally:
+            self.con.unregister("_rows")
+
     def existing_row_ids(self, ids: Sequence[str]) -> dict[str, int]:
         """The row ids of those of `ids` that are stored."""
         if not ids:

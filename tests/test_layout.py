@@ -94,12 +94,11 @@ def test_the_circle_finder_finds_one() -> None:
 
 
 def test_sql_lives_in_the_store() -> None:
-    """SQL runs on a store's connection only inside index_data/ (the store's methods): one known exception left,
-    the split's table copies (ticketsearch/sharding.py), to move into the store (issue 27)."""
+    """SQL runs on a store's connection only inside index_data/ (the store's methods)."""
     outside = set()
     for folder in ("ticketsearch", "retrieval", "rerank", "service", "scripts"):
         for f in (ROOT / folder).rglob("*.py"):
             text = f.read_text()
             if ".con.execute(" in text or ".con.sql(" in text or ".con.register(" in text:
                 outside.add(str(f.relative_to(ROOT)))
-    assert outside == {"ticketsearch/sharding.py"}
+    assert outside == set()

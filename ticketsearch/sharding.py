@@ -126,8 +126,8 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
         _write_layout(tmp, shards)
         layout = ShardLayout(tmp, shards)
         with open_store(source, read_only=True) as store:
-            tickets = store.con.sql("SELECT * FROM tickets ORDER BY row_id").to_arrow_table()
-            cache = store.con.sql("SELECT * FROM embedding_cache").to_arrow_table()
+            tickets = store.export_table("tickets")
+            cache = store.export_table("embedding_cache")
             schema = store.schema
             next_row = store.next_row_id  # shard 0 goes on numbering new tickets from here, as the index would
             kept = _kept_tables(store, shards)
@@ -141,19 +141,12 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
             part = tickets.filter(pa.array(mine))
             wanted = {h for h, m in zip(hashes, mine) if m} | {text_hash(t) for t, m in zip(titles, mine) if m}
             with TicketStore(d.store_path, schema=schema) as shard:
-                shard.con.register("_part", part)
-                shard.con.execute("INSERT INTO tickets SELECT * FROM _part")
-                shard.con.unregister("_part")
+                shard.import_rows("tickets", part)
                 keep = np.array([h in wanted for h in cache_hash], bool)
-                shard.con.register("_cache", cache.filter(pa.array(keep)))
-                shard.con.execute("INSERT INTO embedding_cache SELECT * FROM _cache")
-                shard.con.unregister("_cache")
+                shard.import_rows("embedding_cache", cache.filter(pa.array(keep)))
                 shard.set_row_allocation(next_row, 1)
                 for table, (ddl, rows, owners) in kept.items():
-                    shard.con.execute(ddl)
-                    shard.con.register("_kept", rows.filter(pa.array([i in o for o in owners])))
-                    shard.con.execute(f"INSERT INTO {table} SELECT * FROM _kept")
-                    shard.con.unregister("_kept")
+                    shard.import_rows(table, rows.filter(pa.array([i in o for o in owners])), ddl)
             for sub in ("reranker", "encoder"):
                 if (source.root / sub).is_dir():
                     shutil.copytree(source.root / sub, d.root / sub)
@@ -182,12 +175,12 @@ def _kept_tables(store: Any, shards: int) -> dict[str, tuple[str, pa.Table, list
 
     out: dict[str, tuple[str, pa.Table, list[set[int]]]] = {}
     if store.has_table("feedback"):
-        rows = store.con.sql("SELECT * FROM feedback").to_arrow_table()
+        rows = store.export_table("feedback")
         owners = [{shard_of(a, shards), shard_of(b, shards)}
                   for a, b in zip(rows.column("pair_a").to_pylist(), rows.column("pair_b").to_pylist())]
         out["feedback"] = (feedback.DDL, rows, owners)
     if store.has_table("hook_deliveries"):
-        rows = store.con.sql("SELECT * FROM hook_deliveries").to_arrow_table()
+        rows = store.export_table("hook_deliveries")
         out["hook_deliveries"] = (deliveries.DDL, rows,
                                   [{shard_of(d, shards)} for d in rows.column("delivery_id").to_pylist()])
     return out
