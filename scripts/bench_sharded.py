@@ -187,9 +187,9 @@ def main() -> None:
 
     from ticketsearch.pipeline.search import SearchPipeline
     from ticketsearch.pipeline.sharded import LocalShards, ShardedEngine
+    from ticketsearch.pipeline.sharding import split_index
     from ticketsearch.pipeline.shared_models import SharedModels
     from ticketsearch.settings import Settings
-    from ticketsearch.sharding import split_index
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--index", type=Path, required=True)

@@ -18,8 +18,8 @@ from fastapi import Path as PathParam
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ticketsearch.collections import DEFAULT, NAME_PATTERN, check_name, not_found
 from ticketsearch.errors import QueryError
+from ticketsearch.pipeline.collections import DEFAULT, NAME_PATTERN, check_name, not_found
 
 from .auth import ApiKeys, Grants
 from .gate import COLLECTION_LABEL, ApiError

@@ -31,7 +31,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ticketsearch.api import TicketIndex
-from ticketsearch.collections import DEFAULT, Collections
 from ticketsearch.errors import (
     CollectionNotFoundError,
     ConflictError,
@@ -46,8 +45,9 @@ from ticketsearch.errors import (
 )
 from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
 from ticketsearch.index_data.trackers import hook_record
-from ticketsearch.jobs import TrainingJobs
+from ticketsearch.pipeline.collections import DEFAULT, Collections
 from ticketsearch.pipeline.engine import Engine
+from ticketsearch.pipeline.jobs import TrainingJobs
 from ticketsearch.pipeline.parts import open_store
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.requests import checked_fields, error_message

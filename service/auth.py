@@ -15,8 +15,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from ticketsearch.collections import NAME_RE
 from ticketsearch.errors import TicketsearchError
+from ticketsearch.pipeline.collections import NAME_RE
 
 SCOPES = ("read", "write", "admin")
 RANK = {"read": 0, "write": 1, "admin": 2}

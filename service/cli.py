@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 
+from ticketsearch.api import TicketReader
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.parts import open_store
@@ -127,8 +128,9 @@ CollectionOpt = Annotated[Optional[str], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the API's shape).")]
 
 
-def open_reader(index: Path | None, url: str | None, key: str | None, collection: str | None = None) -> Any:
-    """A TicketIndex on `index`, or a Client of the service at `url` (the same reads)."""
+def open_reader(index: Path | None, url: str | None, key: str | None,
+                collection: str | None = None) -> TicketReader:
+    """A TicketIndex on `index`, or a Client of the service at `url` (the same reads: `api.TicketReader`)."""
     from ticketsearch.errors import StoreLockedError
 
     if (index is None) == (url is None):
@@ -684,8 +686,8 @@ def split(
 ) -> None:
     """Split an index into a sharded collection by a hash of the ticket id (each shard a complete index with
     the same model; nothing is encoded again): served by 'ticketsearch serve --root ROOT [--ray]'."""
+    from ticketsearch.pipeline.sharding import split_index
     from ticketsearch.settings import get_settings
-    from ticketsearch.sharding import split_index
 
     layout = split_index(index, out, shards, get_settings(), progress=not quiet)
     counts = []

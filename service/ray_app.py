@@ -38,9 +38,9 @@ from typing import Any
 
 from ticketsearch.errors import UnavailableError
 from ticketsearch.pipeline.batcher import encode_jobs
+from ticketsearch.pipeline.sharding import ShardLayout
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.settings import Settings
-from ticketsearch.sharding import ShardLayout
 
 log = logging.getLogger("ticketsearch.ray_app")
 

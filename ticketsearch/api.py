@@ -16,12 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ticketsearch.errors import ReadOnlyError, RowError, TicketsearchError, UnavailableError
 from ticketsearch.requests import DuplicateRequest, SearchRequest
 from ticketsearch.results import DuplicateResult, SearchResult
 from ticketsearch.settings import Settings, get_settings
+
+
+class TicketReader(Protocol):
+    """The reads every transport answers alike (`tests/service/test_congruence.py` holds them to the same
+    answers): `TicketIndex` in process, over one index or a sharded collection (`TicketIndex.of_engine`), and
+    `ticketsearch.client.Client` over HTTP, to a plain service or one on Ray Serve."""
+
+    def search(self, text: str | SearchRequest | None = None, **options: Any) -> SearchResult: ...
+
+    def similar(self, ticket_id: str, k: int = 10) -> SearchResult: ...
+
+    def duplicates(self, ticket: Mapping[str, Any] | DuplicateRequest, k: int | None = None) -> DuplicateResult: ...
+
+    def close(self) -> None: ...
 
 
 class TicketIndex:
@@ -179,3 +193,10 @@ class TicketIndex:
     def delete(self, ticket_id: str) -> int:
         """Delete a ticket; returns the change sequence number. Raises NotFoundError for an unknown id."""
         return int(self._writer().delete(ticket_id))
+
+
+if TYPE_CHECKING:  # each transport implements the protocol (mypy checks this function's return)
+    from ticketsearch.client import Client
+
+    def _transports(index: TicketIndex, client: Client) -> list[TicketReader]:
+        return [index, client]

@@ -68,7 +68,7 @@ class IndexDir:
 
     @property
     def shard_path(self) -> Path:
-        """Present in one shard of a sharded collection (`ticketsearch.sharding`): which shard, of how many."""
+        """Present in one shard of a sharded collection (`ticketsearch.pipeline.sharding`): which shard, of how many."""
         return self.root / "shard.json"
 
     @property

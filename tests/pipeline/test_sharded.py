@@ -13,9 +13,9 @@ from ticketsearch.errors import ConflictError, NotFoundError, QueryError
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.sharded import ShardedEngine, merge_lists
+from ticketsearch.pipeline.sharding import ShardLayout, shard_of, split_index
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.retrieval.lexical import BM25Index, CorpusStats, tokenize
-from ticketsearch.sharding import ShardLayout, shard_of, split_index
 
 QUERIES = ["customers were charged twice for their subscription", "login fails after password reset",
            "export to csv times out", "invoice shows the wrong currency", "mobile app crashes on start",
@@ -158,7 +158,7 @@ def test_sharded_answers_equal_one_index(trained_index: Path, sharded: Path, set
 
 
 def test_an_empty_sharded_collection_takes_writes(tmp_path: Path, settings) -> None:
-    from ticketsearch.collections import Collections
+    from ticketsearch.pipeline.collections import Collections
 
     colls = Collections.at_root(tmp_path, settings)
     try:
@@ -177,7 +177,7 @@ def test_an_empty_sharded_collection_takes_writes(tmp_path: Path, settings) -> N
             assert hits[0].id == "A-1"
             assert eng.count() == 6
         assert colls.info("acme").tickets == 6
-        from ticketsearch.jobs import TrainingJobs
+        from ticketsearch.pipeline.jobs import TrainingJobs
         from ticketsearch.results import DedupeParams, TrainParams
 
         jobs = TrainingJobs(colls, settings)
@@ -195,7 +195,7 @@ def test_split_keeps_every_decision_and_answered_delivery(tmp_path: Path, settin
     """What one index keeps beside its tickets survives a split: each agent's decision is listed from both of
     its tickets as one index lists it, each answered webhook delivery is answered again (the front asks the
     delivery id's shard)."""
-    from ticketsearch.collections import Collections
+    from ticketsearch.pipeline.collections import Collections
 
     colls = Collections.at_root(tmp_path / "one", settings)
     tickets = [Ticket(id=f"T-{i}", title=f"Ticket {i} about refunds", body=f"refund case {i}",
@@ -313,9 +313,9 @@ def test_filled_through_writes_a_sharded_collection_answers_as_one_index(tmp_pat
     statistics, row ids numbered across the shards, a write's vectors computed once by the front)."""
     import json
 
-    from ticketsearch.collections import Collections
     from ticketsearch.index_data.demo import write_demo
     from ticketsearch.index_data.records import normalize_row
+    from ticketsearch.pipeline.collections import Collections
 
     write_demo(tmp_path / "d.jsonl", n=300, seed=5)
     rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from ticketsearch.api import TicketIndex
 from ticketsearch.client import Client
-from ticketsearch.collections import Collections
 from ticketsearch.errors import NotFoundError, QueryError
 from ticketsearch.index_data.demo import write_demo
+from ticketsearch.pipeline.collections import Collections
 from ticketsearch.requests import MAX_K
 from ticketsearch.service.cli import app
 

@@ -29,8 +29,8 @@ def served(local_ray, trained_index: Path, tmp_path_factory: pytest.TempPathFact
            settings) -> Iterator[httpx.Client]:
     from ray import serve
 
+    from ticketsearch.pipeline.sharding import split_index
     from ticketsearch.service.ray_app import FRONT_APP, front_app
-    from ticketsearch.sharding import split_index
 
     root = tmp_path_factory.mktemp("rayroot")
     split_index(trained_index, root / "collections" / "acme", 2, settings, progress=False)
@@ -79,7 +79,7 @@ def test_sharded_service_answers_as_one_index(served: httpx.Client, trained_inde
 def test_write_is_found_and_survives_a_killed_shard_replica(served: httpx.Client) -> None:
     import ray
 
-    from ticketsearch.sharding import shard_of
+    from ticketsearch.pipeline.sharding import shard_of
 
     new = [{"id": f"RAY-{i}", "title": f"Quantum flux capacitor {i} overheats", "body": "The flux capacitor "
             "overheats and the quantum relay melts.", "created": "2025-01-01T00:00:00"} for i in range(6)]

@@ -30,6 +30,7 @@ from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
 from ticketsearch.pipeline.parts import load_manifest
+from ticketsearch.pipeline.sharding import ShardLayout, shard_of
 from ticketsearch.requests import SearchRequest
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import Tokens
@@ -37,7 +38,6 @@ from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, fuse_candidates
 from ticketsearch.retrieval.lexical import CorpusStats
 from ticketsearch.settings import Settings
-from ticketsearch.sharding import ShardLayout, shard_of
 
 from .engine import Prepared, prepare
 from .search import Query, SearchPipeline

@@ -1,7 +1,7 @@
 """Many isolated collections in one process: `ROOT/collections/NAME/`, each a normal index directory.
 
 ```python
-from ticketsearch.collections import Collections
+from ticketsearch.pipeline.collections import Collections
 colls = Collections.at_root("var/ts", settings)        # or Collections.single("demo/index", settings)
 colls.create("acme", "support")                         # an empty index with that schema
 with colls.use("acme") as engine:                       # opened on first use, shared model weights
@@ -48,7 +48,7 @@ from ticketsearch.rerank.persist import reranker_meta
 from ticketsearch.results import CollectionInfo, RerankerKind, RerankerStatus
 from ticketsearch.settings import Settings
 
-log = logging.getLogger("ticketsearch.collections")
+log = logging.getLogger("ticketsearch.pipeline.collections")
 
 DEFAULT = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -77,15 +77,15 @@ def check_name(name: str) -> str:
 
 
 def _is_collection(path: Path) -> bool:
-    """One index directory, or a sharded collection (`ticketsearch.sharding`)."""
-    from ticketsearch.sharding import ShardLayout
+    """One index directory, or a sharded collection (`ticketsearch.pipeline.sharding`)."""
+    from ticketsearch.pipeline.sharding import ShardLayout
 
     return IndexDir(path).has_store() or ShardLayout.is_sharded(path)
 
 
 def _shards(path: Path) -> Any:
     """A sharded collection's layout (None for one index directory)."""
-    from ticketsearch.sharding import ShardLayout
+    from ticketsearch.pipeline.sharding import ShardLayout
 
     return ShardLayout.load(path) if ShardLayout.is_sharded(path) else None
 
@@ -176,7 +176,7 @@ class Collections:
                shards: int | None = None) -> CollectionInfo:
         """An empty collection with this schema. Its search keeps first-stage order until a model is trained
         (`general_model`: rerank with the shipped general model meanwhile). `shards`: split into that many
-        shards by a hash of the ticket id (`ticketsearch.sharding`). ConflictError if it exists."""
+        shards by a hash of the ticket id (`ticketsearch.pipeline.sharding`). ConflictError if it exists."""
         from ticketsearch.index_data.store import TicketStore
         from ticketsearch.pipeline.ingest import build_index
 
@@ -206,7 +206,7 @@ class Collections:
                     if shards is None:
                         build(IndexDir(tmp))
                     else:
-                        from ticketsearch.sharding import create_empty
+                        from ticketsearch.pipeline.sharding import create_empty
 
                         create_empty(tmp, shards, build)
                 finally:

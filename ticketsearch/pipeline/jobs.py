@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.collections import Collections
 from ticketsearch.errors import ConflictError, JobNotFoundError, QueryError
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.collections import Collections
 from ticketsearch.results import DedupeParams, JobInfo, TrainParams
 from ticketsearch.settings import Settings
 
-log = logging.getLogger("ticketsearch.jobs")
+log = logging.getLogger("ticketsearch.pipeline.jobs")
 JOB_ID = re.compile(r"[a-f0-9]{16}")
 MIN_LINKS = 2
 

@@ -12,7 +12,7 @@ before this numbered each shard's own residue modulo N, which stays unique). A s
 them, as one index does (`pipeline.sharded`).
 
 ```python
-from ticketsearch.sharding import split_index
+from ticketsearch.pipeline.sharding import split_index
 split_index("demo/index", "var/ts/collections/demo", shards=2)   # served by `ticketsearch serve --root var/ts`
 ```
 """
