@@ -216,14 +216,7 @@ class TicketStore:
     def ids_by_created(self, since: datetime | None = None,
                        until: datetime | None = None) -> list[tuple[str, datetime]]:
         """(id, created) of the tickets created in [since, until), oldest first (ties by row id)."""
-        where: list[str] = []
-        params: list[datetime] = []
-        if since is not None:
-            where.append("created >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("created < ?")
-            params.append(until)
+        where, params = self.filter_sql({}, before=until, after=since)
         sql = "SELECT id, created FROM tickets" + (" WHERE " + " AND ".join(where) if where else "")
         return [(r[0], r[1]) for r in self.con.execute(sql + " ORDER BY created, row_id", params).fetchall()]
 

@@ -123,13 +123,13 @@ def _field_value(v: Any) -> Any:
     return None if v is None else _scalar(v)
 
 
-def _scalar(x: Any) -> Any:
+def _scalar(x: Any, longest: int = MAX_TITLE) -> Any:
     if isinstance(x, bool) or not isinstance(x, (str, int, float)):
         raise ValueError(f"must be a string, a number or a list of them, not {type(x).__name__}")
     if isinstance(x, float) and not math.isfinite(x):
         raise ValueError("NaN and Infinity are not allowed")
-    if isinstance(x, str) and len(x) > MAX_TITLE:
-        raise ValueError(f"a value is longer than {MAX_TITLE} characters")
+    if isinstance(x, str) and len(x) > longest:
+        raise ValueError(f"a value is longer than {longest} characters")
     return x
 
 
@@ -149,14 +149,8 @@ def _kept_value(v: Any) -> Any:
     if isinstance(v, tuple | set):
         v = list(v)
     for x in v if isinstance(v, list) else [v]:
-        if x is None and not isinstance(v, list):
-            continue
-        if isinstance(x, bool) or not isinstance(x, (str, int, float)):
-            raise ValueError(f"must be a string, a number or a list of them, not {type(x).__name__}")
-        if isinstance(x, float) and not math.isfinite(x):
-            raise ValueError("NaN and Infinity are not allowed")
-        if isinstance(x, str) and len(x) > MAX_TEXT:
-            raise ValueError(f"a value is longer than {MAX_TEXT} characters")
+        if x is not None or isinstance(v, list):
+            _scalar(x, MAX_TEXT)
     if isinstance(v, list) and len(v) > MAX_VALUES:
         raise ValueError(f"at most {MAX_VALUES} values")
     return v
