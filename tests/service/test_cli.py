@@ -177,3 +177,16 @@ def test_search_limits_and_options_are_the_requests(cli_index: tuple[Path, Path]
     assert res["query"].startswith(first["title"] + "\n")  # the title went with the text, apart from it
     top = res["hits"][0]
     assert top["title"] == first["title"] and top["snippet"] and top["highlight"]
+
+
+def test_train_says_in_one_line_what_it_lacks(tmp_path: Path) -> None:
+    """`train` never creates the index it was asked to train, and an index without links is one line, exit 2."""
+    code, out, err = run("train", "--index", str(tmp_path / "typo"))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "no ticket store" in err
+    assert not (tmp_path / "typo").exists()
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps({"id": f"N-{i}", "title": f"unlinked ticket {i}", "created": "2025-01-0"
+                                        f"{i + 1}"}) + "\n" for i in range(3)))
+    assert run("ingest", "--data", str(data), "--index", str(tmp_path / "idx"), "-q")[0] == 0
+    code, out, err = run("train", "--index", str(tmp_path / "idx"))
+    assert code == 2 and err.count("\n") == 1 and "has 0 duplicate link(s)" in err, err

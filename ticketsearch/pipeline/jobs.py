@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.errors import ConflictError, JobNotFoundError, QueryError
+from ticketsearch.errors import ConflictError, JobNotFoundError
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.collections import Collections
 from ticketsearch.results import DedupeParams, JobInfo, TrainParams
@@ -34,7 +34,6 @@ from ticketsearch.settings import Settings
 
 log = logging.getLogger("ticketsearch.pipeline.jobs")
 JOB_ID = re.compile(r"[a-f0-9]{16}")
-MIN_LINKS = 2
 
 
 def now() -> str:
@@ -59,7 +58,7 @@ class TrainingJobs:
     def start(self, collection: str, params: TrainParams | DedupeParams) -> JobInfo:
         """Queue a training job (TrainParams) or a dedupe job (DedupeParams); ConflictError while another job
         runs on the collection, QueryError when it has too few duplicate links to train on."""
-        from ticketsearch.pipeline.training import link_count
+        from ticketsearch.pipeline.training import check_links
 
         kind: Literal["train", "dedupe"] = "dedupe" if isinstance(params, DedupeParams) else "train"
         job = JobInfo(id=secrets.token_hex(8), collection=collection, kind=kind, state="queued", created=now(),
@@ -79,10 +78,8 @@ class TrainingJobs:
             if isinstance(engine, ShardedEngine):
                 raise ConflictError(TRAINING_NOT_BUILT)
             assert engine.store is not None
-            links = link_count(engine.store)
-            if kind == "train" and links < MIN_LINKS:
-                raise QueryError(f"collection {collection!r} has {links} duplicate link(s) (tickets with "
-                                 f"duplicate_of); training needs at least {MIN_LINKS}")
+            if kind == "train":
+                check_links(engine.store, f"collection {collection!r}")
             self._save(job)
         except BaseException:
             with self._lock:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ticketsearch.atomic import atomic_write_dir
-from ticketsearch.errors import TicketsearchError
+from ticketsearch.errors import QueryError, TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
@@ -275,6 +275,10 @@ def run_rerankers(
             return inp.ev.created[g.query if g.query < n else mined.short[g.query - n].ticket]
 
         mined.groups = sorted(mined.groups, key=filed)[:first_train_queries]
+    if not mined.groups or not mined.valid:
+        raise QueryError(f"nothing to learn from: {len(mined.groups)} train and {len(mined.valid)} validation queries "
+                         f"(duplicates whose master the first stage finds) before {valid_before:%Y-%m-%d}; training "
+                         "needs both (more links, or other --train-before/--valid-before dates)")
     log(f"    mined {len(mined.groups)} train queries ({', '.join(k.label for k in train_kinds)}; "
         f"{sum(len(g.negatives) for g in mined.groups)} negatives, {mined.feedback_negatives} of them rejected by "
         f"agents), {len(mined.valid)} validation and {len(mined.test)} test queries with their top {RERANK_DEPTH}")
@@ -397,6 +401,7 @@ def train_index(
     `store`: the index's store as a running service holds it open (its engine then computes the candidate
     vectors itself, when it swaps the model in: `Engine.reload_reranker`)."""
     d = IndexDir(index_dir)
+    d.require_store()  # train an index that exists: never create one
     if store is not None:
         return _train(d, store, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
                       short_time, vectors=False)
@@ -417,6 +422,19 @@ def feedback_rejections(inp: EvalInputs, pairs: Sequence[tuple[str, str]]) -> di
     return out
 
 
+MIN_LINKS = 2  # duplicate links (tickets with duplicate_of) below which no training is tried
+
+
+def check_links(store: TicketStore, what: str) -> int:
+    """The store's link count; QueryError, saying so, when it is below what training needs (every door asks
+    this before training: `ticketsearch train`, the service's training jobs)."""
+    links = link_count(store)
+    if links < MIN_LINKS:
+        raise QueryError(f"{what} has {links} duplicate link(s) (tickets with duplicate_of); training needs at "
+                         f"least {MIN_LINKS}")
+    return links
+
+
 def link_count(store: TicketStore) -> int:
     """How many stored tickets name the ticket they duplicate (the links training learns from)."""
     return store.link_count()
@@ -431,6 +449,7 @@ def _train(
     from ticketsearch.retrieval.eval_index import load_eval_inputs
 
     index_dir = d.root
+    check_links(store, str(index_dir))
     manifest = load_manifest(d)
     encoder = open_encoder(d, settings, manifest)
     decisions = feedback.all_decisions(store)
