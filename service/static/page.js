@@ -210,7 +210,7 @@
       el.classList.add("dup");
       el.title = `duplicate probability ${p.toFixed(3)}, at or above this collection's threshold ${threshold.toFixed(3)}`;
     } else {
-      el.textContent = `similar · ${pct(p)}`;
+      el.textContent = "similar";  // a percentage here would read as similarity: it is the duplicate probability
       el.title = `duplicate probability ${p.toFixed(3)}` + (threshold != null ? `, below the threshold ${threshold.toFixed(3)}` : "");
     }
     el.dataset.probability = p === null || p === undefined ? "" : String(p);

@@ -67,11 +67,15 @@ def test_a_typed_query_shows_the_api_hits_in_order_with_badges(page: Any, server
     assert "q=customers+were+charged" in page.url  # the answer has its own deep link
     assert api["threshold"] is not None
     badges = page.eval_on_selector_all("#hits .badge",
-                                       "els => els.map(e => [e.textContent, e.classList.contains('dup')])")
-    for (text, dup), h in zip(badges, api["hits"]):
+                                       "els => els.map(e => [e.textContent, e.classList.contains('dup'), e.title])")
+    for (text, dup, title), h in zip(badges, api["hits"]):
         likely = h["probability"] >= api["threshold"]
-        assert dup == likely and text.startswith("likely duplicate" if likely else "similar"), (text, h)
-        assert text.endswith(f"{round(h['probability'] * 100)}%")
+        # the duplicate probability is shown as a percentage only where it is a verdict (at or above the
+        # threshold); below it the badge says "similar" and the probability stays in the tooltip, never read as
+        # a similarity
+        assert dup == likely and text == (f"likely duplicate · {round(h['probability'] * 100)}%" if likely
+                                          else "similar"), (text, h)
+        assert f"duplicate probability {h['probability']:.3f}" in title
     marks = page.eval_on_selector_all("#hits mark", "els => els.map(e => e.textContent.toLowerCase())")
     assert "charged" in marks and "twice" in marks
     first = page.locator("#hits > li.hit").first
