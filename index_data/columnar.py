@@ -142,7 +142,7 @@ def _kept_columns(fields: pa.ChunkedArray, schema: Schema) -> None:
     """The per-row rule's checks on the `fields` object as a whole: every key a field or a kept column, at most
     MAX_FIELDS of them, kept columns plain values within their limits (requests.TicketIn)."""
     names = [fields.type.field(i).name for i in range(fields.type.num_fields)]
-    unknown = set(names) - set(schema.input_names)
+    unknown = set(names) - schema.input_set
     if unknown or len(names) > MAX_FIELDS:
         raise NotColumnar(f"fields {sorted(unknown)[:3]} or too many")
     sources = {f.source for f in schema.fields} | {f.name for f in schema.fields}

@@ -151,8 +151,9 @@ def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) ->
     if nested is not None and not isinstance(nested, dict):
         raise RowError(line, "fields must be an object", tid)
     merged: dict[str, Any] = {**{k: v for k, v in raw.items() if k not in CORE_COLUMNS}, **(nested or {})}
+    allowed = schema.input_set
     if tracker:
-        merged = {k: v for k, v in merged.items() if k in schema.input_names}
+        merged = {k: v for k, v in merged.items() if k in allowed}
     data = {"id": tid, "title": raw.get("title"), "body": raw.get("body"), "created": raw.get("created"),
             "duplicate_of": dup, "fields": merged}
     try:
@@ -160,10 +161,9 @@ def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) ->
     except RequestError as exc:
         raise RowError(line, f"{exc.field}: {exc.reason}" if exc.field else exc.reason, tid,
                        field=exc.field) from None
-    allowed = schema.input_names
     unknown = [k for k in merged if k not in allowed]
     if unknown:
-        raise RowError(line, f"fields.{unknown[0]}: {unknown_field(unknown[0], allowed)}", tid,
+        raise RowError(line, f"fields.{unknown[0]}: {unknown_field(unknown[0], schema.input_names)}", tid,
                        field=f"fields.{unknown[0]}")
     values: dict[str, Any] = {}
     for spec in schema.fields:

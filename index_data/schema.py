@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -64,13 +65,17 @@ class Schema:
     fields: tuple[FieldSpec, ...] = field(default_factory=tuple)
     keep: tuple[str, ...] = ()  # input columns kept verbatim with each ticket, never features (a tracker's own)
 
-    @property
-    def input_names(self) -> list[str]:
+    @cached_property
+    def input_names(self) -> tuple[str, ...]:
         """What a ticket's fields may hold: each field's name (and source column, where another), then the kept
-        columns."""
+        columns (computed once: every row read asks)."""
         names = [f.name for f in self.fields]
-        return names + [f.source for f in self.fields if f.source not in names] + [k for k in self.keep
-                                                                                   if k not in names]
+        return tuple(names + [f.source for f in self.fields if f.source not in names]
+                     + [k for k in self.keep if k not in names])
+
+    @cached_property
+    def input_set(self) -> frozenset[str]:
+        return frozenset(self.input_names)
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:

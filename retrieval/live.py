@@ -363,15 +363,20 @@ class LiveBM25(Live[BM25Index, list[str]]):
     def _reset_overlay(self) -> None:
         self._rows_with: dict[str, set[int]] = {}  # term -> overlay rows holding it: a query scores only those
         self._terms_of: dict[int, set[str]] = {}
-        self._overlay_n = 0  # documents in the overlay, and their length in tokens (an empty one counts 1, as
-        self._overlay_len = 0  # in a base: bm25s indexes it with a placeholder token)
+        self._len_of: dict[int, int] = {}  # overlay document -> its length in tokens (an empty one counts 1, as
+        self._overlay_len = 0  # in a base: bm25s indexes it with a placeholder token), and their sum
         self._version = getattr(self, "_version", 0) + 1
         self._stats_cache: tuple[int, tuple[str, ...], CorpusStats] | None = None
+        self._masked: tuple[int, np.ndarray, np.ndarray, int] | None = None  # version, positions, mask, length
 
     def _overlay_changed(self, rows: list[int]) -> None:
         self._version += 1
-        self._overlay_n = sum(1 for _, d in self.changes.values() if d is not None)
-        self._overlay_len = sum(len(d) or 1 for _, d in self.changes.values() if d is not None)
+        for r in rows:
+            self._overlay_len -= self._len_of.pop(r, 0)
+            doc = self.changes[r][1]
+            if doc is not None:
+                self._len_of[r] = len(doc) or 1
+                self._overlay_len += self._len_of[r]
         for r in rows:
             for t in self._terms_of.pop(r, ()):
                 self._rows_with[t].discard(r)
@@ -407,18 +412,29 @@ class LiveBM25(Live[BM25Index, list[str]]):
         cached = self._stats_cache
         if cached is not None and cached[0] == self._version and cached[1] == key:
             return cached[2]
-        pos = np.asarray([self.base._pos[r] for r in self.stale], np.int64)  # masked base documents
+        pos, masked, masked_len = self._masked_docs()
         df = dict(st.df)
         for t in list(df):
             docs, _ = tf.postings(self.base.model.vocab_dict[t])
-            df[t] -= int(np.isin(docs, pos).sum()) if len(pos) else 0
+            df[t] -= int(masked[docs].sum()) if len(pos) else 0
         for t in key:
             df[t] = df.get(t, 0) + len(self._rows_with.get(t, ()))
-        out = CorpusStats(st.n - len(pos) + self._overlay_n,
-                          st.total_len - int(tf.doc_len[pos].sum()) + self._overlay_len,
+        out = CorpusStats(st.n - len(pos) + len(self._len_of), st.total_len - masked_len + self._overlay_len,
                           {t: c for t, c in df.items() if c > 0})
         self._stats_cache = (self._version, key, out)
         return out
+
+    def _masked_docs(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The base documents the overlay masks: their positions, a mask over the base, their total length
+        (computed once per change, not per query)."""
+        m = self._masked
+        if m is None or m[0] != self._version:
+            assert self.base.tf is not None
+            pos = np.asarray([self.base._pos[r] for r in self.stale], np.int64)
+            mask = np.zeros(len(self.base.tf.doc_len), bool)
+            mask[pos] = True
+            m = self._masked = (self._version, pos, mask, int(self.base.tf.doc_len[pos].sum()))
+        return m[1], m[2], m[3]
 
     def _live_stats(self, query: str, stats: CorpusStats | None) -> CorpusStats | None:
         """`stats` (a whole collection's, given to a shard), or the live corpus's where it differs from the

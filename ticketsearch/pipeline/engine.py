@@ -154,10 +154,10 @@ def prepare(tickets: list[Ticket], schema: Schema, enc: Any, rerank: Reranker | 
                 batch_tokens(tb), [t.values for t in tickets[s : s + len(chunk)]], "target")
     tvecs = np.asarray(enc.encode(titles), np.float32) if titles else np.zeros((0, dim), np.float32)
     for key, arr, strs in ((enc.key, vecs, texts), (title_key(enc), tvecs, titles)):
-        hits = cached(key, [text_hash(x) for x in strs])
-        for i, x in enumerate(strs):
-            hit = hits.get(text_hash(x))
-            if hit is not None:
+        hashes = [text_hash(x) for x in strs]
+        hits = cached(key, hashes)
+        for i, h in enumerate(hashes):
+            if (hit := hits.get(h)) is not None:
                 arr[i] = hit
     return Prepared(tickets, vecs, tvecs, texts, titles, [bm25_text(t.title, t.body) for t in tickets], rvecs)
 
@@ -438,16 +438,17 @@ class Engine:
             return self.store.count()
 
     # ---- writes ---------------------------------------------------------------------------------
-    def upsert(self, tickets: list[Ticket], row_ids: dict[str, int] | None = None,
-               prepared: Prepared | None = None) -> UpsertResult:
-        """Commit tickets to DuckDB and make them searchable; returns after both. A sharded collection's front
-        gives `row_ids`, the row id of each new ticket (it numbers them across the shards; default: the next
-        ones), and `prepared`, what it computed for these tickets (`prepare`; default: computed here)."""
-        if prepared is None:
-            latest: dict[str, Ticket] = {}
-            for t in tickets:
-                latest[t.id] = t
-            prepared = self._prepare(list(latest.values()))
+    def upsert(self, tickets: list[Ticket]) -> UpsertResult:
+        """Commit tickets to DuckDB and make them searchable; returns after both."""
+        latest: dict[str, Ticket] = {}
+        for t in tickets:
+            latest[t.id] = t
+        return self.write(self._prepare(list(latest.values())))
+
+    def write(self, prepared: Prepared, row_ids: dict[str, int] | None = None) -> UpsertResult:
+        """Commit prepared tickets (`prepare`: distinct ids) and make them searchable. A sharded collection's
+        front prepares its shards' writes and gives `row_ids`, the row id of each new ticket (it numbers them
+        across the shards; default: the next ones)."""
         assert self.store is not None
         with self._write_lock:
             res = self.store.upsert(prepared.tickets, row_ids)

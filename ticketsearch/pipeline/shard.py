@@ -153,9 +153,12 @@ class ShardServer:
         return self.engine.schema_info().fields
 
     # ---- writes and single-ticket reads (the shard owns the id) ----------------------------------------
-    def upsert(self, tickets: list[Ticket], row_ids: dict[str, int] | None = None,
-               prepared: Prepared | None = None) -> UpsertResult:
-        return self.engine.upsert(tickets, row_ids, prepared)
+    def upsert(self, tickets: list[Ticket]) -> UpsertResult:
+        return self.engine.upsert(tickets)
+
+    def write(self, prepared: Prepared, row_ids: dict[str, int] | None = None) -> UpsertResult:
+        """The front's prepared share of a write (`ShardedEngine.upsert`)."""
+        return self.engine.write(prepared, row_ids)
 
     def cached_embeddings(self, key: str, hashes: list[str]) -> dict[str, np.ndarray]:
         assert self.engine.store is not None

@@ -352,7 +352,8 @@ class ShardedEngine:
         numbers = self._number_new(list(latest), groups)
         prepared = self._prepare(list(latest.values()))
         at = {t.id: n for n, t in enumerate(latest.values())}
-        pending = {i: self._clients[i].call("upsert", part, numbers, prepared.part([at[t.id] for t in part]))
+        pending = {i: self._clients[i].call("write", prepared.part([at[t.id] for t in part]),
+                                            {t.id: numbers[t.id] for t in part if t.id in numbers})
                    for i, part in groups.items()}
         results: dict[int, UpsertResult] = {i: p.result() for i, p in pending.items()}
         by_id: dict[str, int] = {}
