@@ -305,8 +305,9 @@ class TicketStore:
         return start
 
     def set_row_allocation(self, next_row: int, stride: int) -> None:
-        """New ids get row ids `next_row`, `next_row + stride`, ...: each shard of a collection of N takes its own
-        residue modulo N, so row ids stay unique across the shards (a sharded search breaks ties by them)."""
+        """New ids get row ids `next_row`, `next_row + stride`, ...: a split's shards go on from the index's next
+        row id (stride 1; the front numbers new tickets through shard 0: `allocate_rows`); collections made
+        before that gave each shard its own residue modulo N, which stays unique."""
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
         self._set_meta("next_row_id", str(int(next_row)))

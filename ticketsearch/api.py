@@ -96,7 +96,7 @@ class TicketIndex:
         """Tickets like the query text (or like the indexed ticket `like=ID`), reranked when a model is trained.
         `options` are the fields of `SearchRequest` (title, k, fields, filters, before, after, method, rerank,
         explain, snippets), checked by its rules; or pass a built `SearchRequest`."""
-        req = text if isinstance(text, SearchRequest) else SearchRequest.of(text, **options)
+        req = SearchRequest.of(text, **options)
         if self._engine is not None:
             return self._engine.run(req)
         return self._pipeline.run(req)
@@ -130,8 +130,7 @@ class TicketIndex:
         Without a model that can decide (none trained yet, or no threshold for the target precision) the
         answer still lists the candidates, in first-stage order, with `is_duplicate` and `probability` null and
         `reason` saying why: nothing is unavailable, there is just no verdict to give yet."""
-        req = ticket if isinstance(ticket, DuplicateRequest) else DuplicateRequest.of(
-            dict(ticket), k=k, snippets=snippets)
+        req = DuplicateRequest.of(ticket, k=k, snippets=snippets)
         try:
             threshold: float | None = self.duplicate_threshold()
             reason = None

@@ -263,7 +263,7 @@ class Client(_Base):
     def search(self, text: str | SearchRequest | None = None, *, collection: str | None = None,
                **options: Any) -> SearchResult:
         """As `TicketIndex.search`: `options` are the fields of `SearchRequest`, checked here by its rules."""
-        req = text if isinstance(text, SearchRequest) else SearchRequest.of(text, **options)
+        req = SearchRequest.of(text, **options)
         return self.send(self.calls.search(req, collection))
 
     def similar(self, ticket_id: str, k: int = 10, collection: str | None = None,
@@ -273,8 +273,7 @@ class Client(_Base):
 
     def duplicates(self, ticket: Mapping[str, Any] | DuplicateRequest, k: int | None = None,
                    collection: str | None = None, snippets: bool | None = None) -> DuplicateResult:
-        req = ticket if isinstance(ticket, DuplicateRequest) else DuplicateRequest.of(
-            dict(ticket), k=k, snippets=snippets)
+        req = DuplicateRequest.of(ticket, k=k, snippets=snippets)
         return self.send(self.calls.duplicates(req, collection))
 
     def schema(self, collection: str | None = None) -> CollectionSchema:
@@ -359,7 +358,7 @@ class AsyncClient(_Base):
     async def search(self, text: str | SearchRequest | None = None, *, collection: str | None = None,
                **options: Any) -> SearchResult:
         """As `TicketIndex.search`: `options` are the fields of `SearchRequest`, checked here by its rules."""
-        req = text if isinstance(text, SearchRequest) else SearchRequest.of(text, **options)
+        req = SearchRequest.of(text, **options)
         return await self.send(self.calls.search(req, collection))
 
     async def similar(self, ticket_id: str, k: int = 10, collection: str | None = None,
@@ -369,8 +368,7 @@ class AsyncClient(_Base):
 
     async def duplicates(self, ticket: Mapping[str, Any] | DuplicateRequest, k: int | None = None,
                    collection: str | None = None, snippets: bool | None = None) -> DuplicateResult:
-        req = ticket if isinstance(ticket, DuplicateRequest) else DuplicateRequest.of(
-            dict(ticket), k=k, snippets=snippets)
+        req = DuplicateRequest.of(ticket, k=k, snippets=snippets)
         return await self.send(self.calls.duplicates(req, collection))
 
     async def schema(self, collection: str | None = None) -> CollectionSchema:

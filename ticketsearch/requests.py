@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -257,15 +257,25 @@ class SearchRequest(Strict):
         return self
 
     @classmethod
-    def of(cls, text: str | None = None, **options: Any) -> SearchRequest:
-        """The library's spelling: `before`/`after` for `created_before`/`created_after`; None means unset."""
+    def of(cls, text: str | SearchRequest | None = None, **options: Any) -> SearchRequest:
+        """The library's spelling: `before`/`after` for `created_before`/`created_after`; None means unset. A
+        built request passes through as it is."""
         data = {("created_" + k if k in ("before", "after") else k): v for k, v in options.items() if v is not None}
-        if text is not None:
+        if isinstance(text, SearchRequest):
+            if not data:
+                return text
+            data = {**unset_none(text.model_dump(exclude_unset=True)), **data}
+        elif text is not None:
             data["text"] = text
         return validated(cls, data)
 
     def filter_lists(self) -> dict[str, list[Any]]:
         return as_filters(self.filters)
+
+
+def unset_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values that are set: None means "not given" in the library's spelling."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def as_filters(filters: dict[str, Any] | None) -> dict[str, list[Any]]:
@@ -286,9 +296,10 @@ class DuplicateRequest(Strict):
                                  "words that match the ticket (`snippet`, `highlight`).")
 
     @classmethod
-    def of(cls, ticket: dict[str, Any], **options: Any) -> DuplicateRequest:
-        data = {k: v for k, v in {**ticket, **options}.items() if v is not None}
-        return validated(cls, data)
+    def of(cls, ticket: Mapping[str, Any] | DuplicateRequest, **options: Any) -> DuplicateRequest:
+        """A duplicate check from a ticket's mapping (or a built check) and options (None means unset)."""
+        given = ticket.model_dump(exclude_unset=True) if isinstance(ticket, DuplicateRequest) else ticket
+        return validated(cls, {**unset_none(given), **unset_none(options)})
 
     def search(self) -> SearchRequest:
         """The search that finds its candidates: the body as the text with the title apart (the title alone
