@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ticketsearch.errors import TicketsearchError
-from ticketsearch.settings import Settings, get_settings
+from ticketsearch.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -111,19 +111,17 @@ class TokenBatch:
 
 
 class Encoder:
-    def __init__(self, model: str | None = None, settings: Settings | None = None, device: str | None = None) -> None:
+    def __init__(self, model: str | None = None, *, settings: Settings, device: str | None = None) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
 
-        self.settings = settings or get_settings()
+        self.settings = settings
         name = model or self.settings.model
         self.model_dir = resolve_model_dir(name)
         self.name = "all-MiniLM-L6-v2" if name in BUILTIN_MODELS else model_name(self.model_dir)
         self.device = resolve_device(device or self.settings.device)
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
         self.model = SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
         self.model.max_seq_length = self.settings.max_seq_length
         self.model.eval()

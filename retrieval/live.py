@@ -276,7 +276,7 @@ class LiveVectors(Live[VectorIndex, np.ndarray]):
 
     def _reset_overlay(self) -> None:
         self.delta = VectorIndex.build(np.zeros(0, np.int64), np.zeros((0, self._dim), np.float32), "flat",
-                                       self.settings)
+                                       settings=self.settings)
 
     def _overlay_changed(self, rows: list[int]) -> None:
         self.delta.remove_any(np.asarray(rows, np.int64))

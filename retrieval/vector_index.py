@@ -15,7 +15,7 @@ import numpy as np
 
 from ticketsearch.atomic import atomic_write_with
 from ticketsearch.errors import TicketsearchError
-from ticketsearch.settings import Settings, get_settings
+from ticketsearch.settings import Settings
 
 
 def choose_kind(n: int, settings: Settings) -> str:
@@ -25,20 +25,17 @@ def choose_kind(n: int, settings: Settings) -> str:
 
 
 class VectorIndex:
-    def __init__(self, index: faiss.IndexIDMap2, kind: str, settings: Settings | None = None) -> None:
+    def __init__(self, index: faiss.IndexIDMap2, kind: str, settings: Settings) -> None:
         self.index = index
         self.kind = kind
-        self.settings = settings or get_settings()
-        if self.settings.search_threads:
-            faiss.omp_set_num_threads(self.settings.search_threads)
+        self.settings = settings
         self._apply_search_params()
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
     def build(
-        cls, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", settings: Settings | None = None
+        cls, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", *, settings: Settings
     ) -> VectorIndex:
-        settings = settings or get_settings()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
         if vecs.ndim != 2 or len(ids) != len(vecs):
@@ -87,7 +84,7 @@ class VectorIndex:
 
     @classmethod
     def load(
-        cls, path: Path, kind: str, settings: Settings | None = None
+        cls, path: Path, kind: str, settings: Settings
     ) -> VectorIndex:
         path = Path(path)
         if not path.is_file():

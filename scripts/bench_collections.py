@@ -45,9 +45,11 @@ def build_base(out: Path, seed: int, rerankers: bool) -> Path:
     from ticketsearch.index_dir import IndexDir
     from ticketsearch.pipeline.ingest import build_index
     from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.threads import apply_threads
     from ticketsearch.settings import Settings
 
     settings = Settings()
+    apply_threads(settings)  # as the CLI and the service set them
     folder = out / f"seed{seed}"
     data = out / f"seed{seed}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in generate(TICKETS, seed=seed)))

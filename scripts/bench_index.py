@@ -44,9 +44,11 @@ def main() -> None:
     from ticketsearch.pipeline.ingest import build_index
     from ticketsearch.pipeline.search import SearchPipeline
     from ticketsearch.retrieval.encoder import Encoder
+    from ticketsearch.retrieval.threads import apply_threads
     from ticketsearch.settings import get_settings
 
     settings = get_settings()
+    apply_threads(settings)  # as the CLI and the service set them
     schema = load_schema("support")
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from ticketsearch.atomic import atomic_write_json  # noqa: E402
 from ticketsearch.retrieval.recall import clustered, recall_at_k  # noqa: E402
+from ticketsearch.retrieval.threads import apply_threads  # noqa: E402
 from ticketsearch.retrieval.vector_index import VectorIndex, choose_kind  # noqa: E402
 from ticketsearch.settings import Settings  # noqa: E402
 
@@ -75,7 +76,7 @@ def sweep(n: int, log: Any, keep: Path | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "auto_kind": choose_kind(n, Settings()), "rows": []}
     faiss.omp_set_num_threads(1)
     t0 = time.perf_counter()
-    flat = VectorIndex.build(ids, vecs, kind="flat")
+    flat = VectorIndex.build(ids, vecs, kind="flat", settings=Settings())
     build = time.perf_counter() - t0
     lat1, truth = time_queries(flat, queries)
     faiss.omp_set_num_threads(2)
@@ -176,14 +177,16 @@ def _encoder_key() -> str:
     if _KEY is None:
         from ticketsearch.retrieval.encoder import Encoder
 
-        _KEY = Encoder("minilm").key
+        _KEY = Encoder("minilm", settings=Settings()).key
     return _KEY
 
 
 def stages(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any]:
     from ticketsearch.pipeline.engine import Engine
 
-    engine = Engine(index_dir, Settings())
+    settings = Settings()
+    apply_threads(settings)  # as the CLI and the service set them
+    engine = Engine(index_dir, settings)
     engine.start()
     if not engine.ready:
         raise SystemExit(f"engine failed: {engine.error}")
@@ -240,7 +243,9 @@ def rerank_compare(index_dir: Path, texts: list[str], log: Any) -> dict[str, Any
     from ticketsearch.pipeline.rerank_vectors import token_states
     from ticketsearch.pipeline.search import SearchPipeline
 
-    s = SearchPipeline(index_dir)
+    settings = Settings()
+    apply_threads(settings)  # as the CLI and the service set them
+    s = SearchPipeline(index_dir, settings)
     if s.reranker is None:
         raise SystemExit(f"{index_dir}: no trained reranker with cached vectors")
     rr = s.reranker
@@ -339,17 +344,17 @@ def hadoop_check(index_dir: Path, log: Any) -> dict[str, Any]:
     from ticketsearch.retrieval.encoder import Encoder
 
     with TicketStore(IndexDir(index_dir).store_path, read_only=True) as store:
-        enc = Encoder("minilm")
+        enc = Encoder("minilm", settings=Settings())
         ids, vecs, _, _ = embed_store(store, enc, progress=False, texts_=read_texts(store))
     rng = np.random.default_rng(0)
     qi = rng.choice(len(ids), 200, replace=False)
     queries = vecs[qi]
     faiss.omp_set_num_threads(1)
-    flat = VectorIndex.build(ids, vecs, kind="flat")
+    flat = VectorIndex.build(ids, vecs, kind="flat", settings=Settings())
     _, truth = time_queries(flat, queries)
     out = {"n": int(len(ids)), "rows": []}
     for kind in ("hnsw", "ivf"):
-        idx = VectorIndex.build(ids, vecs, kind=kind)
+        idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings())
         lat, found = time_queries(idx, queries)
         r = recall_at_k(found, truth)
         out["rows"].append({"kind": kind, "recall@100": round(r, 4), **lat})

@@ -189,6 +189,7 @@ def main() -> None:
     from ticketsearch.pipeline.sharded import LocalShards, ShardedEngine
     from ticketsearch.pipeline.sharding import split_index
     from ticketsearch.pipeline.shared_models import SharedModels
+    from ticketsearch.retrieval.threads import apply_threads
     from ticketsearch.settings import Settings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -209,6 +210,7 @@ def main() -> None:
         print(json.dumps(saved["sizing"]["expected_latency"], indent=2))
         return
     settings = Settings()
+    apply_threads(settings)  # as the CLI and the service set them
     tmp = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     out: dict[str, Any] = {"index": str(args.index), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                            "command": " ".join(sys.argv)}

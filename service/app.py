@@ -42,6 +42,7 @@ from ticketsearch.errors import (
     SchemaError,
     TicketsearchError,
     UnavailableError,
+    one_line,
 )
 from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
 from ticketsearch.index_data.trackers import hook_record
@@ -61,6 +62,8 @@ from ticketsearch.results import (
     SearchResult,
     TrainParams,
 )
+from ticketsearch.retrieval.threads import apply_threads
+from ticketsearch.service.settings import ServiceSettings, get_service_settings
 from ticketsearch.settings import Settings
 
 from .access import Access, CollectionName, Guard, require, require_default, require_global, require_key
@@ -116,28 +119,31 @@ class HookIgnored(BaseModel):
 class Service:
     """What the routes share: the collections, the training jobs, metrics and admission."""
 
-    def __init__(self, settings: Settings, index_dir: Path | None, root: Path | None,
+    def __init__(self, settings: Settings, web: ServiceSettings, index_dir: Path | None, root: Path | None,
                  connect_shards: Any = None, default_shards: int | None = None, make_batcher: Any = None) -> None:
-        """`connect_shards`, `default_shards`, `make_batcher`: a Ray service's (`service.ray_app`): how sharded
+        """`settings`: the index's and models'; `web`: the service's own (keys, admission, collections held).
+        `connect_shards`, `default_shards`, `make_batcher`: a Ray service's (`service.ray_app`): how sharded
         collections reach their shards, how many shards a new collection gets unless its request says, and
         what batches the encoder's passes (Serve's batching)."""
         self.settings = settings
+        self.web = web
         self.default_shards = default_shards
-        self.keys = ApiKeys.parse(settings.api_keys)
-        self.hook_secrets = parse_secrets(settings.webhook_secrets)
+        self.keys = ApiKeys.parse(web.api_keys)
+        self.hook_secrets = parse_secrets(web.webhook_secrets)
         self.metrics = Metrics()
         self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe,
                                    make_batcher=make_batcher)
         if root is not None:
-            self.collections = Collections.at_root(root, settings, self.models)
+            self.collections = Collections.at_root(root, settings, self.models, max_open=web.max_open_collections,
+                                                   idle_s=web.collection_idle_s)
             self.collections.connect_shards = connect_shards
         else:
             assert index_dir is not None
             self.collections = Collections.for_index(index_dir, settings, self.models)
-        self.jobs = TrainingJobs(self.collections, settings)
-        self.admission = Admission(settings, self.metrics)
+        self.jobs = TrainingJobs(self.collections, settings, concurrency=web.training_jobs)
+        self.admission = Admission(web, self.metrics)
         self.ready = False
-        self.error: str | None = None
+        self.failure: Exception | None = None  # why start() failed (reported on /readyz and by check_ready)
         self._held: Any = None  # what start() holds for the process's life (the default engine, or the model)
 
     @property
@@ -155,10 +161,10 @@ class Service:
                 self._held = self.models.load(self.settings.model)
             self.ready = True
         except TicketsearchError as exc:
-            self.error = str(exc)
+            self.failure = exc
             log.error("cannot serve: %s", exc)
         except Exception as exc:  # noqa: BLE001 - reported on /readyz instead of a silent dead thread
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.failure = exc
             log.exception("cannot serve")
 
     def close(self) -> None:
@@ -168,10 +174,11 @@ class Service:
         self.collections.close()
 
     def check_ready(self) -> None:
-        if self.error is not None:
-            raise ApiError(503, "index", f"the index could not be loaded: {self.error}", type_="unavailable")
+        if self.failure is not None:
+            raise ApiError(503, "index", f"the index could not be loaded: {one_line(self.failure)}",
+                           type_="unavailable")
         if not self.ready:
-            raise ApiError(503, "index", "the index is loading", {"Retry-After": str(self.settings.retry_after_s)},
+            raise ApiError(503, "index", "the index is loading", {"Retry-After": str(self.web.retry_after_s)},
                            "loading")
 
     @asynccontextmanager
@@ -192,11 +199,14 @@ class Service:
 
 
 def create_app(index_dir: Path | None, settings: Settings, root: Path | None = None, connect_shards: Any = None,
-               default_shards: int | None = None, make_batcher: Any = None) -> FastAPI:
+               default_shards: int | None = None, make_batcher: Any = None,
+               web: ServiceSettings | None = None) -> FastAPI:
     """The service over one index directory (`index_dir`: the collection `default`) or over a root of
-    collections (`root`). `connect_shards`, `default_shards`, `make_batcher`: see `Service` (the Ray service's
-    front)."""
-    svc = Service(settings, index_dir, root, connect_shards, default_shards, make_batcher)
+    collections (`root`). `settings`: the index's and models'; `web`: the service's own (default: from the
+    environment). `connect_shards`, `default_shards`, `make_batcher`: see `Service` (the Ray service's front)."""
+    web = web or get_service_settings()
+    apply_threads(settings)  # the service's process: FAISS and torch thread counts
+    svc = Service(settings, web, index_dir, root, connect_shards, default_shards, make_batcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -216,7 +226,7 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
     )
     app.state.service = svc
     app.state.keys = svc.keys
-    app.add_middleware(Gate, max_body=settings.max_body_bytes, metrics=svc.metrics, admission=svc.admission)
+    app.add_middleware(Gate, max_body=web.max_body_bytes, metrics=svc.metrics, admission=svc.admission)
     install_error_handlers(app)
     index_schema = read_schema(index_dir) if index_dir is not None else None
 
@@ -237,11 +247,11 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
     @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     async def readyz() -> Any:
         """Ready: with --index, the index loaded and reconciled with DuckDB; with --root, the model loaded."""
-        if svc.error is not None:
-            return JSONResponse(Health(status="failed", detail=svc.error).model_dump(), 503)
+        if svc.failure is not None:
+            return JSONResponse(Health(status="failed", detail=one_line(svc.failure)).model_dump(), 503)
         if not svc.ready:
             return JSONResponse(Health(status="loading").model_dump(), 503,
-                                headers={"Retry-After": str(settings.retry_after_s)})
+                                headers={"Retry-After": str(web.retry_after_s)})
         if svc.single:
             engine = svc._held
             return Health(status="ready", tickets=await anyio.to_thread.run_sync(engine.count))
@@ -333,7 +343,7 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
     for prefix, guard, tag in (("/v1/collections/{name}", require, "collection tickets"),
                                ("/v1", require_default, "default collection")):
         add_ticket_routes(app, svc, prefix, guard, tag)
-    add_page_routes(app, svc.keys, settings.retry_after_s)  # the agent page at / (service/page.py)
+    add_page_routes(app, svc.keys, web.retry_after_s)  # the agent page at / (service/page.py)
     return app
 
 

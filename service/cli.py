@@ -15,6 +15,7 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.parts import open_store
 from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest
+from ticketsearch.settings import get_settings
 
 app = typer.Typer(
     name="ticketsearch",
@@ -26,6 +27,14 @@ app = typer.Typer(
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def configure() -> None:
+    """Retrieve-then-rerank search over support and bug tickets."""
+    from ticketsearch.retrieval.threads import apply_threads  # deferred: FAISS, not needed for --help
+
+    apply_threads(get_settings())  # the process's thread counts, set once by the entry point
 
 
 def one_line_errors(fn: F) -> F:
@@ -221,7 +230,6 @@ def ingest(
 ) -> None:
     """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
     from ticketsearch.pipeline.ingest import ingest_and_build
-    from ticketsearch.settings import get_settings
 
     if on_error not in ("skip", "stop"):
         fail(f"--on-error must be 'skip' or 'stop', got {on_error!r}")
@@ -397,7 +405,7 @@ def experiment(
                          model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget,
                          queries=kinds, train_queries=train_kinds, short_query_time=short_time,
                          tune_encoder=tune, tune_budget_s=tune_budget),
-        log=typer.echo,
+        get_settings(), log=typer.echo,
     )
 
 
@@ -421,7 +429,6 @@ def evaluate(
     from ticketsearch.retrieval.evaluation import markdown_table
     from ticketsearch.retrieval.manifest import Manifest
     from ticketsearch.retrieval.query_kinds import parse_kinds
-    from ticketsearch.settings import get_settings
 
     kinds = parse_kinds(query)
     manifest = Manifest.load(index)
@@ -464,7 +471,6 @@ def train(
     from ticketsearch.pipeline.training import VARIANTS, train_index
     from ticketsearch.rerank.train import TrainConfig
     from ticketsearch.retrieval.query_kinds import parse_kinds
-    from ticketsearch.settings import get_settings
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
         fail(f"--variant must be one of rerank-cross+pair, rerank-lambdamart, rerank-cross, rerank-concat; "
@@ -549,7 +555,6 @@ def tune_encoder(
     """Tune the bi-encoder on the index's duplicate links; install it (re-encode, rebuild, re-tune fusion,
     retrain the reranker) only when validation improves."""
     from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_index
-    from ticketsearch.settings import get_settings
 
     tb, vb = split_dates(train_before, valid_before)
     IndexDir(index).require_store()
@@ -634,15 +639,15 @@ def serve(
 
     from ticketsearch.service.app import create_app
     from ticketsearch.service.auth import ApiKeys
-    from ticketsearch.settings import get_settings
+    from ticketsearch.service.settings import get_service_settings
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error; got {log_level!r}")
     if (index is None) == (root is None):
         fail("give either --index DIR (one index) or --root DIR (a folder of collections)")
-    settings = get_settings()
-    keys = ApiKeys.parse(settings.api_keys)
-    bind = host or settings.host
+    settings, web = get_settings(), get_service_settings()
+    keys = ApiKeys.parse(web.api_keys)
+    bind = host or web.host
     if not keys.enabled:
         if bind not in ("127.0.0.1", "localhost"):
             typer.echo(f"warning: no API keys set (TICKETSEARCH_API_KEYS): binding 127.0.0.1, not {bind}", err=True)
@@ -665,13 +670,13 @@ def serve(
         assert root is not None
         scale = parse_autoscale(autoscale, replicas) if autoscale is not None else None
         root.mkdir(parents=True, exist_ok=True)
-        ray_app.run(root, settings, shards, replicas, bind, port if port is not None else settings.port,
+        ray_app.run(root, settings, shards, replicas, bind, port if port is not None else web.port,
                     address=ray_address, autoscale=scale)
         return
     if shards != 1 or replicas != 1 or autoscale is not None:
         fail("--shards, --replicas and --autoscale need --ray")
-    app_ = create_app(index, settings, root=root)
-    uvicorn.run(app_, host=bind, port=port if port is not None else settings.port, log_level=log_level,
+    app_ = create_app(index, settings, root=root, web=web)
+    uvicorn.run(app_, host=bind, port=port if port is not None else web.port, log_level=log_level,
                 timeout_graceful_shutdown=10)
 
 
@@ -687,7 +692,6 @@ def split(
     """Split an index into a sharded collection by a hash of the ticket id (each shard a complete index with
     the same model; nothing is encoded again): served by 'ticketsearch serve --root ROOT [--ray]'."""
     from ticketsearch.pipeline.sharding import split_index
-    from ticketsearch.settings import get_settings
 
     layout = split_index(index, out, shards, get_settings(), progress=not quiet)
     counts = []

@@ -14,7 +14,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from starlette.convertors import Convertor, register_url_convertor
 
-from ticketsearch.settings import Settings
+from ticketsearch.service.settings import ServiceSettings
 
 from .metrics import Metrics
 from .schemas import ID_PATTERN, MAX_ID
@@ -147,7 +147,7 @@ class Admission:
     """Bounded admission: at most `max_pending` requests to /v1 routes are in the service (running or
     waiting); their model and index work runs in `workers` threads. Beyond the bound: 503 + Retry-After."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: ServiceSettings, metrics: Metrics) -> None:
         self.limiter = anyio.CapacityLimiter(settings.workers)
         self.max_pending = settings.max_pending
         self.retry_after = str(settings.retry_after_s)

@@ -40,6 +40,7 @@ from ticketsearch.errors import UnavailableError
 from ticketsearch.pipeline.batcher import encode_jobs
 from ticketsearch.pipeline.sharding import ShardLayout
 from ticketsearch.pipeline.shared_models import SharedModels
+from ticketsearch.retrieval.threads import apply_threads
 from ticketsearch.settings import Settings
 
 log = logging.getLogger("ticketsearch.ray_app")
@@ -103,7 +104,9 @@ class ShardDeployment:
         from ticketsearch.pipeline.shard import ShardServer
 
         logging.basicConfig(level=logging.INFO)
-        self.server: ShardServer | None = ShardServer.open(Path(path), Settings(**settings))
+        conf = Settings(**settings)
+        apply_threads(conf)  # this replica's process
+        self.server: ShardServer | None = ShardServer.open(Path(path), conf)
 
     def call(self, method: str, *args: Any) -> Any:
         if method.startswith("_") or method in ("open", "close"):
@@ -130,8 +133,9 @@ class FollowerDeployment:
         logging.basicConfig(level=logging.INFO)
         self.name = name
         self.primary = serve.get_app_handle(primary_app)
-        self.server: FollowerServer | None = FollowerServer.open_follower(Path(path), Settings(**settings),
-                                                                          self._pull)
+        conf = Settings(**settings)
+        apply_threads(conf)  # this replica's process
+        self.server: FollowerServer | None = FollowerServer.open_follower(Path(path), conf, self._pull)
 
     def _pull(self, since: int) -> Any:
         return _Response(self.primary.call.remote("changes", since, self.name)).result()
@@ -257,7 +261,9 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int,
     """The front deployment bound to its arguments (what `serve.run` deploys; a cluster's config can name
     `ticketsearch.service.ray_app:front_app` with the same arguments). `replicas`: the front's; `autoscale`
     (MIN, MAX): Serve's replica autoscaling in its place, aiming at TARGET_ONGOING requests per replica;
-    `shard_replicas`: copies of each shard (the primary and read replicas)."""
+    `shard_replicas`: copies of each shard (the primary and read replicas). `settings` (the index's and models')
+    travel as the deployment's arguments; the service's own (API keys, webhook secrets, admission) do not: each
+    front replica reads them from its environment (a local Ray's workers inherit the driver's)."""
     from ray import serve
 
     settings_dict = settings.model_dump(mode="json")

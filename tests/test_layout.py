@@ -102,3 +102,14 @@ def test_sql_lives_in_the_store() -> None:
             if ".con.execute(" in text or ".con.sql(" in text or ".con.register(" in text:
                 outside.add(str(f.relative_to(ROOT)))
     assert outside == set()
+
+
+def test_the_package_folder_links_each_mapped_folder() -> None:
+    """ticketsearch/X is a link to the card's folder that setuptools installs as ticketsearch.X, so that the tree
+    reads as installed (mypy -p ticketsearch, an IDE); a link missing or pointing elsewhere fails here."""
+    dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    mapped = {pkg.removeprefix("ticketsearch."): folder for pkg, folder in dirs.items() if pkg != "ticketsearch"}
+    assert set(mapped) == {"index_data", "retrieval", "rerank", "service"}
+    for name, folder in mapped.items():
+        link = ROOT / "ticketsearch" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve(), name

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ticketsearch.errors import ReadOnlyError, RowError, TicketsearchError, UnavailableError
+from ticketsearch.errors import ReadOnlyError, RowError, UnavailableError, reraise
 from ticketsearch.requests import DuplicateRequest, SearchRequest
 from ticketsearch.results import DuplicateResult, SearchResult
 from ticketsearch.settings import Settings, get_settings
@@ -49,17 +49,18 @@ class TicketIndex:
 
     @classmethod
     def open(cls, path: Path | str, writable: bool = False, settings: Settings | None = None) -> TicketIndex:
+        from ticketsearch.retrieval.threads import apply_threads  # deferred: FAISS (the client imports this module)
+
         settings = settings or get_settings()
+        apply_threads(settings)  # the library's door: the process's FAISS and torch thread counts
         if writable:
             from ticketsearch.pipeline.engine import Engine
 
             engine = Engine(Path(path), settings)
             engine.start()
-            if engine.error is not None:
+            if engine.failure is not None:
                 engine.close()
-                if isinstance(engine.failure, TicketsearchError):
-                    raise engine.failure  # its own type: a StoreLockedError stays one
-                raise TicketsearchError(engine.error)
+                raise reraise(engine.failure)  # its own type: a StoreLockedError stays one
             return cls(Path(path), settings, engine=engine)
         from ticketsearch.pipeline.search import SearchPipeline
 

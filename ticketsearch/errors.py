@@ -81,3 +81,26 @@ class JobNotFoundError(NotFoundError):
 
 class CollectionNotFoundError(NotFoundError):
     """A collection that does not exist, or that the caller may not see (the same answer for both)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """How a failure is told in one line: a TicketsearchError by its message, anything else with its class."""
+    return str(exc) if isinstance(exc, TicketsearchError) else f"{type(exc).__name__}: {exc}"
+
+
+def as_unavailable(what: str, failure: BaseException) -> UnavailableError:
+    """A part that failed to start, as the layer above reports it: unavailable, the failure kept as the cause
+    (`__cause__`: a StoreLockedError behind it stays one)."""
+    err = UnavailableError(f"{what}: {one_line(failure)}")
+    err.__cause__ = failure
+    return err
+
+
+def reraise(failure: BaseException) -> TicketsearchError:
+    """A start-up failure as the library raises it: its own type when it is one of ours, else a
+    TicketsearchError naming the class, chained to the original."""
+    if isinstance(failure, TicketsearchError):
+        return failure
+    err = TicketsearchError(one_line(failure))
+    err.__cause__ = failure
+    return err

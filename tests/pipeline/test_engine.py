@@ -173,11 +173,11 @@ def test_checkpoints_and_compactions_never_stall_searches_or_writes(
     builds = {"vectors": 0, "bm25": 0}
     real_vectors, real_bm25 = VectorIndex.build.__func__, BM25Index.build.__func__  # type: ignore[attr-defined]  # classmethods keep their function
 
-    def slow_vectors(cls: type, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", settings: Any = None) -> Any:
+    def slow_vectors(cls: type, ids: np.ndarray, vecs: np.ndarray, kind: str = "auto", *, settings: Any) -> Any:
         if len(ids) >= 500:  # a compaction (the overlay's own little index is built empty)
             builds["vectors"] += 1
             time.sleep(SLOW_BUILD_S)
-        return real_vectors(cls, ids, vecs, kind, settings)
+        return real_vectors(cls, ids, vecs, kind, settings=settings)
 
     def slow_bm25(cls: type, row_ids: np.ndarray, texts: list[str], *args: Any, **kwargs: Any) -> Any:
         builds["bm25"] += 1
@@ -257,8 +257,8 @@ def test_checkpoints_and_compactions_never_stall_searches_or_writes(
     with TicketStore(d.store_path, read_only=True) as store:
         db = store.row_ids().tolist()
         assert Manifest.load(hnsw_index).change_seq == store.change_seq
-    assert sorted(VectorIndex.load(d.vectors_path("text"), "hnsw").ids().tolist()) == db
-    assert sorted(VectorIndex.load(d.vectors_path("title"), "hnsw").ids().tolist()) == db
+    assert sorted(VectorIndex.load(d.vectors_path("text"), "hnsw", Settings()).ids().tolist()) == db
+    assert sorted(VectorIndex.load(d.vectors_path("title"), "hnsw", Settings()).ids().tolist()) == db
     assert sorted(BM25Index.load(d.bm25_path).row_ids.tolist()) == db
     assert sorted(np.load(d.rerank_rows_path).tolist()) == db
     with np.load(d.overlay_path("text")) as z:

@@ -21,6 +21,7 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.parts import load_manifest, open_store
 from ticketsearch.pipeline.tune_encoder import TuneConfig, TuneExample, group_safe_batches, tune_index
 from ticketsearch.service.cli import app
+from ticketsearch.settings import Settings
 
 CODENAMES = ["Falcon", "Orchid", "Basalt", "Juniper", "Quartz", "Tundra", "Marlin", "Cobalt"]
 PRODUCTS = ["the mobile app", "the billing portal", "the reporting dashboard", "the email gateway",
@@ -125,8 +126,8 @@ def test_tuning_learns_the_teams_codenames_and_every_cache_follows_it(codename_i
         assert ti.pipeline.encoder.key == after.model_key
         res = ti.search("The mobile app crashes on login", k=3)  # Falcon's first report and its duplicate
         assert "M-0" in [h.id for h in res.hits[:2]], [(h.id, h.title) for h in res.hits]
-    tuned_vec = Encoder(str(IndexDir(moved).encoder_path)).encode(["the mobile app"])[0]
-    base_vec = Encoder("minilm").encode(["the mobile app"])[0]
+    tuned_vec = Encoder(str(IndexDir(moved).encoder_path), settings=Settings()).encode(["the mobile app"])[0]
+    base_vec = Encoder("minilm", settings=Settings()).encode(["the mobile app"])[0]
     assert float(tuned_vec @ base_vec) < 0.999
 
 

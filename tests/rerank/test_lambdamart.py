@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.rerank.lambdamart import LTR_FILE, LambdaMART, ltr_inputs
 from ticketsearch.service.cli import app
+from ticketsearch.settings import Settings
 
 
 def lists(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -68,7 +69,7 @@ def test_rerank_lambdamart_variant_trains_and_serves(trained_index: Path, tmp_pa
     assert np.allclose(rr.score(src, tgt, pair), rr.ltr.predict(ltr_inputs(pair, logits)))
     if d.has_reranker():  # installed when it beat the first stage on validation: search reranks with it
         assert (d.reranker_path / LTR_FILE).is_file() and "installed rerank-lambdamart" in res.output
-        found = SearchPipeline(idx).search("refund", k=3)
+        found = SearchPipeline(idx, Settings()).search("refund", k=3)
         assert found.reranked
     else:
         assert "installed no reranker" in res.output

@@ -62,7 +62,7 @@ def test_filtered_search_returns_k_when_k_exist(kind: str, exact_max: int, data)
 
 def test_filtered_search_with_fewer_than_k(data) -> None:
     ids, vecs = data
-    idx = VectorIndex.build(ids, vecs, kind="flat")
+    idx = VectorIndex.build(ids, vecs, kind="flat", settings=Settings())
     _, got = idx.search(vecs[0], 10, np.array([ids[0], ids[1]]))
     assert list(got[0][:2]) == [ids[0], ids[1]] and (got[0][2:] == -1).all()
     _, none = idx.search(vecs[0], 5, np.array([], dtype=np.int64))
@@ -72,9 +72,9 @@ def test_filtered_search_with_fewer_than_k(data) -> None:
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_save_load_gives_identical_results(kind: str, data, tmp_path: Path) -> None:
     ids, vecs = data
-    idx = VectorIndex.build(ids, vecs, kind=kind)
+    idx = VectorIndex.build(ids, vecs, kind=kind, settings=Settings())
     idx.save(tmp_path / "v.faiss")
-    again = VectorIndex.load(tmp_path / "v.faiss", kind)
+    again = VectorIndex.load(tmp_path / "v.faiss", kind, Settings())
     q = vecs[:7]
     a, b = idx.search(q, 15), again.search(q, 15)
     assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0])
@@ -84,7 +84,7 @@ def test_save_load_gives_identical_results(kind: str, data, tmp_path: Path) -> N
 
 def test_remove_and_add(data) -> None:
     ids, vecs = data
-    idx = VectorIndex.build(ids, vecs, kind="flat")
+    idx = VectorIndex.build(ids, vecs, kind="flat", settings=Settings())
     assert idx.remove(ids[:2]) == 2
     assert ids[0] not in set(idx.search(vecs[0], 5)[1][0])
     idx.add(ids[:1], vecs[:1])
@@ -94,7 +94,7 @@ def test_remove_and_add(data) -> None:
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_added_vectors_are_searchable_and_reconstructable(kind: str, data) -> None:
     ids, vecs = data
-    idx = VectorIndex.build(ids[:-10], vecs[:-10], kind=kind)
+    idx = VectorIndex.build(ids[:-10], vecs[:-10], kind=kind, settings=Settings())
     idx.add(ids[-10:], vecs[-10:])
     assert np.allclose(idx.reconstruct(ids[-1]), vecs[-1])
     _, got = idx.search(vecs[-1], 5, np.array(ids[-10:]))
@@ -116,7 +116,7 @@ def test_recall_measurement_on_a_small_clustered_set() -> None:
 
     vecs, queries = clustered(3000, dim=32, seed=1, queries=50)
     ids = np.arange(len(vecs), dtype=np.int64)
-    _, truth = VectorIndex.build(ids, vecs, kind="flat").search(queries, 20)
+    _, truth = VectorIndex.build(ids, vecs, kind="flat", settings=Settings()).search(queries, 20)
     assert recall_at_k(truth, truth) == 1.0
     good = VectorIndex.build(ids, vecs, kind="hnsw", settings=Settings(hnsw_ef_search=200))
     assert recall_at_k(good.search(queries, 20)[1], truth) >= 0.95

@@ -49,8 +49,8 @@ def derived_ids(index_dir: Path) -> dict[str, list[int]]:
     d = IndexDir(index_dir)
     m = Manifest.load(index_dir)
     return {
-        "vectors": sorted(VectorIndex.load(d.vectors_path("text"), m.index_kind).ids().tolist()),
-        "titles": sorted(VectorIndex.load(d.vectors_path("title"), m.index_kind).ids().tolist()),
+        "vectors": sorted(VectorIndex.load(d.vectors_path("text"), m.index_kind, Settings()).ids().tolist()),
+        "titles": sorted(VectorIndex.load(d.vectors_path("title"), m.index_kind, Settings()).ids().tolist()),
         "bm25": sorted(BM25Index.load(d.bm25_path).row_ids.tolist()),
         "rerank": sorted(np.load(d.rerank_rows_path).tolist()),
     }
@@ -78,8 +78,8 @@ def check_recovered(index_dir: Path, acked: list[str], encoder, tmp: Path) -> No
     with TicketStore(IndexDir(fresh).store_path) as store:
         build_index(fresh, store, encoder, "minilm", settings=Settings(), progress=False)
         build_rerank_vectors(fd, store, encoder, progress=False)
-    a = SearchPipeline(index_dir, encoder=encoder)
-    b = SearchPipeline(fresh, encoder=encoder)
+    a = SearchPipeline(index_dir, Settings(), encoder=encoder)
+    b = SearchPipeline(fresh, Settings(), encoder=encoder)
     try:
         extra = [f"flux{acked[-1].split('-')[1]}"] if acked else []
         for q in QUERIES + extra:

@@ -2,17 +2,18 @@
 
 ```python
 from ticketsearch.pipeline.collections import Collections
-colls = Collections.at_root("var/ts", settings)        # or Collections.single("demo/index", settings)
+colls = Collections.at_root("var/ts", settings)        # or Collections.for_index("demo/index", settings)
 colls.create("acme", "support")                         # an empty index with that schema
 with colls.use("acme") as engine:                       # opened on first use, shared model weights
     engine.search(text="refund missing", k=5)
 colls.close()
 ```
 
-A collection is opened on first use and closed when idle for `Settings.collection_idle_s`; at most
-`Settings.max_open_collections` are open at once (the least recently used idle one closes first, after its
-checkpoint). Closing loses nothing: DuckDB holds every write, and the checkpoint saves the derived files. Every
-engine gets its encoder from one `SharedModels`, so the weights are loaded once per model, not per collection.
+A collection is opened on first use and closed when idle for `idle_s` seconds; at most `max_open` are open at
+once (the least recently used idle one closes first, after its checkpoint; the service passes its
+`max_open_collections` and `collection_idle_s`). Closing loses nothing: DuckDB holds every write, and the
+checkpoint saves the derived files. Every engine gets its encoder from one `SharedModels`, so the weights are
+loaded once per model, not per collection.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ticketsearch.errors import (
     NotFoundError,
     QueryError,
     SchemaError,
-    UnavailableError,
+    as_unavailable,
 )
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.engine import Engine
@@ -118,7 +119,8 @@ class Slot:
 
 class Collections:
     def __init__(self, settings: Settings, models: SharedModels, root: Path | None = None,
-                 single: Path | None = None, connect_shards: Any = None) -> None:
+                 single: Path | None = None, connect_shards: Any = None, max_open: int = 20,
+                 idle_s: float = 300.0) -> None:
         """Use `at_root` (a folder of collections) or `single` (one index directory as `default`).
         `connect_shards`: how a sharded collection reaches its shards (`pipeline.sharded.ShardedEngine`;
         default: in this process; the Ray service passes its Serve deployments)."""
@@ -127,8 +129,8 @@ class Collections:
         self.models = models
         self.root = Path(root) if root is not None else None
         self.single = Path(single) if single is not None else None
-        self.max_open = settings.max_open_collections
-        self.idle_s = settings.collection_idle_s
+        self.max_open = max_open
+        self.idle_s = idle_s
         self._lock = threading.Lock()
         self._create_lock = threading.Lock()
         self._slots: dict[str, Slot] = {}
@@ -137,10 +139,11 @@ class Collections:
         self._janitor.start()
 
     @classmethod
-    def at_root(cls, root: Path | str, settings: Settings, models: SharedModels | None = None) -> Collections:
+    def at_root(cls, root: Path | str, settings: Settings, models: SharedModels | None = None, max_open: int = 20,
+                idle_s: float = 300.0) -> Collections:
         root = Path(root)
         (root / "collections").mkdir(parents=True, exist_ok=True)
-        return cls(settings, models or SharedModels(settings), root=root)
+        return cls(settings, models or SharedModels(settings), root=root, max_open=max_open, idle_s=idle_s)
 
     @classmethod
     def for_index(cls, index_dir: Path | str, settings: Settings, models: SharedModels | None = None) -> Collections:
@@ -365,10 +368,9 @@ class Collections:
         else:
             engine = Engine(slot.path, self.settings, models=self.models)
         engine.start()
-        if engine.error is not None:
-            error = engine.error
+        if engine.failure is not None:
             engine.close(compact=False)
-            raise UnavailableError(f"collection {slot.name!r} cannot be opened: {error}")
+            raise as_unavailable(f"collection {slot.name!r} cannot be opened", engine.failure)
         log.info("opened collection %s in %.0f ms", slot.name, (time.perf_counter() - t0) * 1000)
         return engine
 

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from ticketsearch.atomic import fsync_dir
-from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError
+from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError, one_line
 from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore, UpsertResult, read_texts
@@ -196,8 +196,7 @@ class Engine:
         self.settings = settings
         self.lock = RWLock()
         self.ready = False
-        self.error: str | None = None
-        self.failure: Exception | None = None  # the error itself, its type kept (the library re-raises it)
+        self.failure: Exception | None = None  # why start() failed, its type kept (errors.reraise, as_unavailable)
         self.store: TicketStore | None = None
         self.searcher: SearchPipeline | None = None
         self._schema_info: tuple[int, CollectionSchema] | None = None  # (change seq, answer) of schema_info
@@ -216,16 +215,21 @@ class Engine:
         self.parts: list[LivePart] = []
 
     # ---- start-up -------------------------------------------------------------------------------
+    @property
+    def error(self) -> str | None:
+        """Why start() failed, in one line (None: it did not)."""
+        return None if self.failure is None else one_line(self.failure)
+
     def start(self) -> None:
         """Open, repair and reconcile the index; then start checkpointing. Sets `ready` or `error`."""
         try:
             self._open()
         except TicketsearchError as exc:
-            self.error, self.failure = str(exc), exc
+            self.failure = exc
             log.error("cannot serve %s: %s", self.index_dir, exc)
             return
         except Exception as exc:  # noqa: BLE001 - reported on /readyz instead of a silent dead thread
-            self.error, self.failure = f"{type(exc).__name__}: {exc}", exc
+            self.failure = exc
             log.exception("cannot serve %s", self.index_dir)
             return
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)

@@ -23,7 +23,7 @@ from ticketsearch.retrieval.evaluation import QueryPool, evaluate, markdown_tabl
 from ticketsearch.retrieval.fusion_tuning import MIN_TUNE_QUERIES, choose_fusion
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind
-from ticketsearch.settings import Settings, get_settings
+from ticketsearch.settings import Settings
 
 
 @dataclass
@@ -53,11 +53,10 @@ def evaluate_methods(pools: list[QueryPool], methods: Mapping[str, ScoreFn]) -> 
 
 def run_experiment(
     cfg: ExperimentConfig,
-    settings: Settings | None = None,
+    settings: Settings,
     log: Callable[[str], None] = print,
     extra_methods: Callable[..., dict[str, ScoreFn]] | None = None,
 ) -> dict[str, Any]:
-    settings = settings or get_settings()
     t_start = time.perf_counter()
     index_dir = cfg.out / "index"
     log(f"[1/6] ingest and index {cfg.data} -> {index_dir}")

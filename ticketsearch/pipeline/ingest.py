@@ -24,7 +24,7 @@ from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 from ticketsearch.retrieval.builder import build_bm25, build_dense, build_titles, title_key
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.manifest import Manifest, default_fusion
-from ticketsearch.settings import Settings, get_settings
+from ticketsearch.settings import Settings
 
 if TYPE_CHECKING:  # Ray is optional: imported only for --executor ray
     from ticketsearch.retrieval.ray_encode import RayEncoding
@@ -53,14 +53,13 @@ def build_index(
     store: TicketStore,
     encoder: Encoder,
     model_spec: str,
-    settings: Settings | None = None,
+    settings: Settings,
     progress: bool = True,
     remote: RayEncoding | None = None,
 ) -> BuildReport:
     """Embed every ticket, build the FAISS index and feature vocabularies, and write the manifest last.
     `remote`: first encode what the embedding cache lacks on Ray (`retrieval.ray_encode`), then build from the
     cache as always."""
-    settings = settings or get_settings()
     start = time.perf_counter()
     seq = store.change_seq
     texts = read_texts(store)
@@ -123,9 +122,9 @@ def ingest_and_build(
     data: Path,
     index_dir: Path,
     schema_name: str | None,
+    settings: Settings,
     on_error: str = "skip",
     model: str | None = None,
-    settings: Settings | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     fmt: str = "auto",
@@ -143,7 +142,6 @@ def ingest_and_build(
     from ticketsearch.index_data.schema import load_schema
     from ticketsearch.index_data.trackers import SHIPPED_SCHEMA, detect
 
-    settings = settings or get_settings()
     if fmt == "auto":
         fmt = detect(data)
         log(f"detected format: {fmt} ({data})")

@@ -41,12 +41,13 @@ def now() -> str:
 
 
 class TrainingJobs:
-    def __init__(self, collections: Collections, settings: Settings) -> None:
+    def __init__(self, collections: Collections, settings: Settings, concurrency: int = 1) -> None:
+        """`concurrency`: jobs run at once (others wait, queued)."""
         self.collections = collections
         self.settings = settings
         self._lock = threading.Lock()
         self._running: dict[str, JobInfo] = {}  # collection -> its queued or running job
-        self._slots = threading.Semaphore(settings.training_jobs)
+        self._slots = threading.Semaphore(concurrency)
         self._threads: list[threading.Thread] = []
 
     def _path(self, collection: str, job_id: str) -> Path:

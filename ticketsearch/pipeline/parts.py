@@ -10,7 +10,7 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.settings import Settings, get_settings
+from ticketsearch.settings import Settings
 
 
 def open_store(d: IndexDir, read_only: bool = True, schema: Schema | None = None) -> TicketStore:
@@ -23,10 +23,10 @@ def load_manifest(d: IndexDir) -> Manifest:
     return Manifest.load(d.root)
 
 
-def open_encoder(d: IndexDir, settings: Settings | None = None, manifest: Manifest | None = None) -> Encoder:
+def open_encoder(d: IndexDir, settings: Settings, manifest: Manifest | None = None) -> Encoder:
     """The encoder the index was built with, at the manifest's max_seq_length, checked against its identity."""
     manifest = manifest or load_manifest(d)
-    settings = (settings or get_settings()).model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
     encoder = Encoder(manifest.model, settings=settings)
     if encoder.key != manifest.model_key:
         raise TicketsearchError(f"{d.root} was built with model {manifest.model_key}; the loaded model is "
@@ -34,7 +34,6 @@ def open_encoder(d: IndexDir, settings: Settings | None = None, manifest: Manife
     return encoder
 
 
-def open_reranker(d: IndexDir, settings: Settings | None = None) -> Reranker:
-    settings = settings or get_settings()
+def open_reranker(d: IndexDir, settings: Settings) -> Reranker:
     return Reranker(d.reranker_path, device=settings.device, runtime=settings.rerank_runtime,
                     cache_dir=settings.cache_dir)

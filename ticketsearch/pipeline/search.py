@@ -35,7 +35,7 @@ from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
 from ticketsearch.retrieval.query_kinds import is_short_query
 from ticketsearch.retrieval.vector_index import VectorIndex
-from ticketsearch.settings import Settings, get_settings
+from ticketsearch.settings import Settings
 
 from .pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
@@ -120,11 +120,11 @@ class SearchPipeline:
     keeps_vectors = True  # holds the reranker's candidate vectors (a sharded front asks the shards for them)
 
     def __init__(
-        self, index_dir: Path | IndexDir, settings: Settings | None = None, encoder: Encoder | None = None,
+        self, index_dir: Path | IndexDir, settings: Settings, encoder: Encoder | None = None,
         store: TicketStore | None = None, query_encoder: Any = None, indexes: FirstStageIndexes | None = None,
     ) -> None:
         self.dir = index_dir if isinstance(index_dir, IndexDir) else IndexDir(index_dir)
-        self.settings = settings or get_settings()
+        self.settings = settings
         self.manifest = load_manifest(self.dir)
         self.store = store or open_store(self.dir, read_only=True)
         self.indexes = indexes or load_first_stage(self.dir, self.manifest.index_kind, self.settings,

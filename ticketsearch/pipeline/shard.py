@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ticketsearch.errors import as_unavailable
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
@@ -71,12 +72,9 @@ class ShardServer:
     def open(cls, path: Path, settings: Settings, models: SharedModels | None = None) -> ShardServer:
         engine = Engine(Path(path), settings, models=models)
         engine.start()
-        if engine.error is not None:
-            error = engine.error
+        if engine.failure is not None:
             engine.close(compact=False)
-            from ticketsearch.errors import UnavailableError
-
-            raise UnavailableError(f"shard {path} cannot be opened: {error}")
+            raise as_unavailable(f"shard {path} cannot be opened", engine.failure)
         return cls(engine)
 
     @property

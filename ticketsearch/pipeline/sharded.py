@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ticketsearch.errors import TicketsearchError
+from ticketsearch.errors import TicketsearchError, one_line
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
@@ -270,12 +270,16 @@ class ShardedEngine:
         self.layout = ShardLayout.load(self.index_dir)
         self.connect = connect or LocalShards
         self.ready = False
-        self.error: str | None = None
+        self.failure: Exception | None = None  # why start() failed, its type kept (as Engine's)
         self.searcher: ShardedSearch | None = None
         self.store: StoreView | None = None
         self._conn: Any = None
         self._loaded: Loaded | None = None
         self._row_floor: int | None = None
+
+    @property
+    def error(self) -> str | None:
+        return None if self.failure is None else one_line(self.failure)
 
     def start(self) -> None:
         try:
@@ -287,7 +291,7 @@ class ShardedEngine:
             self.store = StoreView(self.searcher.schema)
             self.ready = True
         except Exception as exc:  # noqa: BLE001 - reported like an engine's start-up error
-            self.error = str(exc) if isinstance(exc, TicketsearchError) else f"{type(exc).__name__}: {exc}"
+            self.failure = exc
             log.exception("cannot serve the sharded collection %s", self.index_dir)
 
     def close(self, compact: bool = True) -> None:

@@ -36,7 +36,7 @@ from ticketsearch.atomic import atomic_write_json, fsync_dir
 from ticketsearch.errors import ConflictError, QueryError, TicketsearchError
 from ticketsearch.index_data.records import text_hash
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.settings import Settings, get_settings
+from ticketsearch.settings import Settings
 
 SHARDS_FILE = "shards.json"
 HASH = "blake2b-64"
@@ -99,7 +99,7 @@ def _write_layout(root: Path, shards: int) -> None:
     atomic_write_json(root / SHARDS_FILE, {"shards": shards, "hash": HASH})
 
 
-def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settings | None = None,
+def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settings,
                 progress: bool = True) -> ShardLayout:
     """Split an index directory into a sharded collection at `dest` (which must not exist).
 
@@ -113,7 +113,6 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
     from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
     from ticketsearch.retrieval.manifest import Manifest
 
-    settings = settings or get_settings()
     check_shards(shards)
     source, dest = IndexDir(src), Path(dest)
     if dest.exists():

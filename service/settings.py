@@ -1,0 +1,50 @@
+"""The HTTP service's settings (`ticketsearch serve`): address, keys, webhook secrets, admission, and how many
+collections it holds open. Read from the same TICKETSEARCH_* environment variables as the index's settings
+(`ticketsearch.settings`), which they do not include: the layers below the service never see keys or secrets."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TICKETSEARCH_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: str = Field(
+        default="", repr=False,
+        description="Comma-separated KEY:SCOPE[@COLLECTION] entries, SCOPE read, write (implies read) or admin "
+        "(create, delete and train collections, and everything else); without @COLLECTION a key applies to every "
+        "collection. Empty = open, local only.",
+    )
+    webhook_secrets: str = Field(
+        default="", repr=False,
+        description="Comma-separated COLLECTION=SECRET pairs: the secret each collection's tracker webhooks are "
+        "signed with (GitHub, Jira) or send as their token. A collection without one refuses its hooks.",
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    workers: int = Field(default=4, ge=1, le=64, description="Requests doing model or index work at once.")
+    max_pending: int = Field(
+        default=64, ge=1, description="Admitted requests (running or waiting); beyond it the service answers 503."
+    )
+    retry_after_s: int = Field(default=1, ge=1, le=3600)
+    max_open_collections: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Collections held open at once (`serve --root`); opening one more first closes the least "
+        "recently used idle one, after its checkpoint.",
+    )
+    collection_idle_s: float = Field(
+        default=300.0, gt=0, description="A collection unused this long is closed (it reopens on its next request)."
+    )
+    training_jobs: int = Field(
+        default=1, ge=1, le=16, description="Training jobs run at once (others wait, queued); one per collection."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_service_settings() -> ServiceSettings:
+    return ServiceSettings()
