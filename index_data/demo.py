@@ -8,6 +8,7 @@ another body phrasing, another opener and often another channel or reporter tier
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from dataclasses import dataclass
@@ -327,7 +328,6 @@ def generate(n: int = 2000, seed: int = 0, dup_fraction: float = 0.25) -> list[d
 
 def write_demo(path: Path, n: int = 2000, seed: int = 0) -> int:
     """Write generated tickets as JSONL (gzipped if the name ends in .gz). Returns the number written."""
-    import gzip
 
     rows = generate(n, seed)
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")

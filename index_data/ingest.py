@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ticketsearch.errors import IngestError, RowError
 
 from .columnar import NotColumnar, iter_columnar
+from .ray_read import read_on_ray
 from .records import Ticket, read_tickets
 from .store import TicketStore
 from .trackers import TRACKERS, read_tracker
@@ -69,7 +70,6 @@ def ingest_file(
     good: list[Ticket] = []
     with tqdm(desc="read", unit=" rows", disable=not progress, mininterval=0.5) as bar:
         if executor == "ray":
-            from .ray_read import read_on_ray
 
             items: Iterator[Ticket | RowError] = read_on_ray(path, store.schema, fmt, mapping)
         else:

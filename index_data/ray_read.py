@@ -107,7 +107,7 @@ def _dataset(path: Path, fmt: str, mapping: Path | None) -> tuple[Any, int, dict
     """The records as a Ray dataset (columns n, where, raw), the line number of its first record where the
     order gives it (0: the records carry their own), Jira's masters, and the errors reported first (Jira's
     malformed issues, which the local reader gives before the records)."""
-    import ray.data
+    import ray.data  # deferred: Ray, pyarrow
 
     if fmt in TRACKERS:
         files = [str(f) for f in export_files(path)]
@@ -135,7 +135,7 @@ def read_on_ray(path: Path, schema: Schema, fmt: str = "tickets", mapping: Path 
                 ) -> Iterator[Ticket | RowError]:
     """Tickets and RowErrors of `path` as the local readers give them, read and validated on Ray (which must
     be initialised: `ray.init`, or `retrieval.ray_encode.RayEncoding`)."""
-    import ray.data
+    import ray.data  # deferred: Ray, pyarrow
 
     ctx = ray.data.DataContext.get_current()
     before = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)

@@ -240,7 +240,7 @@ def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
         with _open_text(path) as fh:
             yield from csv_records(fh)
     else:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # deferred: pyarrow
 
         table = pq.read_table(path)
         n = 0

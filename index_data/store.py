@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ticketsearch.errors import NotFoundError, QueryError, SchemaError, StoreError, StoreLockedError
 
-from .records import Ticket, text_hash
+from .records import Ticket, parse_datetime, text_hash
 from .schema import FieldSpec, Schema
 
 STORE_FORMAT = 1
@@ -730,7 +730,6 @@ def coerce_filter_value(spec: FieldSpec, value: Any) -> Any:
         except (TypeError, ValueError):
             raise QueryError(f"filter {spec.name!r} needs a number, got {value!r}") from None
     if spec.kind == "date":
-        from .records import parse_datetime
 
         try:
             return parse_datetime(value)

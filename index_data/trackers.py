@@ -31,7 +31,7 @@ from typing import Any
 from ticketsearch.errors import IngestError, RowError
 
 from .links import groups
-from .records import normalize_row
+from .records import normalize_row, parse_datetime
 from .schema import Schema
 
 TRACKERS = ("jira", "github", "zendesk")
@@ -186,7 +186,6 @@ def _issue_number(key: str) -> int:
 def jira_masters(records: list[tuple[str, dict[str, Any], list[str]]]) -> dict[str, str]:
     """duplicate_of for each grouped issue: connected components of Duplicate links between imported issues,
     each pointing at its earliest-created member (ties: the lower issue number)."""
-    from .records import parse_datetime
 
     created: dict[str, Any] = {}
     for _, rec, _ in records:

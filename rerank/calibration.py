@@ -17,7 +17,7 @@ def platt(logits: np.ndarray, a: float, b: float) -> np.ndarray:
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Platt scaling fitted by maximum likelihood (unpenalised logistic regression on the logit)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # deferred: scikit-learn, pyarrow
 
     y = np.asarray(labels).astype(int)
     if len(np.unique(y)) < 2:
@@ -31,7 +31,7 @@ def lowest_threshold_for_precision(probs: np.ndarray, labels: np.ndarray,
                                    target: float) -> tuple[float | None, float | None]:
     """The lowest probability threshold whose precision on these pairs reaches `target`, and that precision
     (None, None when no threshold does). Tickets at or above the threshold count as duplicates."""
-    from sklearn.metrics import precision_recall_curve
+    from sklearn.metrics import precision_recall_curve  # deferred: scikit-learn, pyarrow
 
     y = np.asarray(labels).astype(int)
     if len(y) == 0 or y.sum() == 0:

@@ -25,8 +25,8 @@ MATCHED_TOP_N = 8
 @cache
 def stopwords() -> frozenset[str]:
     """English function words for explanations: scikit-learn's list (318 words) with BM25's (Lucene's 33)."""
-    from bm25s.stopwords import STOPWORDS_EN
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from bm25s.stopwords import STOPWORDS_EN  # deferred: bm25s, SciPy
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # deferred: scikit-learn, pyarrow
 
     return frozenset(ENGLISH_STOP_WORDS) | frozenset(STOPWORDS_EN)
 
@@ -72,7 +72,7 @@ class ContentWords:
 
 
 def content_words(states: np.ndarray, ids: np.ndarray, tokenizer) -> ContentWords:  # noqa: ANN001
-    from ticketsearch.retrieval.lexical import stems
+    from ticketsearch.retrieval.lexical import stems  # deferred: bm25s, SciPy
 
     pieces = word_pieces(ids, tokenizer)
     keep = [i for i, (w, _) in enumerate(pieces) if is_content_word(w)]
@@ -130,10 +130,10 @@ def attended_words(
 
 def plot_attention(words: Sequence[tuple[str, float]], title: str, out: Path) -> None:
     """A horizontal bar chart of attended words, written atomically as PNG."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib
 
     labels = [w for w, _ in words][::-1]
     vals = np.array([v for _, v in words][::-1])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from ticketsearch.atomic import atomic_write_json, atomic_write_with
 from ticketsearch.errors import TicketsearchError
@@ -39,7 +40,6 @@ class LinearPairModel:
 
 def save_general(directory: Path, model: LinearPairModel, meta: dict[str, Any]) -> str:
     """Weights (safetensors, float32), then the config naming their checksum. Returns the checksum."""
-    from safetensors.numpy import save_file
 
     directory = Path(directory)
     tensors = {"weights": model.weights.astype(np.float32), "bias": np.array([model.bias], np.float32)}
@@ -50,7 +50,6 @@ def save_general(directory: Path, model: LinearPairModel, meta: dict[str, Any]) 
 
 
 def load_general(directory: Path = SHIPPED) -> tuple[LinearPairModel, dict[str, Any]]:
-    from safetensors.numpy import load_file
 
     directory = Path(directory)
     if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():

@@ -34,7 +34,7 @@ EARLY_STOPPING = 50
 
 def available() -> bool:
     try:
-        import lightgbm  # noqa: F401
+        import lightgbm  # noqa: F401  # deferred: LightGBM (an optional extra)
     except ImportError:
         return False
     return True
@@ -42,7 +42,7 @@ def available() -> bool:
 
 def _lightgbm() -> Any:
     try:
-        import lightgbm
+        import lightgbm  # deferred: LightGBM, scikit-learn
     except ImportError:
         raise TicketsearchError("LambdaMART needs LightGBM: pip install 'ticketsearch[ltr]'") from None
     return lightgbm

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from ticketsearch.atomic import atomic_write_json, atomic_write_with
 from ticketsearch.errors import TicketsearchError
+from ticketsearch.retrieval.encoder import resolve_device
 
 from .model import PairModel, RerankConfig
 
@@ -51,6 +52,5 @@ def load_reranker(directory: Path, device: str = "cpu") -> tuple[PairModel, dict
 
 def torch_device(setting: str) -> torch.device:
     """The device for a setting (auto, cpu, cuda), by the encoder's one rule."""
-    from ticketsearch.retrieval.encoder import resolve_device
 
     return torch.device(resolve_device(setting))

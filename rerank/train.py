@@ -258,7 +258,7 @@ def fit_logistic(x: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple[n
     """The article's BCE with pos_weight (negatives / positives), averaged over the pairs, plus l2 * |w|^2 (the
     bias unpenalised), minimised exactly: scikit-learn minimises C * sum(sample_weight * log loss) + |w|^2 / 2,
     the same objective at C = 1 / (2 l2 n). Returns (weights, bias); zeros when one class is missing."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # deferred: scikit-learn, pyarrow
 
     x = np.asarray(x, np.float64)
     y = np.asarray(labels).astype(np.int64)

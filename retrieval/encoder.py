@@ -7,6 +7,7 @@ both the pooled embeddings and the token-level states (what the reranker attends
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -80,7 +81,6 @@ def fingerprint(path: Path) -> str:
 def model_name(path: Path) -> str:
     """A local model's name: its own (a tuned model names itself in MODEL_META, so that its identity does not
     depend on the folder it lies in), else its folder's."""
-    import json
 
     try:
         return str(json.loads((path / MODEL_META).read_text("utf-8"))["name"])
@@ -112,8 +112,8 @@ class TokenBatch:
 
 class Encoder:
     def __init__(self, model: str | None = None, *, settings: Settings, device: str | None = None) -> None:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        from sentence_transformers import SentenceTransformer  # deferred: sentence-transformers, transformers
+        from transformers.utils import logging as hf_logging  # deferred: transformers
 
         hf_logging.disable_progress_bar()
 

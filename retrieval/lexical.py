@@ -11,6 +11,8 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
+import Stemmer
+from scipy.sparse import coo_matrix
 
 from ticketsearch.atomic import atomic_write_dir, recover_dir
 from ticketsearch.errors import TicketsearchError
@@ -22,7 +24,6 @@ TF_PARTS = ("tf_indptr", "tf_docs", "tf_counts", "doc_len")  # term frequencies,
 
 def _stemmer():  # noqa: ANN202
     try:
-        import Stemmer  # PyStemmer
 
         return Stemmer.Stemmer("english").stemWords
     except ImportError:  # pragma: no cover - PyStemmer is a dependency
@@ -101,7 +102,6 @@ class TermFreqs:
 
     @classmethod
     def of(cls, tokens: list[list[str]], vocab: dict[str, int]) -> TermFreqs:
-        from scipy.sparse import coo_matrix
 
         rows: list[int] = []
         cols: list[int] = []

@@ -17,7 +17,7 @@ def cpu_session(path: Path, threads: int) -> Any:
     """An ONNX Runtime CPU session: `threads` intra-op threads, one inter-op, full graph optimisation, and no
     busy-waiting between runs (ONNX Runtime's idle threads otherwise spin on the cores that torch and FAISS
     need right after a query pass: measured, the rerank stage took 2x longer)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: ONNX Runtime
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(threads))

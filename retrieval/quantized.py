@@ -28,6 +28,7 @@ when the exact vector matters.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import warnings
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
 from ticketsearch.atomic import atomic_write_dir
 from ticketsearch.errors import TicketsearchError
@@ -128,7 +130,6 @@ class TorchInt8QueryEncoder(_PooledQueryEncoder):
     def __init__(self, encoder: Encoder, per_channel: bool = False) -> None:
         self.kind = "torch-int8-pc" if per_channel else "torch-int8"
         super().__init__(encoder)
-        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
         qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
         with warnings.catch_warnings():
@@ -197,7 +198,7 @@ def _transformer(encoder: Encoder) -> torch.nn.Module:
 
 
 def _meta(encoder: Encoder) -> dict[str, Any]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: ONNX Runtime
 
     return {"format": ONNX_FORMAT, "encoder_key": encoder.key, "onnxruntime": ort.__version__,
             "torch": torch.__version__, "files": [ONNX_FP32, ONNX_INT8]}
@@ -278,7 +279,7 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
 
 def quantize_onnx_int8(src: Path, dst: Path) -> None:
     """ONNX Runtime dynamic int8: per-channel int8 weights for MatMuls whose weight is a constant."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # deferred: ONNX Runtime, ONNX
 
     root = logging.getLogger()
     level = root.level
@@ -301,7 +302,7 @@ log = logging.getLogger(__name__)
 
 def onnx_available() -> bool:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  # deferred: ONNX Runtime
     except ImportError:
         return False
     return True
@@ -323,7 +324,6 @@ def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder:
     if not onnx_available():
         log.warning("query encoder: fp32, because onnxruntime is not installed (pip install onnxruntime)")
         return encoder
-    import hashlib
 
     key = hashlib.blake2b(encoder.key.encode(), digest_size=8).hexdigest()
     model_dir = Path(settings.cache_dir).expanduser() / "onnx" / key

@@ -33,9 +33,9 @@ class EncodeBatch:
     """The Ray Data UDF: one encoder per worker, loaded once, encoding each batch of {"hash", "text"}."""
 
     def __init__(self, model_spec: str, settings: dict[str, Any], threads: int) -> None:
-        import torch
+        import torch  # deferred: torch
 
-        from ticketsearch.retrieval.encoder import Encoder
+        from ticketsearch.retrieval.encoder import Encoder  # deferred: torch
 
         torch.set_num_threads(max(1, threads))
         self.encoder = Encoder(model_spec, settings=Settings(**settings))
@@ -50,15 +50,15 @@ class EncodeTokens:
     and token ids, as `TokenCache.ensure` stores them."""
 
     def __init__(self, model_spec: str, settings: dict[str, Any], threads: int) -> None:
-        import torch
+        import torch  # deferred: torch
 
-        from ticketsearch.retrieval.encoder import Encoder
+        from ticketsearch.retrieval.encoder import Encoder  # deferred: torch
 
         torch.set_num_threads(max(1, threads))
         self.encoder = Encoder(model_spec, settings=Settings(**settings))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
+        import torch  # deferred: torch
 
         with torch.inference_mode():
             tb = self.encoder.encode_with_tokens([str(t) for t in batch["text"]])
@@ -78,7 +78,7 @@ class RayEncoding:
     def __init__(self, model_spec: str, settings: Settings, address: str | None = None,
                  num_cpus: int | None = None, workers: int | None = None) -> None:
         try:
-            import ray
+            import ray  # deferred: Ray
         except ImportError:
             raise TicketsearchError("--executor ray needs Ray: pip install 'ticketsearch[ray]'") from None
         self.ray = ray
@@ -104,7 +104,7 @@ class RayEncoding:
         """Encode, in one pass over the cluster, the texts of each cache key (`jobs`: key -> texts) that the
         store's embedding cache lacks, writing each finished batch into the cache as it arrives (a build
         interrupted here resumes from what was written). Returns how many texts each key encoded."""
-        import ray.data
+        import ray.data  # deferred: Ray, pyarrow
 
         items = []
         counts = {}
@@ -140,7 +140,7 @@ class RayEncoding:
         """Encode on the cluster the token states (the reranker's input) of the texts `cache` (a `TokenCache`)
         lacks, in batches of texts of like length as `TokenCache.ensure` makes them; each `shard_size` finished
         texts are written as one cache shard (an interrupted pass resumes from them). Returns how many."""
-        import ray.data
+        import ray.data  # deferred: Ray, pyarrow
 
         todo = {h: t for h, t in zip(hashes, texts) if h not in cache}
         if not todo:

@@ -48,7 +48,8 @@ def layout(checkout: Path, into: Path) -> Path:
     for f in (checkout / "ticketsearch").iterdir():
         os.symlink(f, pkg / f.name)
     for d in ("index_data", "retrieval", "rerank", "service"):
-        os.symlink(checkout / d, pkg / d)
+        if not (pkg / d).exists():  # a checkout whose ticketsearch/ links to them already
+            os.symlink(checkout / d, pkg / d)
     return into
 
 

@@ -46,6 +46,7 @@ from ticketsearch.errors import (
 )
 from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
 from ticketsearch.index_data.trackers import hook_record
+from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.collections import DEFAULT, Collections
 from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.jobs import TrainingJobs
@@ -548,7 +549,6 @@ def checked_tickets(eng: Engine, body: Any) -> list[Any]:
 
 def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
     """The index's field schema, for the OpenAPI document (None if the store cannot be read now)."""
-    from ticketsearch.index_dir import IndexDir
 
     try:
         with open_store(IndexDir(index_dir), read_only=True) as store:

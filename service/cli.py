@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 
-from ticketsearch.api import TicketReader
-from ticketsearch.errors import TicketsearchError
+from ticketsearch.api import TicketIndex, TicketReader
+from ticketsearch.atomic import atomic_write_json
+from ticketsearch.errors import StoreLockedError, TicketsearchError
+from ticketsearch.index_data.demo import write_demo
+from ticketsearch.index_data.trackers import FORMATS
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.dedupe import dedupe as run_dedupe
 from ticketsearch.pipeline.parts import open_store
-from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest
+from ticketsearch.pipeline.sharding import split_index
+from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest, as_datetime, named_date
+from ticketsearch.rerank.explain import plot_attention
+from ticketsearch.rerank.lambdamart import available
+from ticketsearch.retrieval.evaluation import markdown_table
+from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.retrieval.query_kinds import parse_kinds
+from ticketsearch.service.settings import get_service_settings
 from ticketsearch.settings import get_settings
 
 app = typer.Typer(
@@ -66,10 +79,8 @@ ValidBefore = Annotated[Optional[str], typer.Option("--valid-before", help="End 
 
 def split_dates(train_before: str | None, valid_before: str | None) -> tuple[Any, Any]:
     """--train-before and --valid-before as datetimes (None where not given: an 80/10/10 split by time)."""
-    from ticketsearch.pipeline.experiment import parse_date
 
-    tb = parse_date(train_before, "--train-before") if train_before else None
-    vb = parse_date(valid_before, "--valid-before") if valid_before else None
+    tb, vb = as_datetime(train_before, "--train-before"), as_datetime(valid_before, "--valid-before")
     if tb and vb and vb <= tb:
         fail("--valid-before must be after --train-before")
     return tb, vb
@@ -140,17 +151,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the API's sha
 def open_reader(index: Path | None, url: str | None, key: str | None,
                 collection: str | None = None) -> TicketReader:
     """A TicketIndex on `index`, or a Client of the service at `url` (the same reads: `api.TicketReader`)."""
-    from ticketsearch.errors import StoreLockedError
 
     if (index is None) == (url is None):
         fail("give either --index DIR or --url http://HOST:PORT")
     if url is not None:
-        from ticketsearch.client import Client
+        from ticketsearch.client import Client  # deferred: httpx, only with --url
 
         return Client(url, key=key, collection=collection)
     if collection is not None:
         fail("--collection goes with --url (a service's collection); --index opens one index directory")
-    from ticketsearch.api import TicketIndex
 
     assert index is not None
     try:
@@ -193,7 +202,6 @@ def demo_data(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Generate synthetic support tickets (schema `support`) with clusters of reworded duplicates."""
-    from ticketsearch.index_data.demo import write_demo
 
     count = write_demo(out, n=n, seed=seed)
     typer.echo(f"wrote {count} tickets to {out}")
@@ -229,13 +237,12 @@ def ingest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Store tickets in DuckDB (upsert by id) and (re)build the vector and BM25 indexes, in one step."""
-    from ticketsearch.pipeline.ingest import ingest_and_build
+    from ticketsearch.pipeline.ingest import ingest_and_build  # deferred: torch, FAISS, BM25
 
     if on_error not in ("skip", "stop"):
         fail(f"--on-error must be 'skip' or 'stop', got {on_error!r}")
     if index_type not in (None, "auto", "flat", "hnsw", "ivf"):
         fail(f"--index-type must be auto, flat, hnsw or ivf, got {index_type!r}")
-    from ticketsearch.index_data.trackers import FORMATS
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -389,12 +396,11 @@ def experiment(
 ) -> None:
     """Ingest a labelled file, build the indexes, tune fusion on validation, tune the encoder, train rerankers,
     evaluate on test."""
-    from ticketsearch.pipeline.experiment import ExperimentConfig, parse_date, run_experiment
-    from ticketsearch.retrieval.query_kinds import parse_kinds
+    from ticketsearch.pipeline.experiment import ExperimentConfig, run_experiment  # deferred: torch, FAISS, BM25
 
     if not data.is_file():
         fail(f"{data}: no such file")
-    tb, ts = parse_date(train_before, "--train-before"), parse_date(test_since, "--test-since")
+    tb, ts = named_date(train_before, "--train-before"), named_date(test_since, "--test-since")
     if ts < tb:
         fail("--test-since must not be before --train-before")
     kinds, train_kinds = parse_kinds(query), parse_kinds(train_queries, "--train-queries")
@@ -423,12 +429,13 @@ def evaluate(
     query: Annotated[Optional[list[str]], typer.Option("--query", help=QUERY_HELP)] = None,
 ) -> None:
     """Evaluate the first-stage methods of an index on its duplicates (chronological protocol)."""
-    from ticketsearch.pipeline.experiment import evaluate_methods, parse_date
-    from ticketsearch.retrieval.encoder import Encoder
-    from ticketsearch.retrieval.eval_index import first_stage_methods, kind_pools, load_eval_inputs
-    from ticketsearch.retrieval.evaluation import markdown_table
-    from ticketsearch.retrieval.manifest import Manifest
-    from ticketsearch.retrieval.query_kinds import parse_kinds
+    from ticketsearch.pipeline.experiment import evaluate_methods  # deferred: torch, FAISS, BM25
+    from ticketsearch.retrieval.encoder import Encoder  # deferred: torch, sentence-transformers
+    from ticketsearch.retrieval.eval_index import (  # deferred: torch, FAISS, BM25
+        first_stage_methods,
+        kind_pools,
+        load_eval_inputs,
+    )
 
     kinds = parse_kinds(query)
     manifest = Manifest.load(index)
@@ -437,14 +444,13 @@ def evaluate(
     with open_store(IndexDir(index), read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(index, store, encoder)
-        queries = inp.ev.queries(parse_date(since, "--since"), parse_date(until, "--until") if until else None)
+        queries = inp.ev.queries(named_date(since, "--since"), as_datetime(until, "--until"))
         for kind in kinds:
             pools, _ = kind_pools(inp, store, encoder, kind, queries, window_days=window_days,
                                   exclude_easy=exclude_easy)
             res[kind.label] = evaluate_methods(pools, first_stage_methods(manifest.fusion, settings.fusion_depth))
             typer.echo(markdown_table(res[kind.label], f"{kind.label} queries"))
     if out:
-        from ticketsearch.atomic import atomic_write_json
 
         atomic_write_json(out, {"methods": res[kinds[0].label], "queries": res, "since": since, "until": until,
                                 "window_days": window_days, "exclude_easy": exclude_easy})
@@ -468,15 +474,13 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
-    from ticketsearch.pipeline.training import VARIANTS, train_index
-    from ticketsearch.rerank.train import TrainConfig
-    from ticketsearch.retrieval.query_kinds import parse_kinds
+    from ticketsearch.pipeline.training import VARIANTS, train_index  # deferred: torch
+    from ticketsearch.rerank.train import TrainConfig  # deferred: torch
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
         fail(f"--variant must be one of rerank-cross+pair, rerank-lambdamart, rerank-cross, rerank-concat; "
              f"got {variant!r}")
     if VARIANTS[variant].get("ltr"):
-        from ticketsearch.rerank.lambdamart import available
 
         if not available():
             fail("--variant rerank-lambdamart needs LightGBM: pip install 'ticketsearch[ltr]'")
@@ -519,13 +523,9 @@ def dedupe(
 ) -> None:
     """Find the duplicates in a backlog: each ticket (since DATE) against the earlier ones, pairs at the threshold
     for the chosen precision, grouped into clusters (proposed master first). An interrupted run resumes."""
-    from ticketsearch.api import TicketIndex
-    from ticketsearch.pipeline.dedupe import dedupe as run_dedupe
-    from ticketsearch.pipeline.search import as_datetime
 
-    since_dt = as_datetime(since, "--since") if since else None
-    cal = [as_datetime(v, n) if v else None for v, n in ((calibrate_since, "--calibrate-since"),
-                                                         (calibrate_until, "--calibrate-until"))]
+    since_dt = as_datetime(since, "--since")
+    cal = [as_datetime(calibrate_since, "--calibrate-since"), as_datetime(calibrate_until, "--calibrate-until")]
     if (cal[0] is None) != (cal[1] is None):
         fail("give --calibrate-since and --calibrate-until together")
     with TicketIndex.open(index) as idx:
@@ -554,7 +554,7 @@ def tune_encoder(
 ) -> None:
     """Tune the bi-encoder on the index's duplicate links; install it (re-encode, rebuild, re-tune fusion,
     retrain the reranker) only when validation improves."""
-    from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_index
+    from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_index  # deferred: torch, sentence-transformers
 
     tb, vb = split_dates(train_before, valid_before)
     IndexDir(index).require_store()
@@ -572,8 +572,6 @@ def explain(
     field: Annotated[Optional[list[str]], typer.Option("--field", help="The query ticket's own field, K=V.")] = None,
 ) -> None:
     """Draw the words the top hit's features attended to (a bar chart like the article's), and list them."""
-    from ticketsearch.api import TicketIndex
-    from ticketsearch.rerank.explain import plot_attention
 
     if text is None and like is None:
         fail("give a query TEXT or --like ID")
@@ -633,13 +631,11 @@ def serve(
                                              "or a cluster's address.")] = "local",
 ) -> None:
     """Run the HTTP query service (FastAPI + uvicorn) on an index or a root of collections; Ctrl-C stops it."""
-    import logging
 
-    import uvicorn
+    import uvicorn  # deferred: uvicorn, only for serve
 
-    from ticketsearch.service.app import create_app
-    from ticketsearch.service.auth import ApiKeys
-    from ticketsearch.service.settings import get_service_settings
+    from ticketsearch.service.app import create_app  # deferred: FastAPI, torch, FAISS
+    from ticketsearch.service.auth import ApiKeys  # deferred: the service's modules (torch, FAISS)
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error; got {log_level!r}")
@@ -662,9 +658,9 @@ def serve(
         if root is None:
             fail("--ray serves a root of collections: give --root DIR")
         try:
-            import ray.serve  # noqa: F401
+            import ray.serve  # noqa: F401  # deferred: Ray, only with --ray
 
-            from ticketsearch.service import ray_app
+            from ticketsearch.service import ray_app  # deferred: Ray
         except ImportError as exc:
             fail(f"--ray needs Ray Serve: pip install 'ticketsearch[ray]' ({exc})")
         assert root is not None
@@ -691,7 +687,6 @@ def split(
 ) -> None:
     """Split an index into a sharded collection by a hash of the ticket id (each shard a complete index with
     the same model; nothing is encoded again): served by 'ticketsearch serve --root ROOT [--ray]'."""
-    from ticketsearch.pipeline.sharding import split_index
 
     layout = split_index(index, out, shards, get_settings(), progress=not quiet)
     counts = []
@@ -705,9 +700,7 @@ def split(
 @one_line_errors
 def info(index: Annotated[Path, typer.Option("--index", help="Index directory.")]) -> None:
     """Show an index directory's manifest."""
-    from dataclasses import asdict
 
-    from ticketsearch.retrieval.manifest import Manifest
 
     typer.echo(json.dumps(asdict(Manifest.load(index)), indent=2))
 

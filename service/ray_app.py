@@ -61,7 +61,7 @@ class ServeBatcher:
 
     def __init__(self, encoder: Any, max_batch: int = 32, on_batch: Callable[[int], None] | None = None,
                  query_encoder: Any = None, wait_s: float = 0.0) -> None:
-        from ray import serve
+        from ray import serve  # deferred: Ray
 
         self.encoder, self.query_encoder = encoder, query_encoder or encoder
         self.on_batch = on_batch
@@ -101,7 +101,7 @@ class ShardDeployment:
     """One shard: `ShardServer.call`s by name (the front's `ShardClient` protocol), on its own replica."""
 
     def __init__(self, path: str, settings: dict[str, Any]) -> None:
-        from ticketsearch.pipeline.shard import ShardServer
+        from ticketsearch.pipeline.shard import ShardServer  # deferred: bm25s, SciPy
 
         logging.basicConfig(level=logging.INFO)
         conf = Settings(**settings)
@@ -126,9 +126,9 @@ class FollowerDeployment:
     application. Its reads run in a thread (a pull waits on the primary)."""
 
     def __init__(self, path: str, settings: dict[str, Any], primary_app: str, name: str) -> None:
-        from ray import serve
+        from ray import serve  # deferred: Ray
 
-        from ticketsearch.pipeline.replica import FollowerServer
+        from ticketsearch.pipeline.replica import FollowerServer  # deferred: bm25s, SciPy
 
         logging.basicConfig(level=logging.INFO)
         self.name = name
@@ -158,7 +158,7 @@ class _Response:
         self.response = response
 
     def result(self) -> Any:
-        from ray.exceptions import RayTaskError
+        from ray.exceptions import RayTaskError  # deferred: Ray
 
         try:
             return self.response.result()
@@ -183,9 +183,9 @@ class RayShards:
 
     def __init__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None,
                  replicas: int = 1) -> None:
-        from ray import serve
+        from ray import serve  # deferred: Ray
 
-        from ticketsearch.pipeline.replica import ReplicatedShard
+        from ticketsearch.pipeline.replica import ReplicatedShard  # deferred: bm25s, SciPy
 
         running = set(serve.status().applications)
         options: dict[str, Any] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": SHARD_CPUS},
@@ -219,7 +219,7 @@ class RayShards:
     def remove(layout: ShardLayout) -> None:
         """Stop a deleted collection's shard applications, read replicas included (each checkpoints and closes
         its directory)."""
-        from ray import serve
+        from ray import serve  # deferred: Ray
 
         mine = re.compile(re.escape(shard_app_name(layout, 0)[: -len("000")]) + r"\d{3}(-r\d+)?")
         for name in list(serve.status().applications):
@@ -241,8 +241,8 @@ class RayConnector:
 
 def wait_for_app(name: str, timeout_s: float = DEPLOY_TIMEOUT_S) -> Any:
     """A handle to a Serve application once it is running (UnavailableError if it fails or times out)."""
-    from ray import serve
-    from ray.serve.schema import ApplicationStatus
+    from ray import serve  # deferred: Ray
+    from ray.serve.schema import ApplicationStatus  # deferred: Ray, FastAPI
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -264,12 +264,12 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int,
     `shard_replicas`: copies of each shard (the primary and read replicas). `settings` (the index's and models')
     travel as the deployment's arguments; the service's own (API keys, webhook secrets, admission) do not: each
     front replica reads them from its environment (a local Ray's workers inherit the driver's)."""
-    from ray import serve
+    from ray import serve  # deferred: Ray
 
     settings_dict = settings.model_dump(mode="json")
 
     def build() -> Any:
-        from .app import create_app
+        from .app import create_app  # deferred: FastAPI, bm25s  # deferred: FastAPI, bm25s
 
         logging.basicConfig(level=logging.INFO)
         return create_app(None, Settings(**settings_dict), root=Path(root), connect_shards=RayConnector(shard_replicas),
@@ -290,8 +290,8 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int,
 def run(root: Path, settings: Settings, shards: int, replicas: int, host: str, port: int,
         address: str | None = None, num_cpus: int | None = None, autoscale: tuple[int, int] | None = None) -> None:
     """Start (or join) Ray, deploy the front on HOST:PORT and block until interrupted."""
-    import ray
-    from ray import serve
+    import ray  # deferred: Ray
+    from ray import serve  # deferred: Ray
 
     if address in (None, "local"):
         ray.init(num_cpus=num_cpus, include_dashboard=False)

@@ -113,3 +113,20 @@ def test_the_package_folder_links_each_mapped_folder() -> None:
     for name, folder in mapped.items():
         link = ROOT / "ticketsearch" / name
         assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve(), name
+
+
+def test_an_import_inside_a_function_says_what_it_defers() -> None:
+    """An import inside a function stays only where it defers a heavy dependency, named on its line (or the line
+    above): `# deferred: torch`. Anything else belongs at the module's top."""
+    silent = []
+    for name, path in modules().items():
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    said = lines[node.lineno - 1] + lines[node.lineno - 2]
+                    if "# deferred:" not in said:
+                        silent.append(f"{name}:{node.lineno}")
+    assert silent == []

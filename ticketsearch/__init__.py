@@ -19,11 +19,11 @@ __all__ = ["DuplicateResult", "Hit", "SearchResult", "TicketIndex"]
 def __getattr__(name: str) -> Any:
     # imported on first use, so that `import ticketsearch.errors` (every layer does) loads no model code
     if name == "TicketIndex":
-        from ticketsearch.api import TicketIndex
+        from ticketsearch.api import TicketIndex  # deferred: the package attribute loads on first use
 
         return TicketIndex
     if name in ("Hit", "SearchResult", "DuplicateResult"):
-        from ticketsearch import results
+        from ticketsearch import results  # deferred: the package attribute loads on first use
 
         return getattr(results, name)
     raise AttributeError(f"module 'ticketsearch' has no attribute {name!r}")

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ticketsearch.errors import ReadOnlyError, RowError, UnavailableError, reraise
+from ticketsearch.index_data import feedback
+from ticketsearch.index_data.records import normalize_row
 from ticketsearch.requests import DuplicateRequest, SearchRequest
 from ticketsearch.results import DuplicateResult, SearchResult
 from ticketsearch.settings import Settings, get_settings
@@ -54,7 +56,7 @@ class TicketIndex:
         settings = settings or get_settings()
         apply_threads(settings)  # the library's door: the process's FAISS and torch thread counts
         if writable:
-            from ticketsearch.pipeline.engine import Engine
+            from ticketsearch.pipeline.engine import Engine  # deferred: torch, FAISS
 
             engine = Engine(Path(path), settings)
             engine.start()
@@ -62,7 +64,7 @@ class TicketIndex:
                 engine.close()
                 raise reraise(engine.failure)  # its own type: a StoreLockedError stays one
             return cls(Path(path), settings, engine=engine)
-        from ticketsearch.pipeline.search import SearchPipeline
+        from ticketsearch.pipeline.search import SearchPipeline  # deferred: torch, FAISS
 
         return cls(Path(path), settings, pipeline=SearchPipeline(Path(path), settings))
 
@@ -167,7 +169,6 @@ class TicketIndex:
 
     def upsert(self, tickets: Iterable[Mapping[str, Any]]) -> Any:
         """Insert or replace tickets by id; searchable when this returns. Raises RowError for a bad ticket."""
-        from ticketsearch.index_data.records import normalize_row
 
         engine = self._writer()
         schema = engine.store.schema
@@ -186,7 +187,6 @@ class TicketIndex:
         """The decisions recorded on pairs holding this ticket, newest first."""
         if self._engine is not None:
             return list(self._engine.feedback_for(ticket_id))
-        from ticketsearch.index_data import feedback
 
         return feedback.for_ticket(self._pipeline.store, ticket_id)
 

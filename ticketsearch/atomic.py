@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def fsync_dir(path: Path) -> None:
@@ -60,7 +63,6 @@ def atomic_write_dir(target: Path, writer: Callable[[Path], object]) -> None:
     Readers see either the old directory or the new one. A crash between the two renames leaves
     `target` missing and `<target>.old` complete; `recover_dir` puts it back.
     """
-    import shutil
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,6 @@ def recover_dir(target: Path) -> None:
 
 def atomic_write_npy(target: Path, arr: Any) -> None:
     """Write a numpy array (no pickle) atomically; through a handle, so numpy adds no ".npy" suffix."""
-    import numpy as np
 
     def write(p: Path) -> None:
         with open(p, "wb") as fh:

@@ -25,9 +25,14 @@ No other module names a file of this layout: they ask an `IndexDir`.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ticketsearch.atomic import atomic_write_json, fsync_dir, recover_dir
 from ticketsearch.errors import NotFoundError
 
 
@@ -146,14 +151,12 @@ class IndexDir:
         return self.store_path.is_file()
 
     def has_reranker(self) -> bool:
-        from ticketsearch.atomic import recover_dir
 
         recover_dir(self.reranker_path)  # an install interrupted between its two renames
         return (self.reranker_path / "config.json").is_file()
 
     def load_rerank_decision(self) -> dict | None:
         """The last training's install decision (`pipeline.training.InstallDecision`), if any."""
-        import json
 
         try:
             return dict(json.loads(self.rerank_decision_path.read_text()))
@@ -162,18 +165,13 @@ class IndexDir:
 
     # ---- changing what is installed -----------------------------------------------------------------
     def save_rerank_decision(self, decision: dict) -> None:
-        from ticketsearch.atomic import atomic_write_json
 
         atomic_write_json(self.rerank_decision_path, decision)
 
     def uninstall_reranker(self) -> None:
         """Remove the installed reranker (the trained variants stay in `rerankers/`): one rename, so readers
         see it whole or not at all."""
-        import os
-        import shutil
-        import tempfile
 
-        from ticketsearch.atomic import fsync_dir
 
         if not self.has_reranker():
             return

@@ -82,6 +82,20 @@ def parse_datetime(value: Any) -> datetime:
     return naive_utc(dt)
 
 
+def named_date(value: str | datetime, name: str) -> datetime:
+    """A date given by name (a CLI option, a request's field); a bad one is a RequestError naming it (the CLI's
+    one line, the API's 422)."""
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise RequestError(str(exc), field=name) from None
+
+
+def as_datetime(value: str | datetime | None, name: str) -> datetime | None:
+    """`named_date`, where None stays None."""
+    return None if value is None else named_date(value, name)
+
+
 def naive_utc(dt: datetime) -> datetime:
     """A datetime as naive UTC; at the ends of the calendar, where UTC would overflow, the offset is dropped."""
     if dt.tzinfo is None:

@@ -41,12 +41,19 @@ from ticketsearch.errors import (
     SchemaError,
     as_unavailable,
 )
+from ticketsearch.index_data.schema import Schema, builtin_schema_names, load_schema
+from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.engine import Engine
+from ticketsearch.pipeline.ingest import build_index
+from ticketsearch.pipeline.search import model_id, reranker_kind
+from ticketsearch.pipeline.sharded import ShardedEngine
+from ticketsearch.pipeline.sharding import ShardLayout, create_empty
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.persist import reranker_meta
 from ticketsearch.results import CollectionInfo, RerankerKind, RerankerStatus
+from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.settings import Settings
 
 log = logging.getLogger("ticketsearch.pipeline.collections")
@@ -60,7 +67,6 @@ UNTRAINED = "no trained reranker yet: train one on the collection's duplicate li
 @functools.cache
 def general_model_id() -> str:
     """The shipped general model's id (loaded once, not at every listing of collections)."""
-    from ticketsearch.pipeline.search import model_id
 
     return model_id(GeneralReranker())
 
@@ -79,21 +85,18 @@ def check_name(name: str) -> str:
 
 def _is_collection(path: Path) -> bool:
     """One index directory, or a sharded collection (`ticketsearch.pipeline.sharding`)."""
-    from ticketsearch.pipeline.sharding import ShardLayout
 
     return IndexDir(path).has_store() or ShardLayout.is_sharded(path)
 
 
 def _shards(path: Path) -> Any:
     """A sharded collection's layout (None for one index directory)."""
-    from ticketsearch.pipeline.sharding import ShardLayout
 
     return ShardLayout.load(path) if ShardLayout.is_sharded(path) else None
 
 
 def resolve_schema(schema: str | dict[str, Any]) -> Any:
     """A built-in schema by name, or an inline schema (the TOML layout as JSON). Raises SchemaError."""
-    from ticketsearch.index_data.schema import Schema, builtin_schema_names, load_schema
 
     if isinstance(schema, str):
         if schema not in builtin_schema_names():
@@ -180,8 +183,6 @@ class Collections:
         """An empty collection with this schema. Its search keeps first-stage order until a model is trained
         (`general_model`: rerank with the shipped general model meanwhile). `shards`: split into that many
         shards by a hash of the ticket id (`ticketsearch.pipeline.sharding`). ConflictError if it exists."""
-        from ticketsearch.index_data.store import TicketStore
-        from ticketsearch.pipeline.ingest import build_index
 
         if self.root is None:
             raise ConflictError("this service serves one index (--index); start it with --root DIR to create "
@@ -209,7 +210,6 @@ class Collections:
                     if shards is None:
                         build(IndexDir(tmp))
                     else:
-                        from ticketsearch.pipeline.sharding import create_empty
 
                         create_empty(tmp, shards, build)
                 finally:
@@ -223,7 +223,6 @@ class Collections:
         return self.info(name)
 
     def info(self, name: str) -> CollectionInfo:
-        from ticketsearch.retrieval.manifest import Manifest
 
         path = self.path(name)
         if not _is_collection(path):
@@ -250,7 +249,6 @@ class Collections:
     def reranker_status(self, path: Path, engine: Engine | None = None) -> RerankerStatus:
         """What reranks the collection's searches: the open engine's model, else what its directory holds (by
         the search pipeline's own rule, without loading a model)."""
-        from ticketsearch.pipeline.search import model_id, reranker_kind
 
         d = IndexDir(path)
         decision = d.load_rerank_decision()
@@ -362,7 +360,6 @@ class Collections:
         t0 = time.perf_counter()
         engine: Any
         if _shards(slot.path) is not None:
-            from ticketsearch.pipeline.sharded import ShardedEngine
 
             engine = ShardedEngine(slot.path, self.settings, self.models, self.connect_shards)
         else:

@@ -23,17 +23,20 @@ import csv
 import io
 import json
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from ticketsearch.atomic import atomic_write_text
 from ticketsearch.errors import QueryError, UnavailableError
 from ticketsearch.index_data.links import components, groups
+from ticketsearch.rerank.calibration import lowest_threshold_for_precision
 
 CANDIDATES = 10  # the reranked top candidates of each ticket that are considered
 # A calibrated threshold establishes its precision only when the 95% lower bound of the precision of the pairs
@@ -100,9 +103,7 @@ def threshold_on_pairs(probs: list[float], known: list[bool], precision: float) 
     """The lowest probability whose precision on these labelled pairs reaches `precision` (None: none does), and
     what backs it: how many pairs are at or above it (`behind`), how many of them are right, the precision there
     and its 95% lower bound."""
-    import numpy as np
 
-    from ticketsearch.rerank.calibration import lowest_threshold_for_precision
 
     p, y = np.asarray(probs, np.float64), np.asarray(known, bool)
     t, reached = lowest_threshold_for_precision(p, y, precision)
@@ -173,7 +174,6 @@ def dedupe(
 ) -> DedupeReport:
     """Dedupe the tickets of `index` (a `TicketIndex`) created since `since` (all: None) into `out` (.jsonl or
     .csv). `stop_after`: stop after comparing that many tickets, leaving the partial file (tests the resume)."""
-    import time
 
     out = Path(out)
     if out.suffix not in (".jsonl", ".csv"):

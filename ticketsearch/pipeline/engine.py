@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from ticketsearch.atomic import fsync_dir
 from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError, one_line
+from ticketsearch.index_data import deliveries, feedback
 from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore, UpsertResult, read_texts
@@ -66,6 +67,7 @@ from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
 
 from .batcher import Batcher
+from .search import model_id
 from .shared_models import Loaded, SharedModels
 
 log = logging.getLogger("ticketsearch.engine")
@@ -357,7 +359,6 @@ class Engine:
         its candidate vectors are computed while writes wait (searches go on with the previous model), then
         the searcher switches under the exclusive lock. Returns the new model's id (`NAME@CHECKSUM`) or None
         when the index is left with first-stage order."""
-        from .search import model_id
 
         rs, store = self.searcher, self.store
         assert rs is not None and store is not None
@@ -477,7 +478,6 @@ class Engine:
 
     def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
         """Store an agent's decision on a pair (`index_data.feedback`); it changes no index, only training."""
-        from ticketsearch.index_data import feedback
 
         assert self.store is not None
         with self._write_lock:
@@ -486,27 +486,23 @@ class Engine:
     def store_decision(self, decision: Any) -> None:
         """Keep a decision made by a sharded collection's front on a pair that holds one of this shard's
         tickets (`pipeline.sharded`)."""
-        from ticketsearch.index_data import feedback
 
         assert self.store is not None
         with self._write_lock:
             feedback.store_decision(self.store, decision)
 
     def feedback_for(self, ticket_id: str) -> list[Any]:
-        from ticketsearch.index_data import feedback
 
         assert self.store is not None
         return feedback.for_ticket(self.store, ticket_id)
 
     def delivery_answer(self, source: str, delivery_id: str) -> dict[str, Any] | None:
         """The answer given to a webhook delivery before (`index_data.deliveries`), or None."""
-        from ticketsearch.index_data import deliveries
 
         assert self.store is not None
         return deliveries.answered(self.store, source, delivery_id)
 
     def remember_delivery(self, source: str, delivery_id: str, response: dict[str, Any]) -> None:
-        from ticketsearch.index_data import deliveries
 
         assert self.store is not None
         with self._write_lock:

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ticketsearch.atomic import atomic_write_json, atomic_write_text
-from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.ingest import ingest_and_build
+from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
+from ticketsearch.pipeline.training import run_rerankers
+from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_encoder
+from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, kind_pools, load_eval_inputs
-from ticketsearch.retrieval.evaluation import QueryPool, evaluate, markdown_table
+from ticketsearch.retrieval.evaluation import QueryPool, evaluate, markdown_table, paired_bootstrap
 from ticketsearch.retrieval.fusion_tuning import MIN_TUNE_QUERIES, choose_fusion
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind
@@ -133,8 +136,6 @@ def run_experiment(
             log("[5/6] the encoder stays as it is (--no-tune-encoder)")
         results["reranks"] = "hybrid-tuned" if cfg.tune_encoder and results["tune_encoder"]["installed"] else "hybrid"
         if cfg.rerank:
-            from ticketsearch.pipeline.training import run_rerankers
-            from ticketsearch.rerank.train import TrainConfig
 
             log("[6/6] train rerankers on the train period, early-stop on validation, score the test period")
             rr = run_rerankers(store, inp, encoder, index_dir, chosen, depth, cfg.train_before, cfg.test_since,
@@ -144,7 +145,6 @@ def run_experiment(
                                train_kinds=cfg.train_queries, eval_kinds=cfg.queries,
                                short_time="asked" if cfg.short_query_time == "asked" else "none")
             if "installed" in rr:  # the index the experiment leaves reranks: the installed model's vectors
-                from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 
                 n = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress=cfg.progress)
                 log(f"      computed the installed reranker's vectors for {n} tickets: searching {index_dir} reranks")
@@ -170,7 +170,6 @@ def tune_and_evaluate(
 ) -> tuple[Any, Any, dict[str, Any]] | None:
     """Tune the encoder (`pipeline.tune_encoder`), add its rows (`add_tuned_rows`), and return the tuned
     (encoder, inputs, fusion) when it was installed."""
-    from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_encoder
 
     res = tune_encoder(index_dir, store, inp, encoder, cfg.train_before, cfg.test_since, settings,
                        TuneConfig(budget_s=cfg.tune_budget_s), cfg.progress, log, measure=True)
@@ -191,7 +190,6 @@ def add_tuned_rows(
     """Add `dense-tuned` and `hybrid-tuned` (the tuned encoder's (inputs, encoder, fusion)) to every table of
     `results`, over the same queries as its other rows; return their paired differences on the main kind's test
     queries against `dense` and `hybrid` (the frozen encoder's)."""
-    from ticketsearch.retrieval.evaluation import evaluate, paired_bootstrap
 
     finp, fenc, ffusion = frozen
     tinp, tenc, tfusion = tuned
@@ -254,10 +252,3 @@ def write_results(out: Path, results: Mapping[str, Any]) -> None:
     atomic_write_text(out / "results.md", results_markdown(results))
 
 
-def parse_date(value: str, option: str) -> datetime:
-    from ticketsearch.errors import QueryError
-
-    try:
-        return parse_datetime(value)
-    except ValueError as exc:
-        raise QueryError(f"{option}: {exc}") from None

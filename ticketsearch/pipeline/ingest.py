@@ -17,13 +17,17 @@ from typing import TYPE_CHECKING
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
+from ticketsearch.index_data.ingest import ingest_file
 from ticketsearch.index_data.records import ticket_text
+from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore, read_texts
+from ticketsearch.index_data.trackers import SHIPPED_SCHEMA, detect
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 from ticketsearch.retrieval.builder import build_bm25, build_dense, build_titles, title_key
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.manifest import Manifest, default_fusion
+from ticketsearch.retrieval.ray_encode import RayEncoding
 from ticketsearch.settings import Settings
 
 if TYPE_CHECKING:  # Ray is optional: imported only for --executor ray
@@ -138,9 +142,6 @@ def ingest_and_build(
     A new index's schema defaults to the format's shipped one (`support` for our own files and Zendesk).
     `executor`: "local" encodes here; "ray" encodes on Ray (`ray_address`: None starts a local instance, "auto"
     or an address joins a cluster), the rest of the build as here."""
-    from ticketsearch.index_data.ingest import ingest_file
-    from ticketsearch.index_data.schema import load_schema
-    from ticketsearch.index_data.trackers import SHIPPED_SCHEMA, detect
 
     if fmt == "auto":
         fmt = detect(data)
@@ -153,7 +154,6 @@ def ingest_and_build(
     try:
         model_spec = model or index_model(index_dir) or settings.model
         if executor == "ray":
-            from ticketsearch.retrieval.ray_encode import RayEncoding  # Ray is optional: --executor ray only
 
             remote = RayEncoding(model_spec, settings, address=ray_address)
             log(remote.describe())

@@ -25,10 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from ticketsearch.api import TicketIndex
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.errors import ConflictError, JobNotFoundError
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.collections import Collections
+from ticketsearch.pipeline.dedupe import dedupe
+from ticketsearch.pipeline.sharded import TRAINING_NOT_BUILT, ShardedEngine
+from ticketsearch.pipeline.training import check_links, train_index
+from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.results import DedupeParams, JobInfo, TrainParams
 from ticketsearch.settings import Settings
 
@@ -59,7 +64,6 @@ class TrainingJobs:
     def start(self, collection: str, params: TrainParams | DedupeParams) -> JobInfo:
         """Queue a training job (TrainParams) or a dedupe job (DedupeParams); ConflictError while another job
         runs on the collection, QueryError when it has too few duplicate links to train on."""
-        from ticketsearch.pipeline.training import check_links
 
         kind: Literal["train", "dedupe"] = "dedupe" if isinstance(params, DedupeParams) else "train"
         job = JobInfo(id=secrets.token_hex(8), collection=collection, kind=kind, state="queued", created=now(),
@@ -74,7 +78,6 @@ class TrainingJobs:
         try:
             engine = self.collections.pin(collection)  # held open (and undeletable) until the job ends
             pinned = True
-            from ticketsearch.pipeline.sharded import TRAINING_NOT_BUILT, ShardedEngine
 
             if isinstance(engine, ShardedEngine):
                 raise ConflictError(TRAINING_NOT_BUILT)
@@ -116,8 +119,6 @@ class TrainingJobs:
             return self._running.get(collection)
 
     def _run(self, job: JobInfo) -> None:
-        from ticketsearch.pipeline.training import train_index
-        from ticketsearch.rerank.train import TrainConfig
 
         lines: deque[str] = deque(maxlen=50)
 
@@ -177,8 +178,6 @@ class TrainingJobs:
         return job_id
 
     def _dedupe(self, job: JobInfo, engine: Any, p: DedupeParams, say: Callable[[str], None]) -> None:
-        from ticketsearch.api import TicketIndex
-        from ticketsearch.pipeline.dedupe import dedupe
 
         out = self.clusters_path(job.collection, job.id)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,18 @@ they are; opening them (and checking the encoder against the manifest) is the ap
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.rerank.runtime import Reranker
-from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.settings import Settings
+
+if TYPE_CHECKING:
+    from ticketsearch.rerank.runtime import Reranker
+    from ticketsearch.retrieval.encoder import Encoder
 
 
 def open_store(d: IndexDir, read_only: bool = True, schema: Schema | None = None) -> TicketStore:
@@ -25,6 +29,8 @@ def load_manifest(d: IndexDir) -> Manifest:
 
 def open_encoder(d: IndexDir, settings: Settings, manifest: Manifest | None = None) -> Encoder:
     """The encoder the index was built with, at the manifest's max_seq_length, checked against its identity."""
+    from ticketsearch.retrieval.encoder import Encoder  # deferred: torch (opening a store needs none)
+
     manifest = manifest or load_manifest(d)
     settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
     encoder = Encoder(manifest.model, settings=settings)
@@ -35,5 +41,7 @@ def open_encoder(d: IndexDir, settings: Settings, manifest: Manifest | None = No
 
 
 def open_reranker(d: IndexDir, settings: Settings) -> Reranker:
+    from ticketsearch.rerank.runtime import Reranker  # deferred: torch
+
     return Reranker(d.reranker_path, device=settings.device, runtime=settings.rerank_runtime,
                     cache_dir=settings.cache_dir)

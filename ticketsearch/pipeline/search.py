@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from ticketsearch.errors import QueryError, RequestError, TicketsearchError
-from ticketsearch.index_data.records import coerce_value, parse_datetime, text_hash, ticket_text
+from ticketsearch.index_data.records import coerce_value, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_reranker, open_store
-from ticketsearch.requests import SearchRequest, as_filters, checked_fields
+from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
 from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
@@ -33,6 +33,7 @@ from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
+from ticketsearch.retrieval.quantized import query_encoder_for
 from ticketsearch.retrieval.query_kinds import is_short_query
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
@@ -61,15 +62,6 @@ class Query:
     exclude_ids: list[str] = field(default_factory=list)
     reference: datetime | None = None  # "now" for the recency list
     short: bool = False  # a few words of free text (`query_kinds.is_short_query`), not a whole ticket
-
-
-def as_datetime(value: str | datetime | None, name: str) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        return parse_datetime(value)
-    except ValueError as exc:
-        raise QueryError(f"{name}: {exc}") from None
 
 
 def jsonable(v: Any) -> Any:
@@ -193,7 +185,6 @@ class SearchPipeline:
     def query_encoder(self) -> Any:
         """What query texts go through (`settings.query_encoder`); same interface as `Encoder`."""
         if self._query_encoder is None:
-            from ticketsearch.retrieval.quantized import query_encoder_for
 
             self._query_encoder = query_encoder_for(self.encoder)
         return self._query_encoder

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ticketsearch.errors import TicketsearchError, one_line
+from ticketsearch.index_data import feedback
 from ticketsearch.index_data.records import Ticket
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
@@ -40,6 +41,7 @@ from ticketsearch.retrieval.lexical import CorpusStats
 from ticketsearch.settings import Settings
 
 from .engine import Prepared, prepare
+from .replica import FollowerServer, ReplicatedShard
 from .search import Query, SearchPipeline
 from .shard import ShardLists, ShardQuery, ShardRows, ShardServer
 from .shared_models import Loaded, SharedModels
@@ -67,7 +69,6 @@ class LocalShards:
 
     def __init__(self, layout: ShardLayout, settings: Settings, models: SharedModels | None = None,
                  replicas: int = 1, poll_s: float = 1.0) -> None:
-        from .replica import FollowerServer, ReplicatedShard
 
         self.servers: list[ShardServer] = []
         self.clients: list[ShardClient] = []
@@ -406,7 +407,6 @@ class ShardedEngine:
     def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
         """An agent's decision on a pair, kept in the shard of each of its two tickets, so that each ticket's
         shard lists every decision on it (the same checks and answer as one index)."""
-        from ticketsearch.index_data import feedback
 
         decision = feedback.decide(self.get, ticket_id, candidate_id, label, by)
         owners = {shard_of(t, self.layout.shards) for t in (ticket_id, candidate_id)}

@@ -34,8 +34,12 @@ import pyarrow as pa
 
 from ticketsearch.atomic import atomic_write_json, fsync_dir
 from ticketsearch.errors import ConflictError, QueryError, TicketsearchError
+from ticketsearch.index_data import deliveries, feedback
 from ticketsearch.index_data.records import text_hash
+from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
+from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.settings import Settings
 
 SHARDS_FILE = "shards.json"
@@ -107,11 +111,8 @@ def split_index(src: Path | str, dest: Path | str, shards: int, settings: Settin
     reranker and encoder, and the source's fusion; then its indexes are built from the cache (nothing is
     encoded again) and its candidate vectors computed with the same reranker.
     """
-    from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.pipeline.ingest import build_index
-    from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
-    from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
-    from ticketsearch.retrieval.manifest import Manifest
+    from ticketsearch.pipeline.ingest import build_index  # deferred: torch, FAISS
+    from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors  # deferred: torch, FAISS
 
     check_shards(shards)
     source, dest = IndexDir(src), Path(dest)
@@ -170,7 +171,6 @@ def _kept_tables(store: Any, shards: int) -> dict[str, tuple[str, pa.Table, list
     """What the source keeps beside its tickets, with the shards each row goes to: agents' decisions
     (`index_data.feedback`) to the shard of each of the pair's tickets, as a sharded collection records them;
     answered webhook deliveries (`index_data.deliveries`) to the shard of the delivery id, where the front asks."""
-    from ticketsearch.index_data import deliveries, feedback
 
     out: dict[str, tuple[str, pa.Table, list[set[int]]]] = {}
     if store.has_table("feedback"):
@@ -187,7 +187,7 @@ def _kept_tables(store: Any, shards: int) -> dict[str, tuple[str, pa.Table, list
 
 def _copy_token_states(source: IndexDir, dest: IndexDir, wanted: set[str], shard_size: int = 2048) -> None:
     """The token states of the shard's own tickets, from each of the source's token caches (one per encoder)."""
-    from ticketsearch.rerank.token_cache import TokenCache
+    from ticketsearch.rerank.token_cache import TokenCache  # deferred: torch
 
     root = source.root / "rerank_tokens"
     if not root.is_dir():

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ticketsearch.errors import TicketsearchError
+from ticketsearch.retrieval.encoder import Encoder, resolve_model_dir
+from ticketsearch.retrieval.quantized import query_encoder_for
 from ticketsearch.settings import Settings
 
 from .batcher import BatchedEncoder, Batcher, EncodeBatcher, MakeBatcher
@@ -66,7 +68,6 @@ class SharedModels:
 
     @staticmethod
     def _slot(model: str, max_seq_length: int) -> tuple[str, int]:
-        from ticketsearch.retrieval.encoder import resolve_model_dir
 
         return str(resolve_model_dir(model)), max_seq_length
 
@@ -98,8 +99,6 @@ class SharedModels:
         return loaded
 
     def _build(self, model: str, max_seq_length: int) -> Loaded:
-        from ticketsearch.retrieval.encoder import Encoder
-        from ticketsearch.retrieval.quantized import query_encoder_for
 
         settings = self.settings.model_copy(update={"max_seq_length": max_seq_length})
         encoder = Encoder(model, settings=settings)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ticketsearch.atomic import atomic_write_dir
 from ticketsearch.errors import QueryError, TicketsearchError
+from ticketsearch.index_data import feedback
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
@@ -38,7 +39,7 @@ from ticketsearch.pipeline.pairs import RERANK_DEPTH
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
 from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 from ticketsearch.rerank.general import SHIPPED, load_general
-from ticketsearch.rerank.lambdamart import ltr_inputs
+from ticketsearch.rerank.lambdamart import LambdaMART, available, ltr_inputs
 from ticketsearch.rerank.model import RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.persist import save_reranker
@@ -52,8 +53,8 @@ from ticketsearch.rerank.train import (
     train,
 )
 from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn
-from ticketsearch.retrieval.evaluation import QueryPool
+from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, load_eval_inputs
+from ticketsearch.retrieval.evaluation import QueryPool, metrics_from_ranks, paired_bootstrap
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind
 
 ShortTime = Literal["none", "asked"]
@@ -114,7 +115,6 @@ def train_variant(
     perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
     ltr = None
     if ltr_train is not None:
-        from ticketsearch.rerank.lambdamart import LambdaMART
 
         def inputs(lists: Sequence[RankList]) -> list[tuple[np.ndarray, np.ndarray]]:
             logits = rerank_scores(res.model, data, lists, perm)
@@ -191,7 +191,6 @@ def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ran
     estimate of the paired difference; its 95% interval is reported, not required: a few dozen validation
     queries rarely exclude zero even for a real gain) and not below the general model's (`general_ranks`,
     when given); else use the general model where it beats the first stage."""
-    from ticketsearch.retrieval.evaluation import paired_bootstrap
 
     def mrr(r: np.ndarray) -> float:
         return float(np.mean(1.0 / r)) if len(r) else 0.0
@@ -240,7 +239,6 @@ DEFAULT_VARIANTS = [n for n, v in VARIANTS.items() if not v.get("optional")]
 
 def default_variants() -> list[str]:
     """The variants an experiment trains: rerank-lambdamart only where LightGBM is installed."""
-    from ticketsearch.rerank.lambdamart import available
 
     return [n for n in DEFAULT_VARIANTS if not VARIANTS[n].get("ltr") or available()]
 
@@ -262,7 +260,6 @@ def run_rerankers(
     queries cut from them, or both) and is scored on each of `eval_kinds` in `results["kinds"][label]`
     (`results["test"]` and `["valid"]` are the first evaluated kind's)."""
 
-    from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
 
     tcfg = tcfg or TrainConfig()
     mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed, encoder=encoder,
@@ -445,8 +442,6 @@ def _train(
     settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None], train_kinds: Sequence[QueryKind],
     short_time: ShortTime, vectors: bool,
 ) -> dict[str, Any]:
-    from ticketsearch.index_data import feedback
-    from ticketsearch.retrieval.eval_index import load_eval_inputs
 
     index_dir = d.root
     check_links(store, str(index_dir))

@@ -40,7 +40,8 @@ from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
-from ticketsearch.pipeline.training import excluded_negatives
+from ticketsearch.pipeline.training import excluded_negatives, time_split, train_index
+from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.retrieval.encoder import MODEL_META, Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, kind_pools, load_eval_inputs, scorers
 from ticketsearch.retrieval.evaluation import QueryPool, build_pools, evaluate, paired_bootstrap
@@ -173,6 +174,7 @@ def fit_encoder(encoder: Encoder, texts: Sequence[str], examples: Sequence[TuneE
     """Train `encoder.model` in place, checking after each epoch; leave it holding the best tuned epoch's
     weights, and say whether they beat `start` (the figures of the weights it came with). Stops after
     `patience` epochs without a check above the best so far (the starting weights included)."""
+    # deferred: sentence-transformers (training only)
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     st = encoder.model
@@ -416,8 +418,6 @@ def tune_index(
     retrain: bool = True,
 ) -> dict[str, Any]:
     """`ticketsearch tune-encoder`: tune, install when validation improves, then retrain the reranker on top."""
-    from ticketsearch.pipeline.training import time_split, train_index
-    from ticketsearch.rerank.train import TrainConfig
 
     d = IndexDir(index_dir)
     manifest = load_manifest(d)
