@@ -63,13 +63,13 @@ def pair_matrix(
     schema: Schema,
     q_values: Mapping[str, Any],
     c_values: Sequence[Mapping[str, Any]],
-    q_created: datetime | None,
+    q_created: datetime,
     c_created: Sequence[datetime],
     first_stage: Sequence[Mapping[str, float]],
 ) -> np.ndarray:
     """The pair inputs of one query against many candidates, a column at a time (equal to a row-by-row
-    reference; tested).
-    `q_created` None measures each gap as zero (a query with no date)."""
+    reference; tested). `q_created`: when the query was asked (a query without a date is asked now: the caller
+    says so; no gap is zero by omission)."""
     n = len(c_values)
     cols: list[np.ndarray] = [
         np.array([float(fs.get(k, 0.0)) for fs in first_stage], np.float64) for k in ("dense", "title", "bm25")
@@ -77,11 +77,8 @@ def pair_matrix(
     ranks = np.array([float(fs.get("fused_rank", 1000.0)) for fs in first_stage], np.float64)
     cols.append(1.0 / np.log2(1.0 + ranks))
     cols.append(np.array([float(fs.get("title_in_query", 0.0)) for fs in first_stage], np.float64))
-    if q_created is None:
-        cols.append(np.zeros(n))
-    else:
-        gaps = np.array([abs((q_created - c).total_seconds()) for c in c_created], np.float64)
-        cols.append(np.log1p(gaps / 86400.0) / math.log1p(3650.0))
+    gaps = np.array([abs((q_created - c).total_seconds()) for c in c_created], np.float64)
+    cols.append(np.log1p(gaps / 86400.0) / math.log1p(3650.0))
     for f in schema.fields:
         a = q_values.get(f.name)
         bs = [c.get(f.name) for c in c_values]

@@ -40,15 +40,13 @@ def main() -> None:
                     help="the general model to compare (default: the shipped one; give one not trained on this data)")
     ap.add_argument("--first-train-queries", type=int, default=None,
                     help="train on the first N train duplicates only (a project with few links)")
-    ap.add_argument("--short-time", choices=["none", "asked"], default="none",
-                    help="short queries' time-gap input: not placed (none) or at their ticket's date (asked)")
     args = ap.parse_args()
     kinds = parse_kinds(args.query)
     mixes = [parse_kinds([m], "--mix") for m in (args.mix or ["full", "full,title"])]
     d = IndexDir(args.index)
     manifest = load_manifest(d)
     settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
-    out: dict[str, Any] = {"index": str(args.index), "variant": args.variant, "short_time": args.short_time,
+    out: dict[str, Any] = {"index": str(args.index), "variant": args.variant,
                            "mixes": {}}
     with open_store(d, read_only=False) as store:
         encoder = Encoder(manifest.model, settings=settings)
@@ -61,7 +59,7 @@ def main() -> None:
                                args.index.parent / "short_query_rerankers" / name, variants=[args.variant],
                                tcfg=TrainConfig(time_budget_s=args.budget), progress=False, log=lambda _: None,
                                train_kinds=mix, eval_kinds=kinds, install=False,
-                               short_time=args.short_time, first_train_queries=args.first_train_queries,
+                               first_train_queries=args.first_train_queries,
                                general_dir=args.general)
             out["mixes"][name] = {"kinds": rr["kinds"], "decision": rr["decision"], "test": rr["test"],
                                   "seconds": round(time.perf_counter() - t0, 1),

@@ -65,8 +65,6 @@ def one_line_errors(fn: F) -> F:
 
 QUERY_HELP = ("How each test duplicate is asked: full (its whole ticket), title (its title alone, as free text) or "
               "words:N (its first N words); repeat or comma-separate for one table each (the first is the main one).")
-SHORT_TIME_HELP = ("Short training queries' time-gap input: none (not placed, as a free text without a date) or "
-                   "asked (at their duplicate's date; search then places a free text at the index's newest ticket).")
 TRAIN_QUERIES_HELP = ("What the reranker learns from: full, title, words:N, or several (comma-separated): each "
                       "train duplicate as each of these queries.")
 
@@ -185,7 +183,8 @@ def print_result(res: Any, as_json: bool) -> None:
     for rank, h in enumerate(res.hits, start=1):
         brief = ", ".join(f"{k_}={v}" for k_, v in h.fields.items() if v not in (None, [], "") and k_ != "submitted")
         prob = f" p={h.probability:.2f}" if h.probability is not None else ""
-        typer.echo(f"{rank:>3}. {h.score:.4f}{prob}  {h.id:<14} {h.title[:70]}")
+        copy = "  (near copy)" if h.near_copy else ""
+        typer.echo(f"{rank:>3}. {h.score:.4f}{prob}  {h.id:<14} {h.title[:70]}{copy}")
         if brief:
             typer.echo(f"       {brief[:110]}")
         if h.matched:
@@ -355,7 +354,9 @@ def duplicates(
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
         return
-    if res.is_duplicate is None or res.threshold is None:
+    if res.near_copy:
+        typer.echo(f"duplicate: a near copy of {res.candidates[0].id}")
+    elif res.is_duplicate is None or res.threshold is None:
         typer.echo(f"no verdict: {res.reason} (candidates in first-stage order)")
     else:
         verdict = "likely duplicate" if res.is_duplicate else "not a duplicate"
@@ -363,7 +364,7 @@ def duplicates(
         typer.echo(f"{verdict}: p={prob}, threshold {res.threshold:.2f} (precision {res.target_precision:.2f})")
     for rank, h in enumerate(res.candidates, start=1):
         p = "" if h.probability is None else f" p={h.probability:.2f}"
-        typer.echo(f"{rank:>3}.{p}  {h.id:<14} {h.title[:70]}")
+        typer.echo(f"{rank:>3}.{p}  {h.id:<14} {h.title[:70]}" + ("  (near copy)" if h.near_copy else ""))
 
 
 @app.command()
@@ -384,7 +385,6 @@ def experiment(
     ] = 900,
     query: Annotated[Optional[list[str]], typer.Option("--query", help=QUERY_HELP)] = None,
     train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
-    short_time: Annotated[str, typer.Option("--short-query-time", help=SHORT_TIME_HELP)] = "none",
     tune: Annotated[bool, typer.Option(
         "--tune-encoder/--no-tune-encoder",
         help="Tune the bi-encoder on the train links (rows dense-tuned, hybrid-tuned); installed, and reranked, "
@@ -404,12 +404,10 @@ def experiment(
     if ts < tb:
         fail("--test-since must not be before --train-before")
     kinds, train_kinds = parse_kinds(query), parse_kinds(train_queries, "--train-queries")
-    if short_time not in ("none", "asked"):
-        fail(f"--short-query-time must be none or asked; got {short_time!r}")
     run_experiment(
         ExperimentConfig(data=data, out=out, schema=schema, train_before=tb, test_since=ts, window_days=window_days,
                          model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget,
-                         queries=kinds, train_queries=train_kinds, short_query_time=short_time,
+                         queries=kinds, train_queries=train_kinds,
                          tune_encoder=tune, tune_budget_s=tune_budget),
         get_settings(), log=typer.echo,
     )
@@ -470,7 +468,6 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
-    short_time: Annotated[str, typer.Option("--short-query-time", help=SHORT_TIME_HELP)] = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
@@ -488,10 +485,8 @@ def train(
         fail(f"--loss must be bce, listwise or both; got {loss!r}")
     tb, vb = split_dates(train_before, valid_before)
     kinds = parse_kinds(train_queries, "--train-queries")
-    if short_time not in ("none", "asked"):
-        fail(f"--short-query-time must be none or asked; got {short_time!r}")
     res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss is checked above against the Literal
-                      progress=not quiet, log=typer.echo, train_kinds=kinds, short_time=short_time)  # type: ignore[arg-type]  # checked above against the Literal
+                      progress=not quiet, log=typer.echo, train_kinds=kinds)
     m, first = res["test"][variant], res["first_stage"]["test"]
     held_out = (f"held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} against the first stage's "
                 f"{first['MRR']:.3f}, {first['RR@10']:.3f} over {m['queries']} queries" if m["queries"]

@@ -140,16 +140,17 @@ class TicketIndex:
         except UnavailableError as exc:
             threshold, reason = None, str(exc)
         res = self.search(req.search().model_copy(update={"rerank": threshold is not None}))
+        copy = bool(res.hits) and res.hits[0].near_copy  # near copies come first: a duplicate by that rule
         if threshold is None:
             for hit in res.hits:
                 hit.probability = None
-            return DuplicateResult(is_duplicate=None, probability=None, threshold=None,
-                                   target_precision=self.settings.duplicate_precision, reason=reason,
-                                   candidates=res.hits)
+            return DuplicateResult(is_duplicate=True if copy else None, probability=None, threshold=None,
+                                   target_precision=self.settings.duplicate_precision,
+                                   reason=None if copy else reason, near_copy=copy, candidates=res.hits)
         top = res.hits[0].probability if res.hits else None
-        return DuplicateResult(is_duplicate=top is not None and top >= threshold, probability=top,
+        return DuplicateResult(is_duplicate=copy or (top is not None and top >= threshold), probability=top,
                                threshold=threshold, target_precision=self.settings.duplicate_precision,
-                               reranker=res.reranker, candidates=res.hits)
+                               reranker=res.reranker, near_copy=copy, candidates=res.hits)
 
     def get(self, ticket_id: str) -> dict[str, Any]:
         if self._engine is not None:

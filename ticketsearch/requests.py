@@ -82,6 +82,13 @@ def parse_datetime(value: Any) -> datetime:
     return naive_utc(dt)
 
 
+def now() -> datetime:
+    """The time of a request, naive UTC as every stored date, to the hour: what a query or new ticket without a
+    date is taken to be filed at (never a zero gap to every candidate by omission). To the hour, so that the same
+    request gives the same scores within the hour (the time-gap input counts days: an hour moves it little)."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+
+
 def named_date(value: str | datetime, name: str) -> datetime:
     """A date given by name (a CLI option, a request's field); a bad one is a RequestError naming it (the CLI's
     one line, the API's 422)."""

@@ -43,6 +43,10 @@ class Hit(BaseModel):
         "stopwords left out), lower case, for highlighting (with snippets).")
     attended: list[AttendedWord] | None = Field(
         default=None, description="Explanation: the words of this ticket the reranker attended to (explain).")
+    near_copy: bool = Field(
+        default=False, description="Its words are nearly the query's own (at least 80% of their distinct words "
+        "shared, dense cosine at least .9): near copies come first and are duplicates, whatever the model says "
+        "and whatever the dates.")
 
 
 class SearchResult(BaseModel):
@@ -72,6 +76,8 @@ class DuplicateResult(BaseModel):
     target_precision: float
     reason: str | None = Field(default=None, description="Why there is no verdict (null when there is one).")
     reranker: str | None = Field(default=None, description="The model that decided (`NAME@CHECKSUM`).")
+    near_copy: bool = Field(default=False, description="The best candidate is a near copy of the ticket (see "
+                            "`Hit.near_copy`): a duplicate by that rule, whatever its probability.")
     candidates: list[Hit]
 
 

@@ -201,8 +201,13 @@
       .slice(0, 3).map(([k, v]) => `${k}: ${fieldText(v)}`);
   }
 
-  function badge(el, p, threshold) {
-    if (p === null || p === undefined) {
+  function badge(el, p, threshold, nearCopy) {
+    if (nearCopy) {
+      el.textContent = "near copy";
+      el.classList.add("dup");
+      el.title = "its words are nearly this query's own: a duplicate whatever the model and the dates say" +
+        (p === null || p === undefined ? "" : ` (duplicate probability ${p.toFixed(3)})`);
+    } else if (p === null || p === undefined) {
       el.textContent = "similar";
       el.title = "first-stage order: no model gives a probability yet";
     } else if (threshold !== null && threshold !== undefined && p >= threshold) {
@@ -234,7 +239,7 @@
       const link = li.querySelector(".hit-link");
       link.href = ticketHref(h.id);
       highlightInto(link, h.title, h.highlight);
-      badge(li.querySelector(".badge"), h.probability, threshold);
+      badge(li.querySelector(".badge"), h.probability, threshold, h.near_copy);
       li.querySelector(".hit-id").textContent = h.id;
       const time = li.querySelector(".hit-created");
       time.dateTime = h.created;
@@ -347,6 +352,7 @@
       v.hidden = false;
       v.classList.toggle("dup", res.is_duplicate === true);
       if (res.is_duplicate === null) v.textContent = `No verdict: ${res.reason}`;
+      else if (res.near_copy) v.textContent = `A near copy of ${res.candidates[0].id}: a duplicate.`;
       else if (res.is_duplicate) v.textContent = `Likely a duplicate of ${res.candidates[0].id} (${pct(res.probability)}).`;
       else v.textContent = res.probability === null ? "Not a duplicate: no candidate."
         : `Not a duplicate: the best candidate is at ${pct(res.probability)}, below ${pct(res.threshold)}.`;

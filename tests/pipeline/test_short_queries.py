@@ -13,6 +13,7 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.parts import load_manifest, open_store
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.training import build_train_data, mine, run_rerankers, time_split
+from ticketsearch.requests import now
 from ticketsearch.rerank.pair_features import KIND_COLUMNS, by_query_kind, pair_dim
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.retrieval.eval_index import load_eval_inputs
@@ -55,7 +56,7 @@ def test_training_on_title_queries_ranks_them_better(trained_index: Path, tmp_pa
                                        tmp_path / name, variants=["rerank-cross+pair"],
                                        tcfg=TrainConfig(epochs=3, patience=3, seed=0), progress=False,
                                        log=lambda m: None, train_kinds=kinds, eval_kinds=[FULL, TITLE],
-                                       install=False, short_time="asked")
+                                       install=False)
     # a measurement leaves the index as it was: the installed reranker untouched
     assert {p.name: p.read_bytes() for p in d.reranker_path.iterdir()} == installed
 
@@ -68,7 +69,7 @@ def test_training_on_title_queries_ranks_them_better(trained_index: Path, tmp_pa
     assert mrr("full+title", "title") > mrr("full", "title") + 0.03, (mrr("full", "title"), mrr("full+title", "title"))
     assert mrr("full+title", "full") > runs["full"]["kinds"]["full"]["first_stage"]["valid"]["MRR"] + 0.15
     cfg = (tmp_path / "full+title" / "rerank-cross+pair" / "config.json").read_text()
-    assert '"query_kinds": true' in cfg and '"short_query_time": "asked"' in cfg
+    assert '"query_kinds": true' in cfg
 
 
 def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder, settings) -> None:
@@ -82,7 +83,6 @@ def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder
         mined = mine(s.store, inp, s.manifest.fusion, settings.fusion_depth, tb, vb, encoder=encoder,
                      train_kinds=[TITLE], eval_kinds=[TITLE])
         assert mined.trains_short and mined.short
-        mined.short_time = "asked"  # placed at their ticket's date, as search places `before`
         data, _, _ = build_train_data(s.store, inp, encoder, trained_index, mined, with_pair=True, progress=False)
         assert data.pair is not None and s.reranker is not None
         s.reranker.query_kinds = True  # serving's layout for a model trained on short queries
@@ -91,7 +91,7 @@ def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder
             sq = mined.short[r.query - len(ev)]
             created = ev.created[sq.ticket].astype("datetime64[s]").astype(datetime)
             q = s.query(sq.text, before=created, method="hybrid")
-            assert q.short and q.values == {} and s.asked_at(q) == created
+            assert q.short and q.values == {} and q.created == created  # dated as training dates it
             cands = s.first_stage(q, "hybrid", 100)
             mined_rows = [int(ev.row_ids[c]) for c in r.candidates]
             same = [i for i, (a, b) in enumerate(zip(cands.row_ids, mined_rows)) if a == b]
@@ -104,11 +104,9 @@ def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder
             assert np.allclose(served[same], trained[same], atol=1e-3), np.abs(served[same] - trained[same]).max(0)
             checked += len(same)
         assert checked > 0
-        # a dateless free text is placed only for a model trained with short queries placed
-        q = s.query("charged twice", method="hybrid")
-        assert s.asked_at(q) is None
-        s.reranker.meta["short_query_time"] = "asked"
-        assert s.asked_at(q) == s.store.newest_created()
-        assert s.asked_at(s.query("charged twice", title="Billing", method="hybrid")) is None  # not short
+        # a query without a date is asked at the time of the request, short or not (never a zero gap)
+        for q in (s.query("charged twice", method="hybrid"), s.query("charged twice", title="Billing",
+                                                                     method="hybrid")):
+            assert q.created == now() or (now() - q.created).total_seconds() == 3600  # an hour may turn
     finally:
         s.close()

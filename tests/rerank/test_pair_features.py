@@ -99,8 +99,7 @@ def test_pair_matrix_equals_pair_vector_row_by_row() -> None:
         created = [datetime(2020, 1, 1 + rng.randrange(28), rng.randrange(24)) for _ in range(40)]
         fs = [{"dense": rng.random(), "title": rng.random(), "bm25": rng.random(), "fused_rank": float(i + 1),
                "title_in_query": rng.random()} for i in range(40)]
-        for q_created in (datetime(2020, 2, 1), None):
+        for q_created in (datetime(2020, 2, 1), datetime(2019, 12, 1)):
             m = pair_matrix(schema, q, cands, q_created, created, fs)
-            rows = np.stack([pair_vector(schema, q, c, cc if q_created is None else q_created, cc, f)
-                             for c, cc, f in zip(cands, created, fs)])
+            rows = np.stack([pair_vector(schema, q, c, q_created, cc, f) for c, cc, f in zip(cands, created, fs)])
             np.testing.assert_allclose(m, rows, rtol=1e-6, atol=1e-7)

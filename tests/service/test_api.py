@@ -253,11 +253,13 @@ def test_search_answers_its_threshold_and_snippets_on_request(reader: httpx.Clie
     assert out.status_code == 200, out.text
     hits = out.json()["hits"]
     assert [h["id"] for h in hits] == [h["id"] for h in plain["hits"]]  # the same answer, with passages
+    query_words = {"charged", "charge", "charges", "charging", "twice", "subscription", "subscriptions"}
     for h in hits:
         body = " ".join(reader.get(f"/v1/tickets/{h['id']}").json()["body"].split())
         assert h["snippet"] and h["snippet"].strip("…") in body
-        assert {"charged", "twice", "subscription"} & set(h["highlight"]), h
-        assert "for" not in h["highlight"] and "the" not in h["highlight"]  # stopwords never
+        assert set(h["highlight"]) <= query_words, h  # the query's words only (by stem), stopwords never
+    # most hits share a word with the query (one may be a paraphrase: "Double payment taken from our card")
+    assert sum(bool(query_words & set(h["highlight"])) for h in hits) >= 3, hits
     sim = reader.get("/v1/tickets/SUP-10/similar", params={"k": 3, "snippets": "true"}).json()
     assert all(h["snippet"] is not None for h in sim["hits"])
     dup = reader.post("/v1/duplicates", json={"title": "charged twice", "k": 3, "snippets": True}).json()

@@ -208,5 +208,8 @@ def test_a_pasted_ticket_with_fields_gets_the_duplicate_check(page: Any, server:
                                          "fields": {"product": src["fields"]["product"]}}).json()
     assert hit_ids(page) == [h["id"] for h in api["candidates"]]
     verdict = page.inner_text("#verdict")
-    assert verdict.startswith("Likely a duplicate of" if api["is_duplicate"] else "Not a duplicate"), verdict
+    assert api["near_copy"] and api["is_duplicate"]  # the ticket pasted word for word
+    assert verdict == f"A near copy of {src['id']}: a duplicate.", verdict
+    assert page.inner_text("#hits > li.hit .badge >> nth=0") == "near copy"
+    assert page.locator("#hits .badge", has_text="near copy").count() == 1
     assert page.locator("#hits .fb").count() == 0  # a pasted ticket is not in the index: nothing to pair with

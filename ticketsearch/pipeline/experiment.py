@@ -45,7 +45,6 @@ class ExperimentConfig:
     # is tuned on it; each other kind gets its own table
     queries: list[QueryKind] = field(default_factory=lambda: [FULL])
     train_queries: list[QueryKind] = field(default_factory=lambda: [FULL])  # what the reranker trains on
-    short_query_time: str = "none"  # short training queries' time gap (`training.Mined.short_time`)
     tune_encoder: bool = True  # tune the bi-encoder on the train links (`pipeline.tune_encoder`): *-tuned rows
     tune_budget_s: float = 20 * 60
 
@@ -142,8 +141,7 @@ def run_experiment(
                                IndexDir(index_dir).rerankers_path, progress=cfg.progress, log=log,
                                tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s),
                                extra={"window": test_win, "no_easy": test_hard},
-                               train_kinds=cfg.train_queries, eval_kinds=cfg.queries,
-                               short_time="asked" if cfg.short_query_time == "asked" else "none")
+                               train_kinds=cfg.train_queries, eval_kinds=cfg.queries)
             if "installed" in rr:  # the index the experiment leaves reranks: the installed model's vectors
 
                 n = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress=cfg.progress)

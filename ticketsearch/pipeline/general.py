@@ -65,6 +65,6 @@ def fit_general(sources: Sequence[GeneralInputs], names: Sequence[str]) -> tuple
     valid = [r for g in sources for r in g.mined.valid]
     meta = {"name": "general", "trained_on": list(names), "train_pairs": int(len(y)),
             "train_queries": int(sum(len(g.mined.groups) for g in sources)), "l2": L2,
-            "query_kinds": False, "short_query_time": "none", "rerank_depth": 100,
+            "query_kinds": False, "rerank_depth": 100,
             **calibration_meta(val_scores, valid)}
     return model, meta

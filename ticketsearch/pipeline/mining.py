@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +36,6 @@ from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, QueryViews, fusion_fn, kind_pools
 from ticketsearch.retrieval.evaluation import QueryPool, first_hit_rank
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind
-
-ShortTime = Literal["none", "asked"]
 
 TOP_NEGATIVES = 6  # the hybrid's best-ranked non-duplicates
 MID_NEGATIVES = 6  # sampled from the rest of its top 100, so training sees what reranking sees
@@ -64,16 +62,12 @@ class Mined:
     first_stage: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
     bm25_scale: dict[int, float] = field(default_factory=dict)
     recorded: dict[int, list[int]] = field(default_factory=dict)  # query -> candidates with recorded scores
-    # short queries are items n, n + 1, ... (n tickets): their own text, no fields, no date
+    # short queries are items n, n + 1, ... (n tickets): their own text, no fields, asked at their ticket's date
     short: list[ShortQuery] = field(default_factory=list)
     short_index: dict[tuple[str, int], int] = field(default_factory=dict)
     valid_by_kind: dict[str, list[RankList]] = field(default_factory=dict)
     test_by_kind: dict[str, list[RankList]] = field(default_factory=dict)
     trains_short: bool = False  # the train groups hold short queries: pair inputs laid out by query kind
-    # when a short query was asked, for its time-gap input: "none" (not placed: every gap zero, as search has
-    # a free text without a date) or "asked" (at its ticket's date; search then places a free text without a
-    # date at the index's newest ticket). Stored with the model; search follows it.
-    short_time: ShortTime = "none"
     feedback_negatives: int = 0  # agents' rejected pairs used as hard negatives of train queries
 
     def item(self, n_tickets: int, q: int, views: QueryViews | None) -> int:
@@ -219,11 +213,10 @@ def build_train_data(
     cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], token_encode_fn(encoder), progress=progress)
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
 
-    def query_time(q: int) -> datetime | None:
-        """A ticket's own date; a short query's as `mined.short_time` says."""
-        if q < len(created):
-            return created[q]
-        return created[mined.short[q - len(created)].ticket] if mined.short_time == "asked" else None
+    def query_time(q: int) -> datetime:
+        """A ticket's own date; a short query's is its ticket's (every training query is dated, as search dates
+        a query without a date at the time of the request)."""
+        return created[q] if q < len(created) else created[mined.short[q - len(created)].ticket]
     pair_fn = None
     if with_pair:
         pairs: dict[tuple[int, int], np.ndarray] = {}

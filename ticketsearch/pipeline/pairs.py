@@ -49,7 +49,7 @@ def first_stage_inputs(scores: ListScores, scale: float, query_words: frozenset[
 
 
 def pair_inputs(
-    schema: Schema, query_text: str, q_values: dict[str, Any], q_created: datetime | None,
+    schema: Schema, query_text: str, q_values: dict[str, Any], q_created: datetime,
     scores: ListScores, scale: float, candidate_titles: Sequence[str], c_values: Sequence[dict[str, Any]],
     c_created: Sequence[datetime], short: bool | None = None,
 ) -> np.ndarray:

@@ -22,8 +22,9 @@ from ticketsearch.index_data.records import coerce_value, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.copies import near_copies
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_reranker, open_store
-from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields
+from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields, now
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
 from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
@@ -51,8 +52,8 @@ class Query:
     title: str  # "" for a free-text query without a separate title
     bm25_text: str
     values: dict[str, Any]  # typed field values of the query ticket
-    created: datetime | None  # the query's place in time for the pair inputs (None: not placed, unless a
-    # short query meets a model trained with short queries placed: `SearchPipeline.asked_at`)
+    created: datetime  # the query's place in time for the pair inputs: its date (`before`, a `like` ticket's
+    # own), or the time of the request when it has none (`requests.now`)
     vector: np.ndarray | None = None  # [D] retrieval embedding
     title_vector: np.ndarray | None = None  # [D] title embedding (the full one when there is no title)
     tokens: Tokens | None = None  # token states for the reranker
@@ -69,14 +70,14 @@ def jsonable(v: Any) -> Any:
 
 
 def make_hit(t: StoredTicket, retrieval_score: float, scores: dict[str, float], rerank_score: float | None = None,
-             probability: float | None = None) -> Hit:
+             probability: float | None = None, near_copy: bool = False) -> Hit:
     final = retrieval_score if rerank_score is None else rerank_score
     return Hit(id=t.id, title=t.title, created=t.created.isoformat(),
                fields={k: jsonable(v) for k, v in t.values.items()}, score=round(final, 6),
                retrieval_score=round(retrieval_score, 6),
                rerank_score=None if rerank_score is None else round(rerank_score, 6),
                probability=None if probability is None else round(probability, 6),
-               scores={k: round(v, 6) for k, v in scores.items()})
+               scores={k: round(v, 6) for k, v in scores.items()}, near_copy=near_copy)
 
 
 def model_id(reranker: Reranker | GeneralReranker) -> str:
@@ -244,10 +245,10 @@ class SearchPipeline:
         if not head and not body:
             raise QueryError("query text is empty")
         full = ticket_text(schema, head, body) if head else body
-        # A query with a date (`before`: a new ticket's creation time) is measured from it; one without is not
-        # placed in time (each candidate is taken as contemporary, gap 0), unless `asked_at` says otherwise.
+        # A query with a date (`before`: a new ticket's creation time) is measured from it; one without is
+        # asked now: the time of the request (never a zero gap to every candidate).
         q = Query(text=full, title=head, bm25_text=bm25_text(head, body) if head else body, values=values,
-                  created=before_dt, filters=filters, before=before_dt, after=after_dt, reference=before_dt,
+                  created=before_dt or now(), filters=filters, before=before_dt, after=after_dt, reference=before_dt,
                   short=is_short_query(head, body, bool(values)))
         if tokens:  # one pass: the retrieval embedding and the token states the reranker attends over
             tb = self.query_encoder.encode_with_tokens([full])
@@ -279,17 +280,9 @@ class SearchPipeline:
             return np.array([pm.get(name, {}).get(r, 0.0) for r in ids], np.float64)
 
         scores = ListScores(col("dense"), col("title"), col("bm25"), np.arange(1, len(ids) + 1, dtype=np.float64))
-        return pair_inputs(reranker.schema, q.text, q.values, self.asked_at(q), scores, bm25_scale(scores.bm25),
+        return pair_inputs(reranker.schema, q.text, q.values, q.created, scores, bm25_scale(scores.bm25),
                            [t.title for t in rows], [t.values for t in rows], [t.created for t in rows],
                            short=q.short if reranker.query_kinds else None)
-
-    def asked_at(self, q: Query) -> datetime | None:
-        """The query's time for the pair inputs: its own date; for a short query without one, the index's newest
-        ticket when the model was trained with short queries placed at their ticket's date (`short_query_time`
-        "asked": a free text is asked now); otherwise none."""
-        if q.created is not None or not q.short or self.reranker is None:
-            return q.created
-        return self.newest_created() if self.reranker.meta.get("short_query_time") == "asked" else None
 
     def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False,
                timings: dict[str, float] | None = None) -> tuple[list[Hit], list[str]]:
@@ -320,9 +313,10 @@ class SearchPipeline:
             logits = reranker.score(src_vec[0], targets, pair)
         probs = reranker.probability(logits)
         fused = dict(zip(cands.row_ids, cands.scores))
-        order = np.argsort(-logits, kind="stable")[:k]
+        copies = np.array(self.near_copies(q, cands, rows), dtype=bool)
+        order = np.lexsort((-logits, ~copies))[:k]  # near copies first, each part by the model's score
         hits = [make_hit(rows[i], fused[rows[i].row_id], cands.method_scores(rows[i].row_id), float(logits[i]),
-                         float(probs[i])) for i in order.tolist()]
+                         float(probs[i]), near_copy=bool(copies[i])) for i in order.tolist()]
         notes: list[str] = []
         if explain:
             assert q.tokens is not None
@@ -386,9 +380,6 @@ class SearchPipeline:
     def candidate_tokens(self, cands: Candidates, row_ids: list[int]) -> list[Tokens]:
         return self._tokens_for(row_ids)
 
-    def newest_created(self) -> datetime | None:
-        return self.store.newest_created()
-
     def bodies(self, ids: list[str]) -> dict[str, str]:
         return self.store.bodies(ids)
 
@@ -403,10 +394,22 @@ class SearchPipeline:
             self.vectors.upsert(missing, vecs)
         return self.vectors.get(row_ids)
 
-    def first_stage_hits(self, cands: Candidates, k: int) -> list[Hit]:
+    def first_stage_hits(self, q: Query, cands: Candidates, k: int) -> list[Hit]:
+        """The first k candidates in first-stage order, near copies first (as reranked answers have them)."""
         by_row = {t.row_id: t for t in self.candidate_rows(cands, cands.row_ids[:k])}
-        return [make_hit(by_row[r], s, cands.method_scores(r)) for r, s in zip(cands.row_ids[:k], cands.scores)
-                if r in by_row]
+        found = [(by_row[r], s) for r, s in zip(cands.row_ids[:k], cands.scores) if r in by_row]
+        copies = self.near_copies(q, cands, [t for t, _ in found])
+        hits = [make_hit(t, s, cands.method_scores(t.row_id), near_copy=c) for (t, s), c in zip(found, copies)]
+        return sorted(hits, key=lambda h: not h.near_copy)  # stable: each part keeps its order
+
+    def near_copies(self, q: Query, cands: Candidates, rows: list[StoredTicket]) -> list[bool]:
+        """Which of `rows` are near copies of the query (`pipeline.copies`; bodies read for the few candidates
+        whose dense cosine passes)."""
+        def texts(positions: list[int]) -> list[str]:
+            bodies = self.bodies([rows[i].id for i in positions])
+            return [ticket_text(self.schema, rows[i].title, bodies.get(rows[i].id, "")) for i in positions]
+
+        return near_copies(q.text, [cands.method_scores(t.row_id).get("dense") for t in rows], texts)
 
     # ---- the whole search ---------------------------------------------------------------------------
     def search(self, text: str | None = None, **options: Any) -> SearchResult:
@@ -436,7 +439,7 @@ class SearchPipeline:
             why = self.notes if isinstance(self.reranker, GeneralReranker) else []  # why the general model
             notes = [*notes, *why, f"reranked the top {min(len(cands), self.rerank_depth)} with {self.reranker.name}"]
         else:
-            hits = self.first_stage_hits(cands, k)
+            hits = self.first_stage_hits(q, cands, k)
             notes = list(self.notes) if req.rerank else ["reranking switched off: first-stage order"]
             timings["fetch"] = (time.perf_counter() - t1) * 1000
         if req.snippets:

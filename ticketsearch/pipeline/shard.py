@@ -99,10 +99,6 @@ class ShardServer:
         with self.engine.lock.read():
             return self.engine.bm25.corpus_stats(tokenize([bm25_text])[0])
 
-    def newest_created(self) -> datetime | None:
-        with self.engine.lock.read():
-            return self._searcher.newest_created()
-
     def lists(self, q: ShardQuery) -> ShardLists:
         s = self._searcher
         with self.engine.lock.read():

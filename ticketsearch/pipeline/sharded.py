@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -235,10 +234,6 @@ class ShardedSearch(SearchPipeline):
     def ticket_tokens(self, src: StoredTicket) -> Tokens:
         _, _, toks = self.shards[self.layout.owner(src.id)].call("ticket", src.id, False, True).result()
         return toks
-
-    def newest_created(self) -> datetime | None:
-        dates = [d for d in self._all("newest_created") if d is not None]
-        return max(dates) if dates else None
 
     def bodies(self, ids: list[str]) -> dict[str, str]:
         groups: dict[int, list[str]] = {}

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +57,7 @@ from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, load_eval_i
 from ticketsearch.retrieval.evaluation import QueryPool, metrics_from_ranks, paired_bootstrap
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind
 
-ShortTime = Literal["none", "asked"]
+
 @dataclass
 class VariantResult:
     name: str
@@ -133,7 +133,7 @@ def train_variant(
         **calibration_meta(val_scores, mined.valid), "train": {
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
             "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
-        "rerank_depth": RERANK_DEPTH, "short_query_time": mined.short_time,
+        "rerank_depth": RERANK_DEPTH,
         **({"ltr": {"method": "lambdamart", "trees": ltr.best_iteration}} if ltr is not None else {}),
     })
     if ltr is not None:
@@ -248,7 +248,7 @@ def run_rerankers(
     train_before: datetime, valid_before: datetime, out_dir: Path, variants: list[str] | None = None,
     tcfg: TrainConfig | None = None, progress: bool = True, log: Callable[[str], None] = print,
     extra: dict[str, list[QueryPool]] | None = None, train_kinds: Sequence[QueryKind] = (FULL,),
-    eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True, short_time: ShortTime = "none",
+    eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True,
     first_train_queries: int | None = None, general_dir: Path | None = None,
     rejected: dict[int, set[int]] | None = None,
 ) -> dict[str, Any]:
@@ -264,7 +264,6 @@ def run_rerankers(
     tcfg = tcfg or TrainConfig()
     mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed, encoder=encoder,
                  train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress, rejected=rejected)
-    mined.short_time = short_time
     if first_train_queries is not None:  # a young project: only its first N train duplicates (by filing date)
         n = len(inp.ev)
 
@@ -293,7 +292,7 @@ def run_rerankers(
     fuse = fusion_fn(fusion, depth)
     extra_sets: dict[str, tuple[Mined, TrainData]] = {}
     for set_name, pools in (extra or {}).items():
-        m = Mined(groups=[], valid=[], test=[], short_time=short_time)
+        m = Mined(groups=[], valid=[], test=[])
         m.valid = rank_lists(pools, fuse, m)
         d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress,
                                    query_kinds=mined.trains_short)
@@ -391,7 +390,7 @@ def time_split(inp: EvalInputs, train_frac: float = 0.8, valid_frac: float = 0.1
 def train_index(
     index_dir: Path, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
-    train_kinds: Sequence[QueryKind] = (FULL,), short_time: ShortTime = "none", store: TicketStore | None = None,
+    train_kinds: Sequence[QueryKind] = (FULL,), store: TicketStore | None = None,
 ) -> dict[str, Any]:
     """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors.
 
@@ -401,10 +400,10 @@ def train_index(
     d.require_store()  # train an index that exists: never create one
     if store is not None:
         return _train(d, store, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
-                      short_time, vectors=False)
+                      vectors=False)
     with open_store(d, read_only=False) as own:
         return _train(d, own, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
-                      short_time, vectors=True)
+                      vectors=True)
 
 
 def feedback_rejections(inp: EvalInputs, pairs: Sequence[tuple[str, str]]) -> dict[int, set[int]]:
@@ -440,7 +439,7 @@ def link_count(store: TicketStore) -> int:
 def _train(
     d: IndexDir, store: TicketStore, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None], train_kinds: Sequence[QueryKind],
-    short_time: ShortTime, vectors: bool,
+    vectors: bool,
 ) -> dict[str, Any]:
 
     index_dir = d.root
@@ -460,7 +459,7 @@ def _train(
     log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
     res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
                         valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
-                        progress=progress, log=log, train_kinds=train_kinds, short_time=short_time,
+                        progress=progress, log=log, train_kinds=train_kinds,
                         rejected=rejected)
     res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}
     if "installed" in res and vectors:
