@@ -21,12 +21,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ticketsearch.errors import QueryError
 from ticketsearch.pipeline.collections import DEFAULT, NAME_PATTERN, check_name, not_found
 
-from .auth import ApiKeys, Grants
+from .auth import CHALLENGE, ApiKeys, Grants, Unauthorized
 from .gate import COLLECTION_LABEL, ApiError
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer KEY` (read, write or admin scope, "
                     "on every collection or on one).")
-OPEN = Grants((), open=True)
 CollectionName = Annotated[str, PathParam(description="The collection: 1-63 characters of a-z, 0-9, '_' and '-'.",
                                           max_length=63, pattern=NAME_PATTERN)]
 
@@ -38,17 +37,12 @@ class Access:
 
 
 def grants(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Grants:
+    """`credentials` is for the OpenAPI document (the bearer scheme); the rule reads the header itself."""
     keys: ApiKeys = request.app.state.keys
-    if not keys.enabled:
-        return OPEN
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
-        raise ApiError(401, "header.authorization", "an API key is required: Authorization: Bearer KEY", challenge,
-                       "unauthorized")
-    found = keys.grants_of(credentials.credentials.strip())
-    if found is None:
-        raise ApiError(401, "header.authorization", "unknown API key", challenge, "unauthorized")
-    return found
+    try:
+        return keys.identify(request.headers.get("authorization"))
+    except Unauthorized as exc:
+        raise ApiError(401, "header.authorization", exc.reason, CHALLENGE, "unauthorized") from None
 
 
 def check(request: Request, found: Grants, needed: str, name: str | None, must_exist: bool = False) -> Access:

@@ -227,7 +227,8 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
     )
     app.state.service = svc
     app.state.keys = svc.keys
-    app.add_middleware(Gate, max_body=web.max_body_bytes, metrics=svc.metrics, admission=svc.admission)
+    app.add_middleware(Gate, max_body=web.max_body_bytes, metrics=svc.metrics, admission=svc.admission,
+                       keys=svc.keys, body_timeout_s=web.body_timeout_s)
     install_error_handlers(app)
     index_schema = read_schema(index_dir) if index_dir is not None else None
 

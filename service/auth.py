@@ -56,6 +56,19 @@ class Grants:
         return scope is not None and RANK[scope] >= RANK[needed]
 
 
+OPEN = Grants((), open=True)
+KEY_REQUIRED = "an API key is required: Authorization: Bearer KEY"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+class Unauthorized(Exception):
+    """No key, or an unknown one (401, `header.authorization`)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 @dataclass(frozen=True)
 class ApiKeys:
     keys: tuple[tuple[str, str, str | None], ...]  # (key, scope, collection or None)
@@ -89,6 +102,20 @@ class ApiKeys:
             if hmac.compare_digest(key.encode(), presented.encode()):
                 found.append(Grant(scope, collection))
         return Grants(tuple(found)) if found else None
+
+    def identify(self, authorization: str | None) -> Grants:
+        """What the `Authorization` header's key may do (everything when keys are off). Raises Unauthorized
+        without a bearer key or with an unknown one: the one rule, asked by the gate before a request costs
+        anything and by each route's guard."""
+        if not self.enabled:
+            return OPEN
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized(KEY_REQUIRED)
+        found = self.grants_of(token.strip())
+        if found is None:
+            raise Unauthorized("unknown API key")
+        return found
 
     def scope_of(self, presented: str, collection: str | None = None) -> str | None:
         """The widest scope of a presented key on `collection` (None: its scope on every collection)."""

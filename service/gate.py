@@ -16,6 +16,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from ticketsearch.service.settings import ServiceSettings
 
+from .auth import CHALLENGE, ApiKeys, Unauthorized
 from .metrics import Metrics
 from .schemas import ID_PATTERN, MAX_ID
 
@@ -64,16 +65,32 @@ class ApiError(Exception):
         self.status, self.field, self.reason, self.headers, self.type = status, field, reason, headers or {}, type_
 
 
+def header(scope: dict, name: bytes) -> str | None:
+    """A request header's value (the first), decoded as Latin-1 as HTTP says; None when absent."""
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 def error_body(field: str, reason: str, type_: str = "error") -> dict[str, Any]:
     return {"detail": [{"field": field, "reason": reason, "type": type_}]}
 
 
-class Gate:
-    """Pure ASGI middleware: the body-size limit, admission, and request metrics (keys: `service.access`)."""
+HOOK_PATH = re.compile(r"^/v1/(collections/[^/]+/)?hooks/")  # signed by the tracker, not keyed
 
-    def __init__(self, app: Any, max_body: int, metrics: Metrics, admission: Admission) -> None:
+
+class Gate:
+    """Pure ASGI middleware, in the order a request costs: for /v1 routes the caller's key is known (401 before
+    anything else; hooks are signed and checked by their route), then the body is read within its size and time
+    limits (413, 408), and only then is the request admitted (503 beyond the bound). An anonymous or stalled client
+    never holds a slot. Request metrics for all. Each route's guard still checks the key's scope
+    (`service.access`)."""
+
+    def __init__(self, app: Any, max_body: int, metrics: Metrics, admission: Admission, keys: ApiKeys,
+                 body_timeout_s: float) -> None:
         self.app, self.max_body, self.metrics = app, max_body, metrics
-        self.admission = admission
+        self.admission, self.keys, self.body_timeout_s = admission, keys, body_timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -89,17 +106,27 @@ class Gate:
 
         try:
             scope["path"] = ticket_path(scope)
-            if scope["path"].startswith("/v1/"):
-                # admission happens here, before the body is read: an overloaded service sheds at once
-                if not self.admission.enter():
-                    await self.admission.shed_response()(scope, receive, send_wrapper)
-                    return
+            api = scope["path"].startswith("/v1/")
+            if api and not HOOK_PATH.match(scope["path"]):
                 try:
-                    await self._handle(scope, receive, send_wrapper)
-                finally:
-                    self.admission.leave()
-            else:
-                await self._handle(scope, receive, send_wrapper)
+                    self.keys.identify(header(scope, b"authorization"))
+                except Unauthorized as exc:
+                    await JSONResponse(error_body("header.authorization", exc.reason, "unauthorized"), 401,
+                                       headers=CHALLENGE)(scope, receive, send_wrapper)
+                    return
+            body = await self._read(scope, receive, send_wrapper)
+            if body is None:  # answered (413, 408) or the client went away
+                return
+            if not api:
+                await self.app(scope, body, send_wrapper)
+                return
+            if not self.admission.enter():  # an overloaded service sheds at once
+                await self.admission.shed_response()(scope, receive, send_wrapper)
+                return
+            try:
+                await self.app(scope, body, send_wrapper)
+            finally:
+                self.admission.leave()
         finally:
             route = scope.get("route")
             name = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
@@ -108,25 +135,31 @@ class Gate:
             self.metrics.requests.labels(name, scope["method"], str(status["code"]), collection).inc()
             self.metrics.latency.labels(name, collection).observe(time.perf_counter() - start)
 
-    async def _handle(self, scope: dict, receive: Callable, send: Callable) -> None:
-        """Refuse a body over the limit (declared or streamed) with 413, then pass the request on."""
-        length = dict(scope.get("headers") or []).get(b"content-length")
+    async def _read(self, scope: dict, receive: Callable, send: Callable) -> Callable | None:
+        """The request's `receive`, its body read in full here (a write) within `max_body` bytes (declared or
+        streamed: 413) and `body_timeout_s` seconds (408); None when the answer was given or the client left."""
+        length = header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await self._too_large(scope, receive, send)
-            return
+            return None
         if scope["method"] not in WRITE_METHODS:
-            await self.app(scope, receive, send)
-            return
+            return receive
         body, more = bytearray(), True
-        while more:  # read the body here so that a chunked upload cannot exceed the limit either
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                await self._too_large(scope, receive, send)
-                return
+        with anyio.move_on_after(self.body_timeout_s) as deadline:
+            while more:  # read the body here so that a chunked upload cannot exceed the limit either
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_body:
+                    await self._too_large(scope, receive, send)
+                    return None
+        if deadline.cancelled_caught:
+            await JSONResponse(error_body("body", f"the request body did not arrive within {self.body_timeout_s:g} "
+                                          "seconds", "timeout"), 408, headers={"Connection": "close"})(
+                scope, receive, send)
+            return None
         done = False
 
         async def replay() -> dict:
@@ -136,7 +169,7 @@ class Gate:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        return replay
 
     async def _too_large(self, scope: dict, receive: Callable, send: Callable) -> None:
         resp = JSONResponse(error_body("body", f"request body is larger than {self.max_body} bytes", "too_large"), 413)

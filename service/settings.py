@@ -27,6 +27,10 @@ class ServiceSettings(BaseSettings):
         "signed with (GitHub, Jira) or send as their token. A collection without one refuses its hooks.",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, le=600,
+        description="A request body not received in full within this many seconds gets 408 (it holds no slot "
+        "meanwhile: admission comes after the body).")
     workers: int = Field(default=4, ge=1, le=64, description="Requests doing model or index work at once.")
     max_pending: int = Field(
         default=64, ge=1, description="Admitted requests (running or waiting); beyond it the service answers 503."

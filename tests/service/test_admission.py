@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,3 +71,67 @@ def test_overload_is_shed_with_503_and_the_service_recovers(small_server: Server
     assert metric(text, "ticketsearch_in_flight") == 0
     for c in clients:
         c.close()
+
+
+KEY = "admission-reader-key"
+STALLED = 8
+
+
+def stalled_post(port: int, path: str, key: str | None = None) -> socket.socket:
+    """A connection that sends a POST's headers and one byte of its 500-byte body, then nothing."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+              "Content-Length: 500\r\n\r\n{".encode())
+    return s
+
+
+def answer(s: socket.socket, timeout: float) -> str:
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pass
+    return data.decode("latin-1")
+
+
+@pytest.fixture
+def keyed_server(trained_index: Path, tmp_path: Path) -> Server:
+    shutil.copytree(trained_index, tmp_path / "idx")
+    srv = Server(tmp_path / "idx", tmp_path / "server.log",
+                 env={"TICKETSEARCH_API_KEYS": f"{KEY}:read", "TICKETSEARCH_MAX_PENDING": "4",
+                      "TICKETSEARCH_WORKERS": "1", "TICKETSEARCH_BODY_TIMEOUT_S": "5"}).start()
+    yield srv
+    srv.stop()
+
+
+def test_anonymous_and_stalled_clients_hold_no_slot(keyed_server: Server) -> None:
+    """Twice as many stalled, unsigned webhook deliveries as there are slots, and as many anonymous searches that
+    never finish their body: a keyed search is answered at once; the anonymous ones get 401 before their body
+    is read, and the stalled ones 408 when their time is up (each JSON)."""
+    port = keyed_server.port
+    hooks = [stalled_post(port, "/v1/hooks/github") for _ in range(STALLED)]
+    anonymous = [stalled_post(port, "/v1/search") for _ in range(STALLED)]
+    wrong = stalled_post(port, "/v1/search", key="not-a-key-of-ours")
+    try:
+        for s in [*anonymous, wrong]:
+            text = answer(s, 5)
+            assert text.startswith("HTTP/1.1 401"), text[:200]
+            assert '"header.authorization"' in text and "www-authenticate: bearer" in text.lower()
+        t0 = time.monotonic()
+        with keyed_server.client(KEY) as c:
+            r = c.post("/v1/search", json={"text": "refund not received", "k": 5})
+        assert r.status_code == 200, r.text  # the stalled deliveries hold no slot (before: 503 at capacity)
+        assert time.monotonic() - t0 < 4  # answered while they still hang
+        for s in hooks:
+            text = answer(s, 15)
+            assert text.startswith("HTTP/1.1 408"), text[:200]
+            assert '"type":"timeout"' in text.replace(" ", "") and "did not arrive within 5 seconds" in text
+    finally:
+        for s in [*hooks, *anonymous, wrong]:
+            s.close()
