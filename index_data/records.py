@@ -188,9 +188,21 @@ def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) ->
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    """UTF-8 text; a byte that is not UTF-8 is kept as a lone surrogate (`surrogateescape`), so that the row that
+    holds it is refused with its line (`not_utf8`) and the rest of the file reads on."""
     if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="surrogateescape")
+    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def not_utf8(n: int, text: str) -> RowError | None:
+    """A RowError for a line of a file that held a byte UTF-8 does not allow (None: the text is clean)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(text[exc.start]) - 0xDC00
+        return RowError(n, f"not UTF-8 text: byte 0x{byte:02x} at character {exc.start + 1} of the line")
+    return None
 
 
 def detect_format(path: Path) -> str:
@@ -208,6 +220,9 @@ def json_line(n: int, line: str) -> Any:
     """One JSON Lines line's record (None for a blank line; a RowError, as the record, for invalid JSON)."""
     if not line.strip():
         return None
+    bad = not_utf8(n, line)
+    if bad is not None:
+        return bad
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
@@ -220,6 +235,10 @@ def csv_records(fh: Any) -> Iterator[tuple[int, Any]]:
     for n, row in enumerate(reader, start=2):  # line 1 is the header
         if None in row:
             yield n, RowError(n, "more values than header columns")
+            continue
+        bad = not_utf8(n, "".join(v or "" for v in row.values()))
+        if bad is not None:
+            yield n, bad
             continue
         yield n, {k: (v if v != "" else None) for k, v in row.items()}
 

@@ -31,7 +31,7 @@ from typing import Any
 from ticketsearch.errors import IngestError, RowError
 
 from .links import groups
-from .records import normalize_row, parse_datetime
+from .records import normalize_row, not_utf8, parse_datetime
 from .schema import Schema
 
 TRACKERS = ("jira", "github", "zendesk")
@@ -58,8 +58,9 @@ def export_files(path: Path) -> list[Path]:
 
 
 def _text(path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 kept as a lone surrogate, for `not_utf8` to name."""
     data = path.read_bytes()
-    return (gzip.decompress(data) if path.name.endswith(".gz") else data).decode("utf-8")
+    return (gzip.decompress(data) if path.name.endswith(".gz") else data).decode("utf-8", "surrogateescape")
 
 
 def _documents(path: Path) -> Iterator[tuple[str, Any]]:
@@ -67,15 +68,24 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
     for f in export_files(path):
         text = _text(f)
         try:
-            yield f.name, json.loads(text)
-            continue
+            doc = json.loads(text)
         except json.JSONDecodeError:
             pass
+        else:
+            bad = not_utf8(0, text)
+            if bad is not None:  # one document: its records cannot be told apart by line
+                raise IngestError(f"{f}: {bad.reason}")
+            yield f.name, doc
+            continue
         lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
         if len(lines) <= 1:
             raise IngestError(f"{f}: not valid JSON")
         for n, line in lines:
             where = f"{f.name} line {n}"
+            bad = not_utf8(n, line)
+            if bad is not None:
+                yield where, RowError(n, bad.reason, where=where)
+                continue
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:
@@ -84,7 +94,7 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _first_line(path: Path) -> Any:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
             if line.strip():
                 try:

@@ -645,7 +645,8 @@ def serve(
         bind = "127.0.0.1"
         typer.echo("warning: no API keys set: the service is open to anyone on this machine", err=True)
     if index is not None:
-        IndexDir(index).require_store()
+        with open_store(IndexDir(index), read_only=False):  # held by another process: one line, exit 2, not a
+            pass  # service that answers /healthz and 503 to everything else forever
     elif root is not None and root.exists() and not root.is_dir():
         fail(f"--root {root} is not a folder")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,15 @@ def test_a_locked_store_keeps_its_type_through_the_library_and_collections(locke
         assert isinstance(info.value.__cause__, StoreLockedError)
     finally:
         collections.close()
+
+
+def test_a_second_serve_on_a_held_index_exits_with_one_line(locked_index: Path) -> None:
+    res = subprocess.run([str(Path(sys.executable).parent / "ticketsearch"), "serve", "--index", str(locked_index),
+                          "--port", "0"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2, (res.returncode, res.stderr[-500:])
+    lines = [x for x in res.stderr.splitlines() if not x.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "another process" in lines[0], res.stderr
 
 
 def test_a_foreign_failure_is_named_by_its_class_and_chained() -> None:

@@ -130,3 +130,21 @@ def test_a_row_has_the_api_limits(tmp_path: Path) -> None:
     assert isinstance(long_title, RowError) and long_title.field == "title" and long_title.line == 3
     assert isinstance(unknown, RowError) and unknown.field == "fields.colour"
     assert unknown.detail.startswith("unknown field 'colour'; allowed: project, issuetype")  # the API's words
+
+
+def test_a_line_with_a_byte_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path) -> None:
+    """One bad byte costs its row, named by line (JSON Lines, gzipped or not, and CSV), never the file."""
+    rows = [{"id": f"U-{i}", "title": f"ticket {i}", "body": "some text", "created": "2024-01-02"} for i in range(5)]
+    lines = [json.dumps(r).encode() for r in rows]
+    lines[2] = lines[2].replace(b"some text", b"some \xff text")
+    (tmp_path / "t.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    csv_rows = ["id,title,body,created"] + [f"U-{i},ticket {i},some text,2024-01-02" for i in range(5)]
+    data = "\n".join(csv_rows).encode() + b"\n"
+    (tmp_path / "t.csv").write_bytes(data.replace(b"U-2,ticket 2,some", b"U-2,ticket 2,\xfesome"))
+    schema = load_schema("support")
+    for name, line in (("t.jsonl", 3), ("t.jsonl.gz", 3), ("t.csv", 4)):
+        got = list(read_tickets(tmp_path / name, schema))
+        errors = [g for g in got if isinstance(g, RowError)]
+        assert [t.id for t in got if not isinstance(t, RowError)] == ["U-0", "U-1", "U-3", "U-4"], name
+        assert len(errors) == 1 and errors[0].line == line and "not UTF-8 text: byte 0x" in str(errors[0]), name
