@@ -32,6 +32,17 @@ class IngestReport:
     errors: list[RowError] = field(default_factory=list)
     seconds: float = 0.0
     change_seq: int = 0
+    repeated_ids: list[str] = field(default_factory=list)  # ids given by more than one row (the last row wins)
+
+    @property
+    def written(self) -> int:
+        """Rows that were valid and written (a repeated id's rows each count)."""
+        return self.rows_read - len(self.errors)
+
+    @property
+    def repeats(self) -> int:
+        """Rows that replaced an earlier row of the same file (the last of an id wins)."""
+        return self.written - self.inserted - self.updated
 
     @property
     def rows_per_second(self) -> float:
@@ -83,6 +94,10 @@ def ingest_file(
                 report.errors.append(item)
             else:
                 good.append(item)
+    seen: dict[str, int] = {}
+    for t in good:
+        seen[t.id] = seen.get(t.id, 0) + 1
+    report.repeated_ids = [tid for tid, n in seen.items() if n > 1]
     upserted = store.upsert(good)
     report.inserted, report.updated, report.change_seq = upserted.inserted, upserted.updated, upserted.change_seq
     report.seconds = time.perf_counter() - start

@@ -48,3 +48,15 @@ def test_reingest_is_idempotent(tmp_path: Path, demo_file: Path) -> None:
         assert (a.inserted, a.updated) == (300, 0)
         assert (b.inserted, b.updated) == (0, 300)
         assert s.con.execute("SELECT * EXCLUDE (raw_fields) FROM tickets ORDER BY row_id").fetchall() == snapshot
+
+
+def test_repeated_ids_are_counted_and_named(tmp_path: Path) -> None:
+    """The last row of an id wins, and the report says which ids were repeated (was: silent)."""
+    rows = [{"id": f"R-{i % 4}", "title": f"row {i}", "created": "2024-01-02"} for i in range(6)]
+    data = tmp_path / "rep.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with TicketStore(tmp_path / "t.duckdb", schema=load_schema("support")) as store:
+        report = ingest_file(store, data, progress=False, columnar=False)
+        assert (report.written, report.inserted, report.repeats) == (6, 4, 2)
+        assert report.repeated_ids == ["R-0", "R-1"]
+        assert store.get("R-0").title == "row 4" and store.get("R-1").title == "row 5"

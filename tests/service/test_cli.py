@@ -105,10 +105,34 @@ def test_stop_on_bad_rows_writes_nothing(tmp_path: Path) -> None:
     )
     code, _, err = run("ingest", "--data", str(data), "--index", str(tmp_path / "i"), "--on-error", "stop", "-q")
     assert code == 2 and "line 2 (id 'B')" in err and "nothing was written" in err
+    assert not (tmp_path / "i").exists()  # the index it would have created is not left behind, empty
+
+
+@pytest.mark.parametrize("name,content", [("plain.jsonl", "hello world\nthis is not json\n"),
+                                          ("cols.csv", "name,text\na,b\nc,d\n"), ("empty.jsonl", "")])
+def test_a_file_that_gives_no_ticket_is_an_error_and_leaves_no_index(tmp_path: Path, name: str,
+                                                                       content: str) -> None:
+    data = tmp_path / name
+    data.write_text(content)
+    code, out, err = run("ingest", "--data", str(data), "--index", str(tmp_path / "i"), "-q")
+    lines = [x for x in err.splitlines() if not x.startswith("skipped ")]
+    assert code == 2 and len(lines) == 1 and "no ticket was ingested" in lines[0], (out, err)
+    assert "a row needs id, title and created" in lines[0]
+    assert not (tmp_path / "i").exists()
+
+
+def test_a_file_that_gives_no_ticket_leaves_an_existing_index_as_it_was(cli_index: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    _, idx = cli_index
     from ticketsearch.index_data.store import TicketStore
 
-    with TicketStore(IndexDir(tmp_path / "i").store_path, read_only=True) as s:
-        assert s.count() == 0
+    with TicketStore(IndexDir(idx).store_path, read_only=True) as s:
+        before = s.count()
+    (tmp_path / "junk.jsonl").write_text("[1, 2, 3]\n")
+    code, _, err = run("ingest", "--data", str(tmp_path / "junk.jsonl"), "--index", str(idx), "-q")
+    assert code == 2 and "no ticket was ingested" in err
+    with TicketStore(IndexDir(idx).store_path, read_only=True) as s:
+        assert s.count() == before
 
 
 def test_console_script_help() -> None:

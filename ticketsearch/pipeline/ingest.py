@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.errors import TicketsearchError
+from ticketsearch.errors import IngestError, TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
-from ticketsearch.index_data.ingest import ingest_file
+from ticketsearch.index_data.ingest import IngestReport, ingest_file
 from ticketsearch.index_data.records import ticket_text
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore, read_texts
@@ -122,6 +122,13 @@ def index_model(index_dir: Path) -> str | None:
         return None
 
 
+def nothing_ingested(data: Path, report: IngestReport) -> str:
+    """The one line for a file that gave no ticket: what was read, the first refusal, and what a row needs."""
+    first = f"; the first: {report.errors[0]}" if report.errors else ""
+    return (f"{data}: no ticket was ingested ({report.rows_read} rows read, {len(report.errors)} refused{first}); "
+            "a row needs id, title and created (body, duplicate_of and the schema's fields are optional)")
+
+
 def ingest_and_build(
     data: Path,
     index_dir: Path,
@@ -147,6 +154,7 @@ def ingest_and_build(
         fmt = detect(data)
         log(f"detected format: {fmt} ({data})")
     db = IndexDir(index_dir).store_path
+    new_index, dir_existed = not db.exists(), Path(index_dir).exists()
     default = SHIPPED_SCHEMA.get(fmt, "support")
     schema = load_schema(schema_name) if schema_name else (None if db.exists() else load_schema(default))
     store = TicketStore(db, schema=schema)
@@ -163,9 +171,14 @@ def ingest_and_build(
             log(f"skipped {data}: {err}")
         if len(report.errors) > 20:
             log(f"skipped {len(report.errors) - 20} more malformed rows")
+        if not report.written:
+            raise IngestError(nothing_ingested(data, report))
+        repeats = (f", {report.repeats} rows repeating an earlier row's id (the last row of each id kept"
+                   + (f": {', '.join(report.repeated_ids[:5])}" + (" ..." if len(report.repeated_ids) > 5 else "")
+                      if report.repeated_ids else "") + ")") if report.repeats else ""
         log(
-            f"ingested {report.rows_read - len(report.errors)} of {report.rows_read} rows "
-            f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped) "
+            f"ingested {report.written} of {report.rows_read} rows "
+            f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped{repeats}) "
             f"in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s)"
             + (" read and validated on Ray" if remote is not None else "")
         )
@@ -180,7 +193,15 @@ def ingest_and_build(
         build.rerank_vectors = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress, remote)
         if build.rerank_vectors:
             log(f"computed reranker vectors for {build.rerank_vectors} tickets")
-    except BaseException:
+    except IngestError:  # nothing was written: an index this call created is not left behind, empty
+        store.close()
+        if new_index:
+            for leftover in (db, db.with_name(db.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+            if not dir_existed and not any(Path(index_dir).iterdir()):
+                Path(index_dir).rmdir()
+        raise
+    except BaseException:  # what was written stays (the embeddings computed so far are in the store's cache)
         store.close()
         raise
     finally:
