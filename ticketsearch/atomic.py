@@ -22,6 +22,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def process_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status; elsewhere set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_with(target: Path, writer: Callable[[Path], object]) -> None:
     """Call `writer(tmp_path)` to produce the file, then fsync and rename it to `target`.
 
@@ -32,6 +45,7 @@ def atomic_write_with(target: Path, writer: Callable[[Path], object]) -> None:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~process_umask())  # as open() would create it (mkstemp makes it 0600)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -67,6 +81,7 @@ def atomic_write_dir(target: Path, writer: Callable[[Path], object]) -> None:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o777 & ~process_umask())  # as mkdir would create it (mkdtemp makes it 0700)
     try:
         writer(tmp)
         for p in tmp.rglob("*"):
