@@ -695,10 +695,28 @@ def split(
 @app.command()
 @one_line_errors
 def info(index: Annotated[Path, typer.Option("--index", help="Index directory.")]) -> None:
-    """Show an index directory's manifest."""
+    """Show an index directory's manifest, its ticket and link counts, and the reranker that serves it (which,
+    trained when and on how many queries; or why none)."""
+    d = IndexDir(index)
+    manifest = asdict(Manifest.load(index))
+    with open_store(d) as store:
+        counts = {"tickets": store.count(), "duplicate_links": store.link_count()}
+    typer.echo(json.dumps({**manifest, **counts, "reranker": reranker_info(d)}, indent=2))
 
 
-    typer.echo(json.dumps(asdict(Manifest.load(index)), indent=2))
+def reranker_info(d: IndexDir) -> dict[str, Any]:
+    """What reranks this index: its own trained model (name, checksum, when, on what), or the general one."""
+    config = d.reranker_path / "config.json"
+    if not config.is_file():
+        general = get_settings().general_reranker
+        return {"installed": None, "serves": "the general model" if general else "first-stage order",
+                "why": "no model trained on this index yet (ticketsearch train)"}
+    meta = json.loads(config.read_text())
+    train = meta.get("train", {})
+    return {"installed": meta.get("name"), "checksum": meta.get("checksum"), "trained_at": train.get("at"),
+            "train_queries": train.get("queries"), "train_positives": train.get("positives"),
+            "validation_queries": train.get("validation_queries"),
+            "duplicate_threshold": meta.get("duplicate_threshold")}
 
 
 def main() -> None:

@@ -214,3 +214,17 @@ def test_train_says_in_one_line_what_it_lacks(tmp_path: Path) -> None:
     assert run("ingest", "--data", str(data), "--index", str(tmp_path / "idx"), "-q")[0] == 0
     code, out, err = run("train", "--index", str(tmp_path / "idx"))
     assert code == 2 and err.count("\n") == 1 and "has 0 duplicate link(s)" in err, err
+
+
+def test_info_says_what_reranks_the_index(cli_index: tuple[Path, Path], trained_index: Path) -> None:
+    _, idx = cli_index
+    code, out, err = run("info", "--index", str(idx))
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["tickets"] > 0 and got["reranker"]["installed"] is None
+    assert got["reranker"]["serves"] == "the general model"
+    code, out, err = run("info", "--index", str(trained_index))
+    rr = json.loads(out)["reranker"]
+    assert code == 0 and rr["installed"] == "rerank-cross+pair" and len(rr["checksum"]) >= 12
+    assert rr["trained_at"].endswith("+00:00") and rr["train_queries"] > 0 and rr["train_positives"] >= rr[
+        "train_queries"]

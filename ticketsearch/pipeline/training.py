@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,9 @@ def train_variant(
         "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
         **calibration_meta(val_scores, mined.valid), "train": {
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
-            "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1)},
+            "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"), "queries": len(mined.groups),
+            "positives": sum(len(g.positives) for g in mined.groups), "validation_queries": len(mined.valid)},
         "rerank_depth": RERANK_DEPTH,
         **({"ltr": {"method": "lambdamart", "trees": ltr.best_iteration}} if ltr is not None else {}),
     })
