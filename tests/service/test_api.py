@@ -377,3 +377,22 @@ def test_a_ticket_has_one_rule_for_the_api_and_files(writer: httpx.Client, tmp_p
     assert row.line == 1 and str(row).startswith("line 1 ")
     assert (f"body.{row.field}" if row.field else "body") == item["field"], (case, item, row)
     assert row.detail == item["reason"], (case, item, row)
+
+
+def test_a_large_refused_body_gets_a_413_the_client_can_read(server: Server, writer: httpx.Client) -> None:
+    """4 MB against a 64 KiB limit, from a client that writes the whole body before it reads (a plain socket):
+    it reads the JSON 413, not a broken pipe (uvicorn reads and drops the rest of a refused body here)."""
+    import socket
+
+    body = b"[" + b" " * 4_000_000 + b"]"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+        s.sendall(f"POST /v1/tickets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE_KEY}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        answer = b""
+        while b"too_large" not in answer:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b'"too_large"' in answer, answer[:300]
+    assert writer.get("/v1/tickets/SUP-10").status_code == 200
