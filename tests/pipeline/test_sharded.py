@@ -358,3 +358,26 @@ def test_filled_through_writes_a_sharded_collection_answers_as_one_index(tmp_pat
         same("after compaction")
     finally:
         cols.close()
+
+
+def test_a_shard_answers_only_the_calls_a_front_makes(tmp_path: Path) -> None:
+    """Whoever reaches a shard (a Ray handle, a thread pool) can call only what a front calls: no upsert that
+    skips the front's row numbering, no close, nothing private; and copy_to makes only this shard's replica
+    folders (it wrote anywhere it was told before)."""
+    from types import SimpleNamespace
+
+    from ticketsearch.pipeline.shard import CALLS, ShardServer
+
+    server = ShardServer(SimpleNamespace(index_dir=tmp_path / "c" / "shard-000"))  # type: ignore[arg-type]
+    for method in ("upsert", "close", "open", "_searcher", "record_feedback", "__class__"):
+        assert method not in CALLS
+        with pytest.raises(ValueError, match="no shard call"):
+            server.dispatch(method)
+    for dest, name in ((tmp_path / "elsewhere", "elsewhere"), (tmp_path / "c" / "replicas" / "shard-001-r1",
+                                                               "shard-001-r1"),
+                       (tmp_path / "c" / "shard-000-r1", "shard-000-r1"),
+                       (tmp_path / "c" / "replicas" / "shard-000-r1", "other")):
+        with pytest.raises(ValueError, match="not a replica folder"):
+            server.dispatch("copy_to", str(dest), name)
+    (tmp_path / "c" / "replicas" / "shard-000-r1").mkdir(parents=True)
+    assert server.dispatch("copy_to", str(tmp_path / "c" / "replicas" / "shard-000-r1"), "shard-000-r1") == -1

@@ -7,6 +7,7 @@ Every call takes and returns plain data (numpy arrays, dataclasses), so the same
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,11 +63,28 @@ class ShardRows:
     tokens: list[Tokens] | None = None
 
 
+# What a front asks of a shard (`ShardedEngine`, `ReplicatedShard`) and a follower of its primary: the one list
+# every transport answers (`ShardServer.dispatch`); anything else (an upsert that skips the front's row numbering,
+# close, open) is refused, whoever asks.
+CALLS = frozenset({
+    "schema", "stats", "lists", "rows", "ticket", "bodies", "schema_fields", "get", "count",  # reads
+    "write", "cached_embeddings", "existing_row_ids", "next_row_id", "allocate_rows", "delete",  # the front's writes
+    "store_decision", "feedback_for", "delivery_answer", "remember_delivery", "checkpoint",
+    "seq", "changes", "copy_to", "at",  # read replicas (a follower answers reads through `at`)
+})
+
+
 class ShardServer:
     """The shard side: every call is one short read or one write of the shard's engine."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def dispatch(self, method: str, *args: Any) -> Any:
+        """A front's call by name: only those in CALLS (ValueError otherwise)."""
+        if method not in CALLS:
+            raise ValueError(f"no shard call {method!r}")
+        return getattr(self, method)(*args)
 
     @classmethod
     def open(cls, path: Path, settings: Settings, models: SharedModels | None = None) -> ShardServer:
@@ -211,7 +229,13 @@ class ShardServer:
         return self.engine.changes_for_replica(since, replica)
 
     def copy_to(self, dest: str, replica: str) -> int:
-        """Make a follower's directory (unless it is there); returns the change it holds."""
-        if Path(dest).is_dir():
+        """Make a follower's directory (unless it is there); returns the change it holds. Only a replica folder
+        of this shard (`ShardLayout.replica_dir`: ROOT/replicas/shard-NNN-rR beside ROOT/shard-NNN)."""
+        own = self.engine.index_dir
+        target = Path(dest)
+        if (target.parent.resolve() != (own.parent / "replicas").resolve()
+                or not re.fullmatch(re.escape(own.name) + r"-r[1-9][0-9]?", target.name) or replica != target.name):
+            raise ValueError(f"{dest}: not a replica folder of shard {own.name}")
+        if target.is_dir():
             return -1
         return self.engine.copy_for_replica(Path(dest), replica)

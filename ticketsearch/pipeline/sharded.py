@@ -101,7 +101,7 @@ class _Local:
         self.server, self.pool = server, pool
 
     def call(self, method: str, *args: Any) -> Pending:
-        return self.pool.submit(getattr(self.server, method), *args)
+        return self.pool.submit(self.server.dispatch, method, *args)
 
 
 def merge_lists(parts: Sequence[tuple[np.ndarray, np.ndarray]], depth: int, recency: bool = False,
