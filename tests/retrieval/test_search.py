@@ -43,13 +43,25 @@ def test_own_text_finds_the_ticket_at_rank_1(searcher: SearchPipeline, demo_rows
             assert res.hits[0].scores["dense"] > 0.99
 
 
-def test_duplicates_are_found_near_the_top(searcher: SearchPipeline, demo_rows: list[dict]) -> None:
+# Measured on this fixture (300 generated tickets, 45 duplicates, first stage), R@10 / MRR: hybrid .978 / .649,
+# dense .978 / .624, BM25 .933 / .578; a shuffled top 100 reaches R@10 .044. The floors sit a little under
+# each (was: R@10 > .5 for hybrid alone, which a 40-point regression passed).
+FLOORS = {"hybrid": (0.95, 0.6), "dense": (0.95, 0.58), "bm25": (0.9, 0.53)}
+
+
+@pytest.mark.parametrize("method", sorted(FLOORS))
+def test_duplicates_are_found_near_the_top(searcher: SearchPipeline, demo_rows: list[dict], method: str) -> None:
     dups = [r for r in demo_rows if r["duplicate_of"]]
-    found = 0
+    found, rr = 0, 0.0
     for r in dups:
-        res = searcher.search(r["title"] + "\n" + r["body"], k=10, before=r["created"])
-        found += r["duplicate_of"] in [h.id for h in res.hits]
-    assert found / len(dups) > 0.5
+        res = searcher.search(r["title"] + "\n" + r["body"], k=10, before=r["created"], method=method,
+                              rerank=False)
+        ids = [h.id for h in res.hits]
+        if r["duplicate_of"] in ids:
+            found += 1
+            rr += 1 / (ids.index(r["duplicate_of"]) + 1)
+    recall, mrr = found / len(dups), rr / len(dups)
+    assert recall >= FLOORS[method][0] and mrr >= FLOORS[method][1], (method, recall, mrr)
 
 
 @pytest.mark.parametrize("method", ["dense", "hybrid"])
