@@ -43,6 +43,16 @@ def test_training_beats_the_untrained_model(trained_index: Path, encoder, settin
     assert after > before + 0.2, (before, after)
     # and it must not make the order it reranks worse (a reranker 40% worse than none used to pass here)
     assert after >= first_stage - 0.03, (after, first_stage)
+
+    def mrr(lists: list, scores: list) -> float:
+        return float(np.mean(1 / reranked_ranks(lists, scores)))
+
+    # on held-out queries (after the validation period: neither training nor the choice of epoch saw them) it
+    # must beat the order it reranks, clearly (measured: 35 queries, MRR .507 first stage, .860 reranked)
+    assert len(mined.test) >= 20
+    test_first = mrr(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])
+    test_after = mrr(mined.test, rerank_scores(res.model, data, mined.test))
+    assert test_after >= test_first + 0.2, (test_first, test_after)
     # seeded: the same run gives the same model
     res2 = train(data, cfg, TrainConfig(epochs=1, patience=6, seed=0), progress=False, log=lambda m: None)
     res3 = train(data, cfg, TrainConfig(epochs=1, patience=6, seed=0), progress=False, log=lambda m: None)
