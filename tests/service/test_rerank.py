@@ -162,3 +162,20 @@ def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index:
         assert checked > 0
     finally:
         s.close()
+
+
+def test_the_default_search_runs_on_the_fast_runtimes(trained_index: Path, encoder, settings) -> None:
+    """With the shipped settings on the CPU, queries go through the int8 ONNX encoder and the reranker's per-query
+    parts through ONNX Runtime: a fallback to torch (logged as a warning) would keep the answers and lose the
+    speed, and nothing else would fail."""
+    from ticketsearch.rerank.runtime import Reranker
+    from ticketsearch.retrieval.quantized import OnnxQueryEncoder
+
+    assert settings.query_encoder == "onnx-int8" and settings.rerank_runtime == "onnx"
+    s = SearchPipeline(trained_index, settings=settings, encoder=encoder)
+    try:
+        assert isinstance(s.query_encoder, OnnxQueryEncoder) and s.query_encoder.kind == "onnx-int8"
+        assert isinstance(s.reranker, Reranker) and s.reranker.fast is not None
+        assert s.search("refund not received", k=3).reranked
+    finally:
+        s.close()
