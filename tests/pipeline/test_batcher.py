@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -39,19 +40,36 @@ def test_waiting_requests_are_merged_and_results_match_solo_passes(encoder) -> N
 
 
 def test_an_encoder_failure_reaches_every_waiting_request(encoder) -> None:
+    """Six requests wait while a slow pass fails; every one hears of its own pass's failure (none hangs, none
+    gets another's rows)."""
+    passes: list[int] = []
+
     class Broken:
         dim = encoder.dim
 
         def encode_with_tokens(self, texts):  # noqa: ANN001, ANN202
-            raise RuntimeError("boom")
+            passes.append(len(texts))
+            time.sleep(0.3)  # the others queue up behind this pass
+            raise RuntimeError(f"boom on {len(texts)} texts")
 
-    batcher = EncodeBatcher(Broken())  # type: ignore[arg-type]  # a stand-in encoder that fails, on purpose
-    try:
+    batcher = EncodeBatcher(Broken(), max_batch=32)  # type: ignore[arg-type]  # a stand-in that fails, on purpose
+    errors: dict[int, str] = {}
+
+    def ask(i: int) -> None:
         try:
-            batcher.submit("tokens", ["x"])
+            batcher.submit("tokens", [f"text {i}"])
         except RuntimeError as exc:
-            assert "boom" in str(exc)
-        else:
-            raise AssertionError("the failure was swallowed")
+            errors[i] = str(exc)
+
+    try:
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads), "a waiting request was never answered"
+        assert sorted(errors) == list(range(6)) and all("boom" in e for e in errors.values()), errors
+        assert len(passes) < 6 and max(passes) > 1, passes  # some waited and shared one failing pass
     finally:
         batcher.close()

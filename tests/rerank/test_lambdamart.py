@@ -70,6 +70,6 @@ def test_rerank_lambdamart_variant_trains_and_serves(trained_index: Path, tmp_pa
     if d.has_reranker():  # installed when it beat the first stage on validation: search reranks with it
         assert (d.reranker_path / LTR_FILE).is_file() and "installed rerank-lambdamart" in res.output
         found = SearchPipeline(idx, Settings()).search("refund", k=3)
-        assert found.reranked
+        assert found.reranked and (found.reranker or "").startswith("rerank-lambdamart@"), found.reranker
     else:
         assert "installed no reranker" in res.output
