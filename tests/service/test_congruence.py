@@ -15,61 +15,15 @@ from typer.testing import CliRunner
 
 from ticketsearch.api import TicketIndex
 from ticketsearch.client import Client
-from ticketsearch.errors import NotFoundError, QueryError
 from ticketsearch.index_data.demo import write_demo
 from ticketsearch.pipeline.collections import Collections
-from ticketsearch.requests import MAX_K
 from ticketsearch.service.cli import app
 
+from .battery import battery, cli_args, hits, same
 from .server import Server
 
 ADMIN = "admin-key-congruence-1"
 BATCH = 80
-
-
-def battery(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, type[Exception]]]]:
-    """(good searches, (bad search, the error class every door must give)) as SearchRequest options."""
-    a, b = rows[11], rows[40]
-    good = [
-        {"text": "customers were charged twice for their subscription", "k": 5},
-        {"text": a["body"], "title": a["title"], "k": 8, "fields": {"product": a["fields"]["product"]}},
-        {"text": "login fails after password reset", "k": 10, "method": "bm25"},
-        {"text": "export to csv times out", "k": 7, "method": "dense", "filters": {"channel": ["chat", "email"]}},
-        {"text": "app crashes", "k": 6, "method": "title", "after": "2024-03-01"},
-        {"text": b["title"], "k": MAX_K, "rerank": False},
-        {"like": a["id"], "k": 5},
-        {"text": "refund missing", "k": 4, "snippets": True, "before": "2025-01-01"},
-    ]
-    bad: list[tuple[dict, type[Exception]]] = [
-        ({"text": "x", "k": MAX_K + 1}, QueryError),
-        ({"text": "   "}, QueryError),
-        ({"text": "x", "fields": {"colour": "red"}}, QueryError),
-        ({"text": "x", "filters": {"affected_count": ["many"]}}, QueryError),
-        ({"text": "x", "method": "magic"}, QueryError),
-        ({"text": "x", "before": "last tuesday"}, QueryError),
-        ({"text": "x", "like": a["id"]}, QueryError),
-        ({"like": "NOPE-404"}, NotFoundError),
-    ]
-    return good, bad
-
-
-def cli_args(opts: dict) -> list[str]:
-    """The CLI's spelling of a request's options."""
-    args = [opts["text"]] if "text" in opts else []
-    for name, flag in (("like", "--like"), ("title", "--title"), ("method", "--method"), ("before", "--before"),
-                       ("after", "--after")):
-        if name in opts:
-            args += [flag, str(opts[name])]
-    args += ["-k", str(opts.get("k", 10))]
-    for name, value in opts.get("fields", {}).items():
-        args += ["--field", f"{name}={value}"]
-    for name, values in opts.get("filters", {}).items():
-        args += ["--filter", f"{name}={','.join(map(str, values))}"]
-    if opts.get("rerank") is False:
-        args.append("--no-rerank")
-    if opts.get("snippets"):
-        args.append("--snippets")
-    return args
 
 
 @pytest.fixture(scope="module")
@@ -98,15 +52,6 @@ def doors(tmp_path_factory: pytest.TempPathFactory, settings) -> Any:  # noqa: A
     yield rows, lib_dir, srv, client
     client.close()
     srv.stop()
-
-
-def hits(res: Any) -> list[tuple[str, float]]:
-    return [(h.id, h.score) for h in res.hits]
-
-
-def same(a: list[tuple[str, float]], b: list[tuple[str, float]], what: str) -> None:
-    assert [i for i, _ in a] == [i for i, _ in b], what
-    assert all(abs(x - y) <= 1e-6 for (_, x), (_, y) in zip(a, b)), (what, [(p, q) for p, q in zip(a, b)])
 
 
 def test_every_door_gives_the_same_answers_and_the_same_errors(doors: Any, settings) -> None:  # noqa: ANN001
