@@ -26,6 +26,7 @@ def main() -> None:
 
     from ticketsearch.index_data.store import TicketStore
     from ticketsearch.index_dir import IndexDir
+    from ticketsearch.pipeline.parts import index_settings
     from ticketsearch.retrieval.encoder import Encoder
     from ticketsearch.retrieval.eval_index import fusion_fn, load_eval_inputs, scorers
     from ticketsearch.retrieval.evaluation import build_pools, evaluate, markdown_table
@@ -33,7 +34,7 @@ def main() -> None:
     from ticketsearch.settings import get_settings
 
     manifest = Manifest.load(args.index)
-    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, get_settings())
     with TicketStore(IndexDir(args.index).store_path, read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(args.index, store, encoder)

@@ -22,7 +22,7 @@ from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.general import GeneralInputs, fit_general, general_inputs, list_scores
-from ticketsearch.pipeline.parts import load_manifest, open_store
+from ticketsearch.pipeline.parts import index_settings, load_manifest, open_store
 from ticketsearch.pipeline.training import first_stage_ranks, mine
 from ticketsearch.rerank.general import save_general
 from ticketsearch.rerank.train import reranked_ranks
@@ -35,7 +35,7 @@ from ticketsearch.settings import get_settings
 def mined_inputs(index: Path, train_before: str, test_since: str, first_queries: int | None = None) -> GeneralInputs:
     d = IndexDir(index)
     manifest = load_manifest(d)
-    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, get_settings())
     with open_store(d, read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)
         inp = load_eval_inputs(index, store, encoder)

@@ -23,7 +23,7 @@ from experiment_args import experiment_index_parser
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.parts import load_manifest, open_store
+from ticketsearch.pipeline.parts import index_settings, load_manifest, open_store
 from ticketsearch.pipeline.training import build_train_data, first_stage_ranks, list_pairs, mine
 from ticketsearch.rerank.lambdamart import LambdaMART, ltr_inputs
 from ticketsearch.rerank.persist import load_reranker
@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     d = IndexDir(args.index)
     manifest = load_manifest(d)
-    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, get_settings())
     t0 = time.perf_counter()
     with open_store(d, read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)

@@ -23,6 +23,7 @@ from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.parts import index_settings
 from ticketsearch.pipeline.training import DROPOUT, build_train_data, mine
 from ticketsearch.rerank.calibration import lowest_threshold_for_precision
 from ticketsearch.rerank.model import RerankConfig
@@ -91,7 +92,7 @@ def main() -> None:
         trials.append((name, json.loads(spec)))
 
     manifest = Manifest.load(args.index)
-    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, get_settings())
     out: dict = {"index": str(args.index), "trials": {}}
     with TicketStore(IndexDir(args.index).store_path) as store:
         encoder = Encoder(manifest.model, settings=settings)

@@ -21,7 +21,7 @@ from experiment_args import experiment_index_parser
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.parts import load_manifest, open_store
+from ticketsearch.pipeline.parts import index_settings, load_manifest, open_store
 from ticketsearch.pipeline.training import run_rerankers
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.retrieval.encoder import Encoder
@@ -45,7 +45,7 @@ def main() -> None:
     mixes = [parse_kinds([m], "--mix") for m in (args.mix or ["full", "full,title"])]
     d = IndexDir(args.index)
     manifest = load_manifest(d)
-    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, get_settings())
     out: dict[str, Any] = {"index": str(args.index), "variant": args.variant,
                            "mixes": {}}
     with open_store(d, read_only=False) as store:

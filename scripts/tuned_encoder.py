@@ -22,7 +22,7 @@ from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.experiment import ExperimentConfig, add_tuned_rows, evaluate_methods
-from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
+from ticketsearch.pipeline.parts import index_settings, load_manifest, open_encoder, open_store
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import first_stage_methods, kind_pools, load_eval_inputs
 from ticketsearch.retrieval.evaluation import markdown_table
@@ -40,7 +40,7 @@ def main() -> None:
         raise SystemExit(f"{args.index}: no tuned encoder installed (run ticketsearch tune-encoder)")
     decision = json.loads(d.tune_decision_path.read_text())
     frozen_fusion = decision["tune"]["validation"]["current"]["fusion"]
-    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, get_settings())
     depth = settings.fusion_depth
     kinds = parse_kinds(args.query)
     cfg = ExperimentConfig(data=Path(""), out=args.out.parent, schema=manifest.schema,

@@ -19,7 +19,7 @@ from ticketsearch.index_data.demo import write_demo
 from ticketsearch.index_data.trackers import FORMATS
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.dedupe import dedupe as run_dedupe
-from ticketsearch.pipeline.parts import open_store
+from ticketsearch.pipeline.parts import index_settings, open_store
 from ticketsearch.pipeline.sharding import split_index
 from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest, as_datetime, named_date
 from ticketsearch.rerank.explain import plot_attention
@@ -437,7 +437,7 @@ def evaluate(
 
     kinds = parse_kinds(query)
     manifest = Manifest.load(index)
-    settings = get_settings().model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, get_settings())
     res: dict[str, Any] = {}
     with open_store(IndexDir(index), read_only=True) as store:
         encoder = Encoder(manifest.model, settings=settings)

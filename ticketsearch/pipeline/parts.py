@@ -27,12 +27,18 @@ def load_manifest(d: IndexDir) -> Manifest:
     return Manifest.load(d.root)
 
 
+def index_settings(manifest: Manifest, settings: Settings) -> Settings:
+    """The settings an index's models run with: its manifest's max_seq_length over `settings` (the one place
+    that resolves model settings from the manifest)."""
+    return settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
+
+
 def open_encoder(d: IndexDir, settings: Settings, manifest: Manifest | None = None) -> Encoder:
     """The encoder the index was built with, at the manifest's max_seq_length, checked against its identity."""
     from ticketsearch.retrieval.encoder import Encoder  # deferred: torch (opening a store needs none)
 
     manifest = manifest or load_manifest(d)
-    settings = settings.model_copy(update={"max_seq_length": manifest.max_seq_length})
+    settings = index_settings(manifest, settings)
     encoder = Encoder(manifest.model, settings=settings)
     if encoder.key != manifest.model_key:
         raise TicketsearchError(f"{d.root} was built with model {manifest.model_key}; the loaded model is "
