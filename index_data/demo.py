@@ -281,6 +281,22 @@ def _ticket(rng: random.Random, topic: Topic, slots: dict[str, str], phrasing: i
     }
 
 
+# Tickets on topics the demo data never covers (for tests and scripts that ask about strangers: none of them may be
+# called a duplicate of a demo ticket, dated or not).
+UNSEEN_TOPICS: list[tuple[str, str]] = [
+    ("Telescope mirror fogs up at dusk", "The primary mirror of the observatory telescope collects condensation "
+     "every evening after sunset, and the dew heater does not switch on."),
+    ("Tractor hydraulics lose pressure when cold", "On frosty mornings the rear lift arms of the tractor drop "
+     "slowly; the hydraulic fluid looks milky."),
+    ("Choir sheet music printed in the wrong key", "The anthem for Sunday was printed a fourth too low for the "
+     "sopranos; the organist's copy is correct."),
+    ("Beehive frames warped after the rain", "Three frames in the second super bowed outwards after the storm and "
+     "the bees built comb across them."),
+    ("Sourdough starter smells of acetone", "Our starter has a nail-polish smell after a week in the fridge and the "
+     "loaves come out flat."),
+]
+
+
 def generate(n: int = 2000, seed: int = 0, dup_fraction: float = 0.25) -> list[dict[str, Any]]:
     """Return `n` tickets sorted by `created`, with ids SUP-1..SUP-n and `duplicate_of` set on duplicates."""
     if n < 1:

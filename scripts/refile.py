@@ -28,19 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ab_requests import layout  # noqa: E402
 
+from ticketsearch.index_data.demo import UNSEEN_TOPICS as STRANGERS  # noqa: E402
+
 GAPS = [1, 90, 365, 1000]
-STRANGERS = [
-    ("Telescope mirror fogs up at dusk", "The primary mirror of the observatory telescope collects condensation "
-     "every evening after sunset, and the dew heater does not switch on."),
-    ("Tractor hydraulics lose pressure when cold", "On frosty mornings the rear lift arms of the tractor drop "
-     "slowly; the hydraulic fluid looks milky."),
-    ("Choir sheet music printed in the wrong key", "The anthem for Sunday was printed a fourth too low for the "
-     "sopranos; the organist's copy is correct."),
-    ("Beehive frames warped after the rain", "Three frames in the second super bowed outwards after the storm and "
-     "the bees built comb across them."),
-    ("Sourdough starter smells of acetone", "Our starter has a nail-polish smell after a week in the fridge and the "
-     "loaves come out flat."),
-]
 
 WORKER = r"""
 import json, sys

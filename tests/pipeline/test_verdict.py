@@ -12,19 +12,13 @@ from pathlib import Path
 import pytest
 
 from ticketsearch.api import TicketIndex
+from ticketsearch.index_data.demo import UNSEEN_TOPICS
 from ticketsearch.pipeline.copies import MIN_SHARED, near_copies, shared_words
 from ticketsearch.requests import now
 from ticketsearch.settings import Settings
 
 GAPS_DAYS = [1, 90, 365, 1000]
-STRANGERS = [
-    ("Telescope mirror fogs up at dusk", "The primary mirror of the observatory telescope collects condensation "
-     "every evening after sunset, and the dew heater does not switch on."),
-    ("Tractor hydraulics lose pressure when cold", "On frosty mornings the rear lift arms of the tractor drop "
-     "slowly; the hydraulic fluid looks milky."),
-    ("Beehive frames warped after the rain", "Three frames in the second super bowed outwards after the storm and "
-     "the bees built comb across them."),
-]
+STRANGERS = UNSEEN_TOPICS[:3]
 
 
 @pytest.fixture(scope="module")
