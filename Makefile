@@ -31,8 +31,8 @@ demo: $(STAMP)
 	$(BIN)/ticketsearch explain --index $(DEMO)/index --like SUP-1900 --out $(DEMO)/explain.png
 	scripts/demo_serve.sh $(BIN) $(DEMO)/index $(PORT)
 
-# Two workers (pytest-xdist), a test module's tests in one of them, in order (some build on each other's
-# writes); Ray modules take turns (a file lock in tests/conftest.py).
+# Two workers (pytest-xdist), a test module's tests in one of them; Ray modules take turns (a file lock in
+# tests/conftest.py). Every module passes alone and in any order: --test-order reverse or random:SEED checks it.
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import argparse
 import atexit
 import json
 import os
+import random
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +21,45 @@ from ticketsearch.settings import Settings
 _CACHE = tempfile.mkdtemp(prefix="ticketsearch-cache-")
 os.environ["TICKETSEARCH_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
+# ---- --test-order: run each module's tests in file order, reversed, or shuffled (modules stay grouped) -------
+
+
+def _test_order(value: str) -> str:
+    kind, _, seed = value.partition(":")
+    if value in ("file", "reverse") or (kind == "random" and seed.lstrip("-").isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"expected file, reverse or random:SEED (an integer), got {value!r}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--test-order",
+        type=_test_order,
+        default="file",
+        metavar="file|reverse|random:SEED",
+        help="order of the tests within each module: file (default), reverse, or random:SEED (a seeded shuffle); "
+        "every module must pass in any order",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own reordering, which still groups parametrized fixtures
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    order: str = config.getoption("--test-order")
+    if order == "file":
+        return
+    rng = random.Random(int(order.partition(":")[2])) if order.startswith("random:") else None
+    by_module: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    items[:] = []
+    for group in by_module.values():
+        if rng is None:
+            group.reverse()
+        else:
+            rng.shuffle(group)
+        items.extend(group)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,17 +32,28 @@ ADMIN = "client-admin-key-1"
 READER = "client-reader-key1"
 
 
+def start_server(root: Path) -> Server:
+    return Server(root / "root", root / "server.log", root=True,
+                  env={"TICKETSEARCH_API_KEYS": f"{ADMIN}:admin,{READER}:read"}).start()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
-    root = tmp_path_factory.mktemp("client")
-    srv = Server(root / "root", root / "server.log", root=True,
-                 env={"TICKETSEARCH_API_KEYS": f"{ADMIN}:admin,{READER}:read"}).start()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("client"))
     yield srv
     srv.stop()
 
 
-def test_every_method_of_the_blocking_client(server: Server, demo_rows: list[dict]) -> None:
-    with Client(server.url, key=ADMIN, timeout=120) as c:
+@pytest.fixture
+def empty_server(tmp_path: Path) -> Iterator[Server]:
+    """A server of its own, with no collection yet: the module's server has those the other tests made."""
+    srv = start_server(tmp_path)
+    yield srv
+    srv.stop()
+
+
+def test_every_method_of_the_blocking_client(empty_server: Server, demo_rows: list[dict]) -> None:
+    with Client(empty_server.url, key=ADMIN, timeout=120) as c:
         info = c.create_collection("helpdesk", schema="support")
         assert isinstance(info, CollectionInfo) and info.name == "helpdesk" and info.tickets == 0
         assert info.reranker.status == "none"

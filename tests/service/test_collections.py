@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -43,9 +44,8 @@ def client(server: Server, key: str | None) -> httpx.Client:
     return server.client(key)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
-    root = tmp_path_factory.mktemp("collections")
+def serve_acme_and_beta(root: Path) -> Iterator[Server]:
+    """A server holding acme (ACME_TICKETS) and beta (BETA_TICKETS), and nothing else."""
     srv = Server(root / "root", root / "server.log", root=True,
                  env={"TICKETSEARCH_API_KEYS": KEYS, "TICKETSEARCH_MAX_OPEN_COLLECTIONS": "2",
                       "TICKETSEARCH_COLLECTION_IDLE_S": "2"}).start()
@@ -59,6 +59,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     srv.stop()
     for key in (ADMIN, ACME_W, ACME_R, BETA_W):
         assert key not in srv.log(), "an API key reached the log"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Shared by the tests that leave acme and beta as they found them, and add no collection."""
+    yield from serve_acme_and_beta(tmp_path_factory.mktemp("collections"))
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    """For a test that writes to acme or adds collections: a server of its own, so that what the others see of
+    acme, of the collection list and of the metrics does not depend on whether it ran before them."""
+    yield from serve_acme_and_beta(tmp_path)
 
 
 def test_create_refuses_what_exists_bad_names_and_bad_schemas(server: Server) -> None:
@@ -174,7 +187,8 @@ def test_metrics_are_labelled_by_collection(server: Server) -> None:
         assert f'"{t["id"]}"' not in text and t["title"] not in text
 
 
-def test_idle_collections_close_and_reopen_losing_nothing(server: Server) -> None:
+def test_idle_collections_close_and_reopen_losing_nothing(own_server: Server) -> None:
+    server = own_server
     admin, acme = server.client(ADMIN), server.client(ACME_W)
     assert admin.put("/v1/collections/gamma", json={"schema": "support"}).status_code == 201
     new = {"id": "IDLE-1", "title": "Invoice PDF shows the wrong VAT number", "created": "2025-04-01",
@@ -207,7 +221,8 @@ def wait_job(c: httpx.Client, name: str, job_id: str, timeout: float = 600) -> d
         time.sleep(0.5)
 
 
-def test_a_training_job_swaps_its_model_in_without_a_restart(server: Server, demo_rows: list[dict]) -> None:
+def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server, demo_rows: list[dict]) -> None:
+    server = own_server
     admin = server.client(ADMIN)
     assert admin.put("/v1/collections/trained", json={"schema": "support"}).status_code == 201
     r = admin.post("/v1/collections/acme/train", json={})
@@ -248,8 +263,23 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(server: Server, dem
     assert (Path(server.index_dir) / "collections" / "trained" / "jobs" / f"{job['id']}.json").is_file()
 
 
-def test_a_dedupe_job_finds_clusters(server: Server) -> None:
-    """Runs after the training test: the collection `trained` has its model."""
+@pytest.fixture
+def trained_server(own_server: Server, demo_rows: list[dict]) -> Server:
+    """A server whose collection `trained` holds what the training test above leaves there (the demo tickets and
+    NEW-1, 301 tickets) and has a trained model."""
+    admin = own_server.client(ADMIN)
+    assert admin.put("/v1/collections/trained", json={"schema": "support"}).status_code == 201
+    new = {**demo_rows[0], "id": "NEW-1", "created": "2026-01-01"}
+    assert admin.post("/v1/collections/trained/tickets", json=[*demo_rows, new]).status_code == 200
+    r = admin.post("/v1/collections/trained/train", json={"epochs": 8})
+    assert r.status_code == 202, r.text
+    job = wait_job(admin, "trained", r.json()["id"])
+    assert job["state"] == "done" and job["result"]["installed"] is True, job
+    return own_server
+
+
+def test_a_dedupe_job_finds_clusters(trained_server: Server) -> None:
+    server = trained_server
     admin = server.client(ADMIN)
     r = admin.post("/v1/collections/trained/dedupe", json={"precision": 0.8})
     assert r.status_code == 202 and r.json()["kind"] == "dedupe", r.text

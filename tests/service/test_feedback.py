@@ -69,6 +69,9 @@ def test_decisions_are_stored_listed_and_the_latest_wins(server: Server) -> None
 
 
 def test_feedback_survives_a_restart(server: Server) -> None:
+    # the decision to outlive the restart (the state the test above leaves, whatever ran before)
+    assert server.client().post(f"{C}/feedback", json={"ticket_id": "SUP-7", "candidate_id": "SUP-100",
+                                                       "label": "not_duplicate"}).status_code == 200
     server.stop()
     server.start()
     listed = server.client().get(f"{C}/tickets/SUP-100/feedback").json()

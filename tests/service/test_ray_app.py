@@ -24,15 +24,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def served(local_ray, trained_index: Path, tmp_path_factory: pytest.TempPathFactory,  # noqa: ANN001
-           settings) -> Iterator[httpx.Client]:
+@pytest.fixture
+def served(local_ray, trained_index: Path, tmp_path: Path, settings) -> Iterator[httpx.Client]:  # noqa: ANN001
+    """The front over a fresh split of the trained index, for each test (one writes; another compares the
+    answers with the index as it was split)."""
     from ray import serve
 
     from ticketsearch.pipeline.sharding import split_index
     from ticketsearch.service.ray_app import FRONT_APP, front_app
 
-    root = tmp_path_factory.mktemp("rayroot")
+    root = tmp_path / "rayroot"
     split_index(trained_index, root / "collections" / "acme", 2, settings, progress=False)
     port = free_port()
     try:
