@@ -161,10 +161,11 @@ class TrainingJobs:
             with self._lock:
                 job.finished = now()
                 job.seconds = round(time.perf_counter() - t0, 1) if t0 else 0.0
-                self._running.pop(job.collection, None)
-            try:
-                self._save(job)
+            try:  # the final record on disk before the job leaves `_running`: a poll in between read the stale
+                self._save(job)  # "running" record and answered "interrupted"
             finally:
+                with self._lock:
+                    self._running.pop(job.collection, None)
                 self.collections.unpin(job.collection)
 
     def clusters_path(self, collection: str, job_id: str) -> Path:
