@@ -37,7 +37,11 @@ class Access:
 
 
 def grants(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Grants:
-    """`credentials` is for the OpenAPI document (the bearer scheme); the rule reads the header itself."""
+    """`credentials` is for the OpenAPI document (the bearer scheme); the rule reads the header itself. The gate
+    has identified the caller already (`Gate`, before the body is read): its answer is reused."""
+    found = getattr(request.state, "grants", None)
+    if isinstance(found, Grants):
+        return found
     keys: ApiKeys = request.app.state.keys
     try:
         return keys.identify(request.headers.get("authorization"))

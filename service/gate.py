@@ -108,8 +108,8 @@ class Gate:
             scope["path"] = ticket_path(scope)
             api = scope["path"].startswith("/v1/")
             if api and not HOOK_PATH.match(scope["path"]):
-                try:
-                    self.keys.identify(header(scope, b"authorization"))
+                try:  # kept for the route's guard (`access.grants`), which does not ask again
+                    scope.setdefault("state", {})["grants"] = self.keys.identify(header(scope, b"authorization"))
                 except Unauthorized as exc:
                     await JSONResponse(error_body("header.authorization", exc.reason, "unauthorized"), 401,
                                        headers=CHALLENGE)(scope, receive, send_wrapper)
