@@ -173,9 +173,11 @@ def ingest_and_build(
             log(f"skipped {len(report.errors) - 20} more malformed rows")
         if not report.written:
             raise IngestError(nothing_ingested(data, report))
-        repeats = (f", {report.repeats} rows repeating an earlier row's id (the last row of each id kept"
-                   + (f": {', '.join(report.repeated_ids[:5])}" + (" ..." if len(report.repeated_ids) > 5 else "")
-                      if report.repeated_ids else "") + ")") if report.repeats else ""
+        repeats = ""
+        if report.repeats:
+            named = ", ".join(report.repeated_ids[:5]) + (" ..." if len(report.repeated_ids) > 5 else "")
+            repeats = (f", {report.repeats} rows repeating an earlier row's id (the last row of each id kept"
+                       f"{': ' + named if named else ''})")
         log(
             f"ingested {report.written} of {report.rows_read} rows "
             f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped{repeats}) "
