@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,6 +117,17 @@ class TicketStore:
             with self._cursor_lock:
                 self._cursors.append(con)
         return con
+
+    @contextmanager
+    def _stream(self, sql: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A query read in batches on a cursor of its own, closed however the reading ends: a result left
+        unfinished on this thread's connection refuses that connection's next work (DuckDB 2: "connection has
+        an unfinished result"), which a reader that stops early, or a `fetchone`, would otherwise leave."""
+        cur = self._root.cursor()
+        try:
+            yield cur.execute(sql)
+        finally:
+            cur.close()
 
     def has_table(self, name: str) -> bool:
         """Whether the database holds this table (those made on first use: feedback, webhook deliveries)."""
@@ -227,8 +239,7 @@ class TicketStore:
 
     def link_count(self) -> int:
         """How many stored tickets name the ticket they duplicate."""
-        row = self.con.execute("SELECT count(*) FROM tickets WHERE duplicate_of IS NOT NULL").fetchone()
-        return int(row[0]) if row else 0
+        return int(self.con.execute("SELECT count(*) FROM tickets WHERE duplicate_of IS NOT NULL").fetchall()[0][0])
 
     def eval_rows(self) -> list[dict[str, Any]]:
         """Every ticket's row id, id, title, body, created and duplicate_of (what an evaluation reads)."""
@@ -566,17 +577,14 @@ class TicketStore:
 
     def iter_index_rows(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, list[str], list[str], list[str]]]:
         """Yield (row_ids, text_hashes, titles, bodies) in row-id order, in batches."""
-        cur = self.con.execute("SELECT row_id, text_hash, title, body FROM tickets ORDER BY row_id")
-        while True:
-            rows = cur.fetchmany(batch)
-            if not rows:
-                return
-            yield (
-                np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-                [r[1] for r in rows],
-                [r[2] for r in rows],
-                [r[3] for r in rows],
-            )
+        with self._stream("SELECT row_id, text_hash, title, body FROM tickets ORDER BY row_id") as cur:
+            while rows := cur.fetchmany(batch):
+                yield (
+                    np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                    [r[1] for r in rows],
+                    [r[2] for r in rows],
+                    [r[3] for r in rows],
+                )
 
     def field_rows(self) -> Iterator[dict[str, Any]]:
         """Every ticket's typed field values, for learning vocabularies and statistics."""
@@ -585,10 +593,10 @@ class TicketStore:
                 yield {}
             return
         cols = ", ".join(f.column for f in self.schema.fields)
-        cur = self.con.execute(f"SELECT {cols} FROM tickets ORDER BY row_id")
-        while rows := cur.fetchmany(10_000):
-            for r in rows:
-                yield {f.name: r[i] for i, f in enumerate(self.schema.fields)}
+        with self._stream(f"SELECT {cols} FROM tickets ORDER BY row_id") as cur:
+            while rows := cur.fetchmany(10_000):
+                for r in rows:
+                    yield {f.name: r[i] for i, f in enumerate(self.schema.fields)}
 
     # ---- filters --------------------------------------------------------------------------------
     def filter_row_ids(
