@@ -102,6 +102,8 @@ def _chunk(data: bytes, schema: Schema) -> pa.Table:
 
 def _columns(table: pa.Table, schema: Schema) -> pa.Table:
     extra = set(table.column_names) - CORE_COLUMNS
+    if "updated" in table.column_names:
+        raise NotColumnar("versioned rows")  # a version is compared with the stored one row by row
     if extra:
         raise NotColumnar(f"flat field columns {sorted(extra)}")  # merging them with `fields` is per-row work
     n = table.num_rows

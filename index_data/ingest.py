@@ -33,6 +33,7 @@ class IngestReport:
     seconds: float = 0.0
     change_seq: int = 0
     repeated_ids: list[str] = field(default_factory=list)  # ids given by more than one row (the last row wins)
+    stale: list[str] = field(default_factory=list)  # ids left as stored: their stored version is as new or newer
 
     @property
     def written(self) -> int:
@@ -42,7 +43,7 @@ class IngestReport:
     @property
     def repeats(self) -> int:
         """Rows that replaced an earlier row of the same file (the last of an id wins)."""
-        return self.written - self.inserted - self.updated
+        return self.written - self.inserted - self.updated - len(self.stale)
 
     @property
     def rows_per_second(self) -> float:
@@ -94,12 +95,9 @@ def ingest_file(
                 report.errors.append(item)
             else:
                 good.append(item)
-    seen: dict[str, int] = {}
-    for t in good:
-        seen[t.id] = seen.get(t.id, 0) + 1
-    report.repeated_ids = [tid for tid, n in seen.items() if n > 1]
     upserted = store.upsert(good)
     report.inserted, report.updated, report.change_seq = upserted.inserted, upserted.updated, upserted.change_seq
+    report.repeated_ids, report.stale = upserted.repeated, upserted.stale
     report.seconds = time.perf_counter() - start
     return report
 

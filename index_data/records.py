@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,11 +44,24 @@ class Ticket:
     body: str
     created: datetime  # naive UTC
     duplicate_of: str | None = None
+    updated: datetime | None = None  # its version (naive UTC): the store writes it only over an older one
     values: dict[str, Any] = field(default_factory=dict)  # schema field name -> typed value (or None)
     raw_fields: dict[str, Any] = field(default_factory=dict)  # everything given, kept verbatim
 
     def text(self, schema: Schema) -> str:
         return ticket_text(schema, self.title, self.body)
+
+
+def last_of_each(tickets: Iterable[Ticket]) -> tuple[list[Ticket], list[str]]:
+    """The one rule for an id given twice in a write: its last occurrence is written (in the place of its first),
+    and the ids given more than once are named (`UpsertResult.repeated`)."""
+    latest: dict[str, Ticket] = {}
+    repeated: dict[str, None] = {}
+    for t in tickets:
+        if t.id in latest:
+            repeated[t.id] = None
+        latest[t.id] = t
+    return list(latest.values()), list(repeated)
 
 
 def ticket_text(schema: Schema, title: str, body: str) -> str:
@@ -155,7 +168,7 @@ def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) ->
     if tracker:
         merged = {k: v for k, v in merged.items() if k in allowed}
     data = {"id": tid, "title": raw.get("title"), "body": raw.get("body"), "created": raw.get("created"),
-            "duplicate_of": dup, "fields": merged}
+            "updated": raw.get("updated") or None, "duplicate_of": dup, "fields": merged}
     try:
         checked = validated(TicketIn, {k: v for k, v in data.items() if v is not None})
     except RequestError as exc:
@@ -184,7 +197,7 @@ def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) ->
                 raise RowError(line, f"fields.{spec.name}: a value is longer than {MAX_TITLE} characters", tid,
                                field=f"fields.{spec.name}")
     return Ticket(id=tid, title=checked.title, body=checked.body, created=checked.created, duplicate_of=dup,
-                  values=values, raw_fields=merged)
+                  values=values, raw_fields=merged, updated=checked.updated)
 
 
 def _open_text(path: Path) -> io.TextIOBase:

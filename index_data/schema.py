@@ -40,7 +40,8 @@ LEAKY_FIELDS: frozenset[str] = frozenset(
         "duplicate_of",
     }
 )
-CORE_COLUMNS: frozenset[str] = frozenset({"id", "title", "body", "created", "duplicate_of", "fields", "links"})
+CORE_COLUMNS: frozenset[str] = frozenset(
+    {"id", "title", "body", "created", "updated", "duplicate_of", "fields", "links"})
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ticketsearch.errors import NotFoundError, QueryError, SchemaError, StoreError, StoreLockedError
 
-from .records import Ticket, parse_datetime, text_hash
+from .records import Ticket, last_of_each, parse_datetime, text_hash
 from .schema import FieldSpec, Schema
 
 STORE_FORMAT = 1
@@ -30,6 +30,9 @@ CHANGES_DDL = "CREATE TABLE IF NOT EXISTS changes (seq BIGINT NOT NULL, row_id B
 # Fetching search hits by row id: with this index, an IN list of ids is a few lookups instead of a table scan
 # (100 hits out of 1M tickets: 8 ms instead of 24 ms, docs/RESULTS.md).
 ROW_ID_INDEX_DDL = "CREATE INDEX IF NOT EXISTS tickets_row_id ON tickets (row_id)"
+# Each ticket's version: the `updated` time its last versioned write gave (a tracker's issue `updated`, or the
+# API's `updated` field). Kept when a ticket is deleted, so that an old delivery cannot bring it back.
+VERSIONS_DDL = "CREATE TABLE IF NOT EXISTS ticket_versions (id VARCHAR PRIMARY KEY, updated TIMESTAMP NOT NULL)"
 
 _SQL_TYPE = {"categorical": "VARCHAR", "multi": "VARCHAR[]", "numeric": "DOUBLE", "date": "TIMESTAMP"}
 _ARROW_TYPE = {
@@ -47,6 +50,8 @@ class UpsertResult:
     change_seq: int
     ids: list[str] = field(default_factory=list)  # distinct ticket ids written, in order
     row_ids: list[int] = field(default_factory=list)  # their row ids
+    stale: list[str] = field(default_factory=list)  # ids not written: the stored version is as new or newer
+    repeated: list[str] = field(default_factory=list)  # ids given more than once (the last occurrence won)
 
 
 @dataclass
@@ -104,6 +109,7 @@ class TicketStore:
         if not read_only:
             self._root.execute(CHANGES_DDL)
             self._root.execute(ROW_ID_INDEX_DDL)
+            self._root.execute(VERSIONS_DDL)
         self._row_id_index = bool(self._root.execute(
             "SELECT count(*) FROM duckdb_indexes() WHERE index_name = 'tickets_row_id'").fetchall()[0][0])
 
@@ -217,12 +223,12 @@ class TicketStore:
         the next one, or the one `row_ids` gives it (a shard of a split collection keeps the whole's)."""
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
-        latest: dict[str, Ticket] = {}
-        for t in tickets:
-            latest[t.id] = t  # the last occurrence of an id wins
+        latest, repeated = last_of_each(tickets)
         if not latest:
             return UpsertResult(0, 0, self.change_seq)
-        return self.upsert_tables(iter([self._to_arrow(list(latest.values()), None)]), row_ids)
+        res = self.upsert_tables(iter([self._to_arrow(latest, None)]), row_ids)
+        res.repeated = repeated
+        return res
 
     # ---- reads the application asks for (no SQL outside this module) --------------------------------
     def ids_by_created(self, since: datetime | None = None,
@@ -329,7 +335,11 @@ class TicketStore:
         typed, text hashes computed; instead of `raw_fields` a batch may carry `_line`, each row's JSON line,
         from which the `fields` object is taken), in one transaction (an exception from the stream rolls
         everything back). The result is as if the batches were one: the last occurrence of an id wins, a new
-        id gets its row id where it first appears, and an id repeated within the stream counts once."""
+        id gets its row id where it first appears, and an id repeated within the stream counts once.
+
+        Versions: a batch with an `updated` column (`Ticket.updated`; null where a ticket gives none) writes a
+        row only if its time is newer than the version stored for that id; the others are left as they are and
+        listed in `stale`. A row without a time is always written and leaves the stored version as it was."""
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
         self.con.execute("BEGIN")
@@ -340,16 +350,20 @@ class TicketStore:
             new: dict[str, int] = {}
             old: dict[str, int] = {}
             seen: dict[str, int] = {}  # every id written, in first-occurrence order -> row id
+            stale: list[str] = []
             for table in tables:
                 last: dict[str, int] = {}
                 for i, tid in enumerate(table.column("id").to_pylist()):
                     last[tid] = i
                 ids = list(last)
                 rows = table if len(ids) == table.num_rows else table.take(pa.array(list(last.values()), pa.int64()))
-                next_row = self._write_batch(ids, rows, seq, next_row, new, old, seen)
+                if "updated" in rows.column_names:
+                    ids, rows = self._newer_only(ids, rows, stale)
+                if ids:
+                    next_row = self._write_batch(ids, rows, seq, next_row, new, old, seen)
             if not new and not old:
                 self.con.execute("ROLLBACK")
-                return UpsertResult(0, 0, seq - 1)
+                return UpsertResult(0, 0, seq - 1, stale=stale)
             self._set_meta("next_row_id", str(next_row))
             self._set_meta("change_seq", str(seq))
             self.con.execute("COMMIT")
@@ -358,7 +372,31 @@ class TicketStore:
             self.con.execute("ROLLBACK")
             raise
         return UpsertResult(inserted=len(new), updated=len(old), change_seq=seq, ids=list(seen),
-                            row_ids=list(seen.values()))
+                            row_ids=list(seen.values()), stale=stale)
+
+    def _newer_only(self, ids: list[str], rows: pa.Table, stale: list[str]) -> tuple[list[str], pa.Table]:
+        """The rows of one batch that its versions allow (inside the open transaction), with their versions
+        stored; the ids refused are added to `stale`. The `updated` column is taken off the rows."""
+        given = rows.column("updated").to_pylist()
+        rows = rows.drop_columns(["updated"])
+        versioned = [(tid, t) for tid, t in zip(ids, given) if t is not None]
+        if not versioned:
+            return ids, rows
+        self.con.register("_ids", pa.table({"id": pa.array([tid for tid, _ in versioned], pa.string())}))
+        stored = dict(self.con.execute("SELECT v.id, v.updated FROM ticket_versions v JOIN _ids USING (id)").fetchall())
+        self.con.unregister("_ids")
+        refused = {tid for tid, t in versioned if tid in stored and t <= stored[tid]}
+        newer = [(tid, t) for tid, t in versioned if tid not in refused]
+        if newer:
+            self.con.register("_ver", pa.table({"id": pa.array([tid for tid, _ in newer], pa.string()),
+                                                "updated": pa.array([t for _, t in newer], pa.timestamp("us"))}))
+            self.con.execute("INSERT OR REPLACE INTO ticket_versions SELECT id, updated FROM _ver")
+            self.con.unregister("_ver")
+        if not refused:
+            return ids, rows
+        stale.extend(tid for tid in ids if tid in refused)
+        keep = [i for i, tid in enumerate(ids) if tid not in refused]
+        return [ids[i] for i in keep], rows.take(pa.array(keep, pa.int64()))
 
     def _write_batch(self, ids: list[str], rows: pa.Table, seq: int, next_row: int, new: dict[str, int],
                      old: dict[str, int], seen: dict[str, int]) -> int:
@@ -516,6 +554,8 @@ class TicketStore:
         }
         for f in self.schema.fields:
             data[f.column] = pa.array([t.values.get(f.name) for t in tickets], _ARROW_TYPE[f.kind])
+        if any(t.updated is not None for t in tickets):
+            data["updated"] = pa.array([t.updated for t in tickets], pa.timestamp("us"))
         table = pa.table(data)
         return table if row_ids is None else table.add_column(1, "row_id", pa.array(row_ids, pa.int64()))
 

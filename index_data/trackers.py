@@ -169,7 +169,7 @@ def jira_record(issue: Any) -> dict[str, Any]:
     if not isinstance(f, dict):
         raise ValueError("issue has no 'fields' object")
     return {"id": issue.get("key"), "title": f.get("summary"), "body": f.get("description") or "",
-            "created": f.get("created"), "fields": {
+            "created": f.get("created"), "updated": f.get("updated"), "fields": {
                 "project": _dig(f, "project.key"), "issuetype": _name(f.get("issuetype")),
                 "priority": _name(f.get("priority")), "components": _names(f.get("components")),
                 "versions": _names(f.get("versions")), "labels": f.get("labels") or None}}
@@ -258,7 +258,8 @@ def github_record(issue: Any) -> dict[str, Any] | None:
     repo = github_repo(issue)
     labels = [x for x in (_names(issue.get("labels")) or []) if str(x).lower() not in TRIAGE_LABELS]
     return {"id": f"{repo}#{number}" if repo else str(number), "title": issue.get("title"),
-            "body": issue.get("body") or "", "created": issue.get("created_at"), "duplicate_of": None,
+            "body": issue.get("body") or "", "created": issue.get("created_at"), "updated": issue.get("updated_at"),
+            "duplicate_of": None,
             "fields": {"labels": labels or None}}
 
 

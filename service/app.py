@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -406,7 +406,8 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
         async with svc.engine(collection(request)) as eng:
             tickets = checked_tickets(eng, body)
             res = await svc.run(eng, lambda e: e.upsert(tickets))
-        return UpsertResponse(inserted=res.inserted, updated=res.updated, ids=res.ids, change_seq=res.change_seq)
+        return UpsertResponse(inserted=res.inserted, updated=res.updated, ids=res.ids, change_seq=res.change_seq,
+                              stale=res.stale, repeated=res.repeated)
 
     @router.get("/tickets/{ticket_id:ticket_id}", response_model=TicketOut, dependencies=read,
                 responses={**ERRORS, **NOT_FOUND})
@@ -486,16 +487,22 @@ def add_hook_routes(router: APIRouter, svc: Service, named: bool) -> None:
                 raise ApiError(422, "body.issue", exc.reason, type_="value_error") from None
             index = TicketIndex.of_engine(eng)
 
-            def upsert_and_check(e: Engine) -> DuplicateResult:
-                e.upsert([ticket])
-                return index.duplicates({"title": ticket.title, "body": ticket.body, "created": ticket.created,
-                                         "fields": {k: v for k, v in ticket.values.items() if v is not None}})
+            def upsert_and_check(e: Engine) -> tuple[DuplicateResult, bool]:
+                stale = bool(e.upsert([ticket]).stale)
+                t: dict[str, Any] = {"title": ticket.title, "body": ticket.body, "created": ticket.created,
+                                     "fields": ticket.values}
+                if stale:  # an older version than the stored one changes nothing: the stored ticket's check
+                    with suppress(NotFoundError):  # (a deleted ticket keeps its version)
+                        t = e.get(ticket.id)
+                fields = {k: v for k, v in t["fields"].items() if v is not None and k in e.store.schema.field_names}  # type: ignore[union-attr]
+                return index.duplicates({"title": t["title"], "body": t["body"], "created": t["created"],
+                                         "fields": fields}), stale
 
-            res = await svc.run(eng, upsert_and_check)
+            res, stale = await svc.run(eng, upsert_and_check)
             answer = res.model_dump(mode="json")
             if delivery:
                 await svc.run(eng, lambda e: e.remember_delivery(source, delivery, answer))
-        return answer
+        return JSONResponse(answer, 200, headers={"X-Ticketsearch-Stale": "true"}) if stale else answer
 
     named_deps = [Depends(collection_name)] if named else []
 
@@ -537,7 +544,8 @@ def checked_tickets(eng: Engine, body: Any) -> list[Any]:
         where = prefix.format(i=i)
         query_fields(eng, {k: v for k, v in t.fields.items() if k in schema.field_names}, f"{where}.fields")
         raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
-               "duplicate_of": t.duplicate_of, "fields": t.fields}
+               "updated": t.updated.isoformat() if t.updated else None, "duplicate_of": t.duplicate_of,
+               "fields": t.fields}
         try:
             tickets.append(normalize_row(schema, raw, i + 1))
         except RowError as exc:

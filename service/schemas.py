@@ -59,8 +59,12 @@ class TicketOut(BaseModel):
 class UpsertResponse(BaseModel):
     inserted: int
     updated: int
-    ids: list[str]
+    ids: list[str] = Field(description="The ids written, in order.")
     change_seq: int
+    stale: list[str] = Field(default_factory=list, description="Ids not written: the stored version (`updated`) "
+                             "is as new as the one given, or newer.")
+    repeated: list[str] = Field(default_factory=list, description="Ids given more than once in the batch: the "
+                                "last occurrence was written.")
 
 
 class DeleteResponse(BaseModel):

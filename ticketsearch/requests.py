@@ -340,6 +340,9 @@ class TicketIn(Strict):
     title: str = Field(max_length=MAX_TITLE, pattern=NOT_BLANK)  # the pattern needs a visible character
     body: str = Field(default="", max_length=MAX_BODY)
     created: IsoDate
+    updated: IsoDate | None = Field(
+        default=None, description="The ticket's version (a tracker's `updated` time): a write whose `updated` is "
+        "not newer than the stored one changes nothing and is listed as stale; without it, a write always applies.")
     duplicate_of: TicketId | None = None
     fields: dict[FieldName, KeptValue] = Field(
         default_factory=dict, max_length=MAX_FIELDS,

@@ -60,3 +60,19 @@ def test_repeated_ids_are_counted_and_named(tmp_path: Path) -> None:
         assert (report.written, report.inserted, report.repeats) == (6, 4, 2)
         assert report.repeated_ids == ["R-0", "R-1"]
         assert store.get("R-0").title == "row 4" and store.get("R-1").title == "row 5"
+
+
+def test_a_file_with_versions_keeps_the_newer_stored_ticket(tmp_path: Path) -> None:
+    """A file's rows follow the store's version rule as the API's do: an older `updated` is left as stored,
+    counted and named, never written (a large clean file leaves the columnar path for this)."""
+    with TicketStore(tmp_path / "t.duckdb", schema=load_schema("support")) as store:
+        first = [{"id": f"V-{i}", "title": f"new {i}", "created": "2024-01-02", "updated": "2024-03-01T00:00:00Z"}
+                 for i in range(1200)]
+        (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
+        assert ingest_file(store, tmp_path / "a.jsonl", progress=False).inserted == 1200
+        older = [{**r, "title": "old", "updated": "2024-02-01T00:00:00Z"} for r in first[:3]]
+        newer = [{**r, "title": "newer", "updated": "2024-04-01T00:00:00Z"} for r in first[3:5]]
+        (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in older + newer))
+        report = ingest_file(store, tmp_path / "b.jsonl", progress=False)
+        assert (report.updated, report.stale, report.repeats) == (2, ["V-0", "V-1", "V-2"], 0)
+        assert [store.get(f"V-{i}").title for i in range(6)] == ["new 0", "new 1", "new 2", "newer", "newer", "new 5"]

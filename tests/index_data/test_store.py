@@ -223,3 +223,36 @@ def test_a_read_leaves_the_connection_ready_for_a_write(tmp_path: Path, read: st
         READS[read](s)
         assert s.cached_embeddings("m", ["h1"]) == {}
         assert s.upsert([tk(4)]).inserted == 1
+
+
+def versioned(i: int, title: str, updated: str | None):
+    raw = {"id": f"S-{i}", "title": title, "body": "b", "created": "2024-01-01T00:00:00Z",
+           "fields": {"product": "A", "category": "high"}, **({"updated": updated} if updated else {})}
+    return normalize_row(SUPPORT, raw, i)
+
+
+def test_a_write_applies_only_over_an_older_version(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        assert s.upsert([versioned(1, "v2", "2024-02-02T00:00:00Z")]).inserted == 1
+        for title, when in (("v1", "2024-02-01T00:00:00Z"), ("v2 again", "2024-02-02T00:00:00Z"),
+                            ("v1 in +01:00", "2024-02-02T00:30:00+01:00")):  # older, equal, older in another zone
+            res = s.upsert([versioned(1, title, when)])
+            assert (res.inserted, res.updated, res.stale, res.ids) == (0, 0, ["S-1"], [])
+            assert s.get("S-1").title == "v2"
+        seq = s.change_seq
+        res = s.upsert([versioned(1, "v3", "2024-02-03T00:00:00Z"), versioned(2, "new", "2024-01-01T00:00:00Z")])
+        assert (res.updated, res.inserted, res.stale, res.change_seq) == (1, 1, [], seq + 1)
+        assert s.upsert([versioned(1, "unversioned", None)]).updated == 1  # no version given: always written
+        assert s.upsert([versioned(1, "v2 late", "2024-02-02T12:00:00Z")]).stale == ["S-1"]  # v3's version stays
+        assert s.get("S-1").title == "unversioned"
+        s.delete(["S-1"])
+        assert s.upsert([versioned(1, "resurrected", "2024-02-02T12:00:00Z")]).stale == ["S-1"]
+        with pytest.raises(NotFoundError):
+            s.get("S-1")
+        assert s.upsert([versioned(1, "re-filed", "2024-03-01T00:00:00Z")]).inserted == 1
+
+
+def test_a_batch_names_its_repeated_ids(tmp_path: Path) -> None:
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        res = s.upsert([tk(1, "first"), tk(2), tk(1, "second"), tk(1, "third")])
+        assert (res.inserted, res.repeated) == (2, ["S-1"]) and s.get("S-1").title == "third 1"

@@ -232,6 +232,30 @@ def test_batch_upsert_is_searchable_at_once(reader: httpx.Client, writer: httpx.
         assert found["hits"][0]["id"] == f"BATCH-{i}"
 
 
+def test_versioned_writes_and_repeated_ids_are_named(reader: httpx.Client, writer: httpx.Client,
+                                                     server: Server) -> None:
+    from ticketsearch.client import Client
+
+    def ticket(title: str, updated: str | None = None) -> dict:
+        return {"id": "VER-1", "title": title, "created": "2025-05-01", **({"updated": updated} if updated else {})}
+
+    r = writer.post("/v1/tickets", json=[ticket("zephyrine one", "2025-06-01T00:00:00Z"), ticket("zephyrine two"),
+                                         ticket("zephyrine three", "2025-06-02T00:00:00Z")])
+    assert r.status_code == 200 and (r.json()["inserted"], r.json()["repeated"], r.json()["stale"]) == (
+        1, ["VER-1"], []), r.text
+    assert reader.get("/v1/tickets/VER-1").json()["title"] == "zephyrine three"
+    # an integration that retries an older write cannot go back in time: through the API and the client
+    r = writer.post("/v1/tickets", json=ticket("zephyrine one", "2025-06-01T00:00:00Z"))
+    assert r.status_code == 200 and (r.json()["stale"], r.json()["ids"], r.json()["updated"]) == (["VER-1"], [], 0)
+    res = Client(server.url, WRITE_KEY).upsert(ticket("zephyrine two", "2025-06-02T00:00:00Z"))
+    assert res.stale == ["VER-1"] and res.ids == []
+    assert reader.get("/v1/tickets/VER-1").json()["title"] == "zephyrine three"
+    hits = reader.post("/v1/search", json={"text": "zephyrine one", "method": "bm25", "k": 3}).json()["hits"]
+    assert [h["title"] for h in hits if h["id"] == "VER-1"] == ["zephyrine three"]
+    bad = writer.post("/v1/tickets", json=ticket("zephyrine", "yesterday"))
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "body.updated", bad.text
+
+
 def test_duplicates_uses_the_stored_threshold(reader: httpx.Client, trained_index: Path) -> None:
     meta = json.loads((IndexDir(trained_index).reranker_path / "config.json").read_text())
     src = reader.get("/v1/tickets/SUP-900").json()

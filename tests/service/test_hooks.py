@@ -159,3 +159,55 @@ def test_jira_hooks_by_token_or_signature(server: Server, tmp_path: Path) -> Non
     deleted = {"webhookEvent": "jira:issue_deleted", "issue": issue}
     body3, sig3 = signed(JIRA_SECRET, deleted)
     assert c.post("/v1/collections/jr/hooks/jira", content=body3, headers={"X-Hub-Signature": sig3}).status_code == 202
+
+
+def test_an_older_delivery_never_rolls_a_ticket_back(server: Server) -> None:
+    # a captured v1 sent again after v2, with a new delivery id or none: 200, the ticket stays at v2
+    c = server.client()
+    url = "/v1/collections/replay/tickets/acme%2Fwidget%2370"
+    v1 = {**ISSUE7, "number": 70, "title": "Version probe: the first title", "updated_at": "2024-06-01T10:00:00Z"}
+    v2 = {**v1, "title": "Version probe: the second title", "updated_at": "2024-06-02T10:00:00Z"}
+    assert github(c, "replay", {"action": "opened", "issue": v1}, GH_SECRET, "ver-1").status_code == 200
+    assert github(c, "replay", {"action": "edited", "issue": v2}, GH_SECRET, "ver-2").status_code == 200
+    assert c.get(url).json()["title"] == v2["title"]
+    probe = {"id": "probe-1", "title": "a write to read the change number", "created": "2024-06-01"}
+    seq = c.post("/v1/collections/replay/tickets", json=probe).json()["change_seq"]
+    for delivery in ("ver-3", None):
+        for n, old in enumerate((v1, v2)):  # older, and the same version again
+            r = github(c, "replay", {"action": "edited", "issue": old}, GH_SECRET, delivery and f"{delivery}.{n}")
+            assert r.status_code == 200 and r.headers.get("x-ticketsearch-stale") == "true", r.text
+            assert c.get(url).json()["title"] == v2["title"]
+    assert c.post("/v1/collections/replay/tickets", json=probe).json()["change_seq"] == seq + 1  # nothing written
+    hits = c.post("/v1/collections/replay/search", json={"text": "Version probe the first title", "k": 5}).json()
+    assert [h["title"] for h in hits["hits"] if h["id"] == "acme/widget#70"] == [v2["title"]]
+    # a newer one applies; an undated one (no version) always applies and keeps the stored version
+    v3 = {**v1, "title": "Version probe: the third title", "updated_at": "2024-06-03T10:00:00Z"}
+    r = github(c, "replay", {"action": "edited", "issue": v3}, GH_SECRET)
+    assert r.status_code == 200 and "x-ticketsearch-stale" not in r.headers
+    undated = {k: v for k, v in {**v1, "title": "Version probe: undated"}.items() if k != "updated_at"}
+    assert github(c, "replay", {"action": "edited", "issue": undated}, GH_SECRET).status_code == 200
+    assert c.get(url).json()["title"] == "Version probe: undated"
+    r = github(c, "replay", {"action": "edited", "issue": v3}, GH_SECRET)
+    assert r.headers["x-ticketsearch-stale"] == "true" and c.get(url).json()["title"] == "Version probe: undated"
+    # and after a delete, an old delivery does not bring the ticket back
+    assert c.delete(url).status_code == 200
+    assert github(c, "replay", {"action": "edited", "issue": v2}, GH_SECRET).status_code == 200
+    assert c.get(url).status_code == 404
+
+
+def test_jira_deliveries_are_versioned_by_the_issues_updated_time(server: Server) -> None:
+    c = server.client()
+    fixture = json.loads((Path(__file__).parents[1] / "index_data" / "fixtures" / "jira" / "page-1.json").read_text())
+    issue = fixture["issues"][2]
+    key = issue["key"]
+
+    def send(summary: str, updated: str) -> httpx.Response:
+        fields = {**issue["fields"], "summary": summary, "updated": updated}
+        body, sig = signed(JIRA_SECRET, {"webhookEvent": "jira:issue_updated", "issue": {**issue, "fields": fields}})
+        return c.post("/v1/collections/jr/hooks/jira", content=body, headers={"X-Hub-Signature": sig})
+
+    assert send("Jira version one", "2019-01-02T10:00:00.000+0000").status_code == 200
+    assert send("Jira version two", "2019-01-02T11:00:00.000+0000").status_code == 200
+    r = send("Jira version one", "2019-01-02T10:00:00.000+0000")
+    assert r.status_code == 200 and r.headers["x-ticketsearch-stale"] == "true"
+    assert c.get(f"/v1/collections/jr/tickets/{key}").json()["title"] == "Jira version two"

@@ -38,7 +38,7 @@ import pyarrow as pa
 from ticketsearch.atomic import fsync_dir
 from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError, one_line
 from ticketsearch.index_data import deliveries, feedback
-from ticketsearch.index_data.records import Ticket, text_hash, ticket_text
+from ticketsearch.index_data.records import Ticket, last_of_each, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore, UpsertResult, read_texts
 from ticketsearch.index_dir import IndexDir
@@ -445,10 +445,10 @@ class Engine:
     # ---- writes ---------------------------------------------------------------------------------
     def upsert(self, tickets: list[Ticket]) -> UpsertResult:
         """Commit tickets to DuckDB and make them searchable; returns after both."""
-        latest: dict[str, Ticket] = {}
-        for t in tickets:
-            latest[t.id] = t
-        return self.write(self._prepare(list(latest.values())))
+        latest, repeated = last_of_each(tickets)
+        res = self.write(self._prepare(latest))
+        res.repeated = repeated
+        return res
 
     def write(self, prepared: Prepared, row_ids: dict[str, int] | None = None) -> UpsertResult:
         """Commit prepared tickets (`prepare`: distinct ids) and make them searchable. A sharded collection's
@@ -457,6 +457,9 @@ class Engine:
         assert self.store is not None
         with self._write_lock:
             res = self.store.upsert(prepared.tickets, row_ids)
+            if res.stale:  # left as stored (an older version): nothing of them reaches the indexes
+                refused = set(res.stale)
+                prepared = prepared.part([i for i, t in enumerate(prepared.tickets) if t.id not in refused])
             self._fault("after-commit")
             self._cache_embeddings(prepared)
             with self.lock.write():

@@ -178,6 +178,9 @@ def ingest_and_build(
             named = ", ".join(report.repeated_ids[:5]) + (" ..." if len(report.repeated_ids) > 5 else "")
             repeats = (f", {report.repeats} rows repeating an earlier row's id (the last row of each id kept"
                        f"{': ' + named if named else ''})")
+        if report.stale:
+            named = ", ".join(report.stale[:5]) + (" ..." if len(report.stale) > 5 else "")
+            repeats += f", {len(report.stale)} left as stored (their stored version is as new or newer: {named})"
         log(
             f"ingested {report.written} of {report.rows_read} rows "
             f"({report.inserted} new, {report.updated} updated, {len(report.errors)} skipped{repeats}) "

@@ -26,7 +26,7 @@ import numpy as np
 
 from ticketsearch.errors import TicketsearchError, one_line
 from ticketsearch.index_data import feedback
-from ticketsearch.index_data.records import Ticket
+from ticketsearch.index_data.records import Ticket, last_of_each
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, UpsertResult
 from ticketsearch.pipeline.parts import load_manifest
@@ -343,9 +343,8 @@ class ShardedEngine:
     # ---- writes: to the shard that owns the id ----------------------------------------------------------
     def upsert(self, tickets: list[Ticket]) -> UpsertResult:
         """Each ticket to its shard (in parallel); returns after every shard has committed and applied."""
-        latest: dict[str, Ticket] = {}
-        for t in tickets:
-            latest[t.id] = t
+        distinct, repeated = last_of_each(tickets)
+        latest = {t.id: t for t in distinct}
         groups: dict[int, list[Ticket]] = {}
         for t in latest.values():
             groups.setdefault(shard_of(t.id, self.layout.shards), []).append(t)
@@ -360,10 +359,12 @@ class ShardedEngine:
         for r in results.values():
             by_id.update(zip(r.ids, r.row_ids))
         ids = [t for t in latest if t in by_id]
+        refused = {t for r in results.values() for t in r.stale}
         return UpsertResult(inserted=sum(r.inserted for r in results.values()),
                             updated=sum(r.updated for r in results.values()),
                             change_seq=max((r.change_seq for r in results.values()), default=0), ids=ids,
-                            row_ids=[by_id[t] for t in ids])
+                            row_ids=[by_id[t] for t in ids], stale=[t for t in latest if t in refused],
+                            repeated=repeated)
 
     def _prepare(self, tickets: list[Ticket]) -> Prepared:
         """A write's vectors, computed here for every shard as one index computes them (`engine.prepare`: the
