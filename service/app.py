@@ -69,6 +69,7 @@ from ticketsearch.settings import Settings
 
 from .access import Access, CollectionName, Guard, require, require_default, require_global, require_key
 from .auth import ApiKeys
+from .costs import CostlyRequests
 from .gate import COLLECTION_LABEL, Admission, ApiError, Gate, TicketIdParam, error_body
 from .hooks import github_ok, jira_ok, parse_secrets
 from .metrics import Metrics
@@ -110,6 +111,9 @@ CONFLICT: Responses = {
     409: {"model": ErrorResponse, "description": "A ticket named as its own duplicate (duplicate_of = id)"}}
 EXISTS: Responses = {409: {"model": ErrorResponse, "description": "The collection exists already, or this service "
                                                                   "serves one index (--index)"}}
+COSTLY: Responses = {429: {"model": ErrorResponse, "description": (
+    "A costly search (explain, a query of over 10,000 characters, snippets of over 20 hits) while the key, or the "
+    "service, has as many in progress as it may (see Retry-After)")}}
 BUSY: Responses = {409: {"model": ErrorResponse, "description": "A training job is running on the collection"}}
 
 
@@ -143,6 +147,7 @@ class Service:
             self.collections = Collections.for_index(index_dir, settings, self.models)
         self.jobs = TrainingJobs(self.collections, settings, concurrency=web.training_jobs)
         self.admission = Admission(web, self.metrics)
+        self.costly = CostlyRequests(web.costly_per_key, web.costly_total, web.retry_after_s, self.metrics)
         self.ready = False
         self.failure: Exception | None = None  # why start() failed (reported on /readyz and by check_ready)
         self._held: Any = None  # what start() holds for the process's life (the default engine, or the model)
@@ -360,18 +365,24 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
         assert access.collection is not None
         return access.collection
 
-    @router.post("/search", response_model=SearchResult, dependencies=read, responses={**ERRORS, **NOT_FOUND})
+    def caller(request: Request) -> str:
+        """Whose budget of costly requests this one uses: its key, or its address when keys are off."""
+        access: Access = request.state.access
+        return access.grants.who or f"address {request.client.host if request.client else '?'}"
+
+    @router.post("/search", response_model=SearchResult, dependencies=read,
+                 responses={**ERRORS, **NOT_FOUND, **COSTLY})
     async def search(request: Request, req: SearchRequest) -> SearchResult:
         """Tickets like the query text (or like an indexed ticket: `like`), filtered, then reranked with the
         trained model when there is one."""
         name = collection(request)
-        async with svc.engine(name) as eng:
+        async with svc.costly.hold(caller(request), req.costly()), svc.engine(name) as eng:
             res = await svc.run(eng, lambda e: e.run(req))
         svc.metrics.observe_stages(res.timings_ms, name)
         return res
 
     @router.get("/tickets/{ticket_id:ticket_id}/similar", response_model=SearchResult, dependencies=read,
-                responses={**ERRORS, **NOT_FOUND})
+                responses={**ERRORS, **NOT_FOUND, **COSTLY})
     async def similar(request: Request, ticket_id: TicketIdParam,
                       k: int = Query(default=10, ge=1, le=MAX_K),
                       snippets: bool = Query(default=False, description="Each hit carries a passage of its body and "
@@ -379,7 +390,7 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
         """Tickets similar to an indexed ticket (never the ticket itself)."""
         name = collection(request)
         req = SearchRequest(like=ticket_id, k=k, snippets=snippets)
-        async with svc.engine(name) as eng:
+        async with svc.costly.hold(caller(request), req.costly()), svc.engine(name) as eng:
             res = await svc.run(eng, lambda e: e.run(req))
         svc.metrics.observe_stages(res.timings_ms, name)
         return res
@@ -391,11 +402,12 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
         async with svc.engine(collection(request)) as eng:
             return await svc.run(eng, lambda e: e.schema_info())
 
-    @router.post("/duplicates", response_model=DuplicateResult, dependencies=read, responses={**ERRORS, **NOT_FOUND})
+    @router.post("/duplicates", response_model=DuplicateResult, dependencies=read,
+                 responses={**ERRORS, **NOT_FOUND, **COSTLY})
     async def duplicates(request: Request, req: DuplicateRequest) -> DuplicateResult:
         """Is this new ticket a duplicate of an indexed one? Uses the reranker's calibrated probability; before
         the collection has a model, `is_duplicate` and `probability` are null and `reason` says why."""
-        async with svc.engine(collection(request)) as eng:
+        async with svc.costly.hold(caller(request), req.costly()), svc.engine(collection(request)) as eng:
             index = TicketIndex.of_engine(eng)
             return await svc.run(eng, lambda e: index.duplicates(req))
 

@@ -12,6 +12,7 @@ scope is 403.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ class Grants:
 
     grants: tuple[Grant, ...]
     open: bool = False  # no keys configured: everything is allowed
+    who: str = ""  # the key's digest (never the key): whose budget of costly requests a request uses
 
     def sees(self, collection: str) -> bool:
         return self.open or any(g.covers(collection) for g in self.grants)
@@ -101,7 +103,7 @@ class ApiKeys:
         for key, scope, collection in self.keys:
             if hmac.compare_digest(key.encode(), presented.encode()):
                 found.append(Grant(scope, collection))
-        return Grants(tuple(found)) if found else None
+        return Grants(tuple(found), who=hashlib.sha256(presented.encode()).hexdigest()[:16]) if found else None
 
     def identify(self, authorization: str | None) -> Grants:
         """What the `Authorization` header's key may do (everything when keys are off). Raises Unauthorized

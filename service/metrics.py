@@ -29,6 +29,10 @@ class Metrics:
             "ticketsearch_shed_total", "Requests refused with 503 because the service was at capacity.",
             registry=self.registry,
         )
+        self.limited = Counter(
+            "ticketsearch_limited_total", "Costly requests refused with 429 (a key's or the service's bound).",
+            registry=self.registry,
+        )
         self.in_flight = Gauge("ticketsearch_in_flight", "Admitted requests doing model or index work.",
                                registry=self.registry)
         self.open_collections = Gauge("ticketsearch_open_collections", "Collections loaded in memory now.",

@@ -225,6 +225,19 @@ def error_message(e: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
+# ---- what a request may cost ---------------------------------------------------------------------------------
+MAX_EXPLAINED = 20  # explain covers at most this many hits: each costs about as much as a whole ordinary search
+COSTLY_TEXT = 10_000  # a query of more characters costs several ordinary searches (BM25 reads every term)
+COSTLY_SNIPPETS = 20  # snippets for more hits than this
+
+
+def explain_problem(k: int) -> str | None:
+    """Why an explained search of `k` hits is refused (the one rule for the library, the CLI and the API)."""
+    if k > MAX_EXPLAINED:
+        return f"explain covers at most {MAX_EXPLAINED} hits: ask k <= {MAX_EXPLAINED} with explain (k is {k})"
+    return None
+
+
 # ---- a search ------------------------------------------------------------------------------------------------
 class SearchRequest(Strict):
     """A search: by a query text (with an optional separate title), or like an indexed ticket (`like`)."""
@@ -275,7 +288,16 @@ class SearchRequest(Strict):
             raise ValueError("give either a query text or like (an indexed ticket's id), not both")
         if self.like is None and self.text is None:
             raise ValueError("give a query text, or like (an indexed ticket's id)")
+        if self.explain and (problem := explain_problem(self.k)):
+            raise ValueError(problem)
         return self
+
+    def costly(self) -> bool:
+        """A search that costs several ordinary ones: explained, a query of over COSTLY_TEXT characters, or
+        snippets of over COSTLY_SNIPPETS hits. The service runs only a few of these at once, per key and in all
+        (`service.costs`), so that they cannot take the workers from ordinary searches."""
+        chars = len(self.text or "") + len(self.title or "")
+        return self.explain or chars > COSTLY_TEXT or (self.snippets and self.k > COSTLY_SNIPPETS)
 
     @classmethod
     def of(cls, text: str | SearchRequest | None = None, **options: Any) -> SearchRequest:
@@ -321,6 +343,10 @@ class DuplicateRequest(Strict):
         """A duplicate check from a ticket's mapping (or a built check) and options (None means unset)."""
         given = ticket.model_dump(exclude_unset=True) if isinstance(ticket, DuplicateRequest) else ticket
         return validated(cls, {**unset_none(given), **unset_none(options)})
+
+    def costly(self) -> bool:
+        """As the search that finds its candidates (`SearchRequest.costly`)."""
+        return self.search().costly()
 
     def search(self) -> SearchRequest:
         """The search that finds its candidates: the body as the text with the title apart (the title alone

@@ -31,6 +31,7 @@ def battery(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, type[Excepti
         ({"text": "x", "before": "last tuesday"}, QueryError),
         ({"text": "x", "like": a["id"]}, QueryError),
         ({"like": "NOPE-404"}, NotFoundError),
+        ({"text": "x", "k": 21, "explain": True}, QueryError),  # explain covers at most 20 hits
     ]
     return good, bad
 
@@ -51,6 +52,8 @@ def cli_args(opts: dict) -> list[str]:
         args.append("--no-rerank")
     if opts.get("snippets"):
         args.append("--snippets")
+    if opts.get("explain"):
+        args.append("--explain")
     return args
 
 

@@ -24,7 +24,9 @@ def small_server(trained_index: Path, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("admission")
     shutil.copytree(trained_index, root / "idx")
     srv = Server(root / "idx", root / "server.log",
-                 env={"TICKETSEARCH_MAX_PENDING": "2", "TICKETSEARCH_WORKERS": "1", "TICKETSEARCH_RETRY_AFTER_S": "3"}
+                 env={"TICKETSEARCH_MAX_PENDING": "2", "TICKETSEARCH_WORKERS": "1", "TICKETSEARCH_RETRY_AFTER_S": "3",
+                      # this test is about admission: costly searches are not bounded apart here
+                      "TICKETSEARCH_COSTLY_PER_KEY": "64", "TICKETSEARCH_COSTLY_TOTAL": "64"}
                  ).start()
     yield srv
     srv.stop()
@@ -44,8 +46,8 @@ def test_overload_is_shed_with_503_and_the_service_recovers(small_server: Server
 
     def slow_search(c: httpx.Client) -> httpx.Response:
         start.wait()
-        # k=100 with explanations: the reranker explains every hit, so each request keeps the one worker busy
-        return c.post("/v1/search", json={"text": "refund not received after cancelling the order", "k": 100,
+        # explained hits (as many as explain covers): each request keeps the one worker busy
+        return c.post("/v1/search", json={"text": "refund not received after cancelling the order", "k": 20,
                                           "explain": True})
 
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -135,3 +137,55 @@ def test_anonymous_and_stalled_clients_hold_no_slot(keyed_server: Server) -> Non
     finally:
         for s in [*hooks, *anonymous, wrong]:
             s.close()
+
+
+OTHER = "admission-other-key"
+LONG = " ".join(["refund not received after cancelling the order, charged twice on the card"] * 150)  # 11k chars
+
+
+@pytest.fixture
+def costly_server(trained_index: Path, tmp_path: Path) -> Server:
+    shutil.copytree(trained_index, tmp_path / "idx")
+    srv = Server(tmp_path / "idx", tmp_path / "server.log",
+                 env={"TICKETSEARCH_API_KEYS": f"{KEY}:read,{OTHER}:read", "TICKETSEARCH_WORKERS": "2",
+                      "TICKETSEARCH_COSTLY_PER_KEY": "1", "TICKETSEARCH_COSTLY_TOTAL": "1",
+                      "TICKETSEARCH_RETRY_AFTER_S": "2"}).start()
+    yield srv
+    srv.stop()
+
+
+def test_costly_requests_are_bounded_and_ordinary_ones_go_on(costly_server: Server) -> None:
+    """Six explained searches of a long query from one key at once: one runs, the rest are 429 with Retry-After
+    (the JSON error shape); another key's costly search meanwhile is 429 too (the service's bound), and its
+    ordinary searches are answered; over the explain limit is 422 before anything runs."""
+    clients = [costly_server.client(KEY) for _ in range(6)]
+    for c in clients:
+        assert c.get("/healthz").status_code == 200
+    start = threading.Barrier(len(clients) + 1)
+    costly = {"text": LONG, "k": 20, "explain": True}
+
+    def send(c: httpx.Client) -> httpx.Response:
+        start.wait()
+        return c.post("/v1/search", json=costly)
+
+    with ThreadPoolExecutor(len(clients)) as pool, costly_server.client(OTHER) as other:
+        answers = [pool.submit(send, c) for c in clients]
+        start.wait()
+        ordinary = [other.post("/v1/search", json={"text": "refund not received", "k": 5}) for _ in range(3)]
+        theirs = other.post("/v1/duplicates", json={"title": "refund", "body": LONG})
+        codes = sorted(a.result().status_code for a in answers)
+    assert codes.count(200) >= 1 and codes.count(429) >= 3 and set(codes) == {200, 429}, codes
+    for r in (a.result() for a in answers):
+        if r.status_code == 429:
+            assert r.headers["retry-after"] == "2", r.headers
+            (detail,) = r.json()["detail"]
+            assert detail["type"] == "rate_limited" and "costly" in detail["reason"], detail
+    assert [r.status_code for r in ordinary] == [200] * 3
+    assert theirs.status_code in (200, 429), theirs.text  # 429 only while the first key's one still runs
+    too_many = clients[0].post("/v1/search", json={"text": "refund", "k": 21, "explain": True})
+    assert too_many.status_code == 422 and "explain covers at most 20 hits" in too_many.text, too_many.text
+    with costly_server.client(KEY) as c:
+        assert metric(c.get("/metrics").text, "ticketsearch_limited_total") >= codes.count(429)
+        assert c.post("/v1/search", json=costly).status_code == 200  # the budget is back
+    for c in clients:
+        c.close()
