@@ -6,10 +6,13 @@ an ingest either commits all of its valid rows or nothing.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +22,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ticketsearch.errors import NotFoundError, QueryError, SchemaError, StoreError, StoreLockedError
+from ticketsearch.errors import DiskFullError, NotFoundError, QueryError, SchemaError, StoreError, StoreLockedError
 
 from .records import Ticket, last_of_each, parse_datetime, text_hash
 from .schema import FieldSpec, Schema
@@ -29,6 +32,20 @@ STORE_FORMAT = 1
 CHANGES_DDL = "CREATE TABLE IF NOT EXISTS changes (seq BIGINT NOT NULL, row_id BIGINT NOT NULL)"
 # Fetching search hits by row id: with this index, an IN list of ids is a few lookups instead of a table scan
 # (100 hits out of 1M tickets: 8 ms instead of 24 ms, docs/RESULTS.md).
+# Fault injection for the disk-full tests where no small filesystem can be mounted (never a user setting):
+# while the file this names exists, every commit fails as a full disk makes it fail.
+DISK_FULL_ENV = "TICKETSEARCH_TEST_DISK_FULL_FLAG"
+ROOM_BYTES = 16 << 20  # after a full disk, writes count as possible again once this much is free
+Embeddings = tuple[str, Sequence[str], np.ndarray]  # (model key, text hashes, vectors) for the embedding cache
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether this error is a full disk (DuckDB's I/O error says so in its message; an OSError by errno)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, duckdb.Error) and "No space left on device" in str(exc)
+
+
 ROW_ID_INDEX_DDL = "CREATE INDEX IF NOT EXISTS tickets_row_id ON tickets (row_id)"
 # Each ticket's version: the `updated` time its last versioned write gave (a tracker's issue `updated`, or the
 # API's `updated` field). Kept when a ticket is deleted, so that an old delivery cannot bring it back.
@@ -124,6 +141,31 @@ class TicketStore:
                 self._cursors.append(con)
         return con
 
+    def has_room(self) -> bool:
+        """Whether the disk that holds the store has room for writes again (ROOM_BYTES free)."""
+        if (flag := os.environ.get(DISK_FULL_ENV)) and Path(flag).exists():
+            return False
+        return shutil.disk_usage(self.path.parent).free >= ROOM_BYTES
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT on this thread's connection. On any failure the transaction is rolled back (where
+        DuckDB has not ended it itself, as a failed COMMIT does) and the first error is raised, never the
+        rollback's; no room on the disk is DiskFullError."""
+        self.con.execute("BEGIN")
+        try:
+            yield
+            if (flag := os.environ.get(DISK_FULL_ENV)) and Path(flag).exists():  # fault injection (tests only)
+                raise duckdb.IOException(f"Could not write file {self.path}: No space left on device (injected)")
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            with suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            if disk_full(exc):
+                raise DiskFullError("the disk that holds the ticket store is full: nothing of this write was "
+                                    "written (free some space; writes go on by themselves)") from exc
+            raise
+
     @contextmanager
     def _stream(self, sql: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A query read in batches on a cursor of its own, closed however the reading ends: a result left
@@ -218,7 +260,8 @@ class TicketStore:
         return self._meta_int("change_seq")
 
     # ---- writes ---------------------------------------------------------------------------------
-    def upsert(self, tickets: Sequence[Ticket], row_ids: Mapping[str, int] | None = None) -> UpsertResult:
+    def upsert(self, tickets: Sequence[Ticket], row_ids: Mapping[str, int] | None = None,
+               embeddings: Sequence[Embeddings] = ()) -> UpsertResult:
         """Insert or replace tickets by id in one transaction. Row ids of existing ids are kept; a new id gets
         the next one, or the one `row_ids` gives it (a shard of a split collection keeps the whole's)."""
         if self.read_only:
@@ -226,7 +269,7 @@ class TicketStore:
         latest, repeated = last_of_each(tickets)
         if not latest:
             return UpsertResult(0, 0, self.change_seq)
-        res = self.upsert_tables(iter([self._to_arrow(latest, None)]), row_ids)
+        res = self.upsert_tables(iter([self._to_arrow(latest, None)]), row_ids, embeddings)
         res.repeated = repeated
         return res
 
@@ -311,14 +354,9 @@ class TicketStore:
         them out in order, as one index would number them); returns the first. `floor`: none below it."""
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
-        self.con.execute("BEGIN")
-        try:
+        with self._transaction():
             start = max(self._meta_int("collection_next_row"), int(floor))
             self._set_meta("collection_next_row", str(start + int(n)))
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
         return start
 
     def set_row_allocation(self, next_row: int, stride: int) -> None:
@@ -330,7 +368,8 @@ class TicketStore:
         self._set_meta("next_row_id", str(int(next_row)))
         self._set_meta("row_stride", str(int(stride)))
 
-    def upsert_tables(self, tables: Iterator[pa.Table], row_ids: Mapping[str, int] | None = None) -> UpsertResult:
+    def upsert_tables(self, tables: Iterator[pa.Table], row_ids: Mapping[str, int] | None = None,
+                      embeddings: Sequence[Embeddings] = ()) -> UpsertResult:
         """`upsert` for batches already in the store's column layout (every column but `row_id`: validated,
         typed, text hashes computed; instead of `raw_fields` a batch may carry `_line`, each row's JSON line,
         from which the `fields` object is taken), in one transaction (an exception from the stream rolls
@@ -339,11 +378,13 @@ class TicketStore:
 
         Versions: a batch with an `updated` column (`Ticket.updated`; null where a ticket gives none) writes a
         row only if its time is newer than the version stored for that id; the others are left as they are and
-        listed in `stale`. A row without a time is always written and leaves the stored version as it was."""
+        listed in `stale`. A row without a time is always written and leaves the stored version as it was.
+
+        `embeddings`: (model key, text hashes, vectors) for the embedding cache, in the same transaction (a write
+        is committed with its vectors or not at all). A full disk is DiskFullError, with nothing written."""
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
-        self.con.execute("BEGIN")
-        try:
+        with self._transaction():
             seq = self._meta_int("change_seq") + 1
             next_row = self._meta_int("next_row_id")
             self._alloc = (max(self._meta_int("row_stride"), 1), row_ids or {})
@@ -362,15 +403,12 @@ class TicketStore:
                 if ids:
                     next_row = self._write_batch(ids, rows, seq, next_row, new, old, seen)
             if not new and not old:
-                self.con.execute("ROLLBACK")
-                return UpsertResult(0, 0, seq - 1, stale=stale)
+                return UpsertResult(0, 0, seq - 1, stale=stale)  # (an empty transaction: nothing changed)
             self._set_meta("next_row_id", str(next_row))
             self._set_meta("change_seq", str(seq))
-            self.con.execute("COMMIT")
-            self._writes += 1  # after the commit: a recency list read before it is stale
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+            for key, hashes, vecs in embeddings:
+                self.put_embeddings(key, hashes, vecs)
+        self._writes += 1  # after the commit: a recency list read before it is stale
         return UpsertResult(inserted=len(new), updated=len(old), change_seq=seq, ids=list(seen),
                             row_ids=list(seen.values()), stale=stale)
 
@@ -522,8 +560,7 @@ class TicketStore:
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
         ids = list(ids)
-        self.con.execute("BEGIN")
-        try:
+        with self._transaction():
             self.con.register("_ids", pa.table({"id": pa.array(ids, pa.string())}))
             rows = [r[0] for r in self.con.execute("SELECT row_id FROM tickets JOIN _ids USING (id)").fetchall()]
             self.con.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM _ids)")
@@ -532,11 +569,7 @@ class TicketStore:
                 seq = self._meta_int("change_seq") + 1
                 self._set_meta("change_seq", str(seq))
                 self._log_changes(seq, rows)
-            self.con.execute("COMMIT")
-            self._writes += 1  # after the commit: a recency list read before it is stale
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+        self._writes += 1  # after the commit: a recency list read before it is stale
         return rows
 
     def _to_arrow(self, tickets: Sequence[Ticket], row_ids: Sequence[int] | None = None) -> pa.Table:

@@ -34,6 +34,7 @@ from ticketsearch.api import TicketIndex
 from ticketsearch.errors import (
     CollectionNotFoundError,
     ConflictError,
+    DiskFullError,
     JobNotFoundError,
     NotFoundError,
     QueryError,
@@ -259,6 +260,12 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
         if not svc.ready:
             return JSONResponse(Health(status="loading").model_dump(), 503,
                                 headers={"Retry-After": str(web.retry_after_s)})
+        for name in svc.collections.open_names():  # writes that cannot be made (a full disk) make it not ready
+            eng = svc.collections.engine_if_open(name)
+            problem = await anyio.to_thread.run_sync(eng.write_blocked) if eng is not None else None
+            if problem is not None:
+                return JSONResponse(Health(status="read-only", detail=f"collection {name!r}: {problem}").model_dump(),
+                                    503, headers={"Retry-After": str(web.retry_after_s)})
         if svc.single:
             engine = svc._held
             return Health(status="ready", tickets=await anyio.to_thread.run_sync(engine.count))
@@ -607,6 +614,13 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(error_body("path", str(exc.detail), "http"), exc.status_code, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Whatever no other handler answers: the JSON error shape, never a plain-text 500 (the details stay in
+        the log: uvicorn logs the traceback)."""
+        return JSONResponse(error_body("service", f"internal error ({type(exc).__name__}): the service log has the "
+                                       "details", "internal"), 500)
+
     @app.exception_handler(TicketsearchError)
     async def core_error(request: Request, exc: TicketsearchError) -> JSONResponse:
         if isinstance(exc, CollectionNotFoundError):  # the same body as access.check's for an unseen collection
@@ -617,6 +631,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body("path.name", str(exc), "conflict"), 409)
         if isinstance(exc, UnavailableError):
             return JSONResponse(error_body("collection", str(exc), "unavailable"), 503)
+        if isinstance(exc, DiskFullError):
+            return JSONResponse(error_body("storage", str(exc), "disk_full"), 503,
+                                headers={"Retry-After": str(request.app.state.service.web.retry_after_s)})
         if isinstance(exc, NotFoundError):
             return JSONResponse(error_body("path.ticket_id", str(exc), "not_found"), 404)
         if isinstance(exc, RequestError):  # a rule of ticketsearch.requests, naming the field it concerns

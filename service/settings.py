@@ -37,11 +37,11 @@ class ServiceSettings(BaseSettings):
     )
     retry_after_s: int = Field(default=1, ge=1, le=3600)
     costly_per_key: int = Field(
-        default=2, ge=1, le=64,
+        default=1, ge=1, le=64,
         description="Costly searches (explained, a query of over 10,000 characters, snippets of over 20 hits) one "
         "key may have in progress; more get 429 with Retry-After.")
     costly_total: int = Field(
-        default=2, ge=1, le=64,
+        default=1, ge=1, le=64,
         description="Costly searches in progress in the whole service (keep it below `workers`, so that ordinary "
         "searches always find a worker); more get 429.")
     max_open_collections: int = Field(

@@ -59,6 +59,10 @@ class StoreError(TicketsearchError):
     """The ticket store cannot be opened or written (not a data problem)."""
 
 
+class DiskFullError(StoreError):
+    """A write found no room on the disk that holds the store: nothing of it was written."""
+
+
 class StoreLockedError(StoreError):
     """Another process holds the ticket store open for writing (a running service, or an ingest)."""
 

@@ -295,3 +295,35 @@ def test_a_closed_engine_is_freed_at_once_sharing_its_model(trained_index: Path,
     finally:
         gc.enable()
         models.close()
+
+
+def test_a_committed_change_the_indexes_missed_is_applied_by_the_next_checkpoint(
+        built_index: Path, tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An apply that fails after DuckDB's commit loses nothing: the write raises, no manifest records a change
+    past it, the next checkpoint re-applies it from DuckDB, and so would start-up."""
+    shutil.copytree(built_index, tmp_path / "idx")
+    eng = Engine(tmp_path / "idx", settings.model_copy(update={"checkpoint_interval_s": 3600}))
+    eng.start()
+    assert eng.ready, eng.error
+    assert eng.store is not None
+    ticket = normalize_row(eng.store.schema, {"id": "LATE-1", "title": "narwhal ledger reconciliation stalls",
+                                              "created": "2025-06-01"}, 1)
+    real = type(eng.bm25).upsert
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("injected: the BM25 apply fails once")
+
+    monkeypatch.setattr(type(eng.bm25), "upsert", failing)
+    with pytest.raises(MemoryError):
+        eng.upsert([ticket])
+    monkeypatch.setattr(type(eng.bm25), "upsert", real)
+    assert eng.get("LATE-1")["title"] == ticket.title  # committed
+    assert eng.unapplied_from == eng.store.change_seq
+    assert "LATE-1" not in [h.id for h in eng.search(text="narwhal ledger reconciliation", method="bm25").hits]
+    other = normalize_row(eng.store.schema, {"id": "LATE-2", "title": "another", "created": "2025-06-02"}, 1)
+    eng.upsert([other])  # a later write does not carry the manifest past the missed one
+    saved = eng.checkpoint()
+    assert eng.unapplied_from is None and saved == eng.store.change_seq
+    assert [h.id for h in eng.search(text="narwhal ledger reconciliation", method="bm25", k=1).hits] == ["LATE-1"]
+    assert Manifest.load(tmp_path / "idx").change_seq == eng.store.change_seq
+    eng.close()

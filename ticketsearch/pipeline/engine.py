@@ -30,17 +30,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from ticketsearch.atomic import fsync_dir
-from ticketsearch.errors import ConflictError, NotFoundError, TicketsearchError, one_line
+from ticketsearch.errors import ConflictError, DiskFullError, NotFoundError, TicketsearchError, one_line
 from ticketsearch.index_data import deliveries, feedback
 from ticketsearch.index_data.records import Ticket, last_of_each, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
-from ticketsearch.index_data.store import TicketStore, UpsertResult, read_texts
+from ticketsearch.index_data.store import Embeddings, TicketStore, UpsertResult, read_texts
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.parts import open_store
@@ -71,6 +71,7 @@ from .search import model_id
 from .shared_models import Loaded, SharedModels
 
 log = logging.getLogger("ticketsearch.engine")
+T = TypeVar("T")
 
 # Fault injection for the durability tests (never a user setting): SIGKILL the process at this point
 # (after-commit, mid-checkpoint, before-manifest).
@@ -209,6 +210,8 @@ class Engine:
         self.encoder: Any = None  # the index's encoder; every pass goes through the shared batcher thread
         self.applied_seq = 0
         self.saved_seq = 0
+        self.unapplied_from: int | None = None  # the first committed change the indexes have not applied (`_applied`)
+        self.write_problem: str | None = None  # why the last write could not be made (a full disk), until one can
         self.on_encode_batch = on_encode_batch  # told how many requests share each encoder pass (metrics)
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -328,8 +331,9 @@ class Engine:
             build_rerank_vectors(d, store, self.encoder, progress=False)
             rs.reranker, rs.vectors, rs.notes = rs.load_reranker()
 
-    def _reconcile(self, seq: int) -> None:
-        """Apply the changes the files missed: DuckDB's change log after `seq`, and any id-set mismatch."""
+    def _reconcile(self, seq: int, save: bool = True) -> None:
+        """Apply the changes the files missed: DuckDB's change log after `seq`, and any id-set mismatch; then,
+        with `save`, checkpoint (start-up; a checkpoint that catches up saves on its own)."""
         store, rs = self.store, self.searcher
         assert store is not None and rs is not None
         db_ids = set(store.row_ids().tolist())
@@ -351,7 +355,8 @@ class Engine:
         self.applied_seq = store.change_seq
         log.warning("reconciled the index files with DuckDB (changes after %d): %d re-applied, %d dropped",
                     seq, len(present), len(gone))
-        self.checkpoint()
+        if save:
+            self.checkpoint()
 
     # ---- a new model, live ----------------------------------------------------------------------
     def reload_reranker(self) -> str | None:
@@ -456,27 +461,55 @@ class Engine:
         across the shards; default: the next ones)."""
         assert self.store is not None
         with self._write_lock:
-            res = self.store.upsert(prepared.tickets, row_ids)
+            res = self._committed(lambda s: s.upsert(prepared.tickets, row_ids, self._embeddings(prepared)))
             if res.stale:  # left as stored (an older version): nothing of them reaches the indexes
                 refused = set(res.stale)
                 prepared = prepared.part([i for i, t in enumerate(prepared.tickets) if t.id not in refused])
             self._fault("after-commit")
-            self._cache_embeddings(prepared)
-            with self.lock.write():
-                self._apply_upsert(prepared, res.row_ids, res.change_seq)
-                self.applied_seq = res.change_seq
+            self._applied(res.change_seq, lambda: self._apply_upsert(prepared, res.row_ids, res.change_seq))
         return res
+
+    def write_blocked(self) -> str | None:
+        """Why writes cannot be made now (the last write found the disk full, and it still has no room), or
+        None; once there is room again the problem is cleared."""
+        if self.write_problem is not None and self.store is not None and self.store.has_room():
+            self.write_problem = None
+        return self.write_problem
+
+    def _committed(self, write: Callable[[TicketStore], T]) -> T:
+        """A store write; a full disk is remembered (`write_problem`: /readyz says so until there is room again)
+        and raised, with nothing written; a write that succeeds clears it."""
+        assert self.store is not None
+        try:
+            out = write(self.store)
+        except DiskFullError as exc:
+            self.write_problem = str(exc)
+            raise
+        self.write_problem = None
+        return out
+
+    def _applied(self, seq: int, apply: Callable[[], None]) -> None:
+        """Apply a committed change to the in-memory indexes. Should that fail, the change is not lost: no
+        checkpoint records a change past it (`unapplied_from`), the next checkpoint re-applies it from DuckDB,
+        and so does start-up after a crash; the caller gets the error."""
+        try:
+            with self.lock.write():
+                apply()
+                self.applied_seq = seq
+        except BaseException:
+            self.unapplied_from = min(seq, self.unapplied_from or seq)
+            log.exception("change %d is committed but not applied to the indexes: the next checkpoint re-applies it",
+                          seq)
+            raise
 
     def delete(self, ticket_id: str) -> int:
         assert self.store is not None
         with self._write_lock:
-            rows = self.store.delete([ticket_id])
+            rows = self._committed(lambda s: s.delete([ticket_id]))
             if not rows:
                 raise NotFoundError(f"ticket {ticket_id!r} not found")
             seq = self.store.change_seq
-            with self.lock.write():
-                self._apply_delete(rows, seq)
-                self.applied_seq = seq
+            self._applied(seq, lambda: self._apply_delete(rows, seq))
         return seq
 
     def record_feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:
@@ -516,10 +549,10 @@ class Engine:
         rerank = self.searcher.reranker if isinstance(self.searcher.reranker, Reranker) else None  # one with vectors
         return prepare(tickets, self.store.schema, self.encoder, rerank, self.store.cached_embeddings)
 
-    def _cache_embeddings(self, p: Prepared) -> None:
-        assert self.store is not None
-        self.store.put_embeddings(self.encoder.key, [text_hash(t) for t in p.texts], p.vecs)
-        self.store.put_embeddings(title_key(self.encoder), [text_hash(t) for t in p.titles], p.title_vecs)
+    def _embeddings(self, p: Prepared) -> list[Embeddings]:
+        """A write's vectors for the embedding cache (committed in the write's own transaction)."""
+        return [(self.encoder.key, [text_hash(t) for t in p.texts], p.vecs),
+                (title_key(self.encoder), [text_hash(t) for t in p.titles], p.title_vecs)]
 
     def _apply_upsert(self, p: Prepared, row_ids: list[int], seq: int) -> None:
         rs = self.searcher
@@ -594,12 +627,11 @@ class Engine:
             if ch.row_ids:
                 assert ch.rows is not None and ch.vecs is not None and ch.title_vecs is not None
                 ids = ch.rows.column("id").to_pylist()
-                res = store.upsert_tables(iter([ch.rows]), dict(zip(ids, ch.row_ids)))
                 titles, bodies = ch.rows.column("title").to_pylist(), ch.rows.column("body").to_pylist()
                 texts = [ticket_text(store.schema, t, b) for t, b in zip(titles, bodies)]
                 prepared = Prepared([], ch.vecs, ch.title_vecs, texts, titles,
                                     [bm25_text(t, b) for t, b in zip(titles, bodies)], ch.rerank_vecs)
-                self._cache_embeddings(prepared)
+                res = store.upsert_tables(iter([ch.rows]), dict(zip(ids, ch.row_ids)), self._embeddings(prepared))
             store.set_primary_seq(ch.seq)
             seq = store.change_seq
             with self.lock.write():
@@ -662,9 +694,21 @@ class Engine:
         with self._checkpoint_lock:
             return self._checkpoint(compact)
 
+    def _catch_up(self) -> None:
+        """Re-apply from DuckDB the changes that a failed apply left out of the indexes (`_applied`)."""
+        with self._write_lock:
+            first = self.unapplied_from
+            if first is None:
+                return
+            with self.lock.write():
+                self._reconcile(first - 1, save=False)
+            self.unapplied_from = None
+
     def _checkpoint(self, compact_all: bool) -> int:
         store = self.store
         assert store is not None
+        if self.unapplied_from is not None:  # no manifest may record a change past one the indexes lack
+            self._catch_up()
         least = 1 if compact_all else self.settings.compact_changes
         for part in self.parts:
             if part.live.changed >= least:

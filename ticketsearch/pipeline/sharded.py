@@ -318,6 +318,11 @@ class ShardedEngine:
     def get(self, ticket_id: str) -> dict[str, Any]:
         return dict(self._owner(ticket_id).call("get", ticket_id).result())
 
+    def write_blocked(self) -> str | None:
+        """Not asked of the shards (each may be another process): a shard's full disk comes back as its write's
+        DiskFullError (503), with nothing written."""
+        return None
+
     def count(self) -> int:
         pending = [c.call("count") for c in self._clients]
         return sum(int(p.result()) for p in pending)
