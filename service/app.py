@@ -38,9 +38,11 @@ from ticketsearch.errors import (
     JobNotFoundError,
     NotFoundError,
     QueryError,
+    ReadOnlyError,
     RequestError,
     RowError,
     SchemaError,
+    StoreError,
     TicketsearchError,
     UnavailableError,
     one_line,
@@ -134,6 +136,9 @@ class Service:
         self.settings = settings
         self.web = web
         self.default_shards = default_shards
+        # the server's own folders, never told to a client (`public`): longest first, as given and resolved
+        served = [p for p in (index_dir, root) if p is not None]
+        self._paths = sorted({s for p in served for s in (str(p), str(Path(p).resolve()))}, key=len, reverse=True)
         self.keys = ApiKeys.parse(web.api_keys)
         self.hook_secrets = parse_secrets(web.webhook_secrets)
         self.metrics = Metrics()
@@ -180,9 +185,15 @@ class Service:
             self.models.release(self._held)
         self.collections.close()
 
+    def public(self, text: str) -> str:
+        """A message as a client may read it: the server's folders named by their role, not their path."""
+        for path in self._paths:
+            text = text.replace(path, "<served directory>")
+        return text
+
     def check_ready(self) -> None:
         if self.failure is not None:
-            raise ApiError(503, "index", f"the index could not be loaded: {one_line(self.failure)}",
+            raise ApiError(503, "index", self.public(f"the index could not be loaded: {one_line(self.failure)}"),
                            type_="unavailable")
         if not self.ready:
             raise ApiError(503, "index", "the index is loading", {"Retry-After": str(self.web.retry_after_s)},
@@ -195,7 +206,7 @@ class Service:
         try:
             engine = await anyio.to_thread.run_sync(self.collections.acquire, name)
         except UnavailableError as exc:
-            raise ApiError(503, "collection", str(exc), type_="unavailable") from None
+            raise ApiError(503, "collection", self.public(str(exc)), type_="unavailable") from None
         try:
             yield engine
         finally:
@@ -256,7 +267,7 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
     async def readyz() -> Any:
         """Ready: with --index, the index loaded and reconciled with DuckDB; with --root, the model loaded."""
         if svc.failure is not None:
-            return JSONResponse(Health(status="failed", detail=one_line(svc.failure)).model_dump(), 503)
+            return JSONResponse(Health(status="failed", detail=svc.public(one_line(svc.failure))).model_dump(), 503)
         if not svc.ready:
             return JSONResponse(Health(status="loading").model_dump(), 503,
                                 headers={"Retry-After": str(web.retry_after_s)})
@@ -623,26 +634,30 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TicketsearchError)
     async def core_error(request: Request, exc: TicketsearchError) -> JSONResponse:
+        message = request.app.state.service.public(str(exc))
         if isinstance(exc, CollectionNotFoundError):  # the same body as access.check's for an unseen collection
-            return JSONResponse(error_body("path.name", str(exc), "not_found"), 404)
+            return JSONResponse(error_body("path.name", message, "not_found"), 404)
         if isinstance(exc, JobNotFoundError):
-            return JSONResponse(error_body("path.job_id", str(exc), "not_found"), 404)
+            return JSONResponse(error_body("path.job_id", message, "not_found"), 404)
         if isinstance(exc, ConflictError):
-            return JSONResponse(error_body("path.name", str(exc), "conflict"), 409)
+            return JSONResponse(error_body("path.name", message, "conflict"), 409)
         if isinstance(exc, UnavailableError):
-            return JSONResponse(error_body("collection", str(exc), "unavailable"), 503)
+            return JSONResponse(error_body("collection", message, "unavailable"), 503)
         if isinstance(exc, DiskFullError):
-            return JSONResponse(error_body("storage", str(exc), "disk_full"), 503,
+            return JSONResponse(error_body("storage", message, "disk_full"), 503,
                                 headers={"Retry-After": str(request.app.state.service.web.retry_after_s)})
         if isinstance(exc, NotFoundError):
-            return JSONResponse(error_body("path.ticket_id", str(exc), "not_found"), 404)
+            return JSONResponse(error_body("path.ticket_id", message, "not_found"), 404)
+        if isinstance(exc, (StoreError, ReadOnlyError)):  # the server's storage, not the request
+            log.warning("request failed: %s", exc)
+            return JSONResponse(error_body("storage", message, "unavailable"), 503)
         if isinstance(exc, RequestError):  # a rule of ticketsearch.requests, naming the field it concerns
             where = "body" + (f".{exc.field}" if exc.field else "")
             return JSONResponse(error_body(where, exc.reason, exc.type), 422)
         if isinstance(exc, QueryError):
-            return JSONResponse(error_body("body", str(exc), "value_error"), 422)
+            return JSONResponse(error_body("body", message, "value_error"), 422)
         log.warning("request failed: %s", exc)
-        return JSONResponse(error_body("body", str(exc), "error"), 400)
+        return JSONResponse(error_body("body", message, "error"), 400)
 
 
 def field_path(loc: tuple) -> tuple:

@@ -78,6 +78,15 @@ def error_body(field: str, reason: str, type_: str = "error") -> dict[str, Any]:
 
 
 HOOK_PATH = re.compile(r"^/v1/(collections/[^/]+/)?hooks/")  # signed by the tracker, not keyed
+LOOPBACK_HOST = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$", re.I)
+
+
+def foreign_host(scope: dict) -> str | None:
+    """Without keys the service binds the loopback address only; a request whose Host is another name came
+    through a page that had a name resolve to 127.0.0.1 (DNS rebinding), and is refused: the Host it gave, or
+    None when it is a loopback name."""
+    host = (header(scope, b"host") or "").strip()
+    return None if LOOPBACK_HOST.match(host) else host
 
 
 class Gate:
@@ -106,6 +115,11 @@ class Gate:
 
         try:
             scope["path"] = ticket_path(scope)
+            if not self.keys.enabled and (host := foreign_host(scope)) is not None:
+                await JSONResponse(error_body("header.host", f"this service (no API keys: loopback only) answers "
+                                              f"requests for localhost, not {host[:100]!r}", "forbidden_host"), 400)(
+                    scope, receive, send_wrapper)
+                return
             api = scope["path"].startswith("/v1/")
             if api and not HOOK_PATH.match(scope["path"]):
                 try:  # kept for the route's guard (`access.grants`), which does not ask again

@@ -189,3 +189,16 @@ def test_costly_requests_are_bounded_and_ordinary_ones_go_on(costly_server: Serv
         assert c.post("/v1/search", json=costly).status_code == 200  # the budget is back
     for c in clients:
         c.close()
+
+
+def test_without_keys_only_loopback_names_are_answered(small_server: Server) -> None:
+    """No keys: the service binds the loopback address, and a request for another host name (a page that had its
+    name resolve to 127.0.0.1: DNS rebinding) is refused before anything runs, page and API alike."""
+    port = small_server.port
+    with small_server.client() as c:
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.nip.io", "10.0.0.8"):
+            for path in ("/v1/tickets/SUP-10", "/"):
+                r = c.get(path, headers={"Host": host})
+                assert r.status_code == 400 and r.json()["detail"][0]["field"] == "header.host", (host, r.text)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
+            assert c.get("/v1/tickets/SUP-10", headers={"Host": host}).status_code == 200, host

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +293,17 @@ def test_a_dedupe_job_finds_clusters(trained_server: Server) -> None:
     assert sum(link["known"] for r in rows for link in r["links"]) > 0  # the collection's links, reported as known
     assert admin.get("/v1/collections/trained/jobs/0123456789abcdef/clusters").status_code == 404
     assert server.client(ACME_W).post("/v1/collections/acme/dedupe", json={}).status_code == 403
+
+
+def test_a_broken_collection_answers_503_without_the_servers_paths(own_server: Server) -> None:
+    """A collection whose store cannot be opened answers 503 naming the problem; no answer tells a client where the
+    server keeps its files (was: the absolute path of the store)."""
+    own_server.stop()
+    store = own_server.index_dir / "collections" / "acme" / "tickets.duckdb"
+    store.write_bytes(b"not a duckdb file at all" * 100)
+    own_server.start()
+    r = own_server.client(ACME_R).post("/v1/collections/acme/search", json={"text": "refund"})
+    assert r.status_code == 503 and r.json()["detail"][0]["type"] == "unavailable", r.text
+    for path in (own_server.index_dir, own_server.index_dir.resolve(), Path(tempfile.gettempdir())):
+        assert str(path) not in r.text, r.text
+    assert "<served directory>/collections/acme/tickets.duckdb" in r.text
