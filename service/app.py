@@ -73,6 +73,7 @@ from ticketsearch.settings import Settings
 from .access import Access, CollectionName, Guard, require, require_default, require_global, require_key
 from .auth import ApiKeys
 from .costs import CostlyRequests
+from .docs import add_docs_routes
 from .gate import COLLECTION_LABEL, Admission, ApiError, Gate, TicketIdParam, error_body
 from .hooks import github_ok, jira_ok, parse_secrets
 from .metrics import Metrics
@@ -241,6 +242,8 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
         version="0.2.0",
         summary="Search, similar-ticket and duplicate-check API over support and bug tickets, in collections.",
         lifespan=lifespan,
+        docs_url=None,  # served by `add_docs_routes` from the package's own copy of Swagger UI
+        redoc_url=None,
     )
     app.state.service = svc
     app.state.keys = svc.keys
@@ -369,6 +372,7 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
                                ("/v1", require_default, "default collection")):
         add_ticket_routes(app, svc, prefix, guard, tag)
     add_page_routes(app, svc.keys, web.retry_after_s)  # the agent page at / (service/page.py)
+    add_docs_routes(app)  # /docs, offline (service/docs.py)
     return app
 
 

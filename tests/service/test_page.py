@@ -213,3 +213,21 @@ def test_a_pasted_ticket_with_fields_gets_the_duplicate_check(page: Any, server:
     assert page.inner_text("#hits > li.hit .badge >> nth=0") == "near copy"
     assert page.locator("#hits .badge", has_text="near copy").count() == 1
     assert page.locator("#hits .fb").count() == 0  # a pasted ticket is not in the index: nothing to pair with
+
+
+def test_the_api_document_works_offline_under_its_csp(page: Any, server: Server) -> None:
+    """/docs loads Swagger UI from the service itself (no request leaves its origin: the page fixture fails on
+    one), renders the routes, and sends a Content-Security-Policy that its own script passes (a violation would
+    be a console error). Assets outside the fixed list are 404, a path never reaches the disk."""
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    r = page.goto(server.url + "/docs")
+    assert r.status == 200 and "script-src 'self' 'sha256-" in r.headers["content-security-policy"]
+    page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/search\"]", timeout=30_000)
+    assert page.locator(".swagger-ui .info .title").inner_text().startswith("ticketsearch")
+    assert not violations, violations
+    with server.client() as c:
+        assert c.get("/docs/assets/swagger-ui.css").headers["content-type"].startswith("text/css")
+        for name in ("index.html", "..%2F__init__.py", "redoc.standalone.js", "swagger-ui.js.map"):
+            assert c.get(f"/docs/assets/{name}").status_code == 404, name
+        assert c.get("/redoc").status_code == 404
