@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from ticketsearch.errors import DiskFullError, NotFoundError, QueryError, SchemaError, StoreError, StoreLockedError
+from ticketsearch.requests import iso_utc
 
 from .records import Ticket, last_of_each, parse_datetime, text_hash
 from .schema import FieldSpec, Schema
@@ -87,9 +88,9 @@ class StoredTicket:
             "id": self.id,
             "title": self.title,
             "body": self.body,
-            "created": self.created.isoformat(),
+            "created": iso_utc(self.created),
             "duplicate_of": self.duplicate_of,
-            "fields": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.values.items()},
+            "fields": {k: (iso_utc(v) if isinstance(v, datetime) else v) for k, v in self.values.items()},
         }
 
 

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm import tqdm
 
 from ticketsearch.index_data.records import text_hash, ticket_text
 from ticketsearch.index_data.store import StoreTexts, TicketStore, read_texts
@@ -25,6 +26,9 @@ if TYPE_CHECKING:  # Ray is optional: imported only for --executor ray
     pass
 
 
+CACHE_EVERY = 1024  # texts encoded between two writes to the embedding cache (20-40 s of MiniLM here)
+
+
 def embed_texts(
     store: TicketStore, encoder: Encoder, key: str, texts: list[str], progress: bool, desc: str
 ) -> tuple[np.ndarray, int, float]:
@@ -34,11 +38,15 @@ def embed_texts(
     cache = store.cached_embeddings(key, list(unique))
     missing = [h for h in unique if h not in cache]
     t0 = time.perf_counter()
-    if missing:
-        vecs = encoder.encode([unique[h] for h in missing], progress=progress, desc=desc)
-        if not store.read_only:
-            store.put_embeddings(key, missing, vecs)
-        cache.update(zip(missing, vecs))
+    with tqdm(total=len(missing), desc=desc, unit=" tickets", disable=not progress or not missing,
+              mininterval=0.5) as bar:
+        for s in range(0, len(missing), CACHE_EVERY):  # each part cached as it is done: an interrupted build
+            part = missing[s : s + CACHE_EVERY]  # (Ctrl-C) keeps what it encoded, and the next run skips it
+            vecs = encoder.encode([unique[h] for h in part])
+            if not store.read_only:
+                store.put_embeddings(key, part, vecs)
+            cache.update(zip(part, vecs))
+            bar.update(len(part))
     seconds = time.perf_counter() - t0
     mat = np.zeros((len(hashes), encoder.dim), dtype=np.float32)
     for i, h in enumerate(hashes):

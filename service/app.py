@@ -64,6 +64,7 @@ from ticketsearch.results import (
     FeedbackDecision,
     JobInfo,
     SearchResult,
+    TicketOut,
     TrainParams,
 )
 from ticketsearch.retrieval.threads import apply_threads
@@ -89,7 +90,6 @@ from .schemas import (
     Health,
     SearchRequest,
     TicketBatch,
-    TicketOut,
     UpsertResponse,
     patch_openapi,
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from ticketsearch.errors import StoreLockedError, TicketsearchError
 from ticketsearch.index_data.demo import write_demo
 from ticketsearch.index_data.trackers import FORMATS
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.logs import configure_logging
 from ticketsearch.pipeline.dedupe import dedupe as run_dedupe
 from ticketsearch.pipeline.parts import index_settings, open_store
 from ticketsearch.pipeline.sharding import split_index
@@ -649,7 +649,7 @@ def serve(
             pass  # service that answers /healthz and 503 to everything else forever
     elif root is not None and root.exists() and not root.is_dir():
         fail(f"--root {root} is not a folder")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     if on_ray:
         if root is None:
             fail("--ray serves a root of collections: give --root DIR")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ticketsearch.errors import UnavailableError
+from ticketsearch.logs import configure_logging
 from ticketsearch.pipeline.batcher import encode_jobs
 from ticketsearch.pipeline.sharding import ShardLayout
 from ticketsearch.pipeline.shared_models import SharedModels
@@ -103,7 +104,7 @@ class ShardDeployment:
     def __init__(self, path: str, settings: dict[str, Any]) -> None:
         from ticketsearch.pipeline.shard import ShardServer  # deferred: bm25s, SciPy
 
-        logging.basicConfig(level=logging.INFO)
+        configure_logging("INFO")
         conf = Settings(**settings)
         apply_threads(conf)  # this replica's process
         self.server: ShardServer | None = ShardServer.open(Path(path), conf)
@@ -128,7 +129,7 @@ class FollowerDeployment:
 
         from ticketsearch.pipeline.replica import FollowerServer  # deferred: bm25s, SciPy
 
-        logging.basicConfig(level=logging.INFO)
+        configure_logging("INFO")
         self.name = name
         self.primary = serve.get_app_handle(primary_app)
         conf = Settings(**settings)
@@ -269,7 +270,7 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int,
     def build() -> Any:
         from .app import create_app  # deferred: FastAPI, bm25s  # deferred: FastAPI, bm25s
 
-        logging.basicConfig(level=logging.INFO)
+        configure_logging("INFO")
         return create_app(None, Settings(**settings_dict), root=Path(root), connect_shards=RayConnector(shard_replicas),
                           default_shards=shards, make_batcher=ServeBatcher)
 

@@ -47,15 +47,6 @@ TicketBatch = Annotated[
 ]
 
 
-class TicketOut(BaseModel):
-    id: str
-    title: str
-    body: str
-    created: str
-    duplicate_of: str | None
-    fields: dict[str, Any]
-
-
 class UpsertResponse(BaseModel):
     inserted: int
     updated: int

@@ -23,8 +23,8 @@ from ticketsearch.client import (
     Unprocessable,
 )
 from ticketsearch.errors import NotFoundError, QueryError, RowError, UnavailableError
-from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TrainParams
-from ticketsearch.service.schemas import DeleteResponse, TicketOut, UpsertResponse
+from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TicketOut, TrainParams
+from ticketsearch.service.schemas import DeleteResponse, UpsertResponse
 
 from .service.server import Server
 

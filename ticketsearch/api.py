@@ -22,7 +22,7 @@ from ticketsearch.errors import ReadOnlyError, RowError, UnavailableError, rerai
 from ticketsearch.index_data import feedback
 from ticketsearch.index_data.records import normalize_row
 from ticketsearch.requests import DuplicateRequest, SearchRequest
-from ticketsearch.results import DuplicateResult, SearchResult
+from ticketsearch.results import DuplicateResult, SearchResult, TicketOut
 from ticketsearch.settings import Settings, get_settings
 
 
@@ -152,10 +152,11 @@ class TicketIndex:
                                threshold=threshold, target_precision=self.settings.duplicate_precision,
                                reranker=res.reranker, near_copy=copy, candidates=res.hits)
 
-    def get(self, ticket_id: str) -> dict[str, Any]:
+    def get(self, ticket_id: str) -> TicketOut:
+        """The stored ticket (NotFoundError if there is none): the same type the client's `get` returns."""
         if self._engine is not None:
-            return self._engine.get(ticket_id)
-        return self._pipeline.store.get(ticket_id).as_dict()
+            return TicketOut(**self._engine.get(ticket_id))
+        return TicketOut(**self._pipeline.store.get(ticket_id).as_dict())
 
     def count(self) -> int:
         if self._engine is not None:

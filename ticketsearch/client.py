@@ -36,9 +36,10 @@ from ticketsearch.results import (
     FeedbackDecision,
     JobInfo,
     SearchResult,
+    TicketOut,
     TrainParams,
 )
-from ticketsearch.service.schemas import DeleteResponse, TicketOut, UpsertResponse
+from ticketsearch.service.schemas import DeleteResponse, UpsertResponse
 
 MAX_RETRY_WAIT_S = 30.0
 

@@ -65,6 +65,12 @@ def id_problem(tid: str) -> str | None:
 
 
 
+def iso_utc(dt: datetime) -> str:
+    """A stored time (naive UTC) as an answer gives it: ISO-8601 with its zone, `Z` (one rule for every door)."""
+    naive = dt if dt.tzinfo is None else dt.astimezone(UTC).replace(tzinfo=None)
+    return naive.isoformat() + "Z"
+
+
 def parse_datetime(value: Any) -> datetime:
     """Parse ISO-8601 (date or date-time, with or without offset) to naive UTC."""
     if isinstance(value, datetime):
@@ -243,10 +249,15 @@ class SearchRequest(Strict):
     """A search: by a query text (with an optional separate title), or like an indexed ticket (`like`)."""
 
     # the rule of `_text_or_like`, stated in the JSON schema too (the OpenAPI document)
-    model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"required": ["text"], "not": {"required": ["like"]}},
-        {"required": ["like"], "not": {"anyOf": [{"required": ["text"]}, {"required": ["title"]}]}},
-    ]})
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [
+            {"required": ["text"], "not": {"required": ["like"]}},
+            {"required": ["like"], "not": {"anyOf": [{"required": ["text"]}, {"required": ["title"]}]}},
+        ],
+        # and `explain_problem`'s: an explained search covers at most MAX_EXPLAINED hits
+        "if": {"required": ["explain"], "properties": {"explain": {"const": True}}},
+        "then": {"properties": {"k": {"maximum": MAX_EXPLAINED}}},
+    })
 
     # text and like may be left out, not sent as null (the JSON schema says which one a request gives)
     text: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": MAX_TEXT, "pattern": NOT_BLANK})] = \

@@ -175,3 +175,14 @@ class FeedbackDecision(BaseModel):
     def of(cls, d: Any) -> FeedbackDecision:
         return cls(ticket_id=d.ticket_id, candidate_id=d.candidate_id, label=d.label, by=d.by,
                    at=d.at.isoformat(timespec="seconds") + "Z")
+
+
+class TicketOut(BaseModel):
+    """A stored ticket as every door gives it (the library's `get`, the API, the client)."""
+
+    id: str
+    title: str
+    body: str
+    created: str = Field(description="ISO-8601 creation time, UTC (`Z`).")
+    duplicate_of: str | None
+    fields: dict[str, Any]

@@ -34,8 +34,8 @@ def sources(index: TicketIndex, n: int = 6) -> list[dict]:
     picked = []
     for tid in random.Random(3).sample(ids, len(ids)):
         t = index.get(tid)
-        if t["body"]:
-            picked.append(t)
+        if t.body:
+            picked.append(t.model_dump())
         if len(picked) == n:
             return picked
     raise AssertionError("too few tickets with a body")

@@ -79,7 +79,7 @@ def test_an_untrained_index_answers_duplicates_with_the_general_model(index_dir:
         assert isinstance(idx.pipeline.reranker, GeneralReranker)
         first = idx.search("charged twice", k=1).hits[0]
         stored = idx.get(first.id)
-        res = idx.duplicates({"title": stored["title"], "body": stored["body"], "created": "2030-01-01"}, k=3)
+        res = idx.duplicates({"title": stored.title, "body": stored.body, "created": "2030-01-01"}, k=3)
         assert res.threshold == GeneralReranker().duplicate_threshold(settings.duplicate_precision)
         assert res.probability is not None and 0 <= res.probability <= 1 and res.candidates[0].id == first.id
         assert res.near_copy and res.candidates[0].near_copy  # its own words, four years on: a near copy

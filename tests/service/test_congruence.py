@@ -78,6 +78,11 @@ def test_every_door_gives_the_same_answers_and_the_same_errors(doors: Any, setti
                 assert code == 0, (opts, err)
                 got = [(h["id"], h["score"]) for h in json.loads(out)["hits"]]
                 same(want, got, f"cli {where[0]} {opts}")
+        # one typed ticket from every door, its time with its zone
+        for tid in (rows[0]["id"], rows[-1]["id"]):
+            got = lib.get(tid)
+            assert got == client.get(tid, collection="plain") == client.get(tid, collection="sharded"), tid
+            assert got.created.endswith("Z") and lib.search(like=tid, k=1).hits[0].created.endswith("Z")
         for opts, kind in bad:
             with pytest.raises(kind):
                 lib.search(**opts)

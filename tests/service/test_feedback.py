@@ -4,6 +4,7 @@ scores a confirmed pair higher."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -114,3 +115,8 @@ def test_writes_after_a_training_job_are_answered(server: Server, demo_rows: lis
         assert r.status_code == 200, r.text
     hits = c.post(f"{C}/search", json={"text": "kestrel turbine after the model swap", "k": 10}).json()["hits"]
     assert {h["id"] for h in hits} >= {f"AFTER-{i}" for i in range(6)}
+    # the log at INFO holds the project's own lines: no library's (onnx_ir logged dozens per model swap)
+    ours = re.compile(r"^\S+ \S+ (INFO|DEBUG) (ticketsearch|uvicorn)")
+    others = [line for line in server.log().splitlines()
+              if re.match(r"^\S+ \S+ (INFO|DEBUG) ", line) and not ours.match(line)]
+    assert not others, others[:5]

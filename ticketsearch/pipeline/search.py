@@ -24,7 +24,7 @@ from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.copies import near_copies
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_reranker, open_store
-from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields, now
+from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields, iso_utc, now
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
 from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
@@ -66,13 +66,13 @@ class Query:
 
 
 def jsonable(v: Any) -> Any:
-    return v.isoformat() if isinstance(v, datetime) else v
+    return iso_utc(v) if isinstance(v, datetime) else v
 
 
 def make_hit(t: StoredTicket, retrieval_score: float, scores: dict[str, float], rerank_score: float | None = None,
              probability: float | None = None, near_copy: bool = False) -> Hit:
     final = retrieval_score if rerank_score is None else rerank_score
-    return Hit(id=t.id, title=t.title, created=t.created.isoformat(),
+    return Hit(id=t.id, title=t.title, created=iso_utc(t.created),
                fields={k: jsonable(v) for k, v in t.values.items()}, score=round(final, 6),
                retrieval_score=round(retrieval_score, 6),
                rerank_score=None if rerank_score is None else round(rerank_score, 6),
