@@ -74,7 +74,9 @@ def test_every_method_of_the_blocking_client(empty_server: Server, demo_rows: li
         assert isinstance(dup, DuplicateResult) and dup.is_duplicate is None and dup.reason
         assert c.search("CSV export", k=1, collection="helpdesk", snippets=True).hits[0].snippet == (
             "Exports miss their final line.")
-        assert c.similar("C-1", k=1, collection="helpdesk", snippets=True).hits[0].highlight is not None
+        sim1 = c.similar("C-1", k=1, collection="helpdesk", snippets=True).hits[0]
+        assert sim1.snippet and isinstance(sim1.highlight, list) and sim1.snippet.strip("…") in c.get(
+            sim1.id, collection="helpdesk").body
         assert c.duplicates({"title": "CSV export"}, k=1, collection="helpdesk", snippets=True).candidates[0].snippet
         assert res.hits[0].snippet is None  # only on request
         fields = {f.name: f for f in c.schema(collection="helpdesk").fields}

@@ -55,7 +55,12 @@ def test_like_and_text_output(cli_index: tuple[Path, Path]) -> None:
     _, idx = cli_index
     code, out, _ = run("search", "--index", str(idx), "--like", "SUP-5", "-k", "4")
     assert code == 0
-    assert "SUP-5 " not in out and out.count("\n") >= 4
+    assert "SUP-5 " not in out
+    _, js, _ = run("search", "--index", str(idx), "--like", "SUP-5", "-k", "4", "--json")
+    ids = [h["id"] for h in json.loads(js)["hits"]]
+    at = [out.find(f"{tid} ") for tid in ids]  # the text shows the JSON's hits, each once, in its order
+    assert len(ids) == 4 and -1 not in at and at == sorted(at), (ids, out)
+    assert all(out.count(f"{tid} ") == 1 for tid in ids), out
 
 
 def test_reingest_is_idempotent_and_reuses_embeddings(cli_index: tuple[Path, Path], tmp_path: Path) -> None:

@@ -49,8 +49,9 @@ class Disk:
         self.filler.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if self.mounted:
-            subprocess.run(["umount", str(self.root)], check=False)
+        if self.mounted:  # a lazy unmount where a process still holds a file there: never left behind
+            if subprocess.run(["umount", str(self.root)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(self.root)], capture_output=True, check=False)
 
 
 @pytest.fixture

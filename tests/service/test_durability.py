@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from ticketsearch.errors import NotFoundError
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.ingest import build_index
@@ -176,7 +177,7 @@ def _has(store: TicketStore, tid: str) -> bool:
     try:
         store.get(tid)
         return True
-    except Exception:  # noqa: BLE001
+    except NotFoundError:  # absent; any other error (a broken store) fails the test
         return False
 
 
