@@ -83,6 +83,7 @@ from .schemas import (
     BATCH_TAGS,
     MAX_K,
     CollectionCreate,
+    CollectionUpdate,
     DeleteResponse,
     DuplicateRequest,
     ErrorResponse,
@@ -317,7 +318,8 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
         try:
             return await anyio.to_thread.run_sync(
                 lambda: svc.collections.create(name, body.schema_spec(), general_model=body.general_model,
-                                               shards=body.shards or svc.default_shards))
+                                               shards=body.shards or svc.default_shards,
+                                               duplicate_precision=body.duplicate_precision))
         except SchemaError as exc:
             raise ApiError(422, "body.schema", str(exc), type_="value_error") from None
 
@@ -325,6 +327,12 @@ def create_app(index_dir: Path | None, settings: Settings, root: Path | None = N
              dependencies=[Security(require("read"))], responses={**ERRORS, **NOT_FOUND})
     async def get_collection(name: str) -> CollectionInfo:
         return await anyio.to_thread.run_sync(svc.collections.info, name)
+
+    @app.patch("/v1/collections/{name}", response_model=CollectionInfo, tags=["collections"],
+               dependencies=[Security(require("admin"))], responses={**ERRORS, **NOT_FOUND})
+    async def update_collection(name: str, body: CollectionUpdate) -> CollectionInfo:
+        """Change a collection's settings (admin): its duplicate precision, used from the next request on."""
+        return await anyio.to_thread.run_sync(svc.collections.set_precision, name, body.duplicate_precision)
 
     @app.delete("/v1/collections/{name}", status_code=204, tags=["collections"],
                 dependencies=[Security(require("admin"))], responses={**ERRORS, **NOT_FOUND, **BUSY})

@@ -151,9 +151,19 @@ class CollectionCreate(Strict):
         default=None, ge=1, le=64, description="Split the collection into this many shards by a hash of the "
         "ticket id, each a complete index (default: the service's --shards on a Ray service, else one index).")
 
+    duplicate_precision: float | None = Field(
+        default=None, gt=0, lt=1, description="The target precision of this collection's duplicate verdicts: the "
+        "stored threshold for it decides (default: the service's TICKETSEARCH_DUPLICATE_PRECISION, 0.9).")
+
     def schema_spec(self) -> str | dict[str, Any]:
         s = self.schema_
         return s if isinstance(s, str) else s.model_dump(exclude_none=True)
+
+
+class CollectionUpdate(Strict):
+    duplicate_precision: float | None = Field(
+        gt=0, lt=1, description="The target precision of this collection's duplicate verdicts; null: the "
+        "service's TICKETSEARCH_DUPLICATE_PRECISION. Used by the next request.")
 
 
 class FeedbackRequest(Strict):

@@ -189,10 +189,15 @@ class Calls:
         return Call("GET", f"/v1/collections/{quote(name, safe='')}", CollectionInfo)
 
     def create_collection(self, name: str, schema: str | Mapping[str, Any], general_model: bool,
-                          shards: int | None = None) -> Call:
+                          shards: int | None = None, duplicate_precision: float | None = None) -> Call:
         body = {"schema": schema if isinstance(schema, str) else dict(schema), "general_model": general_model,
-                **({"shards": shards} if shards is not None else {})}
+                **({"shards": shards} if shards is not None else {}),
+                **({"duplicate_precision": duplicate_precision} if duplicate_precision is not None else {})}
         return Call("PUT", f"/v1/collections/{quote(name, safe='')}", CollectionInfo, json=body)
+
+    def set_precision(self, name: str, duplicate_precision: float | None) -> Call:
+        return Call("PATCH", f"/v1/collections/{quote(name, safe='')}", CollectionInfo,
+                    json={"duplicate_precision": duplicate_precision})
 
     def delete_collection(self, name: str) -> Call:
         return Call("DELETE", f"/v1/collections/{quote(name, safe='')}", None)
@@ -305,8 +310,13 @@ class Client(_Base):
         return self.send(self.calls.collection(name))
 
     def create_collection(self, name: str, schema: str | Mapping[str, Any] = "support",
-                          general_model: bool = False, shards: int | None = None) -> CollectionInfo:
-        return self.send(self.calls.create_collection(name, schema, general_model, shards))
+                          general_model: bool = False, shards: int | None = None,
+                          duplicate_precision: float | None = None) -> CollectionInfo:
+        return self.send(self.calls.create_collection(name, schema, general_model, shards, duplicate_precision))
+
+    def set_precision(self, name: str, duplicate_precision: float | None) -> CollectionInfo:
+        """A collection's target precision for its duplicate verdicts (None: the service's setting)."""
+        return self.send(self.calls.set_precision(name, duplicate_precision))
 
     def delete_collection(self, name: str) -> None:
         self.send(self.calls.delete_collection(name))
@@ -399,8 +409,13 @@ class AsyncClient(_Base):
         return await self.send(self.calls.collection(name))
 
     async def create_collection(self, name: str, schema: str | Mapping[str, Any] = "support",
-                                general_model: bool = False, shards: int | None = None) -> CollectionInfo:
-        return await self.send(self.calls.create_collection(name, schema, general_model, shards))
+                                general_model: bool = False, shards: int | None = None,
+                                duplicate_precision: float | None = None) -> CollectionInfo:
+        return await self.send(self.calls.create_collection(name, schema, general_model, shards,
+                                                            duplicate_precision))
+
+    async def set_precision(self, name: str, duplicate_precision: float | None) -> CollectionInfo:
+        return await self.send(self.calls.set_precision(name, duplicate_precision))
 
     async def delete_collection(self, name: str) -> None:
         await self.send(self.calls.delete_collection(name))

@@ -116,6 +116,8 @@ class CollectionInfo(BaseModel):
     open: bool = Field(description="Loaded in memory now (collections open on first use and close when idle).")
     training: bool = Field(default=False, description="A training job is running.")
     shards: int | None = Field(default=None, description="Shards the collection is split into (null: one index).")
+    duplicate_precision: float = Field(default=0.9, description="The target precision of its duplicate verdicts "
+                                       "(its own, or the service's TICKETSEARCH_DUPLICATE_PRECISION).")
 
 
 class TrainParams(BaseModel):

@@ -356,6 +356,9 @@
       else if (res.is_duplicate) v.textContent = `Likely a duplicate of ${res.candidates[0].id} (${pct(res.probability)}).`;
       else v.textContent = res.probability === null ? "Not a duplicate: no candidate."
         : `Not a duplicate: the best candidate is at ${pct(res.probability)}, below ${pct(res.threshold)}.`;
+      if (res.threshold !== null && !res.near_copy) {  // the collection's own target (PATCH /v1/collections/NAME)
+        v.textContent += ` The threshold is this collection's for ${pct(res.target_precision)} precision.`;
+      }
       renderHits(res.candidates, res.threshold);
       return res.candidates.length;
     });

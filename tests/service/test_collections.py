@@ -307,3 +307,39 @@ def test_a_broken_collection_answers_503_without_the_servers_paths(own_server: S
     for path in (own_server.index_dir, own_server.index_dir.resolve(), Path(tempfile.gettempdir())):
         assert str(path) not in r.text, r.text
     assert "<served directory>/collections/acme/tickets.duckdb" in r.text
+
+
+def test_each_collection_has_its_own_duplicate_precision(own_server: Server) -> None:
+    """Set at creation and changed by PATCH (admin), through the API and the client: the verdicts of that collection
+    use the stored threshold of its precision at once and after a restart; the others keep the service's."""
+    from ticketsearch.client import Client
+    from ticketsearch.rerank.general import GeneralReranker
+
+    admin = own_server.client(ADMIN)
+    r = admin.put("/v1/collections/strict", json={"schema": "support", "general_model": True,
+                                                  "duplicate_precision": 0.95})
+    assert r.status_code == 201 and r.json()["duplicate_precision"] == 0.95, r.text
+    assert admin.post("/v1/collections/strict/tickets", json=ACME_TICKETS).status_code == 200
+    general = GeneralReranker()
+
+    def verdict(name: str) -> tuple[float, float]:
+        out = admin.post(f"/v1/collections/{name}/duplicates", json={"title": ACME_TICKETS[0]["title"]}).json()
+        return out["target_precision"], out["threshold"]
+
+    assert verdict("strict") == (0.95, pytest.approx(general.duplicate_threshold(0.95)))
+    assert admin.get("/v1/collections/acme").json()["duplicate_precision"] == 0.9  # the service's
+    assert Client(own_server.url, ADMIN).set_precision("strict", 0.8).duplicate_precision == 0.8
+    assert verdict("strict") == (0.8, pytest.approx(general.duplicate_threshold(0.8)))
+    search = admin.post("/v1/collections/strict/search", json={"text": "refund"}).json()
+    assert search["threshold"] == pytest.approx(general.duplicate_threshold(0.8))
+    for bad in (1.5, 0, "high"):
+        assert admin.patch("/v1/collections/strict", json={"duplicate_precision": bad}).status_code == 422
+    assert own_server.client(ACME_W).patch("/v1/collections/acme", json={"duplicate_precision": 0.8}
+                                           ).status_code == 403
+    own_server.stop()
+    own_server.start()
+    admin = own_server.client(ADMIN)
+    assert verdict("strict")[0] == 0.8 and admin.get("/v1/collections/strict").json()["duplicate_precision"] == 0.8
+    assert admin.patch("/v1/collections/strict", json={"duplicate_precision": None}).json()[
+        "duplicate_precision"] == 0.9  # back to the service's
+    assert verdict("strict")[0] == 0.9

@@ -19,6 +19,7 @@ loaded once per model, not per collection.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ticketsearch.atomic import fsync_dir
+from ticketsearch.atomic import atomic_write_json, fsync_dir
 from ticketsearch.errors import (
     CollectionNotFoundError,
     ConflictError,
@@ -61,6 +62,7 @@ log = logging.getLogger("ticketsearch.pipeline.collections")
 DEFAULT = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 NAME_RE = re.compile(NAME_PATTERN)
+COLLECTION_FILE = "collection.json"  # a collection's own settings (its duplicate precision), in its folder
 UNTRAINED = "no trained reranker yet: train one on the collection's duplicate links (POST /v1/collections/NAME/train)"
 
 
@@ -179,7 +181,7 @@ class Collections:
 
     # ---- create, describe, delete ----------------------------------------------------------------------
     def create(self, name: str, schema: str | dict[str, Any], general_model: bool = False,
-               shards: int | None = None) -> CollectionInfo:
+               shards: int | None = None, duplicate_precision: float | None = None) -> CollectionInfo:
         """An empty collection with this schema. Its search keeps first-stage order until a model is trained
         (`general_model`: rerank with the shipped general model meanwhile). `shards`: split into that many
         shards by a hash of the ticket id (`ticketsearch.pipeline.sharding`). ConflictError if it exists."""
@@ -214,6 +216,8 @@ class Collections:
                         create_empty(tmp, shards, build)
                 finally:
                     self.models.release(loaded)
+                if duplicate_precision is not None:
+                    atomic_write_json(tmp / COLLECTION_FILE, {"duplicate_precision": duplicate_precision})
                 os.replace(tmp, self.folder / name)
                 fsync_dir(self.folder)
             except BaseException:
@@ -244,7 +248,8 @@ class Collections:
         return CollectionInfo(name=name, tickets=int(tickets), schema_name=manifest.schema,
                               model=manifest.model_name, reranker=self.reranker_status(first, engine),
                               open=engine is not None, training=training,
-                              shards=shards.shards if shards is not None else None)
+                              shards=shards.shards if shards is not None else None,
+                              duplicate_precision=self.settings_of(path).duplicate_precision)
 
     def reranker_status(self, path: Path, engine: Engine | None = None) -> RerankerStatus:
         """What reranks the collection's searches: the open engine's model, else what its directory holds (by
@@ -356,14 +361,38 @@ class Collections:
                 slot.pins -= 1
         self.release(name)
 
+    def settings_of(self, path: Path) -> Settings:
+        """The settings a collection runs with: the service's, with the collection's own duplicate precision
+        (`COLLECTION_FILE`, set at creation or by `set_precision`) where it has one."""
+        try:
+            own = json.loads((path / COLLECTION_FILE).read_text("utf-8"))
+        except FileNotFoundError:
+            return self.settings
+        p = own.get("duplicate_precision")
+        return self.settings if p is None else self.settings.model_copy(update={"duplicate_precision": float(p)})
+
+    def set_precision(self, name: str, precision: float | None) -> CollectionInfo:
+        """The collection's target precision for its duplicate verdicts (None: the service's setting), kept in
+        its folder and used at once by an open collection."""
+        path = self.path(name)
+        if not _is_collection(path):
+            raise CollectionNotFoundError(not_found(name))
+        atomic_write_json(path / COLLECTION_FILE, {"duplicate_precision": precision})
+        engine = self.engine_if_open(name)
+        if engine is not None:
+            engine.use_settings(self.settings_of(path))
+        log.info("collection %s: duplicate precision %s", name, precision if precision is not None else "default")
+        return self.info(name)
+
     def _open(self, slot: Slot) -> Engine:
         t0 = time.perf_counter()
         engine: Any
+        settings = self.settings_of(slot.path)
         if _shards(slot.path) is not None:
 
-            engine = ShardedEngine(slot.path, self.settings, self.models, self.connect_shards)
+            engine = ShardedEngine(slot.path, settings, self.models, self.connect_shards)
         else:
-            engine = Engine(slot.path, self.settings, models=self.models)
+            engine = Engine(slot.path, settings, models=self.models)
         engine.start()
         if engine.failure is not None:
             engine.close(compact=False)

@@ -469,6 +469,12 @@ class Engine:
             self._applied(res.change_seq, lambda: self._apply_upsert(prepared, res.row_ids, res.change_seq))
         return res
 
+    def use_settings(self, settings: Settings) -> None:
+        """Answer with these settings from now on (a collection's duplicate precision changed while open)."""
+        self.settings = settings
+        if self.searcher is not None:
+            self.searcher.settings = settings
+
     def write_blocked(self) -> str | None:
         """Why writes cannot be made now (the last write found the disk full, and it still has no room), or
         None; once there is room again the problem is cleared."""

@@ -277,6 +277,12 @@ class ShardedEngine:
     def error(self) -> str | None:
         return None if self.failure is None else one_line(self.failure)
 
+    def use_settings(self, settings: Settings) -> None:
+        """Answer with these settings from now on (a collection's duplicate precision changed while open)."""
+        self.settings = settings
+        if self.searcher is not None:
+            self.searcher.settings = settings
+
     def start(self) -> None:
         try:
             self._conn = self.connect(self.layout, self.settings, self.models)
