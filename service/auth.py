@@ -21,6 +21,7 @@ from ticketsearch.pipeline.collections import NAME_RE
 
 SCOPES = ("read", "write", "admin")
 RANK = {"read": 0, "write": 1, "admin": 2}
+MIN_KEY = 16  # characters: a key is a password that a client sends on every request
 ENTRY_FORMAT = "KEY:read, KEY:write or KEY:admin, optionally followed by @COLLECTION"
 
 
@@ -87,8 +88,10 @@ class ApiKeys:
                 # never echo the key itself: say which entry is wrong
                 raise TicketsearchError(f"TICKETSEARCH_API_KEYS entry {n + 1} must be {ENTRY_FORMAT} "
                                         "(a collection name: a-z, 0-9, '_' and '-')")
-            if len(key) < 8:
-                raise TicketsearchError(f"TICKETSEARCH_API_KEYS entry {n + 1}: keys must be at least 8 characters")
+            if len(key) < MIN_KEY:
+                raise TicketsearchError(
+                    f"TICKETSEARCH_API_KEYS entry {n + 1}: keys must be at least {MIN_KEY} characters (a random "
+                    "one: python -c 'import secrets; print(secrets.token_urlsafe(24))')")
             out.append((key, scope, collection if at else None))
         return cls(tuple(out))
 

@@ -14,8 +14,8 @@ from ticketsearch.index_dir import IndexDir
 
 from .server import Server
 
-READ_KEY = "reader-key-1234"
-WRITE_KEY = "writer-key-5678"
+READ_KEY = "reader-key-123456"
+WRITE_KEY = "writer-key-567890"
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def test_cli_next_to_a_running_service(trained_index: Path, tmp_path: Path) -> N
         res = runner.invoke(app, ["duplicates", "--title", "Refund missing", "--url", srv.url],
                             env={"TICKETSEARCH_KEY": key})
         assert res.exit_code == 0 and "threshold" in res.stdout, res.output
-        code, out, err = run("search", "--url", srv.url, "--key", "wrong-key-00000", "refund")
+        code, out, err = run("search", "--url", srv.url, "--key", "wrong-key-0000000", "refund")
         assert code == 2 and "401" in err and len(err.strip().splitlines()) == 1
     finally:
         srv.stop()

@@ -16,7 +16,7 @@ from ticketsearch.index_data.demo import generate
 from .browser import PageErrors, chromium
 from .server import Server
 
-KEYS = "page-reader-key:read,page-writer-key:write"
+KEYS = "page-reader-key-1:read,page-writer-key-1:write"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_the_page_asks_for_a_key_waits_out_loading_and_a_read_key_cannot_record(
         page.click("#key-ok")
         page.wait_for_selector("#key-error:not([hidden])")
         assert "not accepted" in page.inner_text("#key-error")
-        page.fill("#key", "page-reader-key")
+        page.fill("#key", "page-reader-key-1")
         page.click("#key-ok")
         page.wait_for_selector("#keybox[open]", state="detached")
         # the service is still loading: the page says so and retries after Retry-After
@@ -60,8 +60,8 @@ def test_the_page_asks_for_a_key_waits_out_loading_and_a_read_key_cannot_record(
         assert "retrying in 1 s" in page.inner_text("#status")
         page.wait_for_selector("#answer[data-state=done]")
         assert page.locator("#hits > li.hit").count() == 10
-        assert page.evaluate("sessionStorage.getItem('ticketsearch.key')") == "page-reader-key"
-        assert "page-reader-key" not in page.url and all(h in ("Bearer page-reader-key", "Bearer not-a-key")
+        assert page.evaluate("sessionStorage.getItem('ticketsearch.key')") == "page-reader-key-1"
+        assert "page-reader-key-1" not in page.url and all(h in ("Bearer page-reader-key-1", "Bearer not-a-key")
                                                          for h in sent if h) and sent
 
         tid = next(r["id"] for r in generate(1000, seed=11) if r.get("duplicate_of"))
@@ -72,6 +72,6 @@ def test_the_page_asks_for_a_key_waits_out_loading_and_a_read_key_cannot_record(
         first.get_by_role("button", name="Duplicate", exact=True).click()
         page.wait_for_selector("#hits > li.hit .decision.error")
         assert "needs a key with write scope" in first.locator(".decision").inner_text()
-        assert slow_server.client("page-writer-key").get(f"/v1/tickets/{tid}/feedback").json() == []
+        assert slow_server.client("page-writer-key-1").get(f"/v1/tickets/{tid}/feedback").json() == []
         assert not errors.errors and not errors.foreign
         context.close()
