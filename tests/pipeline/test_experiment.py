@@ -26,8 +26,13 @@ def test_experiment_writes_results_and_reuses_embeddings(demo_file: Path, tmp_pa
         assert m["queries"] > 5
         assert 0.0 <= m["RR@1"] <= m["RR@5"] <= m["RR@10"] <= m["RR@20"] <= m["RR@100"] <= 1.0
         assert 0.0 < m["MRR"] <= 1.0
-    # generated duplicates are reworded but findable: every method beats chance by far
-    assert methods["dense"]["RR@10"] > 0.5
+    # generated duplicates are reworded but findable. Measured on this fixture (24 test queries): RR@10 1.0 for
+    # bm25, dense and hybrid, MRR .723 / .757 / .764, title-dense .917 / .585; a shuffled top 100 gets ~.04.
+    # Floors a broken stage misses, with room for the last digits of another machine's floats:
+    for name in ("bm25", "dense", "hybrid", "hybrid-rrf-plain"):
+        assert methods[name]["RR@10"] >= 0.9 and methods[name]["MRR"] >= 0.65, (name, methods[name])
+    assert methods["title-dense"]["RR@10"] >= 0.8 and methods["title-dense"]["MRR"] >= 0.5
+    assert methods["hybrid"]["MRR"] >= min(methods["dense"]["MRR"], methods["bm25"]["MRR"])  # fusion never the worst
     assert results["window"]["methods"]["dense"]["queries"] <= methods["dense"]["queries"]
     md = (tmp_path / "exp" / "results.md").read_text()
     assert "Test period, no window" in md and "365-day window" in md
@@ -70,6 +75,11 @@ def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
         assert rows[name]["queries"] == rows["hybrid"]["queries"]
         assert rows[name]["RR@100"] == rows["hybrid"]["RR@100"]  # reranking only reorders the top 100
     assert "rerank-cross vs rerank-concat" in results["rerank"]["comparisons"]
+    decision = results["rerank"]["decision"]  # do no harm: installed only where validation shows no loss
+    has_model = IndexDir(tmp_path / "exp" / "index").has_reranker()
+    assert decision["install"] is has_model or decision.get("use") == "general"
+    if decision["install"]:
+        assert decision["valid_mrr"] >= decision["first_stage_valid_mrr"], decision
     for table in ("window", "no_easy"):  # the reranked rows in every table, over the same queries
         t = results[table]["methods"]
         assert t["rerank"]["queries"] == t["hybrid"]["queries"] and t["rerank"]["RR@100"] == t["hybrid"]["RR@100"]

@@ -24,7 +24,8 @@ def free_port() -> int:
 class Server:
     """`ticketsearch serve --index DIR`, or `--root DIR` with `root=True`."""
 
-    def __init__(self, index_dir: Path, log_path: Path, env: dict[str, str] | None = None, root: bool = False) -> None:
+    def __init__(self, index_dir: Path, log_path: Path, env: dict[str, str] | None = None, root: bool = False,
+                 args: tuple[str, ...] = ()) -> None:
         self.index_dir = Path(index_dir)
         self.root = root
         self.log_path = Path(log_path)
@@ -33,12 +34,13 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.args = args  # more `serve` options
 
     def start(self, wait_ready: bool = True, timeout: float = 180) -> Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [TICKETSEARCH, "serve", "--root" if self.root else "--index", str(self.index_dir), "--port", str(self.port),
-             "--log-level", "info"],
+             "--log-level", "info", *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env,
         )
         log.close()

@@ -202,3 +202,32 @@ def test_without_keys_only_loopback_names_are_answered(small_server: Server) -> 
                 assert r.status_code == 400 and r.json()["detail"][0]["field"] == "header.host", (host, r.text)
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
             assert c.get("/v1/tickets/SUP-10", headers={"Host": host}).status_code == 200, host
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP socket listens on at `port` (from /proc/net/tcp and tcp6; state 0A: LISTEN)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr)[::-1]) if len(addr) == 8 else addr)
+    return found
+
+
+def test_without_keys_the_service_binds_the_loopback_address_whatever_host_is_asked(
+        trained_index: Path, tmp_path: Path) -> None:
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp to read the listening address from")
+    shutil.copytree(trained_index, tmp_path / "idx")
+    srv = Server(tmp_path / "idx", tmp_path / "server.log", args=("--host", "0.0.0.0")).start()
+    try:
+        assert listening_addresses(srv.port) == {"127.0.0.1"}, listening_addresses(srv.port)
+        assert "binding 127.0.0.1, not 0.0.0.0" in srv.log()
+    finally:
+        srv.stop()
