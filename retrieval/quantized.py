@@ -31,7 +31,9 @@ import copy
 import hashlib
 import json
 import logging
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -308,6 +310,32 @@ def onnx_available() -> bool:
     return True
 
 
+def onnx_query_dir(encoder: Encoder) -> Path | None:
+    """Where the int8 ONNX query encoder of this encoder lives on this machine (one folder per encoder identity
+    under `settings.cache_dir`), or None when queries run through the fp32 encoder (per the settings, the
+    device, or a missing ONNX Runtime)."""
+    settings = encoder.settings
+    if settings.query_encoder == "fp32" or encoder.device != "cpu" or not onnx_available():
+        return None
+    key = hashlib.blake2b(encoder.key.encode(), digest_size=8).hexdigest()
+    return Path(settings.cache_dir).expanduser() / "onnx" / key
+
+
+def prepare_query_encoder(encoder: Encoder, log: Callable[[str], None] = print) -> float:
+    """Export the int8 ONNX query encoder now, if it is not there yet (ingest and training call this, so that no
+    search pays for it). Returns the seconds spent (0.0: it was current, or is not used)."""
+    model_dir = onnx_query_dir(encoder)
+    if model_dir is None or onnx_dir_is_current(encoder, model_dir):
+        return 0.0
+    log(f"exporting the int8 ONNX query encoder for {encoder.name} (once per model on this machine) ...")
+    t0 = time.perf_counter()
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    ensure_onnx(encoder, model_dir)
+    seconds = time.perf_counter() - t0
+    log(f"query encoder ready in {seconds:.1f}s")
+    return seconds
+
+
 def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder:
     """The encoder that search should run queries through, per `settings.query_encoder`.
 
@@ -325,7 +353,10 @@ def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder:
         log.warning("query encoder: fp32, because onnxruntime is not installed (pip install onnxruntime)")
         return encoder
 
-    key = hashlib.blake2b(encoder.key.encode(), digest_size=8).hexdigest()
-    model_dir = Path(settings.cache_dir).expanduser() / "onnx" / key
+    model_dir = onnx_query_dir(encoder)
+    assert model_dir is not None
+    if not onnx_dir_is_current(encoder, model_dir):  # never silent: ingest and training prepare it beforehand
+        log.warning("exporting the int8 ONNX query encoder for %s now (once per model on this machine; "
+                    "'ticketsearch ingest' does it beforehand)", encoder.name)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     return OnnxQueryEncoder(encoder, model_dir, int8=True, threads=settings.query_threads or None)

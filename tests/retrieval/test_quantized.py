@@ -72,6 +72,8 @@ def test_onnx_query_encoders_and_query_encoder_for(encoder, fp32_single: np.ndar
         ONNX_META,
         OnnxQueryEncoder,
         build_query_encoder,
+        onnx_query_dir,
+        prepare_query_encoder,
         query_encoder_for,
     )
 
@@ -81,9 +83,16 @@ def test_onnx_query_encoders_and_query_encoder_for(encoder, fp32_single: np.ndar
     cache = tmp_path / "cache"
     settings = encoder.settings.model_copy(update={"query_encoder": "onnx-int8", "cache_dir": cache})
     int8 = Encoder(settings=settings)
-    q = query_encoder_for(int8)
+    said: list[str] = []
+    assert prepare_query_encoder(int8, said.append) > 0 and len(said) == 2 and "exporting" in said[0]  # ingest's
+    prepared = onnx_query_dir(int8)
+    assert prepared is not None
+    ready = (prepared / ONNX_INT8).stat().st_mtime_ns
+    assert prepare_query_encoder(int8, said.append) == 0.0 and len(said) == 2  # once per model on a machine
+    q = query_encoder_for(int8)  # the first search finds it ready: nothing exported again
     assert isinstance(q, OnnxQueryEncoder) and q.kind == "onnx-int8"
     model_dir = q.model_dir
+    assert model_dir == prepared and (model_dir / ONNX_INT8).stat().st_mtime_ns == ready
     assert model_dir.parent == cache / "onnx"
     assert sorted(p.name for p in model_dir.iterdir()) == sorted([ONNX_FP32, ONNX_INT8, ONNX_META])
     assert [p.name for p in model_dir.parent.iterdir()] == [model_dir.name]  # the temporary sibling was renamed

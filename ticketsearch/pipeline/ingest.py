@@ -27,6 +27,7 @@ from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 from ticketsearch.retrieval.builder import build_bm25, build_dense, build_titles, title_key
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.manifest import Manifest, default_fusion
+from ticketsearch.retrieval.quantized import prepare_query_encoder
 from ticketsearch.retrieval.ray_encode import RayEncoding
 from ticketsearch.settings import Settings
 
@@ -198,6 +199,7 @@ def ingest_and_build(
         build.rerank_vectors = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress, remote)
         if build.rerank_vectors:
             log(f"computed reranker vectors for {build.rerank_vectors} tickets")
+        prepare_query_encoder(encoder, log)  # here, not on the first search
     except IngestError:  # nothing was written: an index this call created is not left behind, empty
         store.close()
         if new_index:

@@ -47,6 +47,7 @@ from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, kind_pools,
 from ticketsearch.retrieval.evaluation import QueryPool, build_pools, evaluate, paired_bootstrap
 from ticketsearch.retrieval.fusion_tuning import choose_fusion, objective
 from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.retrieval.quantized import prepare_query_encoder
 from ticketsearch.retrieval.query_kinds import FULL
 from ticketsearch.settings import Settings
 
@@ -405,6 +406,7 @@ def tune_encoder(
             "validation": cmp.figures, "best_epoch": fit.best_epoch, "examples": len(examples),
             "train_before": train_before.isoformat(), "valid_before": valid_before.isoformat()}}
         m.save(index_dir)
+        prepare_query_encoder(installed, log)  # the tuned encoder's own, here, not on the first search
         result.encoder, result.installed = installed, True
         result.seconds["total"] = round(time.perf_counter() - t0, 1)
         return result
