@@ -10,7 +10,7 @@ PORT   ?= 8000
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint bench bench-service clean
+.PHONY: install demo test lint bench bench-service mutate clean
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check index_data retrieval rerank service ticketsearch scripts tests
 	$(BIN)/mypy -p ticketsearch
+
+# Mutation testing of the core modules (cosmic-ray, installed here on first use), each against its own fast
+# tests, in a copy of the tree; the report into docs/mutation.json (scripts/mutate.py lists the modules).
+mutate: $(STAMP)
+	$(BIN)/pip install --quiet 'cosmic-ray>=8.7'
+	$(BIN)/python scripts/mutate.py --out docs/mutation.json
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_index.py --out docs/bench_index.json
