@@ -40,6 +40,12 @@ ROOM_BYTES = 16 << 20  # after a full disk, writes count as possible again once 
 Embeddings = tuple[str, Sequence[str], np.ndarray]  # (model key, text hashes, vectors) for the embedding cache
 
 
+def disk_full_injected() -> bool:
+    """Whether the tests' fault flag (`DISK_FULL_ENV`) says the disk is full now."""
+    flag = os.environ.get(DISK_FULL_ENV, "")
+    return flag != "" and Path(flag).exists()
+
+
 def disk_full(exc: BaseException) -> bool:
     """Whether this error is a full disk (DuckDB's I/O error says so in its message; an OSError by errno)."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -144,9 +150,7 @@ class TicketStore:
 
     def has_room(self) -> bool:
         """Whether the disk that holds the store has room for writes again (ROOM_BYTES free)."""
-        if (flag := os.environ.get(DISK_FULL_ENV)) and Path(flag).exists():
-            return False
-        return shutil.disk_usage(self.path.parent).free >= ROOM_BYTES
+        return not disk_full_injected() and shutil.disk_usage(self.path.parent).free >= ROOM_BYTES
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -156,7 +160,7 @@ class TicketStore:
         self.con.execute("BEGIN")
         try:
             yield
-            if (flag := os.environ.get(DISK_FULL_ENV)) and Path(flag).exists():  # fault injection (tests only)
+            if disk_full_injected():  # fault injection (tests only)
                 raise duckdb.IOException(f"Could not write file {self.path}: No space left on device (injected)")
             self.con.execute("COMMIT")
         except BaseException as exc:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -64,10 +63,12 @@ name = "local"
 
 
 def summary(session: Path) -> dict:
-    with sqlite3.connect(session) as db:
-        rows = db.execute(
-            "SELECT m.operator_name, m.start_pos_row, m.occurrence, r.test_outcome, r.worker_outcome "
-            "FROM mutation_specs m JOIN work_results r ON r.job_id = m.job_id").fetchall()
+    """The session's outcomes, read through cosmic-ray's own session API (no SQL of ours)."""
+    from cosmic_ray.work_db import WorkDB, use_db  # deferred: cosmic-ray, installed by `make mutate`
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        rows = [(m.operator_name, m.start_pos[0], m.occurrence, result.test_outcome.name, result.worker_outcome.name)
+                for item, result in db.completed_work_items for m in item.mutations]
     # cosmic-ray's outcomes: KILLED (a test failed), SURVIVED, INCOMPETENT (the mutant could not run: it counts
     # as killed, as cosmic-ray's own report counts it); a timeout is a killed mutant too
     killed = [r for r in rows if str(r[3]).upper() in ("KILLED", "INCOMPETENT") or str(r[4]).upper() == "TIMEOUT"]

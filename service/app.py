@@ -55,7 +55,7 @@ from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.jobs import TrainingJobs
 from ticketsearch.pipeline.parts import open_store
 from ticketsearch.pipeline.shared_models import SharedModels
-from ticketsearch.requests import checked_fields, error_message
+from ticketsearch.requests import COSTLY_KINDS, checked_fields, error_message
 from ticketsearch.results import (
     CollectionInfo,
     CollectionSchema,
@@ -117,8 +117,8 @@ CONFLICT: Responses = {
 EXISTS: Responses = {409: {"model": ErrorResponse, "description": "The collection exists already, or this service "
                                                                   "serves one index (--index)"}}
 COSTLY: Responses = {429: {"model": ErrorResponse, "description": (
-    "A costly search (explain, a query of over 10,000 characters, snippets of over 20 hits) while the key, or the "
-    "service, has as many in progress as it may (see Retry-After)")}}
+    f"A costly search ({COSTLY_KINDS}) while the key, or the service, has as many in progress as it may (see "
+    "Retry-After)")}}
 BUSY: Responses = {409: {"model": ErrorResponse, "description": "A training job is running on the collection"}}
 
 

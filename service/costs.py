@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from ticketsearch.requests import COSTLY_KINDS
+
 from .gate import ApiError
 from .metrics import Metrics
 
@@ -30,11 +32,11 @@ class CostlyRequests:
             yield
             return
         if self.by_caller[caller] >= self.per_key:
-            self._refuse(f"this key has {self.by_caller[caller]} costly requests (explain, a query of over 10,000 "
-                         "characters, snippets of over 20 hits) in progress, the most it may: retry later")
+            self._refuse(f"this key has {self.by_caller[caller]} costly requests ({COSTLY_KINDS}) in progress, the "
+                         "most it may: retry later")
         if self.running >= self.total:
-            self._refuse(f"{self.running} costly requests (explain, a very long query, snippets of many hits) are "
-                         "in progress, the most the service runs at once: retry later, or ask without them")
+            self._refuse(f"{self.running} costly requests ({COSTLY_KINDS}) are in progress, the most the service "
+                         "runs at once: retry later, or ask without them")
         self.by_caller[caller] += 1
         self.running += 1
         try:

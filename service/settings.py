@@ -9,6 +9,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ticketsearch.requests import COSTLY_KINDS
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TICKETSEARCH_", extra="ignore")
@@ -38,7 +40,7 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=1, le=3600)
     costly_per_key: int = Field(
         default=1, ge=1, le=64,
-        description="Costly searches (explained, a query of over 10,000 characters, snippets of over 20 hits) one "
+        description=f"Costly searches ({COSTLY_KINDS}) one "
         "key may have in progress; more get 429 with Retry-After.")
     costly_total: int = Field(
         default=1, ge=1, le=64,

@@ -235,6 +235,8 @@ def error_message(e: Any) -> str:
 MAX_EXPLAINED = 20  # explain covers at most this many hits: each costs about as much as a whole ordinary search
 COSTLY_TEXT = 10_000  # a query of more characters costs several ordinary searches (BM25 reads every term)
 COSTLY_SNIPPETS = 20  # snippets for more hits than this
+COSTLY_KINDS = (f"explain, a query of over {COSTLY_TEXT:,} characters, snippets of over {COSTLY_SNIPPETS} hits"
+                )  # what `SearchRequest.costly` counts, in words (the service's 429 and its documents say it)
 
 
 def explain_problem(k: int) -> str | None:
