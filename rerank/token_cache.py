@@ -11,11 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ticketsearch.atomic import atomic_write_npy
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -24,7 +28,7 @@ class Tokens:
     ids: np.ndarray  # [T] int32
 
 
-EncodeFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # tokens, mask, input_ids
+EncodeFn = Callable[[list[str]], tuple[Any, Any, Any]]  # tokens, mask, input_ids (torch tensors)
 
 
 class TokenCache:
@@ -104,8 +108,8 @@ class TokenCache:
         self._open(stem)
 
 
-def pad_batch(items: Sequence[Tokens], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack variable-length token states into [B, T, D] fp32 and a [B, T] mask."""
+def pad_arrays(items: Sequence[Tokens]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack variable-length token states into [B, T, D] fp32 and a [B, T] int64 mask (numpy)."""
     t = max(len(x.states) for x in items)
     d = items[0].states.shape[1]
     out = np.zeros((len(items), t, d), dtype=np.float32)
@@ -113,4 +117,12 @@ def pad_batch(items: Sequence[Tokens], device: torch.device | str = "cpu") -> tu
     for i, x in enumerate(items):
         out[i, : len(x.states)] = x.states
         mask[i, : len(x.states)] = 1
+    return out, mask
+
+
+def pad_batch(items: Sequence[Tokens], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """`pad_arrays` as torch tensors on `device` (training)."""
+    import torch  # deferred: training's side
+
+    out, mask = pad_arrays(items)
     return torch.from_numpy(out).to(device), torch.from_numpy(mask).to(device)

@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,7 +43,19 @@ def resolve_model_dir(model: str) -> Path:
     return path
 
 
+def cuda_possible() -> bool:
+    """False when this machine has no NVIDIA driver (then no GPU can be used, and torch need not be imported
+    to say so); True when torch must be asked."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
 def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' where a GPU is usable, else 'cpu'; 'cuda' without one is an error. torch is imported only
+    where a GPU driver is present (a CPU machine's searches need no torch)."""
+    if device == "cpu" or (device == "auto" and not cuda_possible()):
+        return "cpu"
+    import torch  # deferred: only where a GPU may be present
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -88,6 +104,32 @@ def model_name(path: Path) -> str:
         return path.name
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which bi-encoder, found without loading it: its name, folder, sequence length and identity key (what
+    indexes, caches and exported ONNX models are keyed by)."""
+
+    name: str
+    model_dir: Path
+    max_seq_length: int
+    key: str
+
+
+def model_identity(model: str, max_seq_length: int) -> ModelIdentity:
+    """The one rule for a model's identity (`Encoder.key` is this key): name, weights' fingerprint, length."""
+    model_dir = resolve_model_dir(model)
+    name = "all-MiniLM-L6-v2" if model in BUILTIN_MODELS else model_name(model_dir)
+    return ModelIdentity(name, model_dir, max_seq_length, f"{name}|{fingerprint(model_dir)}|seq{max_seq_length}")
+
+
+def as_array(x: Any, dtype: Any = None) -> np.ndarray:
+    """A numpy array of a numpy array (the ONNX query encoder's) or a torch tensor (the fp32 encoder's), without
+    importing torch; `dtype` given: a float tensor is read as float32 first (bfloat16 has no numpy type)."""
+    if not isinstance(x, np.ndarray):
+        x = x.float().cpu().numpy() if dtype is not None else x.cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
 def mean_pool(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of the real tokens' states [B, D] (sentence-transformers' mean pooling)."""
     m = attention_mask.unsqueeze(-1).to(tokens.dtype)
@@ -118,9 +160,9 @@ class Encoder:
         hf_logging.disable_progress_bar()
 
         self.settings = settings
-        name = model or self.settings.model
-        self.model_dir = resolve_model_dir(name)
-        self.name = "all-MiniLM-L6-v2" if name in BUILTIN_MODELS else model_name(self.model_dir)
+        self.identity = model_identity(model or self.settings.model, self.settings.max_seq_length)
+        self.model_dir = self.identity.model_dir
+        self.name = self.identity.name
         self.device = resolve_device(device or self.settings.device)
         self.model = SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
         self.model.max_seq_length = self.settings.max_seq_length
@@ -131,7 +173,7 @@ class Encoder:
         if dim is None:
             raise TicketsearchError(f"{self.model_dir}: the model does not report its embedding dimension")
         self.dim = int(dim)
-        self.key = f"{self.name}|{fingerprint(self.model_dir)}|seq{self.max_seq_length}"
+        self.key = self.identity.key
 
     @property
     def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
@@ -143,10 +185,12 @@ class Encoder:
         )
         return {k: v.to(self.device) for k, v in feats.items()}
 
-    @torch.inference_mode()
     def encode_with_tokens(self, texts: list[str]) -> TokenBatch:
+        import torch  # deferred: loaded with the model
+
         feats = self.tokenize(texts)
-        out = self.model.forward(dict(feats))
+        with torch.inference_mode():
+            out = self.model.forward(dict(feats))
         return TokenBatch(
             pooled=out["sentence_embedding"],
             tokens=out["token_embeddings"],
@@ -154,7 +198,6 @@ class Encoder:
             input_ids=feats["input_ids"],
         )
 
-    @torch.inference_mode()
     def encode(self, texts: list[str], progress: bool = False, desc: str = "encode") -> np.ndarray:
         """L2-normalised float32 embeddings, [len(texts), dim]. Texts are length-sorted into batches."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -45,17 +45,26 @@ from ticketsearch.atomic import atomic_write_dir
 from ticketsearch.errors import TicketsearchError
 
 from .encoder import TokenBatch, pooled_unit
+from .onnx_query import (
+    INPUTS as _INPUTS,
+)
+from .onnx_query import (
+    ONNX_FORMAT,
+    ONNX_FP32,
+    ONNX_INT8,
+    ONNX_META,
+    LiteQueryEncoder,
+    lite_supported,
+    onnx_available,
+    onnx_files_current,
+    onnx_query_dir_for,
+)
 from .onnx_runtime import cpu_session, quiet_export
 
 if TYPE_CHECKING:
     from .encoder import Encoder
 
 QUANT_KINDS: tuple[str, ...] = ("torch-int8", "torch-int8-pc", "onnx-fp32", "onnx-int8")
-ONNX_FP32 = "model.onnx"
-ONNX_INT8 = "model.int8.onnx"
-ONNX_META = "meta.json"
-ONNX_FORMAT = 1  # bump when the exported graph or the quantisation recipe changes
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class QueryEncoder(Protocol):
@@ -208,18 +217,7 @@ def _meta(encoder: Encoder) -> dict[str, Any]:
 
 def onnx_dir_is_current(encoder: Encoder, model_dir: Path) -> bool:
     """True if `model_dir` holds both ONNX files exported from this encoder with the current recipe."""
-    meta_path = Path(model_dir) / ONNX_META
-    if not meta_path.is_file():
-        return False
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (
-        meta.get("format") == ONNX_FORMAT
-        and meta.get("encoder_key") == encoder.key
-        and all((Path(model_dir) / f).is_file() for f in (ONNX_FP32, ONNX_INT8))
-    )
+    return onnx_files_current(encoder.key, model_dir)
 
 
 def ensure_onnx(encoder: Encoder, model_dir: Path) -> Path:
@@ -302,14 +300,6 @@ def quantize_onnx_int8(src: Path, dst: Path) -> None:
 log = logging.getLogger(__name__)
 
 
-def onnx_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401  # deferred: ONNX Runtime
-    except ImportError:
-        return False
-    return True
-
-
 def onnx_query_dir(encoder: Encoder) -> Path | None:
     """Where the int8 ONNX query encoder of this encoder lives on this machine (one folder per encoder identity
     under `settings.cache_dir`), or None when queries run through the fp32 encoder (per the settings, the
@@ -317,8 +307,7 @@ def onnx_query_dir(encoder: Encoder) -> Path | None:
     settings = encoder.settings
     if settings.query_encoder == "fp32" or encoder.device != "cpu" or not onnx_available():
         return None
-    key = hashlib.blake2b(encoder.key.encode(), digest_size=8).hexdigest()
-    return Path(settings.cache_dir).expanduser() / "onnx" / key
+    return onnx_query_dir_for(encoder.key, settings)
 
 
 def prepare_query_encoder(encoder: Encoder, log: Callable[[str], None] = print) -> float:
@@ -336,7 +325,7 @@ def prepare_query_encoder(encoder: Encoder, log: Callable[[str], None] = print) 
     return seconds
 
 
-def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder:
+def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder | LiteQueryEncoder:
     """The encoder that search should run queries through, per `settings.query_encoder`.
 
     'onnx-int8' exports the model once per machine into `settings.cache_dir` (keyed by the encoder's
@@ -359,4 +348,8 @@ def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder:
         log.warning("exporting the int8 ONNX query encoder for %s now (once per model on this machine; "
                     "'ticketsearch ingest' does it beforehand)", encoder.name)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    return OnnxQueryEncoder(encoder, model_dir, int8=True, threads=settings.query_threads or None)
+    threads = settings.query_threads or torch.get_num_threads()
+    if lite_supported(encoder.model_dir):  # the search path's own encoder (`onnx_query`), once exported
+        ensure_onnx(encoder, model_dir)
+        return LiteQueryEncoder(encoder.identity, model_dir, settings, threads=threads)
+    return OnnxQueryEncoder(encoder, model_dir, int8=True, threads=threads)

@@ -13,6 +13,7 @@ editable install's finder, so the tests import the mutated file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ from ticketsearch.atomic import atomic_write_json  # noqa: E402
 MODULES: dict[str, tuple[str, str]] = {
     "fusion": ("retrieval/fusion.py", "tests/retrieval/test_fusion.py"),
     "costs": ("service/costs.py", "tests/service/test_costs.py"),
+    "calibration": ("rerank/calibration.py", "tests/rerank/test_calibration.py"),
+    "pair_features": ("rerank/pair_features.py", "tests/rerank/test_pair_features.py"),
 }
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "demo", "build", "*.egg-info", ".mypy_cache",
                                      ".ruff_cache", ".pytest_cache")
@@ -96,8 +99,15 @@ def main() -> None:
                   f"{r['seconds']} s", flush=True)
             for s in r["survivors"]:
                 print(f"  survived: {s}")
-    if args.out:
-        atomic_write_json(args.out, {"tool": "cosmic-ray", "modules": report})
+    if args.out:  # modules not run this time keep their last report
+        done = {r["module"] for r in report}
+        try:
+            kept = [r for r in json.loads(args.out.read_text())["modules"] if r["module"] not in done]
+        except (OSError, ValueError, KeyError):
+            kept = []
+        order = [MODULES[n][0] for n in MODULES]
+        merged = sorted([*kept, *report], key=lambda r: order.index(r["module"]) if r["module"] in order else 99)
+        atomic_write_json(args.out, {"tool": "cosmic-ray", "modules": merged})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,15 @@ _CACHE = tempfile.mkdtemp(prefix="ticketsearch-cache-")
 os.environ["TICKETSEARCH_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
+# Several test workers on this machine's cores: each computes on one thread (torch and FAISS), as the servers the
+# tests start do (TICKETSEARCH_THREADS=1). Two workers at torch's default of one thread per core each spin on
+# each other's cores: measured, a training test took 60 s beside another instead of 10 s alone.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch  # noqa: E402  # set before any test computes
+
+    torch.set_num_threads(1)
+
 
 # ---- --test-order: run each module's tests in file order, reversed, or shuffled (modules stay grouped) -------
 

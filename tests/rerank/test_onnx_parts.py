@@ -14,13 +14,14 @@ from ticketsearch.rerank.model import PairModel, RerankConfig
 
 @pytest.mark.parametrize("arch,pair_dim,prior", [("cross", 6, True), ("cross", 0, False), ("concat", 6, True)])
 def test_onnx_parts_equal_the_torch_model(tmp_path: Path, arch: str, pair_dim: int, prior: bool) -> None:
-    from ticketsearch.rerank.onnx_parts import HEAD, OnnxRerankParts
+    from ticketsearch.rerank.onnx_export import exported_parts
+    from ticketsearch.rerank.onnx_parts import HEAD
 
     torch.manual_seed(5)
     model = PairModel(RerankConfig(feat_dim=12, arch=arch, pair_dim=pair_dim, cosine_prior=prior)).eval()
     for p in model.parameters():  # no zero-initialised layer: every term counts
         torch.nn.init.normal_(p, std=0.05)
-    parts = OnnxRerankParts(model, "abc123", tmp_path)
+    parts = exported_parts(model, "abc123", tmp_path)
     g = torch.Generator().manual_seed(0)
     targets = torch.randn(30, 384, generator=g)
     pair = torch.rand(30, pair_dim, generator=g) if pair_dim else None
@@ -41,5 +42,5 @@ def test_onnx_parts_equal_the_torch_model(tmp_path: Path, arch: str, pair_dim: i
     # a second load reuses the machine's export
     head = tmp_path / "onnx" / "rerank-abc123" / HEAD
     mtime = head.stat().st_mtime_ns
-    OnnxRerankParts(model, "abc123", tmp_path)
+    exported_parts(model, "abc123", tmp_path)
     assert head.stat().st_mtime_ns == mtime

@@ -70,6 +70,7 @@ def test_onnx_query_encoders_and_query_encoder_for(encoder, fp32_single: np.ndar
         ONNX_FP32,
         ONNX_INT8,
         ONNX_META,
+        LiteQueryEncoder,
         OnnxQueryEncoder,
         build_query_encoder,
         onnx_query_dir,
@@ -90,7 +91,7 @@ def test_onnx_query_encoders_and_query_encoder_for(encoder, fp32_single: np.ndar
     ready = (prepared / ONNX_INT8).stat().st_mtime_ns
     assert prepare_query_encoder(int8, said.append) == 0.0 and len(said) == 2  # once per model on a machine
     q = query_encoder_for(int8)  # the first search finds it ready: nothing exported again
-    assert isinstance(q, OnnxQueryEncoder) and q.kind == "onnx-int8"
+    assert isinstance(q, LiteQueryEncoder) and q.kind == "onnx-int8"  # the torch-free one (`onnx_query`)
     model_dir = q.model_dir
     assert model_dir == prepared and (model_dir / ONNX_INT8).stat().st_mtime_ns == ready
     assert model_dir.parent == cache / "onnx"
@@ -103,10 +104,10 @@ def test_onnx_query_encoders_and_query_encoder_for(encoder, fp32_single: np.ndar
     tb = q.encode_with_tokens(TEXTS[:1])
     n = int(tb.attention_mask[0].sum())
     assert tb.tokens.shape == (1, n, encoder.dim) and tb.input_ids.shape == (1, n)
-    np.testing.assert_allclose(tb.pooled.numpy(), q.encode(TEXTS[:1]), atol=1e-5)
+    np.testing.assert_allclose(tb.pooled, q.encode(TEXTS[:1]), atol=1e-5)
     # the token states are the model's: their masked mean, normalised, is the pooled vector
-    mean = tb.tokens[0].numpy().mean(axis=0)
-    np.testing.assert_allclose(mean / np.linalg.norm(mean), tb.pooled[0].numpy(), atol=1e-5)
+    mean = tb.tokens[0].mean(axis=0)
+    np.testing.assert_allclose(mean / np.linalg.norm(mean), tb.pooled[0], atol=1e-5)
     _check(np.vstack([q.encode([t]) for t in TEXTS]), fp32_single, 0.97)
 
     # the ONNX kinds of build_query_encoder, from the same (reused) export
@@ -115,5 +116,19 @@ def test_onnx_query_encoders_and_query_encoder_for(encoder, fp32_single: np.ndar
     # batched (padded) fp32 ONNX equals the fp32 encoder's batch
     np.testing.assert_allclose(q32.encode(TEXTS), encoder.encode(TEXTS), atol=1e-4)
     q8 = build_query_encoder(encoder, "onnx-int8", model_dir, threads=1)
+    assert isinstance(q8, OnnxQueryEncoder)
     assert {f: (model_dir / f).stat().st_mtime_ns for f in (ONNX_FP32, ONNX_INT8)} == mtimes  # not re-exported
     _check(np.vstack([q8.encode([t]) for t in TEXTS]), fp32_single, 0.97)
+
+    # the torch-free encoder (the tokenizers package, numpy pooling) equals the transformers-tokenizer one: the
+    # same ids, mask and token types (one text and a padded batch, the long one truncated), the same vectors
+    for texts in ([t] for t in TEXTS), [TEXTS]:
+        for batch in texts:
+            want = {k: v.numpy() for k, v in int8.tokenize(batch).items()}
+            got = q.tokenize(batch)
+            assert sorted(got) == sorted(want)
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name])
+    assert q.tokenize([TEXTS[-1]])["input_ids"].shape[1] == int8.max_seq_length  # truncated, as the model is
+    np.testing.assert_allclose(np.vstack([q.encode([t]) for t in TEXTS]),
+                               np.vstack([q8.encode([t]) for t in TEXTS]), atol=1e-5)

@@ -138,8 +138,14 @@ def test_sigkill_at_random_moments(index_copy: Path, tmp_path: Path, encoder) ->
     start = 0
     for cycle in range(2):
         srv = Server(index_copy, tmp_path / f"server{cycle}.log").start()
+        before = len(acked)
         writer = threading.Thread(target=post_until_dead, args=(srv, start, "r", acked))
         writer.start()
+        # a server is ready for searches before its fp32 model has loaded for writes: the random moment is
+        # counted from the first acknowledged write, so that every kill lands while writes flow
+        deadline = time.monotonic() + 120
+        while len(acked) == before and writer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(rng.uniform(0.3, 3.0))
         srv.kill()
         writer.join(timeout=60)

@@ -169,13 +169,85 @@ def test_the_default_search_runs_on_the_fast_runtimes(trained_index: Path, encod
     parts through ONNX Runtime: a fallback to torch (logged as a warning) would keep the answers and lose the
     speed, and nothing else would fail."""
     from ticketsearch.rerank.runtime import Reranker
-    from ticketsearch.retrieval.quantized import OnnxQueryEncoder
+    from ticketsearch.retrieval.onnx_query import LiteQueryEncoder
 
     assert settings.query_encoder == "onnx-int8" and settings.rerank_runtime == "onnx"
     s = SearchPipeline(trained_index, settings=settings, encoder=encoder)
     try:
-        assert isinstance(s.query_encoder, OnnxQueryEncoder) and s.query_encoder.kind == "onnx-int8"
+        assert isinstance(s.query_encoder, LiteQueryEncoder) and s.query_encoder.kind == "onnx-int8"
         assert isinstance(s.reranker, Reranker) and s.reranker.fast is not None
         assert s.search("refund not received", k=3).reranked
     finally:
         s.close()
+
+
+_SEARCH_IN_A_FRESH_PROCESS = r"""
+import json, sys
+from typer.testing import CliRunner
+from ticketsearch.pipeline.search import SearchPipeline
+from ticketsearch.service.cli import app
+from ticketsearch.settings import Settings
+
+index, requests = sys.argv[1], json.loads(sys.argv[2])
+s = SearchPipeline(index, settings=Settings())
+out = []
+for req in requests:
+    r = s.search(**req)
+    out.append({"reranked": r.reranked, "hits": [[h.id, h.score, h.probability] for h in r.hits]})
+s.close()
+cli = CliRunner().invoke(app, ["search", "--index", index, requests[0]["text"], "-k", "3"])
+heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules)
+print(json.dumps({"results": out, "cli": [cli.exit_code, cli.output], "loaded": heavy}))
+"""
+
+
+def test_a_search_loads_no_torch_and_answers_as_the_torch_path(trained_index: Path, encoder, settings) -> None:
+    """Issue 30: a search (library and CLI) in a fresh process runs on the int8 ONNX query encoder, the
+    `tokenizers` tokenizer and the reranker's exported parts, and never imports torch, transformers or
+    sentence-transformers; its answers are the torch path's (the transformers tokenizer, torch pooling, the torch
+    reranker): the same ids in the same order, scores and probabilities within 1e-5."""
+    import json
+    import subprocess
+    import sys
+
+    from ticketsearch.rerank.onnx_parts import parts_current, parts_dir
+    from ticketsearch.retrieval.quantized import (
+        OnnxQueryEncoder,
+        build_query_encoder,
+        onnx_query_dir,
+        prepare_query_encoder,
+    )
+
+    prepare_query_encoder(encoder, lambda _: None)  # what ingest does (the fixture built its index without it)
+    checksum = json.loads((IndexDir(trained_index).reranker_path / "config.json").read_text())["checksum"]
+    assert parts_current(parts_dir(settings.cache_dir, checksum), checksum)  # training exported them
+    with TicketStore(IndexDir(trained_index).store_path, read_only=True) as store:
+        like = store.get_rows([7])[0].id
+    requests = [
+        {"text": "customer was charged twice for the subscription", "k": 10},
+        {"text": "the app crashes as soon as I open it", "title": "Mobile app crash",
+         "fields": {"product": "Mobile App"}, "k": 10},
+        {"text": "password reset email never arrives", "created_before": "2025-01-01", "k": 10},
+        {"like": like, "k": 10},
+    ]
+    proc = subprocess.run([sys.executable, "-c", _SEARCH_IN_A_FRESH_PROCESS, str(trained_index), json.dumps(requests)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fresh = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fresh["loaded"] == [], fresh["loaded"]
+    assert fresh["cli"][0] == 0 and fresh["cli"][1].count("SUP-") >= 3, fresh["cli"]
+
+    query = build_query_encoder(encoder, "onnx-int8", onnx_query_dir(encoder))
+    assert isinstance(query, OnnxQueryEncoder)
+    ref = SearchPipeline(trained_index, settings=settings.model_copy(update={"rerank_runtime": "torch"}),
+                         encoder=encoder, query_encoder=query)
+    try:
+        assert ref.reranker is not None and getattr(ref.reranker, "fast", 1) is None  # the torch reranker
+        for req, got in zip(requests, fresh["results"]):
+            want = ref.search(**req)
+            assert got["reranked"] and want.reranked
+            assert [h[0] for h in got["hits"]] == [h.id for h in want.hits], req
+            np.testing.assert_allclose([h[1] for h in got["hits"]], [h.score for h in want.hits], atol=1e-5)
+            np.testing.assert_allclose([h[2] for h in got["hits"]], [h.probability for h in want.hits], atol=1e-5)
+    finally:
+        ref.close()

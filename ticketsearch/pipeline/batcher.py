@@ -8,6 +8,7 @@ and hands each request its own rows. An idle service adds no waiting: a lone que
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ticketsearch.retrieval.encoder import Encoder, TokenBatch
+from ticketsearch.retrieval.encoder import Encoder, TokenBatch, as_array
 
 
 @dataclass
@@ -100,9 +101,9 @@ def encode_jobs(encoder: Encoder, query_encoder: Any, kind: str, jobs: list[list
         tb = enc.encode_with_tokens(texts)
         for j in jobs:
             end = start + len(j)
-            width = max(int(tb.attention_mask[start:end].sum(dim=1).max()), 1)
-            out.append(TokenBatch(
-                pooled=tb.pooled[start:end], tokens=tb.tokens[start:end, :width],
+            width = max(int(as_array(tb.attention_mask[start:end]).sum(axis=1).max()), 1)
+            out.append(dataclasses.replace(  # the encoder's own kind: a TokenBatch (torch) or TokenArrays (numpy)
+                tb, pooled=tb.pooled[start:end], tokens=tb.tokens[start:end, :width],
                 attention_mask=tb.attention_mask[start:end, :width], input_ids=tb.input_ids[start:end, :width],
             ))
             start = end

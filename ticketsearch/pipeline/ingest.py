@@ -196,7 +196,7 @@ def ingest_and_build(
             f"indexed {build.tickets} tickets with {encoder.name} ({build.index_kind}): encoded {build.encoded}"
             f"{rate}, reused {build.cached} cached, {build.total_seconds:.1f}s in all -> {index_dir}"
         )
-        build.rerank_vectors = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress, remote)
+        build.rerank_vectors = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress, remote, log)
         if build.rerank_vectors:
             log(f"computed reranker vectors for {build.rerank_vectors} tickets")
         prepare_query_encoder(encoder, log)  # here, not on the first search

@@ -7,6 +7,7 @@ A candidate's vector depends on that ticket alone, so it is computed once (at `t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.records import text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore, read_texts
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.rerank.runtime import Reranker
+from ticketsearch.rerank.runtime import Reranker, prepare_reranker_parts
 from ticketsearch.rerank.token_cache import EncodeFn, TokenCache, Tokens
 from ticketsearch.retrieval.encoder import Encoder, TokenBatch
 from ticketsearch.retrieval.live import RowVectors, VectorTable
@@ -27,9 +28,10 @@ def store_values(store: TicketStore) -> dict[int, dict[str, Any]]:
     return store.values_by_row()
 
 
-def token_cache_for(index_dir: IndexDir, encoder: Encoder) -> TokenCache:
-    """The index's token-state cache for this encoder (one folder per encoder identity)."""
-    return TokenCache(index_dir.token_cache_path(encoder.key))
+def token_cache_for(index_dir: IndexDir, encoder: Encoder | str) -> TokenCache:
+    """The index's token-state cache for this encoder (one folder per encoder identity: an `Encoder`, or its
+    `key`)."""
+    return TokenCache(index_dir.token_cache_path(encoder if isinstance(encoder, str) else encoder.key))
 
 
 def token_encode_fn(encoder: Encoder) -> EncodeFn:
@@ -43,17 +45,23 @@ def token_encode_fn(encoder: Encoder) -> EncodeFn:
 
 
 def refresh_rerank_vectors(d: IndexDir, store: TicketStore, encoder: Encoder, progress: bool = True,
-                           remote: Any = None) -> int:
+                           remote: Any = None, log: Callable[[str], None] = lambda _: None) -> int:
     """The one way an index refreshes the installed reranker's candidate vectors after its tickets changed in
     bulk (an ingest, a split, an installed model): every ticket's, or none (0) when no reranker is installed.
-    `remote` (a `RayEncoding`): the token states are encoded on Ray first, so nothing is encoded here."""
+    `remote` (a `RayEncoding`): the token states are encoded on Ray first, so nothing is encoded here.
+    The reranker's ONNX parts are exported here too where searches will use them (once per model on a
+    machine, said through `log`), so that no search pays for it."""
     if not d.has_reranker():
         return 0
     if remote is not None:
         st = read_texts(store)
         full = [ticket_text(store.schema, t, b) for t, b in zip(st.titles, st.bodies)]
         remote.fill_token_cache(token_cache_for(d, encoder), [text_hash(t) for t in full], full, progress)
-    return build_rerank_vectors(d, store, encoder, progress=progress)
+    n = build_rerank_vectors(d, store, encoder, progress=progress)
+    settings = encoder.settings
+    if settings.rerank_runtime == "onnx" and encoder.device == "cpu":
+        prepare_reranker_parts(d.reranker_path, settings.cache_dir, log)
+    return n
 
 
 def build_rerank_vectors(index_dir: IndexDir, store: TicketStore, encoder: Encoder, progress: bool = True) -> int:

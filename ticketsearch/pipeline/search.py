@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,18 +23,18 @@ from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.copies import near_copies
-from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_reranker, open_store
+from ticketsearch.pipeline.parts import index_settings, load_manifest, open_encoder, open_reranker, open_store
 from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields, iso_utc, now
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
 from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
-from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_batch
+from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_arrays
 from ticketsearch.results import AttendedWord, Hit, MatchedWord, RerankerKind, SearchResult
-from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.encoder import ModelIdentity, as_array, model_identity, resolve_device
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
-from ticketsearch.retrieval.quantized import query_encoder_for
+from ticketsearch.retrieval.onnx_query import lite_query_encoder
 from ticketsearch.retrieval.query_kinds import is_short_query
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
@@ -42,6 +42,9 @@ from ticketsearch.settings import Settings
 from .pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
 from .snippets import highlights, query_stems, snippet
+
+if TYPE_CHECKING:
+    from ticketsearch.retrieval.encoder import Encoder
 
 
 @dataclass
@@ -125,6 +128,7 @@ class SearchPipeline:
         self.first = FirstStage(self.manifest, self.store, self.indexes, self.settings.fusion_depth)
         self._encoder = encoder
         self._query_encoder = query_encoder
+        self._identity: ModelIdentity | None = None
         self.reranker: Reranker | GeneralReranker | None
         self.vectors: RowVectors | None
         self.notes: list[str]
@@ -183,11 +187,34 @@ class SearchPipeline:
         return self._encoder
 
     @property
-    def query_encoder(self) -> Any:
-        """What query texts go through (`settings.query_encoder`); same interface as `Encoder`."""
-        if self._query_encoder is None:
+    def identity(self) -> ModelIdentity:
+        """The index's encoder, found without loading it (checked against the manifest, as `open_encoder` does)."""
+        if self._identity is None:
+            if self._encoder is not None:
+                self._identity = self._encoder.identity
+            else:
+                ident = model_identity(self.manifest.model, self.manifest.max_seq_length)
+                if ident.key != self.manifest.model_key:
+                    raise TicketsearchError(f"{self.dir.root} was built with model {self.manifest.model_key}; the "
+                                            f"model found is {ident.key}")
+                self._identity = ident
+        return self._identity
 
-            self._query_encoder = query_encoder_for(self.encoder)
+    @property
+    def query_encoder(self) -> Any:
+        """What query texts go through (`settings.query_encoder`); same interface as `Encoder`. On a CPU with the
+        int8 ONNX export in place that is `onnx_query.LiteQueryEncoder`, and no torch is loaded; otherwise the
+        fp32 encoder's own query path (`quantized.query_encoder_for`, which exports where needed)."""
+        if self._query_encoder is None:
+            settings = index_settings(self.manifest, self.settings)
+            lite = None if self._encoder is not None else lite_query_encoder(
+                self.identity, settings, resolve_device(settings.device))
+            if lite is not None:
+                self._query_encoder = lite
+            else:
+                from ticketsearch.retrieval.quantized import query_encoder_for  # deferred: torch
+
+                self._query_encoder = query_encoder_for(self.encoder)
         return self._query_encoder
 
     @property
@@ -253,8 +280,8 @@ class SearchPipeline:
         if tokens:  # one pass: the retrieval embedding and the token states the reranker attends over
             tb = self.query_encoder.encode_with_tokens([full])
             n = int(tb.attention_mask[0].sum())
-            q.tokens = Tokens(tb.tokens[0, :n].float().cpu().numpy(), tb.input_ids[0, :n].cpu().numpy())
-            q.vector = tb.pooled[0].float().cpu().numpy()
+            q.tokens = Tokens(as_array(tb.tokens[0, :n], np.float32), as_array(tb.input_ids[0, :n]))
+            q.vector = as_array(tb.pooled[0], np.float32)
         elif need_vec:
             q.vector = self.query_encoder.encode([full])[0]
         if need_vec:
@@ -307,7 +334,7 @@ class SearchPipeline:
             logits = reranker.score_pairs(pair)
         else:
             assert q.tokens is not None
-            toks, mask = pad_batch([q.tokens])
+            toks, mask = pad_arrays([q.tokens])
             src_vec, q_attn = reranker.item_vectors(toks, mask, [q.values], "source")
             targets = self.target_vectors([t.row_id for t in rows], cands)
             logits = reranker.score(src_vec[0], targets, pair)
@@ -332,7 +359,7 @@ class SearchPipeline:
             else:
                 notes.append("query attended: " + ", ".join(w for w, _ in attended_words(q.tokens.ids, q_attn[0], tok)))
                 assert isinstance(reranker, Reranker)
-                t, m = pad_batch(cand_tokens)
+                t, m = pad_arrays(cand_tokens)
                 _, c_attn = reranker.item_vectors(t, m, [r.values for r in top], "target")
                 assert c_attn is not None
                 for h, ct, a in zip(hits, cand_tokens, c_attn):
@@ -344,7 +371,7 @@ class SearchPipeline:
 
     def _tokens_for(self, row_ids: list[int]) -> list[Tokens]:
         if self._token_cache is None:  # opened once: it reads every shard's index
-            self._token_cache = token_cache_for(self.dir, self.encoder)
+            self._token_cache = token_cache_for(self.dir, self.identity.key)
         cache = self._token_cache
         rows = {t.row_id: t for t in self.store.get_rows(row_ids)}
         out = []

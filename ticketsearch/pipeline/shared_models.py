@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ticketsearch.errors import TicketsearchError
-from ticketsearch.retrieval.encoder import Encoder, resolve_model_dir
-from ticketsearch.retrieval.quantized import query_encoder_for
+from ticketsearch.retrieval.encoder import ModelIdentity, model_identity, resolve_device, resolve_model_dir
+from ticketsearch.retrieval.onnx_query import lite_query_encoder
 from ticketsearch.settings import Settings
 
 from .batcher import BatchedEncoder, Batcher, EncodeBatcher, MakeBatcher
@@ -32,11 +32,51 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticketsearch.models")
 
 
+class LazyEncoder:
+    """The fp32 encoder of a model whose queries need none of it (`onnx_query.LiteQueryEncoder` serves them):
+    its identity and dimension at once, its weights (torch, sentence-transformers: seconds) loaded by a
+    background thread started here, and waited for by the first write that encodes. A service is ready for
+    searches before the model is loaded."""
+
+    def __init__(self, model: str, identity: ModelIdentity, settings: Settings, dim: int) -> None:
+        self.spec = model
+        self.identity = identity
+        self.key, self.name, self.model_dir = identity.key, identity.name, identity.model_dir
+        self.max_seq_length, self.settings, self.dim, self.device = identity.max_seq_length, settings, dim, "cpu"
+        self._lock = threading.Lock()
+        self._real: Encoder | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._load_quietly, name=f"load-{identity.name}", daemon=True).start()
+
+    def _load_quietly(self) -> None:
+        try:
+            self.loaded()
+        except BaseException as exc:  # noqa: BLE001 - said again to the first caller that needs the model
+            log.warning("loading %s failed: %s", self.name, exc)
+
+    def loaded(self) -> Encoder:
+        """The encoder itself, loaded once (by the background thread, or by this caller if it comes first)."""
+        with self._lock:
+            if self._real is None:
+                from ticketsearch.retrieval.encoder import Encoder  # deferred: torch, sentence-transformers
+
+                real = Encoder(self.spec, settings=self.settings)
+                if real.key != self.key or real.dim != self.dim:
+                    raise TicketsearchError(f"{self.name}: the loaded model ({real.key}, {real.dim}) is not the one "
+                                            f"its files name ({self.key}, {self.dim})")
+                self._real = real
+                log.info("loaded %s for writes", self.name)
+            return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loaded(), name)
+
+
 @dataclass
 class Loaded:
     """One encoder, its query encoder and the batcher thread that owns both."""
 
-    encoder: Encoder
+    encoder: Encoder | LazyEncoder
     query_encoder: Any
     batcher: Batcher
     users: int = 0
@@ -101,8 +141,17 @@ class SharedModels:
     def _build(self, model: str, max_seq_length: int) -> Loaded:
 
         settings = self.settings.model_copy(update={"max_seq_length": max_seq_length})
-        encoder = Encoder(model, settings=settings)
-        query_encoder = query_encoder_for(encoder)
+        identity = model_identity(model, max_seq_length)
+        query_encoder: Any = lite_query_encoder(identity, settings, resolve_device(settings.device))
+        encoder: Encoder | LazyEncoder
+        if query_encoder is not None:  # queries need no torch: the fp32 model loads beside the service
+            encoder = LazyEncoder(model, identity, settings, query_encoder.dim)
+        else:
+            from ticketsearch.retrieval.encoder import Encoder  # deferred: torch, sentence-transformers
+            from ticketsearch.retrieval.quantized import query_encoder_for
+
+            encoder = Encoder(model, settings=settings)
+            query_encoder = query_encoder_for(encoder)
         log.info("loaded %s (query encoder: %s)", encoder.name, getattr(query_encoder, "kind", "fp32"))
         batcher = self.make_batcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
                                     query_encoder=query_encoder)

@@ -465,6 +465,6 @@ def _train(
                         rejected=rejected)
     res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}
     if "installed" in res and vectors:
-        n = refresh_rerank_vectors(d, store, encoder, progress=progress)
+        n = refresh_rerank_vectors(d, store, encoder, progress=progress, log=log)
         log(f"computed reranker vectors for {n} tickets")
     return res

@@ -1,0 +1,130 @@
+"""The served index under a real load generator (issue 30 items 2-3): `serve`'s time to ready, then reranked
+searches (k 10) at 1 and at 32 connections for 20 s each with `wrk` (the OS package), on the same server.
+
+    python scripts/bench_wrk.py --index demo/index --out docs/bench_wrk.json
+
+The server is a real `ticketsearch serve` process on 127.0.0.1 (`tests/service/server.py`) with one read key,
+`TICKETSEARCH_THREADS=2`; wrk runs with one thread on the same two cores (so both figures include its cost).
+Time to ready: from the process's start to the first 200 from /readyz, polled every 20 ms, three starts; then
+the first search's latency (it may still wait for nothing: the fp32 model loads in the background).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.service.server import Server  # noqa: E402
+from ticketsearch.atomic import atomic_write_json  # noqa: E402
+
+KEY = "bench-wrk-read-key-0001"
+QUERIES = ["customers were charged twice for their subscription", "app crashes when I open it",
+           "refund not received after cancelling the order", "password reset email never arrives",
+           "export to csv times out for large reports", "cannot log in after changing my email"]
+LUA = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/v1/search", {["Content-Type"] = "application/json",
+                    ["Authorization"] = "Bearer %s"}, bodies[(i %% #bodies) + 1])
+end
+"""
+
+
+def lua_script(path: Path) -> Path:
+    bodies = ", ".join("[[" + json.dumps({"text": q, "k": 10}) + "]]" for q in QUERIES)
+    path.write_text(LUA % (bodies, KEY))
+    return path
+
+
+def ms(value: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    assert m, value
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {p: ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, flags=re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    return {"connections": connections, "seconds": seconds, "searches_per_s": rps,
+            "p50_ms": pct.get("50"), "p90_ms": pct.get("90"), "p99_ms": pct.get("99"),
+            "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None}
+
+
+def time_to_ready(srv: Server) -> dict:
+    t0 = time.monotonic()
+    srv.start(wait_ready=False)
+    while True:
+        try:
+            if httpx.get(srv.url + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if srv.proc is not None and srv.proc.poll() is not None:
+            raise RuntimeError(srv.log())
+        time.sleep(0.02)
+    ready = time.monotonic() - t0
+    t1 = time.monotonic()
+    r = httpx.post(srv.url + "/v1/search", json={"text": QUERIES[0], "k": 10},
+                   headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    r.raise_for_status()
+    return {"ready_s": round(ready, 2), "first_search_ms": round((time.monotonic() - t1) * 1000, 1),
+            "reranked": r.json()["reranked"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=Path("docs/bench_wrk.json"))
+    a = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("error: wrk is not installed (apt-get install wrk)")
+    env = {"TICKETSEARCH_API_KEYS": f"{KEY}:read", "TICKETSEARCH_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copytree(a.index, work / "idx")
+        starts = []
+        for i in range(3):
+            srv = Server(work / "idx", work / f"server{i}.log", env=env)
+            try:
+                starts.append(time_to_ready(srv))
+            finally:
+                srv.stop()
+        srv = Server(work / "idx", work / "server.log", env=env).start()
+        try:
+            script = lua_script(work / "search.lua")
+            wrk(srv.url, script, 4, 3)  # warm
+            one = wrk(srv.url, script, 1, a.seconds)
+            many = wrk(srv.url, script, 32, a.seconds)
+        finally:
+            srv.stop()
+    report = {"command": f"python scripts/bench_wrk.py --index {a.index} --seconds {a.seconds}",
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "index": str(a.index),
+              "serve_starts": starts, "one": one, "thirty_two": many,
+              "ratio_32_over_1": round(many["searches_per_s"] / one["searches_per_s"], 2)}
+    print(json.dumps(report, indent=1))
+    atomic_write_json(a.out, report)
+
+
+if __name__ == "__main__":
+    main()
