@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

@@ -28,7 +28,6 @@ when the exact vector matters.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import time
