@@ -167,9 +167,12 @@ def lite_query_encoder(identity: ModelIdentity, settings: Settings, device: str)
     onnx_dir = onnx_query_dir_for(identity.key, settings)
     if not lite_supported(identity.model_dir) or not onnx_files_current(identity.key, onnx_dir):
         return None
-    return LiteQueryEncoder(identity, onnx_dir, settings, threads=settings.query_threads or default_threads())
+    return LiteQueryEncoder(identity, onnx_dir, settings, threads=query_threads(settings))
 
 
-def default_threads() -> int:
-    """The cores this process may use (torch's default intra-op thread count here), without importing torch."""
+def query_threads(settings: Settings) -> int:
+    """ONNX Runtime's threads for a query pass: `query_threads`, else the compute threads the settings give
+    (`threads`), else the cores this process may use (torch's own default), found without importing torch."""
+    if settings.query_threads or settings.threads:
+        return int(settings.query_threads or settings.threads)
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

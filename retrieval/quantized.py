@@ -347,7 +347,7 @@ def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder | LiteQueryEnc
         log.warning("exporting the int8 ONNX query encoder for %s now (once per model on this machine; "
                     "'ticketsearch ingest' does it beforehand)", encoder.name)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    threads = settings.query_threads or torch.get_num_threads()
+    threads = settings.query_threads or torch.get_num_threads()  # torch's count, as set by the entry point
     if lite_supported(encoder.model_dir):  # the search path's own encoder (`onnx_query`), once exported
         ensure_onnx(encoder, model_dir)
         return LiteQueryEncoder(encoder.identity, model_dir, settings, threads=threads)

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         "ONNX Runtime is missing or the device is a GPU.",
     )
     query_threads: int = Field(default=0, ge=0, le=256,
-                               description="ONNX Runtime threads for a query pass; 0 = torch's count.")
+                               description="ONNX Runtime threads for a query pass; 0 = `threads`, else the cores.")
     cache_dir: Path = Field(
         default=Path("~/.cache/ticketsearch"),
         description="Per-machine cache (the exported ONNX query encoder, keyed by the model's identity).",
