@@ -103,3 +103,33 @@ def test_pair_matrix_equals_pair_vector_row_by_row() -> None:
             m = pair_matrix(schema, q, cands, q_created, created, fs)
             rows = np.stack([pair_vector(schema, q, c, q_created, cc, f) for c, cc, f in zip(cands, created, fs)])
             np.testing.assert_allclose(m, rows, rtol=1e-6, atol=1e-7)
+
+
+def test_pair_inputs_by_hand() -> None:
+    """The formulas themselves, against numbers worked out by hand (the row-by-row reference above shares them)."""
+    from ticketsearch.index_data.schema import FieldSpec
+    from ticketsearch.rerank.pair_features import KIND_COLUMNS, by_query_kind
+
+    assert _relative_gap(3.0, 1.0) == math.tanh(2 / 5) and _relative_gap(-2.0, 2.0) == math.tanh(4 / 5)
+    assert _relative_gap(5.0, 5.0) == 0.0 and _relative_gap(0.0, 0.0) == 0.0
+    assert _relative_gap(float("inf"), 1.0) == 1.0 and _relative_gap(float("nan"), 1.0) == 1.0
+    assert _relative_gap(1e308, -1e308) == 1.0  # too large to compare: the widest gap
+
+    kinds = ("categorical", "multi", "numeric", "date")
+    schema = Schema(name="t", text_fields=("title", "body"),
+                    fields=tuple(FieldSpec(name=k[:3], kind=k, source=k[:3]) for k in kinds))  # type: ignore[arg-type]
+    assert KIND_COLUMNS == 6
+    assert pair_dim(schema) == 6 + 2 + 3 + 2 + 0 and pair_dim(schema, query_kinds=True) == 13 + 6
+    assert pair_dim(Schema(name="t", text_fields=("title",), fields=())) == 6
+
+    mat = np.arange(2 * 9, dtype=np.float64).reshape(2, 9)
+    whole, short = by_query_kind(mat, short=False), by_query_kind(mat, short=True)
+    assert whole.dtype == np.float32 and whole.shape == short.shape == (2, 15)
+    np.testing.assert_array_equal(whole, np.concatenate([mat[:, :6], mat[:, 6:], np.zeros((2, 6))], axis=1))
+    np.testing.assert_array_equal(short, np.concatenate([np.zeros((2, 6)), mat[:, 6:], mat[:, :6]], axis=1))
+
+    m = pair_matrix(Schema(name="t", text_fields=("title",), fields=()), {}, [{}, {}], datetime(2020, 1, 11),
+                    [datetime(2020, 1, 1), datetime(2020, 1, 11)], [{"fused_rank": 3.0}, {}])
+    assert m.shape == (2, 6)
+    np.testing.assert_allclose(m[0], [0, 0, 0, 1 / math.log2(4.0), 0, math.log1p(10) / math.log1p(3650)], rtol=1e-6)
+    np.testing.assert_allclose(m[1], [0, 0, 0, 1 / math.log2(1001.0), 0, 0.0], rtol=1e-6)  # no rank: the 1000th
