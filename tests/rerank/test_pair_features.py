@@ -114,6 +114,7 @@ def test_pair_inputs_by_hand() -> None:
     assert _relative_gap(5.0, 5.0) == 0.0 and _relative_gap(0.0, 0.0) == 0.0
     assert _relative_gap(float("inf"), 1.0) == 1.0 and _relative_gap(float("nan"), 1.0) == 1.0
     assert _relative_gap(1e308, -1e308) == 1.0  # too large to compare: the widest gap
+    assert _relative_gap(1e308, 1e308) == 1.0  # even when equal: their scale overflows
 
     kinds = ("categorical", "multi", "numeric", "date")
     schema = Schema(name="t", text_fields=("title", "body"),
@@ -128,6 +129,11 @@ def test_pair_inputs_by_hand() -> None:
     np.testing.assert_array_equal(whole, np.concatenate([mat[:, :6], mat[:, 6:], np.zeros((2, 6))], axis=1))
     np.testing.assert_array_equal(short, np.concatenate([np.zeros((2, 6)), mat[:, 6:], mat[:, :6]], axis=1))
 
+    cat = Schema(name="t", text_fields=("title",), fields=(FieldSpec(name="cat", kind="categorical", source="cat"),))
+    same = pair_matrix(cat, {"cat": "b"}, [{"cat": "a"}, {"cat": "b"}, {"cat": "c"}, {}], datetime(2020, 1, 1),
+                       [datetime(2020, 1, 1)] * 4, [{}] * 4)
+    np.testing.assert_array_equal(same[:, 6], [0, 1, 0, 0])  # equal values only (not an ordering of strings)
+    np.testing.assert_array_equal(same[:, 7], [1, 1, 1, 0])  # both have a value
     m = pair_matrix(Schema(name="t", text_fields=("title",), fields=()), {}, [{}, {}], datetime(2020, 1, 11),
                     [datetime(2020, 1, 1), datetime(2020, 1, 11)], [{"fused_rank": 3.0}, {}])
     assert m.shape == (2, 6)

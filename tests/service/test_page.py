@@ -240,3 +240,34 @@ def test_the_api_document_works_offline_under_its_csp(page: Any, server: Server)
         for name in ("index.html", "..%2F__init__.py", "redoc.standalone.js", "swagger-ui.js.map"):
             assert c.get(f"/docs/assets/{name}").status_code == 404, name
         assert c.get("/redoc").status_code == 404
+
+
+def test_the_page_and_its_assets_carry_their_headers(server: Server) -> None:
+    """The page: its CSP, no-referrer (a deep link's query text stays on this origin), nosniff, no-cache; each
+    asset it links is cached for a year under its version (immutable), revalidated by ETag without it, and a
+    revalidation of an unchanged asset is a 304 with no body."""
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for path in ("/", "/tickets/SUP-1"):
+            r = c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+            assert r.headers["referrer-policy"] == "no-referrer" and r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["cache-control"] == "no-cache"
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+        links = re.findall(r'/static/([\w.]+)\?v=(\w+)', c.get("/").text)
+        assert {name for name, _ in links} == {"page.css", "page.js", "icon.svg"}, links
+        for name, version in links:
+            fresh = c.get(f"/static/{name}", params={"v": version})
+            assert fresh.status_code == 200 and fresh.content
+            assert fresh.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert fresh.headers["x-content-type-options"] == "nosniff" and fresh.headers["etag"]
+            for params in ({}, {"v": "stale"}):  # unversioned or an old version: revalidate every time
+                assert c.get(f"/static/{name}", params=params).headers["cache-control"] == "no-cache"
+            again = c.get(f"/static/{name}", headers={"If-None-Match": fresh.headers["etag"]})
+            assert again.status_code == 304 and again.content == b""
+            assert c.get(f"/static/{name}", headers={"If-None-Match": '"other"'}).status_code == 200
+        missing = c.get("/static/nope.js")
+        assert missing.status_code == 404 and missing.json()["detail"][0]["type"] == "not_found"
