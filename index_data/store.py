@@ -78,6 +78,9 @@ class UpsertResult:
     repeated: list[str] = field(default_factory=list)  # ids given more than once (the last occurrence won)
 
 
+HIT_ROWS_KEPT = 50_000  # bodiless rows kept for search hits (`TicketStore.get_rows`): about 25 MB of titles and fields
+
+
 @dataclass
 class StoredTicket:
     row_id: int
@@ -129,6 +132,9 @@ class TicketStore:
         self._recency: tuple[int, np.ndarray, np.ndarray] | None = None  # (writes, created, row ids); recent_row_ids
         self._alloc: tuple[int, Mapping[str, int]] = (1, {})  # (row stride, given row ids) of the write in progress
         self._writes = 0  # committed writes through this store
+        # search hits' rows (no body) by row id, valid while `_writes` is what it was when they were read
+        self._hit_rows: tuple[int, dict[int, StoredTicket]] = (0, {})
+        self._hit_rows_lock = threading.Lock()
         self.schema = self._init_schema(schema)
         if not read_only:
             self._root.execute(CHANGES_DDL)
@@ -621,9 +627,32 @@ class TicketStore:
 
     def get_rows(self, row_ids: Sequence[int], with_body: bool = True) -> list[StoredTicket]:
         """Tickets for these row ids, in the given order; ids that no longer exist are dropped.
-        `with_body=False` leaves `body` empty (search hits do not carry it: 100 bodies cost most of a fetch)."""
+        `with_body=False` leaves `body` empty (search hits do not carry it: 100 bodies cost most of a fetch), and
+        is served from the rows read since the last write through this store (`_writes`, counted after each
+        commit: the only writer, DuckDB lets no other process open the file meanwhile). A search reads its 100
+        candidates' rows: 1.8 ms from DuckDB at 2,000 tickets, 15% of a search's time under load (py-spy)."""
         if len(row_ids) == 0:
             return []
+        if with_body:
+            return self._read_rows(row_ids, with_body=True)
+        writes = self._writes  # before reading: a write committed meanwhile makes what is read now stale
+        ids = [int(r) for r in row_ids]
+        with self._hit_rows_lock:
+            seen, rows = self._hit_rows
+            known = {r: rows[r] for r in ids if r in rows} if seen == writes else {}
+        missing = [r for r in ids if r not in known]
+        if missing:
+            fresh = {t.row_id: t for t in self._read_rows(missing, with_body=False)}
+            known.update(fresh)
+            with self._hit_rows_lock:  # kept under the count read before reading: valid until the next write
+                seen, rows = self._hit_rows
+                if seen != writes or len(rows) + len(fresh) > HIT_ROWS_KEPT:
+                    rows = {}
+                    self._hit_rows = (writes, rows)
+                rows.update(fresh)
+        return [known[r] for r in ids if r in known]
+
+    def _read_rows(self, row_ids: Sequence[int], with_body: bool) -> list[StoredTicket]:
         select = self._select(with_body)
         if self._row_id_index and len(row_ids) <= 1000:  # uses the row-id index; a join would scan
             # One list parameter, `row_id = ANY(?)`: through the service at 100k it fetched 100 hits in 5.1-5.9 ms

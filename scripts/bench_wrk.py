@@ -96,13 +96,31 @@ def main() -> None:
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("docs/bench_wrk.json"))
+    ap.add_argument("--baseline-tree", type=Path,
+                    help="another checkout of this repository (e.g. `git archive REV | tar -x -C DIR`): measured in "
+                         "the same run, its server importing the package from there (PYTHONPATH), for ratios")
     a = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("error: wrk is not installed (apt-get install wrk)")
     env = {"TICKETSEARCH_API_KEYS": f"{KEY}:read", "TICKETSEARCH_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    report = {"command": f"python scripts/bench_wrk.py --index {a.index} --seconds {a.seconds}"
+                         + (f" --baseline-tree {a.baseline_tree}" if a.baseline_tree else ""),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "index": str(a.index),
+              "this_tree": measure(a.index, env, a.seconds)}
+    if a.baseline_tree:
+        base = measure(a.index, {**env, "PYTHONPATH": str(a.baseline_tree.resolve())}, a.seconds)
+        report["baseline_tree"] = {"path": str(a.baseline_tree), **base}
+        report["this_over_baseline"] = {
+            k: round(report["this_tree"][k]["searches_per_s"] / base[k]["searches_per_s"], 3)
+            for k in ("one", "thirty_two")}
+    print(json.dumps(report, indent=1))
+    atomic_write_json(a.out, report)
+
+
+def measure(index: Path, env: dict[str, str], seconds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        shutil.copytree(a.index, work / "idx")
+        shutil.copytree(index, work / "idx")
         starts = []
         for i in range(3):
             srv = Server(work / "idx", work / f"server{i}.log", env=env)
@@ -114,16 +132,12 @@ def main() -> None:
         try:
             script = lua_script(work / "search.lua")
             wrk(srv.url, script, 4, 3)  # warm
-            one = wrk(srv.url, script, 1, a.seconds)
-            many = wrk(srv.url, script, 32, a.seconds)
+            one = wrk(srv.url, script, 1, seconds)
+            many = wrk(srv.url, script, 32, seconds)
         finally:
             srv.stop()
-    report = {"command": f"python scripts/bench_wrk.py --index {a.index} --seconds {a.seconds}",
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "index": str(a.index),
-              "serve_starts": starts, "one": one, "thirty_two": many,
-              "ratio_32_over_1": round(many["searches_per_s"] / one["searches_per_s"], 2)}
-    print(json.dumps(report, indent=1))
-    atomic_write_json(a.out, report)
+    return {"serve_starts": starts, "one": one, "thirty_two": many,
+            "ratio_32_over_1": round(many["searches_per_s"] / one["searches_per_s"], 2)}
 
 
 if __name__ == "__main__":

@@ -256,3 +256,36 @@ def test_a_batch_names_its_repeated_ids(tmp_path: Path) -> None:
     with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
         res = s.upsert([tk(1, "first"), tk(2), tk(1, "second"), tk(1, "third")])
         assert (res.inserted, res.repeated) == (2, ["S-1"]) and s.get("S-1").title == "third 1"
+
+
+def test_hit_rows_follow_every_write_even_one_committed_during_a_read(tmp_path: Path) -> None:
+    """Search hits' rows (`get_rows(with_body=False)`) are kept between searches: an update, a delete and a
+    write that commits while a read is in flight are all seen by the next read, never an older copy."""
+    with TicketStore(tmp_path / "t.duckdb", schema=SUPPORT) as s:
+        s.upsert([tk(i) for i in range(1, 6)])
+        rows = [s.get(f"S-{i}").row_id for i in range(1, 6)]
+        assert [t.title for t in s.get_rows(rows, with_body=False)] == [f"t {i}" for i in range(1, 6)]
+        assert s.get_rows(rows[:2], with_body=False)[0] is s.get_rows(rows[:2], with_body=False)[0]  # kept
+        s.upsert([tk(2, title="changed")])
+        s.delete(["S-4"])
+        got = s.get_rows(rows, with_body=False)
+        assert [t.title for t in got] == ["t 1", "changed 2", "t 3", "t 5"] and all(t.body == "" for t in got)
+        assert s.get_rows(rows[:1], with_body=True)[0].body == "b"  # bodies are read, never kept
+
+        # a write committed while a read is in flight: what that read fetched (the old row) must not be kept
+        read = s._read_rows
+        stale: dict[str, bool] = {"written": False}
+
+        def read_then_write(ids, with_body):  # noqa: ANN001, ANN202
+            out = read(ids, with_body)
+            if not stale["written"]:
+                stale["written"] = True
+                s.upsert([tk(3, title="renamed")])
+            return out
+
+        s.upsert([tk(1)])  # any write: nothing kept is valid after it, so the next read goes to DuckDB
+        s._read_rows = read_then_write  # type: ignore[method-assign]
+        first = s.get_rows([rows[2]], with_body=False)
+        assert stale["written"] and first[0].title == "t 3"  # that read began before the write
+        s._read_rows = read  # type: ignore[method-assign]
+        assert s.get_rows([rows[2]], with_body=False)[0].title == "renamed 3"
