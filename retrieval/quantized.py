@@ -328,8 +328,9 @@ def query_encoder_for(encoder: Encoder) -> Encoder | QueryEncoder | LiteQueryEnc
     """The encoder that search should run queries through, per `settings.query_encoder`.
 
     'onnx-int8' exports the model once per machine into `settings.cache_dir` (keyed by the encoder's
-    identity) and runs it with ONNX Runtime. Where ONNX Runtime is missing or the encoder is on a GPU, it
-    returns the fp32 encoder and logs why.
+    identity) and runs it with ONNX Runtime: through `onnx_query.LiteQueryEncoder` (no torch at query time)
+    for the models it serves, else through this module's `OnnxQueryEncoder` on the fp32 encoder's tokenizer.
+    Where ONNX Runtime is missing or the encoder is on a GPU, it returns the fp32 encoder and logs why.
     """
     settings = encoder.settings
     if settings.query_encoder == "fp32":
