@@ -61,3 +61,15 @@ def test_stored_threshold_reads_the_default_target_and_the_table() -> None:
     assert stored_threshold({}) is None
     assert stored_threshold({"duplicate_threshold": float("nan")}) is None
     assert isinstance(stored_threshold({"duplicate_threshold": 1}), float)
+
+
+def test_threshold_edges_one_positive_one_qualifying_threshold_and_the_default_target() -> None:
+    from ticketsearch.rerank.calibration import stored_threshold
+
+    # exactly one positive pair is enough to choose a threshold; exactly one threshold may qualify
+    assert lowest_threshold_for_precision(np.array([0.9, 0.5, 0.2]), np.array([1, 0, 0]), 1.0) == (0.9, 1.0)
+    assert lowest_threshold_for_precision(np.array([0.9, 0.5]), np.array([1, 0]), 0.9) == (0.9, 1.0)
+    # positives, but no threshold reaches the target: none, not an error
+    assert lowest_threshold_for_precision(np.array([0.9, 0.8]), np.array([0, 1]), 1.0) == (None, None)
+    # a model that names no target was fitted for 0.9: asking for 0.9 reads its own threshold, not the table
+    assert stored_threshold({"duplicate_threshold": 0.5, "duplicate_thresholds": {}}, 0.9) == 0.5
