@@ -27,7 +27,7 @@ import numpy as np
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.settings import Settings
 
-from .encoder import ModelIdentity
+from .encoder import ModelIdentity, resolve_device
 from .onnx_runtime import cpu_session
 
 ONNX_FP32 = "model.onnx"
@@ -159,10 +159,11 @@ class LiteQueryEncoder:
         return out
 
 
-def lite_query_encoder(identity: ModelIdentity, settings: Settings, device: str) -> LiteQueryEncoder | None:
+def lite_query_encoder(identity: ModelIdentity, settings: Settings) -> LiteQueryEncoder | None:
     """The torch-free query encoder of `identity` where the settings ask for the int8 ONNX path on a CPU and
-    its export is current; None where queries must go through the fp32 model (or its export is still to do)."""
-    if settings.query_encoder != "onnx-int8" or device != "cpu" or not onnx_available():
+    its export is current; None where queries must go through the fp32 model (or its export is still to do).
+    The one choice of the query path for a search pipeline and for a service's shared models."""
+    if settings.query_encoder != "onnx-int8" or resolve_device(settings.device) != "cpu" or not onnx_available():
         return None
     onnx_dir = onnx_query_dir_for(identity.key, settings)
     if not lite_supported(identity.model_dir) or not onnx_files_current(identity.key, onnx_dir):

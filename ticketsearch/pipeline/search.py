@@ -30,7 +30,7 @@ from ticketsearch.rerank.general import GeneralReranker
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_arrays
 from ticketsearch.results import AttendedWord, Hit, MatchedWord, RerankerKind, SearchResult
-from ticketsearch.retrieval.encoder import ModelIdentity, as_array, model_identity, resolve_device
+from ticketsearch.retrieval.encoder import ModelIdentity, as_array, model_identity
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
 from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
@@ -207,8 +207,7 @@ class SearchPipeline:
         fp32 encoder's own query path (`quantized.query_encoder_for`, which exports where needed)."""
         if self._query_encoder is None:
             settings = index_settings(self.manifest, self.settings)
-            lite = None if self._encoder is not None else lite_query_encoder(
-                self.identity, settings, resolve_device(settings.device))
+            lite = None if self._encoder is not None else lite_query_encoder(self.identity, settings)
             if lite is not None:
                 self._query_encoder = lite
             else:

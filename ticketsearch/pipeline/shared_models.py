@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ticketsearch.errors import TicketsearchError
-from ticketsearch.retrieval.encoder import ModelIdentity, model_identity, resolve_device, resolve_model_dir
+from ticketsearch.retrieval.encoder import ModelIdentity, model_identity, resolve_model_dir
 from ticketsearch.retrieval.onnx_query import lite_query_encoder
 from ticketsearch.settings import Settings
 
@@ -45,7 +45,6 @@ class LazyEncoder:
         self.max_seq_length, self.settings, self.dim, self.device = identity.max_seq_length, settings, dim, "cpu"
         self._lock = threading.Lock()
         self._real: Encoder | None = None
-        self._error: BaseException | None = None
         threading.Thread(target=self._load_quietly, name=f"load-{identity.name}", daemon=True).start()
 
     def _load_quietly(self) -> None:
@@ -142,7 +141,7 @@ class SharedModels:
 
         settings = self.settings.model_copy(update={"max_seq_length": max_seq_length})
         identity = model_identity(model, max_seq_length)
-        query_encoder: Any = lite_query_encoder(identity, settings, resolve_device(settings.device))
+        query_encoder: Any = lite_query_encoder(identity, settings)
         encoder: Encoder | LazyEncoder
         if query_encoder is not None:  # queries need no torch: the fp32 model loads beside the service
             encoder = LazyEncoder(model, identity, settings, query_encoder.dim)
