@@ -19,6 +19,7 @@ from ticketsearch.index_data.store import TicketStore
 from .fusion import fuse_lists
 from .lexical import CorpusStats
 from .manifest import Manifest
+from .ties import TIE_EXTRA, best_first
 
 METHODS = ("dense", "bm25", "title", "hybrid")
 
@@ -117,10 +118,10 @@ class FirstStage:
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if "dense" in weights:
             assert vector is not None
-            lists["dense"] = _valid(ix.vindex.search(vector[None, :], depth, allowed))
+            lists["dense"] = _valid(ix.vindex.search(vector[None, :], depth + TIE_EXTRA, allowed), depth)
         if "title" in weights:
             assert title_vector is not None
-            lists["title"] = _valid(ix.tindex.search(title_vector[None, :], depth, allowed))
+            lists["title"] = _valid(ix.tindex.search(title_vector[None, :], depth + TIE_EXTRA, allowed), depth)
         if "bm25" in weights:
             lists["bm25"] = ix.bm25.search(bm25_query, depth, allowed, bm25_stats)
         if "recency" in weights:
@@ -169,7 +170,7 @@ def fuse_candidates(manifest: Manifest, method: str, k: int,
     return Candidates(method, [int(i) for i in ids], [float(s) for s in scores], per_method)
 
 
-def _valid(res: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _valid(res: tuple[np.ndarray, np.ndarray], depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     scores, ids = res
     keep = ids[0] >= 0
-    return scores[0][keep], ids[0][keep]
+    return best_first(scores[0][keep], ids[0][keep], depth)

@@ -17,6 +17,8 @@ from scipy.sparse import coo_matrix
 from ticketsearch.atomic import atomic_write_dir, recover_dir
 from ticketsearch.errors import TicketsearchError
 
+from .ties import top_k
+
 TITLE_REPEAT = 2
 STATS_FILENAME = "stats.json"
 TF_PARTS = ("tf_indptr", "tf_docs", "tf_counts", "doc_len")  # term frequencies, kept by a shard's index
@@ -250,9 +252,7 @@ class BM25Index:
         kk = min(k, len(s))
         if kk == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        top = np.argpartition(-s, kk - 1)[:kk]
-        order = top[np.lexsort((ids[top], -s[top]))]
-        return s[order], ids[order]
+        return top_k(s, ids, kk)
 
     def save(self, path: Path) -> None:
         def write(tmp: Path) -> None:

@@ -32,6 +32,7 @@ from ticketsearch.atomic import atomic_write_with
 from ticketsearch.errors import TicketsearchError
 
 from .lexical import BM25Index, CorpusStats, tokenize
+from .ties import top_k
 from .vector_index import VectorIndex
 
 B = TypeVar("B")
@@ -46,8 +47,8 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarr
     ids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     keep = ids >= 0
     scores, ids = scores[keep], ids[keep]
-    order = np.lexsort((ids, -scores))[:k]
-    return scores[order].astype(np.float32), ids[order].astype(np.int64)
+    scores, ids = top_k(scores, ids, k)
+    return scores.astype(np.float32), ids.astype(np.int64)
 
 
 def _in_sorted(sorted_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -43,6 +43,8 @@ from .pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
 from .snippets import highlights, query_stems, snippet
 
+LOGIT_DECIMALS = 4  # reranker logits equal to this many decimals are ties (kept in first-stage order)
+
 if TYPE_CHECKING:
     from ticketsearch.retrieval.encoder import Encoder
 
@@ -340,7 +342,9 @@ class SearchPipeline:
         probs = reranker.probability(logits)
         fused = dict(zip(cands.row_ids, cands.scores))
         copies = np.array(self.near_copies(q, cands, rows), dtype=bool)
-        order = np.lexsort((-logits, ~copies))[:k]  # near copies first, each part by the model's score
+        # near copies first, each part by the model's score; scores equal to LOGIT_DECIMALS are ties and keep the
+        # first-stage order (a candidate's logit differs in the last bits by the batch it was scored in)
+        order = np.lexsort((-np.round(np.asarray(logits, np.float64), LOGIT_DECIMALS), ~copies))[:k]
         hits = [make_hit(rows[i], fused[rows[i].row_id], cands.method_scores(rows[i].row_id), float(logits[i]),
                          float(probs[i]), near_copy=bool(copies[i])) for i in order.tolist()]
         notes: list[str] = []

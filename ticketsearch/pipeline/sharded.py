@@ -37,6 +37,7 @@ from ticketsearch.rerank.token_cache import Tokens
 from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, fuse_candidates
 from ticketsearch.retrieval.lexical import CorpusStats
+from ticketsearch.retrieval.ties import best_first
 from ticketsearch.settings import Settings
 
 from .engine import Prepared, prepare
@@ -113,8 +114,7 @@ def merge_lists(parts: Sequence[tuple[np.ndarray, np.ndarray]], depth: int, rece
     if recency:
         order = np.lexsort((-ids, -scores))[:depth]
         return -np.arange(len(order), dtype=np.float64), ids[order]
-    order = np.lexsort((ids, -scores))[:depth]
-    return scores[order], ids[order]
+    return best_first(scores, ids, depth)
 
 
 class ShardedSearch(SearchPipeline):

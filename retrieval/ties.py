@@ -1,0 +1,38 @@
+"""One order for every ranked list, wherever it is computed (one index, a shard, shards merged, a live overlay):
+by score, ties by row id, where scores equal to TIE_DECIMALS decimals are ties.
+
+Near-equal scores are common: tickets with one title have title vectors that differ only in the last bits (by the
+batch each was encoded in), and a shard's BM25 with the collection's statistics differs from one index's in the
+last bits. Ordered, or cut at a depth, by those bits, the same tickets took other ranks in a sharded and a one-index
+answer; rounded first, they do not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+TIE_DECIMALS = 5
+TIE_EXTRA = 16  # how many more a vector index is asked for, so that ties at the cut are all seen before it
+
+
+def tie_keys(scores: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(scores, np.float64), TIE_DECIMALS)
+
+
+def best_first(scores: np.ndarray, ids: np.ndarray, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The list in the one order, cut at `depth`."""
+    order = np.lexsort((ids, -tie_keys(scores)))[:depth]
+    return scores[order], ids[order]
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`best_first(scores, ids, k)` without sorting the whole array: every member tied with the k-th is kept
+    for the final order, so the cut is the one order's."""
+    if k <= 0 or len(scores) == 0:
+        return scores[:0], ids[:0]
+    if k >= len(scores):
+        return best_first(scores, ids, k)
+    keys = tie_keys(scores)
+    kth = np.partition(-keys, k - 1)[k - 1]
+    near = np.flatnonzero(-keys <= kth)
+    s, i = best_first(scores[near], ids[near], k)
+    return s, i
