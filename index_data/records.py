@@ -132,6 +132,16 @@ def coerce_value(spec: FieldSpec, value: Any) -> Any:
         raise ValueError(f"field {spec.name!r}: {exc}") from exc
 
 
+def _number_text_problem(spec: FieldSpec, text: str, problem: str) -> str | None:
+    """A numeric field's value spelled as text (a CSV cell): the API's words for the number it spells ("-1" in
+    a log1p field: "must be at least 0", as a JSON -1 gets), or `problem` when it spells none."""
+    try:
+        number = float(text)
+    except ValueError:
+        return problem
+    return value_problem(spec, number, False) or None
+
+
 def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) -> Ticket:
     """Validate one incoming ticket and return a Ticket. Raises RowError naming the line (the API: the item).
 
@@ -188,6 +198,8 @@ def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) ->
         problem = value_problem(spec, given, False)
         if problem is not None and not isinstance(given, str):
             raise RowError(line, f"fields.{spec.name}: {problem}", tid, field=f"fields.{spec.name}")
+        if problem is not None and spec.kind == "numeric" and isinstance(given, str):
+            problem = _number_text_problem(spec, given, problem)
         try:
             values[spec.name] = value = coerce_value(spec, given)
         except ValueError as exc:
