@@ -131,6 +131,9 @@ class TrainParams(BaseModel):
     variant: Literal["rerank-cross+pair", "rerank-cross", "rerank-concat"] = "rerank-cross+pair"
     epochs: int = Field(default=20, ge=1, le=200)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    install: Literal["auto", "always"] = Field(default="auto", description="auto: install the trained model only "
+                                               "where it beats the first stage (and the general model) on "
+                                               "validation; always: install it whatever validation says.")
 
 
 class DedupeParams(BaseModel):

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from ticketsearch.index_data.demo import generate
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.training import decide_install
 from ticketsearch.service.cli import app
+
+from ..demo_rows import generate
 
 runner = CliRunner()
 
@@ -41,6 +42,19 @@ def test_decide_install_needs_a_validation_gain_over_the_first_stage() -> None:
     assert decide_install("rerank-cross+pair", worse, first, worse).use == "first_stage"
     assert decide_install(None, None, first, better).use == "general"  # too few links to train one
     assert decide_install("rerank-cross+pair", better, np.zeros(0), np.zeros(0)).use == "general"
+
+
+def test_install_always_installs_what_validation_would_refuse_and_still_reports_it() -> None:
+    first = np.array([1, 2, 4, 1, 10, 3], dtype=float)
+    worse = np.array([2, 2, 4, 3, 10, 3], dtype=float)
+    better = np.array([1, 1, 2, 1, 5, 3], dtype=float)
+    for general in (None, better):
+        d = decide_install("rerank-cross+pair", worse, first, general, rule="always")
+        assert d.install and d.use == "own" and d.delta is not None and d.delta["diff"] < 0
+        assert "installed as asked" in d.reason and "against the first stage's" in d.reason
+        assert not decide_install("rerank-cross+pair", worse, first, general).install  # auto refuses it
+    assert decide_install("rerank-cross+pair", worse, np.zeros(0), rule="always").install  # nothing to validate on
+    assert not decide_install(None, None, first, rule="always").install  # nothing was trained
 
 
 def test_training_on_links_that_teach_nothing_installs_no_reranker(tmp_path: Path, encoder, settings) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -187,18 +187,28 @@ class InstallDecision:
         return dict(self.__dict__)
 
 
+InstallRule = Literal["auto", "always"]
+INSTALL_RULES: tuple[InstallRule, ...] = ("auto", "always")
+
+
 def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ranks: np.ndarray,
-                   general_ranks: np.ndarray | None = None) -> InstallDecision:
+                   general_ranks: np.ndarray | None = None, rule: InstallRule = "auto") -> InstallDecision:
     """Install `name` when its validation MRR is above the first stage's on the same queries (the point
     estimate of the paired difference; its 95% interval is reported, not required: a few dozen validation
     queries rarely exclude zero even for a real gain) and not below the general model's (`general_ranks`,
-    when given); else use the general model where it beats the first stage."""
+    when given); else use the general model where it beats the first stage. `rule` "always": install the
+    trained model whatever validation says (a team that wants its own model's verdicts; the figures are
+    still reported, and a model that could not be trained is still not installed)."""
 
     def mrr(r: np.ndarray) -> float:
         return float(np.mean(1.0 / r)) if len(r) else 0.0
 
     first_mrr = mrr(first_ranks)
     gen = None if general_ranks is None or not len(general_ranks) else mrr(general_ranks)
+    if rule == "always" and name is not None and variant_ranks is not None and len(first_ranks) == 0:
+        return InstallDecision(True, name, None, first_mrr, None, 0,
+                               "installed as asked (install 'always'): no validation queries to compare it with",
+                               "own", gen)
     if name is None or variant_ranks is None or len(first_ranks) == 0:
         why = "no validation queries to compare it with the first stage" if name else "no variant was trained"
         if general_ranks is not None:
@@ -212,6 +222,9 @@ def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ran
                f"queries (difference {delta['diff']:+.3f}, 95% interval {delta['lo']:+.3f} to {delta['hi']:+.3f})")
     if gen is not None:
         figures += f" and the general model's {gen:.3f}"
+    if rule == "always":
+        return InstallDecision(True, name, own, first_mrr, delta, len(first_ranks),
+                               f"installed as asked (install 'always'): {figures}", "own", gen)
     if delta["diff"] > 0 and (gen is None or own >= gen):
         return InstallDecision(True, name, own, first_mrr, delta, len(first_ranks),
                                f"{name} beats the first stage: {figures}", "own", gen)
@@ -252,9 +265,10 @@ def run_rerankers(
     extra: dict[str, list[QueryPool]] | None = None, train_kinds: Sequence[QueryKind] = (FULL,),
     eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True,
     first_train_queries: int | None = None, general_dir: Path | None = None,
-    rejected: dict[int, set[int]] | None = None,
+    rejected: dict[int, set[int]] | None = None, install_rule: InstallRule = "auto",
 ) -> dict[str, Any]:
-    """Mine, train every variant, score validation and test lists; install the best variant in the index.
+    """Mine, train every variant, score validation and test lists; install the best variant in the index
+    (`install_rule`: `decide_install`'s).
 
     `extra` names more sets of test pools (a candidate window, no easy duplicates): each gets its own top-100
     lists and pair inputs (a query's list differs from set to set), scored by every variant, in
@@ -352,7 +366,7 @@ def run_rerankers(
             rows["valid"]["rerank-general"] = metrics_from_ranks(rank_general(mined.valid_by_kind[label]))
             rows["test"]["rerank-general"] = metrics_from_ranks(rank_general(mined.test_by_kind[label]))
     decision = decide_install(best.name if best else None, best.valid_ranks if best else None, first["valid"],
-                              general)
+                              general, install_rule)
     results["decision"] = decision.to_dict()
     if not install:  # a measurement: the index keeps what it had
         return results
@@ -392,9 +406,10 @@ def time_split(inp: EvalInputs, train_frac: float = 0.8, valid_frac: float = 0.1
 def train_index(
     index_dir: Path, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
-    train_kinds: Sequence[QueryKind] = (FULL,), store: TicketStore | None = None,
+    train_kinds: Sequence[QueryKind] = (FULL,), store: TicketStore | None = None, install_rule: InstallRule = "auto",
 ) -> dict[str, Any]:
-    """`ticketsearch train`: mine, train one variant, install it and compute candidate vectors.
+    """`ticketsearch train`: mine, train one variant, install it (`decide_install`: where it validates better,
+    or `install_rule` "always") and compute candidate vectors.
 
     `store`: the index's store as a running service holds it open (its engine then computes the candidate
     vectors itself, when it swaps the model in: `Engine.reload_reranker`)."""
@@ -402,10 +417,10 @@ def train_index(
     d.require_store()  # train an index that exists: never create one
     if store is not None:
         return _train(d, store, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
-                      vectors=False)
+                      vectors=False, install_rule=install_rule)
     with open_store(d, read_only=False) as own:
         return _train(d, own, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
-                      vectors=True)
+                      vectors=True, install_rule=install_rule)
 
 
 def feedback_rejections(inp: EvalInputs, pairs: Sequence[tuple[str, str]]) -> dict[int, set[int]]:
@@ -441,7 +456,7 @@ def link_count(store: TicketStore) -> int:
 def _train(
     d: IndexDir, store: TicketStore, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None], train_kinds: Sequence[QueryKind],
-    vectors: bool,
+    vectors: bool, install_rule: InstallRule = "auto",
 ) -> dict[str, Any]:
 
     index_dir = d.root
@@ -462,7 +477,7 @@ def _train(
     res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
                         valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
                         progress=progress, log=log, train_kinds=train_kinds,
-                        rejected=rejected)
+                        rejected=rejected, install_rule=install_rule)
     res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}
     if "installed" in res and vectors:
         n = refresh_rerank_vectors(d, store, encoder, progress=progress, log=log)
