@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/ticketsearch ingest --data $(DEMO)/tickets.jsonl --index $(DEMO)/index --schema support
 	$(BIN)/ticketsearch train --index $(DEMO)/index
 	$(BIN)/ticketsearch search --index $(DEMO)/index "customers were charged twice for their subscription" --field product="Billing Portal" -k 5
-	$(BIN)/ticketsearch search --index $(DEMO)/index "app crashes when I open it" --filter product="Mobile App" --before 2025-01-01 -k 5
+	$(BIN)/ticketsearch search --index $(DEMO)/index "app crashes when I open it" --filter product="Mobile App" --after $(shell date -u -d '180 days ago' +%F) -k 5
 	$(BIN)/ticketsearch search --index $(DEMO)/index --like SUP-1900 -k 5 --explain
 	$(BIN)/ticketsearch explain --index $(DEMO)/index --like SUP-1900 --out $(DEMO)/explain.png
 	scripts/demo_serve.sh $(BIN) $(DEMO)/index $(PORT)

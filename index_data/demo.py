@@ -4,15 +4,25 @@ Each ticket comes from a problem topic (product, component, type and severity) w
 (a feature, an error code, a platform). Duplicates share the topic and the details; about half of the later
 reports copy the first one's subject line, the rest use another title phrasing, and all are written with
 another body phrasing, another opener and often another channel or reporter tier.
+
+The calendar must not give the answer away (a model trained on it would learn time instead of text):
+- a duplicate follows its first report after a long-tailed gap (`duplicate_gap_days`: most within weeks, some
+  months later, a few over a year);
+- outages bring bursts of reports on one topic from different customers within hours (`BURST_SHARE` of the
+  tickets), each with details of its own and none a duplicate of another: look-alikes close in time;
+- the dates end at `end` (default: the time of generation), so a ticket filed today is as close to the data as
+  in a live tracker. A seed fixes everything but that end: two calls with one seed and different ends give the
+  same tickets shifted in time.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -297,26 +307,65 @@ UNSEEN_TOPICS: list[tuple[str, str]] = [
 ]
 
 
-def generate(n: int = 2000, seed: int = 0, dup_fraction: float = 0.25) -> list[dict[str, Any]]:
-    """Return `n` tickets sorted by `created`, with ids SUP-1..SUP-n and `duplicate_of` set on duplicates."""
+SPAN_DAYS = 540  # first reports spread over this many days before `end`
+BURST_SHARE = 0.12  # about this share of the tickets arrive in outage bursts (same topic, not duplicates)
+
+
+def duplicate_gap_days(rng: random.Random) -> float:
+    """Days from a first report to a later duplicate: most within weeks (log-uniform from half an hour to 30
+    days), some months later (30-180 days), a few over a year (365-500 days)."""
+    u = rng.random()
+    if u < 0.72:
+        return math.exp(rng.uniform(math.log(0.5 / 24), math.log(30.0)))
+    if u < 0.92:
+        return rng.uniform(30.0, 180.0)
+    if u < 0.96:
+        return rng.uniform(180.0, 365.0)
+    return rng.uniform(365.0, 500.0)
+
+
+def _slots(rng: random.Random) -> dict[str, str]:
+    return {"feature": rng.choice(FEATURES), "error": rng.choice(ERRORS), "platform": rng.choice(PLATFORMS)}
+
+
+def generate(
+    n: int = 2000, seed: int = 0, dup_fraction: float = 0.25, end: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Return `n` tickets sorted by `created`, with ids SUP-1..SUP-n and `duplicate_of` set on duplicates; the
+    last one is filed at `end` (a naive time is UTC; default: now)."""
     if n < 1:
         raise ValueError("n must be at least 1")
+    if end is None:
+        end = datetime.now(UTC)
+    if end.tzinfo is not None:
+        end = end.astimezone(UTC).replace(tzinfo=None)
+    end = end.replace(microsecond=0)
     rng = random.Random(seed)
-    start = datetime(2024, 1, 1, 8, 0, 0)
-    span = timedelta(days=540)
-    items: list[tuple[datetime, dict[str, Any], int | None]] = []  # (created, ticket, group)
+    items: list[tuple[float, dict[str, Any], int | None]] = []  # (days after the first, ticket, group)
     group = 0
     while len(items) < n:
         topic = rng.choice(TOPICS)
-        slots = {"feature": rng.choice(FEATURES), "error": rng.choice(ERRORS), "platform": rng.choice(PLATFORMS)}
-        created = start + span * rng.random()
+        if rng.random() < BURST_SHARE / 4:
+            # an outage: reports on one topic from different customers within hours, each with details and an
+            # error reference of its own; none is a duplicate of another
+            at = SPAN_DAYS * rng.random()
+            for _ in range(min(rng.randint(3, 5), n - len(items))):
+                t = _ticket(rng, topic, _slots(rng), None)
+                if rng.random() < 0.4:
+                    t["body"] += f" Error reference {rng.choice(REF_PREFIXES)}-{rng.randrange(1000, 10000)}."
+                items.append((at + rng.uniform(0.0, 2.0), t, None))
+            continue
+        slots = _slots(rng)
         size = 1
         if rng.random() < dup_fraction / 2:
             size = rng.choice([2, 2, 2, 3, 3, 4])
         size = min(size, n - len(items))
+        gaps = [0.0] + [duplicate_gap_days(rng) for _ in range(size - 1)]
+        # the whole cluster lies within the span: a long gap moves its first report earlier
+        created = (SPAN_DAYS - max(gaps)) * rng.random()
         phrasings = rng.sample(range(len(topic.titles)), k=min(size, len(topic.titles)))
-        # Reports of one incident usually quote the same error reference and arrive within weeks; other
-        # tickets of the same topic are look-alikes with references of their own (the hard negatives).
+        # Reports of one incident usually quote the same error reference; other tickets of the same topic are
+        # look-alikes with references of their own (the hard negatives).
         ref = f"{rng.choice(REF_PREFIXES)}-{rng.randrange(1000, 10000)}"
         for j in range(size):
             # a later report often copies the first one's subject line; otherwise it is worded afresh
@@ -324,13 +373,13 @@ def generate(n: int = 2000, seed: int = 0, dup_fraction: float = 0.25) -> list[d
             t = _ticket(rng, topic, slots, phrasings[0] if same_subject else phrasings[j % len(phrasings)])
             if rng.random() < (0.8 if size > 1 else 0.4):
                 t["body"] += f" Error reference {ref}."
-            when = created if j == 0 else created + timedelta(hours=rng.uniform(0.5, 24 * 20))
-            items.append((when, t, group if size > 1 else None))
+            items.append((created + gaps[j], t, group if size > 1 else None))
         group += 1
     items.sort(key=lambda x: x[0])
+    last = items[-1][0]
     masters: dict[int, str] = {}
     out: list[dict[str, Any]] = []
-    for i, (when, t, g) in enumerate(items, start=1):
+    for i, (days, t, g) in enumerate(items, start=1):
         tid = f"SUP-{i}"
         dup = None
         if g is not None:
@@ -338,14 +387,15 @@ def generate(n: int = 2000, seed: int = 0, dup_fraction: float = 0.25) -> list[d
                 dup = masters[g]
             else:
                 masters[g] = tid
-        out.append({"id": tid, "created": when.replace(microsecond=0).isoformat() + "+00:00", "duplicate_of": dup, **t})
+        when = (end - timedelta(days=last - days)).replace(microsecond=0)
+        out.append({"id": tid, "created": when.isoformat() + "+00:00", "duplicate_of": dup, **t})
     return out
 
 
-def write_demo(path: Path, n: int = 2000, seed: int = 0) -> int:
+def write_demo(path: Path, n: int = 2000, seed: int = 0, end: datetime | None = None) -> int:
     """Write generated tickets as JSONL (gzipped if the name ends in .gz). Returns the number written."""
 
-    rows = generate(n, seed)
+    rows = generate(n, seed, end=end)
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
     def _write(tmp: Path) -> None:

@@ -199,10 +199,14 @@ def demo_data(
     out: Annotated[Path, typer.Option("--out", help="Output file (.jsonl or .jsonl.gz).")],
     n: Annotated[int, typer.Option("-n", min=1, max=1_000_000, help="Number of tickets.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    end: Annotated[Optional[str], typer.Option(
+        "--end", help="When the last ticket is filed (a date or ISO time, UTC; default: now). One seed with another "
+        "end gives the same tickets shifted in time.")] = None,
 ) -> None:
-    """Generate synthetic support tickets (schema `support`) with clusters of reworded duplicates."""
+    """Generate synthetic support tickets (schema `support`) with clusters of reworded duplicates, outage bursts
+    of look-alikes that are not duplicates, and long-tailed gaps to a duplicate's first report."""
 
-    count = write_demo(out, n=n, seed=seed)
+    count = write_demo(out, n=n, seed=seed, end=as_datetime(end, "--end"))
     typer.echo(f"wrote {count} tickets to {out}")
 
 
@@ -468,10 +472,14 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
+    install: Annotated[str, typer.Option(
+        "--install", help="auto: install the model only where it beats the first stage (and the general model) "
+        "on validation; always: install it whatever validation says (the comparison is still printed).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it."""
-    from ticketsearch.pipeline.training import VARIANTS, train_index  # deferred: torch
+    """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it
+    where it validates better than the first stage."""
+    from ticketsearch.pipeline.training import INSTALL_RULES, VARIANTS, train_index  # deferred: torch
     from ticketsearch.rerank.train import TrainConfig  # deferred: torch
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
@@ -483,10 +491,12 @@ def train(
             fail("--variant rerank-lambdamart needs LightGBM: pip install 'ticketsearch[ltr]'")
     if loss not in ("bce", "listwise", "both"):
         fail(f"--loss must be bce, listwise or both; got {loss!r}")
+    if install not in INSTALL_RULES:
+        fail(f"--install must be auto or always; got {install!r}")
     tb, vb = split_dates(train_before, valid_before)
     kinds = parse_kinds(train_queries, "--train-queries")
-    res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss is checked above against the Literal
-                      progress=not quiet, log=typer.echo, train_kinds=kinds)
+    res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss and --install are checked above against the Literals
+                      progress=not quiet, log=typer.echo, train_kinds=kinds, install_rule=install)
     m, first = res["test"][variant], res["first_stage"]["test"]
     held_out = (f"held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} against the first stage's "
                 f"{first['MRR']:.3f}, {first['RR@10']:.3f} over {m['queries']} queries" if m["queries"]

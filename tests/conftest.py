@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from ticketsearch.index_data.demo import generate
 from ticketsearch.settings import Settings
+
+from .demo_rows import generate
 
 # Nothing a test runs writes outside a temporary directory: the per-machine cache (ONNX exports) goes here,
 # for this process and the servers it starts.
@@ -167,9 +168,11 @@ def trained_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     runner = CliRunner()
     target = tmp_path_factory.mktemp("trained") / "idx"
     shutil.copytree(index_dir, target)
-    res = runner.invoke(app, ["train", "--index", str(target), "--epochs", "3", "-q"])
+    # installed whatever validation says: on demo data, where time no longer gives the answer away, the model
+    # barely beats the first stage (docs/RESULTS.md), and these tests are about serving an installed model
+    res = runner.invoke(app, ["train", "--index", str(target), "--epochs", "3", "--install", "always", "-q"])
     assert res.exit_code == 0, res.output
-    assert "installed rerank-cross+pair" in res.output
+    assert "installed rerank-cross+pair" in res.output and "installed as asked" in res.output
     cfg = json.loads((IndexDir(target).reranker_path / "config.json").read_text())
     assert {"a", "b"} <= set(cfg["calibration"]) and cfg["features"]["schema"]["name"] == "support"
     assert (IndexDir(target).reranker_path / "model.safetensors").is_file()

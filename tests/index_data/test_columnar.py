@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from ticketsearch.index_data.columnar import MIN_ROWS, read_columnar
-from ticketsearch.index_data.demo import generate
 from ticketsearch.index_data.ingest import ingest_file
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.store import TicketStore
+
+from ..demo_rows import generate
 
 SUPPORT = load_schema("support")
 JIRA = load_schema("jira")

@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from ticketsearch.errors import RowError
-from ticketsearch.index_data.demo import generate
 from ticketsearch.index_data.records import read_tickets
 from ticketsearch.index_data.schema import load_schema
 from ticketsearch.index_data.trackers import read_tracker
+
+from ..demo_rows import generate
 
 pytestmark = pytest.mark.ray
 FIX = Path(__file__).parent / "fixtures"

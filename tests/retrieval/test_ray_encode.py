@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketsearch.index_data.demo import generate
 from ticketsearch.pipeline.parts import open_store
+
+from ..demo_rows import generate
 
 pytestmark = pytest.mark.ray
 QUERIES = ["customers were charged twice", "the app crashes when I log in", "export to CSV is slow",

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.service.cli import app
 
+from ..demo_rows import DEMO_END_ARG
+
 runner = CliRunner()
 
 
@@ -26,7 +28,7 @@ def run(*args: str) -> tuple[int, str, str]:
 def cli_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cli")
     data = root / "demo.jsonl"
-    code, out, err = run("demo-data", "--out", str(data), "-n", "250", "--seed", "3")
+    code, out, err = run("demo-data", "--out", str(data), "-n", "250", "--seed", "3", "--end", DEMO_END_ARG)
     assert code == 0, err
     code, out, err = run("ingest", "--data", str(data), "--index", str(root / "idx"), "--schema", "support", "-q")
     assert code == 0, err
@@ -219,6 +221,8 @@ def test_train_says_in_one_line_what_it_lacks(tmp_path: Path) -> None:
     assert run("ingest", "--data", str(data), "--index", str(tmp_path / "idx"), "-q")[0] == 0
     code, out, err = run("train", "--index", str(tmp_path / "idx"))
     assert code == 2 and err.count("\n") == 1 and "has 0 duplicate link(s)" in err, err
+    code, out, err = run("train", "--index", str(tmp_path / "idx"), "--install", "sometimes")
+    assert code == 2 and err.count("\n") == 1 and "--install must be auto or always" in err, err
 
 
 def test_info_says_what_reranks_the_index(cli_index: tuple[Path, Path], trained_index: Path) -> None:

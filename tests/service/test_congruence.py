@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from ticketsearch.api import TicketIndex
 from ticketsearch.client import Client
-from ticketsearch.index_data.demo import write_demo
 from ticketsearch.pipeline.collections import Collections
 from ticketsearch.service.cli import app
 
+from ..demo_rows import write_demo
 from .battery import battery, cli_args, hits, same
 from .server import Server
 

@@ -10,8 +10,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from ticketsearch.index_data.demo import generate
-
+from ..demo_rows import generate
 from .browser import PageErrors, chromium
 from .server import Server
 

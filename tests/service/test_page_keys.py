@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ticketsearch.index_data.demo import generate
-
+from ..demo_rows import generate
 from .browser import PageErrors, chromium
 from .server import Server
 

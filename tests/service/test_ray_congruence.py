@@ -13,9 +13,9 @@ import pytest
 
 from ticketsearch.api import TicketIndex
 from ticketsearch.client import Client
-from ticketsearch.index_data.demo import generate
 from ticketsearch.settings import Settings
 
+from ..demo_rows import generate
 from .battery import battery, hits, same
 from .test_ray_app import free_port
 

@@ -39,20 +39,20 @@ def test_training_beats_the_untrained_model(trained_index: Path, encoder, settin
     after = np.mean(1 / reranked_ranks(mined.valid, rerank_scores(res.model, data, mined.valid)))
     first_stage = np.mean(1 / reranked_ranks(mined.valid, [-np.arange(len(r.candidates), dtype=float)
                                                           for r in mined.valid]))
+    test_first = float(np.mean(1 / reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float)
+                                                              for r in mined.test])))
+    test_after = float(np.mean(1 / reranked_ranks(mined.test, rerank_scores(res.model, data, mined.test))))
+    numbers = (before, after, first_stage, test_first, test_after, len(mined.valid), len(mined.test))
     # a broken model (ignoring its inputs, inverted labels, misaligned candidates) stays near chance
-    assert after > before + 0.2, (before, after)
+    assert after > before + 0.2, numbers
     # and it must not make the order it reranks worse (a reranker 40% worse than none used to pass here)
     assert after >= first_stage - 0.03, (after, first_stage)
 
-    def mrr(lists: list, scores: list) -> float:
-        return float(np.mean(1 / reranked_ranks(lists, scores)))
-
     # on held-out queries (after the validation period: neither training nor the choice of epoch saw them) it
-    # must beat the order it reranks, clearly (measured: 35 queries, MRR .507 first stage, .860 reranked)
+    # must beat the order it reranks, clearly (measured: MRR .566 first stage, .686 reranked; .507 and .860 when
+    # the demo data's time gaps gave duplicates away)
     assert len(mined.test) >= 20
-    test_first = mrr(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])
-    test_after = mrr(mined.test, rerank_scores(res.model, data, mined.test))
-    assert test_after >= test_first + 0.2, (test_first, test_after)
+    assert test_after >= test_first + 0.06, numbers
     # seeded: the same run gives the same model
     res2 = train(data, cfg, TrainConfig(epochs=1, patience=6, seed=0), progress=False, log=lambda m: None)
     res3 = train(data, cfg, TrainConfig(epochs=1, patience=6, seed=0), progress=False, log=lambda m: None)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from ticketsearch.rerank.pair_features import words
 
-MIN_COSINE = 0.9
+MIN_COSINE = 0.8
 MIN_SHARED = 0.8
 
 
