@@ -19,7 +19,6 @@ from ticketsearch.index_data.store import TicketStore
 from .fusion import fuse_lists
 from .lexical import CorpusStats
 from .manifest import Manifest
-from .ties import TIE_EXTRA, best_first
 
 METHODS = ("dense", "bm25", "title", "hybrid")
 
@@ -118,10 +117,10 @@ class FirstStage:
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if "dense" in weights:
             assert vector is not None
-            lists["dense"] = _valid(ix.vindex.search(vector[None, :], depth + TIE_EXTRA, allowed), depth)
+            lists["dense"] = _valid(ix.vindex.search(vector[None, :], depth, allowed))
         if "title" in weights:
             assert title_vector is not None
-            lists["title"] = _valid(ix.tindex.search(title_vector[None, :], depth + TIE_EXTRA, allowed), depth)
+            lists["title"] = _valid(ix.tindex.search(title_vector[None, :], depth, allowed))
         if "bm25" in weights:
             lists["bm25"] = ix.bm25.search(bm25_query, depth, allowed, bm25_stats)
         if "recency" in weights:
@@ -170,7 +169,7 @@ def fuse_candidates(manifest: Manifest, method: str, k: int,
     return Candidates(method, [int(i) for i in ids], [float(s) for s in scores], per_method)
 
 
-def _valid(res: tuple[np.ndarray, np.ndarray], depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _valid(res: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     scores, ids = res
     keep = ids[0] >= 0
-    return best_first(scores[0][keep], ids[0][keep], depth)
+    return scores[0][keep], ids[0][keep]

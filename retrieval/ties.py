@@ -4,14 +4,17 @@ by score, ties by row id, where scores equal to TIE_DECIMALS decimals are ties.
 Near-equal scores are common: tickets with one title have title vectors that differ only in the last bits (by the
 batch each was encoded in), and a shard's BM25 with the collection's statistics differs from one index's in the
 last bits. Ordered, or cut at a depth, by those bits, the same tickets took other ranks in a sharded and a one-index
-answer; rounded first, they do not."""
+answer; rounded first, they mostly do not. Rounding is a mitigation, not a tolerance: two scores that straddle a
+rounding boundary (...4999999 and ...5000001) still order by their last bits.
+
+Used by the vector index (its order and how far it looks past the cut), BM25, the live overlay's merge and the
+merge of shards' lists."""
 
 from __future__ import annotations
 
 import numpy as np
 
 TIE_DECIMALS = 5
-TIE_EXTRA = 16  # how many more a vector index is asked for, so that ties at the cut are all seen before it
 
 
 def tie_keys(scores: np.ndarray) -> np.ndarray:

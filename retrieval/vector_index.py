@@ -17,6 +17,8 @@ from ticketsearch.atomic import atomic_write_with
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.settings import Settings
 
+from .ties import tie_keys
+
 
 def choose_kind(n: int, settings: Settings) -> str:
     if settings.index_type != "auto":
@@ -127,8 +129,8 @@ class VectorIndex:
         kk = k + TIE_MARGIN
         while True:
             scores, ids = _ties_by_row_id(*self._search(queries, kk, allowed))
-            cut = ids[:, -1] >= 0  # a full list whose last score equals the k-th may hide an equal one below it
-            if not (cut & (scores[:, k - 1] == scores[:, -1])).any() or kk >= self.ntotal:
+            cut = ids[:, -1] >= 0  # a full list whose last score ties the k-th may hide a tied one below it
+            if not (cut & (tie_keys(scores[:, k - 1]) == tie_keys(scores[:, -1]))).any() or kk >= self.ntotal:
                 return scores[:, :k], ids[:, :k]
             kk *= 2
 
@@ -208,14 +210,16 @@ TIE_MARGIN = 8  # results beyond k fetched to see whether equal scores straddle 
 
 
 def _ties_by_row_id(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder each row's results by (score desc, row id asc); padding (-1) stays last. FAISS leaves the
-    order of equal scores to its heap (identical titles give identical cosines)."""
+    """Reorder each row's results in the one order of ranked lists (`ties.py`: scores equal to its decimals are
+    ties, by row id); padding (-1) stays last. FAISS orders near-equal scores by their last bits (tickets of one
+    title have title vectors that differ only there) and exactly equal ones by its heap."""
     scores, ids = np.asarray(scores), np.asarray(ids)
     for r in range(len(ids)):
         valid = ids[r] >= 0
         n = int(valid.sum())
         s_r, i_r = scores[r][valid], ids[r][valid]
-        if n > 1 and np.any(s_r[1:] == s_r[:-1]):
-            order = np.lexsort((i_r, -s_r))
+        keys = tie_keys(s_r)
+        if n > 1 and np.any(keys[1:] == keys[:-1]):
+            order = np.lexsort((i_r, -keys))
             scores[r, :n], ids[r, :n] = s_r[order], i_r[order]
     return scores, ids
