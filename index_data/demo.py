@@ -8,7 +8,7 @@ another body phrasing, another opener and often another channel or reporter tier
 The calendar must not give the answer away (a model trained on it would learn time instead of text):
 - a duplicate follows its first report after a long-tailed gap (`duplicate_gap_days`: most within weeks, some
   months later, a few over a year);
-- outages bring bursts of reports on one topic from different customers within hours (`BURST_SHARE` of the
+- outages bring bursts of 3-5 reports on one topic from different customers within two days (about 9% of the
   tickets), each with details of its own and none a duplicate of another: look-alikes close in time;
 - the dates end at `end` (default: the time of generation), so a ticket filed today is as close to the data as
   in a live tracker. A seed fixes everything but that end: two calls with one seed and different ends give the
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ticketsearch.atomic import atomic_write_with
+from ticketsearch.requests import naive_utc
 
 REF_PREFIXES = ["ERR", "E", "CODE", "REF"]
 OPENERS = [
@@ -308,7 +309,7 @@ UNSEEN_TOPICS: list[tuple[str, str]] = [
 
 
 SPAN_DAYS = 540  # first reports spread over this many days before `end`
-BURST_SHARE = 0.12  # about this share of the tickets arrive in outage bursts (same topic, not duplicates)
+BURST_DRAW = 0.03  # a draw is an outage burst this often: about 9% of the tickets (same topic, not duplicates)
 
 
 def duplicate_gap_days(rng: random.Random) -> float:
@@ -335,17 +336,16 @@ def generate(
     last one is filed at `end` (a naive time is UTC; default: now)."""
     if n < 1:
         raise ValueError("n must be at least 1")
-    if end is None:
-        end = datetime.now(UTC)
-    if end.tzinfo is not None:
-        end = end.astimezone(UTC).replace(tzinfo=None)
-    end = end.replace(microsecond=0)
+    end = naive_utc(datetime.now(UTC) if end is None else end).replace(microsecond=0)
+    if end < datetime.min + timedelta(days=SPAN_DAYS + 1):
+        raise ValueError(f"the end must be after {(datetime.min + timedelta(days=SPAN_DAYS + 1)).date()}: the "
+                         f"tickets span {SPAN_DAYS} days before it")
     rng = random.Random(seed)
-    items: list[tuple[float, dict[str, Any], int | None]] = []  # (days after the first, ticket, group)
+    items: list[tuple[float, dict[str, Any], int | None]] = []  # (days into the span, ticket, group)
     group = 0
     while len(items) < n:
         topic = rng.choice(TOPICS)
-        if rng.random() < BURST_SHARE / 4:
+        if rng.random() < BURST_DRAW:
             # an outage: reports on one topic from different customers within hours, each with details and an
             # error reference of its own; none is a duplicate of another
             at = SPAN_DAYS * rng.random()

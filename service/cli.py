@@ -24,6 +24,7 @@ from ticketsearch.pipeline.sharding import split_index
 from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest, as_datetime, named_date
 from ticketsearch.rerank.explain import plot_attention
 from ticketsearch.rerank.lambdamart import available
+from ticketsearch.results import INSTALL_RULES
 from ticketsearch.retrieval.evaluation import markdown_table
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.query_kinds import parse_kinds
@@ -206,7 +207,10 @@ def demo_data(
     """Generate synthetic support tickets (schema `support`) with clusters of reworded duplicates, outage bursts
     of look-alikes that are not duplicates, and long-tailed gaps to a duplicate's first report."""
 
-    count = write_demo(out, n=n, seed=seed, end=as_datetime(end, "--end"))
+    try:
+        count = write_demo(out, n=n, seed=seed, end=as_datetime(end, "--end"))
+    except ValueError as exc:
+        fail(f"--end: {exc}")
     typer.echo(f"wrote {count} tickets to {out}")
 
 
@@ -479,7 +483,7 @@ def train(
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it
     where it validates better than the first stage."""
-    from ticketsearch.pipeline.training import INSTALL_RULES, VARIANTS, train_index  # deferred: torch
+    from ticketsearch.pipeline.training import VARIANTS, train_index  # deferred: torch
     from ticketsearch.rerank.train import TrainConfig  # deferred: torch
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
@@ -492,7 +496,7 @@ def train(
     if loss not in ("bce", "listwise", "both"):
         fail(f"--loss must be bce, listwise or both; got {loss!r}")
     if install not in INSTALL_RULES:
-        fail(f"--install must be auto or always; got {install!r}")
+        fail(f"--install must be one of {', '.join(INSTALL_RULES)}; got {install!r}")
     tb, vb = split_dates(train_before, valid_before)
     kinds = parse_kinds(train_queries, "--train-queries")
     res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss and --install are checked above against the Literals

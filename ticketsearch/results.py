@@ -120,6 +120,10 @@ class CollectionInfo(BaseModel):
                                        "(its own, or the service's TICKETSEARCH_DUPLICATE_PRECISION).")
 
 
+InstallRule = Literal["auto", "always"]
+INSTALL_RULES: tuple[InstallRule, ...] = ("auto", "always")  # `decide_install`'s: validation decides, or install
+
+
 class TrainParams(BaseModel):
     """What a training job trains (the defaults of `ticketsearch train`)."""
 
@@ -131,7 +135,7 @@ class TrainParams(BaseModel):
     variant: Literal["rerank-cross+pair", "rerank-cross", "rerank-concat"] = "rerank-cross+pair"
     epochs: int = Field(default=20, ge=1, le=200)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    install: Literal["auto", "always"] = Field(default="auto", description="auto: install the trained model only "
+    install: InstallRule = Field(default="auto", description="auto: install the trained model only "
                                                "where it beats the first stage (and the general model) on "
                                                "validation; always: install it whatever validation says.")
 

@@ -93,3 +93,9 @@ def test_the_cli_takes_an_end_and_names_a_bad_one(tmp_path: Path) -> None:
     assert out.read_text().splitlines()[-1].count('"created": "2024-02-29T00:00:00+00:00"') == 1
     bad = CliRunner().invoke(app, ["demo-data", "--out", str(tmp_path / "e.jsonl"), "-n", "20", "--end", "someday"])
     assert bad.exit_code == 2 and "--end" in bad.stderr and not (tmp_path / "e.jsonl").exists()
+
+
+def test_an_end_too_early_for_the_span_is_one_line(tmp_path: Path) -> None:
+    bad = CliRunner().invoke(app, ["demo-data", "--out", str(tmp_path / "e.jsonl"), "-n", "5", "--end", "0001-01-05"])
+    assert bad.exit_code == 2 and "--end" in bad.stderr and bad.stderr.count("\n") == 1, bad.output
+    assert not (tmp_path / "e.jsonl").exists()

@@ -104,3 +104,6 @@ def test_the_near_copy_rule() -> None:
     assert near_copies(body, [0.99, 0.95, 0.97, 0.5], texts) == [True, True, False, False]
     assert asked == [[0, 1, 2]]
     assert near_copies(body, [None, None], texts) == [False, False] and len(asked) == 1
+    # the gate is dense .8: a copy with a key word changed sat at .871 (demo data) and was never read at .9
+    assert near_copies(body, [0.85, 0.79, 0.85, 0.79], texts) == [True, False, False, False]
+    assert asked[-1] == [0, 2]

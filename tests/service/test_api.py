@@ -290,6 +290,7 @@ def test_search_answers_its_threshold_and_snippets_on_request(reader: httpx.Clie
         assert isinstance(h["snippet"], str) and h["snippet"].strip("…") in body and (h["snippet"] or not body), h
     dup = reader.post("/v1/duplicates", json={"title": "charged twice", "k": 3, "snippets": True}).json()
     assert all(h["snippet"] for h in dup["candidates"])
+    assert any(h["highlight"] for h in dup["candidates"]), dup  # "Customer charged twice for ..." is a template
     for h in dup["candidates"]:  # a query word in the title or passage is highlighted (whatever ranks the hit)
         words = {w.strip(".,:;!?'\"()").lower() for w in (h["title"] + " " + h["snippet"]).split()}
         assert words & {"charged", "twice"} <= {w.lower() for w in h["highlight"]}, h

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +52,7 @@ from ticketsearch.rerank.train import (
     reranked_ranks,
     train,
 )
+from ticketsearch.results import InstallRule
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, load_eval_inputs
 from ticketsearch.retrieval.evaluation import QueryPool, metrics_from_ranks, paired_bootstrap
@@ -185,10 +186,6 @@ class InstallDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-InstallRule = Literal["auto", "always"]
-INSTALL_RULES: tuple[InstallRule, ...] = ("auto", "always")
 
 
 def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ranks: np.ndarray,
