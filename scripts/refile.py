@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ab_requests import layout  # noqa: E402
 
+from ticketsearch.atomic import atomic_write_json  # noqa: E402
 from ticketsearch.index_data.demo import UNSEEN_TOPICS as STRANGERS  # noqa: E402
 
 GAPS = [1, 90, 365, 1000]
@@ -128,7 +129,7 @@ def main() -> None:
                 report[name] = {"checkout": str(checkout), **summary(batch, got, group)}
     print(json.dumps(report, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_json(args.out, report)
 
 
 if __name__ == "__main__":
