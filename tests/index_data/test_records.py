@@ -499,3 +499,14 @@ def test_a_number_spelled_as_text_is_refused_in_the_apis_words(text: str) -> Non
     with pytest.raises(RowError, match="must be a number"):
         normalize_row(schema, {"id": "N-1", "title": "t", "created": "2024-01-01",
                                "fields": {"affected_count": "many"}}, 3)
+
+
+def test_only_a_date_field_sourced_from_created_is_filled_from_it() -> None:
+    """A missing date field of its own column stays empty: only a field sourced from `created` takes the ticket's
+    creation time (a source before or after "created" in the alphabet must not take it either: "closed", "target")."""
+    schema = toml_schema(("opened", "date", "created"), ("closed", "date", "closed"), ("target", "date", "target"))
+    t = normalize_row(schema, {"id": "D-1", "title": "t", "created": "2024-03-01T10:00:00Z"}, 1)
+    assert t.values["opened"] == datetime(2024, 3, 1, 10) and t.values["closed"] is None and t.values["target"] is None
+    t = normalize_row(schema, {"id": "D-2", "title": "t", "created": "2024-03-01T10:00:00Z",
+                               "fields": {"closed": "2024-04-01T00:00:00Z"}}, 2)
+    assert t.values["closed"] == datetime(2024, 4, 1) and t.values["target"] is None
