@@ -346,7 +346,7 @@ def generate(
     while len(items) < n:
         topic = rng.choice(TOPICS)
         if rng.random() < BURST_DRAW:
-            # an outage: reports on one topic from different customers within hours, each with details and an
+            # an outage: reports on one topic from different customers within two days, each with details and an
             # error reference of its own; none is a duplicate of another
             at = SPAN_DAYS * rng.random()
             for _ in range(min(rng.randint(3, 5), n - len(items))):

@@ -139,7 +139,7 @@ def _number_text_problem(spec: FieldSpec, text: str, problem: str) -> str | None
         number = float(text)
     except ValueError:
         return problem
-    return value_problem(spec, number, False) or None
+    return value_problem(spec, number, False)
 
 
 def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) -> Ticket:

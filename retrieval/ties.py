@@ -17,8 +17,9 @@ import numpy as np
 TIE_DECIMALS = 5
 
 
-def tie_keys(scores: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(scores, np.float64), TIE_DECIMALS)
+def tie_keys(scores: np.ndarray, decimals: int = TIE_DECIMALS) -> np.ndarray:
+    """The scores as the one order compares them (a reranker's logits use fewer decimals)."""
+    return np.round(np.asarray(scores, np.float64), decimals)
 
 
 def best_first(scores: np.ndarray, ids: np.ndarray, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -28,14 +29,13 @@ def best_first(scores: np.ndarray, ids: np.ndarray, depth: int | None = None) ->
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`best_first(scores, ids, k)` without sorting the whole array: every member tied with the k-th is kept
-    for the final order, so the cut is the one order's."""
+    """`best_first(scores, ids, k)` without sorting (or rounding) the whole array: one partition finds the k-th
+    largest score; every score close enough to tie with it is kept for the final order, so the cut is the one
+    order's (rounding is monotone: a score more than one rounding step below the k-th cannot tie it)."""
     if k <= 0 or len(scores) == 0:
         return scores[:0], ids[:0]
     if k >= len(scores):
         return best_first(scores, ids, k)
-    keys = tie_keys(scores)
-    kth = np.partition(-keys, k - 1)[k - 1]
-    near = np.flatnonzero(-keys <= kth)
-    s, i = best_first(scores[near], ids[near], k)
-    return s, i
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    near = np.flatnonzero(scores >= kth - 2 * 10.0**-TIE_DECIMALS)
+    return best_first(scores[near], ids[near], k)

@@ -4,7 +4,7 @@ and the API; collections and training jobs as the service and its client see the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,7 +121,7 @@ class CollectionInfo(BaseModel):
 
 
 InstallRule = Literal["auto", "always"]
-INSTALL_RULES: tuple[InstallRule, ...] = ("auto", "always")  # `decide_install`'s: validation decides, or install
+INSTALL_RULES: tuple[InstallRule, ...] = get_args(InstallRule)  # `decide_install`'s: validation decides, or install
 
 
 class TrainParams(BaseModel):

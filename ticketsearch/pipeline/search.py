@@ -36,6 +36,7 @@ from ticketsearch.retrieval.lexical import BM25Index, bm25_text
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
 from ticketsearch.retrieval.onnx_query import lite_query_encoder
 from ticketsearch.retrieval.query_kinds import is_short_query
+from ticketsearch.retrieval.ties import tie_keys
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
 
@@ -344,7 +345,7 @@ class SearchPipeline:
         copies = np.array(self.near_copies(q, cands, rows), dtype=bool)
         # near copies first, each part by the model's score; scores equal to LOGIT_DECIMALS are ties and keep the
         # first-stage order (a candidate's logit differs in the last bits by the batch it was scored in)
-        order = np.lexsort((-np.round(np.asarray(logits, np.float64), LOGIT_DECIMALS), ~copies))[:k]
+        order = np.lexsort((-tie_keys(logits, LOGIT_DECIMALS), ~copies))[:k]
         hits = [make_hit(rows[i], fused[rows[i].row_id], cands.method_scores(rows[i].row_id), float(logits[i]),
                          float(probs[i]), near_copy=bool(copies[i])) for i in order.tolist()]
         notes: list[str] = []
