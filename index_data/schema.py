@@ -19,7 +19,6 @@ any other value is read as a path.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ticketsearch.errors import SchemaError
+from ticketsearch.names import is_field_name
 
 FieldKind = Literal["categorical", "multi", "numeric", "date"]
 KINDS: tuple[str, ...] = ("categorical", "multi", "numeric", "date")
@@ -42,7 +42,6 @@ LEAKY_FIELDS: frozenset[str] = frozenset(
 )
 CORE_COLUMNS: frozenset[str] = frozenset(
     {"id", "title", "body", "created", "updated", "duplicate_of", "fields", "links"})
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ def _parse(data: dict[str, Any], origin: str) -> Schema:
         if unknown:
             raise SchemaError(f"{where}: unknown keys {sorted(unknown)}")
         fname = raw.get("name")
-        if not isinstance(fname, str) or not _NAME_RE.match(fname):
+        if not isinstance(fname, str) or not is_field_name(fname):
             raise SchemaError(f"{where}: name must match [a-z][a-z0-9_]*, got {fname!r}")
         if fname in seen:
             raise SchemaError(f"{where}: duplicate field name {fname!r}")

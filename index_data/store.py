@@ -27,6 +27,7 @@ from ticketsearch.requests import iso_utc
 
 from .records import Ticket, last_of_each, parse_datetime, text_hash
 from .schema import FieldSpec, Schema
+from .versions import check_versions
 
 STORE_FORMAT = 1
 # Every write logs (change_seq, row_id) in the same transaction, so derived indexes can replay what they missed.
@@ -424,28 +425,28 @@ class TicketStore:
                             row_ids=list(seen.values()), stale=stale)
 
     def _newer_only(self, ids: list[str], rows: pa.Table, stale: list[str]) -> tuple[list[str], pa.Table]:
-        """The rows of one batch that its versions allow (inside the open transaction), with their versions
-        stored; the ids refused are added to `stale`. The `updated` column is taken off the rows."""
+        """The rows of one batch that their versions allow (`index_data.versions`; inside the open
+        transaction), with their versions stored; the ids refused are added to `stale`. The `updated` column is
+        taken off the rows."""
         given = rows.column("updated").to_pylist()
         rows = rows.drop_columns(["updated"])
-        versioned = [(tid, t) for tid, t in zip(ids, given) if t is not None]
-        if not versioned:
+        asked = [tid for tid, t in zip(ids, given) if t is not None]
+        if not asked:
             return ids, rows
-        self.con.register("_ids", pa.table({"id": pa.array([tid for tid, _ in versioned], pa.string())}))
+        self.con.register("_ids", pa.table({"id": pa.array(asked, pa.string())}))
         stored = dict(self.con.execute("SELECT v.id, v.updated FROM ticket_versions v JOIN _ids USING (id)").fetchall())
         self.con.unregister("_ids")
-        refused = {tid for tid, t in versioned if tid in stored and t <= stored[tid]}
-        newer = [(tid, t) for tid, t in versioned if tid not in refused]
-        if newer:
-            self.con.register("_ver", pa.table({"id": pa.array([tid for tid, _ in newer], pa.string()),
-                                                "updated": pa.array([t for _, t in newer], pa.timestamp("us"))}))
+        check = check_versions(ids, given, stored)
+        if check.versions:
+            self.con.register("_ver", pa.table({"id": pa.array([tid for tid, _ in check.versions], pa.string()),
+                                                "updated": pa.array([t for _, t in check.versions],
+                                                                    pa.timestamp("us"))}))
             self.con.execute("INSERT OR REPLACE INTO ticket_versions SELECT id, updated FROM _ver")
             self.con.unregister("_ver")
-        if not refused:
+        if not check.refused:
             return ids, rows
-        stale.extend(tid for tid in ids if tid in refused)
-        keep = [i for i, tid in enumerate(ids) if tid not in refused]
-        return [ids[i] for i in keep], rows.take(pa.array(keep, pa.int64()))
+        stale.extend(check.refused)
+        return [ids[i] for i in check.keep], rows.take(pa.array(check.keep, pa.int64()))
 
     def _write_batch(self, ids: list[str], rows: pa.Table, seq: int, next_row: int, new: dict[str, int],
                      old: dict[str, int], seen: dict[str, int]) -> int:

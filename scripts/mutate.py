@@ -41,6 +41,10 @@ MODULES: dict[str, tuple[str, str]] = {
     "pair_features": ("rerank/pair_features.py", "tests/rerank/test_pair_features.py"),
     "requests": ("ticketsearch/requests.py", "tests/test_requests.py"),
     "records": ("index_data/records.py", "tests/index_data/test_records.py"),
+    "install": ("ticketsearch/pipeline/install.py", "tests/pipeline/test_install.py"),
+    "names": ("ticketsearch/names.py", "tests/test_names.py"),
+    "versions": ("index_data/versions.py", "tests/index_data/test_versions.py "
+                 "tests/index_data/test_store.py::test_a_write_applies_only_over_an_older_version"),
 }
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "demo", "build", "*.egg-info", ".mypy_cache",
                                      ".ruff_cache", ".pytest_cache")

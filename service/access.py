@@ -19,15 +19,16 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ticketsearch.errors import QueryError
-from ticketsearch.pipeline.collections import DEFAULT, NAME_PATTERN, check_name, not_found
+from ticketsearch.names import COLLECTION_PATTERN, NAME_MAX, check_collection_name
+from ticketsearch.pipeline.collections import DEFAULT, not_found
 
 from .auth import CHALLENGE, ApiKeys, Grants, Unauthorized
 from .gate import COLLECTION_LABEL, ApiError
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer KEY` (read, write or admin scope, "
                     "on every collection or on one).")
-CollectionName = Annotated[str, PathParam(description="The collection: 1-63 characters of a-z, 0-9, '_' and '-'.",
-                                          max_length=63, pattern=NAME_PATTERN)]
+CollectionName = Annotated[str, PathParam(description=f"The collection: 1-{NAME_MAX} characters of a-z, 0-9, '_' "
+                                          "and '-'.", max_length=NAME_MAX, pattern=COLLECTION_PATTERN)]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def check(request: Request, found: Grants, needed: str, name: str | None, must_e
                            "collection (an entry without @COLLECTION)", type_="forbidden")
     else:
         try:
-            check_name(name)
+            check_collection_name(name)
         except QueryError as exc:
             raise ApiError(422, "path.name", str(exc), type_="value_error") from None
         if not found.sees(name) or (must_exist and not request.app.state.service.collections.exists(name)):

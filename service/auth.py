@@ -17,7 +17,7 @@ import hmac
 from dataclasses import dataclass
 
 from ticketsearch.errors import TicketsearchError
-from ticketsearch.pipeline.collections import NAME_RE
+from ticketsearch.names import is_collection_name
 
 SCOPES = ("read", "write", "admin")
 RANK = {"read": 0, "write": 1, "admin": 2}
@@ -84,7 +84,7 @@ class ApiKeys:
                 continue
             key, sep, rest = item.rpartition(":")
             scope, at, collection = rest.partition("@")
-            if not sep or not key or scope not in SCOPES or (at and not NAME_RE.match(collection)):
+            if not sep or not key or scope not in SCOPES or (at and not is_collection_name(collection)):
                 # never echo the key itself: say which entry is wrong
                 raise TicketsearchError(f"TICKETSEARCH_API_KEYS entry {n + 1} must be {ENTRY_FORMAT} "
                                         "(a collection name: a-z, 0-9, '_' and '-')")

@@ -156,7 +156,7 @@ class IndexDir:
         return (self.reranker_path / "config.json").is_file()
 
     def load_rerank_decision(self) -> dict | None:
-        """The last training's install decision (`pipeline.training.InstallDecision`), if any."""
+        """The last training's install decision (`pipeline.install.InstallDecision`), if any."""
 
         try:
             return dict(json.loads(self.rerank_decision_path.read_text()))

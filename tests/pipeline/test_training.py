@@ -1,5 +1,5 @@
 """Do no harm: a trained reranker is installed only when it beats the first stage it reranks on validation
-(ticketsearch/pipeline/training.py), and search says why it keeps first-stage order otherwise."""
+(ticketsearch/pipeline/install.py; its own cases in test_install.py), and search says why it keeps first-stage order otherwise."""
 
 from __future__ import annotations
 
@@ -13,48 +13,11 @@ from typer.testing import CliRunner
 
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.search import SearchPipeline
-from ticketsearch.pipeline.training import decide_install
 from ticketsearch.service.cli import app
 
 from ..demo_rows import generate
 
 runner = CliRunner()
-
-
-def test_decide_install_needs_a_validation_gain_over_the_first_stage() -> None:
-    first = np.array([1, 2, 4, 1, 10, 3], dtype=float)  # MRR .514
-    better = np.array([1, 1, 2, 1, 5, 3], dtype=float)
-    worse = np.array([2, 2, 4, 3, 10, 3], dtype=float)
-    yes = decide_install("rerank-cross+pair", better, first)
-    assert yes.install and yes.delta is not None and yes.delta["diff"] > 0
-    assert yes.first_stage_valid_mrr == float(np.mean(1 / first)) and yes.queries == 6
-    no = decide_install("rerank-cross+pair", worse, first)
-    assert not no.install and "does not beat the first stage" in no.reason and "first-stage order" in no.reason
-    assert not decide_install("rerank-cross+pair", first.copy(), first).install  # a tie is no gain
-    assert not decide_install("rerank-cross+pair", better, np.zeros(0)).install  # nothing to validate on
-    assert not decide_install(None, None, first).install
-    assert json.loads(json.dumps(no.to_dict()))["variant"] == "rerank-cross+pair"
-    # the general model: chosen over an own model that validates below it, never over one above it
-    assert decide_install("rerank-cross+pair", better, first, better).use == "own"  # a tie keeps the own model
-    gen = decide_install("rerank-cross+pair", worse, first, better)
-    assert gen.use == "general" and not gen.install and "general model validates best" in gen.reason
-    assert decide_install("rerank-cross+pair", better, first, np.ones(6)).use == "general"  # general MRR 1.0
-    assert decide_install("rerank-cross+pair", worse, first, worse).use == "first_stage"
-    assert decide_install(None, None, first, better).use == "general"  # too few links to train one
-    assert decide_install("rerank-cross+pair", better, np.zeros(0), np.zeros(0)).use == "general"
-
-
-def test_install_always_installs_what_validation_would_refuse_and_still_reports_it() -> None:
-    first = np.array([1, 2, 4, 1, 10, 3], dtype=float)
-    worse = np.array([2, 2, 4, 3, 10, 3], dtype=float)
-    better = np.array([1, 1, 2, 1, 5, 3], dtype=float)
-    for general in (None, better):
-        d = decide_install("rerank-cross+pair", worse, first, general, rule="always")
-        assert d.install and d.use == "own" and d.delta is not None and d.delta["diff"] < 0
-        assert "installed as asked" in d.reason and "against the first stage's" in d.reason
-        assert not decide_install("rerank-cross+pair", worse, first, general).install  # auto refuses it
-    assert decide_install("rerank-cross+pair", worse, np.zeros(0), rule="always").install  # nothing to validate on
-    assert not decide_install(None, None, first, rule="always").install  # nothing was trained
 
 
 def test_training_on_links_that_teach_nothing_installs_no_reranker(tmp_path: Path, encoder, settings) -> None:

@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -45,6 +44,7 @@ from ticketsearch.errors import (
 from ticketsearch.index_data.schema import Schema, builtin_schema_names, load_schema
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.names import check_collection_name, is_collection_name
 from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.search import model_id, reranker_kind
@@ -60,8 +60,6 @@ from ticketsearch.settings import Settings
 log = logging.getLogger("ticketsearch.pipeline.collections")
 
 DEFAULT = "default"
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-NAME_RE = re.compile(NAME_PATTERN)
 COLLECTION_FILE = "collection.json"  # a collection's own settings (its duplicate precision), in its folder
 UNTRAINED = "no trained reranker yet: train one on the collection's duplicate links (POST /v1/collections/NAME/train)"
 
@@ -76,13 +74,6 @@ def general_model_id() -> str:
 def not_found(name: str) -> str:
     """The one answer for a collection that does not exist and for one the caller may not see."""
     return f"collection {name!r} not found"
-
-
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise QueryError(f"collection name {name[:80]!r} must be 1-63 characters of a-z, 0-9, '_' and '-', "
-                         "starting with a letter or digit")
-    return name
 
 
 def _is_collection(path: Path) -> bool:
@@ -166,7 +157,7 @@ class Collections:
             if name != DEFAULT:
                 raise CollectionNotFoundError(not_found(name))
             return self.single
-        return self.folder / check_name(name)
+        return self.folder / check_collection_name(name)
 
     def exists(self, name: str) -> bool:
         try:
@@ -177,7 +168,7 @@ class Collections:
     def names(self) -> list[str]:
         if self.single is not None:
             return [DEFAULT]
-        return sorted(p.name for p in self.folder.iterdir() if NAME_RE.match(p.name) and _is_collection(p))
+        return sorted(p.name for p in self.folder.iterdir() if is_collection_name(p.name) and _is_collection(p))
 
     # ---- create, describe, delete ----------------------------------------------------------------------
     def create(self, name: str, schema: str | dict[str, Any], general_model: bool = False,
@@ -189,7 +180,7 @@ class Collections:
         if self.root is None:
             raise ConflictError("this service serves one index (--index); start it with --root DIR to create "
                                 "collections")
-        check_name(name)
+        check_collection_name(name)
         spec = resolve_schema(schema)
         with self._create_lock:
             if self.exists(name):

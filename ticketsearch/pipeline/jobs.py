@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
 import threading
 import time
 from collections import deque
@@ -29,6 +27,7 @@ from ticketsearch.api import TicketIndex
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.errors import ConflictError, JobNotFoundError
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.names import is_job_id, new_job_id
 from ticketsearch.pipeline.collections import Collections
 from ticketsearch.pipeline.dedupe import dedupe
 from ticketsearch.pipeline.sharded import TRAINING_NOT_BUILT, ShardedEngine
@@ -38,7 +37,6 @@ from ticketsearch.results import DedupeParams, JobInfo, TrainParams
 from ticketsearch.settings import Settings
 
 log = logging.getLogger("ticketsearch.pipeline.jobs")
-JOB_ID = re.compile(r"[a-f0-9]{16}")
 
 
 def now() -> str:
@@ -66,7 +64,7 @@ class TrainingJobs:
         runs on the collection, QueryError when it has too few duplicate links to train on."""
 
         kind: Literal["train", "dedupe"] = "dedupe" if isinstance(params, DedupeParams) else "train"
-        job = JobInfo(id=secrets.token_hex(8), collection=collection, kind=kind, state="queued", created=now(),
+        job = JobInfo(id=new_job_id(), collection=collection, kind=kind, state="queued", created=now(),
                       params=params)
         with self._lock:
             if collection in self._running:
@@ -174,7 +172,7 @@ class TrainingJobs:
 
     @staticmethod
     def _checked(collection: str, job_id: str) -> str:
-        if not JOB_ID.fullmatch(job_id):
+        if not is_job_id(job_id):
             raise JobNotFoundError(f"job {job_id[:40]!r} not found in collection {collection!r}")
         return job_id
 

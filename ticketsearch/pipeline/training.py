@@ -19,6 +19,7 @@ from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.general import general_inputs, list_scores
+from ticketsearch.pipeline.install import decide_install
 from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, also imported from here
     DROPOUT,
     MID_NEGATIVES,
@@ -165,73 +166,6 @@ def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_
 def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
     """Ranks of the first hits in the lists' own (first-stage) order."""
     return reranked_ranks(lists, [-np.arange(len(r.candidates), dtype=float) for r in lists])
-
-
-@dataclass
-class InstallDecision:
-    """Which order search uses: the best variant on validation is installed only when it beats the first stage
-    it reranks (validation MRR, paired over the same queries) and the general model; otherwise the general
-    model reranks where it beats the first stage (or where there is nothing to validate on), else first-stage
-    order stays."""
-
-    install: bool  # the index's own model is installed
-    variant: str | None
-    valid_mrr: float | None
-    first_stage_valid_mrr: float
-    delta: dict[str, float] | None  # paired bootstrap of variant - first stage on validation MRR
-    queries: int
-    reason: str
-    use: str = "first_stage"  # "own", "general" or "first_stage"
-    general_valid_mrr: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ranks: np.ndarray,
-                   general_ranks: np.ndarray | None = None, rule: InstallRule = "auto") -> InstallDecision:
-    """Install `name` when its validation MRR is above the first stage's on the same queries (the point
-    estimate of the paired difference; its 95% interval is reported, not required: a few dozen validation
-    queries rarely exclude zero even for a real gain) and not below the general model's (`general_ranks`,
-    when given); else use the general model where it beats the first stage. `rule` "always": install the
-    trained model whatever validation says (a team that wants its own model's verdicts; the figures are
-    still reported, and a model that could not be trained is still not installed)."""
-
-    def mrr(r: np.ndarray) -> float:
-        return float(np.mean(1.0 / r)) if len(r) else 0.0
-
-    first_mrr = mrr(first_ranks)
-    gen = None if general_ranks is None or not len(general_ranks) else mrr(general_ranks)
-    if rule == "always" and name is not None and variant_ranks is not None and len(first_ranks) == 0:
-        return InstallDecision(True, name, None, first_mrr, None, 0,
-                               "installed as asked (install 'always'): no validation queries to compare it with",
-                               "own", gen)
-    if name is None or variant_ranks is None or len(first_ranks) == 0:
-        why = "no validation queries to compare it with the first stage" if name else "no variant was trained"
-        if general_ranks is not None:
-            return InstallDecision(False, name, None, first_mrr, None, len(first_ranks),
-                                   f"{why}: the general model (trained on other projects' links) reranks",
-                                   "general", gen)
-        return InstallDecision(False, name, None, first_mrr, None, len(first_ranks), why)
-    own = mrr(variant_ranks)
-    delta = paired_bootstrap(first_ranks, variant_ranks, "MRR")
-    figures = (f"validation MRR {own:.3f} against the first stage's {first_mrr:.3f} over {len(first_ranks)} "
-               f"queries (difference {delta['diff']:+.3f}, 95% interval {delta['lo']:+.3f} to {delta['hi']:+.3f})")
-    if gen is not None:
-        figures += f" and the general model's {gen:.3f}"
-    if rule == "always":
-        return InstallDecision(True, name, own, first_mrr, delta, len(first_ranks),
-                               f"installed as asked (install 'always'): {figures}", "own", gen)
-    if delta["diff"] > 0 and (gen is None or own >= gen):
-        return InstallDecision(True, name, own, first_mrr, delta, len(first_ranks),
-                               f"{name} beats the first stage: {figures}", "own", gen)
-    if gen is not None and gen > first_mrr:
-        return InstallDecision(False, name, own, first_mrr, delta, len(first_ranks),
-                               f"the general model validates best: {name}'s {figures}; the general model reranks",
-                               "general", gen)
-    return InstallDecision(False, name, own, first_mrr, delta, len(first_ranks),
-                           f"{name} does not beat the first stage it reranks: {figures}; results stay in "
-                           "first-stage order", "first_stage", gen)
 
 
 # Every variant starts from the cosine prior (RerankConfig.cosine_prior): without it the text-only models

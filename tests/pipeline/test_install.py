@@ -1,0 +1,91 @@
+"""The install decision (`ticketsearch.pipeline.install`): the own model only where it beats the first stage it
+reranks on validation, and the general model; the general model where it beats the first stage; else the
+first stage's order. `install "always"` installs any trained model and still reports the figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ticketsearch.pipeline.install import ALWAYS, decide_install, mrr
+
+NAME = "rerank-cross+pair"
+FIRST = np.array([1, 2, 4, 1, 10, 3], dtype=float)  # MRR .531
+BETTER = np.array([1, 1, 2, 1, 5, 3], dtype=float)  # MRR .672
+WORSE = np.array([2, 2, 4, 3, 10, 3], dtype=float)  # MRR .336
+NONE = np.zeros(0)
+
+
+def test_mrr() -> None:
+    assert mrr(NONE) == 0.0 and mrr(np.array([1.0, 2.0])) == 0.75 and mrr(FIRST) == pytest.approx(0.5306, abs=1e-4)
+
+
+def test_an_own_model_that_beats_the_first_stage_is_installed_with_its_figures() -> None:
+    d = decide_install(NAME, BETTER, FIRST)
+    assert (d.install, d.use, d.variant, d.queries, d.general_valid_mrr) == (True, "own", NAME, 6, None)
+    assert d.valid_mrr == mrr(BETTER) and d.first_stage_valid_mrr == mrr(FIRST)
+    assert d.delta is not None and d.delta["diff"] == pytest.approx(mrr(BETTER) - mrr(FIRST))
+    assert d.reason.startswith(f"{NAME} beats the first stage: validation MRR 0.672 against the first stage's "
+                               "0.531 over 6 queries (difference +0.142, 95% interval")
+    assert "general model" not in d.reason
+    assert json.loads(json.dumps(d.to_dict())) == {**d.to_dict(), "delta": d.delta}
+
+
+def test_an_own_model_that_does_not_beat_the_first_stage_is_refused() -> None:
+    for ranks in (WORSE, FIRST.copy()):  # worse, and a tie: no gain
+        d = decide_install(NAME, ranks, FIRST)
+        assert (d.install, d.use, d.valid_mrr, d.queries) == (False, "first_stage", mrr(ranks), 6)
+        assert d.reason.startswith(f"{NAME} does not beat the first stage it reranks: validation MRR")
+        assert d.reason.endswith("; results stay in first-stage order")
+
+
+def test_the_general_model_is_chosen_only_where_it_validates_best() -> None:
+    tie = decide_install(NAME, BETTER, FIRST, BETTER.copy())
+    assert (tie.install, tie.use, tie.general_valid_mrr) == (True, "own", mrr(BETTER))  # a tie keeps the own
+    assert tie.reason.endswith(f"and the general model's {mrr(BETTER):.3f}")
+    above = decide_install(NAME, BETTER, FIRST, np.ones(6))  # the general model at MRR 1.0
+    assert (above.install, above.use, above.general_valid_mrr, above.valid_mrr) == (False, "general", 1.0,
+                                                                                  mrr(BETTER))
+    assert above.reason.startswith(f"the general model validates best: {NAME}'s validation MRR 0.672")
+    assert above.reason.endswith("and the general model's 1.000; the general model reranks")
+    gen = decide_install(NAME, WORSE, FIRST, BETTER)
+    assert (gen.install, gen.use) == (False, "general")
+    for general in (WORSE, FIRST.copy()):  # not above the first stage: its order stays
+        d = decide_install(NAME, WORSE, FIRST, general)
+        assert (d.install, d.use, d.general_valid_mrr) == (False, "first_stage", mrr(general))
+
+
+def test_nothing_to_validate_on_or_nothing_trained() -> None:
+    d = decide_install(NAME, BETTER, NONE)
+    assert (d.install, d.use, d.valid_mrr, d.delta, d.queries, d.first_stage_valid_mrr) == (
+        False, "first_stage", None, None, 0, 0.0)
+    assert d.reason == "no validation queries to compare it with the first stage"
+    d = decide_install(None, None, FIRST)
+    assert (d.install, d.use, d.variant, d.queries, d.reason) == (False, "first_stage", None, 6,
+                                                                  "no variant was trained")
+    d = decide_install(NAME, None, FIRST)  # named, but no ranks: nothing trained to install
+    assert (d.install, d.use) == (False, "first_stage")
+    d = decide_install(None, None, FIRST, BETTER)  # too few links to train one: the general model
+    assert (d.install, d.use, d.general_valid_mrr) == (False, "general", mrr(BETTER))
+    assert d.reason == "no variant was trained: the general model (trained on other projects' links) reranks"
+    d = decide_install(NAME, BETTER, NONE, NONE)
+    assert (d.use, d.general_valid_mrr, d.queries) == ("general", None, 0)
+    assert d.reason.startswith("no validation queries to compare it with the first stage: the general model")
+
+
+def test_install_always_installs_what_validation_would_refuse_and_still_reports_it() -> None:
+    for general in (None, BETTER):
+        d = decide_install(NAME, WORSE, FIRST, general, rule="always")
+        assert (d.install, d.use, d.valid_mrr, d.queries) == (True, "own", mrr(WORSE), 6)
+        assert d.delta is not None and d.delta["diff"] < 0
+        assert d.reason.startswith(f"{ALWAYS}: validation MRR 0.336 against the first stage's 0.531")
+        assert not decide_install(NAME, WORSE, FIRST, general).install  # auto refuses it
+    d = decide_install(NAME, WORSE, NONE, rule="always")  # nothing to validate on
+    assert (d.install, d.use, d.valid_mrr, d.queries) == (True, "own", None, 0)
+    assert d.reason == f"{ALWAYS}: no validation queries to compare it with the first stage"
+    for name, ranks in ((None, None), (NAME, None)):  # nothing was trained: nothing to install
+        for first in (FIRST, NONE):
+            d = decide_install(name, ranks, first, rule="always")
+            assert not d.install and d.use == "first_stage"
