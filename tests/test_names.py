@@ -109,3 +109,10 @@ def test_the_library_refuses_what_the_api_refuses(tmp_path: Path) -> None:
     for bad in ("../../x", "0123456789abcdef\n", "0123456789ABCDEF"):
         with pytest.raises(JobNotFoundError):
             jobs.get("acme", bad)
+
+
+def test_an_error_echoes_at_most_80_characters_of_a_name() -> None:
+    name = "x" * 79 + "Y" + "z" * 500
+    with pytest.raises(QueryError) as err:
+        check_collection_name(name)
+    assert repr(name[:80]) in str(err.value) and "z" not in str(err.value).replace("characters of a-z", "")

@@ -35,3 +35,11 @@ def test_order_is_kept_and_ids_are_matched_exactly() -> None:
     assert check_versions(["s-0"], [T], {"S-0": T + timedelta(days=1)}).keep == [0]  # another id, not refused
     with pytest.raises(ValueError):  # one version per row, never a shorter list read as "no version"
         check_versions(ids, given[:-1], {})
+
+
+def test_a_check_cannot_be_changed_after_it_is_made() -> None:
+    import dataclasses
+
+    c = check_versions(["A"], [T], {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.keep = []  # type: ignore[misc]

@@ -149,3 +149,27 @@ def test_a_calibrated_run_says_how_far_its_precision_is_established(backlog: dic
     assert rep.basis == ("calibrated" if how["lower_bound"] >= 0.5 - SLACK else "uncertain")
     assert any(line.startswith("threshold ") for line in said)
     assert any("not established" in line for line in said) == (rep.basis == "uncertain")
+
+
+def test_the_cli_calibrates_as_the_library_does(backlog: dict) -> None:
+    """`dedupe --calibrate-since/--calibrate-until` choose the library's threshold on that period and say so;
+    one without the other is a one-line error."""
+    from ticketsearch.api import TicketIndex
+    from ticketsearch.pipeline.dedupe import calibrated_threshold
+    from ticketsearch.service.cli import app
+
+    dates = sorted(backlog["created"].values())
+    cal0 = dates[int(0.5 * len(dates))]
+    with TicketIndex.open(backlog["index"]) as idx:
+        t, _ = calibrated_threshold(idx, 0.5, cal0, backlog["since"], progress=False)
+    out = backlog["root"] / "cli-cal.jsonl"
+    args = ["dedupe", "--index", str(backlog["index"]), "--out", str(out), "--precision", "0.5", "--since",
+            backlog["since"].isoformat(), "-q"]
+    res = CliRunner().invoke(app, [*args, "--calibrate-since", cal0.isoformat(), "--calibrate-until",
+                                   backlog["since"].isoformat()])
+    assert res.exit_code == 0, res.output
+    assert f"p >= {t:.3f} (precision 0.5, " in res.output and out.is_file()
+    assert "(precision 0.5, stored)" not in res.output  # the calibration period's threshold, not a stored one
+    half = CliRunner().invoke(app, [*args, "--calibrate-since", cal0.isoformat()])
+    assert half.exit_code == 2 and "give --calibrate-since and --calibrate-until together" in half.output
+    assert len(half.output.strip().splitlines()) == 1

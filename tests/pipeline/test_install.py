@@ -45,6 +45,8 @@ def test_the_general_model_is_chosen_only_where_it_validates_best() -> None:
     tie = decide_install(NAME, BETTER, FIRST, BETTER.copy())
     assert (tie.install, tie.use, tie.general_valid_mrr) == (True, "own", mrr(BETTER))  # a tie keeps the own
     assert tie.reason.endswith(f"and the general model's {mrr(BETTER):.3f}")
+    below = decide_install(NAME, BETTER, FIRST, WORSE)  # the own model above the general one: the own
+    assert (below.install, below.use, below.general_valid_mrr) == (True, "own", mrr(WORSE))
     above = decide_install(NAME, BETTER, FIRST, np.ones(6))  # the general model at MRR 1.0
     assert (above.install, above.use, above.general_valid_mrr, above.valid_mrr) == (False, "general", 1.0,
                                                                                   mrr(BETTER))

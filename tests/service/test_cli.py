@@ -237,3 +237,104 @@ def test_info_says_what_reranks_the_index(cli_index: tuple[Path, Path], trained_
     assert code == 0 and rr["installed"] == "rerank-cross+pair" and len(rr["checksum"]) >= 12
     assert rr["trained_at"].endswith("+00:00") and rr["train_queries"] > 0 and rr["train_positives"] >= rr[
         "train_queries"]
+
+
+def test_similar_and_duplicates_on_an_index(cli_index: tuple[Path, Path]) -> None:
+    """`similar` and `duplicates` with --index answer as the library does; the text shows the JSON's hits."""
+    from ticketsearch.api import TicketIndex
+
+    data, idx = cli_index
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    src = rows[42]
+    code, out, err = run("similar", src["id"], "--index", str(idx), "--json")
+    assert code == 0, err
+    got = [h["id"] for h in json.loads(out)["hits"]]
+    with TicketIndex.open(idx) as ti:
+        assert got == [h.id for h in ti.similar(src["id"]).hits] and src["id"] not in got and len(got) == 10
+        lib = ti.duplicates({"title": src["title"], "body": src["body"], "fields": src["fields"]})
+    code, text, _ = run("similar", src["id"], "--index", str(idx))
+    at = [text.find(f"{tid} ") for tid in got]
+    assert code == 0 and -1 not in at and at == sorted(at), text
+    code, out, err = run("duplicates", "--index", str(idx), "--title", src["title"], "--body", src["body"],
+                         *[a for k, v in src["fields"].items() for a in ("--field", f"{k}={v}")], "--json")
+    assert code == 0, err
+    dup = json.loads(out)
+    assert dup["is_duplicate"] is True and dup["candidates"][0]["id"] == src["id"]  # a copy of an indexed ticket
+    assert [c["id"] for c in dup["candidates"]] == [c.id for c in lib.candidates]
+    code, out, _ = run("duplicates", "--index", str(idx), "--title", "Lattice gauge theory on a quantum annealer",
+                       "--body", "Monte Carlo of quark confinement at finite temperature.", "--json")
+    assert code == 0 and json.loads(out)["is_duplicate"] is False  # about nothing the index holds
+    code, _, err = run("similar", "NOPE-404", "--index", str(idx))
+    assert code == 2 and "NOPE-404" in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_explain_prints_the_words_it_returns(trained_index: Path) -> None:
+    """`search --explain`: each hit's attended words, as the JSON gives them, in the text under the hit."""
+    query = "the app crashes when I export a report"
+    code, out, err = run("search", "--index", str(trained_index), query, "-k", "3", "--explain", "--json")
+    assert code == 0, err
+    hits = json.loads(out)["hits"]
+    assert len(hits) == 3 and all(h["attended"] for h in hits)
+    code, text, _ = run("search", "--index", str(trained_index), query, "-k", "3", "--explain")
+    assert code == 0
+    for h in hits:
+        line = "attended: " + ", ".join(a["word"] for a in h["attended"])
+        assert line in text and text.index(line) > text.index(f"{h['id']} "), (line, text)
+    code, _, err = run("search", "--index", str(trained_index), query, "-k", "21", "--explain")
+    assert code == 2 and "explain" in err and len(err.strip().splitlines()) == 1
+
+
+def test_split_writes_every_ticket_to_the_shard_its_id_hashes_to(cli_index: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    from ticketsearch.index_data.store import TicketStore
+    from ticketsearch.pipeline.sharding import ShardLayout, shard_of
+
+    data, idx = cli_index
+    out_dir = tmp_path / "collections" / "sharded"
+    code, out, err = run("split", "--index", str(idx), "--out", str(out_dir), "--shards", "3", "-q")
+    assert code == 0, err
+    layout = ShardLayout.load(out_dir)
+    ids: list[str] = []
+    for i, d in enumerate(layout.dirs()):
+        with TicketStore(d.store_path, read_only=True) as st:
+            mine = [t.id for t in st.get_rows(st.row_ids().tolist(), with_body=False)]
+        assert mine and all(shard_of(t, 3) == i for t in mine)
+        ids += mine
+    assert sorted(ids) == sorted(json.loads(line)["id"] for line in data.read_text().splitlines())
+    assert out.strip().endswith("tickets") and "into 3 shards" in out
+    code, _, err = run("split", "--index", str(idx), "--out", str(out_dir), "--shards", "2", "-q")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and layout.shards == ShardLayout.load(out_dir).shards
+
+
+def test_ingest_options_index_type_model_and_mapping(tmp_path: Path) -> None:
+    """--index-type builds that FAISS kind; --model names the encoder the manifest records (a missing one is a
+    one-line error that leaves no index); --mapping maps a Zendesk export's fields."""
+    from ticketsearch.retrieval.manifest import Manifest
+
+    data = tmp_path / "d.jsonl"
+    code, _, err = run("demo-data", "--out", str(data), "-n", "60", "--seed", "5", "--end", DEMO_END_ARG)
+    assert code == 0, err
+    code, _, err = run("ingest", "--data", str(data), "--index", str(tmp_path / "hnsw"), "--index-type", "hnsw",
+                       "--model", "minilm", "-q")
+    assert code == 0, err
+    m = Manifest.load(tmp_path / "hnsw")
+    assert m.index_kind == "hnsw" and m.model == "minilm"
+    code, _, err = run("ingest", "--data", str(data), "--index", str(tmp_path / "bad"), "--index-type", "annoy")
+    assert code == 2 and "annoy" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run("ingest", "--data", str(data), "--index", str(tmp_path / "nomodel"), "--model",
+                       str(tmp_path / "no-such-model"), "-q")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "nomodel" / "index").exists()
+    fixtures = Path(__file__).parents[1] / "index_data" / "fixtures" / "zendesk" / "tickets.json"
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('[fields]\nproduct = "custom:360000000001"\nchannel = "via.channel"\n')
+    code, _, err = run("ingest", "--data", str(fixtures), "--index", str(tmp_path / "zd"), "--mapping",
+                       str(mapping), "-q")
+    assert code == 0, err
+    from ticketsearch.index_data.store import TicketStore
+
+    with TicketStore(IndexDir(tmp_path / "zd").store_path, read_only=True) as st:
+        assert st.get("501").values["product"] == "enterprise"
+    mapping.write_text("[fields]\nproduct = 3\n")
+    code, _, err = run("ingest", "--data", str(fixtures), "--index", str(tmp_path / "zd2"), "--mapping",
+                       str(mapping), "-q")
+    assert code == 2 and "schema field" in err and len(err.strip().splitlines()) == 1
