@@ -149,6 +149,8 @@ BAD_INPUT = [
      "null"),
     ("duplicates with no text", "POST", "/v1/duplicates", {"title": " "}, 422, "body.title", "whitespace"),
     ("unknown route", "GET", "/v1/nothing", None, 404, "path", "Not Found"),
+    ("batch over the limit", "POST", "/v1/tickets", [{"id": f"B-{i}", "title": "t", "created": "2025-01-01"}
+                                                    for i in range(1001)], 422, "body", "at most 1000 items"),
 ]
 
 

@@ -154,6 +154,22 @@ def test_jira_hooks_by_token_or_signature(server: Server, tmp_path: Path) -> Non
     r = c.post("/v1/collections/jr/hooks/jira", content=body2,
                headers={"X-Hub-Signature": sig2, "X-Atlassian-Webhook-Identifier": "j-1"})
     assert r.status_code == 200 and [h["id"] for h in r.json()["candidates"]] == ["HDFS-10"]
+    first = r.json()
+    second_id = fixture["issues"][1]["key"]
+    stored = c.get(f"/v1/collections/jr/tickets/{second_id}").json()
+    # Jira sends a delivery again under the same X-Atlassian-Webhook-Identifier: the first answer, nothing written
+    edited = {"webhookEvent": "jira:issue_updated",
+              "issue": {**fixture["issues"][1], "fields": {**fixture["issues"][1]["fields"],
+                                                             "summary": "changed in the replay"}}}
+    body4, sig4 = signed(JIRA_SECRET, edited)
+    again = c.post("/v1/collections/jr/hooks/jira", content=body4,
+                   headers={"X-Hub-Signature": sig4, "X-Atlassian-Webhook-Identifier": "j-1"})
+    assert again.status_code == 200 and again.headers.get("x-ticketsearch-replay") == "true"
+    assert again.json() == first and c.get(f"/v1/collections/jr/tickets/{second_id}").json() == stored
+    fresh = c.post("/v1/collections/jr/hooks/jira", content=body4,  # another identifier: a new delivery
+                   headers={"X-Hub-Signature": sig4, "X-Atlassian-Webhook-Identifier": "j-2"})
+    assert fresh.status_code == 200 and "x-ticketsearch-replay" not in fresh.headers
+    assert c.get(f"/v1/collections/jr/tickets/{second_id}").json()["title"] == "changed in the replay"
     r = c.post("/v1/collections/jr/hooks/jira", content=body2, headers={"X-Hub-Signature": signature})
     assert r.status_code == 401  # the signature of another body
     deleted = {"webhookEvent": "jira:issue_deleted", "issue": issue}
