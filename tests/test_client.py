@@ -23,7 +23,15 @@ from ticketsearch.client import (
     Unprocessable,
 )
 from ticketsearch.errors import NotFoundError, QueryError, RowError, UnavailableError
-from ticketsearch.results import CollectionInfo, DuplicateResult, JobInfo, SearchResult, TicketOut, TrainParams
+from ticketsearch.results import (
+    CollectionInfo,
+    DuplicateResult,
+    FeedbackDecision,
+    JobInfo,
+    SearchResult,
+    TicketOut,
+    TrainParams,
+)
 from ticketsearch.service.schemas import DeleteResponse, UpsertResponse
 
 from .service.server import Server
@@ -79,6 +87,18 @@ def test_every_method_of_the_blocking_client(empty_server: Server, demo_rows: li
             sim1.id, collection="helpdesk").body
         assert c.duplicates({"title": "CSV export"}, k=1, collection="helpdesk", snippets=True).candidates[0].snippet
         assert res.hits[0].snippet is None  # only on request
+        other = demo_rows[0]["id"]
+        fb = c.feedback("C-1", other, "not_duplicate", by="ana", collection="helpdesk")
+        assert isinstance(fb, FeedbackDecision) and (fb.ticket_id, fb.candidate_id, fb.label, fb.by) == (
+            "C-1", other, "not_duplicate", "ana") and fb.at.endswith("Z")
+        c.feedback(other, "C-1", "duplicate", collection="helpdesk")  # the same pair: the latest wins
+        listed = c.feedback_for("C-1", collection="helpdesk")
+        assert [(d.label, d.by) for d in listed] == [("duplicate", None)]
+        assert c.feedback_for(other, collection="helpdesk") == listed
+        with pytest.raises(Unprocessable):
+            c.feedback("C-1", other, "maybe", collection="helpdesk")
+        with pytest.raises(NotFound):
+            c.feedback("C-1", "NOPE-404", "duplicate", collection="helpdesk")
         fields = {f.name: f for f in c.schema(collection="helpdesk").fields}
         assert fields["product"].kind == "categorical" and fields["product"].values
         gone = c.delete("C-1", collection="helpdesk")
@@ -133,6 +153,9 @@ def test_the_async_client_has_the_same_methods(server: Server) -> None:
             assert dup.is_duplicate is None and len(dup.candidates) == 2
             marked = await c.search("dark theme", k=2, collection="async-one", snippets=True)
             assert {"dark", "theme"} & set(marked.hits[0].highlight or []) and marked.hits[0].snippet == ""
+            fb = await c.feedback("X-1", "X-2", "duplicate", by="bo", collection="async-one")
+            assert (fb.label, fb.by) == ("duplicate", "bo")
+            assert [d.candidate_id for d in await c.feedback_for("X-1", collection="async-one")] == ["X-2"]
             assert (await c.schema(collection="async-one")).name == "support"
             assert (await c.delete("X-2", collection="async-one")).deleted == "X-2"
             assert "async-one" in {x.name for x in await c.collections()}

@@ -76,3 +76,30 @@ def test_rrf_by_hand() -> None:
     s, ids = fuse_lists([(np.array([3.0, 2.0]), np.array([10, 20])), (np.array([9.0]), np.array([20]))], [1.0, 1.0])
     assert list(ids) == [20, 10]
     assert s[0] == pytest.approx(1 / 62 + 1 / 61) and s[1] == pytest.approx(1 / 61)
+
+
+def test_search_follows_the_fusion_weights_stored_in_the_manifest(searcher: SearchPipeline, settings,
+                                                                  encoder) -> None:
+    """`experiment` tunes the fusion weights and stores them in the manifest: hybrid search reads them there.
+    With only BM25 weighted, hybrid is BM25's order; with only dense, dense's."""
+    import shutil
+
+    from ticketsearch.retrieval.manifest import Manifest
+
+    root = searcher.index_dir
+    by = {m: [h.id for h in searcher.search(QUERY, k=7, method=m, rerank=False).hits] for m in ("dense", "bm25")}
+    assert by["dense"][:2] != by["bm25"][:2]
+    for only, weights in (("bm25", {"dense": 0.0, "bm25": 1.0, "title": 0.0, "recency": 0.0}),
+                          ("dense", {"dense": 1.0, "bm25": 0.0})):
+        copy = root.parent / f"weights-{only}"
+        shutil.copytree(root, copy)
+        m = Manifest.load(copy)
+        m.fusion = {**m.fusion, "weights": weights}
+        m.save(copy)
+        s = SearchPipeline(copy, settings=settings, encoder=encoder)
+        try:
+            hybrid = [h.id for h in s.search(QUERY, k=7, method="hybrid", rerank=False).hits]
+            assert hybrid[:len(by[only])] == by[only][:len(hybrid)], (only, hybrid, by[only])
+            assert hybrid[:2] != by["bm25" if only == "dense" else "dense"][:2]
+        finally:
+            s.close()

@@ -229,6 +229,8 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server,
     r = admin.post("/v1/collections/acme/train", json={})
     assert r.status_code == 422 and "duplicate link" in r.text  # acme has no links to learn from
     assert admin.post("/v1/collections/trained/tickets", json=demo_rows).status_code == 200
+    assert admin.put("/v1/collections/waits", json={"schema": "support"}).status_code == 201
+    assert admin.post("/v1/collections/waits/tickets", json=demo_rows[:200]).status_code == 200
     query = {"text": demo_rows[-1]["title"], "k": 5}
     before = admin.post("/v1/collections/trained/search", json=query).json()
     assert before["reranker"] is None
@@ -236,13 +238,20 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server,
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["state"] in ("queued", "running") and job["collection"] == "trained"
+    # one training job at a time across collections (TICKETSEARCH_TRAINING_JOBS, default 1): another
+    # collection's job is accepted and waits, queued, until the first has finished
+    waiting = admin.post("/v1/collections/waits/train", json={"epochs": 1})
+    assert waiting.status_code == 202 and waiting.json()["state"] == "queued", waiting.text
     second = admin.post("/v1/collections/trained/train", json={})
     assert second.status_code == 409 and job["id"] in second.text
     during = admin.post("/v1/collections/trained/search", json=query)  # answered meanwhile, by the old order
     assert during.status_code == 200
     assert admin.delete("/v1/collections/trained").status_code == 409  # not while it trains
+    assert admin.get(f"/v1/collections/waits/jobs/{waiting.json()['id']}").json()["state"] == "queued"
     done = wait_job(admin, "trained", job["id"])
     assert done["state"] == "done", done
+    then = wait_job(admin, "waits", waiting.json()["id"])
+    assert then["state"] == "done" and then["started"] >= done["finished"], (then, done)
     assert done["validation"]["first_stage"]["queries"] > 0 and "rerank-cross+pair" in done["validation"]
     model = done["result"]["model"]
     assert done["result"]["installed"] is True and model.startswith("rerank-cross+pair@"), done["result"]
