@@ -1,5 +1,6 @@
 """Do no harm: a trained reranker is installed only when it beats the first stage it reranks on validation
-(ticketsearch/pipeline/install.py; its own cases in test_install.py), and search says why it keeps first-stage order otherwise."""
+(ticketsearch/pipeline/install.py; its own cases in test_install.py), and search says why it keeps first-stage
+order otherwise."""
 
 from __future__ import annotations
 
