@@ -9,7 +9,6 @@ import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 from typer.testing import CliRunner
 
 from ticketsearch.index_dir import IndexDir
