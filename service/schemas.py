@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from ticketsearch.index_data.schema import FieldSpec, Schema
+from ticketsearch.names import FIELD_PATTERN, NAME_MAX
 from ticketsearch.requests import (  # noqa: F401 - the request models and limits, defined once, re-exported here
     ID_PATTERN,
     MAX_BATCH,
@@ -125,9 +126,11 @@ def patch_openapi(doc: dict[str, Any], schema: Schema) -> dict[str, Any]:
 
 # ---- collections ------------------------------------------------------------------------------------------
 class InlineField(Strict):
-    name: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=FIELD_PATTERN,
+                      description="A column of the ticket store: a lower-case identifier.")
     kind: Literal["categorical", "multi", "numeric", "date"]
-    source: str | None = Field(default=None, max_length=200, description="The input column (default: the name).")
+    source: str | None = Field(default=None, min_length=1, max_length=200,
+                               description="The input column (default: the name).")
     max_vocab: int = Field(default=1000, ge=1, le=100_000)
     transform: Literal["none", "log1p"] = "none"
 

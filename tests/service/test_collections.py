@@ -173,6 +173,10 @@ def test_before_its_first_model_a_collection_says_so(server: Server) -> None:
     dup = r.json()
     assert dup["is_duplicate"] is None and dup["probability"] is None and dup["threshold"] is None
     assert "no trained reranker yet" in dup["reason"] and dup["candidates"][0]["id"] == "T-1"
+    # a dedupe job needs a trained model: refused when asked (409), never accepted and failed later
+    r = server.client(ADMIN).post("/v1/collections/acme/dedupe", json={"precision": 0.9})
+    assert r.status_code == 409 and "dedupe needs a trained reranker" in r.json()["detail"][0]["reason"], r.text
+    assert not list((Path(server.index_dir) / "collections" / "acme").glob("jobs/*.json"))
 
 
 def test_metrics_are_labelled_by_collection(server: Server) -> None:
@@ -291,6 +295,8 @@ def trained_server(own_server: Server, demo_rows: list[dict]) -> Server:
 def test_a_dedupe_job_finds_clusters(trained_server: Server) -> None:
     server = trained_server
     admin = server.client(ADMIN)
+    r = admin.post("/v1/collections/trained/dedupe", json={"precision": 0.6})  # training stored no threshold
+    assert r.status_code == 422 and "stores duplicate thresholds for precision 0.80" in r.text, r.text
     r = admin.post("/v1/collections/trained/dedupe", json={"precision": 0.8})
     assert r.status_code == 202 and r.json()["kind"] == "dedupe", r.text
     done = wait_job(admin, "trained", r.json()["id"])

@@ -51,6 +51,18 @@ expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5x
 [[operations]]
 include-path = "/v1/collections/{name}/feedback"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "413", "422", "429", "5xx"]
+
+# Rules of an inline schema that JSON Schema cannot state: no two fields of one name, no field that leaks the
+# answer (status, resolution, ...), log1p only on a numeric field.
+[[operations]]
+include-path = "/v1/collections/{name}"
+include-method = "PUT"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "413", "422", "429", "5xx"]
+
+# Training needs duplicate links and dedupe a trained model: the state of a collection, not of the request.
+[[operations]]
+include-path-regex = "/(train|dedupe)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "413", "422", "429", "5xx"]
 """
 
 
@@ -68,3 +80,39 @@ def test_api_conforms_to_its_schema_with_every_check(api_server: Server, tmp_pat
     # every generated case passed (warnings: the admin routes answer a write key 403, and a job id or a new
     # collection's name cannot be guessed, so those routes answer 404)
     assert re.search(r"(\d+) generated, \1 passed", out), out[-12000:]
+
+
+ADMIN = "schemathesis-admin-key"
+# The admin routes: create, change and delete a collection, and start its training and dedupe jobs.
+ADMIN_ROUTES = r"^/v1/collections/\{name\}(/train|/dedupe)?$"
+
+
+@pytest.fixture(scope="module")
+def root_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """A service of collections (`serve --root`), keyed for an admin: what the admin routes do is real here."""
+    root = tmp_path_factory.mktemp("st-root")
+    srv = Server(root / "root", root / "server.log", root=True,
+                 env={"TICKETSEARCH_API_KEYS": f"{ADMIN}:admin"}).start()
+    yield srv
+    srv.stop()
+
+
+def test_the_admin_routes_conform_with_an_admin_key(root_server: Server, tmp_path: Path) -> None:
+    """With an admin key the admin routes run for real (collections created from generated names and schemas,
+    changed, deleted; jobs asked for on them): no 5xx, every answer as documented, bad input refused."""
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    cmd = [SCHEMATHESIS, "--config-file", str(config), "run", f"{root_server.url}/openapi.json", "--checks", "all",
+           "--header", f"Authorization: Bearer {ADMIN}", "--max-examples", str(EXAMPLES), "--seed", "20261205",
+           "--generation-database", "none", "--workers", "1", "--no-color", "--suppress-health-check", "all",
+           "--include-path-regex", ADMIN_ROUTES]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    out = "\n".join(line[:400] for line in (res.stdout + res.stderr).splitlines())
+    assert res.returncode == 0, out[-12000:]
+    assert "Selected: 6/34" in out and "Tested: 6" in out, out[-12000:]
+    assert re.search(r"(\d+) generated, \1 passed", out), out[-12000:]
+    log = root_server.log()
+    assert " 500 " not in log and "Traceback" not in log, log[-5000:]
+    for done in (r'"PUT /v1/collections/\S+ HTTP/1.1" 201', r'"DELETE /v1/collections/\S+ HTTP/1.1" 20\d',
+                 r'"PATCH /v1/collections/\S+ HTTP/1.1" 200'):  # the routes did their work, not only refused
+        assert re.search(done, log), done

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ticketsearch.atomic import atomic_write_text
-from ticketsearch.errors import QueryError, UnavailableError
+from ticketsearch.errors import ConflictError, QueryError
 from ticketsearch.index_data.links import components, groups
 from ticketsearch.rerank.calibration import lowest_threshold_for_precision
 
@@ -93,7 +93,7 @@ def calibrated_threshold(index: Any, precision: float, since: datetime, until: d
              for p in compare(index, tid, c, k, 0.0, group)]
     t, how = threshold_on_pairs([p["probability"] for p in pairs], [p["known"] for p in pairs], precision)
     if t is None:
-        raise UnavailableError(f"no threshold reaches precision {precision} on the {len(rows)} tickets of "
+        raise ConflictError(f"no threshold reaches precision {precision} on the {len(rows)} tickets of "
                                f"{since:%Y-%m-%d} to {until:%Y-%m-%d} ({how['linked']} linked pairs of "
                                f"{len(pairs)})")
     return t, {"tickets": len(rows), **how}
@@ -116,17 +116,32 @@ def threshold_on_pairs(probs: list[float], known: list[bool], precision: float) 
                "lower_bound": round(wilson_lower(right, behind), 4)}
 
 
+NO_RERANKER = ("dedupe needs a trained reranker (calibrated probabilities): train one first ('ticketsearch train', "
+               "or POST /v1/collections/NAME/train)")
+
+
 def threshold_for(reranker: Any, precision: float) -> float:
+    """The stored threshold for `precision`: ConflictError where there is no reranker or none was reached (the
+    collection's state: asking again will not help), QueryError for a precision training did not store."""
     if reranker is None:
-        raise UnavailableError("dedupe needs a trained reranker (calibrated probabilities): run 'ticketsearch "
-                               "train' first")
+        raise ConflictError(NO_RERANKER)
     try:
         t = reranker.duplicate_threshold(precision)
     except KeyError as exc:
         raise QueryError(str(exc.args[0])) from None
     if t is None:
-        raise UnavailableError(f"the reranker's validation data reached no threshold for precision {precision}")
+        raise ConflictError(f"the reranker's validation data reached no threshold for precision {precision}: "
+                            "calibrate on a labelled period instead")
     return float(t)
+
+
+def check_ready(reranker: Any, precision: float, calibrated: bool) -> None:
+    """What `dedupe` needs before it starts, checked when a job is asked for (refused at once, never accepted
+    and failed later): a reranker, and without a calibration period the stored threshold for `precision`."""
+    if reranker is None:
+        raise ConflictError(NO_RERANKER)
+    if not calibrated:
+        threshold_for(reranker, precision)
 
 
 def groups_of(store: Any) -> dict[str, str]:

@@ -29,7 +29,7 @@ from ticketsearch.errors import ConflictError, JobNotFoundError
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.names import is_job_id, new_job_id
 from ticketsearch.pipeline.collections import Collections
-from ticketsearch.pipeline.dedupe import dedupe
+from ticketsearch.pipeline.dedupe import check_ready, dedupe
 from ticketsearch.pipeline.sharded import TRAINING_NOT_BUILT, ShardedEngine
 from ticketsearch.pipeline.training import check_links, train_index
 from ticketsearch.rerank.train import TrainConfig
@@ -60,8 +60,9 @@ class TrainingJobs:
         atomic_write_json(self._path(job.collection, job.id), job.model_dump(mode="json"))
 
     def start(self, collection: str, params: TrainParams | DedupeParams) -> JobInfo:
-        """Queue a training job (TrainParams) or a dedupe job (DedupeParams); ConflictError while another job
-        runs on the collection, QueryError when it has too few duplicate links to train on."""
+        """Queue a training job (TrainParams) or a dedupe job (DedupeParams), each checked before it is accepted:
+        ConflictError while another job runs on the collection or (dedupe) without a trained reranker, QueryError
+        when it has too few duplicate links to train on or (dedupe) no stored threshold for the precision."""
 
         kind: Literal["train", "dedupe"] = "dedupe" if isinstance(params, DedupeParams) else "train"
         job = JobInfo(id=new_job_id(), collection=collection, kind=kind, state="queued", created=now(),
@@ -80,8 +81,11 @@ class TrainingJobs:
             if isinstance(engine, ShardedEngine):
                 raise ConflictError(TRAINING_NOT_BUILT)
             assert engine.store is not None
-            if kind == "train":
+            if isinstance(params, TrainParams):
                 check_links(engine.store, f"collection {collection!r}")
+            else:
+                check_ready(TicketIndex.of_engine(engine).pipeline.reranker, params.precision,
+                            params.calibrate_since is not None)
             self._save(job)
         except BaseException:
             with self._lock:
