@@ -91,3 +91,11 @@ def test_install_always_installs_what_validation_would_refuse_and_still_reports_
         for first in (FIRST, NONE):
             d = decide_install(name, ranks, first, rule="always")
             assert not d.install and d.use == "first_stage"
+
+
+def test_the_rule_is_compared_by_value_not_identity() -> None:
+    """A rule read from argv or a file is another string object than the literal: it must decide alike."""
+    always = "".join(["al", "ways"])
+    assert always is not "always"  # noqa: F632 - the point of the test
+    assert decide_install(NAME, WORSE, FIRST, rule=always).install  # type: ignore[arg-type]
+    assert decide_install(NAME, WORSE, NONE, rule=always).install  # type: ignore[arg-type]
