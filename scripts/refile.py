@@ -39,7 +39,10 @@ from ticketsearch.api import TicketIndex
 cases = json.loads(sys.stdin.read())
 out = []
 with TicketIndex.open(sys.argv[1]) as idx:
+    names = set(idx.pipeline.store.schema.field_names)  # a tracker row's other fields are not the schema's
     for c in cases:
+        if "ticket" in c:
+            c["ticket"]["fields"] = {k: v for k, v in c["ticket"].get("fields", {}).items() if k in names}
         if "like" in c:  # a look-alike check: the near copies a like search finds
             res = idx.search(like=c["like"], k=5)
             out.append({"copies": [h.id for h in res.hits if getattr(h, "near_copy", False)]})
