@@ -358,3 +358,22 @@ def test_each_collection_has_its_own_duplicate_precision(own_server: Server) -> 
     assert admin.patch("/v1/collections/strict", json={"duplicate_precision": None}).json()[
         "duplicate_precision"] == 0.9  # back to the service's
     assert verdict("strict")[0] == 0.9
+
+
+def test_the_services_duplicate_precision_is_every_collections_default(tmp_path: Path) -> None:
+    """TICKETSEARCH_DUPLICATE_PRECISION: the target precision of a collection that sets none of its own."""
+    from ticketsearch.rerank.general import GeneralReranker
+
+    srv = Server(tmp_path / "root", tmp_path / "server.log", root=True,
+                 env={"TICKETSEARCH_API_KEYS": KEYS, "TICKETSEARCH_DUPLICATE_PRECISION": "0.95"}).start()
+    try:
+        admin = srv.client(ADMIN)
+        r = admin.put("/v1/collections/plain", json={"schema": "support", "general_model": True})
+        assert r.status_code == 201 and r.json()["duplicate_precision"] == 0.95, r.text
+        assert admin.post("/v1/collections/plain/tickets", json=ACME_TICKETS).status_code == 200
+        out = admin.post("/v1/collections/plain/duplicates", json={"title": ACME_TICKETS[0]["title"]}).json()
+        assert out["target_precision"] == 0.95
+        assert out["threshold"] == pytest.approx(GeneralReranker().duplicate_threshold(0.95))
+        assert out["threshold"] != pytest.approx(GeneralReranker().duplicate_threshold(0.9))  # not the default's
+    finally:
+        srv.stop()
