@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in args.data.read_text().split("\n") if line.strip()]  # not splitlines: \u2028 in a text
     rows.sort(key=lambda r: r["created"])
     batch = cases(rows, args.n, args.seed)
     group = {r["id"]: r.get("duplicate_of") or r["id"] for r in rows}  # a duplicate's group: its master
