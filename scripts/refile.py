@@ -119,7 +119,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    rows = [json.loads(line) for line in args.data.read_text().split("\n") if line.strip()]  # not splitlines: \u2028 in a text
+    # lines split on newlines only: splitlines() also splits at a U+2028 inside a JSON string (a JIRA body has one)
+    rows = [json.loads(line) for line in args.data.read_text().split("\n") if line.strip()]
     rows.sort(key=lambda r: r["created"])
     batch = cases(rows, args.n, args.seed)
     group = {r["id"]: r.get("duplicate_of") or r["id"] for r in rows}  # a duplicate's group: its master
