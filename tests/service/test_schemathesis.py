@@ -66,16 +66,22 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 """
 
 
-def test_api_conforms_to_its_schema_with_every_check(api_server: Server, tmp_path: Path) -> None:
+def schemathesis(server: Server, key: str, seed: int, tmp_path: Path, *select: str) -> str:
+    """The schemathesis command line with every check against `server`, as `key`; its output (asserted to pass)."""
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
-    cmd = [SCHEMATHESIS, "--config-file", str(config), "run", f"{api_server.url}/openapi.json", "--checks", "all",
-           "--header", f"Authorization: Bearer {KEY}", "--max-examples", str(EXAMPLES), "--seed", "20261201",
+    cmd = [SCHEMATHESIS, "--config-file", str(config), "run", f"{server.url}/openapi.json", "--checks", "all",
+           "--header", f"Authorization: Bearer {key}", "--max-examples", str(EXAMPLES), "--seed", str(seed),
            "--generation-database", "none", "--workers", "1", "--no-color", "--suppress-health-check", "all",
-           "--exclude-path-regex", ALIASES]
+           *select]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)  # writes nothing but here
     out = "\n".join(line[:400] for line in (res.stdout + res.stderr).splitlines())  # generated bodies can be huge
     assert res.returncode == 0, out[-12000:]
+    return out
+
+
+def test_api_conforms_to_its_schema_with_every_check(api_server: Server, tmp_path: Path) -> None:
+    out = schemathesis(api_server, KEY, 20261201, tmp_path, "--exclude-path-regex", ALIASES)
     assert "Selected: 23/34" in out and "Tested: 23" in out, out[-12000:]
     # every generated case passed (warnings: the admin routes answer a write key 403, and a job id or a new
     # collection's name cannot be guessed, so those routes answer 404)
@@ -100,15 +106,7 @@ def root_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
 def test_the_admin_routes_conform_with_an_admin_key(root_server: Server, tmp_path: Path) -> None:
     """With an admin key the admin routes run for real (collections created from generated names and schemas,
     changed, deleted; jobs asked for on them): no 5xx, every answer as documented, bad input refused."""
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
-    cmd = [SCHEMATHESIS, "--config-file", str(config), "run", f"{root_server.url}/openapi.json", "--checks", "all",
-           "--header", f"Authorization: Bearer {ADMIN}", "--max-examples", str(EXAMPLES), "--seed", "20261205",
-           "--generation-database", "none", "--workers", "1", "--no-color", "--suppress-health-check", "all",
-           "--include-path-regex", ADMIN_ROUTES]
-    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
-    out = "\n".join(line[:400] for line in (res.stdout + res.stderr).splitlines())
-    assert res.returncode == 0, out[-12000:]
+    out = schemathesis(root_server, ADMIN, 20261205, tmp_path, "--include-path-regex", ADMIN_ROUTES)
     assert "Selected: 6/34" in out and "Tested: 6" in out, out[-12000:]
     assert re.search(r"(\d+) generated, \1 passed", out), out[-12000:]
     log = root_server.log()
