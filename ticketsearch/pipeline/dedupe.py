@@ -135,13 +135,15 @@ def threshold_for(reranker: Any, precision: float) -> float:
     return float(t)
 
 
-def check_ready(reranker: Any, precision: float, calibrated: bool) -> None:
-    """What `dedupe` needs before it starts, checked when a job is asked for (refused at once, never accepted
-    and failed later): a reranker, and without a calibration period the stored threshold for `precision`."""
-    if reranker is None:
-        raise ConflictError(NO_RERANKER)
-    if not calibrated:
-        threshold_for(reranker, precision)
+def check_ready(reranker: Any, precision: float, calibrated: bool) -> float | None:
+    """What `dedupe` needs before it starts (it checks first; a service job checks when it is asked for, so that
+    it is refused at once, never accepted and failed later): a reranker, and without a calibration period the
+    stored threshold for `precision`, which it returns."""
+    if calibrated:
+        if reranker is None:
+            raise ConflictError(NO_RERANKER)
+        return None
+    return threshold_for(reranker, precision)
 
 
 def groups_of(store: Any) -> dict[str, str]:
@@ -195,7 +197,8 @@ def dedupe(
         raise QueryError(f"--out must end in .jsonl or .csv, got {out.name!r}")
     t0 = time.perf_counter()
     pipeline = index.pipeline
-    threshold = threshold_for(pipeline.reranker, precision) if calibrate_since is None else 0.0
+    stored = check_ready(pipeline.reranker, precision, calibrate_since is not None)
+    threshold = 0.0 if stored is None else stored  # calibrated: chosen below
     basis, lower = "stored", None
     if calibrate_since is None:
         log(f"warning: threshold {threshold:.3f} for precision {precision} is training's, chosen on validation "
