@@ -143,7 +143,7 @@ def _parse(data: dict[str, Any], origin: str) -> Schema:
         if unknown:
             raise SchemaError(f"{where}: unknown keys {sorted(unknown)}")
         fname = raw.get("name")
-        if not is_field_name(fname):  # a string of the rule (anything else is not a name)
+        if not isinstance(fname, str) or not is_field_name(fname):
             raise SchemaError(f"{where}: name must match [a-z][a-z0-9_]*, got {fname!r}")
         if fname in seen:
             raise SchemaError(f"{where}: duplicate field name {fname!r}")
