@@ -60,10 +60,12 @@ class Candidates:
     per_method: dict[str, dict[int, float]] = field(default_factory=dict)  # method -> row id -> score
     timings_ms: dict[str, float] = field(default_factory=dict)
     # a sharded collection's candidates: each row's shard, the shards' exact scores of their candidates, and
-    # the reranker's candidate vectors fetched with the rows
+    # the rows (no body), reranker's candidate vectors and near-copy tests the shards' answers brought
     owners: dict[int, int] = field(default_factory=dict)
     complete: dict[str, dict[int, float]] = field(default_factory=dict)
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    rows: dict[int, Any] = field(default_factory=dict)
+    copies: dict[int, bool] = field(default_factory=dict)  # whether each of those rows is a near copy
 
     def __len__(self) -> int:
         return len(self.row_ids)

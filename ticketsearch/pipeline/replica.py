@@ -32,7 +32,7 @@ log = logging.getLogger("ticketsearch.replica")
 
 # The calls a follower answers: reads of the shard's tickets and indexes (writes, feedback and webhook
 # deliveries are the primary's).
-READS = frozenset({"schema", "stats", "lists", "rows", "ticket", "bodies", "schema_fields", "get",
+READS = frozenset({"schema", "search", "rows", "ticket", "bodies", "schema_fields", "get",
                    "count"})
 
 

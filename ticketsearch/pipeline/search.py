@@ -342,7 +342,7 @@ class SearchPipeline:
             logits = reranker.score(src_vec[0], targets, pair)
         probs = reranker.probability(logits)
         fused = dict(zip(cands.row_ids, cands.scores))
-        copies = np.array(self.near_copies(q, cands, rows), dtype=bool)
+        copies = np.array(self.near_copies(q.text, cands, rows), dtype=bool)
         # near copies first, each part by the model's score; scores equal to LOGIT_DECIMALS are ties and keep the
         # first-stage order (a candidate's logit differs in the last bits by the batch it was scored in)
         order = np.lexsort((-tie_keys(logits, LOGIT_DECIMALS), ~copies))[:k]
@@ -429,18 +429,18 @@ class SearchPipeline:
         """The first k candidates in first-stage order, near copies first (as reranked answers have them)."""
         by_row = {t.row_id: t for t in self.candidate_rows(cands, cands.row_ids[:k])}
         found = [(by_row[r], s) for r, s in zip(cands.row_ids[:k], cands.scores) if r in by_row]
-        copies = self.near_copies(q, cands, [t for t, _ in found])
+        copies = self.near_copies(q.text, cands, [t for t, _ in found])
         hits = [make_hit(t, s, cands.method_scores(t.row_id), near_copy=c) for (t, s), c in zip(found, copies)]
         return sorted(hits, key=lambda h: not h.near_copy)  # stable: each part keeps its order
 
-    def near_copies(self, q: Query, cands: Candidates, rows: list[StoredTicket]) -> list[bool]:
-        """Which of `rows` are near copies of the query (`pipeline.copies`; bodies read for the few candidates
-        whose dense cosine passes)."""
+    def near_copies(self, text: str, cands: Candidates, rows: list[StoredTicket]) -> list[bool]:
+        """Which of `rows` are near copies of the query's `text` (`pipeline.copies`; bodies read for the few
+        candidates whose dense cosine passes)."""
         def texts(positions: list[int]) -> list[str]:
             bodies = self.bodies([rows[i].id for i in positions])
             return [ticket_text(self.schema, rows[i].title, bodies.get(rows[i].id, "")) for i in positions]
 
-        return near_copies(q.text, [cands.method_scores(t.row_id).get("dense") for t in rows], texts)
+        return near_copies(text, [cands.method_scores(t.row_id).get("dense") for t in rows], texts)
 
     # ---- the whole search ---------------------------------------------------------------------------
     def search(self, text: str | None = None, **options: Any) -> SearchResult:

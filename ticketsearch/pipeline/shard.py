@@ -22,7 +22,7 @@ from ticketsearch.index_data.store import StoredTicket, UpsertResult
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import Tokens
 from ticketsearch.results import SchemaField
-from ticketsearch.retrieval.first_stage import Candidates
+from ticketsearch.retrieval.first_stage import Candidates, fuse_candidates
 from ticketsearch.retrieval.lexical import CorpusStats, tokenize
 from ticketsearch.settings import Settings
 
@@ -32,28 +32,45 @@ from .shared_models import SharedModels
 
 @dataclass
 class ShardQuery:
-    """What a shard needs of a query for its lists: vectors and text computed once by the front."""
+    """What a shard needs of a query for its one answer (`ShardServer.search`): vectors and text computed once
+    by the front, and how much of the answer the front wants besides the lists."""
 
     method: str
     k: int
     vector: np.ndarray | None
     title_vector: np.ndarray | None
     bm25_text: str
-    stats: CorpusStats | None  # the whole collection's BM25 statistics for this query
+    # BM25's statistics: None scores with the shard's own (a collection of one shard); else the whole
+    # collection's, summed by the front from `own`, its guess of this shard's part (None: no guess)
+    stats: CorpusStats | None
     filters: dict[str, list[Any]] | None = None
     before: datetime | None = None
     after: datetime | None = None
     exclude_ids: list[str] = field(default_factory=list)
     reference: datetime | None = None
+    own: CorpusStats | None = None
+    force: bool = False  # score with `stats` even where `own` is no longer this shard's (the front's last try)
+    rows: int = 0  # the rows of the top `rows` of the shard's own fused list come with the answer
+    vectors: bool = False  # and the reranker's candidate vectors of those rows
+    text: str = ""  # the query's text: which of those rows are its near copies (`pipeline.copies`)
 
 
 @dataclass
-class ShardLists:
-    """A shard's top list per method (scores, row ids), best first; recency's scores are creation times (µs)
-    so that the front can merge them. `complete`: every method's exact score of each row in any list."""
+class ShardAnswer:
+    """A shard's one answer to a search: its top list per method (scores, row ids), best first; recency's
+    scores are creation times (µs) so that the front can merge them. `complete`: every method's exact score of
+    each row in any list. `stats`: the shard's BM25 statistics for the query's terms now (a front's next
+    guess); `stale`: the front's guess of them was wrong, and nothing else was computed. `rows` (and their
+    candidate `vectors`, in the same order): the top of the shard's own fused list, which holds the
+    collection's top candidates in this shard in the usual case (the front fetches any it lacks)."""
 
     lists: dict[str, tuple[np.ndarray, np.ndarray]]
     complete: dict[str, dict[int, float]]
+    stats: CorpusStats | None = None
+    stale: bool = False
+    rows: list[StoredTicket] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    copies: list[bool] | None = None  # whether each of `rows` is a near copy of `ShardQuery.text`
 
 
 @dataclass
@@ -63,11 +80,16 @@ class ShardRows:
     tokens: list[Tokens] | None = None
 
 
+def present(stats: CorpusStats) -> CorpusStats:
+    """The statistics without terms no document holds (an index leaves them out or counts 0: the same)."""
+    return CorpusStats(stats.n, stats.total_len, {t: c for t, c in stats.df.items() if c > 0})
+
+
 # What a front asks of a shard (`ShardedEngine`, `ReplicatedShard`) and a follower of its primary: the one list
 # every transport answers (`ShardServer.dispatch`); anything else (an upsert that skips the front's row numbering,
 # close, open) is refused, whoever asks.
 CALLS = frozenset({
-    "schema", "stats", "lists", "rows", "ticket", "bodies", "schema_fields", "get", "count",  # reads
+    "schema", "search", "rows", "ticket", "bodies", "schema_fields", "get", "count",  # reads
     "write", "cached_embeddings", "existing_row_ids", "next_row_id", "allocate_rows", "delete",  # the front's writes
     "store_decision", "feedback_for", "delivery_answer", "remember_delivery", "checkpoint",
     "seq", "changes", "copy_to", "at",  # read replicas (a follower answers reads through `at`)
@@ -111,26 +133,40 @@ class ShardServer:
         assert self.engine.store is not None
         return self.engine.store.schema
 
-    def stats(self, bm25_text: str) -> CorpusStats:
-        """BM25 statistics of the shard's live corpus for this query's terms (exact at every moment, so that
-        their sum is the collection's whatever each shard's last rebuild)."""
-        with self.engine.lock.read():
-            return self.engine.bm25.corpus_stats(tokenize([bm25_text])[0])
-
-    def lists(self, q: ShardQuery) -> ShardLists:
+    def search(self, q: ShardQuery) -> ShardAnswer:
+        """The shard's part of a search, in one answer: its lists, every method's exact score of their rows, its
+        BM25 statistics, and the rows (and candidate vectors) of the top `q.rows` of its own fusion of them.
+        With the whole collection's statistics (`q.stats`), the front's guess of this shard's part (`q.own`)
+        is checked first, under the same read lock as the lists: a guess that no longer holds (a write since)
+        gets the statistics as they are and nothing else (`stale`), so that the front asks again, unless
+        `q.force`."""
         s = self._searcher
         with self.engine.lock.read():
+            own = None
+            if q.stats is not None:
+                own = present(self.engine.bm25.corpus_stats(tokenize([q.bm25_text])[0]))
+                if not q.force and (q.own is None or present(q.own) != own):
+                    return ShardAnswer({}, {}, own, stale=True)
             lists = s.first.lists(q.method, q.k, q.vector, q.title_vector, q.bm25_text, q.filters, q.before,
                                   q.after, q.exclude_ids, q.reference, q.stats)
             rows = sorted({int(r) for _, ids in lists.values() for r in ids.tolist()})
             done = Candidates(q.method, rows, [0.0] * len(rows))  # no list scores: each one computed exactly
             s.first.complete_scores(done, len(rows), q.vector, q.title_vector, q.bm25_text, q.stats)
+            top: list[StoredTicket] = []
+            vecs, copies = None, None
+            if q.rows and rows:
+                ranked = fuse_candidates(s.first.manifest, q.method, q.rows, lists).row_ids
+                top = s.store.get_rows(ranked, with_body=False)
+                if q.vectors and isinstance(s.reranker, Reranker) and top:
+                    vecs = s.target_vectors([t.row_id for t in top])
+                if q.text:
+                    copies = s.near_copies(q.text, done, top)
             if "recency" in lists:
                 rec = lists["recency"][1]
                 by_row = {t.row_id: t.created for t in s.store.get_rows(rec.tolist(), with_body=False)}
                 created = np.array([np.datetime64(by_row[int(r)], "us").astype(np.int64) for r in rec], np.float64)
                 lists["recency"] = (created, rec)
-        return ShardLists(lists, done.per_method)
+        return ShardAnswer(lists, done.per_method, own, rows=top, vectors=vecs, copies=copies)
 
     def rows(self, row_ids: list[int], vectors: bool = False, tokens: bool = False,
              with_body: bool = False) -> ShardRows:

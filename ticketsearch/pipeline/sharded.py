@@ -15,9 +15,11 @@ in-process shards (`LocalShards`), or Ray Serve deployment handles (`service.ray
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,20 +38,50 @@ from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import Tokens
 from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, fuse_candidates
-from ticketsearch.retrieval.lexical import CorpusStats
+from ticketsearch.retrieval.lexical import CorpusStats, tokenize
 from ticketsearch.retrieval.ties import best_first
 from ticketsearch.settings import Settings
 
 from .engine import Prepared, prepare
 from .replica import FollowerServer, ReplicatedShard
 from .search import Query, SearchPipeline
-from .shard import ShardLists, ShardQuery, ShardRows, ShardServer
+from .shard import ShardAnswer, ShardQuery, ShardRows, ShardServer
 from .shared_models import Loaded, SharedModels
 
 log = logging.getLogger("ticketsearch.sharded")
 
 TRAINING_NOT_BUILT = ("training and dedupe jobs on a sharded collection are not built yet: run them on one index "
                       "of the tickets, then split it ('ticketsearch split')")
+
+
+STATS_TRIES = 3  # tries with guessed BM25 statistics before a search scores with the last ones it was given
+EMPTY_STATS = CorpusStats(0, 0, {})  # sent with no guess: the shard answers with its statistics alone
+
+
+class StatsGuess:
+    """The front's guess of each shard's BM25 statistics (documents, their length, each term's document
+    frequency), as the shards last gave them: a guess is checked by the shard before it scores with it, so a
+    wrong one costs a second call, never a wrong score. At most `max_terms` terms per shard are kept."""
+
+    def __init__(self, max_terms: int = 100_000) -> None:
+        self.max_terms = max_terms
+        self._shards: dict[int, tuple[int, int, dict[str, int]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, shard: int, terms: list[str]) -> CorpusStats | None:
+        with self._lock:
+            got = self._shards.get(shard)
+            if got is None or any(t not in got[2] for t in terms):
+                return None
+            return CorpusStats(got[0], got[1], {t: got[2][t] for t in terms if got[2][t] > 0})
+
+    def put(self, shard: int, terms: list[str], stats: CorpusStats) -> None:
+        with self._lock:
+            df = self._shards[shard][2] if shard in self._shards else {}
+            if len(df) + len(terms) > self.max_terms:
+                df = {}
+            df.update((t, stats.df.get(t, 0)) for t in terms)
+            self._shards[shard] = (stats.n, stats.total_len, df)
 
 
 class Pending(Protocol):
@@ -84,7 +116,7 @@ class LocalShards:
                     followers.append(FollowerServer.open_follower(
                         where, settings, partial(primary.changes, replica=where.name), models, poll_s))
                     self.servers.append(followers[-1])
-                client = _Local(primary, self.pool)
+                client = _Local(primary, self.pool, inline=layout.shards == 1 and replicas == 1)
                 self.clients.append(ReplicatedShard(client, [_Local(f, self.pool) for f in followers])
                                     if followers else client)
         except BaseException:
@@ -98,11 +130,21 @@ class LocalShards:
 
 
 class _Local:
-    def __init__(self, server: ShardServer, pool: ThreadPoolExecutor) -> None:
-        self.server, self.pool = server, pool
+    """A shard in this process; `inline`: its calls run in the caller's thread (a collection of one shard, where
+    there is nothing to wait for in parallel)."""
+
+    def __init__(self, server: ShardServer, pool: ThreadPoolExecutor, inline: bool = False) -> None:
+        self.server, self.pool, self.inline = server, pool, inline
 
     def call(self, method: str, *args: Any) -> Pending:
-        return self.pool.submit(self.server.dispatch, method, *args)
+        if not self.inline:
+            return self.pool.submit(self.server.dispatch, method, *args)
+        done: Future[Any] = Future()
+        try:
+            done.set_result(self.server.dispatch(method, *args))
+        except BaseException as exc:  # noqa: BLE001 - raised where the result is read, as from the pool
+            done.set_exception(exc)
+        return done
 
 
 def merge_lists(parts: Sequence[tuple[np.ndarray, np.ndarray]], depth: int, recency: bool = False,
@@ -134,6 +176,8 @@ class ShardedSearch(SearchPipeline):
         self._encoder = encoder
         self._query_encoder = query_encoder
         self._token_cache = None
+        self.guess = StatsGuess()
+        self._fetched = threading.local()  # the last ticket read in this thread, with its vectors
         self.reranker, self.vectors, self.notes = self.load_reranker()
 
     @property
@@ -155,13 +199,17 @@ class ShardedSearch(SearchPipeline):
 
     # ---- stage 1, scattered and gathered ---------------------------------------------------------------
     def first_stage(self, q: Query, method: str, depth: int) -> Candidates:
+        """One call per shard (`ShardServer.search`): the lists, exact scores, and the rows and candidate
+        vectors of each shard's top, with BM25 scored with the collection's statistics summed from the front's
+        guess of each shard's (`StatsGuess`); a guess a write has made wrong costs a second call."""
         t0 = time.perf_counter()
-        # the collection's BM25 statistics, whatever the method: the shards also complete their candidates'
-        # BM25 scores with them (the reranker's pair inputs), as one index scores them
-        stats = CorpusStats.combine(self._all("stats", q.bm25_text))
-        sq = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, stats, q.filters, q.before, q.after,
-                        q.exclude_ids, q.reference)
-        answers: list[ShardLists] = self._all("lists", sq)
+        wants = isinstance(self.reranker, Reranker)
+        base = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, None, q.filters, q.before, q.after,
+                          q.exclude_ids, q.reference, rows=depth, vectors=wants, text=q.text)
+        if len(self.shards) == 1:  # one shard's statistics are the collection's
+            answers: list[ShardAnswer] = self._all("search", base)
+        else:
+            answers = self._search_with_stats(base)
         d = self.first.depth(method, depth)
         merged = {name: merge_lists([a.lists[name] for a in answers if name in a.lists], d, name == "recency")
                   for name in answers[0].lists}
@@ -174,8 +222,42 @@ class ShardedSearch(SearchPipeline):
                                                 f"{cands.owners[int(r)]} and {i}")
             for name, scores in a.complete.items():
                 cands.complete.setdefault(name, {}).update(scores)
+            cands.rows.update((t.row_id, t) for t in a.rows)
+            if a.vectors is not None:
+                cands.vectors.update(zip((t.row_id for t in a.rows), a.vectors))
+            if a.copies is not None:
+                cands.copies.update(zip((t.row_id for t in a.rows), a.copies))
         cands.timings_ms["retrieve"] = (time.perf_counter() - t0) * 1000
         return cands
+
+    def _search_with_stats(self, base: ShardQuery) -> list[ShardAnswer]:
+        """Every shard's answer with BM25 scored with the collection's statistics: the front's guesses of each
+        shard's statistics first (a shard with no guess is asked for its statistics alone, the others wait
+        for it), then as the shards give them when a guess was wrong; the last try has the shards score with
+        the statistics sent even if one has changed again meanwhile (writes on every try)."""
+        terms = sorted(set(tokenize([base.bm25_text])[0]))
+        guesses = [self.guess.get(i, terms) for i in range(len(self.shards))]
+        unknown = [i for i, g in enumerate(guesses) if g is None]
+        if unknown:
+            asked = [self.shards[i].call("search", replace(base, stats=EMPTY_STATS)) for i in unknown]
+            for i, p in zip(unknown, asked):
+                guesses[i] = self._learn(i, terms, p.result())
+        for attempt in range(STATS_TRIES):
+            known = [g for g in guesses if g is not None]
+            total = CorpusStats.combine(known)
+            pending = [s.call("search", replace(base, stats=total, own=g, force=attempt == STATS_TRIES - 1))
+                       for s, g in zip(self.shards, guesses)]
+            answers: list[ShardAnswer] = [p.result() for p in pending]
+            guesses = [self._learn(i, terms, a) for i, a in enumerate(answers)]
+            if not any(a.stale for a in answers):
+                return answers
+        raise AssertionError("unreachable: the last try is forced")  # pragma: no cover
+
+    def _learn(self, shard: int, terms: list[str], answer: ShardAnswer) -> CorpusStats | None:
+        if answer.stats is None:
+            return None
+        self.guess.put(shard, terms, answer.stats)
+        return answer.stats
 
     def complete(self, q: Query, cands: Candidates, upto: int) -> None:
         """As `FirstStage.complete_scores`, from the scores each shard computed for its own candidates."""
@@ -204,11 +286,22 @@ class ShardedSearch(SearchPipeline):
         return rows, vecs, toks
 
     def candidate_rows(self, cands: Candidates, row_ids: list[int], with_body: bool = False) -> list[StoredTicket]:
-        """The rows, and (one trip) the reranker's candidate vectors of them, kept with the candidates."""
+        """The rows, and (one trip) the reranker's candidate vectors of them, kept with the candidates: those
+        the shards' answers did not bring are asked of their owners."""
         wants = isinstance(self.reranker, Reranker)
-        rows, vecs, _ = self._fetch(cands, row_ids, vectors=wants, with_body=with_body)
-        cands.vectors.update(vecs)
-        return [rows[r] for r in row_ids if r in rows]
+        have: dict[int, StoredTicket] = {} if with_body else cands.rows
+        missing = [r for r in row_ids if r not in have or (wants and r not in cands.vectors)]
+        if missing:
+            rows, vecs, _ = self._fetch(cands, missing, vectors=wants, with_body=with_body)
+            cands.vectors.update(vecs)
+            have = {**have, **rows}
+        return [have[r] for r in row_ids if r in have]
+
+    def near_copies(self, text: str, cands: Candidates, rows: list[StoredTicket]) -> list[bool]:
+        """As the shards found them for the rows their answers brought; the others tested here."""
+        rest = [t for t in rows if t.row_id not in cands.copies]
+        found = dict(zip([t.row_id for t in rest], super().near_copies(text, cands, rest))) if rest else {}
+        return [cands.copies[t.row_id] if t.row_id in cands.copies else found[t.row_id] for t in rows]
 
     def target_vectors(self, row_ids: list[int], cands: Candidates | None = None) -> np.ndarray:
         assert cands is not None
@@ -222,11 +315,18 @@ class ShardedSearch(SearchPipeline):
         return [toks[r] for r in row_ids]
 
     def ticket(self, ticket_id: str) -> StoredTicket:
-        src, _, _ = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id).result()
+        """The ticket, and (the same call) its vectors, kept for `ticket_vectors` in this thread."""
+        src, vecs, _ = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id, True).result()
+        self._fetched.item = (src, vecs)
         return src
 
     def ticket_vectors(self, src: StoredTicket) -> tuple[np.ndarray, np.ndarray]:
-        _, vecs, _ = self.shards[self.layout.owner(src.id)].call("ticket", src.id, True).result()
+        kept = getattr(self._fetched, "item", None)
+        self._fetched.item = None
+        if kept is not None and kept[0] is src:
+            vecs = kept[1]
+        else:
+            _, vecs, _ = self.shards[self.layout.owner(src.id)].call("ticket", src.id, True).result()
         if vecs is None:
             raise KeyError(src.id)
         return vecs
