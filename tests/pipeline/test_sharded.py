@@ -305,7 +305,7 @@ def test_read_replicas_answer_as_the_primary_and_see_every_write(trained_index: 
             assert "REP-1" not in got and "REP-2" in got
             assert eng.get("REP-2")["title"] == "Quantum flux capacitor 2 is back"
         for p, f in zip(primaries, followers):
-            assert f.reads >= 8 and f.position == p.seq()  # it answered reads (half of 20 searches), caught up by them alone
+            assert f.reads >= 8 and f.position == p.seq()  # it answered reads (half of 20), caught up by them
             assert rows_of(f) == rows_of(p)
             p.checkpoint()  # the primary's log keeps what its replica may not have pulled (after its last ask)
             asked = p.engine.store.replica_seqs()[f"shard-{primaries.index(p):03d}-r1"]
