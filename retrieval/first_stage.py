@@ -7,6 +7,7 @@ It takes a query's vectors and text as already computed (`pipeline.search.Query`
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ class VectorSearch(Protocol):
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
     def reconstruct(self, row_id: int) -> np.ndarray: ...
+    def reconstruct_many(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]: ...
     def ids(self) -> np.ndarray: ...
 
 
@@ -141,12 +143,11 @@ class FirstStage:
             if q is None:
                 continue
             have = cands.per_method.setdefault(name, {})
-            for r in rows:
-                if r not in have:
-                    try:
-                        have[r] = float(np.dot(index.reconstruct(r), q))
-                    except KeyError:
-                        pass
+            missing = [r for r in rows if r not in have]
+            vecs = index.reconstruct_many(missing)  # one pass (a row the index lacks has no score)
+            for r in missing:
+                if r in vecs:
+                    have[r] = float(np.dot(vecs[r], q))
         have = cands.per_method.setdefault("bm25", {})
         missing = [r for r in rows if r not in have]
         if missing:

@@ -311,6 +311,20 @@ class LiveVectors(Live[VectorIndex, np.ndarray]):
             return change[1]
         return self.base.reconstruct(row_id)
 
+    def reconstruct_many(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The live vectors of these rows (those that exist): changed rows from the overlay, the rest from the
+        base in one pass."""
+        out: dict[int, np.ndarray] = {}
+        rest = []
+        for r in row_ids:
+            change = self.changes.get(int(r))
+            if change is None:
+                rest.append(int(r))
+            elif change[1] is not None:
+                out[int(r)] = change[1]
+        out.update(self.base.reconstruct_many(rest))
+        return out
+
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         if not self.changes:

@@ -8,6 +8,7 @@ uses FAISS's IDSelector otherwise, so that a filtered search still returns k hit
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
@@ -117,6 +118,22 @@ class VectorIndex:
             return np.asarray(self.index.reconstruct(int(row_id)))
         except RuntimeError:
             raise KeyError(row_id) from None
+
+    def reconstruct_many(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of these rows (those the index holds), in one pass where every row is held."""
+        if not row_ids:
+            return {}
+        try:
+            got = np.asarray(self.index.reconstruct_batch(np.asarray(row_ids, np.int64)))
+            return dict(zip((int(r) for r in row_ids), got))
+        except RuntimeError:  # a row the index does not hold: one at a time, without it
+            out: dict[int, np.ndarray] = {}
+            for r in row_ids:
+                try:
+                    out[int(r)] = self.reconstruct(r)
+                except KeyError:
+                    pass
+            return out
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None

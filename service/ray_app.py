@@ -256,11 +256,13 @@ def wait_for_app(name: str, timeout_s: float = DEPLOY_TIMEOUT_S) -> Any:
 
 
 def front_app(root: Path, settings: Settings, shards: int, replicas: int,
-              autoscale: tuple[int, int] | None = None, shard_replicas: int = 1) -> Any:
+              autoscale: tuple[int, int] | None = None, shard_replicas: int = 1, serve_batching: bool = False) -> Any:
     """The front deployment bound to its arguments (what `serve.run` deploys; a cluster's config can name
     `ticketsearch.service.ray_app:front_app` with the same arguments). `replicas`: the front's; `autoscale`
     (MIN, MAX): Serve's replica autoscaling in its place, aiming at TARGET_ONGOING requests per replica;
-    `shard_replicas`: copies of each shard (the primary and read replicas). `settings` (the index's and models')
+    `shard_replicas`: copies of each shard (the primary and read replicas); `serve_batching`: the encoder passes
+    batched by Serve's request batching (`ServeBatcher`) instead of the front's own encoder thread, the default
+    (the measurement in docs/RESULTS.md). `settings` (the index's and models')
     travel as the deployment's arguments; the service's own (API keys, webhook secrets, admission) do not: each
     front replica reads them from its environment (a local Ray's workers inherit the driver's)."""
     from ray import serve  # deferred: Ray
@@ -272,7 +274,7 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int,
 
         configure_logging("INFO")
         return create_app(None, Settings(**settings_dict), root=Path(root), connect_shards=RayConnector(shard_replicas),
-                          default_shards=shards, make_batcher=ServeBatcher)
+                          default_shards=shards, make_batcher=ServeBatcher if serve_batching else None)
 
     scale: dict[str, Any] = {"num_replicas": replicas} if autoscale is None else {"autoscaling_config": {
         "min_replicas": autoscale[0], "max_replicas": autoscale[1], "target_ongoing_requests": TARGET_ONGOING}}

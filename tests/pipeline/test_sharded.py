@@ -463,3 +463,35 @@ def test_a_search_is_one_call_per_shard(trained_index: Path, tmp_path: Path, set
         eng.close()
         models.close()
         one.close()
+
+
+def test_candidates_a_shard_did_not_bring_are_asked_of_their_owner(sharded: Path, settings, encoder) -> None:
+    """A candidate of the collection's top that was outside its shard's own top comes without its row and
+    vector: the front asks its owner for them (one more call) and answers as if it had come."""
+    models = SharedModels(settings)
+    eng = ShardedEngine(sharded, settings, models)
+    eng.start()
+    s = eng.searcher
+    assert s is not None
+    s._query_encoder = encoder
+    try:
+        q = s.query(QUERIES[0], tokens=True)
+        full = s.first_stage(q, "hybrid", 100)
+        want, _ = s.rerank(q, full, 10)
+        calls: list[tuple[int, str]] = []
+        s.shards = [Counted(c, calls, i) for i, c in enumerate(s.shards)]
+        cut = s.first_stage(q, "hybrid", 100)
+        dropped = cut.row_ids[:100:3]
+        for r in dropped:
+            cut.rows.pop(r, None)
+            cut.vectors.pop(r, None)
+            cut.copies.pop(r, None)
+        calls.clear()
+        got, _ = s.rerank(q, cut, 10)
+        assert [(h.id, h.score, h.near_copy) for h in got] == [(h.id, h.score, h.near_copy) for h in want]
+        rows_calls = [i for i, m in calls if m == "rows"]  # and bodies, to test the dropped ones for near copies
+        assert {m for _, m in calls} <= {"rows", "bodies"} and sorted(rows_calls) == sorted({cut.owners[r]
+                                                                                          for r in dropped})
+    finally:
+        eng.close()
+        models.close()

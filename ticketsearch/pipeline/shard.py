@@ -53,6 +53,7 @@ class ShardQuery:
     rows: int = 0  # the rows of the top `rows` of the shard's own fused list come with the answer
     vectors: bool = False  # and the reranker's candidate vectors of those rows
     text: str = ""  # the query's text: which of those rows are its near copies (`pipeline.copies`)
+    only: bool = False  # the collection's only shard: its fusion is the collection's (`ShardAnswer.fused`)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ShardAnswer:
     rows: list[StoredTicket] = field(default_factory=list)
     vectors: np.ndarray | None = None
     copies: list[bool] | None = None  # whether each of `rows` is a near copy of `ShardQuery.text`
+    fused: Candidates | None = None  # the only shard's candidates, as one index's first stage gives them
 
 
 @dataclass
@@ -149,18 +151,21 @@ class ShardServer:
                     return ShardAnswer({}, {}, own, stale=True)
             lists = s.first.lists(q.method, q.k, q.vector, q.title_vector, q.bm25_text, q.filters, q.before,
                                   q.after, q.exclude_ids, q.reference, q.stats)
-            rows = sorted({int(r) for _, ids in lists.values() for r in ids.tolist()})
+            fused = fuse_candidates(s.first.manifest, q.method, q.k, lists) if q.rows or q.only else None
+            ranked = fused.row_ids[:q.rows] if fused is not None else []
+            # every method's exact score: of the rows in any list, for the front to fuse and complete the
+            # collection's top with; the only shard's top is the collection's, so of its top alone
+            rows = ranked if q.only else sorted({int(r) for _, ids in lists.values() for r in ids.tolist()})
             done = Candidates(q.method, rows, [0.0] * len(rows))  # no list scores: each one computed exactly
             s.first.complete_scores(done, len(rows), q.vector, q.title_vector, q.bm25_text, q.stats)
-            top: list[StoredTicket] = []
+            top: list[StoredTicket] = s.store.get_rows(ranked, with_body=False) if ranked else []
             vecs, copies = None, None
-            if q.rows and rows:
-                ranked = fuse_candidates(s.first.manifest, q.method, q.rows, lists).row_ids
-                top = s.store.get_rows(ranked, with_body=False)
-                if q.vectors and isinstance(s.reranker, Reranker) and top:
-                    vecs = s.target_vectors([t.row_id for t in top])
-                if q.text:
-                    copies = s.near_copies(q.text, done, top)
+            if q.vectors and isinstance(s.reranker, Reranker) and top:
+                vecs = s.target_vectors([t.row_id for t in top])
+            if q.text and top:
+                copies = s.near_copies(q.text, done, top)
+            if q.only:
+                return ShardAnswer({}, done.per_method, own, rows=top, vectors=vecs, copies=copies, fused=fused)
             if "recency" in lists:
                 rec = lists["recency"][1]
                 by_row = {t.row_id: t.created for t in s.store.get_rows(rec.tolist(), with_body=False)}

@@ -206,14 +206,17 @@ class ShardedSearch(SearchPipeline):
         wants = isinstance(self.reranker, Reranker)
         base = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, None, q.filters, q.before, q.after,
                           q.exclude_ids, q.reference, rows=depth, vectors=wants, text=q.text)
-        if len(self.shards) == 1:  # one shard's statistics are the collection's
-            answers: list[ShardAnswer] = self._all("search", base)
+        if len(self.shards) == 1:  # one shard: its statistics and its fusion are the collection's
+            answers: list[ShardAnswer] = self._all("search", replace(base, only=True))
+            cands = answers[0].fused
+            assert cands is not None
+            cands.owners.update((r, 0) for r in cands.row_ids)
         else:
             answers = self._search_with_stats(base)
-        d = self.first.depth(method, depth)
-        merged = {name: merge_lists([a.lists[name] for a in answers if name in a.lists], d, name == "recency")
-                  for name in answers[0].lists}
-        cands = fuse_candidates(self.manifest, method, depth, merged)
+            d = self.first.depth(method, depth)
+            merged = {name: merge_lists([a.lists[name] for a in answers if name in a.lists], d, name == "recency")
+                      for name in answers[0].lists}
+            cands = fuse_candidates(self.manifest, method, depth, merged)
         for i, a in enumerate(answers):
             for _, ids in a.lists.values():
                 for r in ids.tolist():
