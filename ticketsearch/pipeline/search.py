@@ -256,19 +256,18 @@ class SearchPipeline:
         if like is not None:
             if text or title:
                 raise QueryError("give either a query text or --like ID, not both")
-            src = self.ticket(like)
+            src, vecs, toks = self.like_ticket(like, tokens)
             q = Query(text=ticket_text(schema, src.title, src.body), title=src.title,
                       bm25_text=bm25_text(src.title, src.body), values={**src.values, **values}, created=src.created,
                       filters=filters, before=before_dt, after=after_dt, exclude_ids=[like],
                       reference=min(before_dt, src.created) if before_dt else src.created)
             if need_vec:
-                try:
-                    q.vector, q.title_vector = self.ticket_vectors(src)
-                except KeyError:
+                if vecs is not None:
+                    q.vector, q.title_vector = vecs
+                else:
                     q.vector = self.encoder.encode([q.text])[0]
                     q.title_vector = self.encoder.encode([src.title])[0]
-            if tokens:
-                q.tokens = self.ticket_tokens(src)
+            q.tokens = toks
             return q
         head, body = (title or "").strip(), (text or "").strip()
         if not head and not body:
@@ -400,6 +399,18 @@ class SearchPipeline:
 
     def ticket_tokens(self, src: StoredTicket) -> Tokens:
         return self._tokens_for([src.row_id])[0]
+
+    def like_ticket(self, ticket_id: str, tokens: bool = False,
+                    ) -> tuple[StoredTicket, tuple[np.ndarray, np.ndarray] | None, Tokens | None]:
+        """What a search `like` an indexed ticket reads of it (one read of its shard, sharded): the ticket
+        (NotFoundError if none), its text and title vectors (None where the index lacks them) and, when
+        `tokens`, its token states."""
+        src = self.ticket(ticket_id)
+        try:
+            vecs: tuple[np.ndarray, np.ndarray] | None = self.ticket_vectors(src)
+        except KeyError:
+            vecs = None
+        return src, vecs, self.ticket_tokens(src) if tokens else None
 
     def complete(self, q: Query, cands: Candidates, upto: int) -> None:
         """Every method's exact score for the first `upto` candidates (`FirstStage.complete_scores`)."""

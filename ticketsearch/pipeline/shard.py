@@ -187,16 +187,9 @@ class ShardServer:
     def ticket(self, ticket_id: str, vectors: bool = False,
                tokens: bool = False) -> tuple[StoredTicket, tuple[np.ndarray, np.ndarray] | None, Tokens | None]:
         """An indexed ticket (NotFoundError if none), its text and title vectors and its token states."""
-        s = self._searcher
         with self.engine.lock.read():
-            src = s.store.get(ticket_id)
-            vecs = None
-            if vectors:
-                try:
-                    vecs = s.ticket_vectors(src)
-                except KeyError:
-                    vecs = None
-            return src, vecs, s.ticket_tokens(src) if tokens else None
+            src, vecs, toks = self._searcher.like_ticket(ticket_id, tokens)
+        return src, vecs if vectors else None, toks
 
     def bodies(self, ids: list[str]) -> dict[str, str]:
         with self.engine.lock.read():

@@ -1,12 +1,14 @@
 """A sharded collection's front: the search pipeline of one index, with every read of the index asked of the
 shards (`pipeline.shard.ShardServer`), and the engine interface the service's routes use.
 
-A query is encoded once here. Then (1) every shard gives its BM25 statistics for the query's terms, summed into
-the collection's; (2) every shard gives its top list per method with raw scores (BM25 scored with the
-collection's statistics, so as one index would), which are merged per method and fused as one index fuses
-them (`first_stage.fuse_candidates`; ties by row id, unique across shards); (3) the owners of the top
-candidates give their rows, the reranker's candidate vectors and, to explain, token states; the reranker runs
-here (`SearchPipeline.rerank`, unchanged). Writes go to the shard that owns the id (`sharding.shard_of`).
+A query is encoded once here, then each shard is asked once (`ShardServer.search`): its top list per method
+with raw scores (BM25 scored with the collection's statistics, so as one index would), every method's exact
+score of those rows, and the rows, the reranker's candidate vectors and near-copy tests of the top of its own
+fusion. The lists are merged per method and fused as one index fuses them (`first_stage.fuse_candidates`; ties
+by row id, unique across shards); the reranker runs here (`SearchPipeline.rerank`, unchanged), asking an owner
+only for what its answer did not bring. The collection's BM25 statistics are the sum of the front's guesses of
+each shard's (`StatsGuess`), which each shard checks before it scores. A collection of one shard is answered
+by its shard's own fusion. Writes go to the shard that owns the id (`sharding.shard_of`).
 
 The shards are reached through `ShardClient.call(method, *args) -> object with .result()`: a thread pool over
 in-process shards (`LocalShards`), or Ray Serve deployment handles (`service.ray_app`).
@@ -177,7 +179,6 @@ class ShardedSearch(SearchPipeline):
         self._query_encoder = query_encoder
         self._token_cache = None
         self.guess = StatsGuess()
-        self._fetched = threading.local()  # the last ticket read in this thread, with its vectors
         self.reranker, self.vectors, self.notes = self.load_reranker()
 
     @property
@@ -318,21 +319,20 @@ class ShardedSearch(SearchPipeline):
         return [toks[r] for r in row_ids]
 
     def ticket(self, ticket_id: str) -> StoredTicket:
-        """The ticket, and (the same call) its vectors, kept for `ticket_vectors` in this thread."""
-        src, vecs, _ = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id, True).result()
-        self._fetched.item = (src, vecs)
+        src, _, _ = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id).result()
         return src
 
     def ticket_vectors(self, src: StoredTicket) -> tuple[np.ndarray, np.ndarray]:
-        kept = getattr(self._fetched, "item", None)
-        self._fetched.item = None
-        if kept is not None and kept[0] is src:
-            vecs = kept[1]
-        else:
-            _, vecs, _ = self.shards[self.layout.owner(src.id)].call("ticket", src.id, True).result()
+        _, vecs, _ = self.shards[self.layout.owner(src.id)].call("ticket", src.id, True).result()
         if vecs is None:
             raise KeyError(src.id)
         return vecs
+
+    def like_ticket(self, ticket_id: str, tokens: bool = False,
+                    ) -> tuple[StoredTicket, tuple[np.ndarray, np.ndarray] | None, Tokens | None]:
+        """The ticket, its vectors and (when `tokens`) token states: one call to its shard."""
+        src, vecs, toks = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id, True, tokens).result()
+        return src, vecs, toks
 
     def ticket_tokens(self, src: StoredTicket) -> Tokens:
         _, _, toks = self.shards[self.layout.owner(src.id)].call("ticket", src.id, False, True).result()
