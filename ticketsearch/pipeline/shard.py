@@ -162,8 +162,11 @@ class ShardServer:
             vecs, copies = None, None
             if q.vectors and isinstance(s.reranker, Reranker) and top:
                 vecs = s.target_vectors([t.row_id for t in top])
-            if q.text and top:
-                copies = s.near_copies(q.text, done, top)
+            if q.text and top:  # with the dense scores the front will have: the list's, else the exact one
+                assert fused is not None
+                seen = Candidates(q.method, ranked, [], {"dense": {**done.per_method.get("dense", {}),
+                                                                   **fused.per_method.get("dense", {})}})
+                copies = s.near_copies(q.text, seen, top)
             if q.only:
                 return ShardAnswer({}, done.per_method, own, rows=top, vectors=vecs, copies=copies, fused=fused)
             if "recency" in lists:
