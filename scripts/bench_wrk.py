@@ -21,13 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_sharded import wait_quiet  # noqa: E402  (the same wait for a quiet machine)
 from tests.service.server import Server  # noqa: E402
 from ticketsearch.atomic import atomic_write_json  # noqa: E402
 
@@ -70,6 +73,31 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
             "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None}
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (/proc/stat)."""
+    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(pid: int, run: Callable[[], dict]) -> dict:
+    """A wrk run with where the CPU went: the server's CPU per search and cores in use, the machine's busy share
+    (wrk's own included)."""
+    b0, t0 = machine_cpu()
+    p0, w0 = process_cpu_s(pid), time.monotonic()
+    out = run()
+    b1, t1 = machine_cpu()
+    used, wall = process_cpu_s(pid) - p0, time.monotonic() - w0
+    searches = out["searches_per_s"] * out["seconds"]
+    return {**out, "server_cpu_ms_per_search": round(used / max(searches, 1) * 1000, 2),
+            "server_cores_busy": round(used / wall, 2), "machine_busy_share": round((b1 - b0) / max(1, t1 - t0), 3)}
+
+
 def time_to_ready(srv: Server) -> dict:
     t0 = time.monotonic()
     srv.start(wait_ready=False)
@@ -103,7 +131,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("error: wrk is not installed (apt-get install wrk)")
     env = {"TICKETSEARCH_API_KEYS": f"{KEY}:read", "TICKETSEARCH_THREADS": "2", "HF_HUB_OFFLINE": "1"}
-    report = {"command": f"python scripts/bench_wrk.py --index {a.index} --seconds {a.seconds}"
+    report: dict[str, Any] = {"command": f"python scripts/bench_wrk.py --index {a.index} --seconds {a.seconds}"
                          + (f" --baseline-tree {a.baseline_tree}" if a.baseline_tree else ""),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "index": str(a.index),
               "this_tree": measure(a.index, env, a.seconds)}
@@ -131,12 +159,14 @@ def measure(index: Path, env: dict[str, str], seconds: int) -> dict:
         srv = Server(work / "idx", work / "server.log", env=env).start()
         try:
             script = lua_script(work / "search.lua")
+            quiet = wait_quiet()  # the write encoder loads in the background after ready: not timed as searches
             wrk(srv.url, script, 4, 3)  # warm
-            one = wrk(srv.url, script, 1, seconds)
-            many = wrk(srv.url, script, 32, seconds)
+            assert srv.proc is not None
+            one = with_cpu(srv.proc.pid, lambda: wrk(srv.url, script, 1, seconds))
+            many = with_cpu(srv.proc.pid, lambda: wrk(srv.url, script, 32, seconds))
         finally:
             srv.stop()
-    return {"serve_starts": starts, "one": one, "thirty_two": many,
+    return {"serve_starts": starts, "waited_for_quiet_s": quiet, "one": one, "thirty_two": many,
             "ratio_32_over_1": round(many["searches_per_s"] / one["searches_per_s"], 2)}
 
 
