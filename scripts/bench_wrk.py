@@ -4,7 +4,8 @@ searches (k 10) at 1 and at 32 connections for 20 s each with `wrk` (the OS pack
     python scripts/bench_wrk.py --index demo/index --out docs/bench_wrk.json
 
 The server is a real `ticketsearch serve` process on 127.0.0.1 (`tests/service/server.py`) with one read key,
-`TICKETSEARCH_THREADS=2`; wrk runs with one thread on the same two cores (so both figures include its cost).
+`TICKETSEARCH_THREADS=2` (`--threads`); wrk runs with one thread on the same two cores (so both figures
+include its cost).
 Time to ready: from the process's start to the first 200 from /readyz, polled every 20 ms, three starts; then
 the first search's latency (it may still wait for nothing: the fp32 model loads in the background).
 """
@@ -123,6 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2, help="the server's TICKETSEARCH_THREADS")
     ap.add_argument("--out", type=Path, default=Path("docs/bench_wrk.json"))
     ap.add_argument("--baseline-tree", type=Path,
                     help="another checkout of this repository (e.g. `git archive REV | tar -x -C DIR`): measured in "
@@ -130,8 +132,9 @@ def main() -> None:
     a = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("error: wrk is not installed (apt-get install wrk)")
-    env = {"TICKETSEARCH_API_KEYS": f"{KEY}:read", "TICKETSEARCH_THREADS": "2", "HF_HUB_OFFLINE": "1"}
-    report: dict[str, Any] = {"command": f"python scripts/bench_wrk.py --index {a.index} --seconds {a.seconds}"
+    env = {"TICKETSEARCH_API_KEYS": f"{KEY}:read", "TICKETSEARCH_THREADS": str(a.threads), "HF_HUB_OFFLINE": "1"}
+    report: dict[str, Any] = {"command": f"python scripts/bench_wrk.py --index {a.index} --seconds {a.seconds} "
+                                         f"--threads {a.threads}"
                          + (f" --baseline-tree {a.baseline_tree}" if a.baseline_tree else ""),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "index": str(a.index),
               "this_tree": measure(a.index, env, a.seconds)}
