@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from ticketsearch.atomic import atomic_write_json
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.settings import Settings
 
@@ -62,24 +63,52 @@ def resolve_device(device: str) -> str:
     return device
 
 
-_CONTENT_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> content hash
+_CONTENT_HASHES: dict[tuple[str, int, int, int, int], str] = {}  # (path, size, mtime_ns, ctime_ns, inode) -> hash
 
 
-def file_hash(path: Path) -> str:
-    """The blake2b hash of a file's content, computed once per (path, size, mtime) in this process."""
+def _file_key(path: Path) -> tuple[str, int, int, int, int]:
+    """What changes when a file's content may have: its size and times, and the inode (a file swapped in by a
+    rename). ctime cannot be set back by a user, so a rewrite that restores size and mtime still changes it."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _CONTENT_HASHES:
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def file_hash(path: Path, cache_dir: Path | None = None) -> str:
+    """The blake2b hash of a file's content, computed once per `_file_key` in this process, and, given a
+    `cache_dir`, once per machine (kept under cache_dir/hashes/: a fresh process reads it instead of the
+    weights' hundreds of MB)."""
+    key = _file_key(path)
+    if key in _CONTENT_HASHES:
+        return _CONTENT_HASHES[key]
+    kept = None
+    if cache_dir is not None:
+        kept = Path(cache_dir).expanduser() / "hashes" / (hashlib.blake2b(repr(key).encode(), digest_size=16)
+                                                           .hexdigest() + ".json")
+        try:
+            saved = json.loads(kept.read_text("utf-8"))
+            if saved.get("key") == list(key) and isinstance(saved.get("hash"), str):
+                _CONTENT_HASHES[key] = saved["hash"]
+                return _CONTENT_HASHES[key]
+        except (OSError, ValueError, AttributeError):
+            pass
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if _file_key(path) == key:  # unchanged while it was read: keep it
         _CONTENT_HASHES[key] = h.hexdigest()
-    return _CONTENT_HASHES[key]
+        if kept is not None:
+            try:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(kept, {"key": list(key), "hash": h.hexdigest()})
+            except OSError:  # a cache that cannot be written costs the next process a read, nothing more
+                pass
+    return h.hexdigest()
 
 
-def fingerprint(path: Path) -> str:
-    """A model directory's identity: its configs and the content of its weights (a fine-tuned copy differs)."""
+def fingerprint(path: Path, cache_dir: Path | None = None) -> str:
+    """A model directory's identity: its configs and the content of its weights (a fine-tuned copy differs).
+    `cache_dir`: where the weights' content hash is kept between processes (`file_hash`)."""
     h = hashlib.blake2b(digest_size=8)
     for name in ("config.json", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
         p = path / name
@@ -89,7 +118,7 @@ def fingerprint(path: Path) -> str:
     for name in ("model.safetensors", "pytorch_model.bin"):
         p = path / name
         if p.is_file():
-            h.update(f"{name}:{file_hash(p)}".encode())
+            h.update(f"{name}:{file_hash(p, cache_dir)}".encode())
     return h.hexdigest()
 
 
@@ -114,11 +143,13 @@ class ModelIdentity:
     key: str
 
 
-def model_identity(model: str, max_seq_length: int) -> ModelIdentity:
-    """The one rule for a model's identity (`Encoder.key` is this key): name, weights' fingerprint, length."""
+def model_identity(model: str, max_seq_length: int, cache_dir: Path | None = None) -> ModelIdentity:
+    """The one rule for a model's identity (`Encoder.key` is this key): name, weights' fingerprint, length.
+    `cache_dir` (settings.cache_dir): the weights' hash is kept there between processes."""
     model_dir = resolve_model_dir(model)
     name = "all-MiniLM-L6-v2" if model in BUILTIN_MODELS else model_name(model_dir)
-    return ModelIdentity(name, model_dir, max_seq_length, f"{name}|{fingerprint(model_dir)}|seq{max_seq_length}")
+    return ModelIdentity(name, model_dir, max_seq_length,
+                         f"{name}|{fingerprint(model_dir, cache_dir)}|seq{max_seq_length}")
 
 
 def as_array(x: Any, dtype: Any = None) -> np.ndarray:
@@ -159,7 +190,8 @@ class Encoder:
         hf_logging.disable_progress_bar()
 
         self.settings = settings
-        self.identity = model_identity(model or self.settings.model, self.settings.max_seq_length)
+        self.identity = model_identity(model or self.settings.model, self.settings.max_seq_length,
+                                       self.settings.cache_dir)
         self.model_dir = self.identity.model_dir
         self.name = self.identity.name
         self.device = resolve_device(device or self.settings.device)

@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("docs/bench_cli.json"))
+    ap.add_argument("--baseline-tree", type=Path, help="another checkout (`git archive REV | tar -x -C DIR`): its "
+                    "default path measured in the same run (PYTHONPATH), for a ratio")
     a = ap.parse_args()
     args = [exe(), "search", "--index", str(a.index), QUERY, "-k", "5"]
     base = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -90,6 +92,12 @@ def main() -> None:
         "same_top5": default["ids"] == torch_path["ids"],
         "imports_default": imports(args, base),
     }
+    if a.baseline_tree:
+        result["command"] += f" --baseline-tree {a.baseline_tree}"
+        other = timed(args, {**base, "PYTHONPATH": str(a.baseline_tree.resolve())}, a.runs)
+        result["baseline_tree"] = {"path": str(a.baseline_tree), "default": other,
+                                   "this_over_baseline": round(default["median_s"] / other["median_s"], 3),
+                                   "same_top5": other["ids"] == default["ids"]}
     atomic_write_json(a.out, result)
     print(json.dumps(result, indent=2))
 

@@ -38,3 +38,34 @@ def test_one_pass_gives_pooled_and_token_states(encoder) -> None:
 def test_bad_model_path() -> None:
     with pytest.raises(TicketsearchError, match="not 'minilm'"):
         resolve_model_dir("/nonexistent/model")
+
+
+def test_a_weights_hash_is_kept_per_machine_and_follows_every_rewrite(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The weights' content hash (the model's identity) is read once per machine: a fresh process takes it from
+    the cache; a rewrite of the file, even one that restores its size and mtime, is hashed again."""
+    import os
+
+    from ticketsearch.retrieval import encoder as enc
+
+    weights, cache = tmp_path / "model.safetensors", tmp_path / "cache"
+    weights.write_bytes(b"a" * 5000)
+    first = enc.file_hash(weights, cache)
+    assert len(list((cache / "hashes").iterdir())) == 1
+    enc._CONTENT_HASHES.clear()  # a fresh process: the hash comes from the cache, the file is not read
+
+    def no_read(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("read the weights again")
+
+    monkeypatch.setattr(enc, "open", no_read, raising=False)
+    assert enc.file_hash(weights, cache) == first
+    monkeypatch.undo()
+    st = weights.stat()
+    weights.write_bytes(b"b" * 5000)  # the same size, the old mtime put back: ctime still moves
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    enc._CONTENT_HASHES.clear()
+    second = enc.file_hash(weights, cache)
+    assert second != first and second == enc.file_hash(weights)  # as hashed without a cache
+    blocker = tmp_path / "a-file"  # a cache that cannot be read or written costs a read, nothing else
+    blocker.write_text("not a folder")
+    enc._CONTENT_HASHES.clear()
+    assert enc.file_hash(weights, blocker) == second

@@ -196,7 +196,7 @@ class SearchPipeline:
             if self._encoder is not None:
                 self._identity = self._encoder.identity
             else:
-                ident = model_identity(self.manifest.model, self.manifest.max_seq_length)
+                ident = model_identity(self.manifest.model, self.manifest.max_seq_length, self.settings.cache_dir)
                 if ident.key != self.manifest.model_key:
                     raise TicketsearchError(f"{self.dir.root} was built with model {self.manifest.model_key}; the "
                                             f"model found is {ident.key}")

@@ -140,7 +140,7 @@ class SharedModels:
     def _build(self, model: str, max_seq_length: int) -> Loaded:
 
         settings = self.settings.model_copy(update={"max_seq_length": max_seq_length})
-        identity = model_identity(model, max_seq_length)
+        identity = model_identity(model, max_seq_length, settings.cache_dir)
         query_encoder: Any = lite_query_encoder(identity, settings)
         encoder: Encoder | LazyEncoder
         if query_encoder is not None:  # queries need no torch: the fp32 model loads beside the service
