@@ -38,7 +38,8 @@ class Settings(BaseSettings):
                                description="ONNX Runtime threads for a query pass; 0 = `threads`, else the cores.")
     cache_dir: Path = Field(
         default=Path("~/.cache/ticketsearch"),
-        description="Per-machine cache (the exported ONNX query encoder, keyed by the model's identity).",
+        description="Per-machine cache (the exported ONNX query encoder, keyed by the model's identity; the "
+                    "weights' content hashes).",
     )
     search_threads: int = Field(default=1, ge=0, le=256,
                                 description="FAISS (OpenMP) threads for searching; 0 keeps the library default.")
