@@ -67,7 +67,7 @@ class Candidates:
     complete: dict[str, dict[int, float]] = field(default_factory=dict)
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
     rows: dict[int, Any] = field(default_factory=dict)
-    copies: dict[int, bool] = field(default_factory=dict)  # whether each of those rows is a near copy
+    shares: dict[int, float | None] = field(default_factory=dict)  # the words each shares with the query
 
     def __len__(self) -> int:
         return len(self.row_ids)

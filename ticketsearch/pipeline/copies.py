@@ -25,14 +25,25 @@ def shared_words(a: str, b: str) -> float:
     return len(wa & wb) / len(wa | wb)
 
 
-def near_copies(query_text: str, cosines: Sequence[float | None],
-                texts: Callable[[list[int]], list[str]]) -> list[bool]:
-    """Which candidates are near copies of the query. `cosines`: each candidate's dense cosine (None: unknown);
-    `texts(positions)`: the full texts of the candidates at those positions (read only for the few that pass the
-    cosine test)."""
-    close = [i for i, c in enumerate(cosines) if c is not None and c >= MIN_COSINE]
-    out = [False] * len(cosines)
+def word_shares(query_text: str, cosines: Sequence[float | None], texts: Callable[[list[int]], list[str]],
+                floor: float = MIN_COSINE) -> list[float | None]:
+    """Each candidate's `shared_words` with the query where its dense cosine is at least `floor` (None for the
+    others). `cosines`: each candidate's dense cosine (None: unknown); `texts(positions)`: the full texts of the
+    candidates at those positions (read only for the few that pass)."""
+    close = [i for i, c in enumerate(cosines) if c is not None and c >= floor]
+    out: list[float | None] = [None] * len(cosines)
     if close:
         for i, text in zip(close, texts(close)):
-            out[i] = shared_words(query_text, text) >= MIN_SHARED
+            out[i] = shared_words(query_text, text)
     return out
+
+
+def is_near_copy(cosine: float | None, share: float | None) -> bool:
+    """The rule: a dense cosine of at least MIN_COSINE and at least MIN_SHARED of the words."""
+    return cosine is not None and cosine >= MIN_COSINE and share is not None and share >= MIN_SHARED
+
+
+def near_copies(query_text: str, cosines: Sequence[float | None],
+                texts: Callable[[list[int]], list[str]]) -> list[bool]:
+    """Which candidates are near copies of the query (`word_shares`, `is_near_copy`)."""
+    return [is_near_copy(c, sh) for c, sh in zip(cosines, word_shares(query_text, cosines, texts))]

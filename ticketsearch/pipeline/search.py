@@ -10,6 +10,7 @@ token states the reranker attends over; the first stage's scores become the rera
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from ticketsearch.index_data.records import coerce_value, text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import StoredTicket, TicketStore
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.copies import near_copies
+from ticketsearch.pipeline.copies import near_copies, word_shares
 from ticketsearch.pipeline.parts import index_settings, load_manifest, open_encoder, open_reranker, open_store
 from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields, iso_utc, now
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
@@ -447,11 +448,18 @@ class SearchPipeline:
     def near_copies(self, text: str, cands: Candidates, rows: list[StoredTicket]) -> list[bool]:
         """Which of `rows` are near copies of the query's `text` (`pipeline.copies`; bodies read for the few
         candidates whose dense cosine passes)."""
+        return near_copies(text, [cands.method_scores(t.row_id).get("dense") for t in rows], self._texts(rows))
+
+    def word_shares(self, text: str, cosines: list[float | None], rows: list[StoredTicket],
+                    floor: float) -> list[float | None]:
+        """`copies.word_shares` of `rows` (their dense `cosines` given) with the query's `text`."""
+        return word_shares(text, cosines, self._texts(rows), floor)
+
+    def _texts(self, rows: list[StoredTicket]) -> Callable[[list[int]], list[str]]:
         def texts(positions: list[int]) -> list[str]:
             bodies = self.bodies([rows[i].id for i in positions])
             return [ticket_text(self.schema, rows[i].title, bodies.get(rows[i].id, "")) for i in positions]
-
-        return near_copies(text, [cands.method_scores(t.row_id).get("dense") for t in rows], texts)
+        return texts
 
     # ---- the whole search ---------------------------------------------------------------------------
     def search(self, text: str | None = None, **options: Any) -> SearchResult:

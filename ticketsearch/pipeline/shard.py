@@ -26,8 +26,11 @@ from ticketsearch.retrieval.first_stage import Candidates, fuse_candidates
 from ticketsearch.retrieval.lexical import CorpusStats, tokenize
 from ticketsearch.settings import Settings
 
+from .copies import MIN_COSINE
 from .engine import Engine, Prepared
 from .shared_models import SharedModels
+
+COSINE_SLACK = 1e-4  # a shard's exact cosine and the front's list score of a row may differ in the last bits
 
 
 @dataclass
@@ -52,7 +55,7 @@ class ShardQuery:
     force: bool = False  # score with `stats` even where `own` is no longer this shard's (the front's last try)
     rows: int = 0  # the rows of the top `rows` of the shard's own fused list come with the answer
     vectors: bool = False  # and the reranker's candidate vectors of those rows
-    text: str = ""  # the query's text: which of those rows are its near copies (`pipeline.copies`)
+    text: str = ""  # the query's text: the words each of those rows shares with it (`pipeline.copies`)
     only: bool = False  # the collection's only shard: its fusion is the collection's (`ShardAnswer.fused`)
 
 
@@ -61,7 +64,8 @@ class ShardAnswer:
     """A shard's one answer to a search: its top list per method (scores, row ids), best first; recency's
     scores are creation times (µs) so that the front can merge them. `complete`: every method's exact score of
     each row in any list. `stats`: the shard's BM25 statistics for the query's terms now (a front's next
-    guess); `stale`: the front's guess of them was wrong, and nothing else was computed. `rows` (and their
+    guess); `stale`: the front's guess of them was wrong, and nothing else was computed (unless the front forced
+    it: then the answer was scored with the statistics it was given). `rows` (and their
     candidate `vectors`, in the same order): the top of the shard's own fused list, which holds the
     collection's top candidates in this shard in the usual case (the front fetches any it lacks)."""
 
@@ -71,7 +75,7 @@ class ShardAnswer:
     stale: bool = False
     rows: list[StoredTicket] = field(default_factory=list)
     vectors: np.ndarray | None = None
-    copies: list[bool] | None = None  # whether each of `rows` is a near copy of `ShardQuery.text`
+    copies: list[float | None] | None = None  # each of `rows`' words shared with `ShardQuery.text` (copies.py)
     fused: Candidates | None = None  # the only shard's candidates, as one index's first stage gives them
 
 
@@ -144,10 +148,11 @@ class ShardServer:
         `q.force`."""
         s = self._searcher
         with self.engine.lock.read():
-            own = None
+            own, wrong = None, False
             if q.stats is not None:
                 own = present(self.engine.bm25.corpus_stats(tokenize([q.bm25_text])[0]))
-                if not q.force and (q.own is None or present(q.own) != own):
+                wrong = q.own is None or present(q.own) != own
+                if wrong and not q.force:
                     return ShardAnswer({}, {}, own, stale=True)
             lists = s.first.lists(q.method, q.k, q.vector, q.title_vector, q.bm25_text, q.filters, q.before,
                                   q.after, q.exclude_ids, q.reference, q.stats)
@@ -162,11 +167,10 @@ class ShardServer:
             vecs, copies = None, None
             if q.vectors and isinstance(s.reranker, Reranker) and top:
                 vecs = s.target_vectors([t.row_id for t in top])
-            if q.text and top:  # with the dense scores the front will have: the list's, else the exact one
-                assert fused is not None
-                seen = Candidates(q.method, ranked, [], {"dense": {**done.per_method.get("dense", {}),
-                                                                   **fused.per_method.get("dense", {})}})
-                copies = s.near_copies(q.text, seen, top)
+            if q.text and top:  # the words shared by those whose cosine may pass: the front applies the rule
+                assert fused is not None   # with the scores it holds (`copies.is_near_copy`)
+                dense = {**done.per_method.get("dense", {}), **fused.per_method.get("dense", {})}
+                copies = s.word_shares(q.text, [dense.get(t.row_id) for t in top], top, MIN_COSINE - COSINE_SLACK)
             if q.only:
                 return ShardAnswer({}, done.per_method, own, rows=top, vectors=vecs, copies=copies, fused=fused)
             if "recency" in lists:
@@ -174,7 +178,7 @@ class ShardServer:
                 by_row = {t.row_id: t.created for t in s.store.get_rows(rec.tolist(), with_body=False)}
                 created = np.array([np.datetime64(by_row[int(r)], "us").astype(np.int64) for r in rec], np.float64)
                 lists["recency"] = (created, rec)
-        return ShardAnswer(lists, done.per_method, own, rows=top, vectors=vecs, copies=copies)
+        return ShardAnswer(lists, done.per_method, own, stale=wrong, rows=top, vectors=vecs, copies=copies)
 
     def rows(self, row_ids: list[int], vectors: bool = False, tokens: bool = False,
              with_body: bool = False) -> ShardRows:

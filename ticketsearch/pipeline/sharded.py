@@ -44,6 +44,7 @@ from ticketsearch.retrieval.lexical import CorpusStats, tokenize
 from ticketsearch.retrieval.ties import best_first
 from ticketsearch.settings import Settings
 
+from .copies import MIN_COSINE, is_near_copy
 from .engine import Prepared, prepare
 from .replica import FollowerServer, ReplicatedShard
 from .search import Query, SearchPipeline
@@ -230,7 +231,7 @@ class ShardedSearch(SearchPipeline):
             if a.vectors is not None:
                 cands.vectors.update(zip((t.row_id for t in a.rows), a.vectors))
             if a.copies is not None:
-                cands.copies.update(zip((t.row_id for t in a.rows), a.copies))
+                cands.shares.update(zip((t.row_id for t in a.rows), a.copies))
         cands.timings_ms["retrieve"] = (time.perf_counter() - t0) * 1000
         return cands
 
@@ -255,7 +256,9 @@ class ShardedSearch(SearchPipeline):
             guesses = [self._learn(i, terms, a) for i, a in enumerate(answers)]
             if not any(a.stale for a in answers):
                 return answers
-        raise AssertionError("unreachable: the last try is forced")  # pragma: no cover
+        log.warning("%s: a shard's BM25 statistics changed on each of %d tries (writes meanwhile): this search's "
+                    "BM25 scores used the last statistics given", self.layout.root, STATS_TRIES)
+        return answers
 
     def _learn(self, shard: int, terms: list[str], answer: ShardAnswer) -> CorpusStats | None:
         if answer.stats is None:
@@ -302,10 +305,17 @@ class ShardedSearch(SearchPipeline):
         return [have[r] for r in row_ids if r in have]
 
     def near_copies(self, text: str, cands: Candidates, rows: list[StoredTicket]) -> list[bool]:
-        """As the shards found them for the rows their answers brought; the others tested here."""
-        rest = [t for t in rows if t.row_id not in cands.copies]
-        found = dict(zip([t.row_id for t in rest], super().near_copies(text, cands, rest))) if rest else {}
-        return [cands.copies[t.row_id] if t.row_id in cands.copies else found[t.row_id] for t in rows]
+        """The rule (`copies.is_near_copy`) with the dense scores this front holds, as one index applies it, and
+        the words shared as the shards counted them; a row whose cosine passes here and whose shard did not
+        count them (outside its top) is tested here."""
+        cosines = [cands.method_scores(t.row_id).get("dense") for t in rows]
+        out = [is_near_copy(c, cands.shares.get(t.row_id)) for t, c in zip(rows, cosines)]
+        rest = [i for i, (t, c) in enumerate(zip(rows, cosines))
+                if c is not None and c >= MIN_COSINE and cands.shares.get(t.row_id) is None]
+        if rest:
+            for i, copy in zip(rest, super().near_copies(text, cands, [rows[i] for i in rest])):
+                out[i] = copy
+        return out
 
     def target_vectors(self, row_ids: list[int], cands: Candidates | None = None) -> np.ndarray:
         assert cands is not None
