@@ -10,7 +10,7 @@ ticketsearch serve --ray --ray-address auto --root /shared/ts       # a running 
   `ticketsearch serve --root`: it encodes each query once, asks each of the collection's shards once and fuses
   and reranks their answers (`pipeline.sharded`). It is stateless, so it scales with the query rate. Its
   encoder passes are batched by its own encoder thread, as `serve --root` batches them (`front_app(...,
-  serve_batching=True)`: by Serve's request batching instead, `ServeBatcher`; measured slower, RESULTS).
+  serve_batching=True)`: by Serve's request batching instead, `ServeBatcher`; measured the same, RESULTS).
 - Each shard (`ShardDeployment`) is one `Engine` over the shard's index directory, deployed as the Serve
   application `ts-COLLECTION-sNNN` when its collection is first opened: the shard's primary, which takes its
   writes (DuckDB has one writer per file). A killed replica is replaced by Serve and reopens its directory;

@@ -390,28 +390,18 @@ class SearchPipeline:
     def schema(self) -> Schema:
         return self.store.schema
 
-    def ticket(self, ticket_id: str) -> StoredTicket:
-        """An indexed ticket (NotFoundError if none)."""
-        return self.store.get(ticket_id)
-
-    def ticket_vectors(self, src: StoredTicket) -> tuple[np.ndarray, np.ndarray]:
-        """An indexed ticket's text and title vectors (KeyError where the index lacks them)."""
-        return self.indexes.vindex.reconstruct(src.row_id), self.indexes.tindex.reconstruct(src.row_id)
-
-    def ticket_tokens(self, src: StoredTicket) -> Tokens:
-        return self._tokens_for([src.row_id])[0]
-
     def like_ticket(self, ticket_id: str, tokens: bool = False,
                     ) -> tuple[StoredTicket, tuple[np.ndarray, np.ndarray] | None, Tokens | None]:
         """What a search `like` an indexed ticket reads of it (one read of its shard, sharded): the ticket
         (NotFoundError if none), its text and title vectors (None where the index lacks them) and, when
         `tokens`, its token states."""
-        src = self.ticket(ticket_id)
+        src = self.store.get(ticket_id)
         try:
-            vecs: tuple[np.ndarray, np.ndarray] | None = self.ticket_vectors(src)
+            vecs: tuple[np.ndarray, np.ndarray] | None = (self.indexes.vindex.reconstruct(src.row_id),
+                                                           self.indexes.tindex.reconstruct(src.row_id))
         except KeyError:
             vecs = None
-        return src, vecs, self.ticket_tokens(src) if tokens else None
+        return src, vecs, self._tokens_for([src.row_id])[0] if tokens else None
 
     def complete(self, q: Query, cands: Candidates, upto: int) -> None:
         """Every method's exact score for the first `upto` candidates (`FirstStage.complete_scores`)."""

@@ -191,12 +191,12 @@ class ShardServer:
             toks = s._tokens_for(ids) if tokens else None
         return ShardRows(rows, vecs, toks)
 
-    def ticket(self, ticket_id: str, vectors: bool = False,
+    def ticket(self, ticket_id: str,
                tokens: bool = False) -> tuple[StoredTicket, tuple[np.ndarray, np.ndarray] | None, Tokens | None]:
-        """An indexed ticket (NotFoundError if none), its text and title vectors and its token states."""
+        """An indexed ticket (NotFoundError if none), its text and title vectors and, when `tokens`, its token
+        states (`SearchPipeline.like_ticket`)."""
         with self.engine.lock.read():
-            src, vecs, toks = self._searcher.like_ticket(ticket_id, tokens)
-        return src, vecs if vectors else None, toks
+            return self._searcher.like_ticket(ticket_id, tokens)
 
     def bodies(self, ids: list[str]) -> dict[str, str]:
         with self.engine.lock.read():

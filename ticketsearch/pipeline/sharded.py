@@ -44,7 +44,7 @@ from ticketsearch.retrieval.lexical import CorpusStats, tokenize
 from ticketsearch.retrieval.ties import best_first
 from ticketsearch.settings import Settings
 
-from .copies import MIN_COSINE, is_near_copy
+from .copies import is_near_copy
 from .engine import Prepared, prepare
 from .replica import FollowerServer, ReplicatedShard
 from .search import Query, SearchPipeline
@@ -306,16 +306,11 @@ class ShardedSearch(SearchPipeline):
 
     def near_copies(self, text: str, cands: Candidates, rows: list[StoredTicket]) -> list[bool]:
         """The rule (`copies.is_near_copy`) with the dense scores this front holds, as one index applies it, and
-        the words shared as the shards counted them; a row whose cosine passes here and whose shard did not
-        count them (outside its top) is tested here."""
-        cosines = [cands.method_scores(t.row_id).get("dense") for t in rows]
-        out = [is_near_copy(c, cands.shares.get(t.row_id)) for t, c in zip(rows, cosines)]
-        rest = [i for i, (t, c) in enumerate(zip(rows, cosines))
-                if c is not None and c >= MIN_COSINE and cands.shares.get(t.row_id) is None]
-        if rest:
-            for i, copy in zip(rest, super().near_copies(text, cands, [rows[i] for i in rest])):
-                out[i] = copy
-        return out
+        the words shared as the shards counted them; rows no shard's answer brought are tested here."""
+        rest = [t for t in rows if t.row_id not in cands.shares]
+        tested = dict(zip([t.row_id for t in rest], super().near_copies(text, cands, rest))) if rest else {}
+        return [tested[t.row_id] if t.row_id in tested
+                else is_near_copy(cands.method_scores(t.row_id).get("dense"), cands.shares[t.row_id]) for t in rows]
 
     def target_vectors(self, row_ids: list[int], cands: Candidates | None = None) -> np.ndarray:
         assert cands is not None
@@ -328,25 +323,11 @@ class ShardedSearch(SearchPipeline):
         toks = self._fetch(cands, row_ids, tokens=True)[2]
         return [toks[r] for r in row_ids]
 
-    def ticket(self, ticket_id: str) -> StoredTicket:
-        src, _, _ = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id).result()
-        return src
-
-    def ticket_vectors(self, src: StoredTicket) -> tuple[np.ndarray, np.ndarray]:
-        _, vecs, _ = self.shards[self.layout.owner(src.id)].call("ticket", src.id, True).result()
-        if vecs is None:
-            raise KeyError(src.id)
-        return vecs
-
     def like_ticket(self, ticket_id: str, tokens: bool = False,
                     ) -> tuple[StoredTicket, tuple[np.ndarray, np.ndarray] | None, Tokens | None]:
         """The ticket, its vectors and (when `tokens`) token states: one call to its shard."""
-        src, vecs, toks = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id, True, tokens).result()
+        src, vecs, toks = self.shards[self.layout.owner(ticket_id)].call("ticket", ticket_id, tokens).result()
         return src, vecs, toks
-
-    def ticket_tokens(self, src: StoredTicket) -> Tokens:
-        _, _, toks = self.shards[self.layout.owner(src.id)].call("ticket", src.id, False, True).result()
-        return toks
 
     def bodies(self, ids: list[str]) -> dict[str, str]:
         groups: dict[int, list[str]] = {}
