@@ -130,11 +130,10 @@ class Service:
     """What the routes share: the collections, the training jobs, metrics and admission."""
 
     def __init__(self, settings: Settings, web: ServiceSettings, index_dir: Path | None, root: Path | None,
-                 connect_shards: Any = None, default_shards: int | None = None, make_batcher: Any = None) -> None:
+                 connect_shards: Any = None, default_shards: int | None = None) -> None:
         """`settings`: the index's and models'; `web`: the service's own (keys, admission, collections held).
-        `connect_shards`, `default_shards`, `make_batcher`: a Ray service's (`service.ray_app`): how sharded
-        collections reach their shards, how many shards a new collection gets unless its request says, and
-        what batches the encoder's passes (Serve's batching)."""
+        `connect_shards`, `default_shards`: a Ray service's (`service.ray_app`): how sharded collections reach
+        their shards, and how many shards a new collection gets unless its request says."""
         self.settings = settings
         self.web = web
         self.default_shards = default_shards
@@ -144,8 +143,7 @@ class Service:
         self.keys = ApiKeys.parse(web.api_keys)
         self.hook_secrets = parse_secrets(web.webhook_secrets)
         self.metrics = Metrics()
-        self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe,
-                                   make_batcher=make_batcher)
+        self.models = SharedModels(settings, on_encode_batch=self.metrics.encode_batch.observe)
         if root is not None:
             self.collections = Collections.at_root(root, settings, self.models, max_open=web.max_open_collections,
                                                    idle_s=web.collection_idle_s)
@@ -219,14 +217,14 @@ class Service:
 
 
 def create_app(index_dir: Path | None, settings: Settings, root: Path | None = None, connect_shards: Any = None,
-               default_shards: int | None = None, make_batcher: Any = None,
+               default_shards: int | None = None,
                web: ServiceSettings | None = None) -> FastAPI:
     """The service over one index directory (`index_dir`: the collection `default`) or over a root of
     collections (`root`). `settings`: the index's and models'; `web`: the service's own (default: from the
-    environment). `connect_shards`, `default_shards`, `make_batcher`: see `Service` (the Ray service's front)."""
+    environment). `connect_shards`, `default_shards`: see `Service` (the Ray service's front)."""
     web = web or get_service_settings()
     apply_threads(settings)  # the service's process: FAISS and torch thread counts
-    svc = Service(settings, web, index_dir, root, connect_shards, default_shards, make_batcher)
+    svc = Service(settings, web, index_dir, root, connect_shards, default_shards)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202

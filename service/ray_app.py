@@ -9,8 +9,8 @@ ticketsearch serve --ray --ray-address auto --root /shared/ts       # a running 
 - The front (`--replicas M`, or Serve's autoscaling: `--autoscale MIN:MAX`) runs the same app as
   `ticketsearch serve --root`: it encodes each query once, asks each of the collection's shards once and fuses
   and reranks their answers (`pipeline.sharded`). It is stateless, so it scales with the query rate. Its
-  encoder passes are batched by its own encoder thread, as `serve --root` batches them (`front_app(...,
-  serve_batching=True)`: by Serve's request batching instead, `ServeBatcher`; measured the same, RESULTS).
+  encoder passes are batched by its own encoder thread, as `serve --root` batches them (Serve's request
+  batching measured the same, and was removed: RESULTS).
 - Each shard (`ShardDeployment`) is one `Engine` over the shard's index directory, deployed as the Serve
   application `ts-COLLECTION-sNNN` when its collection is first opened: the shard's primary, which takes its
   writes (DuckDB has one writer per file). A killed replica is replaced by Serve and reopens its directory;
@@ -30,16 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ticketsearch.errors import UnavailableError
 from ticketsearch.logs import configure_logging
-from ticketsearch.pipeline.batcher import encode_jobs
 from ticketsearch.pipeline.sharding import ShardLayout
 from ticketsearch.pipeline.shared_models import SharedModels
 from ticketsearch.retrieval.threads import apply_threads
@@ -50,47 +46,8 @@ log = logging.getLogger("ticketsearch.ray_app")
 FRONT_APP = "ticketsearch"
 SHARD_CPUS = 0.25  # a shard waits on DuckDB and FAISS mostly; the encoder runs in the front
 DEPLOY_TIMEOUT_S = 300.0
-KINDS = ("encode", "tokens", "query-encode", "query-tokens")
 TARGET_ONGOING = 4  # requests per front replica that Serve's autoscaler aims at
 FRONT_ONGOING = 32  # requests a front replica takes at once (Serve's default, 5, would cap its batches at 5)
-
-
-class ServeBatcher:
-    """Ray Serve's request batching (`serve.batch`) in place of our encoder thread (`pipeline.batcher`): the
-    texts of concurrent requests of one kind are gathered, up to `max_batch` requests, and encoded in one
-    pass; a lone request waits for nothing (`wait_s` 0). The passes run on one thread (tokenizers are not
-    thread-safe). The same `submit(kind, texts)` as `EncodeBatcher`, for `SharedModels(make_batcher=...)`."""
-
-    def __init__(self, encoder: Any, max_batch: int = 32, on_batch: Callable[[int], None] | None = None,
-                 query_encoder: Any = None, wait_s: float = 0.0) -> None:
-        from ray import serve  # deferred: Ray
-
-        self.encoder, self.query_encoder = encoder, query_encoder or encoder
-        self.on_batch = on_batch
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="serve-batch", daemon=True)
-        self.thread.start()
-        self.batched = {kind: serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)(self._pass(kind))
-                        for kind in KINDS}
-
-    def _pass(self, kind: str) -> Callable[[list[list[str]]], Any]:
-        async def encode(jobs: list[list[str]]) -> list[Any]:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, self._encode, kind, jobs)
-        return encode
-
-    def _encode(self, kind: str, jobs: list[list[str]]) -> list[Any]:
-        if self.on_batch:
-            self.on_batch(len(jobs))
-        return encode_jobs(self.encoder, self.query_encoder, kind, jobs)
-
-    def submit(self, kind: str, texts: list[str]) -> Any:
-        return asyncio.run_coroutine_threadsafe(self.batched[kind](list(texts)), self.loop).result()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.pool.shutdown(wait=False)
 
 
 def shard_app_name(layout: ShardLayout, i: int) -> str:
@@ -257,13 +214,11 @@ def wait_for_app(name: str, timeout_s: float = DEPLOY_TIMEOUT_S) -> Any:
 
 
 def front_app(root: Path, settings: Settings, shards: int, replicas: int,
-              autoscale: tuple[int, int] | None = None, shard_replicas: int = 1, serve_batching: bool = False) -> Any:
+              autoscale: tuple[int, int] | None = None, shard_replicas: int = 1) -> Any:
     """The front deployment bound to its arguments (what `serve.run` deploys; a cluster's config can name
     `ticketsearch.service.ray_app:front_app` with the same arguments). `replicas`: the front's; `autoscale`
     (MIN, MAX): Serve's replica autoscaling in its place, aiming at TARGET_ONGOING requests per replica;
-    `shard_replicas`: copies of each shard (the primary and read replicas); `serve_batching`: the encoder passes
-    batched by Serve's request batching (`ServeBatcher`) instead of the front's own encoder thread, the default
-    (the measurement in docs/RESULTS.md). `settings` (the index's and models')
+    `shard_replicas`: copies of each shard (the primary and read replicas). `settings` (the index's and models')
     travel as the deployment's arguments; the service's own (API keys, webhook secrets, admission) do not: each
     front replica reads them from its environment (a local Ray's workers inherit the driver's)."""
     from ray import serve  # deferred: Ray
@@ -271,11 +226,11 @@ def front_app(root: Path, settings: Settings, shards: int, replicas: int,
     settings_dict = settings.model_dump(mode="json")
 
     def build() -> Any:
-        from .app import create_app  # deferred: FastAPI, bm25s  # deferred: FastAPI, bm25s
+        from .app import create_app  # deferred: FastAPI, bm25s
 
         configure_logging("INFO")
         return create_app(None, Settings(**settings_dict), root=Path(root), connect_shards=RayConnector(shard_replicas),
-                          default_shards=shards, make_batcher=ServeBatcher if serve_batching else None)
+                          default_shards=shards)
 
     scale: dict[str, Any] = {"num_replicas": replicas} if autoscale is None else {"autoscaling_config": {
         "min_replicas": autoscale[0], "max_replicas": autoscale[1], "target_ongoing_requests": TARGET_ONGOING}}

@@ -81,10 +81,11 @@ def test_a_ray_build_resumed_from_the_cache_equals_a_local_build(ray_encoding, e
 
     class DiesOnce(real):  # type: ignore[misc, valid-type]  # defined here: Ray ships it by value
         def __call__(self, batch):  # noqa: ANN001, ANN204
-            if crash.exists():  # the first batch any worker takes: the worker's process dies
-                crash.unlink()
-                os._exit(1)
-            return real.__call__(self, batch)
+            try:  # the first batch any worker takes: the worker's process dies (one claim: two batches at once
+                crash.unlink()  # both saw the file, and the second's unlink failed the run)
+            except FileNotFoundError:
+                return real.__call__(self, batch)
+            os._exit(1)
 
     monkeypatch.setattr(ray_encode, "EncodeBatch", DiesOnce)
 

@@ -29,9 +29,9 @@ class _Job:
 
 
 class EncodeBatcher:
-    def __init__(self, encoder: Encoder, max_batch: int = 32, on_batch: Callable[[int], None] | None = None,
+    def __init__(self, encoder: Any, max_batch: int = 32, on_batch: Callable[[int], None] | None = None,
                  query_encoder: Any = None) -> None:
-        self.encoder = encoder  # indexed tickets (fp32)
+        self.encoder = encoder  # indexed tickets (fp32: an `Encoder`, or `shared_models.LazyEncoder`)
         self.query_encoder = query_encoder or encoder  # query texts (settings.query_encoder)
         self.max_batch = max_batch
         self.on_batch = on_batch  # called with the number of requests merged into each pass
@@ -92,7 +92,7 @@ class EncodeBatcher:
 
 def encode_jobs(encoder: Encoder, query_encoder: Any, kind: str, jobs: list[list[str]]) -> list[Any]:
     """One encoder pass over several requests' texts of one kind; each request's own rows (a TokenBatch cut to
-    its longest text for "tokens", vectors for "encode"). The one implementation for every batcher."""
+    its longest text for "tokens", vectors for "encode")."""
     texts = [t for j in jobs for t in j]
     enc = query_encoder if kind.startswith("query-") else encoder
     out: list[Any] = []
@@ -116,14 +116,11 @@ def encode_jobs(encoder: Encoder, query_encoder: Any, kind: str, jobs: list[list
 
 
 class Batcher(Protocol):
-    """What encodes for a process's requests: this module's thread, or Ray Serve's batching on a Ray front."""
+    """What encodes for a process's requests (this module's thread, at every door)."""
 
     def submit(self, kind: str, texts: list[str]) -> Any: ...
 
     def close(self) -> None: ...
-
-
-MakeBatcher = Callable[..., Batcher]  # (encoder, max_batch, on_batch=, query_encoder=) -> Batcher
 
 
 class BatchedEncoder:

@@ -22,7 +22,7 @@ from ticketsearch.retrieval.encoder import ModelIdentity, model_identity, resolv
 from ticketsearch.retrieval.onnx_query import lite_query_encoder
 from ticketsearch.settings import Settings
 
-from .batcher import BatchedEncoder, Batcher, EncodeBatcher, MakeBatcher
+from .batcher import BatchedEncoder, Batcher, EncodeBatcher
 
 if TYPE_CHECKING:
     from ticketsearch.index_dir import IndexDir
@@ -93,11 +93,8 @@ class Loaded:
 
 class SharedModels:
     def __init__(self, settings: Settings, on_encode_batch: Callable[[int], None] | None = None,
-                 keep_idle: int = 2, make_batcher: MakeBatcher | None = None) -> None:
-        """`make_batcher`: what batches each encoder's passes (default: `EncodeBatcher`, our thread; the Ray
-        front gives Serve's batching, `service.ray_app.ServeBatcher`)."""
+                 keep_idle: int = 2) -> None:
         self.settings = settings
-        self.make_batcher: MakeBatcher = make_batcher or EncodeBatcher
         self.on_encode_batch = on_encode_batch
         self.keep_idle = keep_idle
         self._lock = threading.Lock()
@@ -152,8 +149,8 @@ class SharedModels:
             encoder = Encoder(model, settings=settings)
             query_encoder = query_encoder_for(encoder)
         log.info("loaded %s (query encoder: %s)", encoder.name, getattr(query_encoder, "kind", "fp32"))
-        batcher = self.make_batcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
-                                    query_encoder=query_encoder)
+        batcher = EncodeBatcher(encoder, self.settings.encode_max_batch, on_batch=self.on_encode_batch,
+                                query_encoder=query_encoder)
         return Loaded(encoder, query_encoder, batcher)
 
     def release(self, loaded: Loaded) -> None:
