@@ -68,6 +68,7 @@ class Candidates:
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
     rows: dict[int, Any] = field(default_factory=dict)
     shares: dict[int, float | None] = field(default_factory=dict)  # the words each shares with the query
+    wants_vectors: bool = False  # the search reranks with a model that has candidate vectors: fetch them too
 
     def __len__(self) -> int:
         return len(self.row_ids)

@@ -55,9 +55,14 @@ def timed(fn: Any, calls: list[Any], warm: int = 3) -> tuple[list[float], list[l
     return ms, answers
 
 
-def summary(ms: list[float], answers: list[list[str]], base: list[list[str]]) -> dict[str, Any]:
-    return {"p50_ms": pct(ms, 0.5), "p90_ms": pct(ms, 0.9), "n": len(ms),
-            "same_answers": sum(a == b for a, b in zip(answers, base))}
+def summary(ms: list[float], answers: list[list[str]], base: list[list[str]],
+            kinds: list[str] | None = None) -> dict[str, Any]:
+    """p50 / p90 of every call, and (`kinds`: each call's) the p50 of each kind apart."""
+    out: dict[str, Any] = {"p50_ms": pct(ms, 0.5), "p90_ms": pct(ms, 0.9), "n": len(ms),
+                           "same_answers": sum(a == b for a, b in zip(answers, base))}
+    for kind in sorted(set(kinds or [])):
+        out[f"p50_ms_{kind}"] = pct([m for m, k in zip(ms, kinds or []) if k == kind], 0.5)
+    return out
 
 
 def free_port() -> int:
@@ -246,6 +251,7 @@ def main() -> None:
         one = SearchPipeline(args.index, settings)
         rows = one.store.get_rows(one.store.row_ids().tolist()[: args.queries], with_body=False)
         calls: list[Any] = [("search", t.title) for t in rows] + [("similar", t.id) for t in rows]
+        kinds = [c[0] for c in calls]
         tickets = one.store.count()
 
         def plain(c: Any) -> list[str]:
@@ -254,7 +260,7 @@ def main() -> None:
 
         wait_quiet()
         ms, base = timed(plain, calls)
-        inproc: dict[str, Any] = {"plain": summary(ms, base, base)}
+        inproc: dict[str, Any] = {"plain": summary(ms, base, base, kinds)}
         per_shard: dict[str, Any] = {}
         for n, copies in ((1, 1), (2, 1), (2, 2)):
             root = roots[n]
@@ -272,7 +278,7 @@ def main() -> None:
             wait_quiet()
             ms, ans = timed(sharded, calls)
             name = f"{n}_shards" + (f"_{copies}_copies" if copies > 1 else "")
-            inproc[name] = summary(ms, ans, base)
+            inproc[name] = summary(ms, ans, base, kinds)
             t = eng.search(text=calls[0][1], k=10).timings_ms
             inproc[name]["stage_ms_example"] = t
             eng.close()
@@ -300,7 +306,7 @@ def main() -> None:
                 wait_ready(c)
                 quiet = wait_quiet()
                 ms, hbase = http_calls(c, "/v1", calls)
-                http["plain"] = {**summary(ms, hbase, hbase), "waited_for_quiet_s": quiet}
+                http["plain"] = {**summary(ms, hbase, hbase, kinds), "waited_for_quiet_s": quiet}
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -311,9 +317,13 @@ def main() -> None:
 
         from ticketsearch.service.ray_app import FRONT_APP, front_app
 
-        both = "serve_batching" in inspect.signature(front_app).parameters  # an older tree has Serve's only
+        # which batching a tree's front has: its own encoder thread (this tree), Serve's only (trees before
+        # 2395256), or either (the sixth session's trees: measured the same, then Serve's was removed)
+        params = inspect.signature(front_app).parameters
+        both = "serve_batching" in params
+        serve_only = not both and "make_batcher" in inspect.getsource(front_app)
         configs = ((1, 1, False), (1, 1, True), (2, 1, False), (2, 2, False)) if both else (
-            (1, 1, True), (2, 1, True), (2, 2, True))
+            ((1, 1, True), (2, 1, True), (2, 2, True)) if serve_only else ((1, 1, False), (2, 1, False), (2, 2, False)))
         for n, copies, serve_batching in configs:
             root = roots[n]
             port = free_port()
@@ -332,14 +342,14 @@ def main() -> None:
                     ms, ans = http_calls(c, "/v1/collections/c", calls)
                     name = (f"ray_{n}_shards" + (f"_{copies}_copies" if copies > 1 else "")
                             + ("_serve_batching" if serve_batching else ""))
-                    http[name] = {**summary(ms, ans, hbase), "start_s": round(start_s, 1),
+                    http[name] = {**summary(ms, ans, hbase, kinds), "start_s": round(start_s, 1),
                                   "waited_for_quiet_s": quiet}
             finally:
                 serve.shutdown()
                 ray.shutdown()
         for name in [n for n in http if n.startswith("ray_")]:
             http[f"ratio_{name}_to_plain_p50"] = round(http[name]["p50_ms"] / http["plain"]["p50_ms"], 2)
-        ray2 = "ray_2_shards" if both else "ray_2_shards_serve_batching"
+        ray2 = "ray_2_shards_serve_batching" if serve_only else "ray_2_shards"
         out["http"] = http
 
         out["sizing"] = sizing_table(roots[2] / "collections" / "c", tickets, enc_rate,

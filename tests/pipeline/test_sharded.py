@@ -444,6 +444,21 @@ def test_a_search_is_one_call_per_shard(trained_index: Path, tmp_path: Path, set
             assert ids(a) == ids(b) and b.reranked
             assert [abs(x.score - y.score) < 1e-5 for x, y in zip(a.hits, b.hits)] == [True] * len(a.hits)
             assert sorted(calls) == [(i, "search") for i in range(shards)], (q, calls)
+        # a search like an indexed ticket: its owner reads it first, unless it is the only shard (one call)
+        liked = [tid for tid, _ in one.store.ids_by_created()[::97][:6]]
+        for tid in liked:
+            eng.search(like=tid, k=10)  # the front learns the statistics of these tickets' terms
+        for tid in liked:
+            calls.clear()
+            a, b = one.search(like=tid, k=10), eng.search(like=tid, k=10)
+            assert ids(a) == ids(b) and b.reranked and tid not in ids(b)
+            assert [abs(x.score - y.score) < 1e-5 for x, y in zip(a.hits, b.hits)] == [True] * len(a.hits)
+            assert [h.near_copy for h in a.hits] == [h.near_copy for h in b.hits]
+            owner = shard_of(tid, shards)
+            expect = [(i, "search") for i in range(shards)] + ([(owner, "ticket")] if shards > 1 else [])
+            # (several shards: a candidate outside its shard's own top is asked of it: `rows`)
+            assert sorted(c for c in calls if c[1] != "rows") == sorted(expect), (tid, calls)
+            assert shards > 1 or calls == [(0, "search")], (tid, calls)
         # near copies as one index marks them, with or without the reranker and the dense list (a query that is a
         # ticket's own text: that ticket shares every word; with method title no dense score, so no near copy)
         src = one.store.get_rows(one.store.row_ids().tolist()[5:6], with_body=True)[0]
@@ -488,11 +503,13 @@ def test_candidates_a_shard_did_not_bring_are_asked_of_their_owner(sharded: Path
     s._query_encoder = encoder
     try:
         q = s.query(QUERIES[0], tokens=True)
-        full = s.first_stage(q, "hybrid", 100)
+        assert not s.first_stage(q, "hybrid", 100).vectors  # a search that does not rerank: no candidate vectors
+        full = s.first_stage(q, "hybrid", 100, rerank=True)
+        assert full.vectors
         want, _ = s.rerank(q, full, 10)
         calls: list[tuple[int, str]] = []
         s.shards = [Counted(c, calls, i) for i, c in enumerate(s.shards)]
-        cut = s.first_stage(q, "hybrid", 100)
+        cut = s.first_stage(q, "hybrid", 100, rerank=True)
         dropped = cut.row_ids[:100:3]
         for r in dropped:
             cut.rows.pop(r, None)

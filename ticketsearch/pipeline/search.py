@@ -72,6 +72,18 @@ class Query:
     short: bool = False  # a few words of free text (`query_kinds.is_short_query`), not a whole ticket
 
 
+@dataclass
+class QueryOptions:
+    """A query's options, checked and typed (`SearchPipeline.query_options`)."""
+
+    values: dict[str, Any]  # the query ticket's own typed fields
+    filters: dict[str, list[Any]] | None
+    before: datetime | None
+    after: datetime | None
+    need_vec: bool  # the fusion (or the reranker) uses the query's vectors
+    tokens: bool  # the reranker attends over the query's token states
+
+
 def jsonable(v: Any) -> Any:
     return iso_utc(v) if isinstance(v, datetime) else v
 
@@ -248,32 +260,16 @@ class SearchPipeline:
         method: str = "hybrid", tokens: bool = False,
     ) -> Query:
         """Build the query once: its text, vectors (and token states when `tokens`), typed fields and time."""
-        schema = self.schema
-        values = self.field_values(fields)
-        filters = as_filters(checked_fields(schema, filters or {}, "filters", is_filter=True)) or None
-        before_dt, after_dt = as_datetime(before, "before"), as_datetime(after, "after")
-        use = fusion_weights(self.manifest, method)
-        need_vec = tokens or bool(use.keys() & {"dense", "title"})
+        o = self.query_options(fields, filters, before, after, method, tokens)
         if like is not None:
             if text or title:
                 raise QueryError("give either a query text or --like ID, not both")
-            src, vecs, toks = self.like_ticket(like, tokens)
-            q = Query(text=ticket_text(schema, src.title, src.body), title=src.title,
-                      bm25_text=bm25_text(src.title, src.body), values={**src.values, **values}, created=src.created,
-                      filters=filters, before=before_dt, after=after_dt, exclude_ids=[like],
-                      reference=min(before_dt, src.created) if before_dt else src.created)
-            if need_vec:
-                if vecs is not None:
-                    q.vector, q.title_vector = vecs
-                else:
-                    q.vector = self.encoder.encode([q.text])[0]
-                    q.title_vector = self.encoder.encode([src.title])[0]
-            q.tokens = toks
-            return q
+            return self.like_query(like, o)
+        values, filters, before_dt, after_dt, need_vec = o.values, o.filters, o.before, o.after, o.need_vec
         head, body = (title or "").strip(), (text or "").strip()
         if not head and not body:
             raise QueryError("query text is empty")
-        full = ticket_text(schema, head, body) if head else body
+        full = ticket_text(self.schema, head, body) if head else body
         # A query with a date (`before`: a new ticket's creation time) is measured from it; one without is
         # asked now: the time of the request (never a zero gap to every candidate).
         q = Query(text=full, title=head, bm25_text=bm25_text(head, body) if head else body, values=values,
@@ -290,8 +286,47 @@ class SearchPipeline:
             q.title_vector = self.query_encoder.encode([head])[0] if head and body else q.vector
         return q
 
+    def query_options(self, fields: dict[str, Any] | None, filters: dict[str, list[Any]] | None,
+                      before: str | datetime | None, after: str | datetime | None, method: str,
+                      tokens: bool) -> QueryOptions:
+        """A query's options checked and typed, before anything is read or encoded."""
+        values = self.field_values(fields)
+        checked = as_filters(checked_fields(self.schema, filters or {}, "filters", is_filter=True)) or None
+        before_dt, after_dt = as_datetime(before, "before"), as_datetime(after, "after")
+        use = fusion_weights(self.manifest, method)
+        return QueryOptions(values, checked, before_dt, after_dt, tokens or bool(use.keys() & {"dense", "title"}),
+                            tokens)
+
+    def like_query(self, like: str, o: QueryOptions) -> Query:
+        """The query of a search like the indexed ticket `like` (one read of it: `like_ticket`)."""
+        src, vecs, toks = self.like_ticket(like, o.tokens)
+        q = Query(text=ticket_text(self.schema, src.title, src.body), title=src.title,
+                  bm25_text=bm25_text(src.title, src.body), values={**src.values, **o.values}, created=src.created,
+                  filters=o.filters, before=o.before, after=o.after, exclude_ids=[like],
+                  reference=min(o.before, src.created) if o.before else src.created)
+        if o.need_vec:
+            if vecs is not None:
+                q.vector, q.title_vector = vecs
+            else:
+                q.vector = self.encoder.encode([q.text])[0]
+                q.title_vector = self.encoder.encode([src.title])[0]
+        q.tokens = toks
+        return q
+
     # ---- stage 1: candidates ------------------------------------------------------------------------
-    def first_stage(self, q: Query, method: str, depth: int) -> Candidates:
+    def retrieve(self, req: SearchRequest, method: str, depth: int, tokens: bool,
+                 rerank: bool) -> tuple[Query, Candidates]:
+        """The query and its candidates (`first_stage`); "encode" in the candidates' timings."""
+        t0 = time.perf_counter()
+        q = self.query(req.text, title=req.title, like=req.like, fields=req.fields, filters=req.filters,
+                       before=req.created_before, after=req.created_after, method=method, tokens=tokens)
+        encode_ms = (time.perf_counter() - t0) * 1000
+        cands = self.first_stage(q, method, depth, rerank)
+        cands.timings_ms = {"encode": encode_ms, **cands.timings_ms}
+        return q, cands
+
+    def first_stage(self, q: Query, method: str, depth: int, rerank: bool = False) -> Candidates:
+        """The candidates (`rerank`: the search reranks them, so a sharded front has their vectors fetched)."""
         return self.first.run(method, depth, q.vector, q.title_vector, q.bm25_text, q.filters, q.before, q.after,
                               q.exclude_ids, q.reference)
 
@@ -465,13 +500,9 @@ class SearchPipeline:
         """
         method, k = req.method or self.settings.search_method, req.k
         reranking = req.rerank and self.reranker is not None
-        t0 = time.perf_counter()
         tokens = reranking and (req.explain or self.reranker is None or self.reranker.needs_tokens)
-        q = self.query(req.text, title=req.title, like=req.like, fields=req.fields, filters=req.filters,
-                       before=req.created_before, after=req.created_after, method=method, tokens=tokens)
-        timings = {"encode": (time.perf_counter() - t0) * 1000}
-        cands = self.first_stage(q, method, max(k, self.rerank_depth) if reranking else k)
-        timings.update(cands.timings_ms)
+        q, cands = self.retrieve(req, method, max(k, self.rerank_depth) if reranking else k, tokens, reranking)
+        timings = dict(cands.timings_ms)
         t1 = time.perf_counter()
         if reranking:
             hits, notes = self.rerank(q, cands, k, req.explain, timings)

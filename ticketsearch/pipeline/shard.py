@@ -8,7 +8,7 @@ Every call takes and returns plain data (numpy arrays, dataclasses), so the same
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ticketsearch.settings import Settings
 
 from .copies import MIN_COSINE
 from .engine import Engine, Prepared
+from .search import Query, QueryOptions
 from .shared_models import SharedModels
 
 COSINE_SLACK = 1e-4  # a shard's exact cosine and the front's list score of a row may differ in the last bits
@@ -57,6 +58,10 @@ class ShardQuery:
     vectors: bool = False  # and the reranker's candidate vectors of those rows
     text: str = ""  # the query's text: the words each of those rows shares with it (`pipeline.copies`)
     only: bool = False  # the collection's only shard: its fusion is the collection's (`ShardAnswer.fused`)
+    # a search like this indexed ticket (the only shard's): the shard reads it and builds the query from it and
+    # `options` (`SearchPipeline.like_query`: vectors, text and time are then its, not the fields above)
+    like: str | None = None
+    options: QueryOptions | None = None
 
 
 @dataclass
@@ -77,6 +82,7 @@ class ShardAnswer:
     vectors: np.ndarray | None = None
     copies: list[float | None] | None = None  # each of `rows`' words shared with `ShardQuery.text` (copies.py)
     fused: Candidates | None = None  # the only shard's candidates, as one index's first stage gives them
+    query: Query | None = None  # the query the shard built of a `like` ticket (`ShardQuery.like`)
 
 
 @dataclass
@@ -148,6 +154,12 @@ class ShardServer:
         `q.force`."""
         s = self._searcher
         with self.engine.lock.read():
+            like = None
+            if q.like is not None:  # read here, in the same call (the front has no vectors of it yet)
+                assert q.options is not None and q.only
+                like = s.like_query(q.like, q.options)
+                q = replace(q, vector=like.vector, title_vector=like.title_vector, bm25_text=like.bm25_text,
+                            exclude_ids=like.exclude_ids, reference=like.reference, text=like.text)
             own, wrong = None, False
             if q.stats is not None:
                 own = present(self.engine.bm25.corpus_stats(tokenize([q.bm25_text])[0]))
@@ -172,7 +184,8 @@ class ShardServer:
                 dense = {**done.per_method.get("dense", {}), **fused.per_method.get("dense", {})}
                 copies = s.word_shares(q.text, [dense.get(t.row_id) for t in top], top, MIN_COSINE - COSINE_SLACK)
             if q.only:
-                return ShardAnswer({}, done.per_method, own, rows=top, vectors=vecs, copies=copies, fused=fused)
+                return ShardAnswer({}, done.per_method, own, rows=top, vectors=vecs, copies=copies, fused=fused,
+                                   query=like)
             if "recency" in lists:
                 rec = lists["recency"][1]
                 by_row = {t.row_id: t.created for t in s.store.get_rows(rec.tolist(), with_body=False)}

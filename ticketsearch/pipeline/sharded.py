@@ -200,25 +200,50 @@ class ShardedSearch(SearchPipeline):
         return out
 
     # ---- stage 1, scattered and gathered ---------------------------------------------------------------
-    def first_stage(self, q: Query, method: str, depth: int) -> Candidates:
-        """One call per shard (`ShardServer.search`): the lists, exact scores, and the rows and candidate
-        vectors of each shard's top, with BM25 scored with the collection's statistics summed from the front's
-        guess of each shard's (`StatsGuess`); a guess a write has made wrong costs a second call."""
+    def first_stage(self, q: Query, method: str, depth: int, rerank: bool = False) -> Candidates:
+        """One call per shard (`ShardServer.search`): the lists, exact scores, and the rows (and, when `rerank`,
+        the candidate vectors) of each shard's top, with BM25 scored with the collection's statistics summed from
+        the front's guess of each shard's (`StatsGuess`); a guess a write has made wrong costs a second call."""
         t0 = time.perf_counter()
-        wants = isinstance(self.reranker, Reranker)
+        wants = rerank and isinstance(self.reranker, Reranker)
         base = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, None, q.filters, q.before, q.after,
                           q.exclude_ids, q.reference, rows=depth, vectors=wants, text=q.text)
         if len(self.shards) == 1:  # one shard: its statistics and its fusion are the collection's
             answers: list[ShardAnswer] = self._all("search", replace(base, only=True))
-            cands = answers[0].fused
-            assert cands is not None
-            cands.owners.update((r, 0) for r in cands.row_ids)
+            cands = self._gather(answers, answers[0].fused, wants)
         else:
             answers = self._search_with_stats(base)
             d = self.first.depth(method, depth)
             merged = {name: merge_lists([a.lists[name] for a in answers if name in a.lists], d, name == "recency")
                       for name in answers[0].lists}
-            cands = fuse_candidates(self.manifest, method, depth, merged)
+            cands = self._gather(answers, fuse_candidates(self.manifest, method, depth, merged), wants)
+        cands.timings_ms["retrieve"] = (time.perf_counter() - t0) * 1000
+        return cands
+
+    def retrieve(self, req: SearchRequest, method: str, depth: int, tokens: bool,
+                 rerank: bool) -> tuple[Query, Candidates]:
+        """As one index; a search like a ticket of a one-shard collection in one call: the shard reads the ticket
+        and builds the query of it (`ShardQuery.like`) in the call that searches."""
+        if len(self.shards) > 1 or req.like is None or req.text or req.title:
+            return super().retrieve(req, method, depth, tokens, rerank)
+        t0 = time.perf_counter()
+        o = self.query_options(req.fields, req.filters, req.created_before, req.created_after, method, tokens)
+        wants = rerank and isinstance(self.reranker, Reranker)
+        ask = ShardQuery(method, depth, None, None, "", None, o.filters, o.before, o.after, rows=depth, vectors=wants,
+                         only=True, like=req.like, options=o)
+        answer: ShardAnswer = self.shards[0].call("search", ask).result()
+        assert answer.query is not None
+        cands = self._gather([answer], answer.fused, wants)
+        cands.timings_ms = {"encode": 0.0, "retrieve": (time.perf_counter() - t0) * 1000}  # no query to encode
+        return answer.query, cands
+
+    def _gather(self, answers: list[ShardAnswer], fused: Candidates | None, wants: bool) -> Candidates:
+        """The collection's candidates (`fused`) with what the shards' answers brought: each row's shard, every
+        method's exact scores, and the rows, candidate vectors and shared words of each shard's top."""
+        cands = fused
+        assert cands is not None
+        if len(answers) == 1:
+            cands.owners.update((r, 0) for r in cands.row_ids)
         for i, a in enumerate(answers):
             for _, ids in a.lists.values():
                 for r in ids.tolist():
@@ -232,7 +257,7 @@ class ShardedSearch(SearchPipeline):
                 cands.vectors.update(zip((t.row_id for t in a.rows), a.vectors))
             if a.copies is not None:
                 cands.shares.update(zip((t.row_id for t in a.rows), a.copies))
-        cands.timings_ms["retrieve"] = (time.perf_counter() - t0) * 1000
+        cands.wants_vectors = wants
         return cands
 
     def _search_with_stats(self, base: ShardQuery) -> list[ShardAnswer]:
@@ -295,7 +320,7 @@ class ShardedSearch(SearchPipeline):
     def candidate_rows(self, cands: Candidates, row_ids: list[int], with_body: bool = False) -> list[StoredTicket]:
         """The rows, and (one trip) the reranker's candidate vectors of them, kept with the candidates: those
         the shards' answers did not bring are asked of their owners."""
-        wants = isinstance(self.reranker, Reranker)
+        wants = cands.wants_vectors
         have: dict[int, StoredTicket] = {} if with_body else cands.rows
         missing = [r for r in row_ids if r not in have or (wants and r not in cands.vectors)]
         if missing:
