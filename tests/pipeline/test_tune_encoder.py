@@ -105,6 +105,10 @@ def test_tuning_learns_the_teams_codenames_and_every_cache_follows_it(codename_i
     # the frozen encoder picks one of eight codenames at random; a broken loss (or none) stays there
     assert tuned["dense"]["MRR"] >= cur["dense"]["MRR"] + 0.2, tune["validation"]
     assert tuned["hybrid"]["MRR"] >= cur["hybrid"]["MRR"] + 0.15, tune["validation"]
+    # and decided on the whole pipeline: a reranker trained on each first stage, what search would use on top
+    reranked = tune["validation"]["reranked"]
+    assert reranked["tuned"]["MRR"] > reranked["current"]["MRR"] and reranked["tuned"]["queries"] >= 25, reranked
+    assert "reranked validation MRR" in tune["reason"]
     # installed: a sentence-transformers directory inside the index, with its own identity
     after = load_manifest(d)
     assert json.loads(d.manifest_path.read_text())["model"] == TUNED_MODEL
@@ -129,6 +133,37 @@ def test_tuning_learns_the_teams_codenames_and_every_cache_follows_it(codename_i
     tuned_vec = Encoder(str(IndexDir(moved).encoder_path), settings=Settings()).encode(["the mobile app"])[0]
     base_vec = Encoder("minilm", settings=Settings()).encode(["the mobile app"])[0]
     assert float(tuned_vec @ base_vec) < 0.999
+
+
+def test_a_better_first_stage_whose_reranked_pipeline_is_no_better_is_not_installed(
+        codename_index: Path, tmp_path: Path, settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tuned encoder's first stage validates better (as above), but the pipeline on it is made to validate
+    no better than the current one: the current encoder stays, the index is untouched, and the reason says so.
+    The checks themselves run for real (a reranker trained on each first stage)."""
+    import ticketsearch.pipeline.tune_encoder as tune_mod
+
+    real = tune_mod.reranked_validation
+    seen: list[dict] = []
+
+    def no_better(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        got = real(*args, **kwargs)
+        assert got is not None
+        seen.append(got)
+        return got if len(seen) == 1 else {**got, "MRR": seen[0]["MRR"]}  # the tuned pipeline: a tie
+
+    monkeypatch.setattr(tune_mod, "reranked_validation", no_better)
+    idx = tmp_path / "idx"
+    shutil.copytree(codename_index, idx)
+    before = IndexDir(idx).manifest_path.read_text()
+    cfg = TuneConfig(budget_s=300, lr=1e-4, max_epochs=2, patience=2, batch_size=8)
+    out = tune_index(idx, datetime(2025, 4, 1), datetime(2026, 1, 1), settings, cfg, progress=False,
+                     log=lambda m: None, retrain=True)
+    tune = out["tune"]
+    assert len(seen) == 2 and not tune["installed"]
+    assert "the reranked pipeline on it does not" in tune["reason"], tune["reason"]
+    assert tune["validation"]["tuned"]["hybrid"]["MRR"] > tune["validation"]["current"]["hybrid"]["MRR"]
+    assert IndexDir(idx).manifest_path.read_text() == before and not IndexDir(idx).encoder_path.exists()
+    assert "rerank" not in out and not (idx / ".pipeline-check").exists()
 
 
 def test_tune_encoder_cli_keeps_the_frozen_model_when_nothing_improves(codename_index: Path, tmp_path: Path) -> None:

@@ -13,7 +13,10 @@
   thousand tickets rather than the whole index. The subset's figures are a proxy for choosing the epoch.
 - The exact check: the best epoch's model re-encodes the whole index (cached in the store under its own key:
   config and weights hash), fusion is re-tuned on validation for it and for the current encoder, and the tuned
-  encoder is installed only when its validation objective beats the current one's. Installed, it lives in the
+  encoder is installed only when its validation objective beats the current one's and the reranked pipeline on
+  top of it validates better too (`reranked_validation`: a reranker trained on each first stage, and what search
+  would then use, its own model, the general one or first-stage order, on the same validation queries: what a
+  user gets, not the first stage it reranks). Installed, it lives in the
   index as a sentence-transformers directory (`IndexDir.encoder_path`: config + safetensors); every cache
   (embeddings, token states, the int8 query export) is keyed by its identity, the first stage is rebuilt with
   the re-tuned fusion, and the reranker (trained on the old encoder's token states) is retrained on top.
@@ -35,12 +38,13 @@ import torch
 from tqdm import tqdm
 
 from ticketsearch.atomic import atomic_write_dir, atomic_write_json
+from ticketsearch.errors import QueryError
 from ticketsearch.index_data.records import ticket_text
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
-from ticketsearch.pipeline.training import excluded_negatives, time_split, train_index
+from ticketsearch.pipeline.training import excluded_negatives, run_rerankers, time_split, train_index
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.retrieval.encoder import MODEL_META, Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, kind_pools, load_eval_inputs, scorers
@@ -278,6 +282,33 @@ def compare_on_validation(current: list[QueryPool], tuned: list[QueryPool], dept
     return Comparison(figs, fusions["tuned"], better)
 
 
+RETRAINED = "rerank-cross+pair"  # the variant `tune_index` retrains on a tuned encoder, and the check trains
+
+
+def reranked_validation(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path,
+                        fusion: dict[str, Any], depth: int, train_before: datetime, valid_before: datetime,
+                        progress: bool, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """What a user would get on validation with this first stage: the validation MRR of the order search would
+    use after training on it (`decide_install`'s choice among RETRAINED trained on it, the general model and
+    first-stage order), over every validation duplicate (a master outside the top 100 counts at its own rank).
+    Nothing is installed. None when there is nothing to train on (then the first stage is the pipeline)."""
+    where = IndexDir(index_dir)
+    out_dir = where.root / ".pipeline-check"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        rr = run_rerankers(store, inp, encoder, index_dir, fusion, depth, train_before, valid_before, out_dir,
+                           variants=[RETRAINED], progress=progress, log=log, install=False)
+    except QueryError as exc:
+        log(f"    no reranker to compare: {exc}")
+        return None
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    d = rr["decision"]
+    mrr = {"own": d["valid_mrr"], "general": d["general_valid_mrr"], "first_stage": d["first_stage_valid_mrr"]}
+    return {"use": d["use"], "MRR": mrr[d["use"]], "first_stage_MRR": d["first_stage_valid_mrr"],
+            "queries": d["queries"]}
+
+
 @dataclass
 class TuneResult:
     installed: bool
@@ -309,6 +340,7 @@ def tune_encoder(
     index_dir: Path, store: TicketStore, inp: EvalInputs, encoder: Encoder, train_before: datetime,
     valid_before: datetime, settings: Settings, cfg: TuneConfig | None = None, progress: bool = True,
     log: Callable[[str], None] = print, install: bool = True, measure: bool = False,
+    reranked_check: Callable[..., dict[str, Any] | None] | None = None,
 ) -> TuneResult:
     """Tune a copy of the index's encoder on its train-period links; install it when validation improves.
 
@@ -316,7 +348,8 @@ def tune_encoder(
     `install=False` nothing in the index changes; the tuned model's embeddings are still cached in the store
     under its own key. With `measure`, the best tuned epoch is checked on the whole index even when it does not
     beat the current encoder on the validation subset (an experiment reports its rows either way). The
-    reranker is not retrained here (`tune_index` does it)."""
+    reranker is not retrained here (`tune_index` does it); `reranked_check` is the whole pipeline's check
+    (`reranked_validation`, run for the current and the tuned first stage when the tuned one validates better)."""
     cfg = cfg or TuneConfig()
     where = IndexDir(index_dir)
     manifest = Manifest.load(index_dir)
@@ -391,6 +424,21 @@ def tune_encoder(
             result.reason = (f"the tuned encoder (epoch {fit.best_epoch}) does not improve validation: {figures}; "
                              "the current encoder stays")
             return result
+        # the whole pipeline: a reranker trained on each first stage, and what search would use on top of it
+        log("    the reranked pipeline on each encoder (validation)")
+        reranked_check = reranked_check or reranked_validation
+        now = reranked_check(store, inp, encoder, index_dir, fusion, depth, train_before, valid_before, progress, log)
+        then = reranked_check(store, tinp, tuned_enc, index_dir, cmp.tuned_fusion, depth, train_before,
+                              valid_before, progress, log)
+        if now is not None and then is not None:
+            cmp.figures["reranked"] = {"current": now, "tuned": then}
+            said = (f"reranked validation MRR current {now['MRR']:.3f} ({now['use']}) against tuned "
+                    f"{then['MRR']:.3f} ({then['use']}) over {then['queries']} queries")
+            if then["MRR"] <= now["MRR"]:
+                result.reason = (f"the tuned encoder's first stage improves validation ({figures}), but the reranked "
+                                 f"pipeline on it does not: {said}; the current encoder stays")
+                return result
+            figures += f"; {said}"
         result.reason = f"the tuned encoder improves validation: {figures}"
         if not install:
             return result
