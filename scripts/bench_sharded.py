@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,23 @@ def wait_ready(client: Any, timeout: float = 300) -> None:
         if time.monotonic() > deadline:
             raise SystemExit("service never became ready")
         time.sleep(0.5)
+
+
+@contextmanager
+def plain_service(index: Path, timeout: float = 300) -> Iterator[Any]:
+    """`ticketsearch serve --index` on a free port, and a client once it is ready; stopped on leaving."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([TICKETSEARCH, "serve", "--index", str(index), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as c:
+            wait_ready(c)
+            yield c
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def busy_share(window_s: float = 1.0) -> float:
@@ -298,18 +317,10 @@ def main() -> None:
         enc_rate = float(rates["cpu"] or 0.0)
 
         http: dict[str, Any] = {}
-        port = free_port()
-        proc = subprocess.Popen([TICKETSEARCH, "serve", "--index", str(args.index), "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
-                wait_ready(c)
-                quiet = wait_quiet()
-                ms, hbase = http_calls(c, "/v1", calls)
-                http["plain"] = {**summary(ms, hbase, hbase, kinds), "waited_for_quiet_s": quiet}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+        with plain_service(args.index) as c:
+            quiet = wait_quiet()
+            ms, hbase = http_calls(c, "/v1", calls)
+            http["plain"] = {**summary(ms, hbase, hbase, kinds), "waited_for_quiet_s": quiet}
         import inspect
 
         import ray

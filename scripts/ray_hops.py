@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_sharded import TICKETSEARCH, free_port, wait_quiet, wait_ready  # noqa: E402
+from bench_sharded import free_port, plain_service, wait_quiet, wait_ready  # noqa: E402
 
 from ticketsearch.atomic import atomic_write_json  # noqa: E402
 from ticketsearch.settings import Settings  # noqa: E402
@@ -127,16 +126,8 @@ def main() -> None:
     one.close()
     out: dict[str, Any] = {"index": str(args.index), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                            "command": " ".join(sys.argv)}
-    port = free_port()
-    proc = subprocess.Popen([TICKETSEARCH, "serve", "--index", str(args.index), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as c:
-            wait_ready(c)
-            out["plain"] = measure(c, "/v1/search", titles)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    with plain_service(args.index) as c:
+        out["plain"] = measure(c, "/v1/search", titles)
     tmp = Path(tempfile.mkdtemp(prefix="ray-hops-"))
     try:
         split_index(args.index, tmp / "collections" / "c", 1, settings, progress=False)
