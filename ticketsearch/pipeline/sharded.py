@@ -205,7 +205,7 @@ class ShardedSearch(SearchPipeline):
         the candidate vectors) of each shard's top, with BM25 scored with the collection's statistics summed from
         the front's guess of each shard's (`StatsGuess`); a guess a write has made wrong costs a second call."""
         t0 = time.perf_counter()
-        wants = rerank and isinstance(self.reranker, Reranker)
+        wants = self._wants_vectors(rerank)
         base = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, None, q.filters, q.before, q.after,
                           q.exclude_ids, q.reference, rows=depth, vectors=wants, text=q.text)
         if len(self.shards) == 1:  # one shard: its statistics and its fusion are the collection's
@@ -228,7 +228,7 @@ class ShardedSearch(SearchPipeline):
             return super().retrieve(req, method, depth, tokens, rerank)
         t0 = time.perf_counter()
         o = self.query_options(req.fields, req.filters, req.created_before, req.created_after, method, tokens)
-        wants = rerank and isinstance(self.reranker, Reranker)
+        wants = self._wants_vectors(rerank)
         ask = ShardQuery(method, depth, None, None, "", None, o.filters, o.before, o.after, rows=depth, vectors=wants,
                          only=True, like=req.like, options=o)
         answer: ShardAnswer = self.shards[0].call("search", ask).result()
@@ -236,6 +236,10 @@ class ShardedSearch(SearchPipeline):
         cands = self._gather([answer], answer.fused, wants)
         cands.timings_ms = {"encode": 0.0, "retrieve": (time.perf_counter() - t0) * 1000}  # no query to encode
         return answer.query, cands
+
+    def _wants_vectors(self, rerank: bool) -> bool:
+        """Whether the shards send candidate vectors: the search reranks, with a model that has them."""
+        return rerank and isinstance(self.reranker, Reranker)
 
     def _gather(self, answers: list[ShardAnswer], fused: Candidates | None, wants: bool) -> Candidates:
         """The collection's candidates (`fused`) with what the shards' answers brought: each row's shard, every

@@ -340,7 +340,6 @@ def tune_encoder(
     index_dir: Path, store: TicketStore, inp: EvalInputs, encoder: Encoder, train_before: datetime,
     valid_before: datetime, settings: Settings, cfg: TuneConfig | None = None, progress: bool = True,
     log: Callable[[str], None] = print, install: bool = True, measure: bool = False,
-    reranked_check: Callable[..., dict[str, Any] | None] | None = None,
 ) -> TuneResult:
     """Tune a copy of the index's encoder on its train-period links; install it when validation improves.
 
@@ -348,8 +347,8 @@ def tune_encoder(
     `install=False` nothing in the index changes; the tuned model's embeddings are still cached in the store
     under its own key. With `measure`, the best tuned epoch is checked on the whole index even when it does not
     beat the current encoder on the validation subset (an experiment reports its rows either way). The
-    reranker is not retrained here (`tune_index` does it); `reranked_check` is the whole pipeline's check
-    (`reranked_validation`, run for the current and the tuned first stage when the tuned one validates better)."""
+    reranker is not retrained here (`tune_index` does it); the whole pipeline is checked by
+    `reranked_validation`, for the current and the tuned first stage, once the tuned one validates better."""
     cfg = cfg or TuneConfig()
     where = IndexDir(index_dir)
     manifest = Manifest.load(index_dir)
@@ -426,10 +425,10 @@ def tune_encoder(
             return result
         # the whole pipeline: a reranker trained on each first stage, and what search would use on top of it
         log("    the reranked pipeline on each encoder (validation)")
-        reranked_check = reranked_check or reranked_validation
-        now = reranked_check(store, inp, encoder, index_dir, fusion, depth, train_before, valid_before, progress, log)
-        then = reranked_check(store, tinp, tuned_enc, index_dir, cmp.tuned_fusion, depth, train_before,
-                              valid_before, progress, log)
+        now = reranked_validation(store, inp, encoder, index_dir, fusion, depth, train_before, valid_before,
+                                  progress, log)
+        then = reranked_validation(store, tinp, tuned_enc, index_dir, cmp.tuned_fusion, depth, train_before,
+                                   valid_before, progress, log)
         if now is not None and then is not None:
             cmp.figures["reranked"] = {"current": now, "tuned": then}
             said = (f"reranked validation MRR current {now['MRR']:.3f} ({now['use']}) against tuned "
