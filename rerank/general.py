@@ -65,6 +65,7 @@ class GeneralReranker:
     """The general model at search time, with the parts of `Reranker` that search and duplicates use."""
 
     uses_pair = True
+    code = False  # no code-term columns (`pair_features.code_agreement`)
     needs_tokens = False  # scores from the pair inputs alone: no token states, no candidate vectors
 
     def __init__(self, directory: Path = SHIPPED) -> None:

@@ -41,6 +41,8 @@ class RerankConfig:
     cosine_prior: bool = False
     # pair inputs laid out by query kind (`pair_features.by_query_kind`): trained on short queries as well
     query_kinds: bool = False
+    # pair inputs end with the agreement of the two texts' code terms (`pair_features.code_agreement`)
+    code: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

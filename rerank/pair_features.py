@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -36,12 +37,64 @@ def title_in_query(query_words: frozenset[str], candidate_title_words: frozenset
 
 
 KIND_COLUMNS = len(FIRST_STAGE) + 1  # the first-stage inputs and the time gap: what a query's kind changes
+CODE_COLUMNS = 2  # code_agreement: the share of the smaller set of code terms in the other, both have some
+
+# What bug tickets' bodies are full of, and prose is not: the top frames of each stack trace (where it was
+# thrown, not the JVM's own frames nor the entry points every trace of a product shares), exception and error
+# classes (the simple name: tickets write them with and without the package), error codes in capitals with an
+# underscore (QUOTA_EXCEEDED) and numbered errors ("Error 10004", "error code: 2").
+_FRAME = re.compile(r"\s*at\s+((?:[A-Za-z_$][\w$]*\.){2,}[\w$<>]+)\s*\(")
+_JVM = ("java.", "javax.", "sun.", "jdk.", "com.sun.")
+TOP_FRAMES = 3  # frames kept from the top of each trace
+_EXCEPTION = re.compile(r"\b([A-Z][A-Za-z0-9]*(?:Exception|Error|Failure|Fault))\b")
+_CAPS_CODE = re.compile(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9])\b")
+_NUMBERED = re.compile(r"\b(?:error|code|errno|status)\s*(?:code)?\s*[:#=]?\s*\[?(\d{3,6})\b", re.IGNORECASE)
+CODE_SCAN_CHARS = 20_000  # code terms are read from the first this many characters of a ticket's text
 
 
-def pair_dim(schema: Schema, query_kinds: bool = False) -> int:
-    """Pair inputs per candidate; `query_kinds` adds a short query's own copy of the first KIND_COLUMNS."""
+def top_frames(text: str) -> set[str]:
+    """The first TOP_FRAMES frames outside the JVM of each trace (a run of "at pkg.Class.method(" lines)."""
+    out: set[str] = set()
+    kept = 0
+    for line in text.split("\n"):
+        m = _FRAME.match(line)
+        if m is None:
+            kept = 0  # a line that is not a frame ends the trace ("Caused by: ...", "... 12 more")
+        elif not m.group(1).startswith(_JVM) and kept < TOP_FRAMES:
+            out.add(m.group(1))
+            kept += 1
+    return out
+
+
+@lru_cache(maxsize=65_536)  # a candidate's text comes back search after search
+def code_terms(text: str) -> frozenset[str]:
+    """The code terms of a ticket's text (top frames, exception classes, error codes), each kind prefixed so
+    that equal strings of two kinds stay apart."""
+    t = (text or "")[:CODE_SCAN_CHARS]
+    frames = {"at:" + f for f in top_frames(t)} if "at " in t else set()
+    return frozenset(frames | {"x:" + e for e in _EXCEPTION.findall(t)} | {"c:" + c for c in _CAPS_CODE.findall(t)}
+                     | {"e:" + n for n in _NUMBERED.findall(t)})
+
+
+def code_agreement(query_terms: frozenset[str], candidate_terms: Sequence[frozenset[str]]) -> np.ndarray:
+    """[N, CODE_COLUMNS]: the share of the smaller of the two sets of code terms found in the other (0 when
+    either has none), and whether both have any. Columns that a ticket without code leaves at zero."""
+    out = np.zeros((len(candidate_terms), CODE_COLUMNS), np.float32)
+    if not query_terms:
+        return out
+    for i, ct in enumerate(candidate_terms):
+        if ct:
+            out[i, 0] = len(query_terms & ct) / min(len(query_terms), len(ct))
+            out[i, 1] = 1.0
+    return out
+
+
+def pair_dim(schema: Schema, query_kinds: bool = False, code: bool = False) -> int:
+    """Pair inputs per candidate; `query_kinds` adds a short query's own copy of the first KIND_COLUMNS, `code`
+    the CODE_COLUMNS of code_agreement (last)."""
     per_field = {"categorical": 2, "multi": 3, "numeric": 2, "date": 0}
-    return KIND_COLUMNS + sum(per_field[f.kind] for f in schema.fields) + (KIND_COLUMNS if query_kinds else 0)
+    return (KIND_COLUMNS + sum(per_field[f.kind] for f in schema.fields) + (KIND_COLUMNS if query_kinds else 0)
+            + (CODE_COLUMNS if code else 0))
 
 
 def by_query_kind(mat: np.ndarray, short: bool) -> np.ndarray:

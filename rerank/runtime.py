@@ -58,7 +58,8 @@ class Reranker:
         self.text_dim = int(self.cfg.get("text_dim", 384))
         self.uses_pair = self.pair_width > 0
         self.query_kinds = bool(self.cfg.get("query_kinds"))  # pair inputs laid out by query kind
-        expected = pair_dim(self.schema, self.query_kinds)
+        self.code = bool(self.cfg.get("code"))  # pair inputs end with the code terms' agreement
+        expected = pair_dim(self.schema, self.query_kinds, self.code)
         if self.uses_pair and self.pair_width != expected:
             raise TicketsearchError(
                 f"{self.directory}: this reranker was trained with {self.pair_width} pair inputs and this "

@@ -9,7 +9,10 @@ import numpy as np
 
 from ticketsearch.index_data.schema import Schema, load_schema
 from ticketsearch.rerank.pair_features import (
+    CODE_COLUMNS,
     _relative_gap,
+    code_agreement,
+    code_terms,
     pair_dim,
     pair_matrix,
     title_in_query,
@@ -139,3 +142,40 @@ def test_pair_inputs_by_hand() -> None:
     assert m.shape == (2, 6)
     np.testing.assert_allclose(m[0], [0, 0, 0, 1 / math.log2(4.0), 0, math.log1p(10) / math.log1p(3650)], rtol=1e-6)
     np.testing.assert_allclose(m[1], [0, 0, 0, 1 / math.log2(1001.0), 0, 0.0], rtol=1e-6)  # no rank: the 1000th
+
+
+TRACE = """Query fails after the upgrade
+FAILED: Execution Error, return code 2 from org.apache.hadoop.hive.ql.exec.tez.TezTask
+java.lang.RuntimeException: org.apache.hadoop.hive.ql.metadata.HiveException: Hive Runtime Error
+\tat java.lang.Thread.getStackTrace(Thread.java:1559)
+\tat org.apache.hadoop.hive.ql.exec.MapJoinOperator.loadHashTable(MapJoinOperator.java:301)
+\tat org.apache.hadoop.hive.ql.exec.MapJoinOperator.process(MapJoinOperator.java:410)
+\tat org.apache.hadoop.hive.ql.exec.Operator.forward(Operator.java:837)
+\tat org.apache.hadoop.hive.ql.exec.tez.TezProcessor.run(TezProcessor.java:150)
+Caused by: java.io.IOException: QUOTA_EXCEEDED for /tmp
+\tat org.apache.hadoop.hdfs.DFSClient.checkQuota(DFSClient.java:77)
+"""
+
+
+def test_code_terms_read_frames_exceptions_and_error_codes() -> None:
+    """The top frames of each trace outside the JVM (three of them: not the entry points every trace shares),
+    exception and error classes by their simple names, capitals with an underscore, and numbered errors."""
+    terms = code_terms(TRACE)
+    frames = {t for t in terms if t.startswith("at:")}
+    assert frames == {"at:org.apache.hadoop.hive.ql.exec.MapJoinOperator.loadHashTable",
+                      "at:org.apache.hadoop.hive.ql.exec.MapJoinOperator.process",
+                      "at:org.apache.hadoop.hive.ql.exec.Operator.forward",
+                      "at:org.apache.hadoop.hdfs.DFSClient.checkQuota"}  # a new trace after "Caused by"
+    assert {"x:RuntimeException", "x:HiveException", "x:IOException"} <= terms and "x:Error" not in terms
+    assert "c:QUOTA_EXCEEDED" in terms and "e:2" not in terms  # "code 2": too short to be an error number
+    assert "e:10004" in code_terms("FAILED: SemanticException [Error 10004]: Line 1:7 Invalid table alias")
+    assert code_terms("The page is slow when I open my invoices.") == frozenset()
+    assert code_terms("") == frozenset()
+
+
+def test_code_agreement_is_the_share_of_the_smaller_set() -> None:
+    q = frozenset({"x:A", "x:B", "c:C_D"})
+    out = code_agreement(q, [frozenset({"x:A"}), frozenset({"x:Z", "x:Y"}), frozenset(), q])
+    assert out.shape == (4, CODE_COLUMNS)
+    assert np.allclose(out, [[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    assert not code_agreement(frozenset(), [q]).any()  # a query without code terms: nothing to agree on

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -14,7 +15,7 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.training import build_train_data, mine, time_split
 from ticketsearch.rerank.model import PairModel, RerankConfig
-from ticketsearch.rerank.pair_features import pair_dim
+from ticketsearch.rerank.pair_features import CODE_COLUMNS, code_terms, pair_dim
 from ticketsearch.rerank.train import TrainConfig, rerank_scores, reranked_ranks, train
 from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.manifest import Manifest
@@ -130,10 +131,14 @@ def test_explain_cli_writes_png(trained_index: Path, tmp_path: Path) -> None:
     assert out.read_bytes()[:4] == b"\x89PNG" and "attended" in res.output
 
 
-def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index: Path, encoder, settings) -> None:
+@pytest.mark.parametrize("code", [False, True])
+def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index: Path, encoder, settings,
+                                                                   code: bool) -> None:
     """Training builds its pair inputs with serving's function, on the same candidate list: for a validation
-    query, the mined top 100 and serving's top 100 (the same query as `like`, before its creation time) agree,
-    and so do the pair inputs of every candidate at the same position (BM25 scaled by the same list's best)."""
+    or test query, the mined top 100 and serving's top 100 (the same query as `like`, before its creation
+    time) agree, and so do the pair inputs of every candidate at the same position (BM25 scaled by the same
+    list's best);
+    `code`: for a model trained with the code terms' agreement too (serving reads the candidates' bodies)."""
     from datetime import datetime
 
     s = SearchPipeline(trained_index, settings=settings, encoder=encoder)
@@ -141,11 +146,18 @@ def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index:
         inp = load_eval_inputs(trained_index, s.store, encoder)
         tb, vb = time_split(inp, 0.6, 0.2)
         mined = mine(s.store, inp, s.manifest.fusion, settings.fusion_depth, tb, vb)
-        data, _, _ = build_train_data(s.store, inp, encoder, trained_index, mined, with_pair=True, progress=False)
+        data, _, _ = build_train_data(s.store, inp, encoder, trained_index, mined, with_pair=True, progress=False,
+                                      code=code)
         assert data.pair is not None and mined.valid
+        assert s.reranker is not None
+        s.reranker.code = code  # type: ignore[union-attr]  # what a model trained with code terms says
+        code_seen = 0.0
         ev = inp.ev
         checked = 0
-        for r in mined.valid[:5]:
+        lists = [*mined.valid, *mined.test]
+        if code:  # queries with code terms of their own first (41 of 300 demo tickets have an error code)
+            lists = sorted(lists, key=lambda r: not code_terms(f"{ev.titles[r.query]} {ev.bodies[r.query]}"))
+        for r in lists[:5]:
             created = ev.created[r.query].astype("datetime64[s]").astype(datetime)
             q = s.query(like=ev.ids[r.query], before=created, method="hybrid")
             cands = s.first_stage(q, "hybrid", s.rerank_depth)
@@ -157,9 +169,12 @@ def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index:
             served = s.pair_inputs(q, cands, [by_row[x] for x in cands.row_ids])
             assert served is not None
             trained = np.stack([data.pair(r.query, c) for c in r.candidates])
+            assert served.shape == trained.shape
             assert np.allclose(served[same], trained[same], atol=1e-4), np.abs(served[same] - trained[same]).max(0)
             checked += len(same)
+            code_seen += float(served[:, -CODE_COLUMNS:].sum()) if code else 0.0
         assert checked > 0
+        assert code_seen > 0 or not code  # the demo tickets' error codes agree somewhere
     finally:
         s.close()
 

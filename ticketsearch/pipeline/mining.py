@@ -27,6 +27,7 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from ticketsearch.pipeline.rerank_vectors import store_values, token_cache_for, token_encode_fn
 from ticketsearch.rerank.calibration import fit_platt, lowest_threshold_for_precision, platt
+from ticketsearch.rerank.pair_features import CODE_COLUMNS
 from ticketsearch.rerank.train import (
     Group,
     RankList,
@@ -190,11 +191,12 @@ def ticket_values(store: TicketStore, inp: EvalInputs) -> list[dict[str, Any]]:
 
 def build_train_data(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined, with_pair: bool,
-    progress: bool = True, query_kinds: bool | None = None, pair_schema: Schema | None = None,
+    progress: bool = True, query_kinds: bool | None = None, pair_schema: Schema | None = None, code: bool = False,
 ) -> tuple[TrainData, FeatureSpace, list[dict[str, Any]]]:
     """The reranker's inputs for the mined items. Pair inputs are laid out by query kind
     (`pair_features.by_query_kind`) when `query_kinds` (default: when the train groups hold short queries);
-    `pair_schema` computes them under another schema (the general model's, with no fields)."""
+    `pair_schema` computes them under another schema (the general model's, with no fields); `code` adds the
+    code terms' agreement last (`without_code` takes it off again)."""
     if query_kinds is None:
         query_kinds = mined.trains_short
     ev = inp.ev
@@ -235,12 +237,20 @@ def build_train_data(
                 mat = pair_inputs(pair_schema or store.schema, texts[q], values[q], query_time(q), scores,
                                   mined.bm25_scale.get(q, 1e-9), [ev.titles[x] for x in cands],
                                   [values[x] for x in cands], [created[x] for x in cands],
-                                  short=(q >= len(created)) if query_kinds else None)
+                                  short=(q >= len(created)) if query_kinds else None,
+                                  candidate_texts=[texts[x] for x in cands] if code else None)
                 pairs.update({(q, x): mat[j] for j, x in enumerate(cands)})
             return pairs[(q, c)]
     data = TrainData(tokens=lambda i: cache.get(hashes[i]), feats=feats, pair=pair_fn, groups=mined.groups,
                      valid=mined.valid)
     return data, fs, values
+
+
+def without_code(pair: Callable[[int, int], np.ndarray] | None) -> Callable[[int, int], np.ndarray] | None:
+    """Pair inputs built with `code` for a model trained without the code columns (the last CODE_COLUMNS)."""
+    if pair is None:
+        return None
+    return lambda q, c: pair(q, c)[:-CODE_COLUMNS]
 
 
 THRESHOLD_PRECISIONS = (0.8, 0.85, 0.9, 0.95, 0.99)  # stored with the model; the service picks one

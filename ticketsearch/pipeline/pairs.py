@@ -4,7 +4,8 @@ serving (`pipeline.search.rerank`) and by training (`pipeline.training`) on the 
 First-stage part, per candidate: the dense and title cosines, BM25 divided by the best BM25 score of the
 query's reranked list (the top `rerank_depth` in first-stage order), the fused rank (1-based), and the share
 of the candidate's title words found in the query text. The rest (time gap, per-field agreement) comes from
-`rerank.pair_features.pair_matrix`.
+`rerank.pair_features.pair_matrix`; a model trained with code terms (`RerankConfig.code`) has the agreement of the
+two texts' stack frames, exception classes and error codes last (`pair_features.code_agreement`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from ticketsearch.index_data.schema import Schema
-from ticketsearch.rerank.pair_features import by_query_kind, pair_matrix, title_in_query, words
+from ticketsearch.rerank.pair_features import (
+    by_query_kind,
+    code_agreement,
+    code_terms,
+    pair_matrix,
+    title_in_query,
+    words,
+)
 
 RERANK_DEPTH = 100  # the reranked list's length when training; a model stores the depth it was trained for
 
@@ -51,10 +59,16 @@ def first_stage_inputs(scores: ListScores, scale: float, query_words: frozenset[
 def pair_inputs(
     schema: Schema, query_text: str, q_values: dict[str, Any], q_created: datetime,
     scores: ListScores, scale: float, candidate_titles: Sequence[str], c_values: Sequence[dict[str, Any]],
-    c_created: Sequence[datetime], short: bool | None = None,
+    c_created: Sequence[datetime], short: bool | None = None, candidate_texts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """[N, pair_dim] pair inputs of one query against N candidates; laid out by query kind (`short` or not)
-    for a model trained on short queries too (`RerankConfig.query_kinds`), as one layout without (None)."""
+    for a model trained on short queries too (`RerankConfig.query_kinds`), as one layout without (None); with
+    `candidate_texts` (the candidates' ticket texts, for a model trained with code terms) the code agreement
+    columns last."""
     first = first_stage_inputs(scores, scale, words(query_text), candidate_titles)
     mat = pair_matrix(schema, q_values, list(c_values), q_created, list(c_created), first)
-    return mat if short is None else by_query_kind(mat, short)
+    mat = mat if short is None else by_query_kind(mat, short)
+    if candidate_texts is None:
+        return mat
+    code = code_agreement(code_terms(query_text), [code_terms(t) for t in candidate_texts])
+    return np.concatenate([mat, code], axis=1).astype(np.float32)

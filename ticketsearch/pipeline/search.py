@@ -346,7 +346,8 @@ class SearchPipeline:
         scores = ListScores(col("dense"), col("title"), col("bm25"), np.arange(1, len(ids) + 1, dtype=np.float64))
         return pair_inputs(reranker.schema, q.text, q.values, q.created, scores, bm25_scale(scores.bm25),
                            [t.title for t in rows], [t.values for t in rows], [t.created for t in rows],
-                           short=q.short if reranker.query_kinds else None)
+                           short=q.short if reranker.query_kinds else None,
+                           candidate_texts=self._texts(rows)(list(range(len(rows)))) if reranker.code else None)
 
     def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False,
                timings: dict[str, float] | None = None) -> tuple[list[Hit], list[str]]:

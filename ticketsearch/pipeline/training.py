@@ -35,6 +35,7 @@ from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, 
     mine,
     rank_lists,
     ticket_values,
+    without_code,
 )
 from ticketsearch.pipeline.pairs import RERANK_DEPTH
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
@@ -104,14 +105,16 @@ def ltr_train_lists(mined: Mined) -> list[RankList]:
 def train_variant(
     name: str, data: TrainData, fs: FeatureSpace, schema_dict: dict, mined: Mined, arch: str, with_pair: bool,
     out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
-    prior: bool = True, ltr_train: Sequence[RankList] | None = None,
+    prior: bool = True, ltr_train: Sequence[RankList] | None = None, code: bool = False,
 ) -> VariantResult:
     """Train one variant and save it in `out_dir/name`; with `ltr_train` (LambdaMART's training lists), a
-    LambdaMART stage on top of the fusion model, early-stopped on the validation lists, saved beside it."""
+    LambdaMART stage on top of the fusion model, early-stopped on the validation lists, saved beside it;
+    `code`: its pair inputs end with the code terms' agreement (`data.pair` gives them)."""
     kinds = with_pair and mined.trains_short
+    code = with_pair and code
     cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]  # arch comes from VARIANTS, whose values are the Literal
-                       pair_dim=pair_dim(fs.schema, kinds) if with_pair else 0, dropout=DROPOUT, cosine_prior=prior,
-                       query_kinds=kinds)
+                       pair_dim=pair_dim(fs.schema, kinds, code) if with_pair else 0, dropout=DROPOUT,
+                       cosine_prior=prior, query_kinds=kinds, code=code)
     log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
     res = train(data, cfg, tcfg, progress=progress, log=log)
     perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
@@ -175,6 +178,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rerank-concat": {"arch": "concat", "pair": False},
     "rerank-cross": {"arch": "cross", "pair": False},
     "rerank-cross+pair": {"arch": "cross", "pair": True},
+    # cross+pair with the agreement of the two texts' stack frames, exception classes and error codes
+    "rerank-cross+pair+code": {"arch": "cross", "pair": True, "code": True},
     "rerank-cross-shuffled": {"arch": "cross", "pair": False, "shuffle": True},  # ablation
     "rerank-concat-noprior": {"arch": "concat", "pair": False, "prior": False, "optional": True},
     "rerank-cross-noprior": {"arch": "cross", "pair": False, "prior": False, "optional": True},
@@ -225,7 +230,15 @@ def run_rerankers(
     log(f"    mined {len(mined.groups)} train queries ({', '.join(k.label for k in train_kinds)}; "
         f"{sum(len(g.negatives) for g in mined.groups)} negatives, {mined.feedback_negatives} of them rejected by "
         f"agents), {len(mined.valid)} validation and {len(mined.test)} test queries with their top {RERANK_DEPTH}")
-    base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress)
+    names = variants or default_variants()
+    code = any(VARIANTS[n].get("code") for n in names)  # pair inputs built with the code columns, for all
+    base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
+                                        code=code)
+
+    def variant_pair(pair: Callable[[int, int], np.ndarray] | None,
+                     spec: dict[str, Any]) -> Callable[[int, int], np.ndarray] | None:
+        """A variant's pair inputs: none, all of them, or all but the code columns."""
+        return None if not spec["pair"] else pair if spec.get("code") or not code else without_code(pair)
     first = {"valid": first_stage_ranks(mined.valid), "test": first_stage_ranks(mined.test)}
     results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {},
                                "train_pairs": {"queries": len(mined.groups),
@@ -242,20 +255,20 @@ def run_rerankers(
         m = Mined(groups=[], valid=[], test=[])
         m.valid = rank_lists(pools, fuse, m)
         d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress,
-                                   query_kinds=mined.trains_short)
+                                   query_kinds=mined.trains_short, code=code)
         extra_sets[set_name] = (m, d)
         results["extra"][set_name] = {}
     ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
     best: VariantResult | None = None
     ltr_train = ltr_train_lists(mined)
-    for name in variants or default_variants():
+    for name in names:
         spec = VARIANTS[name]
-        data = TrainData(tokens=base_data.tokens, feats=base_data.feats,
-                         pair=base_data.pair if spec["pair"] else None, groups=base_data.groups, valid=base_data.valid)
+        data = TrainData(tokens=base_data.tokens, feats=base_data.feats, pair=variant_pair(base_data.pair, spec),
+                         groups=base_data.groups, valid=base_data.valid)
         vcfg = TrainConfig(**{**tcfg.__dict__, "shuffle_features": bool(spec.get("shuffle"))})
         vr = train_variant(name, data, fs, store.schema.to_dict(), mined, spec["arch"], spec["pair"], out_dir,
                            encoder, vcfg, progress, log, prior=spec.get("prior", True),
-                           ltr_train=ltr_train if spec.get("ltr") else None)
+                           ltr_train=ltr_train if spec.get("ltr") else None, code=bool(spec.get("code")))
         results["test"][name] = metrics_from_ranks(vr.test_ranks)
         results["valid"][name] = metrics_from_ranks(vr.valid_ranks)
         results["variants"][name] = {"history": vr.history, "seconds": round(vr.seconds, 1),
@@ -268,7 +281,7 @@ def run_rerankers(
         for set_name, (m, d) in extra_sets.items():
             # the base items' features (tickets first, as in every set), so that the shuffled ablation's
             # permutation of them applies here too
-            dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=d.pair if spec["pair"] else None, groups=[],
+            dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=variant_pair(d.pair, spec), groups=[],
                            valid=[])
             scores = vr.scores(dx, m.valid, perm)
             results["extra"][set_name][name] = metrics_from_ranks(reranked_ranks(m.valid, scores))
@@ -277,7 +290,8 @@ def run_rerankers(
     comparisons = {}
     for a, b in (("rerank-concat", "rerank-cross"), ("hybrid (top 100)", "rerank-cross"),
                  ("hybrid (top 100)", "rerank-cross+pair"),
-                 ("rerank-cross", "rerank-cross+pair"), ("rerank-cross-shuffled", "rerank-cross"),
+                 ("rerank-cross", "rerank-cross+pair"), ("rerank-cross+pair", "rerank-cross+pair+code"),
+                 ("rerank-cross-shuffled", "rerank-cross"),
                  ("rerank-concat-noprior", "rerank-cross-noprior"), ("rerank-cross-noprior", "rerank-cross")):
         if a in ranks and b in ranks:
             comparisons[f"{b} vs {a}"] = {m: paired_bootstrap(ranks[a], ranks[b], m) for m in ("MRR", "RR@10")}
