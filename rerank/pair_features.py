@@ -10,7 +10,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -66,7 +65,6 @@ def top_frames(text: str) -> set[str]:
     return out
 
 
-@lru_cache(maxsize=65_536)  # a candidate's text comes back search after search
 def code_terms(text: str) -> frozenset[str]:
     """The code terms of a ticket's text (top frames, exception classes, error codes), each kind prefixed so
     that equal strings of two kinds stay apart."""

@@ -132,7 +132,8 @@ class TrainParams(BaseModel):
     train_before: datetime | None = Field(default=None, description="End of the train period (default: 80% of "
                                           "tickets by creation time).")
     valid_before: datetime | None = Field(default=None, description="End of the validation period (default 90%).")
-    variant: Literal["rerank-cross+pair", "rerank-cross", "rerank-concat"] = "rerank-cross+pair"
+    variant: Literal["rerank-cross+pair", "rerank-cross+pair+code", "rerank-cross",
+                     "rerank-concat"] = "rerank-cross+pair"
     epochs: int = Field(default=20, ge=1, le=200)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     install: InstallRule = Field(default="auto", description="auto: install the trained model only "

@@ -179,3 +179,25 @@ def test_code_agreement_is_the_share_of_the_smaller_set() -> None:
     assert out.shape == (4, CODE_COLUMNS)
     assert np.allclose(out, [[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
     assert not code_agreement(frozenset(), [q]).any()  # a query without code terms: nothing to agree on
+
+
+def test_code_terms_are_cached_by_text_hash_and_read_only_when_missing() -> None:
+    from ticketsearch.pipeline.pairs import CodeTerms
+
+    cache = CodeTerms(limit=3)
+    texts = {"h1": TRACE, "h2": "no code here", "h3": "QUOTA_EXCEEDED again", "h4": "Error 10004"}
+    reads: list[list[str]] = []
+
+    def read(hashes: list[str]):  # noqa: ANN202
+        def texts_at(positions: list[int]) -> list[str]:
+            reads.append([hashes[i] for i in positions])
+            return [texts[hashes[i]] for i in positions]
+        return texts_at
+
+    first = cache.of(["h1", "h2"], read(["h1", "h2"]))
+    assert first == [code_terms(TRACE), frozenset()] and reads == [["h1", "h2"]]
+    assert cache.of(["h2", "h3", "h1"], read(["h2", "h3", "h1"])) == [frozenset(), frozenset({"c:QUOTA_EXCEEDED"}),
+                                                                    code_terms(TRACE)]
+    assert reads[-1] == ["h3"]  # the cached ones are not read again
+    assert cache.of(["h4"], read(["h4"])) == [frozenset({"e:10004"})]  # over the limit: emptied, still right
+    assert cache.of(["h1"], read(["h1"])) == [code_terms(TRACE)] and reads[-1] == ["h1"]

@@ -10,7 +10,7 @@ two texts' stack frames, exception classes and error codes last (`pair_features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,16 +59,40 @@ def first_stage_inputs(scores: ListScores, scale: float, query_words: frozenset[
 def pair_inputs(
     schema: Schema, query_text: str, q_values: dict[str, Any], q_created: datetime,
     scores: ListScores, scale: float, candidate_titles: Sequence[str], c_values: Sequence[dict[str, Any]],
-    c_created: Sequence[datetime], short: bool | None = None, candidate_texts: Sequence[str] | None = None,
+    c_created: Sequence[datetime], short: bool | None = None,
+    candidate_code: Sequence[frozenset[str]] | None = None,
 ) -> np.ndarray:
     """[N, pair_dim] pair inputs of one query against N candidates; laid out by query kind (`short` or not)
     for a model trained on short queries too (`RerankConfig.query_kinds`), as one layout without (None); with
-    `candidate_texts` (the candidates' ticket texts, for a model trained with code terms) the code agreement
+    `candidate_code` (the candidates' `code_terms`, for a model trained with them) the code agreement
     columns last."""
     first = first_stage_inputs(scores, scale, words(query_text), candidate_titles)
     mat = pair_matrix(schema, q_values, list(c_values), q_created, list(c_created), first)
     mat = mat if short is None else by_query_kind(mat, short)
-    if candidate_texts is None:
+    if candidate_code is None:
         return mat
-    code = code_agreement(code_terms(query_text), [code_terms(t) for t in candidate_texts])
+    code = code_agreement(code_terms(query_text), candidate_code)
     return np.concatenate([mat, code], axis=1).astype(np.float32)
+
+
+class CodeTerms:
+    """`code_terms` of tickets by their text hash (a function of the text alone, so one cache serves every
+    index and shard of a process), at most `limit` of them (emptied when full)."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._terms: dict[str, frozenset[str]] = {}
+
+    def of(self, hashes: Sequence[str], texts: Callable[[list[int]], list[str]]) -> list[frozenset[str]]:
+        """The code terms of the texts with these hashes; `texts(positions)` reads the ones not cached."""
+        found = [self._terms.get(h) for h in hashes]
+        missing = [i for i, t in enumerate(found) if t is None]
+        if missing:
+            if len(self._terms) + len(missing) > self.limit:
+                self._terms = {}
+            for i, text in zip(missing, texts(missing)):
+                found[i] = self._terms[hashes[i]] = code_terms(text)
+        return [t if t is not None else frozenset() for t in found]
+
+
+CODE_TERMS = CodeTerms()

@@ -41,7 +41,7 @@ from ticketsearch.retrieval.ties import tie_keys
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
 
-from .pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
+from .pairs import CODE_TERMS, RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
 from .snippets import highlights, query_stems, snippet
 
@@ -347,7 +347,8 @@ class SearchPipeline:
         return pair_inputs(reranker.schema, q.text, q.values, q.created, scores, bm25_scale(scores.bm25),
                            [t.title for t in rows], [t.values for t in rows], [t.created for t in rows],
                            short=q.short if reranker.query_kinds else None,
-                           candidate_texts=self._texts(rows)(list(range(len(rows)))) if reranker.code else None)
+                           candidate_code=CODE_TERMS.of([t.text_hash for t in rows], self._texts(rows))
+                           if reranker.code else None)
 
     def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False,
                timings: dict[str, float] | None = None) -> tuple[list[Hit], list[str]]:
