@@ -469,8 +469,10 @@ def train(
     train_before: TrainBefore = None,
     valid_before: ValidBefore = None,
     variant: Annotated[
-        str, typer.Option("--variant", help="rerank-cross+pair, rerank-lambdamart (LightGBM on top of it: pip "
-                          "install 'ticketsearch[ltr]'), rerank-cross or rerank-concat.")
+        str, typer.Option("--variant", help="rerank-cross+pair, rerank-cross+pair+code (with the agreement of the "
+                          "two tickets' stack frames, exception classes and error codes), rerank-lambdamart "
+                          "(LightGBM on top of cross+pair: pip install 'ticketsearch[ltr]'), rerank-cross or "
+                          "rerank-concat.")
     ] = "rerank-cross+pair",
     loss: Annotated[str, typer.Option("--loss", help="bce, listwise or both.")] = "both",
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
@@ -487,8 +489,8 @@ def train(
     from ticketsearch.rerank.train import TrainConfig  # deferred: torch
 
     if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
-        fail(f"--variant must be one of rerank-cross+pair, rerank-lambdamart, rerank-cross, rerank-concat; "
-             f"got {variant!r}")
+        fail("--variant must be one of rerank-cross+pair, rerank-cross+pair+code, rerank-lambdamart, rerank-cross, "
+             f"rerank-concat; got {variant!r}")
     if VARIANTS[variant].get("ltr"):
 
         if not available():
