@@ -74,11 +74,13 @@ def query_views(
     progress: bool = True,
 ) -> QueryViews:
     """The `kind` form (a short kind) of each query, encoded through the store's embedding cache under the
-    encoder's own key (a free text embeds as any text does)."""
+    encoder's own key (a free text embeds as any text does); a title query is its title's own vector (the title
+    index's cached one: the same model and text, so float noise of another batch cannot reorder ties)."""
     ev = inp.ev
     texts = {int(q): kind.text(ev.titles[q], ev.bodies[q]) for q in queries}
     texts = {q: t for q, t in texts.items() if t}
-    vecs, _, _ = embed_texts(store, encoder, encoder.key, list(texts.values()), progress, f"{kind.label} queries")
+    key = title_key(encoder) if kind.name == "title" else encoder.key
+    vecs, _, _ = embed_texts(store, encoder, key, list(texts.values()), progress, f"{kind.label} queries")
     return QueryViews(kind, texts, {q: vecs[i] for i, q in enumerate(texts)})
 
 

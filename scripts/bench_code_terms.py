@@ -36,8 +36,7 @@ def main() -> None:
         reranker = s.reranker
         if reranker is None or not reranker.uses_pair:
             raise SystemExit(f"{args.index}: no reranker with pair inputs installed")
-        rows = s.store.con.execute("SELECT id, created FROM tickets ORDER BY created DESC LIMIT ?",
-                                   [args.queries]).fetchall()
+        rows = s.store.ids_by_created()[-args.queries:]
         cases = []
         for tid, created in rows:
             req = SearchRequest.of(like=tid, before=created, k=10)
