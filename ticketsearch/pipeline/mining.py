@@ -24,10 +24,10 @@ from ticketsearch.index_data.records import text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.pairs import RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
+from ticketsearch.pipeline.pairs import RERANK_DEPTH, CodeTerms, ListScores, bm25_scale, pair_inputs
 from ticketsearch.pipeline.rerank_vectors import store_values, token_cache_for, token_encode_fn
 from ticketsearch.rerank.calibration import fit_platt, lowest_threshold_for_precision, platt
-from ticketsearch.rerank.pair_features import CODE_COLUMNS, code_terms
+from ticketsearch.rerank.pair_features import CODE_COLUMNS
 from ticketsearch.rerank.train import (
     Group,
     RankList,
@@ -220,12 +220,7 @@ def build_train_data(
         a query without a date at the time of the request)."""
         return created[q] if q < len(created) else created[mined.short[q - len(created)].ticket]
     pair_fn = None
-    codes: dict[int, frozenset[str]] = {}
-
-    def code_of(i: int) -> frozenset[str]:
-        if i not in codes:
-            codes[i] = code_terms(texts[i])
-        return codes[i]
+    codes = CodeTerms(limit=len(texts) + 1)  # by text hash, as search reads them
     if with_pair:
         pairs: dict[tuple[int, int], np.ndarray] = {}
 
@@ -244,7 +239,9 @@ def build_train_data(
                                   mined.bm25_scale.get(q, 1e-9), [ev.titles[x] for x in cands],
                                   [values[x] for x in cands], [created[x] for x in cands],
                                   short=(q >= len(created)) if query_kinds else None,
-                                  candidate_code=[code_of(x) for x in cands] if code else None)
+                                  candidate_code=codes.of([hashes[x] for x in cands],
+                                                          lambda at: [texts[cands[i]] for i in at])
+                                  if code else None)
                 pairs.update({(q, x): mat[j] for j, x in enumerate(cands)})
             return pairs[(q, c)]
     data = TrainData(tokens=lambda i: cache.get(hashes[i]), feats=feats, pair=pair_fn, groups=mined.groups,

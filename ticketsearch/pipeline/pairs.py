@@ -94,5 +94,8 @@ class CodeTerms:
                 found[i] = self._terms[hashes[i]] = code_terms(text)
         return [t if t is not None else frozenset() for t in found]
 
+    def clear(self) -> None:
+        self._terms = {}
+
 
 CODE_TERMS = CodeTerms()
