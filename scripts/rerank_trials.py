@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from experiment_args import experiment_index_parser
@@ -83,6 +84,10 @@ def main() -> None:
     ap.add_argument("--experiment", nargs="*", default=None, metavar="VARIANT",
                     help="run `ticketsearch experiment`'s reranker step itself (these variants; none = its defaults): "
                     "train, compare with paired bootstrap, install the best in the index")
+    ap.add_argument("--validation-folds", type=int, default=0,
+                    help="with --experiment: earlier periods pooled with validation for the decision (pipeline.folds)")
+    ap.add_argument("--general", type=Path, default=None,
+                    help="with --experiment: the general model to compare with (default: the shipped one)")
     ap.add_argument("--int8-queries", action="store_true",
                     help="also score the test queries with the int8 ONNX query encoder's token states and vectors")
     args = ap.parse_args()
@@ -111,7 +116,8 @@ def main() -> None:
             rr = run_rerankers(store, inp, encoder, args.index, manifest.fusion, settings.fusion_depth,
                                parse_datetime(args.train_before), parse_datetime(args.test_since),
                                args.index.parent / "rerankers", variants=args.experiment or None,
-                               tcfg=TrainConfig(time_budget_s=args.budget), progress=False)
+                               tcfg=TrainConfig(time_budget_s=args.budget), progress=False,
+                               validation_folds=args.validation_folds, general_dir=args.general)
             out["experiment"] = rr
             atomic_write_json(args.out, out)
             for name, m in rr["test"].items():
@@ -120,6 +126,9 @@ def main() -> None:
                       f"MRR {v['MRR']:.3f}", flush=True)
             for name, c in rr["comparisons"].items():
                 print(f"   {name}: {json.dumps(c)}", flush=True)
+            for key in ("decision_without_folds", "decision"):
+                if key in rr:
+                    print(f"   {key}: {rr[key]['reason']}", flush=True)
         for name, spec in trials:
             spec = dict(spec)
             with_pair = bool(spec.pop("pair", False))

@@ -24,7 +24,12 @@ from ticketsearch.pipeline.sharding import split_index
 from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest, as_datetime, named_date
 from ticketsearch.rerank.explain import plot_attention
 from ticketsearch.rerank.lambdamart import available
-from ticketsearch.results import INSTALL_RULES
+from ticketsearch.results import (
+    DEFAULT_VALIDATION_FOLDS,
+    INSTALL_RULES,
+    MAX_VALIDATION_FOLDS,
+    VALIDATION_FOLDS_HELP,
+)
 from ticketsearch.retrieval.evaluation import markdown_table
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.retrieval.query_kinds import parse_kinds
@@ -400,6 +405,8 @@ def experiment(
     tune_budget: Annotated[
         float, typer.Option("--tune-budget", min=10, help="Seconds of encoder tuning and its validation checks.")
     ] = 1200,
+    validation_folds: Annotated[int, typer.Option(
+        "--validation-folds", min=0, max=MAX_VALIDATION_FOLDS, help=VALIDATION_FOLDS_HELP)] = DEFAULT_VALIDATION_FOLDS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Ingest a labelled file, build the indexes, tune fusion on validation, tune the encoder, train rerankers,
@@ -416,7 +423,7 @@ def experiment(
         ExperimentConfig(data=data, out=out, schema=schema, train_before=tb, test_since=ts, window_days=window_days,
                          model=model, progress=not quiet, rerank=rerank, rerank_budget_s=rerank_budget,
                          queries=kinds, train_queries=train_kinds,
-                         tune_encoder=tune, tune_budget_s=tune_budget),
+                         tune_encoder=tune, tune_budget_s=tune_budget, validation_folds=validation_folds),
         get_settings(), log=typer.echo,
     )
 
@@ -481,6 +488,8 @@ def train(
     install: Annotated[str, typer.Option(
         "--install", help="auto: install the model only where it beats the first stage (and the general model) "
         "on validation; always: install it whatever validation says (the comparison is still printed).")] = "auto",
+    validation_folds: Annotated[int, typer.Option(
+        "--validation-folds", min=0, max=MAX_VALIDATION_FOLDS, help=VALIDATION_FOLDS_HELP)] = DEFAULT_VALIDATION_FOLDS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it
@@ -502,7 +511,8 @@ def train(
     tb, vb = split_dates(train_before, valid_before)
     kinds = parse_kinds(train_queries, "--train-queries")
     res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss and --install are checked above against the Literals
-                      progress=not quiet, log=typer.echo, train_kinds=kinds, install_rule=install)
+                      progress=not quiet, log=typer.echo, train_kinds=kinds, install_rule=install,
+                      validation_folds=validation_folds)
     m, first = res["test"][variant], res["first_stage"]["test"]
     held_out = (f"held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} against the first stage's "
                 f"{first['MRR']:.3f}, {first['RR@10']:.3f} over {m['queries']} queries" if m["queries"]

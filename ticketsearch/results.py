@@ -122,6 +122,12 @@ class CollectionInfo(BaseModel):
 
 InstallRule = Literal["auto", "always"]
 INSTALL_RULES: tuple[InstallRule, ...] = get_args(InstallRule)  # `decide_install`'s: validation decides, or install
+MAX_VALIDATION_FOLDS = 4  # `pipeline.folds`: each fold trains the model again, so the limit bounds a training's cost
+# every door's default: folds doubled training's cost and changed no decision on hive or hadoop (docs/RESULTS.md)
+DEFAULT_VALIDATION_FOLDS = 0
+VALIDATION_FOLDS_HELP = ("Earlier periods, each as long as the validation period, whose duplicates join validation "
+                         f"in the install decision (the model trained again on what precedes each; 0 to "
+                         f"{MAX_VALIDATION_FOLDS}).")
 
 
 class TrainParams(BaseModel):
@@ -139,6 +145,8 @@ class TrainParams(BaseModel):
     install: InstallRule = Field(default="auto", description="auto: install the trained model only "
                                                "where it beats the first stage (and the general model) on "
                                                "validation; always: install it whatever validation says.")
+    validation_folds: int = Field(default=DEFAULT_VALIDATION_FOLDS, ge=0, le=MAX_VALIDATION_FOLDS,
+                                  description=VALIDATION_FOLDS_HELP)
 
 
 class DedupeParams(BaseModel):

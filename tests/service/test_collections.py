@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ticketsearch.results import MAX_VALIDATION_FOLDS
+
 from .server import Server
 
 ADMIN = "admin-key-0000001"
@@ -238,7 +240,10 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server,
     query = {"text": demo_rows[-1]["title"], "k": 5}
     before = admin.post("/v1/collections/trained/search", json=query).json()
     assert before["reranker"] is None
-    r = admin.post("/v1/collections/trained/train", json={"epochs": 8, "install": "always"})
+    r = admin.post("/v1/collections/trained/train", json={"validation_folds": MAX_VALIDATION_FOLDS + 1})
+    assert r.status_code == 422 and "validation_folds" in r.text, r.text  # the CLI's bound, before any work
+    # one earlier period of the same length joins validation: the decision pools it and says so
+    r = admin.post("/v1/collections/trained/train", json={"epochs": 8, "install": "always", "validation_folds": 1})
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["state"] in ("queued", "running") and job["collection"] == "trained"
@@ -259,6 +264,8 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server,
     assert done["validation"]["first_stage"]["queries"] > 0 and "rerank-cross+pair" in done["validation"]
     model = done["result"]["model"]
     assert done["result"]["installed"] is True and model.startswith("rerank-cross+pair@"), done["result"]
+    decision = done["result"]["decision"]
+    assert decision["folds"] == 1 and "the validation period and 1 earlier fold" in decision["reason"], decision
     after = admin.post("/v1/collections/trained/search", json=query).json()
     assert after["reranked"] is True and after["reranker"] == model
     assert after["hits"][0]["probability"] is not None

@@ -21,6 +21,7 @@ from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 from ticketsearch.pipeline.training import run_rerankers
 from ticketsearch.pipeline.tune_encoder import TuneConfig, tune_encoder
 from ticketsearch.rerank.train import TrainConfig
+from ticketsearch.results import DEFAULT_VALIDATION_FOLDS
 from ticketsearch.retrieval.eval_index import ScoreFn, first_stage_methods, fusion_fn, kind_pools, load_eval_inputs
 from ticketsearch.retrieval.evaluation import QueryPool, evaluate, markdown_table, paired_bootstrap
 from ticketsearch.retrieval.fusion_tuning import MIN_TUNE_QUERIES, choose_fusion
@@ -47,6 +48,8 @@ class ExperimentConfig:
     train_queries: list[QueryKind] = field(default_factory=lambda: [FULL])  # what the reranker trains on
     tune_encoder: bool = True  # tune the bi-encoder on the train links (`pipeline.tune_encoder`): *-tuned rows
     tune_budget_s: float = 20 * 60
+    # earlier periods pooled with validation in the install decision (`pipeline.folds`)
+    validation_folds: int = DEFAULT_VALIDATION_FOLDS
 
 
 def evaluate_methods(pools: list[QueryPool], methods: Mapping[str, ScoreFn]) -> dict[str, dict[str, Any]]:
@@ -141,7 +144,8 @@ def run_experiment(
                                IndexDir(index_dir).rerankers_path, progress=cfg.progress, log=log,
                                tcfg=TrainConfig(time_budget_s=cfg.rerank_budget_s),
                                extra={"window": test_win, "no_easy": test_hard},
-                               train_kinds=cfg.train_queries, eval_kinds=cfg.queries)
+                               train_kinds=cfg.train_queries, eval_kinds=cfg.queries,
+                               validation_folds=cfg.validation_folds)
             if "installed" in rr:  # the index the experiment leaves reranks: the installed model's vectors
 
                 n = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress=cfg.progress)
@@ -153,7 +157,8 @@ def run_experiment(
             for label, kind_rows in results["queries"]["kinds"].items():
                 kind_rows["methods"].update(rr["kinds"][label]["test"])
                 kind_rows["validation"]["methods"].update(rr["kinds"][label]["valid"])
-            results["rerank"] = {k: rr[k] for k in ("variants", "comparisons", "installed", "decision") if k in rr}
+            results["rerank"] = {k: rr[k] for k in ("variants", "comparisons", "installed", "decision", "folds",
+                                                    "decision_without_folds") if k in rr}
     finally:
         store.close()
     write_results(cfg.out, results)

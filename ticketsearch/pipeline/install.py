@@ -33,6 +33,7 @@ class InstallDecision:
     reason: str
     use: str = "first_stage"  # "own", "general" or "first_stage"
     general_valid_mrr: float | None = None
+    folds: int = 0  # earlier periods pooled with the validation period (`pipeline.folds`)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -47,14 +48,23 @@ ALWAYS = "installed as asked (install 'always')"
 
 
 def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ranks: np.ndarray,
-                   general_ranks: np.ndarray | None = None, rule: InstallRule = "auto") -> InstallDecision:
+                   general_ranks: np.ndarray | None = None, rule: InstallRule = "auto",
+                   folds: int = 0) -> InstallDecision:
     """Install `name` when its validation MRR is above the first stage's on the same queries (the point
     estimate of the paired difference; its 95% interval is reported, not required: a few dozen validation
     queries rarely exclude zero even for a real gain) and not below the general model's (`general_ranks`,
     when given); else use the general model where it beats the first stage. `rule` "always": install the
     trained model whatever validation says (a team that wants its own model's verdicts; the figures are
-    still reported, and a model that could not be trained is still not installed)."""
+    still reported, and a model that could not be trained is still not installed). `folds`: how many earlier
+    periods the ranks pool with the validation period's (`pipeline.folds`), as the reason says."""
 
+    decision = _decide(name, variant_ranks, first_ranks, general_ranks, rule, folds)
+    decision.folds = folds
+    return decision
+
+
+def _decide(name: str | None, variant_ranks: np.ndarray | None, first_ranks: np.ndarray,
+            general_ranks: np.ndarray | None, rule: InstallRule, folds: int) -> InstallDecision:
     first_mrr = mrr(first_ranks)
     n = len(first_ranks)
     gen = None if general_ranks is None or not len(general_ranks) else mrr(general_ranks)
@@ -71,7 +81,8 @@ def decide_install(name: str | None, variant_ranks: np.ndarray | None, first_ran
     assert variant_ranks is not None
     own = mrr(variant_ranks)
     delta = paired_bootstrap(first_ranks, variant_ranks, "MRR")
-    figures = (f"validation MRR {own:.3f} against the first stage's {first_mrr:.3f} over {n} queries "
+    over = f"{n} queries" + (f" (the validation period and {folds} earlier fold{'s' * (folds > 1)})" if folds else "")
+    figures = (f"validation MRR {own:.3f} against the first stage's {first_mrr:.3f} over {over} "
                f"(difference {delta['diff']:+.3f}, 95% interval {delta['lo']:+.3f} to {delta['hi']:+.3f})")
     if gen is not None:
         figures += f" and the general model's {gen:.3f}"

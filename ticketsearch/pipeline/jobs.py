@@ -145,7 +145,8 @@ class TrainingJobs:
                     return
                 res = train_index(engine.index_dir, p.train_before, p.valid_before, p.variant, self.settings,
                                   TrainConfig(epochs=p.epochs, seed=p.seed), progress=False, log=say,
-                                  store=engine.store, install_rule=p.install)
+                                  store=engine.store, install_rule=p.install,
+                                  validation_folds=p.validation_folds)
                 say("swapping the model in")
                 model = engine.reload_reranker()
                 validation = {"first_stage": res["first_stage"]["valid"], **res["valid"]}

@@ -280,3 +280,14 @@ def calibration_meta(val_scores: Sequence[np.ndarray], valid: Sequence[RankList]
     return {"calibration": {"method": "platt", "a": a, "b": b}, "duplicate_threshold": threshold,
             "threshold_target_precision": TARGET_PRECISION, "threshold_validation_precision": achieved,
             "duplicate_thresholds": table, "duplicate_threshold_sources": sources}
+
+
+def keep_first_groups(mined: Mined, inp: EvalInputs, count: int) -> None:
+    """A young project: keep only `mined`'s first `count` train queries by filing date (a short query is
+    filed with its ticket)."""
+    n = len(inp.ev)
+
+    def filed(g: Group) -> np.datetime64:
+        return inp.ev.created[g.query if g.query < n else mined.short[g.query - n].ticket]
+
+    mined.groups = sorted(mined.groups, key=filed)[:count]

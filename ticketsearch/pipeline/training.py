@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ticketsearch.atomic import atomic_write_dir
-from ticketsearch.errors import QueryError, TicketsearchError
+from ticketsearch.errors import QueryError
 from ticketsearch.index_data import feedback
-from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.general import general_inputs, list_scores
+from ticketsearch.pipeline.folds import encoder_learned_before, fold_periods, held_out_periods, run_fold
 from ticketsearch.pipeline.install import decide_install
 from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, also imported from here
     DROPOUT,
@@ -32,6 +30,7 @@ from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, 
     build_train_data,
     calibration_meta,
     excluded_negatives,
+    keep_first_groups,
     mine,
     rank_lists,
     ticket_values,
@@ -40,158 +39,27 @@ from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, 
 from ticketsearch.pipeline.pairs import RERANK_DEPTH
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
 from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
-from ticketsearch.rerank.general import SHIPPED, load_general
-from ticketsearch.rerank.lambdamart import LambdaMART, available, ltr_inputs
-from ticketsearch.rerank.model import RerankConfig
-from ticketsearch.rerank.pair_features import pair_dim
-from ticketsearch.rerank.persist import save_reranker
-from ticketsearch.rerank.train import (
-    Group,
-    RankList,
-    TrainConfig,
-    TrainData,
-    rerank_scores,
-    reranked_ranks,
-    train,
+from ticketsearch.pipeline.variants import (  # noqa: F401 - the variants, also imported from here
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    VariantResult,
+    default_variants,
+    first_stage_ranks,
+    general_ranker,
+    list_pairs,
+    ltr_train_lists,
+    pooled_mrr,
+    train_named,
+    train_variant,
+    variant_data,
+    variant_scores,
 )
-from ticketsearch.results import InstallRule
+from ticketsearch.rerank.train import TrainConfig, TrainData, reranked_ranks
+from ticketsearch.results import DEFAULT_VALIDATION_FOLDS, InstallRule
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, load_eval_inputs
 from ticketsearch.retrieval.evaluation import QueryPool, metrics_from_ranks, paired_bootstrap
 from ticketsearch.retrieval.query_kinds import FULL, QueryKind
-
-
-@dataclass
-class VariantResult:
-    name: str
-    valid_ranks: np.ndarray
-    test_ranks: np.ndarray
-    history: list[dict]
-    seconds: float
-    model_dir: Path
-    valid_mrr: float
-    model: Any = None  # the trained PairModel
-    ltr: Any = None  # its LambdaMART stage (`rerank.lambdamart`), for the rerank-lambdamart variant
-
-    def scores(self, data: TrainData, lists: Sequence[RankList], perm: np.ndarray | None = None) -> list[np.ndarray]:
-        """The variant's scores of every candidate of every list (as serving computes them)."""
-        return variant_scores(self.model, self.ltr, data, lists, perm)
-
-
-def variant_scores(model: Any, ltr: Any, data: TrainData, lists: Sequence[RankList],
-                   perm: np.ndarray | None = None) -> list[np.ndarray]:
-    """The fusion model's logits, or with a LambdaMART stage its scores of them and the pair inputs."""
-    logits = rerank_scores(model, data, lists, perm)
-    if ltr is None:
-        return logits
-    return [ltr.predict(ltr_inputs(list_pairs(data, r), lg)) for r, lg in zip(lists, logits)]
-
-
-def list_pairs(data: TrainData, r: RankList) -> np.ndarray:
-    if data.pair is None:
-        raise ValueError("LambdaMART needs the pair inputs")
-    return np.stack([np.asarray(data.pair(r.query, c)) for c in r.candidates])
-
-
-def ltr_train_lists(mined: Mined) -> list[RankList]:
-    """LambdaMART's training lists: each train query's mined candidates (the group members in its top
-    RERANK_DEPTH, its hardest negatives, a sample of the rest of its top RERANK_DEPTH and a few random tickets),
-    the fusion model's own training pairs, whose token states are already computed."""
-    return [RankList(g.query, [*g.positives, *g.negatives],
-                     np.array([True] * len(g.positives) + [False] * len(g.negatives)), float("inf"))
-            for g in mined.groups]
-
-
-def train_variant(
-    name: str, data: TrainData, fs: FeatureSpace, schema_dict: dict, mined: Mined, arch: str, with_pair: bool,
-    out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
-    prior: bool = True, ltr_train: Sequence[RankList] | None = None, code: bool = False,
-) -> VariantResult:
-    """Train one variant and save it in `out_dir/name`; with `ltr_train` (LambdaMART's training lists), a
-    LambdaMART stage on top of the fusion model, early-stopped on the validation lists, saved beside it;
-    `code`: its pair inputs end with the code terms' agreement (`data.pair` gives them)."""
-    kinds = with_pair and mined.trains_short
-    code = with_pair and code
-    cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]  # arch comes from VARIANTS, whose values are the Literal
-                       pair_dim=pair_dim(fs.schema, kinds, code) if with_pair else 0, dropout=DROPOUT,
-                       cosine_prior=prior, query_kinds=kinds, code=code)
-    log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
-    res = train(data, cfg, tcfg, progress=progress, log=log)
-    perm = np.random.default_rng(tcfg.seed).permutation(len(data.feats)) if tcfg.shuffle_features else None
-    ltr = None
-    if ltr_train is not None:
-
-        def inputs(lists: Sequence[RankList]) -> list[tuple[np.ndarray, np.ndarray]]:
-            logits = rerank_scores(res.model, data, lists, perm)
-            return [(ltr_inputs(list_pairs(data, r), lg), r.hits) for r, lg in zip(lists, logits)]
-
-        ltr = LambdaMART.fit(inputs(ltr_train), inputs(mined.valid))
-        log(f"    LambdaMART on {name}'s pair inputs and score: {ltr.best_iteration} trees (early-stopped on "
-            "validation NDCG@10)")
-    val_scores = variant_scores(res.model, ltr, data, mined.valid, perm)
-    test_scores = variant_scores(res.model, ltr, data, mined.test, perm)
-    model_dir = out_dir / name
-    shutil.rmtree(model_dir, ignore_errors=True)  # a variant's directory holds only what this training wrote
-    save_reranker(model_dir, res.model, {
-        "name": name, "schema": schema_dict, "features": fs.to_dict(), "encoder": encoder.key,
-        "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
-        **calibration_meta(val_scores, mined.valid), "train": {
-            "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
-            "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1),
-            "at": datetime.now(UTC).isoformat(timespec="seconds"), "queries": len(mined.groups),
-            "positives": sum(len(g.positives) for g in mined.groups), "validation_queries": len(mined.valid)},
-        "rerank_depth": RERANK_DEPTH,
-        **({"ltr": {"method": "lambdamart", "trees": ltr.best_iteration}} if ltr is not None else {}),
-    })
-    if ltr is not None:
-        ltr.save(model_dir)
-    valid_ranks = reranked_ranks(mined.valid, val_scores)
-    valid_mrr = float(np.mean(1.0 / valid_ranks)) if ltr is not None and len(valid_ranks) else res.best_valid_mrr
-    return VariantResult(name, valid_ranks, reranked_ranks(mined.test, test_scores),
-                         res.history, res.seconds, model_dir, valid_mrr, res.model, ltr)
-
-
-def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
-                   progress: bool = False, general_dir: Path | None = None,
-                   ) -> Callable[[Sequence[RankList]], np.ndarray] | None:
-    """The general model's ranks of any of `mined`'s lists (None when it cannot load); the shipped model unless
-    `general_dir` names another (a measurement's, trained without the data it is scored on)."""
-
-    try:
-        model, meta = load_general(general_dir or SHIPPED)
-    except TicketsearchError:
-        return None
-    # the pair inputs laid out as the general model was trained, whatever the lists' own model uses
-    g = general_inputs(store, inp, encoder, index_dir, mined, progress, query_kinds=bool(meta.get("query_kinds")))
-    return lambda lists: reranked_ranks(lists, list_scores(model, g, lists))
-
-
-def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
-    """Ranks of the first hits in the lists' own (first-stage) order."""
-    return reranked_ranks(lists, [-np.arange(len(r.candidates), dtype=float) for r in lists])
-
-
-# Every variant starts from the cosine prior (RerankConfig.cosine_prior): without it the text-only models
-# stayed at the random order of the top 100 on hadoop and hive (docs/RESULTS.md). "-noprior" rows are the
-# article's models as specified, kept for the comparison.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "rerank-concat": {"arch": "concat", "pair": False},
-    "rerank-cross": {"arch": "cross", "pair": False},
-    "rerank-cross+pair": {"arch": "cross", "pair": True},
-    # cross+pair with the agreement of the two texts' stack frames, exception classes and error codes
-    "rerank-cross+pair+code": {"arch": "cross", "pair": True, "code": True},
-    "rerank-cross-shuffled": {"arch": "cross", "pair": False, "shuffle": True},  # ablation
-    "rerank-concat-noprior": {"arch": "concat", "pair": False, "prior": False, "optional": True},
-    "rerank-cross-noprior": {"arch": "cross", "pair": False, "prior": False, "optional": True},
-}
-VARIANTS["rerank-lambdamart"] = {"arch": "cross", "pair": True, "ltr": True}  # LightGBM on top of cross+pair
-DEFAULT_VARIANTS = [n for n, v in VARIANTS.items() if not v.get("optional")]
-
-
-def default_variants() -> list[str]:
-    """The variants an experiment trains: rerank-lambdamart only where LightGBM is installed."""
-
-    return [n for n in DEFAULT_VARIANTS if not VARIANTS[n].get("ltr") or available()]
 
 
 def run_rerankers(
@@ -202,9 +70,11 @@ def run_rerankers(
     eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True,
     first_train_queries: int | None = None, general_dir: Path | None = None,
     rejected: dict[int, set[int]] | None = None, install_rule: InstallRule = "auto",
+    validation_folds: int = DEFAULT_VALIDATION_FOLDS,
 ) -> dict[str, Any]:
     """Mine, train every variant, score validation and test lists; install the best variant in the index
-    (`install_rule`: `decide_install`'s).
+    (`install_rule`: `decide_install`'s). `validation_folds`: earlier periods (`pipeline.folds`) whose
+    queries join the validation period's in choosing the variant and in the install decision.
 
     `extra` names more sets of test pools (a candidate window, no easy duplicates): each gets its own top-100
     lists and pair inputs (a query's list differs from set to set), scored by every variant, in
@@ -213,16 +83,14 @@ def run_rerankers(
     (`results["test"]` and `["valid"]` are the first evaluated kind's)."""
 
 
+    periods = fold_periods(train_before, valid_before, validation_folds)  # checked before anything is trained
+    if periods:  # only the folds nothing the index searches with has learned from
+        periods = held_out_periods(periods, encoder_learned_before(index_dir), log)
     tcfg = tcfg or TrainConfig()
     mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed, encoder=encoder,
                  train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress, rejected=rejected)
     if first_train_queries is not None:  # a young project: only its first N train duplicates (by filing date)
-        n = len(inp.ev)
-
-        def filed(g: Group) -> np.datetime64:
-            return inp.ev.created[g.query if g.query < n else mined.short[g.query - n].ticket]
-
-        mined.groups = sorted(mined.groups, key=filed)[:first_train_queries]
+        keep_first_groups(mined, inp, first_train_queries)
     if not mined.groups or not mined.valid:
         raise QueryError(f"nothing to learn from: {len(mined.groups)} train and {len(mined.valid)} validation queries "
                          f"(duplicates whose master the first stage finds) before {valid_before:%Y-%m-%d}; training "
@@ -235,10 +103,6 @@ def run_rerankers(
     base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
                                         code=code)
 
-    def variant_pair(pair: Callable[[int, int], np.ndarray] | None,
-                     spec: dict[str, Any]) -> Callable[[int, int], np.ndarray] | None:
-        """A variant's pair inputs: none, all of them, or all but the code columns."""
-        return None if not spec["pair"] else pair if spec.get("code") or not code else without_code(pair)
     first = {"valid": first_stage_ranks(mined.valid), "test": first_stage_ranks(mined.test)}
     results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {},
                                "train_pairs": {"queries": len(mined.groups),
@@ -259,34 +123,27 @@ def run_rerankers(
         extra_sets[set_name] = (m, d)
         results["extra"][set_name] = {}
     ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
-    best: VariantResult | None = None
-    ltr_train = ltr_train_lists(mined)
+    trained: dict[str, VariantResult] = {}
     for name in names:
-        spec = VARIANTS[name]
-        data = TrainData(tokens=base_data.tokens, feats=base_data.feats, pair=variant_pair(base_data.pair, spec),
-                         groups=base_data.groups, valid=base_data.valid)
-        vcfg = TrainConfig(**{**tcfg.__dict__, "shuffle_features": bool(spec.get("shuffle"))})
-        vr = train_variant(name, data, fs, store.schema.to_dict(), mined, spec["arch"], spec["pair"], out_dir,
-                           encoder, vcfg, progress, log, prior=spec.get("prior", True),
-                           ltr_train=ltr_train if spec.get("ltr") else None, code=bool(spec.get("code")))
+        vr, data, perm = train_named(name, base_data, code, fs, store.schema.to_dict(), mined, out_dir, encoder,
+                                     tcfg, progress, log)
         results["test"][name] = metrics_from_ranks(vr.test_ranks)
         results["valid"][name] = metrics_from_ranks(vr.valid_ranks)
         results["variants"][name] = {"history": vr.history, "seconds": round(vr.seconds, 1),
                                      "model_dir": str(vr.model_dir)}
         ranks[name] = vr.test_ranks
-        perm = np.random.default_rng(vcfg.seed).permutation(len(data.feats)) if vcfg.shuffle_features else None
         for label, rows in results["kinds"].items():
             for part, lists in (("valid", mined.valid_by_kind[label]), ("test", mined.test_by_kind[label])):
                 rows[part][name] = metrics_from_ranks(reranked_ranks(lists, vr.scores(data, lists, perm)))
         for set_name, (m, d) in extra_sets.items():
             # the base items' features (tickets first, as in every set), so that the shuffled ablation's
             # permutation of them applies here too
-            dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=variant_pair(d.pair, spec), groups=[],
-                           valid=[])
+            dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=variant_data(d, name, code).pair,
+                           groups=[], valid=[])
             scores = vr.scores(dx, m.valid, perm)
             results["extra"][set_name][name] = metrics_from_ranks(reranked_ranks(m.valid, scores))
-        if not spec.get("shuffle") and (best is None or vr.valid_mrr > best.valid_mrr):
-            best = vr
+        if not VARIANTS[name].get("shuffle"):  # an ablation is measured, never installed
+            trained[name] = vr
     comparisons = {}
     for a, b in (("rerank-concat", "rerank-cross"), ("hybrid (top 100)", "rerank-cross"),
                  ("hybrid (top 100)", "rerank-cross+pair"),
@@ -310,8 +167,26 @@ def run_rerankers(
         for label, rows in results["kinds"].items():
             rows["valid"]["rerank-general"] = metrics_from_ranks(rank_general(mined.valid_by_kind[label]))
             rows["test"]["rerank-general"] = metrics_from_ranks(rank_general(mined.test_by_kind[label]))
-    decision = decide_install(best.name if best else None, best.valid_ranks if best else None, first["valid"],
+    folds = [f for start, end in periods
+             if (f := run_fold(store, inp, encoder, index_dir, fusion, depth, start, end, list(trained), tcfg,
+                               progress, log, train_kinds, rejected, first_train_queries, general_dir)) is not None]
+    alone = max(trained.values(), default=None, key=lambda v: v.valid_mrr)  # the validation period's own choice
+    best = alone if not folds else max(trained.values(), key=lambda v: pooled_mrr(
+        v.valid_mrr, len(v.valid_ranks), [f.variants[v.name] for f in folds]))
+    decision = decide_install(alone.name if alone else None, alone.valid_ranks if alone else None, first["valid"],
                               general, install_rule)
+    if validation_folds > len(folds):
+        results["folds_skipped"] = validation_folds - len(folds)  # the encoder learned from them, or empty
+    if folds:
+        results["folds"] = [f.to_dict() for f in folds]
+        results["decision_without_folds"] = decision.to_dict()  # what the validation period alone decides
+        fold_general = [f.general for f in folds if f.general is not None]
+        decision = decide_install(
+            best.name if best else None,
+            np.concatenate([best.valid_ranks, *(f.variants[best.name] for f in folds)]) if best else None,
+            np.concatenate([first["valid"], *(f.first for f in folds)]),
+            np.concatenate([general, *fold_general]) if general is not None and len(fold_general) == len(folds)
+            else None, install_rule, folds=len(folds))
     results["decision"] = decision.to_dict()
     if not install:  # a measurement: the index keeps what it had
         return results
@@ -352,6 +227,7 @@ def train_index(
     index_dir: Path, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = print,
     train_kinds: Sequence[QueryKind] = (FULL,), store: TicketStore | None = None, install_rule: InstallRule = "auto",
+    validation_folds: int = DEFAULT_VALIDATION_FOLDS,
 ) -> dict[str, Any]:
     """`ticketsearch train`: mine, train one variant, install it (`decide_install`: where it validates better,
     or `install_rule` "always") and compute candidate vectors.
@@ -362,10 +238,10 @@ def train_index(
     d.require_store()  # train an index that exists: never create one
     if store is not None:
         return _train(d, store, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
-                      vectors=False, install_rule=install_rule)
+                      vectors=False, install_rule=install_rule, validation_folds=validation_folds)
     with open_store(d, read_only=False) as own:
         return _train(d, own, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
-                      vectors=True, install_rule=install_rule)
+                      vectors=True, install_rule=install_rule, validation_folds=validation_folds)
 
 
 def feedback_rejections(inp: EvalInputs, pairs: Sequence[tuple[str, str]]) -> dict[int, set[int]]:
@@ -401,7 +277,7 @@ def link_count(store: TicketStore) -> int:
 def _train(
     d: IndexDir, store: TicketStore, train_before: datetime | None, valid_before: datetime | None, variant: str,
     settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None], train_kinds: Sequence[QueryKind],
-    vectors: bool, install_rule: InstallRule = "auto",
+    vectors: bool, install_rule: InstallRule = "auto", validation_folds: int = DEFAULT_VALIDATION_FOLDS,
 ) -> dict[str, Any]:
 
     index_dir = d.root
@@ -422,7 +298,7 @@ def _train(
     res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
                         valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
                         progress=progress, log=log, train_kinds=train_kinds,
-                        rejected=rejected, install_rule=install_rule)
+                        rejected=rejected, install_rule=install_rule, validation_folds=validation_folds)
     res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}
     if "installed" in res and vectors:
         n = refresh_rerank_vectors(d, store, encoder, progress=progress, log=log)

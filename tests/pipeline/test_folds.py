@@ -1,0 +1,127 @@
+"""Validation folds over time (`ticketsearch.pipeline.folds`): earlier periods whose queries join the validation
+period's in the install decision, each scored by models trained only on the links that precede it."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from ticketsearch.errors import QueryError
+from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.folds import encoder_learned_before, fold_periods, held_out_periods
+from ticketsearch.pipeline.install import decide_install, mrr
+from ticketsearch.pipeline.parts import load_manifest, open_store
+from ticketsearch.pipeline.training import mine, pooled_mrr, run_rerankers, time_split
+from ticketsearch.rerank.train import TrainConfig
+from ticketsearch.results import MAX_VALIDATION_FOLDS, TrainParams
+from ticketsearch.retrieval.eval_index import load_eval_inputs
+from ticketsearch.retrieval.manifest import Manifest
+
+NAME = "rerank-cross+pair"
+
+
+def test_fold_periods_step_back_from_the_train_period_end() -> None:
+    tb, vb = datetime(2015, 1, 1), datetime(2016, 1, 1)
+    assert fold_periods(tb, vb, 0) == []
+    assert fold_periods(tb, vb, 2) == [(datetime(2014, 1, 1), tb), (datetime(2013, 1, 1), datetime(2014, 1, 1))]
+    short = fold_periods(datetime(2015, 3, 1), datetime(2015, 3, 11), 3)  # ten days, three times
+    assert [(a.day, b.day) for a, b in short] == [(19, 1), (9, 19), (30, 9)] and short[2][0].month == 1
+    for bad in (-1, MAX_VALIDATION_FOLDS + 1):  # the library refuses what the CLI and the API refuse
+        with pytest.raises(QueryError, match=f"validation folds must be 0 to {MAX_VALIDATION_FOLDS}"):
+            fold_periods(tb, vb, bad)
+        with pytest.raises(ValidationError):
+            TrainParams(validation_folds=bad)
+    assert TrainParams(validation_folds=MAX_VALIDATION_FOLDS).validation_folds == MAX_VALIDATION_FOLDS
+
+
+def test_pooled_mrr_is_the_mrr_of_all_the_queries() -> None:
+    main, a, b = np.array([1.0, 3.0, 2.0]), np.array([1.0, 10.0]), np.array([4.0])
+    assert pooled_mrr(mrr(main), len(main), [a, b]) == pytest.approx(mrr(np.concatenate([main, a, b])))
+    assert pooled_mrr(0.25, 4, []) == 0.25 and pooled_mrr(0.0, 0, []) == 0.0
+    assert pooled_mrr(0.0, 0, [a]) == pytest.approx(mrr(a))
+
+
+def test_the_decision_says_what_it_pooled() -> None:
+    first, better = np.array([1, 2, 4, 1, 10, 3], float), np.array([1, 1, 2, 1, 5, 3], float)
+    d = decide_install(NAME, better, first, folds=2)
+    assert d.install and d.folds == 2 and d.to_dict()["folds"] == 2
+    assert "over 6 queries (the validation period and 2 earlier folds)" in d.reason
+    assert "(the validation period and 1 earlier fold)" in decide_install(NAME, better, first, folds=1).reason
+    plain = decide_install(NAME, better, first)
+    assert plain.folds == 0 and "over 6 queries (difference" in plain.reason
+
+
+def test_a_fold_trains_on_what_precedes_it_and_its_queries_join_the_decision(
+        index_dir: Path, tmp_path: Path, encoder, settings) -> None:
+    """One fold on 1,000 generated tickets: it holds the queries of the period just before validation, its
+    model trained only on the links before that period; the decision pools its ranks with validation's (the
+    first stage's and the model's MRR are the pooled ones), says so, and the validation period's own decision
+    is kept beside it. Nothing of the fold's model is left in the output directory."""
+    idx = tmp_path / "idx"
+    shutil.copytree(index_dir, idx)
+    d = IndexDir(idx)
+    with open_store(d, read_only=False) as store:
+        inp = load_eval_inputs(idx, store, encoder)
+        tb, vb = time_split(inp, 0.7, 0.15)
+        fusion = load_manifest(d).fusion
+        with pytest.raises(QueryError, match="validation folds"):  # refused before anything is trained
+            run_rerankers(store, inp, encoder, idx, fusion, settings.fusion_depth, tb, vb, tmp_path / "x",
+                          variants=[NAME], validation_folds=MAX_VALIDATION_FOLDS + 1, progress=False,
+                          log=lambda m: None)
+        assert not (tmp_path / "x").exists()
+        res = run_rerankers(store, inp, encoder, idx, fusion, settings.fusion_depth, tb, vb, tmp_path / "out",
+                            variants=[NAME], tcfg=TrainConfig(epochs=2, patience=2, seed=0), progress=False,
+                            log=lambda m: None, install=False, validation_folds=1)
+        (start, end), = fold_periods(tb, vb, 1)
+        before_fold = mine(store, inp, fusion, settings.fusion_depth, start, end)
+    (fold,) = res["folds"]
+    assert (fold["start"], fold["end"]) == (start.isoformat(), end.isoformat()) and end == tb
+    n_valid, n_fold = res["valid"][NAME]["queries"], fold["queries"]
+    assert n_valid >= 10 and n_fold >= 10, (n_valid, n_fold)
+    # the fold's model learned from the links before the fold, not from the fold's own queries
+    assert fold["train_queries"] == len(before_fold.groups) < res["train_pairs"]["queries"]
+    assert len(before_fold.valid) == n_fold
+    alone, pooled = res["decision_without_folds"], res["decision"]
+    assert (alone["queries"], alone["folds"], pooled["queries"], pooled["folds"]) == (n_valid, 0, n_valid + n_fold, 1)
+    assert "the validation period and 1 earlier fold" in pooled["reason"]
+
+    def pool(main: dict, other: dict) -> float:
+        return (main["MRR"] * main["queries"] + other["MRR"] * other["queries"]) / (main["queries"] + other["queries"])
+
+    assert pooled["first_stage_valid_mrr"] == pytest.approx(pool(res["first_stage"]["valid"],
+                                                                 fold["methods"]["first_stage"]))
+    assert pooled["valid_mrr"] == pytest.approx(pool(res["valid"][NAME], fold["methods"][NAME]))
+    assert pooled["general_valid_mrr"] == pytest.approx(pool(res["valid"]["rerank-general"],
+                                                             fold["methods"]["rerank-general"]))
+    assert alone["valid_mrr"] == pytest.approx(res["valid"][NAME]["MRR"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [NAME]
+
+    # an encoder tuned on the links before the validation period has learned from the fold: it is skipped
+    m = Manifest.load(idx)
+    m.extra = {**m.extra, "tuned_from": "minilm", "tuning": {"train_before": tb.isoformat()}}
+    m.save(idx)
+    assert encoder_learned_before(idx) == tb and encoder_learned_before(index_dir) is None
+    said: list[str] = []
+    with open_store(d, read_only=False) as store:
+        again = run_rerankers(store, inp, encoder, idx, fusion, settings.fusion_depth, tb, vb, tmp_path / "out2",
+                              variants=[NAME], tcfg=TrainConfig(epochs=1, patience=1, seed=0), progress=False,
+                              log=said.append, install=False, validation_folds=1)
+    assert "folds" not in again and again["folds_skipped"] == 1 and again["decision"]["folds"] == 0
+    assert again["decision"]["queries"] == n_valid
+    assert any("1 validation fold(s) skipped: the encoder was tuned on the links before" in x for x in said), said
+
+
+def test_only_the_periods_the_encoder_never_learned_from_are_held_out() -> None:
+    periods = fold_periods(datetime(2015, 1, 1), datetime(2016, 1, 1), 3)  # 2014, 2013, 2012
+    said: list[str] = []
+    assert held_out_periods(periods, None, said.append) == periods and not said
+    assert held_out_periods(periods, datetime(2013, 1, 1), said.append) == periods[:2]
+    assert said == ["    1 validation fold(s) skipped: the encoder was tuned on the links before 2013-01-01, theirs "
+                    "among them"]
+    assert held_out_periods(periods, datetime(2013, 6, 1), said.append) == periods[:1]  # 2013 in part: out
+    assert held_out_periods(periods, datetime(2015, 1, 1), said.append) == []

@@ -1,0 +1,116 @@
+"""Validation folds over time: more validation queries for the install decision (issue 29 item 5).
+
+A validation period of a year holds a few dozen to a few hundred duplicates: too few to tell variants .01-.02
+MRR apart, or a team's own model from the general one. A fold is an earlier period of the same length, just
+before the train period ends: each variant is trained on the links that precede it (as the installed model is
+trained on those that precede the validation period), early-stopped and scored on the fold's queries, and the
+first stage and the general model are scored on the same lists. `training.run_rerankers` pools the folds' ranks
+with the validation period's for the variant choice and `decide_install`; the installed model is still the one
+trained on the whole train period.
+
+A fold is held out only if nothing the index searches with has learned from it: an encoder tuned on the links
+before a date (`tune-encoder`, recorded in the manifest) has seen every fold that starts before that date, and
+its first stage would be scored on its own training links, so such folds are skipped, and said so.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ticketsearch.errors import QueryError
+from ticketsearch.index_data.store import TicketStore
+from ticketsearch.pipeline.mining import build_train_data, keep_first_groups, mine
+from ticketsearch.pipeline.variants import VARIANTS, first_stage_ranks, general_ranker, train_named
+from ticketsearch.rerank.train import TrainConfig
+from ticketsearch.results import MAX_VALIDATION_FOLDS
+from ticketsearch.retrieval.encoder import Encoder
+from ticketsearch.retrieval.eval_index import EvalInputs
+from ticketsearch.retrieval.evaluation import metrics_from_ranks
+from ticketsearch.retrieval.manifest import Manifest
+from ticketsearch.retrieval.query_kinds import FULL, QueryKind
+
+
+@dataclass
+class Fold:
+    """One earlier period's validation ranks: the first stage's, the general model's and each variant's."""
+
+    start: datetime
+    end: datetime
+    train_queries: int
+    first: np.ndarray
+    general: np.ndarray | None
+    variants: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = {"first_stage": self.first, **self.variants,
+                **({"rerank-general": self.general} if self.general is not None else {})}
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "train_queries": self.train_queries,
+                "queries": len(self.first), "methods": {k: metrics_from_ranks(v) for k, v in rows.items()}}
+
+
+def fold_periods(train_before: datetime, valid_before: datetime, folds: int) -> list[tuple[datetime, datetime]]:
+    """`folds` periods as long as the validation period, one after another back from `train_before` (the
+    latest first)."""
+    if not 0 <= folds <= MAX_VALIDATION_FOLDS:
+        raise QueryError(f"validation folds must be 0 to {MAX_VALIDATION_FOLDS}, not {folds}")
+    length = valid_before - train_before
+    return [(train_before - k * length, train_before - (k - 1) * length) for k in range(1, folds + 1)]
+
+
+def encoder_learned_before(index_dir: Path) -> datetime | None:
+    """The date before which the index's encoder was tuned on the links (None: not tuned on this index's)."""
+    tuning = Manifest.load(index_dir).extra.get("tuning")
+    return datetime.fromisoformat(tuning["train_before"]) if isinstance(tuning, dict) and "train_before" in tuning \
+        else None
+
+
+def held_out_periods(periods: Sequence[tuple[datetime, datetime]], learned_before: datetime | None,
+                     log: Callable[[str], None]) -> list[tuple[datetime, datetime]]:
+    """The periods the encoder has not learned from (`learned_before`), the others said and dropped."""
+    kept = [(a, b) for a, b in periods if learned_before is None or a >= learned_before]
+    if len(kept) < len(periods):
+        log(f"    {len(periods) - len(kept)} validation fold(s) skipped: the encoder was tuned on the links before "
+            f"{learned_before:%Y-%m-%d}, theirs among them")
+    return kept
+
+
+def run_fold(
+    store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, fusion: dict[str, Any], depth: int,
+    start: datetime, end: datetime, names: Sequence[str], tcfg: TrainConfig, progress: bool,
+    log: Callable[[str], None], train_kinds: Sequence[QueryKind] = (FULL,),
+    rejected: dict[int, set[int]] | None = None, first_train_queries: int | None = None,
+    general_dir: Path | None = None,
+) -> Fold | None:
+    """Train `names` on the links before `start` and score them on the queries from `start` to `end`, as
+    `run_rerankers` does for the validation period; None when the fold has no train or no validation query."""
+    mined = mine(store, inp, fusion, depth, start, end, seed=tcfg.seed, encoder=encoder, train_kinds=train_kinds,
+                 eval_kinds=(), progress=progress, rejected=rejected)
+    if first_train_queries is not None:
+        keep_first_groups(mined, inp, first_train_queries)
+    if not mined.groups or not mined.valid:
+        log(f"    fold {start:%Y-%m-%d} to {end:%Y-%m-%d}: {len(mined.groups)} train and {len(mined.valid)} "
+            "validation queries: skipped")
+        return None
+    log(f"    fold {start:%Y-%m-%d} to {end:%Y-%m-%d}: {len(mined.groups)} train queries before it, "
+        f"{len(mined.valid)} validation queries in it")
+    code = any(VARIANTS[n].get("code") for n in names)
+    base, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
+                                   code=code)
+    ranks: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory(prefix="fold-") as tmp:  # a fold's models are measured, never kept
+        for name in names:
+            if VARIANTS[name].get("shuffle"):  # an ablation: never installed, so never chosen
+                continue
+            vr, _, _ = train_named(name, base, code, fs, store.schema.to_dict(), mined, Path(tmp), encoder, tcfg,
+                                   progress, log)
+            ranks[name] = vr.valid_ranks
+    rank_general = general_ranker(store, inp, encoder, index_dir, mined, progress, general_dir)
+    general = rank_general(mined.valid) if rank_general is not None else None
+    return Fold(start, end, len(mined.groups), first_stage_ranks(mined.valid), general, ranks)
