@@ -30,6 +30,7 @@ from ticketsearch.rerank.calibration import lowest_threshold_for_precision
 from ticketsearch.rerank.model import RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.train import TrainConfig, TrainData, rerank_scores, reranked_ranks, train
+from ticketsearch.results import MAX_VALIDATION_FOLDS
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.evaluation import metrics_from_ranks
@@ -84,7 +85,7 @@ def main() -> None:
     ap.add_argument("--experiment", nargs="*", default=None, metavar="VARIANT",
                     help="run `ticketsearch experiment`'s reranker step itself (these variants; none = its defaults): "
                     "train, compare with paired bootstrap, install the best in the index")
-    ap.add_argument("--validation-folds", type=int, default=0,
+    ap.add_argument("--validation-folds", type=int, default=0, choices=range(MAX_VALIDATION_FOLDS + 1),
                     help="with --experiment: earlier periods pooled with validation for the decision (pipeline.folds)")
     ap.add_argument("--general", type=Path, default=None,
                     help="with --experiment: the general model to compare with (default: the shipped one)")

@@ -127,7 +127,7 @@ MAX_VALIDATION_FOLDS = 4  # `pipeline.folds`: each fold trains the model again, 
 DEFAULT_VALIDATION_FOLDS = 0
 VALIDATION_FOLDS_HELP = ("Earlier periods, each as long as the validation period, whose duplicates join validation "
                          f"in the install decision (the model trained again on what precedes each; 0 to "
-                         f"{MAX_VALIDATION_FOLDS}).")
+                         f"{MAX_VALIDATION_FOLDS}). Periods a tuned encoder learned from are skipped.")
 
 
 class TrainParams(BaseModel):

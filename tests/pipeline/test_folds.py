@@ -4,8 +4,9 @@ period's in the install decision, each scored by models trained only on the link
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ from pydantic import ValidationError
 
 from ticketsearch.errors import QueryError
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.folds import encoder_learned_before, fold_periods, held_out_periods
+from ticketsearch.pipeline import variants
+from ticketsearch.pipeline.experiment import ExperimentConfig, run_experiment
+from ticketsearch.pipeline.folds import Fold, choose_variant, encoder_learned_before, fold_periods, held_out_periods
 from ticketsearch.pipeline.install import decide_install, mrr
 from ticketsearch.pipeline.parts import load_manifest, open_store
-from ticketsearch.pipeline.training import mine, pooled_mrr, run_rerankers, time_split
+from ticketsearch.pipeline.training import mine, run_rerankers, time_split, train_index
+from ticketsearch.pipeline.variants import VariantResult, pooled_mrr, train_variant
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.results import MAX_VALIDATION_FOLDS, TrainParams
 from ticketsearch.retrieval.eval_index import load_eval_inputs
@@ -57,7 +61,7 @@ def test_the_decision_says_what_it_pooled() -> None:
 
 
 def test_a_fold_trains_on_what_precedes_it_and_its_queries_join_the_decision(
-        index_dir: Path, tmp_path: Path, encoder, settings) -> None:
+        index_dir: Path, tmp_path: Path, encoder, settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """One fold on 1,000 generated tickets: it holds the queries of the period just before validation, its
     model trained only on the links before that period; the decision pools its ranks with validation's (the
     first stage's and the model's MRR are the pooled ones), says so, and the validation period's own decision
@@ -74,10 +78,24 @@ def test_a_fold_trains_on_what_precedes_it_and_its_queries_join_the_decision(
                           variants=[NAME], validation_folds=MAX_VALIDATION_FOLDS + 1, progress=False,
                           log=lambda m: None)
         assert not (tmp_path / "x").exists()
+        seen: list[tuple[datetime, datetime, datetime]] = []  # each training: its last train query, its validation
+
+        def watched(name: str, data: Any, fs: Any, schema: Any, mined: Any, *args: Any, **kw: Any) -> Any:
+            created = [inp.ev.created[g.query].astype("datetime64[s]").astype(datetime) for g in mined.groups]
+            valid = [inp.ev.created[r.query].astype("datetime64[s]").astype(datetime) for r in mined.valid]
+            seen.append((max(created), min(valid), max(valid)))
+            return train_variant(name, data, fs, schema, mined, *args, **kw)
+
+        monkeypatch.setattr(variants, "train_variant", watched)
         res = run_rerankers(store, inp, encoder, idx, fusion, settings.fusion_depth, tb, vb, tmp_path / "out",
                             variants=[NAME], tcfg=TrainConfig(epochs=2, patience=2, seed=0), progress=False,
                             log=lambda m: None, install=False, validation_folds=1)
         (start, end), = fold_periods(tb, vb, 1)
+    # the model of the train period, then the fold's: each trained before what it is scored on
+    assert len(seen) == 2
+    assert seen[0][0] < tb <= seen[0][1] and seen[0][2] < vb
+    assert seen[1][0] < start <= seen[1][1] and seen[1][2] < end
+    with open_store(d, read_only=False) as store:
         before_fold = mine(store, inp, fusion, settings.fusion_depth, start, end)
     (fold,) = res["folds"]
     assert (fold["start"], fold["end"]) == (start.isoformat(), end.isoformat()) and end == tb
@@ -103,9 +121,12 @@ def test_a_fold_trains_on_what_precedes_it_and_its_queries_join_the_decision(
 
     # an encoder tuned on the links before the validation period has learned from the fold: it is skipped
     m = Manifest.load(idx)
-    m.extra = {**m.extra, "tuned_from": "minilm", "tuning": {"train_before": tb.isoformat()}}
+    m.extra = {**m.extra, "tuned_from": "minilm", "tuning": {"train_before": start.isoformat()}}
     m.save(idx)
-    assert encoder_learned_before(idx) == tb and encoder_learned_before(index_dir) is None
+    assert encoder_learned_before(idx) == start and encoder_learned_before(index_dir) is None
+    m.extra["tuning"]["valid_before"] = tb.isoformat() + "+00:00"  # chosen on the links up to then: the fold's
+    m.save(idx)
+    assert encoder_learned_before(idx) == tb
     said: list[str] = []
     with open_store(d, read_only=False) as store:
         again = run_rerankers(store, inp, encoder, idx, fusion, settings.fusion_depth, tb, vb, tmp_path / "out2",
@@ -113,7 +134,8 @@ def test_a_fold_trains_on_what_precedes_it_and_its_queries_join_the_decision(
                               log=said.append, install=False, validation_folds=1)
     assert "folds" not in again and again["folds_skipped"] == 1 and again["decision"]["folds"] == 0
     assert again["decision"]["queries"] == n_valid
-    assert any("1 validation fold(s) skipped: the encoder was tuned on the links before" in x for x in said), said
+    assert any("1 validation fold(s) skipped: the encoder was tuned and chosen on the links before" in x
+               for x in said), said
 
 
 def test_only_the_periods_the_encoder_never_learned_from_are_held_out() -> None:
@@ -121,7 +143,39 @@ def test_only_the_periods_the_encoder_never_learned_from_are_held_out() -> None:
     said: list[str] = []
     assert held_out_periods(periods, None, said.append) == periods and not said
     assert held_out_periods(periods, datetime(2013, 1, 1), said.append) == periods[:2]
-    assert said == ["    1 validation fold(s) skipped: the encoder was tuned on the links before 2013-01-01, theirs "
-                    "among them"]
+    assert said == ["    1 validation fold(s) skipped: the encoder was tuned and chosen on the links before "
+                    "2013-01-01, theirs among them"]
     assert held_out_periods(periods, datetime(2013, 6, 1), said.append) == periods[:1]  # 2013 in part: out
     assert held_out_periods(periods, datetime(2015, 1, 1), said.append) == []
+    aware = fold_periods(datetime(2015, 1, 1, tzinfo=UTC), datetime(2016, 1, 1, tzinfo=UTC), 2)  # a request's dates
+    assert held_out_periods(aware, datetime(2014, 1, 1), said.append) == aware[:1]
+
+
+def result(name: str, valid: list[float]) -> VariantResult:
+    ranks = np.array(valid)
+    return VariantResult(name, ranks, np.zeros(0), [], 0.0, Path(name), mrr(ranks))
+
+
+def test_the_variant_is_chosen_on_every_pooled_query() -> None:
+    """Validation alone prefers A (MRR .75 against .5 on two queries); the fold's 6 queries prefer B by more:
+    pooled, B. Without folds, and on equal figures, the first listed."""
+    a, b = result("A", [1, 2]), result("B", [2, 2])
+    fold = Fold(datetime(2014, 1, 1), datetime(2015, 1, 1), 10, np.ones(6), None,
+                {"A": np.full(6, 4.0), "B": np.ones(6)})
+    trained = {"A": a, "B": b}
+    assert choose_variant(trained, []) is a and choose_variant(trained, [fold]) is b
+    assert choose_variant({}, [fold]) is None and choose_variant({}, []) is None
+    same = result("C", [1, 2])
+    assert choose_variant({"A": a, "C": same}, []) is a and choose_variant({"C": same, "A": a}, []) is same
+    assert fold.to_dict()["methods"]["B"]["MRR"] == 1.0 and fold.to_dict()["queries"] == 6
+
+
+def test_every_door_refuses_too_many_folds_before_any_work(tmp_path: Path, settings) -> None:
+    cfg = ExperimentConfig(data=tmp_path / "none.jsonl", out=tmp_path / "exp", schema="jira",
+                           train_before=datetime(2015, 1, 1), test_since=datetime(2016, 1, 1),
+                           validation_folds=MAX_VALIDATION_FOLDS + 1)
+    with pytest.raises(QueryError, match="validation folds must be"):
+        run_experiment(cfg, settings, log=lambda m: None)
+    assert not (tmp_path / "exp").exists()
+    with pytest.raises(QueryError, match="validation folds must be"):
+        train_index(tmp_path / "none", None, None, NAME, settings, TrainConfig(), validation_folds=-1)

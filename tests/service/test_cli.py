@@ -227,6 +227,8 @@ def test_train_says_in_one_line_what_it_lacks(tmp_path: Path) -> None:
     assert code == 2 and err.count("\n") == 1 and "has 0 duplicate link(s)" in err, err
     code, out, err = run("train", "--index", str(tmp_path / "idx"), "--install", "sometimes")
     assert code == 2 and err.count("\n") == 1 and "--install must be one of auto, always" in err, err
+    code, out, err = run("train", "--index", str(tmp_path / "idx"), "--validation-folds", "5")  # the API's bound
+    assert code == 2 and "'--validation-folds'" in err and "less than or equal" in err, err
 
 
 def test_info_says_what_reranks_the_index(cli_index: tuple[Path, Path], trained_index: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ticketsearch.atomic import atomic_write_json, atomic_write_text
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.pipeline.folds import check_folds
 from ticketsearch.pipeline.ingest import ingest_and_build
 from ticketsearch.pipeline.rerank_vectors import refresh_rerank_vectors
 from ticketsearch.pipeline.training import run_rerankers
@@ -63,6 +64,7 @@ def run_experiment(
     extra_methods: Callable[..., dict[str, ScoreFn]] | None = None,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
+    check_folds(cfg.validation_folds)  # before the ingest, not after an hour of it
     index_dir = cfg.out / "index"
     log(f"[1/6] ingest and index {cfg.data} -> {index_dir}")
     store, encoder, _ = ingest_and_build(

@@ -9,14 +9,17 @@ with the validation period's for the variant choice and `decide_install`; the in
 trained on the whole train period.
 
 A fold is held out only if nothing the index searches with has learned from it: an encoder tuned on the links
-before a date (`tune-encoder`, recorded in the manifest) has seen every fold that starts before that date, and
-its first stage would be scored on its own training links, so such folds are skipped, and said so.
+before one date and chosen on those up to another (`tune-encoder`, recorded in the manifest) has seen every fold
+that starts before the second, and its first stage would be scored on its own training or selection links, so
+such folds are skipped, and said so. (An experiment that installs its tuned encoder therefore has no folds: it
+tunes on the same train period.) Like the validation period's, a fold's figures are those of models
+early-stopped on the fold itself: pooling narrows the interval around that same slightly optimistic estimate.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +30,15 @@ import numpy as np
 from ticketsearch.errors import QueryError
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.pipeline.mining import build_train_data, keep_first_groups, mine
-from ticketsearch.pipeline.variants import VARIANTS, first_stage_ranks, general_ranker, train_named
+from ticketsearch.pipeline.variants import (
+    VARIANTS,
+    VariantResult,
+    first_stage_ranks,
+    general_ranker,
+    pooled_mrr,
+    train_named,
+)
+from ticketsearch.requests import naive_utc
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.results import MAX_VALIDATION_FOLDS
 from ticketsearch.retrieval.encoder import Encoder
@@ -55,41 +66,51 @@ class Fold:
                 "queries": len(self.first), "methods": {k: metrics_from_ranks(v) for k, v in rows.items()}}
 
 
+def check_folds(folds: int) -> int:
+    """`folds` if within the bound every door shares (QueryError otherwise): checked before any work."""
+    if not 0 <= folds <= MAX_VALIDATION_FOLDS:
+        raise QueryError(f"validation folds must be 0 to {MAX_VALIDATION_FOLDS}, not {folds}")
+    return folds
+
+
 def fold_periods(train_before: datetime, valid_before: datetime, folds: int) -> list[tuple[datetime, datetime]]:
     """`folds` periods as long as the validation period, one after another back from `train_before` (the
     latest first)."""
-    if not 0 <= folds <= MAX_VALIDATION_FOLDS:
-        raise QueryError(f"validation folds must be 0 to {MAX_VALIDATION_FOLDS}, not {folds}")
+    check_folds(folds)
     length = valid_before - train_before
     return [(train_before - k * length, train_before - (k - 1) * length) for k in range(1, folds + 1)]
 
 
 def encoder_learned_before(index_dir: Path) -> datetime | None:
-    """The date before which the index's encoder was tuned on the links (None: not tuned on this index's)."""
+    """The date before which the index's encoder learned from the links: tuned on those before its train date and
+    chosen on those up to its validation date (None: not tuned on this index's links)."""
     tuning = Manifest.load(index_dir).extra.get("tuning")
-    return datetime.fromisoformat(tuning["train_before"]) if isinstance(tuning, dict) and "train_before" in tuning \
-        else None
+    if not isinstance(tuning, dict):
+        return None
+    until = tuning.get("valid_before") or tuning.get("train_before")
+    return naive_utc(datetime.fromisoformat(until)) if until else None
 
 
 def held_out_periods(periods: Sequence[tuple[datetime, datetime]], learned_before: datetime | None,
                      log: Callable[[str], None]) -> list[tuple[datetime, datetime]]:
     """The periods the encoder has not learned from (`learned_before`), the others said and dropped."""
-    kept = [(a, b) for a, b in periods if learned_before is None or a >= learned_before]
+    kept = [(a, b) for a, b in periods if learned_before is None or naive_utc(a) >= learned_before]
     if len(kept) < len(periods):
-        log(f"    {len(periods) - len(kept)} validation fold(s) skipped: the encoder was tuned on the links before "
-            f"{learned_before:%Y-%m-%d}, theirs among them")
+        log(f"    {len(periods) - len(kept)} validation fold(s) skipped: the encoder was tuned and chosen on the links "
+            f"before {learned_before:%Y-%m-%d}, theirs among them")
     return kept
 
 
 def run_fold(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, fusion: dict[str, Any], depth: int,
     start: datetime, end: datetime, names: Sequence[str], tcfg: TrainConfig, progress: bool,
-    log: Callable[[str], None], train_kinds: Sequence[QueryKind] = (FULL,),
+    log: Callable[[str], None], work_dir: Path, train_kinds: Sequence[QueryKind] = (FULL,),
     rejected: dict[int, set[int]] | None = None, first_train_queries: int | None = None,
     general_dir: Path | None = None,
 ) -> Fold | None:
     """Train `names` on the links before `start` and score them on the queries from `start` to `end`, as
-    `run_rerankers` does for the validation period; None when the fold has no train or no validation query."""
+    `run_rerankers` does for the validation period; None when the fold has no train or no validation query. The
+    fold's models are written under `work_dir` (beside the trained variants) and removed."""
     mined = mine(store, inp, fusion, depth, start, end, seed=tcfg.seed, encoder=encoder, train_kinds=train_kinds,
                  eval_kinds=(), progress=progress, rejected=rejected)
     if first_train_queries is not None:
@@ -104,7 +125,8 @@ def run_fold(
     base, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
                                    code=code)
     ranks: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory(prefix="fold-") as tmp:  # a fold's models are measured, never kept
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fold-", dir=work_dir) as tmp:  # measured, never kept
         for name in names:
             if VARIANTS[name].get("shuffle"):  # an ablation: never installed, so never chosen
                 continue
@@ -114,3 +136,11 @@ def run_fold(
     rank_general = general_ranker(store, inp, encoder, index_dir, mined, progress, general_dir)
     general = rank_general(mined.valid) if rank_general is not None else None
     return Fold(start, end, len(mined.groups), first_stage_ranks(mined.valid), general, ranks)
+
+
+def choose_variant(trained: Mapping[str, VariantResult], folds: Sequence[Fold]) -> VariantResult | None:
+    """The variant with the best validation MRR, pooled over `folds` when there are any (the first of equals)."""
+    if not folds:
+        return max(trained.values(), default=None, key=lambda v: v.valid_mrr)
+    return max(trained.values(), default=None, key=lambda v: pooled_mrr(
+        v.valid_mrr, len(v.valid_ranks), [f.variants[v.name] for f in folds]))

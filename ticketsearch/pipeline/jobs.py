@@ -150,9 +150,11 @@ class TrainingJobs:
                 say("swapping the model in")
                 model = engine.reload_reranker()
                 validation = {"first_stage": res["first_stage"]["valid"], **res["valid"]}
-                result = {"installed": "installed" in res, "model": model, "decision": res["decision"],
-                          "test": {"first_stage": res["first_stage"]["test"], **res["test"]},
-                          "train_pairs": res.get("train_pairs"), "feedback": res.get("feedback")}
+                result: dict[str, Any] = {
+                    "installed": "installed" in res, "model": model, "decision": res["decision"],
+                    "test": {"first_stage": res["first_stage"]["test"], **res["test"]},
+                    "train_pairs": res.get("train_pairs"), "feedback": res.get("feedback"),
+                    **{k: res[k] for k in ("folds", "folds_skipped", "decision_without_folds") if k in res}}
                 with self._lock:
                     job.validation, job.result, job.state = validation, result, "done"
                 say(f"done: search reranks with {model or 'nothing (first-stage order)'}")

@@ -16,7 +16,14 @@ from ticketsearch.errors import QueryError
 from ticketsearch.index_data import feedback
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.folds import encoder_learned_before, fold_periods, held_out_periods, run_fold
+from ticketsearch.pipeline.folds import (
+    check_folds,
+    choose_variant,
+    encoder_learned_before,
+    fold_periods,
+    held_out_periods,
+    run_fold,
+)
 from ticketsearch.pipeline.install import decide_install
 from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, also imported from here
     DROPOUT,
@@ -48,12 +55,12 @@ from ticketsearch.pipeline.variants import (  # noqa: F401 - the variants, also 
     general_ranker,
     list_pairs,
     ltr_train_lists,
-    pooled_mrr,
     train_named,
     train_variant,
     variant_data,
     variant_scores,
 )
+from ticketsearch.requests import naive_utc
 from ticketsearch.rerank.train import TrainConfig, TrainData, reranked_ranks
 from ticketsearch.results import DEFAULT_VALIDATION_FOLDS, InstallRule
 from ticketsearch.retrieval.encoder import Encoder
@@ -167,12 +174,12 @@ def run_rerankers(
         for label, rows in results["kinds"].items():
             rows["valid"]["rerank-general"] = metrics_from_ranks(rank_general(mined.valid_by_kind[label]))
             rows["test"]["rerank-general"] = metrics_from_ranks(rank_general(mined.test_by_kind[label]))
-    folds = [f for start, end in periods
+    folds = [f for start, end in (periods if trained else [])
              if (f := run_fold(store, inp, encoder, index_dir, fusion, depth, start, end, list(trained), tcfg,
-                               progress, log, train_kinds, rejected, first_train_queries, general_dir)) is not None]
-    alone = max(trained.values(), default=None, key=lambda v: v.valid_mrr)  # the validation period's own choice
-    best = alone if not folds else max(trained.values(), key=lambda v: pooled_mrr(
-        v.valid_mrr, len(v.valid_ranks), [f.variants[v.name] for f in folds]))
+                               progress, log, out_dir, train_kinds, rejected, first_train_queries,
+                               general_dir)) is not None]
+    alone = choose_variant(trained, [])  # the validation period's own choice
+    best = choose_variant(trained, folds)
     decision = decide_install(alone.name if alone else None, alone.valid_ranks if alone else None, first["valid"],
                               general, install_rule)
     if validation_folds > len(folds):
@@ -234,8 +241,11 @@ def train_index(
 
     `store`: the index's store as a running service holds it open (its engine then computes the candidate
     vectors itself, when it swaps the model in: `Engine.reload_reranker`)."""
+    check_folds(validation_folds)  # refused before anything is read
     d = IndexDir(index_dir)
     d.require_store()  # train an index that exists: never create one
+    # the store's dates are naive UTC: so are the splits, whatever offset a request gave them
+    train_before, valid_before = (None if x is None else naive_utc(x) for x in (train_before, valid_before))
     if store is not None:
         return _train(d, store, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
                       vectors=False, install_rule=install_rule, validation_folds=validation_folds)
