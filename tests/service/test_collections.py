@@ -266,6 +266,9 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server,
     assert done["result"]["installed"] is True and model.startswith("rerank-cross+pair@"), done["result"]
     decision = done["result"]["decision"]
     assert decision["folds"] == 1 and "the validation period and 1 earlier fold" in decision["reason"], decision
+    fold = done["result"]["folds"][0]  # the fold's own figures, and what validation alone would have decided
+    assert decision["queries"] == fold["queries"] + done["validation"]["first_stage"]["queries"], done["result"]
+    assert done["result"]["decision_without_folds"]["folds"] == 0
     after = admin.post("/v1/collections/trained/search", json=query).json()
     assert after["reranked"] is True and after["reranker"] == model
     assert after["hits"][0]["probability"] is not None
