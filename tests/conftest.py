@@ -170,7 +170,8 @@ def trained_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copytree(index_dir, target)
     # installed whatever validation says: on demo data, where time no longer gives the answer away, the model
     # barely beats the first stage (docs/RESULTS.md), and these tests are about serving an installed model
-    res = runner.invoke(app, ["train", "--index", str(target), "--epochs", "3", "--install", "always", "-q"])
+    res = runner.invoke(app, ["train", "--index", str(target), "--epochs", "3", "--install", "always",
+                                 "--validation-folds", "0", "-q"])
     assert res.exit_code == 0, res.output
     assert "installed rerank-cross+pair" in res.output and "installed as asked" in res.output
     cfg = json.loads((IndexDir(target).reranker_path / "config.json").read_text())

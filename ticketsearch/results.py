@@ -123,8 +123,10 @@ class CollectionInfo(BaseModel):
 InstallRule = Literal["auto", "always"]
 INSTALL_RULES: tuple[InstallRule, ...] = get_args(InstallRule)  # `decide_install`'s: validation decides, or install
 MAX_VALIDATION_FOLDS = 4  # `pipeline.folds`: each fold trains the model again, so the limit bounds a training's cost
-# every door's default: folds doubled training's cost and changed no decision on hive or hadoop (docs/RESULTS.md)
-DEFAULT_VALIDATION_FOLDS = 0
+# every door's default (`train`, `experiment`, a training job): with two folds validation ordered the rerankers as
+# the test period did on hive, hadoop and seamonkey more often than alone, for about twice the training time
+# (docs/RESULTS.md)
+DEFAULT_VALIDATION_FOLDS = 2
 VALIDATION_FOLDS_HELP = ("Earlier periods, each as long as the validation period, whose duplicates join validation "
                          f"in the install decision (the model trained again on what precedes each; 0 to "
                          f"{MAX_VALIDATION_FOLDS}). Periods a tuned encoder learned from are skipped.")

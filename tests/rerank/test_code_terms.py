@@ -26,7 +26,8 @@ def test_the_code_variant_trains_and_serves_on_both_runtimes(trained_index: Path
     idx = tmp_path / "idx"
     shutil.copytree(trained_index, idx)
     res = CliRunner().invoke(app, ["train", "--index", str(idx), "--variant", "rerank-cross+pair+code", "--epochs",
-                                   "1", "--install", "always", "-q"])  # one epoch: checked are its files and serving
+                                   "1", "--install", "always", "--validation-folds", "0",
+                                   "-q"])  # one epoch: checked are its files and serving
     assert res.exit_code == 0, res.output
     d = IndexDir(idx)
     cfg = json.loads((d.reranker_path / "config.json").read_text())

@@ -295,7 +295,7 @@ def trained_server(own_server: Server, demo_rows: list[dict]) -> Server:
     assert admin.put("/v1/collections/trained", json={"schema": "support"}).status_code == 201
     new = {**demo_rows[0], "id": "NEW-1", "created": "2026-01-01"}
     assert admin.post("/v1/collections/trained/tickets", json=[*demo_rows, new]).status_code == 200
-    r = admin.post("/v1/collections/trained/train", json={"epochs": 8, "install": "always"})
+    r = admin.post("/v1/collections/trained/train", json={"epochs": 8, "install": "always", "validation_folds": 0})
     assert r.status_code == 202, r.text
     job = wait_job(admin, "trained", r.json()["id"])
     assert job["state"] == "done" and job["result"]["installed"] is True, job

@@ -99,9 +99,12 @@ def feedback_pairs(rows: list[dict]) -> tuple[tuple[str, str], tuple[str, str]]:
     return confirm, (dups_of[master][-1], master)
 
 
+AS_ASKED = {"epochs": 8, "install": "always", "validation_folds": 0}  # installed whatever validation says: no folds
+
+
 def test_training_uses_confirmed_and_rejected_pairs(server: Server, demo_rows: list[dict]) -> None:
     c = server.client()
-    first = wait_done(c, c.post(f"{C}/train", json={"epochs": 8, "install": "always"}).json()["id"])
+    first = wait_done(c, c.post(f"{C}/train", json=AS_ASKED).json()["id"])
     assert first["result"]["installed"], first["result"]
     confirm, reject = feedback_pairs(demo_rows)
     before = {pair: probability(c, *pair) for pair in (confirm, reject)}
@@ -110,7 +113,7 @@ def test_training_uses_confirmed_and_rejected_pairs(server: Server, demo_rows: l
                                          "label": "duplicate"}).status_code == 200
     assert c.post(f"{C}/feedback", json={"ticket_id": reject[0], "candidate_id": reject[1],
                                          "label": "not_duplicate"}).status_code == 200
-    second = wait_done(c, c.post(f"{C}/train", json={"epochs": 8, "install": "always"}).json()["id"])
+    second = wait_done(c, c.post(f"{C}/train", json=AS_ASKED).json()["id"])
     assert second["result"]["installed"], second["result"]
     fb1, fb2 = first["result"]["feedback"], second["result"]["feedback"]
     assert fb2["confirmed"] == fb1["confirmed"] + 1 and fb2["rejected"] == fb1["rejected"] + 1

@@ -76,12 +76,12 @@ def run_rerankers(
     extra: dict[str, list[QueryPool]] | None = None, train_kinds: Sequence[QueryKind] = (FULL,),
     eval_kinds: Sequence[QueryKind] = (FULL,), install: bool = True,
     first_train_queries: int | None = None, general_dir: Path | None = None,
-    rejected: dict[int, set[int]] | None = None, install_rule: InstallRule = "auto",
-    validation_folds: int = DEFAULT_VALIDATION_FOLDS,
+    rejected: dict[int, set[int]] | None = None, install_rule: InstallRule = "auto", validation_folds: int = 0,
 ) -> dict[str, Any]:
     """Mine, train every variant, score validation and test lists; install the best variant in the index
     (`install_rule`: `decide_install`'s). `validation_folds`: earlier periods (`pipeline.folds`) whose
-    queries join the validation period's in choosing the variant and in the install decision.
+    queries join the validation period's in choosing the variant and in the install decision (none here by
+    default: the doors, `train_index` and the experiment, default to DEFAULT_VALIDATION_FOLDS).
 
     `extra` names more sets of test pools (a candidate window, no easy duplicates): each gets its own top-100
     lists and pair inputs (a query's list differs from set to set), scored by every variant, in
