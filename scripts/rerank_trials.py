@@ -114,12 +114,14 @@ def main() -> None:
         if args.experiment is not None:
             from ticketsearch.pipeline.training import run_rerankers
 
+            t_rr = time.perf_counter()
             rr = run_rerankers(store, inp, encoder, args.index, manifest.fusion, settings.fusion_depth,
                                parse_datetime(args.train_before), parse_datetime(args.test_since),
                                args.index.parent / "rerankers", variants=args.experiment or None,
                                tcfg=TrainConfig(time_budget_s=args.budget), progress=False,
                                validation_folds=args.validation_folds, general_dir=args.general)
             out["experiment"] = rr
+            out["experiment_seconds"] = round(time.perf_counter() - t_rr, 1)  # folds: `rr["folds"][i]["seconds"]`
             atomic_write_json(args.out, out)
             for name, m in rr["test"].items():
                 v = rr["valid"][name]

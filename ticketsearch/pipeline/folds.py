@@ -19,6 +19,7 @@ early-stopped on the fold itself: pooling narrows the interval around that same 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,12 +59,14 @@ class Fold:
     first: np.ndarray
     general: np.ndarray | None
     variants: dict[str, np.ndarray]
+    seconds: float = 0.0  # mining, training and scoring it
 
     def to_dict(self) -> dict[str, Any]:
         rows = {"first_stage": self.first, **self.variants,
                 **({"rerank-general": self.general} if self.general is not None else {})}
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "train_queries": self.train_queries,
-                "queries": len(self.first), "methods": {k: metrics_from_ranks(v) for k, v in rows.items()}}
+                "queries": len(self.first), "seconds": round(self.seconds, 1),
+                "methods": {k: metrics_from_ranks(v) for k, v in rows.items()}}
 
 
 def check_folds(folds: int) -> int:
@@ -111,6 +114,7 @@ def run_fold(
     """Train `names` on the links before `start` and score them on the queries from `start` to `end`, as
     `run_rerankers` does for the validation period; None when the fold has no train or no validation query. The
     fold's models are written under `work_dir` (beside the trained variants) and removed."""
+    t0 = time.perf_counter()
     mined = mine(store, inp, fusion, depth, start, end, seed=tcfg.seed, encoder=encoder, train_kinds=train_kinds,
                  eval_kinds=(), progress=progress, rejected=rejected)
     if first_train_queries is not None:
@@ -135,7 +139,8 @@ def run_fold(
             ranks[name] = vr.valid_ranks
     rank_general = general_ranker(store, inp, encoder, index_dir, mined, progress, general_dir)
     general = rank_general(mined.valid) if rank_general is not None else None
-    return Fold(start, end, len(mined.groups), first_stage_ranks(mined.valid), general, ranks)
+    return Fold(start, end, len(mined.groups), first_stage_ranks(mined.valid), general, ranks,
+                time.perf_counter() - t0)
 
 
 def choose_variant(trained: Mapping[str, VariantResult], folds: Sequence[Fold]) -> VariantResult | None:
