@@ -123,8 +123,8 @@ class CollectionInfo(BaseModel):
 InstallRule = Literal["auto", "always"]
 INSTALL_RULES: tuple[InstallRule, ...] = get_args(InstallRule)  # `decide_install`'s: validation decides, or install
 MAX_VALIDATION_FOLDS = 4  # `pipeline.folds`: each fold trains the model again, so the limit bounds a training's cost
-# every door's default (`train`, `experiment`, a training job): with two folds validation ordered the rerankers as
-# the test period did on hive, hadoop and seamonkey more often than alone, for about twice the training time
+# every door's default (`train`, `experiment`, a training job): with two folds validation ordered the rerankers
+# closer to the test period's order on hive and hadoop than alone, for 65% more training time on hive
 # (docs/RESULTS.md)
 DEFAULT_VALIDATION_FOLDS = 2
 VALIDATION_FOLDS_HELP = ("Earlier periods, each as long as the validation period, whose duplicates join validation "
