@@ -9,13 +9,15 @@ import json
 import numpy as np
 import pytest
 
-from ticketsearch.pipeline.install import ALWAYS, decide_install, mrr
+from ticketsearch.pipeline.install import ALWAYS, MIN_DECISION_QUERIES, decide_install, mrr
 
 NAME = "rerank-cross+pair"
-FIRST = np.array([1, 2, 4, 1, 10, 3], dtype=float)  # MRR .531
-BETTER = np.array([1, 1, 2, 1, 5, 3], dtype=float)  # MRR .672
-WORSE = np.array([2, 2, 4, 3, 10, 3], dtype=float)  # MRR .336
+# four times six queries: 24, above MIN_DECISION_QUERIES (the figures decide)
+FIRST = np.tile(np.array([1, 2, 4, 1, 10, 3], dtype=float), 4)  # MRR .531
+BETTER = np.tile(np.array([1, 1, 2, 1, 5, 3], dtype=float), 4)  # MRR .672
+WORSE = np.tile(np.array([2, 2, 4, 3, 10, 3], dtype=float), 4)  # MRR .336
 NONE = np.zeros(0)
+N = len(FIRST)
 
 
 def test_mrr() -> None:
@@ -24,11 +26,11 @@ def test_mrr() -> None:
 
 def test_an_own_model_that_beats_the_first_stage_is_installed_with_its_figures() -> None:
     d = decide_install(NAME, BETTER, FIRST)
-    assert (d.install, d.use, d.variant, d.queries, d.general_valid_mrr) == (True, "own", NAME, 6, None)
+    assert (d.install, d.use, d.variant, d.queries, d.general_valid_mrr) == (True, "own", NAME, N, None)
     assert d.valid_mrr == mrr(BETTER) and d.first_stage_valid_mrr == mrr(FIRST)
     assert d.delta is not None and d.delta["diff"] == pytest.approx(mrr(BETTER) - mrr(FIRST))
     assert d.reason.startswith(f"{NAME} beats the first stage: validation MRR 0.672 against the first stage's "
-                               "0.531 over 6 queries (difference +0.142, 95% interval")
+                               "0.531 over 24 queries (difference +0.142, 95% interval")
     assert "general model" not in d.reason
     assert json.loads(json.dumps(d.to_dict())) == {**d.to_dict(), "delta": d.delta}
 
@@ -36,7 +38,7 @@ def test_an_own_model_that_beats_the_first_stage_is_installed_with_its_figures()
 def test_an_own_model_that_does_not_beat_the_first_stage_is_refused() -> None:
     for ranks in (WORSE, FIRST.copy()):  # worse, and a tie: no gain
         d = decide_install(NAME, ranks, FIRST)
-        assert (d.install, d.use, d.valid_mrr, d.queries) == (False, "first_stage", mrr(ranks), 6)
+        assert (d.install, d.use, d.valid_mrr, d.queries) == (False, "first_stage", mrr(ranks), N)
         assert d.reason.startswith(f"{NAME} does not beat the first stage it reranks: validation MRR")
         assert d.reason.endswith("; results stay in first-stage order")
 
@@ -47,7 +49,7 @@ def test_the_general_model_is_chosen_only_where_it_validates_best() -> None:
     assert tie.reason.endswith(f"and the general model's {mrr(BETTER):.3f}")
     below = decide_install(NAME, BETTER, FIRST, WORSE)  # the own model above the general one: the own
     assert (below.install, below.use, below.general_valid_mrr) == (True, "own", mrr(WORSE))
-    above = decide_install(NAME, BETTER, FIRST, np.ones(6))  # the general model at MRR 1.0
+    above = decide_install(NAME, BETTER, FIRST, np.ones(N))  # the general model at MRR 1.0
     assert (above.install, above.use, above.general_valid_mrr, above.valid_mrr) == (False, "general", 1.0,
                                                                                   mrr(BETTER))
     assert above.reason.startswith(f"the general model validates best: {NAME}'s validation MRR 0.672")
@@ -65,7 +67,7 @@ def test_nothing_to_validate_on_or_nothing_trained() -> None:
         False, "first_stage", None, None, 0, 0.0)
     assert d.reason == "no validation queries to compare it with the first stage"
     d = decide_install(None, None, FIRST)
-    assert (d.install, d.use, d.variant, d.queries, d.reason) == (False, "first_stage", None, 6,
+    assert (d.install, d.use, d.variant, d.queries, d.reason) == (False, "first_stage", None, N,
                                                                   "no variant was trained")
     d = decide_install(NAME, None, FIRST)  # named, but no ranks: nothing trained to install
     assert (d.install, d.use) == (False, "first_stage")
@@ -80,7 +82,7 @@ def test_nothing_to_validate_on_or_nothing_trained() -> None:
 def test_install_always_installs_what_validation_would_refuse_and_still_reports_it() -> None:
     for general in (None, BETTER):
         d = decide_install(NAME, WORSE, FIRST, general, rule="always")
-        assert (d.install, d.use, d.valid_mrr, d.queries) == (True, "own", mrr(WORSE), 6)
+        assert (d.install, d.use, d.valid_mrr, d.queries) == (True, "own", mrr(WORSE), N)
         assert d.delta is not None and d.delta["diff"] < 0
         assert d.reason.startswith(f"{ALWAYS}: validation MRR 0.336 against the first stage's 0.531")
         assert not decide_install(NAME, WORSE, FIRST, general).install  # auto refuses it
@@ -99,3 +101,21 @@ def test_the_rule_is_compared_by_value_not_identity() -> None:
     assert always is not "always"  # noqa: F632 - the point of the test
     assert decide_install(NAME, WORSE, FIRST, rule=always).install  # type: ignore[arg-type]
     assert decide_install(NAME, WORSE, NONE, rule=always).install  # type: ignore[arg-type]
+
+
+def test_too_few_validation_queries_leave_the_choice_to_the_general_model() -> None:
+    """Below MIN_DECISION_QUERIES the figures do not decide: the general model reranks even where the own model
+    validated above it and it validated below the first stage (as with no validation queries); without a general
+    model the figures decide as before; "always" installs as asked; at the bound the figures decide."""
+    few = MIN_DECISION_QUERIES - 1
+    first, better, worse = FIRST[:few], BETTER[:few], WORSE[:few]
+    d = decide_install(NAME, better, first, worse)
+    assert (d.install, d.use, d.queries, d.valid_mrr) == (False, "general", few, mrr(better))
+    assert d.reason.startswith(f"too few validation queries to choose on (fewer than {MIN_DECISION_QUERIES}): "
+                               f"{NAME}'s validation MRR")
+    assert d.reason.endswith("; the general model (trained on other projects' links) reranks")
+    assert decide_install(NAME, better, first).use == "own"  # no general model: the figures
+    assert decide_install(NAME, worse, first, better, rule="always").install
+    enough = MIN_DECISION_QUERIES
+    at = decide_install(NAME, BETTER[:enough], FIRST[:enough], WORSE[:enough])
+    assert (at.install, at.use, at.queries) == (True, "own", enough)
