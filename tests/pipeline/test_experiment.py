@@ -83,7 +83,9 @@ def test_experiment_adds_reranker_rows(demo_file: Path, tmp_path: Path) -> None:
     for table in ("window", "no_easy"):  # the reranked rows in every table, over the same queries
         t = results[table]["methods"]
         assert t["rerank"]["queries"] == t["hybrid"]["queries"] and t["rerank"]["RR@100"] == t["hybrid"]["RR@100"]
-    assert IndexDir(tmp_path / "exp" / "index").has_reranker()
+        # the row a user gets: the installed model's, or the general model's where it reranks
+        assert t["rerank"] == t[decision["variant"] if has_model else "rerank-general"]
+    assert has_model == decision["install"] and (has_model or decision["use"] == "general"), decision
     # the tuned encoder's rows, in every table, over the same queries (installed or not, as validation says)
     tune = results["tune_encoder"]
     for table in (rows, short, results["window"]["methods"], results["validation"]["methods"]):

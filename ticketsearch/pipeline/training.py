@@ -174,6 +174,10 @@ def run_rerankers(
         for label, rows in results["kinds"].items():
             rows["valid"]["rerank-general"] = metrics_from_ranks(rank_general(mined.valid_by_kind[label]))
             rows["test"]["rerank-general"] = metrics_from_ranks(rank_general(mined.test_by_kind[label]))
+        for set_name, (m, _) in extra_sets.items():  # its own lists per set (a window, no easy duplicates)
+            rank_set = general_ranker(store, inp, encoder, index_dir, m, progress, general_dir)
+            if rank_set is not None:
+                results["extra"][set_name]["rerank-general"] = metrics_from_ranks(rank_set(m.valid))
     folds = [f for start, end in (periods if trained else [])
              if (f := run_fold(store, inp, encoder, index_dir, fusion, depth, start, end, list(trained), tcfg,
                                progress, log, out_dir, train_kinds, rejected, first_train_queries,
@@ -212,10 +216,12 @@ def run_rerankers(
         log(f"    installed {best.name} as {where.reranker_path}: {decision.reason}")
     else:
         where.uninstall_reranker()  # a model installed before no longer stands against this validation
-        if decision.use == "general":
+        if decision.use == "general":  # the row a user gets: the general model's, in every table
             for rows in (results, *results["kinds"].values()):
                 rows["test"]["rerank"], rows["valid"]["rerank"] = rows["test"]["rerank-general"], rows["valid"][
                     "rerank-general"]
+            for rows in results["extra"].values():
+                rows["rerank"] = rows["rerank-general"]
         log(f"    installed no reranker of its own: {decision.reason}")
     where.save_rerank_decision(decision.to_dict())
     return results
