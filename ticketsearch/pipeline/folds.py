@@ -111,7 +111,8 @@ def run_fold(
     rejected: dict[int, set[int]] | None = None, first_train_queries: int | None = None,
     general_dir: Path | None = None,
 ) -> Fold | None:
-    """Train `names` on the links before `start` and score them on the queries from `start` to `end`, as
+    """Train `names` (the variants that could be installed: the caller leaves out ablations) on the links before
+    `start` and score them on the queries from `start` to `end`, as
     `run_rerankers` does for the validation period; None when the fold has no train or no validation query. The
     fold's models are written under `work_dir` (beside the trained variants) and removed."""
     t0 = time.perf_counter()
@@ -132,8 +133,6 @@ def run_fold(
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fold-", dir=work_dir) as tmp:  # measured, never kept
         for name in names:
-            if VARIANTS[name].get("shuffle"):  # an ablation: never installed, so never chosen
-                continue
             vr, _, _ = train_named(name, base, code, fs, store.schema.to_dict(), mined, Path(tmp), encoder, tcfg,
                                    progress, log)
             ranks[name] = vr.valid_ranks
