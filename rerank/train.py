@@ -63,6 +63,7 @@ class TrainConfig:
     skip_lr_mult: float = 1.0  # the linear pair-input skip starts from its logistic-regression fit
     weight_decay: float = 0.01
     seed: int = 0
+    init_seed: int | None = None  # the model's initial weights (None: `seed`); `seed` alone then orders the data
     shuffle_features: bool = False  # ablation: features permuted across tickets
     time_budget_s: float = 15 * 60  # per training run; early stopping usually ends it sooner
 
@@ -74,6 +75,7 @@ class TrainResult:
     best_epoch: int = -1
     best_valid_mrr: float = 0.0
     seconds: float = 0.0
+    epoch_ranks: list[np.ndarray] = field(default_factory=list)  # each epoch's validation ranks, as history
 
 
 def _feats(data: TrainData, idx: Sequence[int], perm: np.ndarray | None) -> torch.Tensor:
@@ -131,10 +133,12 @@ def reranked_ranks(lists: Sequence[RankList], scores: Sequence[np.ndarray]) -> n
 
 def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
-    torch.manual_seed(tcfg.seed)
+    torch.manual_seed(tcfg.seed if tcfg.init_seed is None else tcfg.init_seed)
     rng = np.random.default_rng(tcfg.seed)
     perm = rng.permutation(len(data.feats)) if tcfg.shuffle_features else None
     model = PairModel(cfg)
+    if tcfg.init_seed is not None:
+        torch.manual_seed(tcfg.seed)  # dropout follows the run's seed
     skip = [p for n, p in model.named_parameters() if n.startswith("pair_skip")]
     deep = [p for n, p in model.named_parameters() if not n.startswith("pair_skip")]
     opt = torch.optim.AdamW(
@@ -153,6 +157,7 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
         fit_pair_skip(model, data, groups)
         ranks = reranked_ranks(data.valid, rerank_scores(model, data, data.valid, perm)) if data.valid else np.array([])
         mrr0 = float(np.mean(1.0 / ranks)) if len(ranks) else 0.0
+        result.epoch_ranks.append(ranks)
         result.history.append({"epoch": 0, "loss": math.nan, "valid_mrr": mrr0,
                                "valid_rr10": float(np.mean(ranks <= 10)) if len(ranks) else 0.0})
         result.best_valid_mrr, result.best_epoch = mrr0, 0
@@ -198,6 +203,7 @@ def train(data: TrainData, cfg: RerankConfig, tcfg: TrainConfig, progress: bool 
         ranks = reranked_ranks(data.valid, rerank_scores(model, data, data.valid, perm)) if data.valid else np.array([])
         mrr = float(np.mean(1.0 / ranks)) if len(ranks) else 0.0
         rr10 = float(np.mean(ranks <= 10)) if len(ranks) else 0.0
+        result.epoch_ranks.append(ranks)
         result.history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else math.nan,
                                "valid_mrr": mrr, "valid_rr10": rr10})
         log(f"      epoch {epoch + 1}: loss {result.history[-1]['loss']:.4f}, "

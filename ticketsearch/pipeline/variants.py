@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class VariantResult:
     valid_mrr: float
     model: Any = None  # the trained PairModel
     ltr: Any = None  # its LambdaMART stage (`rerank.lambdamart`), for the rerank-lambdamart variant
+    epoch_ranks: list[np.ndarray] = field(default_factory=list)  # the fusion model's validation ranks by epoch
 
     def scores(self, data: TrainData, lists: Sequence[RankList], perm: np.ndarray | None = None) -> list[np.ndarray]:
         """The variant's scores of every candidate of every list (as serving computes them)."""
@@ -116,7 +117,7 @@ def train_variant(
     valid_ranks = reranked_ranks(mined.valid, val_scores)
     valid_mrr = float(np.mean(1.0 / valid_ranks)) if ltr is not None and len(valid_ranks) else res.best_valid_mrr
     return VariantResult(name, valid_ranks, reranked_ranks(mined.test, test_scores),
-                         res.history, res.seconds, model_dir, valid_mrr, res.model, ltr)
+                         res.history, res.seconds, model_dir, valid_mrr, res.model, ltr, res.epoch_ranks)
 
 
 def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
