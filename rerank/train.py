@@ -260,17 +260,44 @@ def fit_pair_skip(model: PairModel, data: TrainData, groups: Sequence[Group], l2
         model.pair_skip.bias.copy_(torch.tensor([b], dtype=torch.float32))
 
 
-def fit_logistic(x: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple[np.ndarray, float]:
+def fit_logistic(x: np.ndarray, labels: np.ndarray, l2: float = 1e-3,
+                 prior: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
     """The article's BCE with pos_weight (negatives / positives), averaged over the pairs, plus l2 * |w|^2 (the
     bias unpenalised), minimised exactly: scikit-learn minimises C * sum(sample_weight * log loss) + |w|^2 / 2,
-    the same objective at C = 1 / (2 l2 n). Returns (weights, bias); zeros when one class is missing."""
+    the same objective at C = 1 / (2 l2 n). Returns (weights, bias); zeros when one class is missing.
+    With `prior` (weights, bias) the penalty is l2 * |w - prior weights|^2 (a refit of another model on these
+    pairs, pulled toward it), and a missing class returns the prior."""
     from sklearn.linear_model import LogisticRegression  # deferred: scikit-learn, pyarrow
 
     x = np.asarray(x, np.float64)
     y = np.asarray(labels).astype(np.int64)
     if len(np.unique(y)) < 2:
-        return np.zeros(x.shape[1]), 0.0
+        return (np.zeros(x.shape[1]), 0.0) if prior is None else (np.asarray(prior[0], np.float64).copy(),
+                                                                   float(prior[1]))
     pos_weight = (len(y) - y.sum()) / max(float(y.sum()), 1.0)
+    if prior is not None:
+        return _fit_toward(x, y, np.where(y == 1, pos_weight, 1.0), l2, np.asarray(prior[0], np.float64),
+                           float(prior[1]))
     lr = LogisticRegression(C=1.0 / (2.0 * l2 * len(y)), solver="lbfgs", max_iter=1000, tol=1e-8)
     lr.fit(x, y, sample_weight=np.where(y == 1, pos_weight, 1.0))
     return lr.coef_[0].copy(), float(lr.intercept_[0])
+
+
+def _fit_toward(x: np.ndarray, y: np.ndarray, sw: np.ndarray, l2: float, w0: np.ndarray,
+                b0: float) -> tuple[np.ndarray, float]:
+    """mean(sw * log loss) + l2 * |w - w0|^2 by L-BFGS from (w0, b0) (convex: the minimum is unique)."""
+    from scipy.optimize import minimize  # deferred: scipy (scikit-learn's)
+
+    n = len(y)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        z = x @ w + b
+        loss = sw * (np.logaddexp(0.0, z) - y * z)  # log loss of sigmoid(z) against y, stably
+        g = sw * (1.0 / (1.0 + np.exp(-z)) - y) / n
+        d = w - w0
+        return float(loss.sum() / n + l2 * d @ d), np.append(x.T @ g + 2.0 * l2 * d, g.sum())
+
+    res = minimize(objective, np.append(w0, b0), jac=True, method="L-BFGS-B", options={"maxiter": 2000,
+                                                                                        "gtol": 1e-10})
+    return res.x[:-1].copy(), float(res.x[-1])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ticketsearch.rerank.model import PairModel, RerankConfig
 from ticketsearch.rerank.token_cache import Tokens
-from ticketsearch.rerank.train import Group, RankList, TrainConfig, TrainData, fit_pair_skip, train
+from ticketsearch.rerank.train import Group, RankList, TrainConfig, TrainData, fit_logistic, fit_pair_skip, train
 
 
 def _reference_fit(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
@@ -104,3 +104,33 @@ def test_init_seed_fixes_the_starting_weights_and_seed_the_rest() -> None:
 
     assert first_loss(seed=1, init_seed=0) != first_loss(seed=2, init_seed=0)
     assert first_loss(seed=3, init_seed=0) == first_loss(seed=3, init_seed=0)
+
+
+def test_a_refit_toward_a_prior_stays_there_when_strong_and_reaches_the_data_when_weak() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 3))
+    y = (rng.random(600) < 1.0 / (1.0 + np.exp(-(x @ np.array([2.0, -1.0, 0.0]) - 1.5)))).astype(float)
+    prior = (np.array([-1.0, 1.0, 3.0]), 0.5)
+    free_w, free_b = fit_logistic(x, y, 1e-6)
+    near_w, _ = fit_logistic(x, y, 1e-6, prior=prior)  # hardly pulled: the data's own fit
+    assert np.abs(near_w - free_w).max() < 0.05
+    far_w, _ = fit_logistic(x, y, 1e3, prior=prior)  # pulled hard: the prior's weights
+    assert np.abs(far_w - prior[0]).max() < 0.01
+    mid_w, _ = fit_logistic(x, y, 0.05, prior=prior)  # in between, on each weight
+    assert all(min(a, b) - 1e-9 <= m <= max(a, b) + 1e-9 for a, m, b in zip(free_w, mid_w, prior[0]))
+    assert np.abs(mid_w - free_w).max() > 0.1 and np.abs(mid_w - prior[0]).max() > 0.1
+    # its objective, spelled out in torch with the penalty moved to the prior: the same minimum
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    pw = torch.tensor((len(y) - y.sum()) / y.sum(), dtype=torch.float64)
+
+    def objective(w: np.ndarray, b: float) -> float:
+        z = xt @ torch.from_numpy(w) + b
+        d = torch.from_numpy(w - prior[0])
+        return float(F.binary_cross_entropy_with_logits(z, yt, pos_weight=pw) + 0.05 * d.pow(2).sum())
+
+    w_mid, b_mid = fit_logistic(x, y, 0.05, prior=prior)
+    for dw in (np.array([0.01, 0, 0]), np.array([0, -0.01, 0]), np.array([0, 0, 0.01])):
+        assert objective(w_mid, b_mid) < objective(w_mid + dw, b_mid)
+    # one class only: nothing to learn, the prior as it was
+    w1, b1 = fit_logistic(x, np.zeros(600), 0.05, prior=prior)
+    assert np.array_equal(w1, prior[0]) and b1 == prior[1]
