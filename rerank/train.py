@@ -287,6 +287,7 @@ def _fit_toward(x: np.ndarray, y: np.ndarray, sw: np.ndarray, l2: float, w0: np.
                 b0: float) -> tuple[np.ndarray, float]:
     """mean(sw * log loss) + l2 * |w - w0|^2 by L-BFGS from (w0, b0) (convex: the minimum is unique)."""
     from scipy.optimize import minimize  # deferred: scipy (scikit-learn's)
+    from scipy.special import expit
 
     n = len(y)
 
@@ -294,7 +295,7 @@ def _fit_toward(x: np.ndarray, y: np.ndarray, sw: np.ndarray, l2: float, w0: np.
         w, b = theta[:-1], theta[-1]
         z = x @ w + b
         loss = sw * (np.logaddexp(0.0, z) - y * z)  # log loss of sigmoid(z) against y, stably
-        g = sw * (1.0 / (1.0 + np.exp(-z)) - y) / n
+        g = sw * (expit(z) - y) / n
         d = w - w0
         return float(loss.sum() / n + l2 * d @ d), np.append(x.T @ g + 2.0 * l2 * d, g.sum())
 
