@@ -18,20 +18,15 @@ import time
 from typing import Any
 
 import numpy as np
-from experiment_args import experiment_index_parser
+from experiment_args import experiment_index_parser, mined_index
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.index_data.records import parse_datetime
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.parts import index_settings, load_manifest, open_store
-from ticketsearch.pipeline.training import build_train_data, first_stage_ranks, list_pairs, mine
+from ticketsearch.pipeline.training import first_stage_ranks, list_pairs
 from ticketsearch.rerank.lambdamart import LambdaMART, ltr_inputs
 from ticketsearch.rerank.persist import load_reranker
 from ticketsearch.rerank.train import RankList, rerank_scores, reranked_ranks
-from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
-from ticketsearch.settings import get_settings
 
 
 def features(data: Any, lists: list[RankList], fusion: list[np.ndarray], with_fusion: bool,
@@ -47,16 +42,9 @@ def main() -> None:
     ap.add_argument("--variant", default="rerank-cross+pair")
     args = ap.parse_args()
     d = IndexDir(args.index)
-    manifest = load_manifest(d)
-    settings = index_settings(manifest, get_settings())
     t0 = time.perf_counter()
-    with open_store(d, read_only=True) as store:
-        encoder = Encoder(manifest.model, settings=settings)
-        inp = load_eval_inputs(args.index, store, encoder)
-        mined = mine(store, inp, manifest.fusion, settings.fusion_depth, parse_datetime(args.train_before),
-                     parse_datetime(args.test_since))
-        data, _, _ = build_train_data(store, inp, encoder, args.index, mined, with_pair=True, progress=False)
-        ev = inp.ev
+    with mined_index(args) as mi:
+        mined, data, ev = mi.mined, mi.base, mi.inp.ev
         train = [RankList(g.query, mined.recorded[g.query],
                           ev.group[np.asarray(mined.recorded[g.query])] == ev.group[g.query], float("inf"))
                  for g in mined.groups]

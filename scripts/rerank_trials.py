@@ -18,24 +18,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from experiment_args import experiment_index_parser
+from experiment_args import experiment_index_parser, mined_index
 
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.records import parse_datetime
-from ticketsearch.index_data.store import TicketStore
-from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.parts import index_settings
-from ticketsearch.pipeline.training import DROPOUT, build_train_data, mine
+from ticketsearch.pipeline.training import DROPOUT
 from ticketsearch.rerank.calibration import lowest_threshold_for_precision
 from ticketsearch.rerank.model import RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.train import TrainConfig, TrainData, rerank_scores, reranked_ranks, train
 from ticketsearch.results import MAX_VALIDATION_FOLDS
 from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.evaluation import metrics_from_ranks
-from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.settings import get_settings
 
 
 def int8_query_data(store, inp, encoder, mined, data: TrainData, with_pair: bool) -> TrainData:  # noqa: ANN001
@@ -97,16 +91,11 @@ def main() -> None:
         name, _, spec = t.partition(":")
         trials.append((name, json.loads(spec)))
 
-    manifest = Manifest.load(args.index)
-    settings = index_settings(manifest, get_settings())
     out: dict = {"index": str(args.index), "trials": {}}
-    with TicketStore(IndexDir(args.index).store_path) as store:
-        encoder = Encoder(manifest.model, settings=settings)
-        inp = load_eval_inputs(args.index, store, encoder)
-        t0 = time.perf_counter()
-        mined = mine(store, inp, manifest.fusion, settings.fusion_depth, parse_datetime(args.train_before),
-                     parse_datetime(args.test_since))
-        base, fs, _ = build_train_data(store, inp, encoder, args.index, mined, with_pair=True)
+    t0 = time.perf_counter()
+    with mined_index(args, progress=True) as mi:
+        manifest, settings, store, encoder, inp = mi.manifest, mi.settings, mi.store, mi.encoder, mi.inp
+        mined, base, fs = mi.mined, mi.base, mi.fs
         print(f"mined {len(mined.groups)} train / {len(mined.valid)} valid / {len(mined.test)} test queries "
               f"in {time.perf_counter() - t0:.0f} s", flush=True)
         first = reranked_ranks(mined.test, [-np.arange(len(r.candidates), dtype=float) for r in mined.test])

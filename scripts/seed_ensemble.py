@@ -21,23 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from experiment_args import experiment_index_parser
+from experiment_args import experiment_index_parser, mined_index
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.index_data.records import parse_datetime
-from ticketsearch.index_data.store import TicketStore
-from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.general import general_inputs, list_scores
-from ticketsearch.pipeline.parts import index_settings
-from ticketsearch.pipeline.training import build_train_data, mine
 from ticketsearch.pipeline.variants import VARIANTS, train_named
 from ticketsearch.rerank.general import SHIPPED, load_general
 from ticketsearch.rerank.train import RankList, TrainConfig, rerank_scores, reranked_ranks
-from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
-from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.settings import get_settings
 
 Scores = list[np.ndarray]
 
@@ -65,18 +56,11 @@ def main() -> None:
                     help="every seed starts from seed 0's weights (the seed orders the data only), and each "
                     "variant's seeds are also averaged weight by weight into one model (a 'soup')")
     args = ap.parse_args()
-    manifest = Manifest.load(args.index)
-    settings = index_settings(manifest, get_settings())
     out: dict[str, Any] = {"index": str(args.index), "seeds": args.seeds, "variants": args.variants, "rows": {}}
-    with TicketStore(IndexDir(args.index).store_path) as store, tempfile.TemporaryDirectory() as tmp:
-        encoder = Encoder(manifest.model, settings=settings)
-        inp = load_eval_inputs(args.index, store, encoder)
-        t0 = time.perf_counter()
-        mined = mine(store, inp, manifest.fusion, settings.fusion_depth, parse_datetime(args.train_before),
-                     parse_datetime(args.test_since))
-        code = any(VARIANTS[n].get("code") for n in args.variants)
-        base, fs, _ = build_train_data(store, inp, encoder, args.index, mined, with_pair=True, progress=False,
-                                       code=code)
+    t0 = time.perf_counter()
+    code = any(VARIANTS[n].get("code") for n in args.variants)
+    with mined_index(args, code=code) as mi, tempfile.TemporaryDirectory() as tmp:
+        store, inp, encoder, mined, base, fs = mi.store, mi.inp, mi.encoder, mi.mined, mi.base, mi.fs
         print(f"mined {len(mined.groups)} / {len(mined.valid)} / {len(mined.test)} in {time.perf_counter() - t0:.0f} s",
               flush=True)
         sets = {"valid": mined.valid, "test": mined.test}

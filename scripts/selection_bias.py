@@ -18,21 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from experiment_args import experiment_index_parser
+from experiment_args import experiment_index_parser, mined_index
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.index_data.records import parse_datetime
-from ticketsearch.index_data.store import TicketStore
-from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.parts import index_settings
-from ticketsearch.pipeline.training import build_train_data, mine
 from ticketsearch.pipeline.variants import VARIANTS, first_stage_ranks, general_ranker, train_named
 from ticketsearch.rerank.train import TrainConfig
-from ticketsearch.retrieval.encoder import Encoder
-from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.evaluation import metrics_from_ranks
-from ticketsearch.retrieval.manifest import Manifest
-from ticketsearch.settings import get_settings
 
 
 def split_half(epoch_ranks: list[np.ndarray], repeats: int = 500, seed: int = 0) -> float:
@@ -60,18 +51,11 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+",
                     default=["rerank-concat", "rerank-cross", "rerank-cross+pair", "rerank-cross+pair+code"])
     args = ap.parse_args()
-    manifest = Manifest.load(args.index)
-    settings = index_settings(manifest, get_settings())
     rows: dict[str, Any] = {}
     t0 = time.perf_counter()
-    with TicketStore(IndexDir(args.index).store_path) as store, tempfile.TemporaryDirectory() as tmp:
-        encoder = Encoder(manifest.model, settings=settings)
-        inp = load_eval_inputs(args.index, store, encoder)
-        mined = mine(store, inp, manifest.fusion, settings.fusion_depth, parse_datetime(args.train_before),
-                     parse_datetime(args.test_since))
-        code = any(VARIANTS[n].get("code") for n in args.variants)
-        base, fs, _ = build_train_data(store, inp, encoder, args.index, mined, with_pair=True, progress=False,
-                                       code=code)
+    code = any(VARIANTS[n].get("code") for n in args.variants)
+    with mined_index(args, code=code) as mi, tempfile.TemporaryDirectory() as tmp:
+        store, inp, encoder, mined, base, fs = mi.store, mi.inp, mi.encoder, mi.mined, mi.base, mi.fs
         for name in args.variants:
             vr, _, _ = train_named(name, base, code, fs, store.schema.to_dict(), mined, Path(tmp), encoder,
                                    TrainConfig(time_budget_s=900), False, lambda s: None)
