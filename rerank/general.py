@@ -1,10 +1,14 @@
-"""The general reranker: for a collection with too few duplicate links to train its own.
+"""Linear rerankers: a logistic regression on a pair's inputs (`pair_features`), nothing else.
 
-A logistic regression on the pair inputs every schema has (the first-stage scores and the time gap:
-`pair_features.KIND_COLUMNS`, computed under `GENERAL_SCHEMA`, which has no fields), trained on the shared
-JIRA data and shipped with the package (`general_model/`: config.json + model.safetensors). On hadoop and hive
-this linear part carries the trained reranker's gain (docs/RESULTS.md); it needs no token states and no
-candidate vectors, so it reranks any index as it stands.
+- The general reranker, for a collection with too few duplicate links to train its own: the pair inputs every
+  schema has (the first-stage scores and the time gap: `pair_features.KIND_COLUMNS`, computed under
+  `GENERAL_SCHEMA`, which has no fields), trained on the shared JIRA data and shipped with the package
+  (`general_model/`: config.json + model.safetensors).
+- An index's own linear variant (`rerank-linear`): the same regression on its schema's pair inputs (field
+  agreement and, with `code`, the code terms' agreement too), trained on its own links in seconds.
+
+On hadoop and hive this linear part carries the trained fusion model's gain (docs/RESULTS.md); it needs no token
+states and no candidate vectors, so it reranks any index as it stands.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.schema import Schema
 
 from .calibration import platt, stored_threshold
+from .pair_features import pair_dim
 
 GENERAL_SCHEMA = Schema(name="general", text_fields=("title", "body"), fields=())
 SHIPPED = Path(__file__).parent / "general_model"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+GENERAL_KIND, LINEAR_KIND = "general-linear", "linear"  # config kinds: the shipped model, an index's own
+LINEAR_KINDS = (GENERAL_KIND, LINEAR_KIND)
 
 
 @dataclass
@@ -38,41 +45,59 @@ class LinearPairModel:
         return np.asarray(pair, np.float64) @ self.weights.astype(np.float64) + self.bias
 
 
-def save_general(directory: Path, model: LinearPairModel, meta: dict[str, Any]) -> str:
-    """Weights (safetensors, float32), then the config naming their checksum. Returns the checksum."""
+def save_general(directory: Path, model: LinearPairModel, meta: dict[str, Any], kind: str = GENERAL_KIND) -> str:
+    """Weights (safetensors, float32), then the config naming their checksum and `kind` (`LINEAR_KINDS`).
+    Returns the checksum."""
 
     directory = Path(directory)
     tensors = {"weights": model.weights.astype(np.float32), "bias": np.array([model.bias], np.float32)}
     atomic_write_with(directory / WEIGHTS, lambda p: save_file(tensors, str(p)))
     checksum = hashlib.blake2b((directory / WEIGHTS).read_bytes(), digest_size=12).hexdigest()
-    atomic_write_json(directory / CONFIG, {"kind": "general-linear", "checksum": checksum, **meta})
+    atomic_write_json(directory / CONFIG, {"kind": kind, "checksum": checksum, **meta})
     return checksum
 
 
+def is_linear(directory: Path) -> bool:
+    """Whether the reranker saved in `directory` is a linear one (`LINEAR_KINDS`), from its config alone."""
+    try:
+        return json.loads((Path(directory) / CONFIG).read_text("utf-8")).get("kind") in LINEAR_KINDS
+    except (OSError, ValueError):
+        return False
+
+
 def load_general(directory: Path = SHIPPED) -> tuple[LinearPairModel, dict[str, Any]]:
+    """A linear reranker's weights and config (the shipped general model by default)."""
 
     directory = Path(directory)
     if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
-        raise TicketsearchError(f"{directory}: no general reranker here ({CONFIG} + {WEIGHTS})")
+        raise TicketsearchError(f"{directory}: no linear reranker here ({CONFIG} + {WEIGHTS})")
     meta = json.loads((directory / CONFIG).read_text("utf-8"))
+    if meta.get("kind") not in LINEAR_KINDS:
+        raise TicketsearchError(f"{directory}: not a linear reranker (kind {meta.get('kind')!r})")
     if hashlib.blake2b((directory / WEIGHTS).read_bytes(), digest_size=12).hexdigest() != meta.get("checksum"):
         raise TicketsearchError(f"{directory}: {WEIGHTS} does not match {CONFIG} (checksum)")
     t = load_file(str(directory / WEIGHTS))
     return LinearPairModel(t["weights"].astype(np.float64), float(t["bias"][0])), meta
 
 
-class GeneralReranker:
-    """The general model at search time, with the parts of `Reranker` that search and duplicates use."""
+class LinearReranker:
+    """A linear reranker at search time, with the parts of `Reranker` that search and duplicates use: its pair
+    inputs laid out by its config (schema, query kinds, code columns; the general model's: `GENERAL_SCHEMA`)."""
 
     uses_pair = True
-    code = False  # no code-term columns (`pair_features.code_agreement`)
     needs_tokens = False  # scores from the pair inputs alone: no token states, no candidate vectors
 
-    def __init__(self, directory: Path = SHIPPED) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.model, self.meta = load_general(self.directory)
-        self.schema = GENERAL_SCHEMA
+        self.schema = (Schema.from_dict(self.meta["schema"], str(self.directory / CONFIG)) if "schema" in self.meta
+                       else GENERAL_SCHEMA)
         self.query_kinds = bool(self.meta.get("query_kinds", False))
+        self.code = bool(self.meta.get("code", False))  # pair inputs end with the code terms' agreement
+        expected = pair_dim(self.schema, self.query_kinds, self.code)
+        if len(self.model.weights) != expected:
+            raise TicketsearchError(f"{self.directory}: this reranker has {len(self.model.weights)} weights and this "
+                                    f"version computes {expected} pair inputs: retrain it ('ticketsearch train')")
         self.checksum: str = self.meta["checksum"]
         cal = self.meta.get("calibration", {"a": 1.0, "b": 0.0})
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
@@ -82,6 +107,7 @@ class GeneralReranker:
         return str(self.meta.get("name", "general"))
 
     def score_pairs(self, pair: np.ndarray) -> np.ndarray:
+        """Logits of a query's candidates from their pair inputs [N, pair_dim]."""
         return self.model.logits(pair)
 
     def probability(self, logits: np.ndarray) -> np.ndarray:
@@ -89,3 +115,10 @@ class GeneralReranker:
 
     def duplicate_threshold(self, precision: float | None = None) -> float | None:
         return stored_threshold(self.meta, precision)
+
+
+class GeneralReranker(LinearReranker):
+    """The shipped general model (or another general model's directory)."""
+
+    def __init__(self, directory: Path = SHIPPED) -> None:
+        super().__init__(directory)

@@ -81,6 +81,8 @@ def main() -> None:
                     "train, compare with paired bootstrap, install the best in the index")
     ap.add_argument("--validation-folds", type=int, default=0, choices=range(MAX_VALIDATION_FOLDS + 1),
                     help="with --experiment: earlier periods pooled with validation for the decision (pipeline.folds)")
+    ap.add_argument("--no-install", action="store_true",
+                    help="with --experiment: measure only; the index keeps the reranker it has")
     ap.add_argument("--general", type=Path, default=None,
                     help="with --experiment: the general model to compare with (default: the shipped one)")
     ap.add_argument("--int8-queries", action="store_true",
@@ -108,7 +110,8 @@ def main() -> None:
                                parse_datetime(args.train_before), parse_datetime(args.test_since),
                                args.index.parent / "rerankers", variants=args.experiment or None,
                                tcfg=TrainConfig(time_budget_s=args.budget), progress=False,
-                               validation_folds=args.validation_folds, general_dir=args.general)
+                               validation_folds=args.validation_folds, general_dir=args.general,
+                               install=not args.no_install)
             out["experiment"] = rr
             out["experiment_seconds"] = round(time.perf_counter() - t_rr, 1)  # folds: `rr["folds"][i]["seconds"]`
             atomic_write_json(args.out, out)

@@ -23,11 +23,11 @@ from ticketsearch.pipeline.parts import index_settings, open_store
 from ticketsearch.pipeline.sharding import split_index
 from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest, as_datetime, named_date
 from ticketsearch.rerank.explain import plot_attention
-from ticketsearch.rerank.lambdamart import available
 from ticketsearch.results import (
     DEFAULT_VALIDATION_FOLDS,
     INSTALL_RULES,
     MAX_VALIDATION_FOLDS,
+    TRAIN_VARIANT_HELP,
     VALIDATION_FOLDS_HELP,
 )
 from ticketsearch.retrieval.evaluation import markdown_table
@@ -475,12 +475,7 @@ def train(
     index: LinkedIndex,
     train_before: TrainBefore = None,
     valid_before: ValidBefore = None,
-    variant: Annotated[
-        str, typer.Option("--variant", help="rerank-cross+pair, rerank-cross+pair+code (with the agreement of the "
-                          "two tickets' stack frames, exception classes and error codes), rerank-lambdamart "
-                          "(LightGBM on top of cross+pair: pip install 'ticketsearch[ltr]'), rerank-cross or "
-                          "rerank-concat.")
-    ] = "rerank-cross+pair",
+    variant: Annotated[str, typer.Option("--variant", help=TRAIN_VARIANT_HELP)] = "auto",
     loss: Annotated[str, typer.Option("--loss", help="bce, listwise or both.")] = "both",
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -494,16 +489,10 @@ def train(
 ) -> None:
     """Train the reranker from the index's duplicate links (80/10/10 time split by default) and install it
     where it validates better than the first stage."""
-    from ticketsearch.pipeline.training import VARIANTS, train_index  # deferred: torch
+    from ticketsearch.pipeline.training import train_index, train_variants  # deferred: torch
     from ticketsearch.rerank.train import TrainConfig  # deferred: torch
 
-    if variant not in VARIANTS or VARIANTS[variant].get("shuffle"):
-        fail("--variant must be one of rerank-cross+pair, rerank-cross+pair+code, rerank-lambdamart, rerank-cross, "
-             f"rerank-concat; got {variant!r}")
-    if VARIANTS[variant].get("ltr"):
-
-        if not available():
-            fail("--variant rerank-lambdamart needs LightGBM: pip install 'ticketsearch[ltr]'")
+    train_variants(variant)  # the library's check, before anything else: every door refuses the same names
     if loss not in ("bce", "listwise", "both"):
         fail(f"--loss must be bce, listwise or both; got {loss!r}")
     if install not in INSTALL_RULES:
@@ -513,7 +502,8 @@ def train(
     res = train_index(index, tb, vb, variant, get_settings(), TrainConfig(loss=loss, epochs=epochs, seed=seed),  # type: ignore[arg-type]  # --loss and --install are checked above against the Literals
                       progress=not quiet, log=typer.echo, train_kinds=kinds, install_rule=install,
                       validation_folds=validation_folds)
-    m, first = res["test"][variant], res["first_stage"]["test"]
+    chosen = res["decision"].get("variant") or train_variants(variant)[0]  # "auto": the variant validation chose
+    m, first = res["test"][chosen], res["first_stage"]["test"]
     held_out = (f"held-out test MRR {m['MRR']:.3f}, RR@10 {m['RR@10']:.3f} against the first stage's "
                 f"{first['MRR']:.3f}, {first['RR@10']:.3f} over {m['queries']} queries" if m["queries"]
                 else "no held-out test queries to score")

@@ -169,14 +169,39 @@ def trained_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     target = tmp_path_factory.mktemp("trained") / "idx"
     shutil.copytree(index_dir, target)
     # installed whatever validation says: on demo data, where time no longer gives the answer away, the model
-    # barely beats the first stage (docs/RESULTS.md), and these tests are about serving an installed model
-    res = runner.invoke(app, ["train", "--index", str(target), "--epochs", "3", "--install", "always",
-                                 "--validation-folds", "0", "-q"])
+    # barely beats the first stage (docs/RESULTS.md), and these tests are about serving an installed fusion model
+    # (token states, candidate vectors, attention: `linear_index` has the linear one)
+    res = runner.invoke(app, ["train", "--index", str(target), "--variant", "rerank-cross+pair", "--epochs", "3",
+                              "--install", "always", "--validation-folds", "0", "-q"])
     assert res.exit_code == 0, res.output
     assert "installed rerank-cross+pair" in res.output and "installed as asked" in res.output
     cfg = json.loads((IndexDir(target).reranker_path / "config.json").read_text())
     assert {"a", "b"} <= set(cfg["calibration"]) and cfg["features"]["schema"]["name"] == "support"
     assert (IndexDir(target).reranker_path / "model.safetensors").is_file()
+    return target
+
+
+@pytest.fixture(scope="session")
+def linear_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:
+    """A copy of `index_dir` with the linear variant installed (`train --variant rerank-linear`), and the token
+    states its training found in the index (none were encoded for it: `token_files` before and after)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ticketsearch.index_dir import IndexDir
+    from ticketsearch.service.cli import app
+
+    target = tmp_path_factory.mktemp("linear") / "idx"
+    shutil.copytree(index_dir, target)
+    cache = IndexDir(target).token_cache_path(encoder.key)
+    before = sorted(p.name for p in cache.rglob("*")) if cache.exists() else []
+    res = CliRunner().invoke(app, ["train", "--index", str(target), "--variant", "rerank-linear", "--install",
+                                   "always", "--validation-folds", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "installed rerank-linear" in res.output and "installed as asked" in res.output
+    after = sorted(p.name for p in cache.rglob("*")) if cache.exists() else []
+    assert after == before, "the linear variant's training encoded token states"
     return target
 
 

@@ -132,6 +132,20 @@ VALIDATION_FOLDS_HELP = ("Earlier periods, each as long as the validation period
                          f"{MAX_VALIDATION_FOLDS}). Periods a tuned encoder learned from are skipped.")
 
 
+# What `ticketsearch train` and a training job may train (`pipeline.variants.train_variants` checks the rest:
+# LightGBM for rerank-lambdamart): "auto" trains rerank-linear and rerank-cross+pair and installs the linear one
+# unless the fusion model validates clearly better (`pipeline.folds.OCCAM_MARGIN`).
+TrainVariant = Literal["auto", "rerank-linear", "rerank-cross+pair", "rerank-cross+pair+code", "rerank-lambdamart",
+                       "rerank-cross", "rerank-concat"]
+TRAIN_VARIANTS: tuple[str, ...] = get_args(TrainVariant)
+TRAIN_VARIANT_HELP = ("auto (rerank-linear and rerank-cross+pair: the linear model unless the fusion model validates "
+                      "better by more than .02 MRR), rerank-linear (a logistic regression on the pair inputs: no "
+                      "token states, no candidate vectors), rerank-cross+pair, rerank-cross+pair+code (with the "
+                      "agreement of the two tickets' stack frames, exception classes and error codes), "
+                      "rerank-lambdamart (LightGBM on top of cross+pair: pip install 'ticketsearch[ltr]'), "
+                      "rerank-cross or rerank-concat.")
+
+
 class TrainParams(BaseModel):
     """What a training job trains (the defaults of `ticketsearch train`)."""
 
@@ -140,8 +154,7 @@ class TrainParams(BaseModel):
     train_before: datetime | None = Field(default=None, description="End of the train period (default: 80% of "
                                           "tickets by creation time).")
     valid_before: datetime | None = Field(default=None, description="End of the validation period (default 90%).")
-    variant: Literal["rerank-cross+pair", "rerank-cross+pair+code", "rerank-cross",
-                     "rerank-concat"] = "rerank-cross+pair"
+    variant: TrainVariant = Field(default="auto", description=TRAIN_VARIANT_HELP)
     epochs: int = Field(default=20, ge=1, le=200)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     install: InstallRule = Field(default="auto", description="auto: install the trained model only "

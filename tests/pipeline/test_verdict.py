@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +20,10 @@ GAPS_DAYS = [1, 90, 365, 1000]
 STRANGERS = UNSEEN_TOPICS[:3]
 
 
-@pytest.fixture(scope="module")
-def index(trained_index: Path, settings: Settings) -> Iterator[TicketIndex]:
-    idx = TicketIndex.open(trained_index, settings=settings)
+@pytest.fixture(scope="module", params=["trained_index", "linear_index"])
+def index(request: pytest.FixtureRequest, settings: Settings) -> Iterator[TicketIndex]:
+    """The index with each kind of model a team can install: the fusion model and the linear one."""
+    idx = TicketIndex.open(request.getfixturevalue(request.param), settings=settings)
     yield idx
     idx.close()
 

@@ -54,7 +54,7 @@ def test_save_load_round_trip_and_checksum(tmp_path: Path) -> None:
     (tmp_path / "g" / "model.safetensors").write_bytes((tmp_path / "g" / "model.safetensors").read_bytes()[:-1] + b"!")
     with pytest.raises(TicketsearchError, match="checksum"):
         load_general(tmp_path / "g")
-    with pytest.raises(TicketsearchError, match="no general reranker"):
+    with pytest.raises(TicketsearchError, match="no linear reranker"):
         load_general(tmp_path / "missing")
 
 

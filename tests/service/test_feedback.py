@@ -99,7 +99,8 @@ def feedback_pairs(rows: list[dict]) -> tuple[tuple[str, str], tuple[str, str]]:
     return confirm, (dups_of[master][-1], master)
 
 
-AS_ASKED = {"epochs": 8, "install": "always", "validation_folds": 0}  # installed whatever validation says: no folds
+# installed whatever validation says, no folds; the fusion model (the linear one's use of feedback: test_linear)
+AS_ASKED = {"epochs": 8, "install": "always", "validation_folds": 0, "variant": "rerank-cross+pair"}
 
 
 def test_training_uses_confirmed_and_rejected_pairs(server: Server, demo_rows: list[dict]) -> None:

@@ -1,4 +1,5 @@
-"""Training and scoring the general reranker (`rerank.general`) on mined lists of one or more indexes."""
+"""Training and scoring linear rerankers (`rerank.general`) on mined lists: the general model on one or more
+indexes' lists, and an index's own `rerank-linear` variant on its lists."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.pipeline.mining import Mined, build_train_data, calibration_meta
 from ticketsearch.rerank.general import GENERAL_SCHEMA, LinearPairModel
-from ticketsearch.rerank.train import RankList, TrainData, fit_logistic
+from ticketsearch.rerank.train import Group, RankList, TrainData, fit_logistic
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs
 
@@ -31,26 +32,42 @@ def general_inputs(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_
                    progress: bool = False, query_kinds: bool = False) -> GeneralInputs:
     """`query_kinds`: lay the pair inputs out by query kind, as a general model trained so would need them."""
     data, _, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
-                                  pair_schema=GENERAL_SCHEMA, query_kinds=query_kinds)
+                                  pair_schema=GENERAL_SCHEMA, query_kinds=query_kinds, tokens=False)
     return GeneralInputs(mined, data)
 
 
-def train_pairs(g: GeneralInputs) -> tuple[np.ndarray, np.ndarray]:
-    """Every training pair (each group's positives and negatives) as pair inputs and labels."""
-    assert g.data.pair is not None
+def pair_rows(data: TrainData, groups: Sequence[Group]) -> tuple[np.ndarray, np.ndarray]:
+    """Every training pair of `groups` (each group's positives and negatives) as pair inputs and labels: the
+    pairs the fusion model trains on, and its linear start (`rerank.train.fit_pair_skip`) fits."""
+    assert data.pair is not None
     xs, ys = [], []
-    for grp in g.mined.groups:
+    for grp in groups:
         for c, y in [(c, 1.0) for c in grp.positives] + [(c, 0.0) for c in grp.negatives]:
-            xs.append(g.data.pair(grp.query, c))
+            xs.append(data.pair(grp.query, c))
             ys.append(y)
     if not xs:
         raise ValueError("no training pairs: the index has no train-period duplicates in its first stage's top 100")
     return np.stack(xs), np.asarray(ys)
 
 
+def train_pairs(g: GeneralInputs) -> tuple[np.ndarray, np.ndarray]:
+    return pair_rows(g.data, g.mined.groups)
+
+
+def fit_linear(data: TrainData, groups: Sequence[Group], l2: float = L2) -> LinearPairModel:
+    """A logistic regression on the pair inputs of `groups`' training pairs (`rerank-linear`)."""
+    w, b = fit_logistic(*pair_rows(data, groups), l2)
+    return LinearPairModel(np.asarray(w, np.float64), b)
+
+
+def linear_scores(model: LinearPairModel, data: TrainData, lists: Sequence[RankList]) -> list[np.ndarray]:
+    """A linear model's logits of every candidate of every list."""
+    assert data.pair is not None
+    return [model.logits(np.stack([data.pair(r.query, c) for c in r.candidates])) for r in lists]
+
+
 def list_scores(model: LinearPairModel, g: GeneralInputs, lists: Sequence[RankList]) -> list[np.ndarray]:
-    assert g.data.pair is not None
-    return [model.logits(np.stack([g.data.pair(r.query, c) for c in r.candidates])) for r in lists]
+    return linear_scores(model, g.data, lists)
 
 
 def fit_general(sources: Sequence[GeneralInputs], names: Sequence[str]) -> tuple[LinearPairModel, dict[str, Any]]:

@@ -31,7 +31,7 @@ from ticketsearch.names import is_job_id, new_job_id
 from ticketsearch.pipeline.collections import Collections
 from ticketsearch.pipeline.dedupe import check_ready, dedupe
 from ticketsearch.pipeline.sharded import TRAINING_NOT_BUILT, ShardedEngine
-from ticketsearch.pipeline.training import check_links, train_index
+from ticketsearch.pipeline.training import check_links, train_index, train_variants
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.results import DedupeParams, JobInfo, TrainParams
 from ticketsearch.settings import Settings
@@ -82,6 +82,7 @@ class TrainingJobs:
                 raise ConflictError(TRAINING_NOT_BUILT)
             assert engine.store is not None
             if isinstance(params, TrainParams):
+                train_variants(params.variant)  # LightGBM for rerank-lambdamart: refused now, not as a failed job
                 check_links(engine.store, f"collection {collection!r}")
             else:
                 check_ready(TicketIndex.of_engine(engine).pipeline.reranker, params.precision,

@@ -28,6 +28,7 @@ from ticketsearch.pipeline.pairs import RERANK_DEPTH, CodeTerms, ListScores, bm2
 from ticketsearch.pipeline.rerank_vectors import store_values, token_cache_for, token_encode_fn
 from ticketsearch.rerank.calibration import fit_platt, lowest_threshold_for_precision, platt
 from ticketsearch.rerank.pair_features import CODE_COLUMNS
+from ticketsearch.rerank.token_cache import Tokens
 from ticketsearch.rerank.train import (
     Group,
     RankList,
@@ -192,11 +193,13 @@ def ticket_values(store: TicketStore, inp: EvalInputs) -> list[dict[str, Any]]:
 def build_train_data(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined, with_pair: bool,
     progress: bool = True, query_kinds: bool | None = None, pair_schema: Schema | None = None, code: bool = False,
+    tokens: bool = True,
 ) -> tuple[TrainData, FeatureSpace, list[dict[str, Any]]]:
     """The reranker's inputs for the mined items. Pair inputs are laid out by query kind
     (`pair_features.by_query_kind`) when `query_kinds` (default: when the train groups hold short queries);
     `pair_schema` computes them under another schema (the general model's, with no fields); `code` adds the
-    code terms' agreement last (`without_code` takes it off again)."""
+    code terms' agreement last (`without_code` takes it off again). `tokens` False: no token states are
+    encoded (a linear model reads the pair inputs alone), and asking for one is an error."""
     if query_kinds is None:
         query_kinds = mined.trains_short
     ev = inp.ev
@@ -212,7 +215,9 @@ def build_train_data(
         sq.text for sq in mined.short]
     hashes = [text_hash(t) for t in texts]
     cache = token_cache_for(IndexDir(index_dir), encoder)
-    cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], token_encode_fn(encoder), progress=progress)
+    if tokens:
+        cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], token_encode_fn(encoder),
+                     progress=progress)
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
 
     def query_time(q: int) -> datetime:
@@ -244,8 +249,12 @@ def build_train_data(
                                   if code else None)
                 pairs.update({(q, x): mat[j] for j, x in enumerate(cands)})
             return pairs[(q, c)]
-    data = TrainData(tokens=lambda i: cache.get(hashes[i]), feats=feats, pair=pair_fn, groups=mined.groups,
-                     valid=mined.valid)
+    def token_states(i: int) -> Tokens:
+        if not tokens:
+            raise ValueError("this training data was built without token states (tokens=False)")
+        return cache.get(hashes[i])
+
+    data = TrainData(tokens=token_states, feats=feats, pair=pair_fn, groups=mined.groups, valid=mined.valid)
     return data, fs, values
 
 

@@ -9,6 +9,7 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.rerank.general import LinearReranker, is_linear
 from ticketsearch.retrieval.manifest import Manifest
 from ticketsearch.settings import Settings
 
@@ -46,7 +47,10 @@ def open_encoder(d: IndexDir, settings: Settings, manifest: Manifest | None = No
     return encoder
 
 
-def open_reranker(d: IndexDir, settings: Settings) -> Reranker:
+def open_reranker(d: IndexDir, settings: Settings) -> Reranker | LinearReranker:
+    """The index's installed reranker: a linear one (`rerank-linear`: pair inputs alone) or a fusion model."""
+    if is_linear(d.reranker_path):
+        return LinearReranker(d.reranker_path)
     from ticketsearch.rerank.runtime import Reranker  # deferred: torch
 
     return Reranker(d.reranker_path, device=settings.device, runtime=settings.rerank_runtime,

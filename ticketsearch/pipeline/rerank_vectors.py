@@ -17,6 +17,7 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.records import text_hash, ticket_text
 from ticketsearch.index_data.store import TicketStore, read_texts
 from ticketsearch.index_dir import IndexDir
+from ticketsearch.rerank.general import is_linear
 from ticketsearch.rerank.runtime import Reranker, prepare_reranker_parts
 from ticketsearch.rerank.token_cache import EncodeFn, TokenCache, Tokens
 from ticketsearch.retrieval.encoder import Encoder, TokenBatch
@@ -47,11 +48,12 @@ def token_encode_fn(encoder: Encoder) -> EncodeFn:
 def refresh_rerank_vectors(d: IndexDir, store: TicketStore, encoder: Encoder, progress: bool = True,
                            remote: Any = None, log: Callable[[str], None] = lambda _: None) -> int:
     """The one way an index refreshes the installed reranker's candidate vectors after its tickets changed in
-    bulk (an ingest, a split, an installed model): every ticket's, or none (0) when no reranker is installed.
+    bulk (an ingest, a split, an installed model): every ticket's, or none (0) when no reranker is installed or
+    the installed one is linear.
     `remote` (a `RayEncoding`): the token states are encoded on Ray first, so nothing is encoded here.
     The reranker's ONNX parts are exported here too where searches will use them (once per model on a
     machine, said through `log`), so that no search pays for it."""
-    if not d.has_reranker():
+    if not d.has_reranker() or is_linear(d.reranker_path):  # a linear model reads no vectors
         return 0
     if remote is not None:
         st = read_texts(store)
@@ -65,7 +67,10 @@ def refresh_rerank_vectors(d: IndexDir, store: TicketStore, encoder: Encoder, pr
 
 
 def build_rerank_vectors(index_dir: IndexDir, store: TicketStore, encoder: Encoder, progress: bool = True) -> int:
-    """Compute every ticket's target vector with the installed reranker; tag the file with its checksum."""
+    """Compute every ticket's target vector with the installed reranker; tag the file with its checksum (none
+    for a linear reranker, which reads no vectors: 0)."""
+    if is_linear(index_dir.reranker_path):
+        return 0
     reranker = Reranker(index_dir.reranker_path, device=encoder.settings.device)
     st = read_texts(store)
     values = store_values(store)

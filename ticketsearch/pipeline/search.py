@@ -27,7 +27,7 @@ from ticketsearch.pipeline.copies import near_copies, word_shares
 from ticketsearch.pipeline.parts import index_settings, load_manifest, open_encoder, open_reranker, open_store
 from ticketsearch.requests import SearchRequest, as_datetime, as_filters, checked_fields, iso_utc, now
 from ticketsearch.rerank.explain import attended_words, content_words, matched_words
-from ticketsearch.rerank.general import GeneralReranker
+from ticketsearch.rerank.general import GeneralReranker, LinearReranker
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_arrays
 from ticketsearch.results import AttendedWord, Hit, MatchedWord, RerankerKind, SearchResult
@@ -99,7 +99,7 @@ def make_hit(t: StoredTicket, retrieval_score: float, scores: dict[str, float], 
                scores={k: round(v, 6) for k, v in scores.items()}, near_copy=near_copy)
 
 
-def model_id(reranker: Reranker | GeneralReranker) -> str:
+def model_id(reranker: Reranker | LinearReranker) -> str:
     """A reranker's identity as results and training jobs name it: `NAME@CHECKSUM` (the first 12 digits)."""
     return f"{reranker.name}@{reranker.checksum[:12]}"
 
@@ -145,13 +145,13 @@ class SearchPipeline:
         self._encoder = encoder
         self._query_encoder = query_encoder
         self._identity: ModelIdentity | None = None
-        self.reranker: Reranker | GeneralReranker | None
+        self.reranker: Reranker | LinearReranker | None
         self.vectors: RowVectors | None
         self.notes: list[str]
         self._token_cache: TokenCache | None = None
         self.reranker, self.vectors, self.notes = self.load_reranker()
 
-    def load_reranker(self) -> tuple[Reranker | GeneralReranker | None, RowVectors | None, list[str]]:
+    def load_reranker(self) -> tuple[Reranker | LinearReranker | None, RowVectors | None, list[str]]:
         """The reranker the index directory has now, its candidate vectors and the notes that say why (what
         `__init__` installs, and what a live engine swaps in after training)."""
         notes: list[str] = []
@@ -178,7 +178,7 @@ class SearchPipeline:
         except TicketsearchError as exc:
             notes.append(f"the installed reranker cannot be used ({exc}): results are in first-stage order")
             return None, None, notes
-        if not self.keeps_vectors:
+        if not self.keeps_vectors or isinstance(reranker, LinearReranker):  # a linear model has no vectors
             return reranker, None, notes
         try:
             vectors = load_rerank_vectors(self.dir, reranker)
@@ -368,7 +368,7 @@ class SearchPipeline:
             return [], []
         pair = self.pair_inputs(q, cands, rows)
         q_attn: np.ndarray | None = None
-        if isinstance(reranker, GeneralReranker):  # the pair inputs alone
+        if isinstance(reranker, LinearReranker):  # the pair inputs alone
             assert pair is not None
             logits = reranker.score_pairs(pair)
         else:
@@ -524,7 +524,7 @@ class SearchPipeline:
                             reranker=model_id(model) if model is not None else None,
                             threshold=self.threshold_of(model), timings_ms={n: round(v, 3) for n, v in timings.items()})
 
-    def threshold_of(self, model: Reranker | GeneralReranker | None) -> float | None:
+    def threshold_of(self, model: Reranker | LinearReranker | None) -> float | None:
         """The model's stored duplicate threshold for the service's target precision (None: no model, or none
         stored for that precision)."""
         if model is None:

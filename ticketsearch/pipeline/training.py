@@ -55,8 +55,10 @@ from ticketsearch.pipeline.variants import (  # noqa: F401 - the variants, also 
     general_ranker,
     list_pairs,
     ltr_train_lists,
+    needs_tokens,
     train_named,
     train_variant,
+    train_variants,
     variant_data,
     variant_scores,
 )
@@ -107,8 +109,9 @@ def run_rerankers(
         f"agents), {len(mined.valid)} validation and {len(mined.test)} test queries with their top {RERANK_DEPTH}")
     names = variants or default_variants()
     code = any(VARIANTS[n].get("code") for n in names)  # pair inputs built with the code columns, for all
+    tokens = needs_tokens(names)  # token states only for variants that read them
     base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
-                                        code=code)
+                                        code=code, tokens=tokens)
 
     first = {"valid": first_stage_ranks(mined.valid), "test": first_stage_ranks(mined.test)}
     results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {},
@@ -126,7 +129,7 @@ def run_rerankers(
         m = Mined(groups=[], valid=[], test=[])
         m.valid = rank_lists(pools, fuse, m)
         d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress,
-                                   query_kinds=mined.trains_short, code=code)
+                                   query_kinds=mined.trains_short, code=code, tokens=tokens)
         extra_sets[set_name] = (m, d)
         results["extra"][set_name] = {}
     ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
@@ -153,6 +156,7 @@ def run_rerankers(
             trained[name] = vr
     comparisons = {}
     for a, b in (("rerank-concat", "rerank-cross"), ("hybrid (top 100)", "rerank-cross"),
+                 ("hybrid (top 100)", "rerank-linear"), ("rerank-linear", "rerank-cross+pair"),
                  ("hybrid (top 100)", "rerank-cross+pair"),
                  ("rerank-cross", "rerank-cross+pair"), ("rerank-cross+pair", "rerank-cross+pair+code"),
                  ("rerank-cross-shuffled", "rerank-cross"),
@@ -242,21 +246,23 @@ def train_index(
     train_kinds: Sequence[QueryKind] = (FULL,), store: TicketStore | None = None, install_rule: InstallRule = "auto",
     validation_folds: int = DEFAULT_VALIDATION_FOLDS,
 ) -> dict[str, Any]:
-    """`ticketsearch train`: mine, train one variant, install it (`decide_install`: where it validates better,
-    or `install_rule` "always") and compute candidate vectors.
+    """`ticketsearch train`: mine, train `variant` (or with "auto" the variants it chooses among:
+    `train_variants`), install the one chosen (`decide_install`: where it validates better, or `install_rule`
+    "always") and compute candidate vectors (none for a linear model).
 
     `store`: the index's store as a running service holds it open (its engine then computes the candidate
     vectors itself, when it swaps the model in: `Engine.reload_reranker`)."""
     check_folds(validation_folds)  # refused before anything is read
+    names = train_variants(variant)
     d = IndexDir(index_dir)
     d.require_store()  # train an index that exists: never create one
     # the store's dates are naive UTC: so are the splits, whatever offset a request gave them
     train_before, valid_before = (None if x is None else naive_utc(x) for x in (train_before, valid_before))
     if store is not None:
-        return _train(d, store, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
+        return _train(d, store, train_before, valid_before, names, settings, tcfg, progress, log, train_kinds,
                       vectors=False, install_rule=install_rule, validation_folds=validation_folds)
     with open_store(d, read_only=False) as own:
-        return _train(d, own, train_before, valid_before, variant, settings, tcfg, progress, log, train_kinds,
+        return _train(d, own, train_before, valid_before, names, settings, tcfg, progress, log, train_kinds,
                       vectors=True, install_rule=install_rule, validation_folds=validation_folds)
 
 
@@ -291,9 +297,10 @@ def link_count(store: TicketStore) -> int:
 
 
 def _train(
-    d: IndexDir, store: TicketStore, train_before: datetime | None, valid_before: datetime | None, variant: str,
-    settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None], train_kinds: Sequence[QueryKind],
-    vectors: bool, install_rule: InstallRule = "auto", validation_folds: int = DEFAULT_VALIDATION_FOLDS,
+    d: IndexDir, store: TicketStore, train_before: datetime | None, valid_before: datetime | None,
+    variants: list[str], settings: Any, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
+    train_kinds: Sequence[QueryKind], vectors: bool, install_rule: InstallRule = "auto",
+    validation_folds: int = DEFAULT_VALIDATION_FOLDS,
 ) -> dict[str, Any]:
 
     index_dir = d.root
@@ -312,7 +319,7 @@ def _train(
         train_before, valid_before = train_before or tb, valid_before or vb
     log(f"train before {train_before:%Y-%m-%d}, validate before {valid_before:%Y-%m-%d}, test after")
     res = run_rerankers(store, inp, encoder, index_dir, manifest.fusion, settings.fusion_depth, train_before,
-                        valid_before, d.rerankers_path, variants=[variant], tcfg=tcfg,
+                        valid_before, d.rerankers_path, variants=variants, tcfg=tcfg,
                         progress=progress, log=log, train_kinds=train_kinds,
                         rejected=rejected, install_rule=install_rule, validation_folds=validation_folds)
     res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}

@@ -44,7 +44,7 @@ from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.ingest import build_index
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
-from ticketsearch.pipeline.training import excluded_negatives, run_rerankers, time_split, train_index
+from ticketsearch.pipeline.training import excluded_negatives, run_rerankers, time_split, train_index, train_variants
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.retrieval.encoder import MODEL_META, Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, kind_pools, load_eval_inputs, scorers
@@ -282,7 +282,7 @@ def compare_on_validation(current: list[QueryPool], tuned: list[QueryPool], dept
     return Comparison(figs, fusions["tuned"], better)
 
 
-RETRAINED = "rerank-cross+pair"  # the variant `tune_index` retrains on a tuned encoder, and the check trains
+RETRAINED = "auto"  # what `tune_index` retrains on a tuned encoder, and the check trains (`train_variants`)
 
 
 def reranked_validation(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path,
@@ -297,7 +297,7 @@ def reranked_validation(store: TicketStore, inp: EvalInputs, encoder: Encoder, i
     shutil.rmtree(out_dir, ignore_errors=True)
     try:
         rr = run_rerankers(store, inp, encoder, index_dir, fusion, depth, train_before, valid_before, out_dir,
-                           variants=[RETRAINED], progress=progress, log=log, install=False)
+                           variants=train_variants(RETRAINED), progress=progress, log=log, install=False)
     except QueryError as exc:
         log(f"    no reranker to compare: {exc}")
         return None
@@ -482,7 +482,7 @@ def tune_index(
     log(("installed the tuned encoder: " if res.installed else "kept the current encoder: ") + res.reason)
     if res.installed and retrain:
         log("retraining the reranker on the tuned encoder")
-        rr = train_index(index_dir, train_before, valid_before, "rerank-cross+pair", settings, TrainConfig(),
+        rr = train_index(index_dir, train_before, valid_before, RETRAINED, settings, TrainConfig(),
                          progress=progress, log=log)
         out["rerank"] = {k: rr[k] for k in ("decision", "installed", "test", "first_stage") if k in rr}
     atomic_write_json(d.tune_decision_path, json.loads(json.dumps(out, default=str)))

@@ -5,6 +5,7 @@ the train period and `folds` on earlier periods; both score them here the same w
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,18 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from ticketsearch.errors import TicketsearchError
+from ticketsearch.errors import QueryError, TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.store import TicketStore
-from ticketsearch.pipeline.general import general_inputs, list_scores
+from ticketsearch.pipeline.general import L2, fit_linear, general_inputs, linear_scores, list_scores
 from ticketsearch.pipeline.mining import DROPOUT, Mined, calibration_meta, without_code
 from ticketsearch.pipeline.pairs import RERANK_DEPTH
-from ticketsearch.rerank.general import SHIPPED, load_general
+from ticketsearch.rerank.general import LINEAR_KIND, SHIPPED, LinearPairModel, load_general, save_general
 from ticketsearch.rerank.lambdamart import LambdaMART, available, ltr_inputs
 from ticketsearch.rerank.model import RerankConfig
 from ticketsearch.rerank.pair_features import pair_dim
 from ticketsearch.rerank.persist import save_reranker
 from ticketsearch.rerank.train import RankList, TrainConfig, TrainData, rerank_scores, reranked_ranks, train
+from ticketsearch.results import TRAIN_VARIANTS
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs
 
@@ -49,7 +51,10 @@ class VariantResult:
 
 def variant_scores(model: Any, ltr: Any, data: TrainData, lists: Sequence[RankList],
                    perm: np.ndarray | None = None) -> list[np.ndarray]:
-    """The fusion model's logits, or with a LambdaMART stage its scores of them and the pair inputs."""
+    """The fusion model's logits, or with a LambdaMART stage its scores of them and the pair inputs (a linear
+    model's: its logits of the pair inputs)."""
+    if isinstance(model, LinearPairModel):
+        return linear_scores(model, data, lists)
     logits = rerank_scores(model, data, lists, perm)
     if ltr is None:
         return logits
@@ -81,6 +86,8 @@ def train_variant(
     `code`: its pair inputs end with the code terms' agreement (`data.pair` gives them)."""
     kinds = with_pair and mined.trains_short
     code = with_pair and code
+    if arch == "linear":
+        return train_linear(name, data, schema_dict, mined, out_dir, encoder, kinds, code, log)
     cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]  # arch comes from VARIANTS, whose values are the Literal
                        pair_dim=pair_dim(fs.schema, kinds, code) if with_pair else 0, dropout=DROPOUT,
                        cosine_prior=prior, query_kinds=kinds, code=code)
@@ -120,6 +127,30 @@ def train_variant(
                          res.history, res.seconds, model_dir, valid_mrr, res.model, ltr, res.epoch_ranks)
 
 
+def train_linear(name: str, data: TrainData, schema_dict: dict, mined: Mined, out_dir: Path, encoder: Encoder,
+                 kinds: bool, code: bool, log: Callable[[str], None]) -> VariantResult:
+    """The linear variant: a logistic regression on the pair inputs of the fusion model's training pairs (no
+    token states, no candidate vectors), saved in `out_dir/name` as a linear reranker (`rerank.general`)."""
+    log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
+    t0 = time.perf_counter()
+    model = fit_linear(data, mined.groups)
+    seconds = time.perf_counter() - t0
+    val_scores = linear_scores(model, data, mined.valid)
+    valid_ranks = reranked_ranks(mined.valid, val_scores)
+    model_dir = out_dir / name
+    shutil.rmtree(model_dir, ignore_errors=True)  # a variant's directory holds only what this training wrote
+    save_general(model_dir, model, {
+        "name": name, "schema": schema_dict, "query_kinds": kinds, "code": code, "l2": L2,
+        "encoder": encoder.key, "encoder_model": encoder.name, **calibration_meta(val_scores, mined.valid),
+        "train": {"seconds": round(seconds, 3), "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "queries": len(mined.groups), "positives": sum(len(g.positives) for g in mined.groups),
+                  "validation_queries": len(mined.valid)},
+        "rerank_depth": RERANK_DEPTH}, kind=LINEAR_KIND)
+    valid_mrr = float(np.mean(1.0 / valid_ranks)) if len(valid_ranks) else 0.0
+    return VariantResult(name, valid_ranks, reranked_ranks(mined.test, linear_scores(model, data, mined.test)),
+                         [], seconds, model_dir, valid_mrr, model)
+
+
 def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
                    progress: bool = False, general_dir: Path | None = None,
                    ) -> Callable[[Sequence[RankList]], np.ndarray] | None:
@@ -144,6 +175,9 @@ def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
 # stayed at the random order of the top 100 on hadoop and hive (docs/RESULTS.md). "-noprior" rows are the
 # article's models as specified, kept for the comparison.
 VARIANTS: dict[str, dict[str, Any]] = {
+    # a logistic regression on the pair inputs (and the code terms' agreement) alone: what the fusion models
+    # start from; the simplest variant, preferred where no other validates clearly better (`OCCAM_MARGIN`)
+    "rerank-linear": {"arch": "linear", "pair": True, "code": True},
     "rerank-concat": {"arch": "concat", "pair": False},
     "rerank-cross": {"arch": "cross", "pair": False},
     "rerank-cross+pair": {"arch": "cross", "pair": True},
@@ -157,10 +191,31 @@ VARIANTS["rerank-lambdamart"] = {"arch": "cross", "pair": True, "ltr": True}  # 
 DEFAULT_VARIANTS = [n for n, v in VARIANTS.items() if not v.get("optional")]
 
 
+AUTO_VARIANTS = ["rerank-linear", "rerank-cross+pair"]  # what `train --variant auto` trains and chooses among
+
+
+def train_variants(variant: str) -> list[str]:
+    """The variants `ticketsearch train` and a training job train for `variant` (`results.TRAIN_VARIANTS`):
+    AUTO_VARIANTS for "auto", else that one. QueryError, before anything is read, for any other name and for
+    rerank-lambdamart without LightGBM."""
+    if variant not in TRAIN_VARIANTS:
+        raise QueryError(f"variant must be one of {', '.join(TRAIN_VARIANTS)}; got {variant!r}")
+    if variant == "auto":
+        return list(AUTO_VARIANTS)
+    if VARIANTS[variant].get("ltr") and not available():
+        raise QueryError(f"variant {variant} needs LightGBM: pip install 'ticketsearch[ltr]'")
+    return [variant]
+
+
 def default_variants() -> list[str]:
     """The variants an experiment trains: rerank-lambdamart only where LightGBM is installed."""
 
     return [n for n in DEFAULT_VARIANTS if not VARIANTS[n].get("ltr") or available()]
+
+
+def needs_tokens(names: Sequence[str]) -> bool:
+    """Whether any of these variants reads token states (every one but the linear)."""
+    return any(VARIANTS[n]["arch"] != "linear" for n in names)
 
 
 def variant_data(base: TrainData, name: str, code: bool) -> TrainData:
