@@ -582,7 +582,9 @@ def explain(
     like: Annotated[Optional[str], typer.Option("--like", help="Explain for this indexed ticket instead.")] = None,
     field: Annotated[Optional[list[str]], typer.Option("--field", help="The query ticket's own field, K=V.")] = None,
 ) -> None:
-    """Draw the words the top hit's features attended to (a bar chart like the article's), and list them."""
+    """Draw the words the top hit's features attended to (a bar chart like the article's), and list them; for a
+    reranker without attention (rerank-linear, the general model, concat), the query's words the top hit matches,
+    by similarity."""
 
     if text is None and like is None:
         fail("give a query TEXT or --like ID")
@@ -595,13 +597,19 @@ def explain(
     finally:
         idx.close()
     top = res.hits[0] if res.hits else None
-    if top is None or not top.attended:
-        fail("nothing to explain: no hit, or the installed reranker has no attention (concat)")
-    words = [(a.word, a.weight) for a in top.attended]
-    plot_attention(words, f"{top.id}: {top.title}", out)
+    if top is None:
+        fail("nothing to explain: no hit")
+    if top.attended:
+        words, what = [(a.word, a.weight) for a in top.attended], "attended"
+    else:  # no attention to draw: the query's words the top hit matches
+        words, what = [(matched_label(m), m.similarity) for m in top.matched or []], "matches"
+        if not words:
+            fail("nothing to explain: the reranker has no attention and the top hit matches no content word of the "
+                 "query")
+    plot_attention(words, f"{top.id}: {top.title}" + ("" if top.attended else " (matched words)"), out)
     for note in res.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"top hit {top.id} (p={top.probability:.2f}) attended: " + ", ".join(f"{w} {v:.3f}" for w, v in words))
+    typer.echo(f"top hit {top.id} (p={top.probability:.2f}) {what}: " + ", ".join(f"{w} {v:.3f}" for w, v in words))
     typer.echo("matched: " + (", ".join(f"{matched_label(m)} ({m.kind} {m.similarity:.2f})" for m in top.matched or [])
                               or "no content word of the query"))
     typer.echo(f"wrote {out}")

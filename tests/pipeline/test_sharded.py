@@ -182,6 +182,38 @@ def test_sharded_answers_equal_one_index(trained_index: Path, sharded: Path, set
         one.close()
 
 
+def test_a_sharded_collection_with_the_linear_model_answers_as_one_index(
+        linear_index: Path, tmp_path: Path, settings, encoder) -> None:
+    """The linear reranker (no candidate vectors: the shards send none) gives the same answers split in two."""
+    from ticketsearch.rerank.general import LinearReranker
+
+    dest = tmp_path / "coll"
+    split_index(linear_index, dest, 2, settings, progress=False)
+    one = SearchPipeline(linear_index, settings, encoder=encoder, query_encoder=encoder)
+    models = SharedModels(settings)
+    eng = ShardedEngine(dest, settings, models)
+    eng.start()
+    try:
+        assert eng.error is None and eng.searcher is not None
+        eng.searcher._query_encoder = encoder
+        assert isinstance(eng.searcher.reranker, LinearReranker) and isinstance(one.reranker, LinearReranker)
+        for q in QUERIES[:4]:
+            a, b = one.search(q, k=10), eng.search(text=q, k=10)
+            assert ids(a) == ids(b) and a.reranked and b.reranked and a.reranker == b.reranker, q
+            for x, y in zip(a.hits, b.hits):
+                assert x.rerank_score == pytest.approx(y.rerank_score, abs=1e-5)
+                assert x.probability == pytest.approx(y.probability, abs=1e-5)
+        ticket = {"title": "Charged twice", "body": "We were billed two times for one subscription this month"}
+        da = TicketIndex(linear_index, settings, pipeline=one).duplicates(ticket, k=5)
+        db = TicketIndex.of_engine(eng).duplicates(ticket, k=5)
+        assert [h.id for h in da.candidates] == [h.id for h in db.candidates]
+        assert da.is_duplicate == db.is_duplicate and da.probability == pytest.approx(db.probability, abs=1e-5)
+    finally:
+        eng.close()
+        models.close()
+        one.close()
+
+
 def test_an_empty_sharded_collection_takes_writes(tmp_path: Path, settings) -> None:
     from ticketsearch.pipeline.collections import Collections
 

@@ -290,6 +290,14 @@ def test_search_explain_prints_the_words_it_returns(trained_index: Path) -> None
     assert code == 2 and "explain" in err and len(err.strip().splitlines()) == 1
 
 
+def test_explain_draws_matched_words_for_a_reranker_without_attention(linear_index: Path, tmp_path: Path) -> None:
+    code, out, err = run("explain", "--index", str(linear_index), "customers were charged twice", "--out",
+                         str(tmp_path / "x.png"))
+    assert code == 0, err
+    assert "matches: " in out and "with rerank-linear" in out and "this reranker has no attention" in out, out
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_split_writes_every_ticket_to_the_shard_its_id_hashes_to(cli_index: tuple[Path, Path],
                                                                   tmp_path: Path) -> None:
     from ticketsearch.index_data.store import TicketStore
