@@ -157,6 +157,7 @@ def run_rerankers(
     comparisons = {}
     for a, b in (("rerank-concat", "rerank-cross"), ("hybrid (top 100)", "rerank-cross"),
                  ("hybrid (top 100)", "rerank-linear"), ("rerank-linear", "rerank-cross+pair"),
+                 ("rerank-linear-nocode", "rerank-linear"), ("rerank-linear", "rerank-cross+pair+code"),
                  ("hybrid (top 100)", "rerank-cross+pair"),
                  ("rerank-cross", "rerank-cross+pair"), ("rerank-cross+pair", "rerank-cross+pair+code"),
                  ("rerank-cross-shuffled", "rerank-cross"),

@@ -178,6 +178,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # a logistic regression on the pair inputs (and the code terms' agreement) alone: what the fusion models
     # start from; the simplest variant, preferred where no other validates clearly better (`OCCAM_MARGIN`)
     "rerank-linear": {"arch": "linear", "pair": True, "code": True},
+    "rerank-linear-nocode": {"arch": "linear", "pair": True, "optional": True},  # ablation: without the code columns
     "rerank-concat": {"arch": "concat", "pair": False},
     "rerank-cross": {"arch": "cross", "pair": False},
     "rerank-cross+pair": {"arch": "cross", "pair": True},
