@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from experiment_args import experiment_index_parser, mined_index
@@ -41,7 +42,8 @@ def int8_query_data(store, inp, encoder, mined, data: TrainData, with_pair: bool
     from ticketsearch.retrieval.quantized import query_encoder_for
 
     settings = encoder.settings.model_copy(update={"query_encoder": "onnx-int8"})
-    qenc = query_encoder_for(Encoder(manifest_model(encoder), settings=settings))
+    # the int8 encoder gives token states too (`encode_with_tokens`), beyond the QueryEncoder protocol
+    qenc: Any = query_encoder_for(Encoder(manifest_model(encoder), settings=settings))
     ev = inp.ev
     tokens: dict[int, Tokens] = {}
     first = dict(mined.first_stage)
