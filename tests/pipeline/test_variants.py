@@ -76,12 +76,12 @@ def test_every_door_trains_the_same_names(tmp_path: Path) -> None:
     assert train_variants("auto") == AUTO_VARIANTS == ["rerank-linear", "rerank-cross+pair"]
     assert train_variants("rerank-linear") == ["rerank-linear"]
     for bad in ("rerank-cross-shuffled", "rerank-cross-noprior", "linear", ""):
-        with pytest.raises(QueryError, match="variant must be one of auto, rerank-linear"):
+        with pytest.raises(QueryError, match="variant: must be one of auto, rerank-linear"):
             train_index(tmp_path / "none", None, None, bad, Settings(), TrainConfig())
         with pytest.raises(ValidationError):
             TrainParams(variant=bad)  # type: ignore[arg-type]
         res = CliRunner().invoke(app, ["train", "--index", str(tmp_path / "none"), "--variant", bad])
-        assert res.exit_code == 2 and "variant must be one of auto, rerank-linear" in res.output, res.output
+        assert res.exit_code == 2 and "variant: must be one of auto, rerank-linear" in res.output, res.output
     assert not (tmp_path / "none").exists()
     assert TrainParams().variant == "auto"
 
@@ -94,6 +94,8 @@ def test_auto_installs_the_linear_model_unless_the_fusion_model_validates_clearl
     lin, deep = res["valid"]["rerank-linear"]["MRR"], res["valid"]["rerank-cross+pair"]["MRR"]
     expected = "rerank-cross+pair" if deep - lin > OCCAM_MARGIN else "rerank-linear"
     assert res["installed"] == expected == res["decision"]["variant"], (lin, deep)
+    # the reason says so where the rule chose the linear model over one that validated higher
+    assert ("the simpler rerank-linear is chosen" in res["decision"]["reason"]) == (lin < deep <= lin + OCCAM_MARGIN)
     d = IndexDir(tmp_path / "idx")
     assert json.loads((d.reranker_path / "config.json").read_text())["name"] == expected
     assert d.rerank_vectors_path.exists() == (expected == "rerank-cross+pair")  # vectors only for the fusion model

@@ -242,6 +242,8 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server,
     assert before["reranker"] is None
     r = admin.post("/v1/collections/trained/train", json={"validation_folds": MAX_VALIDATION_FOLDS + 1})
     assert r.status_code == 422 and "validation_folds" in r.text, r.text  # the CLI's bound, before any work
+    r = admin.post("/v1/collections/trained/train", json={"variant": "rerank-cross-shuffled"})  # an ablation
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body.variant", r.text
     # one earlier period of the same length joins validation: the decision pools it and says so
     r = admin.post("/v1/collections/trained/train", json={"epochs": 8, "install": "always", "validation_folds": 1,
                                                            "variant": "rerank-cross+pair"})

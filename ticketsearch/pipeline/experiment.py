@@ -151,7 +151,8 @@ def run_experiment(
             if "installed" in rr:  # the index the experiment leaves reranks: the installed model's vectors
 
                 n = refresh_rerank_vectors(IndexDir(index_dir), store, encoder, progress=cfg.progress)
-                log(f"      computed the installed reranker's vectors for {n} tickets: searching {index_dir} reranks")
+                log(f"      computed the installed reranker's vectors for {n} tickets: searching {index_dir} reranks"
+                    if n else f"      searching {index_dir} reranks with {rr['installed']} (no vectors to compute)")
             results["methods"].update(rr["test"])
             results["validation"]["methods"].update(rr["valid"])
             results["window"]["methods"].update(rr["extra"]["window"])

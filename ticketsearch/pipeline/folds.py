@@ -155,6 +155,16 @@ def variant_mrr(v: VariantResult, folds: Sequence[Fold]) -> float:
     return pooled_mrr(v.valid_mrr, len(v.valid_ranks), [f.variants[v.name] for f in folds]) if folds else v.valid_mrr
 
 
+def simpler_choice(trained: Mapping[str, VariantResult], folds: Sequence[Fold], chosen: VariantResult | None) -> str:
+    """What the reason adds when the simplest-variant rule chose `chosen` over a variant that validated higher
+    ("" when it did not)."""
+    top = max(trained.values(), default=None, key=lambda v: variant_mrr(v, folds))
+    if top is None or chosen is None or top is chosen or variant_mrr(top, folds) <= variant_mrr(chosen, folds):
+        return ""
+    return (f" ({top.name} validated {variant_mrr(top, folds) - variant_mrr(chosen, folds):.3f} higher, within "
+            f"the {OCCAM_MARGIN:.2f} margin: the simpler {chosen.name} is chosen)")
+
+
 def choose_variant(trained: Mapping[str, VariantResult], folds: Sequence[Fold]) -> VariantResult | None:
     """The variant with the best validation MRR, pooled over `folds` when there are any (the first of equals),
     or the simplest one (`rerank-linear`) where the best beats it by no more than OCCAM_MARGIN."""

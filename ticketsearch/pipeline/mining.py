@@ -214,8 +214,8 @@ def build_train_data(
     texts = [ticket_text(store.schema, ev.titles[i], ev.bodies[i]) for i in range(len(ev))] + [
         sq.text for sq in mined.short]
     hashes = [text_hash(t) for t in texts]
-    cache = token_cache_for(IndexDir(index_dir), encoder)
-    if tokens:
+    cache = token_cache_for(IndexDir(index_dir), encoder) if tokens else None
+    if cache is not None:
         cache.ensure([hashes[i] for i in needed], [texts[i] for i in needed], token_encode_fn(encoder),
                      progress=progress)
     created = [ev.created[i].astype("datetime64[s]").astype(datetime) for i in range(len(ev))]
@@ -250,7 +250,7 @@ def build_train_data(
                 pairs.update({(q, x): mat[j] for j, x in enumerate(cands)})
             return pairs[(q, c)]
     def token_states(i: int) -> Tokens:
-        if not tokens:
+        if cache is None:
             raise ValueError("this training data was built without token states (tokens=False)")
         return cache.get(hashes[i])
 

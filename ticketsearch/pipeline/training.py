@@ -23,6 +23,7 @@ from ticketsearch.pipeline.folds import (
     fold_periods,
     held_out_periods,
     run_fold,
+    simpler_choice,
 )
 from ticketsearch.pipeline.install import decide_install
 from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, also imported from here
@@ -203,6 +204,7 @@ def run_rerankers(
             np.concatenate([first["valid"], *(f.first for f in folds)]),
             np.concatenate([general, *fold_general]) if general is not None and len(fold_general) == len(folds)
             else None, install_rule, folds=len(folds))
+    decision.reason += simpler_choice(trained, folds, best)  # the simplest-variant rule, where it overrode
     results["decision"] = decision.to_dict()
     if not install:  # a measurement: the index keeps what it had
         return results
@@ -326,5 +328,6 @@ def _train(
     res["feedback"] = {"confirmed": len(confirmed), "rejected": sum(len(v) for v in rejected.values())}
     if "installed" in res and vectors:
         n = refresh_rerank_vectors(d, store, encoder, progress=progress, log=log)
-        log(f"computed reranker vectors for {n} tickets")
+        if n:  # none for a linear model
+            log(f"computed reranker vectors for {n} tickets")
     return res

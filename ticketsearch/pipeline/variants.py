@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ticketsearch.errors import QueryError, TicketsearchError
+from ticketsearch.errors import RequestError, TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.pipeline.general import L2, fit_linear, general_inputs, linear_scores, list_scores
@@ -197,14 +197,14 @@ AUTO_VARIANTS = ["rerank-linear", "rerank-cross+pair"]  # what `train --variant 
 
 def train_variants(variant: str) -> list[str]:
     """The variants `ticketsearch train` and a training job train for `variant` (`results.TRAIN_VARIANTS`):
-    AUTO_VARIANTS for "auto", else that one. QueryError, before anything is read, for any other name and for
-    rerank-lambdamart without LightGBM."""
+    AUTO_VARIANTS for "auto", else that one. RequestError on `variant` (a QueryError: 422 in the API, one line
+    in the CLI), before anything is read, for any other name and for rerank-lambdamart without LightGBM."""
     if variant not in TRAIN_VARIANTS:
-        raise QueryError(f"variant must be one of {', '.join(TRAIN_VARIANTS)}; got {variant!r}")
+        raise RequestError(f"must be one of {', '.join(TRAIN_VARIANTS)}; got {variant!r}", "variant")
     if variant == "auto":
         return list(AUTO_VARIANTS)
     if VARIANTS[variant].get("ltr") and not available():
-        raise QueryError(f"variant {variant} needs LightGBM: pip install 'ticketsearch[ltr]'")
+        raise RequestError(f"{variant} needs LightGBM: pip install 'ticketsearch[ltr]'", "variant")
     return [variant]
 
 
