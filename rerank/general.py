@@ -27,7 +27,7 @@ from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.schema import Schema
 
 from .calibration import platt, stored_threshold
-from .pair_features import pair_dim
+from .pair_features import check_pair_width
 
 GENERAL_SCHEMA = Schema(name="general", text_fields=("title", "body"), fields=())
 SHIPPED = Path(__file__).parent / "general_model"
@@ -94,10 +94,7 @@ class LinearReranker:
                        else GENERAL_SCHEMA)
         self.query_kinds = bool(self.meta.get("query_kinds", False))
         self.code = bool(self.meta.get("code", False))  # pair inputs end with the code terms' agreement
-        expected = pair_dim(self.schema, self.query_kinds, self.code)
-        if len(self.model.weights) != expected:
-            raise TicketsearchError(f"{self.directory}: this reranker has {len(self.model.weights)} weights and this "
-                                    f"version computes {expected} pair inputs: retrain it ('ticketsearch train')")
+        check_pair_width(self.directory, len(self.model.weights), self.schema, self.query_kinds, self.code)
         self.checksum: str = self.meta["checksum"]
         cal = self.meta.get("calibration", {"a": 1.0, "b": 0.0})
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])

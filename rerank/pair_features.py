@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.schema import Schema
 
 FIRST_STAGE = ("dense", "title", "bm25", "fused_rank", "title_in_query")
@@ -93,6 +94,15 @@ def pair_dim(schema: Schema, query_kinds: bool = False, code: bool = False) -> i
     per_field = {"categorical": 2, "multi": 3, "numeric": 2, "date": 0}
     return (KIND_COLUMNS + sum(per_field[f.kind] for f in schema.fields) + (KIND_COLUMNS if query_kinds else 0)
             + (CODE_COLUMNS if code else 0))
+
+
+def check_pair_width(where: object, width: int, schema: Schema, query_kinds: bool, code: bool) -> None:
+    """TicketsearchError when a saved model's pair inputs (`width`) are not what this version computes for its
+    layout: it must be retrained (a fusion model and a linear one alike)."""
+    expected = pair_dim(schema, query_kinds, code)
+    if width != expected:
+        raise TicketsearchError(f"{where}: this reranker was trained with {width} pair inputs and this version "
+                                f"computes {expected}: retrain it ('ticketsearch train')")
 
 
 def by_query_kind(mat: np.ndarray, short: bool) -> np.ndarray:

@@ -23,7 +23,7 @@ from ticketsearch.retrieval.encoder import resolve_device
 from .calibration import platt, stored_threshold
 from .lambdamart import LambdaMART, ltr_inputs
 from .onnx_parts import OnnxRerankParts, parts_current, parts_dir
-from .pair_features import pair_dim
+from .pair_features import check_pair_width
 from .persist import checked_meta, load_reranker
 from .token_cache import Tokens, pad_arrays
 
@@ -59,12 +59,8 @@ class Reranker:
         self.uses_pair = self.pair_width > 0
         self.query_kinds = bool(self.cfg.get("query_kinds"))  # pair inputs laid out by query kind
         self.code = bool(self.cfg.get("code"))  # pair inputs end with the code terms' agreement
-        expected = pair_dim(self.schema, self.query_kinds, self.code)
-        if self.uses_pair and self.pair_width != expected:
-            raise TicketsearchError(
-                f"{self.directory}: this reranker was trained with {self.pair_width} pair inputs and this "
-                f"version computes {expected}: retrain it ('ticketsearch train')"
-            )
+        if self.uses_pair:
+            check_pair_width(self.directory, self.pair_width, self.schema, self.query_kinds, self.code)
         self.ltr = LambdaMART.load(self.directory)  # a LambdaMART stage on the fusion model's score and pair inputs
         if self.ltr is not None and not self.uses_pair:
             raise TicketsearchError(f"{self.directory}: a LambdaMART stage needs a model with pair inputs")

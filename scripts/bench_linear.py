@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import shutil
@@ -152,7 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     out = existing(args) if args.index is not None else generated(args)
-    out["machine"] = {"cpus": __import__("os").cpu_count(), "platform": platform.platform()}
+    out["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(args.out, out)
     print(json.dumps(out.get("search"), indent=1))

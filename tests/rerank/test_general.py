@@ -84,3 +84,18 @@ def test_an_untrained_index_answers_duplicates_with_the_general_model(index_dir:
         assert res.probability is not None and 0 <= res.probability <= 1 and res.candidates[0].id == first.id
         assert res.near_copy and res.candidates[0].near_copy  # its own words, four years on: a near copy
         assert res.is_duplicate is True  # whatever the probability (the rule outside the model)
+
+
+def test_a_linear_model_whose_pair_inputs_this_version_does_not_compute_is_refused(tmp_path: Path) -> None:
+    """Saved for one layout of pair inputs, loaded where the schema gives another: retrain, one rule for both
+    kinds of reranker (`pair_features.check_pair_width`)."""
+    from ticketsearch.rerank.general import LINEAR_KIND, LinearReranker
+
+    support = load_schema("support")
+    width = pair_dim(support, False, True)
+    meta = {"name": "rerank-linear", "schema": support.to_dict(), "code": True, "query_kinds": False}
+    save_general(tmp_path / "ok", LinearPairModel(np.zeros(width), 0.0), meta, kind=LINEAR_KIND)
+    assert LinearReranker(tmp_path / "ok").model.weights.shape == (width,)
+    save_general(tmp_path / "old", LinearPairModel(np.zeros(width - 2), 0.0), meta, kind=LINEAR_KIND)
+    with pytest.raises(TicketsearchError, match=f"trained with {width - 2} pair inputs .* computes {width}: retrain"):
+        LinearReranker(tmp_path / "old")

@@ -51,7 +51,6 @@ from ticketsearch.pipeline.rerank_vectors import (
 )
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.requests import SearchRequest
-from ticketsearch.rerank.general import is_linear
 from ticketsearch.rerank.runtime import Reranker
 from ticketsearch.results import CollectionSchema, SchemaField, SearchResult
 from ticketsearch.retrieval.builder import (
@@ -328,10 +327,8 @@ class Engine:
         rs, store, d = self.searcher, self.store, self.dir
         assert rs is not None and store is not None
         if d.has_reranker() and rs.reranker is None:
-            if is_linear(d.reranker_path):  # no vectors to rebuild: the model itself cannot be used
-                log.warning("the installed linear reranker cannot be used: %s", "; ".join(rs.notes))
-                return
-            log.warning("rebuilding the reranker's candidate vectors: %s", "; ".join(rs.notes))
+            log.warning("the installed reranker could not be used, its candidate vectors are rebuilt (none for a "
+                        "linear model): %s", "; ".join(rs.notes))
             build_rerank_vectors(d, store, self.encoder, progress=False)
             rs.reranker, rs.vectors, rs.notes = rs.load_reranker()
 

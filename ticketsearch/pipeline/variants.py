@@ -113,9 +113,7 @@ def train_variant(
         "encoder_model": encoder.name, "max_seq_length": encoder.max_seq_length,
         **calibration_meta(val_scores, mined.valid), "train": {
             "loss": tcfg.loss, "epochs_run": len(res.history), "best_epoch": res.best_epoch, "seed": tcfg.seed,
-            "shuffle_features": tcfg.shuffle_features, "history": res.history, "seconds": round(res.seconds, 1),
-            "at": datetime.now(UTC).isoformat(timespec="seconds"), "queries": len(mined.groups),
-            "positives": sum(len(g.positives) for g in mined.groups), "validation_queries": len(mined.valid)},
+            "shuffle_features": tcfg.shuffle_features, "history": res.history, **train_record(mined, res.seconds)},
         "rerank_depth": RERANK_DEPTH,
         **({"ltr": {"method": "lambdamart", "trees": ltr.best_iteration}} if ltr is not None else {}),
     })
@@ -125,6 +123,13 @@ def train_variant(
     valid_mrr = float(np.mean(1.0 / valid_ranks)) if ltr is not None and len(valid_ranks) else res.best_valid_mrr
     return VariantResult(name, valid_ranks, reranked_ranks(mined.test, test_scores),
                          res.history, res.seconds, model_dir, valid_mrr, res.model, ltr, res.epoch_ranks)
+
+
+def train_record(mined: Mined, seconds: float) -> dict[str, Any]:
+    """What a saved model records of its training run, whatever its kind."""
+    return {"seconds": round(seconds, 3), "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "queries": len(mined.groups), "positives": sum(len(g.positives) for g in mined.groups),
+            "validation_queries": len(mined.valid)}
 
 
 def train_linear(name: str, data: TrainData, schema_dict: dict, mined: Mined, out_dir: Path, encoder: Encoder,
@@ -142,9 +147,7 @@ def train_linear(name: str, data: TrainData, schema_dict: dict, mined: Mined, ou
     save_general(model_dir, model, {
         "name": name, "schema": schema_dict, "query_kinds": kinds, "code": code, "l2": L2,
         "encoder": encoder.key, "encoder_model": encoder.name, **calibration_meta(val_scores, mined.valid),
-        "train": {"seconds": round(seconds, 3), "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                  "queries": len(mined.groups), "positives": sum(len(g.positives) for g in mined.groups),
-                  "validation_queries": len(mined.valid)},
+        "train": train_record(mined, seconds),
         "rerank_depth": RERANK_DEPTH}, kind=LINEAR_KIND)
     valid_mrr = float(np.mean(1.0 / valid_ranks)) if len(valid_ranks) else 0.0
     return VariantResult(name, valid_ranks, reranked_ranks(mined.test, linear_scores(model, data, mined.test)),
