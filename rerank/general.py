@@ -94,7 +94,9 @@ class LinearReranker:
                        else GENERAL_SCHEMA)
         self.query_kinds = bool(self.meta.get("query_kinds", False))
         self.code = bool(self.meta.get("code", False))  # pair inputs end with the code terms' agreement
-        check_pair_width(self.directory, len(self.model.weights), self.schema, self.query_kinds, self.code)
+        self.text = bool(self.meta.get("text", False))  # and have the text columns before it
+        check_pair_width(self.directory, len(self.model.weights), self.schema, self.query_kinds, self.code,
+                         self.text)
         self.checksum: str = self.meta["checksum"]
         cal = self.meta.get("calibration", {"a": 1.0, "b": 0.0})
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])

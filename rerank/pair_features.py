@@ -16,6 +16,7 @@ import numpy as np
 
 from ticketsearch.errors import TicketsearchError
 from ticketsearch.index_data.schema import Schema
+from ticketsearch.retrieval.first_stage import TEXT_SCORES
 
 FIRST_STAGE = ("dense", "title", "bm25", "fused_rank", "title_in_query")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.]*[a-z0-9]|[a-z0-9]")
@@ -38,6 +39,10 @@ def title_in_query(query_words: frozenset[str], candidate_title_words: frozenset
 
 KIND_COLUMNS = len(FIRST_STAGE) + 1  # the first-stage inputs and the time gap: what a query's kind changes
 CODE_COLUMNS = 2  # code_agreement: the share of the smaller set of code terms in the other, both have some
+# The text columns (`pipeline.pairs.TextScores`), before the code columns: the query's whole vector against the
+# candidate's title vector and its title vector against the candidate's whole one, and BM25 of the query's title
+# alone divided by the best in the reranked list. Measured for the linear model (docs/RESULTS.md).
+TEXT_COLUMNS = len(TEXT_SCORES)  # from the first stage's exact scores of those names
 
 # What bug tickets' bodies are full of, and prose is not: the top frames of each stack trace (where it was
 # thrown, not the JVM's own frames nor the entry points every trace of a product shares), exception and error
@@ -88,18 +93,19 @@ def code_agreement(query_terms: frozenset[str], candidate_terms: Sequence[frozen
     return out
 
 
-def pair_dim(schema: Schema, query_kinds: bool = False, code: bool = False) -> int:
-    """Pair inputs per candidate; `query_kinds` adds a short query's own copy of the first KIND_COLUMNS, `code`
-    the CODE_COLUMNS of code_agreement (last)."""
+def pair_dim(schema: Schema, query_kinds: bool = False, code: bool = False, text: bool = False) -> int:
+    """Pair inputs per candidate; `query_kinds` adds a short query's own copy of the first KIND_COLUMNS, `text`
+    the TEXT_COLUMNS, `code` the CODE_COLUMNS of code_agreement (last)."""
     per_field = {"categorical": 2, "multi": 3, "numeric": 2, "date": 0}
     return (KIND_COLUMNS + sum(per_field[f.kind] for f in schema.fields) + (KIND_COLUMNS if query_kinds else 0)
-            + (CODE_COLUMNS if code else 0))
+            + (TEXT_COLUMNS if text else 0) + (CODE_COLUMNS if code else 0))
 
 
-def check_pair_width(where: object, width: int, schema: Schema, query_kinds: bool, code: bool) -> None:
+def check_pair_width(where: object, width: int, schema: Schema, query_kinds: bool, code: bool,
+                     text: bool = False) -> None:
     """TicketsearchError when a saved model's pair inputs (`width`) are not what this version computes for its
     layout: it must be retrained (a fusion model and a linear one alike)."""
-    expected = pair_dim(schema, query_kinds, code)
+    expected = pair_dim(schema, query_kinds, code, text)
     if width != expected:
         raise TicketsearchError(f"{where}: this reranker was trained with {width} pair inputs and this version "
                                 f"computes {expected}: retrain it ('ticketsearch train')")

@@ -40,6 +40,7 @@ class Reranker:
     stay in torch. Falls back to torch, with a warning, if the parts cannot be used."""
 
     needs_tokens = True  # the query's token states and the candidates' vectors
+    text = False  # no text columns among its pair inputs (`pair_features.TEXT_COLUMNS`: linear models only)
 
     def __init__(
         self, directory: Path, device: str = "auto", runtime: str = "torch", cache_dir: Path | None = None

@@ -20,7 +20,7 @@ from .builder import embed_store, embed_texts, title_key
 from .encoder import Encoder
 from .evaluation import EvalSet, QueryPool, build_pools
 from .fusion import list_contributions
-from .lexical import BM25Index, bm25_text, lexical_matches
+from .lexical import BM25Index, bm25_text, lexical_matches, title_query
 from .manifest import Manifest
 from .query_kinds import QueryKind
 
@@ -84,8 +84,11 @@ def query_views(
     return QueryViews(kind, texts, {q: vecs[i] for i, q in enumerate(texts)})
 
 
-def scorers(inp: EvalInputs, views: QueryViews | None = None) -> dict[str, Callable[[int, np.ndarray], np.ndarray]]:
-    """Each method's scores of a query over its pool; with `views`, the query is its short form."""
+def scorers(inp: EvalInputs, views: QueryViews | None = None,
+            text: bool = False) -> dict[str, Callable[[int, np.ndarray], np.ndarray]]:
+    """Each method's scores of a query over its pool; with `views`, the query is its short form; `text`: the
+    text columns' scores too (`pair_features.TEXT_SCORES`: the reranker's pair inputs, not methods to fuse), as
+    search computes them (`FirstStage.complete_scores`; BM25 of `lexical.title_query`)."""
     ev = inp.ev
 
     def dense(q: int, pool: np.ndarray) -> np.ndarray:
@@ -104,19 +107,36 @@ def scorers(inp: EvalInputs, views: QueryViews | None = None) -> dict[str, Calla
         # newest first; the pool is in time order, so later positions win ties as search does (row id desc)
         return days[pool] + np.arange(len(pool)) * 1e-9
 
-    return {"dense": dense, "bm25": bm25, "title": title, "recency": recency}
+    methods: dict[str, Callable[[int, np.ndarray], np.ndarray]] = {"dense": dense, "bm25": bm25, "title": title,
+                                                                    "recency": recency}
+    if not text:
+        return methods
+
+    def dense_title(q: int, pool: np.ndarray) -> np.ndarray:
+        return inp.title[pool] @ (inp.dense[q] if views is None else views.vector[q])
+
+    def title_dense(q: int, pool: np.ndarray) -> np.ndarray:
+        return inp.dense[pool] @ (inp.title[q] if views is None else views.vector[q])
+
+    def bm25_title(q: int, pool: np.ndarray) -> np.ndarray:
+        text = title_query(ev.titles[q], bm25_text(ev.titles[q], ev.bodies[q])) if views is None else views.text[q]
+        return inp.bm25.scores(text)[inp.bm25_pos[pool]]
+
+    return {**methods, "dense_title": dense_title, "title_dense": title_dense, "bm25_title": bm25_title}
 
 
 def kind_pools(inp: EvalInputs, store: TicketStore, encoder: Encoder | None, kind: QueryKind, queries: np.ndarray,
-               progress: bool = False, **pool_args: Any) -> tuple[list[QueryPool], QueryViews | None]:
-    """Scored pools of `queries` as `kind` cuts them, and the views that cut them (None for full queries)."""
+               progress: bool = False, text: bool = False,
+               **pool_args: Any) -> tuple[list[QueryPool], QueryViews | None]:
+    """Scored pools of `queries` as `kind` cuts them, and the views that cut them (None for full queries);
+    `text`: with the text columns' scores (`scorers`)."""
     views = None
     if kind.short:
         if encoder is None:
             raise ValueError("short queries need the encoder")
         views = query_views(inp, store, encoder, kind, queries, progress)
         queries = views.queries(queries)
-    return build_pools(inp.ev, queries, scorers(inp, views), **pool_args), views
+    return build_pools(inp.ev, queries, scorers(inp, views, text), **pool_args), views
 
 
 def fusion_fn(fusion: Mapping[str, Any], depth: int) -> ScoreFn:

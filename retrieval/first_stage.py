@@ -22,6 +22,9 @@ from .lexical import CorpusStats
 from .manifest import Manifest
 
 METHODS = ("dense", "bm25", "title", "hybrid")
+# scores a reranker's text columns read (`rerank.pair_features.TEXT_COLUMNS`), computed with the methods' exact
+# scores (`FirstStage.complete_scores`); not methods: no hit lists them among its scores
+TEXT_SCORES = ("dense_title", "title_dense", "bm25_title")
 
 
 class VectorSearch(Protocol):
@@ -74,7 +77,7 @@ class Candidates:
         return len(self.row_ids)
 
     def method_scores(self, row_id: int) -> dict[str, float]:
-        return {n: v[row_id] for n, v in self.per_method.items() if row_id in v}
+        return {n: v[row_id] for n, v in self.per_method.items() if row_id in v and n not in TEXT_SCORES}
 
 
 def fusion_weights(manifest: Manifest, method: str) -> dict[str, float]:
@@ -135,25 +138,34 @@ class FirstStage:
 
     def complete_scores(self, cands: Candidates, upto: int, vector: np.ndarray | None,
                         title_vector: np.ndarray | None, bm25_query: str,
-                        bm25_stats: CorpusStats | None = None) -> None:
+                        bm25_stats: CorpusStats | None = None, title_query: str | None = None) -> None:
         """Give the first `upto` candidates every method's exact score, also those that reached the list
-        through another method (the reranker's pair inputs need all three for each; training has them)."""
+        through another method (the reranker's pair inputs need all three for each; training has them).
+        With `title_query` (`lexical.title_query`: a reranker that reads the text columns), the text columns'
+        scores too (`pair_features.TEXT_SCORES`: each vector against the other index's vectors, and BM25 of
+        the title; its terms are among `bm25_query`'s, so `bm25_stats` holds theirs)."""
         rows = cands.row_ids[:upto]
         ix = self.indexes
-        for name, index, q in (("dense", ix.vindex, vector), ("title", ix.tindex, title_vector)):
-            if q is None:
-                continue
+        text = title_query is not None
+        for name, index, q, cross, other in (("dense", ix.vindex, vector, "title_dense", title_vector),
+                                             ("title", ix.tindex, title_vector, "dense_title", vector)):
             have = cands.per_method.setdefault(name, {})
-            missing = [r for r in rows if r not in have]
-            vecs = index.reconstruct_many(missing)  # one pass (a row the index lacks has no score)
-            for r in missing:
-                if r in vecs:
-                    have[r] = float(np.dot(vecs[r], q))
+            missing = [r for r in rows if r not in have] if q is not None else []
+            crossed = cands.per_method.setdefault(cross, {}) if text and other is not None else None
+            wanted = rows if crossed is not None else missing
+            vecs = index.reconstruct_many(wanted) if wanted else {}  # one pass (a row the index lacks: no score)
+            if q is not None:
+                have.update((r, float(np.dot(vecs[r], q))) for r in missing if r in vecs)
+            if crossed is not None and other is not None:
+                crossed.update((r, float(np.dot(vecs[r], other))) for r in rows if r in vecs)
         have = cands.per_method.setdefault("bm25", {})
         missing = [r for r in rows if r not in have]
         if missing:
             for r, s in zip(missing, ix.bm25.score_rows(bm25_query, missing, bm25_stats).tolist()):
                 have[r] = float(s)
+        if title_query is not None and rows:
+            titled = cands.per_method.setdefault("bm25_title", {})
+            titled.update(zip(rows, ix.bm25.score_rows(title_query, rows, bm25_stats).tolist()))
 
 
 def fuse_candidates(manifest: Manifest, method: str, k: int,

@@ -45,6 +45,12 @@ def bm25_text(title: str, body: str) -> str:
     return "\n".join([title] * TITLE_REPEAT + [body])
 
 
+def title_query(title: str, bm25_query: str) -> str:
+    """What BM25 of a query's title scores (a reranker's pair input): its title, or its whole BM25 text when it has
+    none (free text)."""
+    return title.strip() or bm25_query
+
+
 def lexical_matches(scores: np.ndarray) -> np.ndarray:
     """Which BM25 scores are matches: a document sharing no query term is not one (search and evaluation)."""
     return np.asarray(scores) > 0

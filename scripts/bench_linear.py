@@ -8,11 +8,11 @@ one generated collection, through the library the CLI and the service call:
    the fusion model needs besides training (token states of the mined tickets, every ticket's candidate
    vector), and the held-out test figures each reports;
 3. ingest `--later` newer tickets into each copy: the seconds (the fusion model's candidate vectors are refreshed);
-4. search `--queries` texts (tickets' titles, and whole tickets) on each, alternating, k = 10: wall-clock p50 /
-   p95 per search, and the rerank stage's own milliseconds.
+4. search `--queries` queries (tickets' titles as free text, and whole tickets with their titles) on each,
+   alternating, k = 10: wall-clock p50 / p95 per search, and the rerank stage's own milliseconds.
 
-With `--index DIR --linear MODEL_DIR` it instead times searches on an existing index (its installed fusion
-model) against the same pipeline with the linear model at MODEL_DIR swapped in (`SearchPipeline.reranker`), on
+With `--index DIR --linear MODEL_DIR [MODEL_DIR ...]` it instead times searches on an existing index (its
+installed fusion model) against the same pipeline with each linear model swapped in (`SearchPipeline.reranker`), on
 test-period tickets' titles and texts: the search latency on a real index, without retraining anything.
 """
 
@@ -35,6 +35,7 @@ from ticketsearch.api import TicketIndex
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.index_data.demo import write_demo
 from ticketsearch.pipeline.ingest import ingest_and_build
+from ticketsearch.pipeline.pairs import CODE_TERMS
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.training import train_index
 from ticketsearch.rerank.general import LinearReranker
@@ -54,8 +55,10 @@ def ms_summary(xs: list[float]) -> dict[str, float]:
             "mean": round(statistics.fmean(s), 2), "n": len(s)}
 
 
-def time_searches(searchers: dict[str, Any], texts: list[str], rounds: int = 1) -> dict[str, Any]:
-    """Each searcher (a `search(text, k=...)` callable) on every text, alternating, after two warm-up searches."""
+def time_searches(searchers: dict[str, Any], texts: list[Query], rounds: int = 1) -> dict[str, Any]:
+    """Each searcher (a `search((title, text))` callable) on every query, alternating, after two warm-ups; the
+    code terms' cache emptied before each search (searchers that share a process would share it, and the second
+    to search would find the first's candidates' code terms)."""
     wall: dict[str, list[float]] = {n: [] for n in searchers}
     stage: dict[str, list[float]] = {n: [] for n in searchers}
     reranked = {n: 0 for n in searchers}
@@ -65,6 +68,7 @@ def time_searches(searchers: dict[str, Any], texts: list[str], rounds: int = 1) 
     for _ in range(rounds):
         for t in texts:
             for name, search in searchers.items():
+                CODE_TERMS.clear()  # each pays for its own candidates' code terms: the cache is the process's
                 t0 = time.perf_counter()
                 res = search(t)
                 wall[name].append((time.perf_counter() - t0) * 1000)
@@ -74,10 +78,14 @@ def time_searches(searchers: dict[str, Any], texts: list[str], rounds: int = 1) 
                 "reranked": reranked[n]} for n in searchers}
 
 
-def query_texts(rows: list[dict], n: int, seed: int = 0) -> list[str]:
+Query = tuple[str | None, str]  # (title, text): a title asked alone is free text; a whole ticket has both
+
+
+def query_texts(rows: list[dict], n: int, seed: int = 0) -> list[Query]:
     picked = random.Random(seed).sample(rows, min(n, len(rows)))
     half = len(picked) // 2
-    return [r["title"] for r in picked[:half]] + [f"{r['title']}\n{r.get('body') or ''}" for r in picked[half:]]
+    return [(None, r["title"]) for r in picked[:half]] + [(r["title"], r.get("body") or r["title"])
+                                                           for r in picked[half:]]
 
 
 def generated(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,7 +121,7 @@ def generated(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{v}: {json.dumps(row)}", flush=True)
         indexes = {v: TicketIndex.open(root / v, settings=settings) for v in VARIANTS}
         try:
-            searchers = {v: (lambda t, i=i: i.search(t, k=10)) for v, i in indexes.items()}
+            searchers = {v: (lambda t, i=i: i.search(t[1], title=t[0], k=10)) for v, i in indexes.items()}
             out["search"] = time_searches(searchers, query_texts(rows, args.queries, args.seed))
         finally:
             for i in indexes.values():
@@ -122,21 +130,24 @@ def generated(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def existing(args: argparse.Namespace) -> dict[str, Any]:
-    """Search latency on an existing index: its installed model, and the linear model swapped in."""
+    """Search latency on an existing index: its installed model, and each linear model swapped in."""
     settings = get_settings()
     deep = SearchPipeline(args.index, settings=settings)
-    lin = SearchPipeline(args.index, settings=settings)
+    linear = {Path(p).name: SearchPipeline(args.index, settings=settings) for p in args.linear}
     try:
-        lin.reranker, lin.vectors, lin.notes = LinearReranker(args.linear), None, []
+        for path, lin in zip(args.linear, linear.values()):
+            lin.reranker, lin.vectors, lin.notes = LinearReranker(path), None, []
         ids = [i for i, _ in deep.store.ids_by_created(since=datetime.fromisoformat(args.test_since))]
         rows = [{"title": t.title, "body": t.body} for t in (deep.store.get(i) for i in ids)]
         texts = query_texts(rows, args.queries, args.seed)
-        res = time_searches({"fusion (installed)": lambda t: deep.search(t, k=10),
-                             "rerank-linear": lambda t: lin.search(t, k=10)}, texts)
+        searchers: dict[str, Any] = {"fusion (installed)": lambda t: deep.search(t[1], title=t[0], k=10)}
+        searchers.update({name: (lambda t, p=p: p.search(t[1], title=t[0], k=10)) for name, p in linear.items()})
+        res = time_searches(searchers, texts)
     finally:
         deep.close()
-        lin.close()
-    return {"index": str(args.index), "linear": str(args.linear), "installed": deep.reranker.name
+        for p in linear.values():
+            p.close()
+    return {"index": str(args.index), "linear": [str(p) for p in args.linear], "installed": deep.reranker.name
             if deep.reranker else None, "queries": len(texts), "search": res}
 
 
@@ -147,7 +158,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--index", type=Path, default=None, help="an existing index with a fusion model installed")
-    ap.add_argument("--linear", type=Path, default=None, help="with --index: a rerank-linear model directory")
+    ap.add_argument("--linear", type=Path, nargs="+", default=[],
+                    help="with --index: rerank-linear model directories (each timed, named by its directory)")
     ap.add_argument("--test-since", default="2016-01-01", help="with --index: query with tickets from then on")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()

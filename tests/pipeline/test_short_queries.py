@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.parts import load_manifest, open_store
@@ -72,10 +73,12 @@ def test_training_on_title_queries_ranks_them_better(trained_index: Path, tmp_pa
     assert '"query_kinds": true' in cfg
 
 
-def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder, settings) -> None:
+@pytest.mark.parametrize("text", [False, True])
+def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder, settings, text: bool) -> None:
     """A title query mined for training gets the pair inputs search computes for the same words asked as free
     text at the same time: one vector for the dense and title cosines, BM25 on the words, no fields, laid out
-    as a short query (queries through the fp32 encoder here, as training encodes them)."""
+    as a short query (queries through the fp32 encoder here, as training encodes them); `text`: the text
+    columns too (its one vector against both of a candidate's, BM25 of its words as its title)."""
     s = SearchPipeline(trained_index, settings=settings, encoder=encoder, query_encoder=encoder)
     try:
         inp = load_eval_inputs(trained_index, s.store, encoder)
@@ -83,9 +86,11 @@ def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder
         mined = mine(s.store, inp, s.manifest.fusion, settings.fusion_depth, tb, vb, encoder=encoder,
                      train_kinds=[TITLE], eval_kinds=[TITLE])
         assert mined.trains_short and mined.short
-        data, _, _ = build_train_data(s.store, inp, encoder, trained_index, mined, with_pair=True, progress=False)
+        data, _, _ = build_train_data(s.store, inp, encoder, trained_index, mined, with_pair=True, progress=False,
+                                      text=text)
         assert data.pair is not None and s.reranker is not None
         s.reranker.query_kinds = True  # serving's layout for a model trained on short queries
+        s.reranker.text = text  # type: ignore[union-attr]  # and one trained with the text columns
         ev, checked = inp.ev, 0
         for r in mined.valid_by_kind["title"][:5]:
             sq = mined.short[r.query - len(ev)]
@@ -96,10 +101,10 @@ def test_short_query_pair_inputs_equal_serving_ones(trained_index: Path, encoder
             mined_rows = [int(ev.row_ids[c]) for c in r.candidates]
             same = [i for i, (a, b) in enumerate(zip(cands.row_ids, mined_rows)) if a == b]
             assert len(same) >= 0.8 * len(mined_rows), (len(same), len(mined_rows))
-            s.first.complete_scores(cands, 100, q.vector, q.title_vector, q.bm25_text)
+            s.complete(q, cands, 100)
             rows = {t.row_id: t for t in s.store.get_rows(cands.row_ids)}
             served = s.pair_inputs(q, cands, [rows[x] for x in cands.row_ids])
-            assert served is not None and served.shape[1] == pair_dim(s.reranker.schema, True)
+            assert served is not None and served.shape[1] == pair_dim(s.reranker.schema, True, text=text)
             trained = np.stack([data.pair(r.query, c) for c in r.candidates])
             assert np.allclose(served[same], trained[same], atol=1e-3), np.abs(served[same] - trained[same]).max(0)
             checked += len(same)

@@ -34,15 +34,16 @@ def test_the_linear_model_reranks_without_token_states_or_candidate_vectors(
         linear_index: Path, encoder, settings: Settings) -> None:
     d = IndexDir(linear_index)
     cfg = json.loads((d.reranker_path / "config.json").read_text())
-    assert cfg["kind"] == "linear" and cfg["name"] == "rerank-linear" and cfg["code"] is True
+    assert cfg["kind"] == "linear" and cfg["name"] == "rerank-linear" and cfg["code"] is True and cfg["text"] is True
     assert cfg["schema"]["name"] == "support" and {"a", "b"} <= set(cfg["calibration"])
     assert not d.rerank_vectors_path.exists() and not d.rerank_tag_path.exists()
     s = SearchPipeline(linear_index, settings=settings, encoder=encoder)
     try:
         r = s.reranker
         assert isinstance(r, LinearReranker) and not isinstance(r, GeneralReranker) and s.vectors is None
-        # its own pair inputs: the support schema's field agreement and the code columns, not the general model's
-        assert r.model.weights.shape == (pair_dim(load_schema("support"), False, True),) != (KIND_COLUMNS,)
+        # its own pair inputs: the support schema's field agreement, the text and the code columns, not the
+        # general model's
+        assert r.model.weights.shape == (pair_dim(load_schema("support"), False, True, True),) != (KIND_COLUMNS,)
         out = s.search("refund missing after a double charge", k=10)
         assert out.reranked and out.reranker is not None and out.reranker.startswith("rerank-linear@")
         assert "with rerank-linear" in out.notes[-1]

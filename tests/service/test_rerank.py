@@ -15,7 +15,7 @@ from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.training import build_train_data, mine, time_split
 from ticketsearch.rerank.model import PairModel, RerankConfig
-from ticketsearch.rerank.pair_features import CODE_COLUMNS, code_terms, pair_dim
+from ticketsearch.rerank.pair_features import CODE_COLUMNS, TEXT_COLUMNS, code_terms, pair_dim
 from ticketsearch.rerank.train import TrainConfig, rerank_scores, reranked_ranks, train
 from ticketsearch.retrieval.eval_index import load_eval_inputs
 from ticketsearch.retrieval.manifest import Manifest
@@ -131,14 +131,15 @@ def test_explain_cli_writes_png(trained_index: Path, tmp_path: Path) -> None:
     assert out.read_bytes()[:4] == b"\x89PNG" and "attended" in res.output
 
 
-@pytest.mark.parametrize("code", [False, True])
+@pytest.mark.parametrize(("code", "text"), [(False, False), (True, False), (True, True)])
 def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index: Path, encoder, settings,
-                                                                   code: bool) -> None:
+                                                                   code: bool, text: bool) -> None:
     """Training builds its pair inputs with serving's function, on the same candidate list: for a validation
     or test query, the mined top 100 and serving's top 100 (the same query as `like`, before its creation
     time) agree, and so do the pair inputs of every candidate at the same position (BM25 scaled by the same
     list's best);
-    `code`: for a model trained with the code terms' agreement too (serving reads the candidates' bodies)."""
+    `code`: for a model trained with the code terms' agreement too (serving reads the candidates' bodies);
+    `text`: and the text columns (each vector against the other index's, BM25 of the title alone)."""
     from datetime import datetime
 
     s = SearchPipeline(trained_index, settings=settings, encoder=encoder)
@@ -147,10 +148,11 @@ def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index:
         tb, vb = time_split(inp, 0.6, 0.2)
         mined = mine(s.store, inp, s.manifest.fusion, settings.fusion_depth, tb, vb)
         data, _, _ = build_train_data(s.store, inp, encoder, trained_index, mined, with_pair=True, progress=False,
-                                      code=code)
+                                      code=code, text=text)
         assert data.pair is not None and mined.valid
         assert s.reranker is not None
         s.reranker.code = code  # type: ignore[union-attr]  # what a model trained with code terms says
+        s.reranker.text = text  # type: ignore[union-attr]  # and one trained with the text columns
         code_seen = 0.0
         ev = inp.ev
         checked = 0
@@ -164,7 +166,7 @@ def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index:
             mined_rows = [int(ev.row_ids[c]) for c in r.candidates]
             same = [i for i, (a, b) in enumerate(zip(cands.row_ids, mined_rows)) if a == b]
             assert len(same) >= 0.8 * len(mined_rows), (len(same), len(mined_rows))
-            s.first.complete_scores(cands, s.rerank_depth, q.vector, q.title_vector, q.bm25_text)
+            s.complete(q, cands, s.rerank_depth)  # as `rerank` does
             by_row = {t.row_id: t for t in s.store.get_rows(cands.row_ids)}
             served = s.pair_inputs(q, cands, [by_row[x] for x in cands.row_ids])
             assert served is not None
@@ -173,6 +175,9 @@ def test_training_pair_inputs_equal_serving_ones_on_the_same_list(trained_index:
             assert np.allclose(served[same], trained[same], atol=1e-4), np.abs(served[same] - trained[same]).max(0)
             checked += len(same)
             code_seen += float(served[:, -CODE_COLUMNS:].sum()) if code else 0.0
+            if text:  # the text columns are there, and not zero by omission
+                cols = served[:, -CODE_COLUMNS - TEXT_COLUMNS:-CODE_COLUMNS]
+                assert (cols[:, :2] > 0.05).mean() > 0.9 and cols[:, 2].max() == pytest.approx(1.0, abs=1e-6)
         assert checked > 0
         assert code_seen > 0 or not code  # the demo tickets' error codes agree somewhere
     finally:

@@ -82,8 +82,9 @@ def run_experiment(
             return kind_pools(inp, store, encoder, kind, queries, cfg.progress, **args)[0]
 
         val, test = pools(main, val_q), pools(main, test_q)
-        test_win = pools(main, test_q, window_days=cfg.window_days)
-        test_hard = pools(main, test_q, exclude_easy=True)
+        # reranked as extra sets: with the text columns' scores (`mining.build_train_data(text=True)`)
+        test_win = pools(main, test_q, window_days=cfg.window_days, text=True)
+        test_hard = pools(main, test_q, exclude_easy=True, text=True)
         other = {k.label: (pools(k, val_q), pools(k, test_q)) for k in others}
         log(f"      {main.label} queries: validation {len(val)}, test {len(test)} ({len(test_win)} with a "
             f"{cfg.window_days}-day window, {len(test_hard)} without easy duplicates)"

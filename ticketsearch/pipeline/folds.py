@@ -34,6 +34,7 @@ from ticketsearch.pipeline.mining import build_train_data, keep_first_groups, mi
 from ticketsearch.pipeline.variants import (
     VARIANTS,
     VariantResult,
+    built_columns,
     first_stage_ranks,
     general_ranker,
     needs_tokens,
@@ -127,14 +128,14 @@ def run_fold(
         return None
     log(f"    fold {start:%Y-%m-%d} to {end:%Y-%m-%d}: {len(mined.groups)} train queries before it, "
         f"{len(mined.valid)} validation queries in it")
-    code = any(VARIANTS[n].get("code") for n in names)
+    built = built_columns(names)
     base, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
-                                   code=code, tokens=needs_tokens(names))
+                                   code=built.code, tokens=needs_tokens(names), text=built.text)
     ranks: dict[str, np.ndarray] = {}
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fold-", dir=work_dir) as tmp:  # measured, never kept
         for name in names:
-            vr, _, _ = train_named(name, base, code, fs, store.schema.to_dict(), mined, Path(tmp), encoder, tcfg,
+            vr, _, _ = train_named(name, base, built, fs, store.schema.to_dict(), mined, Path(tmp), encoder, tcfg,
                                    progress, log)
             ranks[name] = vr.valid_ranks
     rank_general = general_ranker(store, inp, encoder, index_dir, mined, progress, general_dir)

@@ -24,10 +24,18 @@ from ticketsearch.index_data.records import text_hash, ticket_text
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
-from ticketsearch.pipeline.pairs import RERANK_DEPTH, CodeTerms, ListScores, bm25_scale, pair_inputs
+from ticketsearch.pipeline.pairs import (
+    RERANK_DEPTH,
+    CodeTerms,
+    ListScores,
+    TextScores,
+    bm25_scale,
+    pair_inputs,
+    select_columns,
+)
 from ticketsearch.pipeline.rerank_vectors import store_values, token_cache_for, token_encode_fn
 from ticketsearch.rerank.calibration import fit_platt, lowest_threshold_for_precision, platt
-from ticketsearch.rerank.pair_features import CODE_COLUMNS
+from ticketsearch.rerank.pair_features import TEXT_SCORES
 from ticketsearch.rerank.token_cache import Tokens
 from ticketsearch.rerank.train import (
     Group,
@@ -63,6 +71,7 @@ class Mined:
     # BM25 of its top RERANK_DEPTH, as serving divides by)
     first_stage: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
     bm25_scale: dict[int, float] = field(default_factory=dict)
+    title_scale: dict[int, float] = field(default_factory=dict)  # the same for BM25 of the query's title
     recorded: dict[int, list[int]] = field(default_factory=dict)  # query -> candidates with recorded scores
     # short queries are items n, n + 1, ... (n tickets): their own text, no fields, asked at their ticket's date
     short: list[ShortQuery] = field(default_factory=list)
@@ -101,6 +110,9 @@ def _record_first_stage(mined: Mined, qid: int, p: QueryPool, fused: np.ndarray,
     full_rank = np.empty(len(fused), dtype=np.int64)
     full_rank[np.argsort(-fused, kind="stable")] = np.arange(1, len(fused) + 1)
     mined.bm25_scale[qid] = bm25_scale(p.scores["bm25"][top])
+    text = [n for n in TEXT_SCORES if n in p.scores]  # the pools were scored with the text columns' scores
+    if text:
+        mined.title_scale[qid] = bm25_scale(p.scores["bm25_title"][top])
     rec = mined.recorded.setdefault(qid, [])
     for i in idx:
         c = int(p.pool[i])
@@ -109,6 +121,7 @@ def _record_first_stage(mined: Mined, qid: int, p: QueryPool, fused: np.ndarray,
         mined.first_stage[(qid, c)] = {
             "dense": float(p.scores["dense"][i]), "title": float(p.scores["title"][i]),
             "bm25": float(p.scores["bm25"][i]), "fused_rank": float(full_rank[i]),
+            **{n: float(p.scores[n][i]) for n in text},
         }
 
 
@@ -131,14 +144,15 @@ def mine(
     store: TicketStore, inp: EvalInputs, fusion: dict[str, Any], depth: int,
     train_before: datetime, valid_before: datetime, seed: int = 0, encoder: Encoder | None = None,
     train_kinds: Sequence[QueryKind] = (FULL,), eval_kinds: Sequence[QueryKind] = (FULL,), progress: bool = False,
-    rejected: dict[int, set[int]] | None = None,
+    rejected: dict[int, set[int]] | None = None, text: bool = True,
 ) -> Mined:
     """Train groups for every query kind in `train_kinds` (a short kind: each train duplicate also as that
     short query, with its own first-stage candidates); validation lists of the trained kinds (`valid`, what
     early stopping sees) and of every evaluated kind; test lists of every evaluated kind (`test`: the first).
 
     `rejected`: query -> candidates agents said are not its duplicates: the first hard negatives of that query,
-    and never its positives (an agent's "no" overrides a link)."""
+    and never its positives (an agent's "no" overrides a link). `text`: the text columns' scores recorded too
+    (`pair_features.TEXT_SCORES`, for `build_train_data(text=True)`)."""
     ev = inp.ev
     n = len(ev)
     fuse = fusion_fn(fusion, depth)
@@ -146,7 +160,7 @@ def mine(
     banned = excluded_negatives(store, inp)
     mined = Mined(groups=[], valid=[], test=[], trains_short=any(k.short for k in train_kinds))
     for kind in train_kinds:
-        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(until=train_before), progress)
+        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(until=train_before), progress, text=text)
         for p in pools:
             fused = fuse(p)
             order = np.argsort(-fused, kind="stable")[:RERANK_DEPTH]
@@ -173,12 +187,13 @@ def mine(
             mined.feedback_negatives += len(no)
             mined.groups.append(Group(query=qid, positives=positives, negatives=negs))
     for kind in dict.fromkeys([*train_kinds, *eval_kinds]):
-        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(train_before, valid_before), progress)
+        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(train_before, valid_before), progress,
+                                  text=text)
         mined.valid_by_kind[kind.label] = rank_lists(pools, fuse, mined, n, views)
         if kind in train_kinds:
             mined.valid += mined.valid_by_kind[kind.label]
     for kind in eval_kinds:
-        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(valid_before), progress)
+        pools, views = kind_pools(inp, store, encoder, kind, ev.queries(valid_before), progress, text=text)
         mined.test_by_kind[kind.label] = rank_lists(pools, fuse, mined, n, views)
     mined.test = mined.test_by_kind[eval_kinds[0].label] if eval_kinds else []
     return mined
@@ -193,13 +208,14 @@ def ticket_values(store: TicketStore, inp: EvalInputs) -> list[dict[str, Any]]:
 def build_train_data(
     store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined, with_pair: bool,
     progress: bool = True, query_kinds: bool | None = None, pair_schema: Schema | None = None, code: bool = False,
-    tokens: bool = True,
+    tokens: bool = True, text: bool = False,
 ) -> tuple[TrainData, FeatureSpace, list[dict[str, Any]]]:
     """The reranker's inputs for the mined items. Pair inputs are laid out by query kind
     (`pair_features.by_query_kind`) when `query_kinds` (default: when the train groups hold short queries);
     `pair_schema` computes them under another schema (the general model's, with no fields); `code` adds the
-    code terms' agreement last (`without_code` takes it off again). `tokens` False: no token states are
-    encoded (a linear model reads the pair inputs alone), and asking for one is an error."""
+    code terms' agreement last, `text` the text columns before them (`pairs.select_columns` takes either off
+    again; `text` needs lists mined with them). `tokens` False: no token states are encoded (a linear model reads
+    the pair inputs alone), and asking for one is an error."""
     if query_kinds is None:
         query_kinds = mined.trains_short
     ev = inp.ev
@@ -230,6 +246,8 @@ def build_train_data(
         pairs: dict[tuple[int, int], np.ndarray] = {}
 
         def pair_fn(q: int, c: int) -> np.ndarray:
+            if text and q not in mined.title_scale:
+                raise ValueError(f"query item {q} was mined without the text columns' scores (mine(text=True))")
             if (q, c) not in pairs:  # the query's whole recorded list at once, through serving's function
                 cands = mined.recorded.get(q, [])
                 if c not in cands:
@@ -246,7 +264,10 @@ def build_train_data(
                                   short=(q >= len(created)) if query_kinds else None,
                                   candidate_code=codes.of([hashes[x] for x in cands],
                                                           lambda at: [texts[cands[i]] for i in at])
-                                  if code else None)
+                                  if code else None,
+                                  text=TextScores(column("dense_title", 0.0), column("title_dense", 0.0),
+                                                  column("bm25_title", 0.0), mined.title_scale[q])
+                                  if text else None)
                 pairs.update({(q, x): mat[j] for j, x in enumerate(cands)})
             return pairs[(q, c)]
     def token_states(i: int) -> Tokens:
@@ -258,11 +279,13 @@ def build_train_data(
     return data, fs, values
 
 
-def without_code(pair: Callable[[int, int], np.ndarray] | None) -> Callable[[int, int], np.ndarray] | None:
-    """Pair inputs built with `code` for a model trained without the code columns (the last CODE_COLUMNS)."""
-    if pair is None:
-        return None
-    return lambda q, c: pair(q, c)[:-CODE_COLUMNS]
+def pair_columns(pair: Callable[[int, int], np.ndarray] | None, built_text: bool, built_code: bool, text: bool,
+                 code: bool) -> Callable[[int, int], np.ndarray] | None:
+    """Pair inputs built with the text and code columns (`built_*`) as a model with or without them reads them
+    (`pairs.select_columns`)."""
+    if pair is None or (built_text == text and built_code == code):
+        return pair
+    return lambda q, c: select_columns(pair(q, c), built_text, built_code, text, code)
 
 
 THRESHOLD_PRECISIONS = (0.8, 0.85, 0.9, 0.95, 0.99)  # stored with the model; the service picks one

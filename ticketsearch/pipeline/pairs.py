@@ -19,6 +19,8 @@ import numpy as np
 
 from ticketsearch.index_data.schema import Schema
 from ticketsearch.rerank.pair_features import (
+    CODE_COLUMNS,
+    TEXT_COLUMNS,
     by_query_kind,
     code_agreement,
     code_terms,
@@ -46,6 +48,22 @@ class ListScores:
     fused_rank: np.ndarray
 
 
+@dataclass
+class TextScores:
+    """The text columns' exact scores of one query's candidates, aligned (`pair_features.TEXT_SCORES`), and what
+    BM25 of the query's title is divided by: its best score in the query's reranked list (`bm25_scale`)."""
+
+    dense_title: np.ndarray  # the query's whole vector against the candidate's title vector
+    title_dense: np.ndarray  # the query's title vector (its whole one without a title) against the candidate's
+    bm25_title: np.ndarray  # BM25 of the query's title (its BM25 text without one)
+    scale: float
+
+    def columns(self) -> np.ndarray:
+        """[N, TEXT_COLUMNS]"""
+        return np.stack([self.dense_title, self.title_dense, np.asarray(self.bm25_title, np.float64) / self.scale],
+                        axis=1).astype(np.float32)
+
+
 def first_stage_inputs(scores: ListScores, scale: float, query_words: frozenset[str],
                        candidate_titles: Sequence[str]) -> list[dict[str, float]]:
     """The first-stage pair inputs of each candidate."""
@@ -60,19 +78,36 @@ def pair_inputs(
     schema: Schema, query_text: str, q_values: dict[str, Any], q_created: datetime,
     scores: ListScores, scale: float, candidate_titles: Sequence[str], c_values: Sequence[dict[str, Any]],
     c_created: Sequence[datetime], short: bool | None = None,
-    candidate_code: Sequence[frozenset[str]] | None = None,
+    candidate_code: Sequence[frozenset[str]] | None = None, text: TextScores | None = None,
 ) -> np.ndarray:
     """[N, pair_dim] pair inputs of one query against N candidates; laid out by query kind (`short` or not)
     for a model trained on short queries too (`RerankConfig.query_kinds`), as one layout without (None); with
-    `candidate_code` (the candidates' `code_terms`, for a model trained with them) the code agreement
-    columns last."""
+    `text` (for a model trained with the text columns) those next; with `candidate_code` (the candidates'
+    `code_terms`, for a model trained with them) the code agreement columns last."""
     first = first_stage_inputs(scores, scale, words(query_text), candidate_titles)
     mat = pair_matrix(schema, q_values, list(c_values), q_created, list(c_created), first)
-    mat = mat if short is None else by_query_kind(mat, short)
-    if candidate_code is None:
-        return mat
-    code = code_agreement(code_terms(query_text), candidate_code)
-    return np.concatenate([mat, code], axis=1).astype(np.float32)
+    parts = [mat if short is None else by_query_kind(mat, short)]
+    if text is not None:
+        parts.append(text.columns())
+    if candidate_code is not None:
+        parts.append(code_agreement(code_terms(query_text), candidate_code))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def select_columns(pair: np.ndarray, built_text: bool, built_code: bool, text: bool, code: bool) -> np.ndarray:
+    """Pair inputs built with the text and code columns (`built_*`) as a model with or without them reads them."""
+    end = pair.shape[-1]
+    main = end - (TEXT_COLUMNS if built_text else 0) - (CODE_COLUMNS if built_code else 0)
+    keep = [pair[..., :main]]
+    if text:
+        if not built_text:
+            raise ValueError("these pair inputs were built without the text columns")
+        keep.append(pair[..., main:main + TEXT_COLUMNS])
+    if code:
+        if not built_code:
+            raise ValueError("these pair inputs were built without the code columns")
+        keep.append(pair[..., end - CODE_COLUMNS:])
+    return keep[0] if len(keep) == 1 else np.concatenate(keep, axis=-1)
 
 
 class CodeTerms:

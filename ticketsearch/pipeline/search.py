@@ -33,7 +33,7 @@ from ticketsearch.rerank.token_cache import TokenCache, Tokens, pad_arrays
 from ticketsearch.results import AttendedWord, Hit, MatchedWord, RerankerKind, SearchResult
 from ticketsearch.retrieval.encoder import ModelIdentity, as_array, model_identity
 from ticketsearch.retrieval.first_stage import Candidates, FirstStage, FirstStageIndexes, fusion_weights
-from ticketsearch.retrieval.lexical import BM25Index, bm25_text
+from ticketsearch.retrieval.lexical import BM25Index, bm25_text, title_query
 from ticketsearch.retrieval.live import LiveBM25, LiveVectors, RowVectors
 from ticketsearch.retrieval.onnx_query import lite_query_encoder
 from ticketsearch.retrieval.query_kinds import is_short_query
@@ -41,7 +41,7 @@ from ticketsearch.retrieval.ties import tie_keys
 from ticketsearch.retrieval.vector_index import VectorIndex
 from ticketsearch.settings import Settings
 
-from .pairs import CODE_TERMS, RERANK_DEPTH, ListScores, bm25_scale, pair_inputs
+from .pairs import CODE_TERMS, RERANK_DEPTH, ListScores, TextScores, bm25_scale, pair_inputs
 from .rerank_vectors import load_rerank_vectors, token_cache_for, token_states
 from .snippets import highlights, query_stems, snippet
 
@@ -344,11 +344,15 @@ class SearchPipeline:
             return np.array([pm.get(name, {}).get(r, 0.0) for r in ids], np.float64)
 
         scores = ListScores(col("dense"), col("title"), col("bm25"), np.arange(1, len(ids) + 1, dtype=np.float64))
+        text = None
+        if reranker.text:
+            titled = col("bm25_title")
+            text = TextScores(col("dense_title"), col("title_dense"), titled, bm25_scale(titled))
         return pair_inputs(reranker.schema, q.text, q.values, q.created, scores, bm25_scale(scores.bm25),
                            [t.title for t in rows], [t.values for t in rows], [t.created for t in rows],
                            short=q.short if reranker.query_kinds else None,
                            candidate_code=CODE_TERMS.of([t.text_hash for t in rows], self._texts(rows))
-                           if reranker.code else None)
+                           if reranker.code else None, text=text)
 
     def rerank(self, q: Query, cands: Candidates, k: int, explain: bool = False,
                timings: dict[str, float] | None = None) -> tuple[list[Hit], list[str]]:
@@ -441,8 +445,15 @@ class SearchPipeline:
         return src, vecs, self._tokens_for([src.row_id])[0] if tokens else None
 
     def complete(self, q: Query, cands: Candidates, upto: int) -> None:
-        """Every method's exact score for the first `upto` candidates (`FirstStage.complete_scores`)."""
-        self.first.complete_scores(cands, upto, q.vector, q.title_vector, q.bm25_text)
+        """Every method's exact score for the first `upto` candidates (`FirstStage.complete_scores`), and the
+        text columns' scores for a reranker that reads them."""
+        self.first.complete_scores(cands, upto, q.vector, q.title_vector, q.bm25_text,
+                                   title_query=self.title_query(q.title, q.bm25_text))
+
+    def title_query(self, title: str, bm25_query: str) -> str | None:
+        """What BM25 of a query's title scores (`lexical.title_query`), where the reranker reads the text columns;
+        None where it does not."""
+        return title_query(title, bm25_query) if getattr(self.reranker, "text", False) else None
 
     def candidate_rows(self, cands: Candidates, row_ids: list[int], with_body: bool = False) -> list[StoredTicket]:
         return self.store.get_rows(row_ids, with_body=with_body)

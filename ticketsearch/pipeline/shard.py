@@ -57,6 +57,7 @@ class ShardQuery:
     rows: int = 0  # the rows of the top `rows` of the shard's own fused list come with the answer
     vectors: bool = False  # and the reranker's candidate vectors of those rows
     text: str = ""  # the query's text: the words each of those rows shares with it (`pipeline.copies`)
+    title: str = ""  # the query's title: BM25 of it for a reranker that reads the text columns
     only: bool = False  # the collection's only shard: its fusion is the collection's (`ShardAnswer.fused`)
     # a search like this indexed ticket (the only shard's): the shard reads it and builds the query from it and
     # `options` (`SearchPipeline.like_query`: vectors, text and time are then its, not the fields above)
@@ -159,6 +160,7 @@ class ShardServer:
                 assert q.options is not None and q.only
                 like = s.like_query(q.like, q.options)
                 q = replace(q, vector=like.vector, title_vector=like.title_vector, bm25_text=like.bm25_text,
+                            title=like.title,
                             exclude_ids=like.exclude_ids, reference=like.reference, text=like.text)
             own, wrong = None, False
             if q.stats is not None:
@@ -174,7 +176,8 @@ class ShardServer:
             # collection's top with; the only shard's top is the collection's, so of its top alone
             rows = ranked if q.only else sorted({int(r) for _, ids in lists.values() for r in ids.tolist()})
             done = Candidates(q.method, rows, [0.0] * len(rows))  # no list scores: each one computed exactly
-            s.first.complete_scores(done, len(rows), q.vector, q.title_vector, q.bm25_text, q.stats)
+            s.first.complete_scores(done, len(rows), q.vector, q.title_vector, q.bm25_text, q.stats,
+                                    title_query=s.title_query(q.title, q.bm25_text))
             top: list[StoredTicket] = s.store.get_rows(ranked, with_body=False) if ranked else []
             vecs, copies = None, None
             if q.vectors and isinstance(s.reranker, Reranker) and top:

@@ -207,7 +207,7 @@ class ShardedSearch(SearchPipeline):
         t0 = time.perf_counter()
         wants = self._wants_vectors(rerank)
         base = ShardQuery(method, depth, q.vector, q.title_vector, q.bm25_text, None, q.filters, q.before, q.after,
-                          q.exclude_ids, q.reference, rows=depth, vectors=wants, text=q.text)
+                          q.exclude_ids, q.reference, rows=depth, vectors=wants, text=q.text, title=q.title)
         if len(self.shards) == 1:  # one shard: its statistics and its fusion are the collection's
             answers: list[ShardAnswer] = self._all("search", replace(base, only=True))
             cands = self._gather(answers, answers[0].fused, wants)

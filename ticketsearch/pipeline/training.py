@@ -42,7 +42,6 @@ from ticketsearch.pipeline.mining import (  # noqa: F401 - mined training data, 
     mine,
     rank_lists,
     ticket_values,
-    without_code,
 )
 from ticketsearch.pipeline.pairs import RERANK_DEPTH
 from ticketsearch.pipeline.parts import load_manifest, open_encoder, open_store
@@ -51,6 +50,7 @@ from ticketsearch.pipeline.variants import (  # noqa: F401 - the variants, also 
     DEFAULT_VARIANTS,
     VARIANTS,
     VariantResult,
+    built_columns,
     default_variants,
     first_stage_ranks,
     general_ranker,
@@ -109,10 +109,10 @@ def run_rerankers(
         f"{sum(len(g.negatives) for g in mined.groups)} negatives, {mined.feedback_negatives} of them rejected by "
         f"agents), {len(mined.valid)} validation and {len(mined.test)} test queries with their top {RERANK_DEPTH}")
     names = variants or default_variants()
-    code = any(VARIANTS[n].get("code") for n in names)  # pair inputs built with the code columns, for all
+    built = built_columns(names)  # pair inputs built with the columns any variant reads, for all
     tokens = needs_tokens(names)  # token states only for variants that read them
     base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
-                                        code=code, tokens=tokens)
+                                        code=built.code, tokens=tokens, text=built.text)
 
     first = {"valid": first_stage_ranks(mined.valid), "test": first_stage_ranks(mined.test)}
     results: dict[str, Any] = {"test": {}, "valid": {}, "variants": {}, "extra": {},
@@ -130,13 +130,14 @@ def run_rerankers(
         m = Mined(groups=[], valid=[], test=[])
         m.valid = rank_lists(pools, fuse, m)
         d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress,
-                                   query_kinds=mined.trains_short, code=code, tokens=tokens)
+                                   query_kinds=mined.trains_short, code=built.code, tokens=tokens,
+                                   text=built.text)
         extra_sets[set_name] = (m, d)
         results["extra"][set_name] = {}
     ranks: dict[str, np.ndarray] = {"hybrid (top 100)": first["test"]}
     trained: dict[str, VariantResult] = {}
     for name in names:
-        vr, data, perm = train_named(name, base_data, code, fs, store.schema.to_dict(), mined, out_dir, encoder,
+        vr, data, perm = train_named(name, base_data, built, fs, store.schema.to_dict(), mined, out_dir, encoder,
                                      tcfg, progress, log)
         results["test"][name] = metrics_from_ranks(vr.test_ranks)
         results["valid"][name] = metrics_from_ranks(vr.valid_ranks)
@@ -149,7 +150,7 @@ def run_rerankers(
         for set_name, (m, d) in extra_sets.items():
             # the base items' features (tickets first, as in every set), so that the shuffled ablation's
             # permutation of them applies here too
-            dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=variant_data(d, name, code).pair,
+            dx = TrainData(tokens=d.tokens, feats=base_data.feats, pair=variant_data(d, name, built).pair,
                            groups=[], valid=[])
             scores = vr.scores(dx, m.valid, perm)
             results["extra"][set_name][name] = metrics_from_ranks(reranked_ranks(m.valid, scores))
@@ -158,7 +159,8 @@ def run_rerankers(
     comparisons = {}
     for a, b in (("rerank-concat", "rerank-cross"), ("hybrid (top 100)", "rerank-cross"),
                  ("hybrid (top 100)", "rerank-linear"), ("rerank-linear", "rerank-cross+pair"),
-                 ("rerank-linear-nocode", "rerank-linear"), ("rerank-linear", "rerank-cross+pair+code"),
+                 ("rerank-linear-nocode", "rerank-linear"), ("rerank-linear-notext", "rerank-linear"),
+                 ("rerank-linear", "rerank-cross+pair+code"),
                  ("hybrid (top 100)", "rerank-cross+pair"),
                  ("rerank-cross", "rerank-cross+pair"), ("rerank-cross+pair", "rerank-cross+pair+code"),
                  ("rerank-cross-shuffled", "rerank-cross"),

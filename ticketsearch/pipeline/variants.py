@@ -18,7 +18,7 @@ from ticketsearch.errors import RequestError, TicketsearchError
 from ticketsearch.index_data.features import FeatureSpace
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.pipeline.general import L2, fit_linear, general_inputs, linear_scores, list_scores
-from ticketsearch.pipeline.mining import DROPOUT, Mined, calibration_meta, without_code
+from ticketsearch.pipeline.mining import DROPOUT, Mined, calibration_meta, pair_columns
 from ticketsearch.pipeline.pairs import RERANK_DEPTH
 from ticketsearch.rerank.general import LINEAR_KIND, SHIPPED, LinearPairModel, load_general, save_general
 from ticketsearch.rerank.lambdamart import LambdaMART, available, ltr_inputs
@@ -29,6 +29,14 @@ from ticketsearch.rerank.train import RankList, TrainConfig, TrainData, rerank_s
 from ticketsearch.results import TRAIN_VARIANTS
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The optional pair-input columns: those training data was built with, or those a variant reads."""
+
+    text: bool = False  # `pair_features.TEXT_COLUMNS`
+    code: bool = False  # `pair_features.CODE_COLUMNS`
 
 
 @dataclass
@@ -79,15 +87,19 @@ def ltr_train_lists(mined: Mined) -> list[RankList]:
 def train_variant(
     name: str, data: TrainData, fs: FeatureSpace, schema_dict: dict, mined: Mined, arch: str, with_pair: bool,
     out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool, log: Callable[[str], None],
-    prior: bool = True, ltr_train: Sequence[RankList] | None = None, code: bool = False,
+    prior: bool = True, ltr_train: Sequence[RankList] | None = None, code: bool = False, text: bool = False,
 ) -> VariantResult:
     """Train one variant and save it in `out_dir/name`; with `ltr_train` (LambdaMART's training lists), a
     LambdaMART stage on top of the fusion model, early-stopped on the validation lists, saved beside it;
-    `code`: its pair inputs end with the code terms' agreement (`data.pair` gives them)."""
+    `code`: its pair inputs end with the code terms' agreement, `text` (a linear model's only) have the text
+    columns before them (`data.pair` gives both)."""
     kinds = with_pair and mined.trains_short
     code = with_pair and code
     if arch == "linear":
-        return train_linear(name, data, schema_dict, mined, out_dir, encoder, kinds, code, log)
+        return train_linear(name, data, schema_dict, mined, out_dir, encoder, kinds, Columns(with_pair and text, code),
+                            log)
+    if text:
+        raise ValueError("only the linear variant reads the text columns")
     cfg = RerankConfig(feat_dim=fs.dim, text_dim=encoder.dim, arch=arch,  # type: ignore[arg-type]  # arch comes from VARIANTS, whose values are the Literal
                        pair_dim=pair_dim(fs.schema, kinds, code) if with_pair else 0, dropout=DROPOUT,
                        cosine_prior=prior, query_kinds=kinds, code=code)
@@ -133,7 +145,7 @@ def train_record(mined: Mined, seconds: float) -> dict[str, Any]:
 
 
 def train_linear(name: str, data: TrainData, schema_dict: dict, mined: Mined, out_dir: Path, encoder: Encoder,
-                 kinds: bool, code: bool, log: Callable[[str], None]) -> VariantResult:
+                 kinds: bool, cols: Columns, log: Callable[[str], None]) -> VariantResult:
     """The linear variant: a logistic regression on the pair inputs of the fusion model's training pairs (no
     token states, no candidate vectors), saved in `out_dir/name` as a linear reranker (`rerank.general`)."""
     log(f"    training {name} ({len(data.groups)} train queries, {len(data.valid)} validation queries)")
@@ -145,7 +157,7 @@ def train_linear(name: str, data: TrainData, schema_dict: dict, mined: Mined, ou
     model_dir = out_dir / name
     shutil.rmtree(model_dir, ignore_errors=True)  # a variant's directory holds only what this training wrote
     save_general(model_dir, model, {
-        "name": name, "schema": schema_dict, "query_kinds": kinds, "code": code, "l2": L2,
+        "name": name, "schema": schema_dict, "query_kinds": kinds, "code": cols.code, "text": cols.text, "l2": L2,
         "encoder": encoder.key, "encoder_model": encoder.name, **calibration_meta(val_scores, mined.valid),
         "train": train_record(mined, seconds),
         "rerank_depth": RERANK_DEPTH}, kind=LINEAR_KIND)
@@ -178,10 +190,13 @@ def first_stage_ranks(lists: Sequence[RankList]) -> np.ndarray:
 # stayed at the random order of the top 100 on hadoop and hive (docs/RESULTS.md). "-noprior" rows are the
 # article's models as specified, kept for the comparison.
 VARIANTS: dict[str, dict[str, Any]] = {
-    # a logistic regression on the pair inputs (and the code terms' agreement) alone: what the fusion models
-    # start from; the simplest variant, preferred where no other validates clearly better (`OCCAM_MARGIN`)
-    "rerank-linear": {"arch": "linear", "pair": True, "code": True},
-    "rerank-linear-nocode": {"arch": "linear", "pair": True, "optional": True},  # ablation: without the code columns
+    # a logistic regression on the pair inputs (with the text columns and the code terms' agreement) alone: what
+    # the fusion models start from; the simplest variant, preferred where no other validates clearly better
+    # (`OCCAM_MARGIN`)
+    "rerank-linear": {"arch": "linear", "pair": True, "code": True, "text": True},
+    # ablations: without the code columns, without the text columns
+    "rerank-linear-nocode": {"arch": "linear", "pair": True, "text": True, "optional": True},
+    "rerank-linear-notext": {"arch": "linear", "pair": True, "code": True, "optional": True},
     "rerank-concat": {"arch": "concat", "pair": False},
     "rerank-cross": {"arch": "cross", "pair": False},
     "rerank-cross+pair": {"arch": "cross", "pair": True},
@@ -222,11 +237,23 @@ def needs_tokens(names: Sequence[str]) -> bool:
     return any(VARIANTS[n]["arch"] != "linear" for n in names)
 
 
-def variant_data(base: TrainData, name: str, code: bool) -> TrainData:
-    """Variant `name`'s training data from `base` (built with the code columns when `code`): its pair inputs
-    are none, all of them, or all but the code columns."""
+def variant_columns(name: str) -> Columns:
+    """The optional columns variant `name` reads."""
     spec = VARIANTS[name]
-    pair = None if not spec["pair"] else base.pair if spec.get("code") or not code else without_code(base.pair)
+    return Columns(bool(spec.get("text")), bool(spec.get("code")))
+
+
+def built_columns(names: Sequence[str]) -> Columns:
+    """The optional columns training data for these variants is built with: those any of them reads."""
+    return Columns(any(variant_columns(n).text for n in names), any(variant_columns(n).code for n in names))
+
+
+def variant_data(base: TrainData, name: str, built: Columns) -> TrainData:
+    """Variant `name`'s training data from `base` (built with the `built` columns): no pair inputs, or those it
+    reads (`mining.pair_columns`)."""
+    want = variant_columns(name)
+    pair = (None if not VARIANTS[name]["pair"]
+            else pair_columns(base.pair, built.text, built.code, want.text, want.code))
     return TrainData(tokens=base.tokens, feats=base.feats, pair=pair, groups=base.groups, valid=base.valid)
 
 
@@ -240,17 +267,18 @@ def feature_perm(tcfg: TrainConfig, n: int) -> np.ndarray | None:
     return np.random.default_rng(tcfg.seed).permutation(n) if tcfg.shuffle_features else None
 
 
-def train_named(name: str, base: TrainData, code: bool, fs: FeatureSpace, schema_dict: dict, mined: Mined,
+def train_named(name: str, base: TrainData, built: Columns, fs: FeatureSpace, schema_dict: dict, mined: Mined,
                 out_dir: Path, encoder: Encoder, tcfg: TrainConfig, progress: bool,
                 log: Callable[[str], None]) -> tuple[VariantResult, TrainData, np.ndarray | None]:
-    """Train variant `name` (`VARIANTS`) on `base` (built with the code columns when `code`); return it, the
-    data it reads and its feature permutation (scoring more lists needs both)."""
+    """Train variant `name` (`VARIANTS`) on `base` (built with the `built` columns); return it, the data it
+    reads and its feature permutation (scoring more lists needs both)."""
     spec = VARIANTS[name]
-    data = variant_data(base, name, code)
+    data = variant_data(base, name, built)
     vcfg = variant_config(name, tcfg)
     vr = train_variant(name, data, fs, schema_dict, mined, spec["arch"], spec["pair"], out_dir, encoder, vcfg,
                        progress, log, prior=spec.get("prior", True),
-                       ltr_train=ltr_train_lists(mined) if spec.get("ltr") else None, code=bool(spec.get("code")))
+                       ltr_train=ltr_train_lists(mined) if spec.get("ltr") else None, code=bool(spec.get("code")),
+                       text=bool(spec.get("text")))
     return vr, data, feature_perm(vcfg, len(data.feats))
 
 
