@@ -34,7 +34,7 @@ demo: $(STAMP)
 # Two workers (pytest-xdist), a test module's tests in one of them; Ray modules take turns (a file lock in
 # tests/conftest.py). Every module passes alone and in any order: --test-order reverse or random:SEED checks it.
 test: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 # ruff over the code, scripts and tests; mypy over the package as it lies in the tree (ticketsearch/'s links to
 # the card's folders are the installed layout: ticketsearch/index_data -> ../index_data, and so on).

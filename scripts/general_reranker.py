@@ -32,7 +32,8 @@ from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstr
 from ticketsearch.settings import get_settings
 
 
-def mined_inputs(index: Path, train_before: str, test_since: str, first_queries: int | None = None) -> GeneralInputs:
+def mined_inputs(index: Path, train_before: str, test_since: str, first_queries: int | None = None,
+                 text: bool = False) -> GeneralInputs:
     d = IndexDir(index)
     manifest = load_manifest(d)
     settings = index_settings(manifest, get_settings())
@@ -43,7 +44,7 @@ def mined_inputs(index: Path, train_before: str, test_since: str, first_queries:
                      parse_datetime(test_since))
         if first_queries is not None:  # a young project: only its first N train duplicates
             mined.groups = sorted(mined.groups, key=lambda g: inp.ev.created[g.query])[:first_queries]
-        return general_inputs(store, inp, encoder, index, mined)
+        return general_inputs(store, inp, encoder, index, mined, text=text)
 
 
 def main() -> None:
@@ -54,18 +55,19 @@ def main() -> None:
     ap.add_argument("--test-since", default="2016-01-01")
     ap.add_argument("--save", type=Path, help="write the trained model here (config.json + model.safetensors)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--text", action="store_true", help="with the text columns (`pairs.TextScores`)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    sources = [mined_inputs(i, args.train_before, args.test_since) for i in args.train]
+    sources = [mined_inputs(i, args.train_before, args.test_since, text=args.text) for i in args.train]
     names = [i.parent.name for i in args.train]
-    model, meta = fit_general(sources, names)
+    model, meta = fit_general(sources, names, text=args.text)
     out: dict[str, Any] = {"train": names, "weights": model.weights.tolist(), "bias": model.bias,
                            "meta": meta, "applied": {}}
     print(f"trained on {names}: {meta['train_queries']} queries, {meta['train_pairs']} pairs; weights "
           f"{np.round(model.weights, 3).tolist()} bias {model.bias:.3f}", flush=True)
     for index in [*args.train, *args.apply]:
         g = sources[args.train.index(index)] if index in args.train else mined_inputs(
-            index, args.train_before, args.test_since)
+            index, args.train_before, args.test_since, text=args.text)
         row: dict[str, Any] = {}
         for part, lists in (("valid", g.mined.valid), ("test", g.mined.test)):
             first = first_stage_ranks(lists)

@@ -85,7 +85,8 @@ def main() -> None:
                 soup.eval()
                 comp[f"{name} soup"] = {k: rerank_scores(soup, data, lists, perm) for k, lists in sets.items()}
         model, meta = load_general(args.general or SHIPPED)
-        g = general_inputs(store, inp, encoder, args.index, mined, False, query_kinds=bool(meta.get("query_kinds")))
+        g = general_inputs(store, inp, encoder, args.index, mined, False, query_kinds=bool(meta.get("query_kinds")),
+                           text=bool(meta.get("text")))
         comp["general"] = {k: list_scores(model, g, lists) for k, lists in sets.items()}
         comp["first stage"] = {k: [-np.arange(len(r.candidates), dtype=float) for r in lists]
                                for k, lists in sets.items()}

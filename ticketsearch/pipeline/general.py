@@ -29,10 +29,11 @@ class GeneralInputs:
 
 
 def general_inputs(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_dir: Path, mined: Mined,
-                   progress: bool = False, query_kinds: bool = False) -> GeneralInputs:
-    """`query_kinds`: lay the pair inputs out by query kind, as a general model trained so would need them."""
+                   progress: bool = False, query_kinds: bool = False, text: bool = False) -> GeneralInputs:
+    """`query_kinds`: lay the pair inputs out by query kind, as a general model trained so would need them;
+    `text`: with the text columns (`pairs.TextScores`)."""
     data, _, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
-                                  pair_schema=GENERAL_SCHEMA, query_kinds=query_kinds, tokens=False)
+                                  pair_schema=GENERAL_SCHEMA, query_kinds=query_kinds, tokens=False, text=text)
     return GeneralInputs(mined, data)
 
 
@@ -70,9 +71,11 @@ def list_scores(model: LinearPairModel, g: GeneralInputs, lists: Sequence[RankLi
     return linear_scores(model, g.data, lists)
 
 
-def fit_general(sources: Sequence[GeneralInputs], names: Sequence[str]) -> tuple[LinearPairModel, dict[str, Any]]:
+def fit_general(sources: Sequence[GeneralInputs], names: Sequence[str],
+                text: bool = False) -> tuple[LinearPairModel, dict[str, Any]]:
     """One logistic regression on the training pairs of every source (each source's pairs weighted equally
-    per pair), calibrated on their validation lists together."""
+    per pair), calibrated on their validation lists together; `text`: the sources were built with the text
+    columns (`general_inputs(text=True)`), and the model says so."""
     parts = [train_pairs(g) for g in sources]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
@@ -82,6 +85,6 @@ def fit_general(sources: Sequence[GeneralInputs], names: Sequence[str]) -> tuple
     valid = [r for g in sources for r in g.mined.valid]
     meta = {"name": "general", "trained_on": list(names), "train_pairs": int(len(y)),
             "train_queries": int(sum(len(g.mined.groups) for g in sources)), "l2": L2,
-            "query_kinds": False, "rerank_depth": 100,
+            "query_kinds": False, "text": text, "rerank_depth": 100,
             **calibration_meta(val_scores, valid)}
     return model, meta

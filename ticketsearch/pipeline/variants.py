@@ -177,7 +177,8 @@ def general_ranker(store: TicketStore, inp: EvalInputs, encoder: Encoder, index_
     except TicketsearchError:
         return None
     # the pair inputs laid out as the general model was trained, whatever the lists' own model uses
-    g = general_inputs(store, inp, encoder, index_dir, mined, progress, query_kinds=bool(meta.get("query_kinds")))
+    g = general_inputs(store, inp, encoder, index_dir, mined, progress, query_kinds=bool(meta.get("query_kinds")),
+                       text=bool(meta.get("text")))
     return lambda lists: reranked_ranks(lists, list_scores(model, g, lists))
 
 
