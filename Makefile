@@ -31,8 +31,9 @@ demo: $(STAMP)
 	$(BIN)/ticketsearch explain --index $(DEMO)/index --like SUP-1900 --out $(DEMO)/explain.png
 	scripts/demo_serve.sh $(BIN) $(DEMO)/index $(PORT)
 
-# Two workers (pytest-xdist), a test module's tests in one of them; Ray modules take turns (a file lock in
-# tests/conftest.py). Every module passes alone and in any order: --test-order reverse or random:SEED checks it.
+# Two workers (pytest-xdist), a test module's tests in one of them; the Ray modules (test_ray_*.py) are one work
+# unit, run one after another on one worker (tests/conftest.py), so that none holds the other worker idle.
+# Every module passes alone and in any order: --test-order reverse or random:SEED checks it.
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 

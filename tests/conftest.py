@@ -54,6 +54,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+RAY_SCOPE = "ray"  # the modules named test_ray_*.py (each starts a local Ray instance: `local_ray`)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `--dist loadfile`, the Ray modules are one work unit, run one after another on one worker, where
+    each would otherwise hold the other worker idle on the Ray lock (`local_ray`) while it ran its own."""
+    if config.getoption("dist", None) != "loadfile":
+        return None  # xdist's own scheduler
+    from xdist.scheduler import LoadFileScheduling
+
+    class RayModulesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return RAY_SCOPE if Path(path).name.startswith("test_ray_") else path
+
+    return RayModulesTogether(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own reordering, which still groups parametrized fixtures
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     order: str = config.getoption("--test-order")
