@@ -53,7 +53,9 @@ _JVM = ("java.", "javax.", "sun.", "jdk.", "com.sun.")
 TOP_FRAMES = 3  # frames kept from the top of each trace
 _EXCEPTION = re.compile(r"\b([A-Z][A-Za-z0-9]*(?:Exception|Error|Failure|Fault))\b")
 _CAPS_CODE = re.compile(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9])\b")
-_NUMBERED = re.compile(r"\b(?:error|code|errno|status)\s*(?:code)?\s*[:#=]?\s*\[?(\d{3,6})\b", re.IGNORECASE)
+# read from the lower-cased text (ASCII case-insensitive), which is faster than re.IGNORECASE
+_NUMBERED = re.compile(r"\b(?:error|code|errno|status)\s*(?:code)?\s*[:#=]?\s*\[?(\d{3,6})\b")
+_EXCEPTION_ENDS = ("Exception", "Error", "Failure", "Fault")  # a text without any has no exception class
 CODE_SCAN_CHARS = 20_000  # code terms are read from the first this many characters of a ticket's text
 
 
@@ -75,9 +77,11 @@ def code_terms(text: str) -> frozenset[str]:
     """The code terms of a ticket's text (top frames, exception classes, error codes), each kind prefixed so
     that equal strings of two kinds stay apart."""
     t = (text or "")[:CODE_SCAN_CHARS]
+    # each pattern only where the text has what it needs (a frame's "at ", an exception's ending, a code's "_")
     frames = {"at:" + f for f in top_frames(t)} if "at " in t else set()
-    return frozenset(frames | {"x:" + e for e in _EXCEPTION.findall(t)} | {"c:" + c for c in _CAPS_CODE.findall(t)}
-                     | {"e:" + n for n in _NUMBERED.findall(t)})
+    exceptions = {"x:" + e for e in _EXCEPTION.findall(t)} if any(w in t for w in _EXCEPTION_ENDS) else set()
+    codes = {"c:" + c for c in _CAPS_CODE.findall(t)} if "_" in t else set()
+    return frozenset(frames | exceptions | codes | {"e:" + n for n in _NUMBERED.findall(t.lower())})
 
 
 def code_agreement(query_terms: frozenset[str], candidate_terms: Sequence[frozenset[str]]) -> np.ndarray:
