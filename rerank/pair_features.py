@@ -53,8 +53,9 @@ _JVM = ("java.", "javax.", "sun.", "jdk.", "com.sun.")
 TOP_FRAMES = 3  # frames kept from the top of each trace
 _EXCEPTION = re.compile(r"\b([A-Z][A-Za-z0-9]*(?:Exception|Error|Failure|Fault))\b")
 _CAPS_CODE = re.compile(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9])\b")
-# read from the lower-cased text (ASCII case-insensitive), which is faster than re.IGNORECASE
-_NUMBERED = re.compile(r"\b(?:error|code|errno|status)\s*(?:code)?\s*[:#=]?\s*\[?(\d{3,6})\b")
+_NUMBERED_AT = r"\b(?:error|code|errno|status)\s*(?:code)?\s*[:#=]?\s*\[?(\d{3,6})\b"
+_NUMBERED = re.compile(_NUMBERED_AT, re.IGNORECASE)
+_NUMBERED_LOWER = re.compile(_NUMBERED_AT)  # on an ASCII text lower-cased: the same matches, faster
 _EXCEPTION_ENDS = ("Exception", "Error", "Failure", "Fault")  # a text without any has no exception class
 CODE_SCAN_CHARS = 20_000  # code terms are read from the first this many characters of a ticket's text
 
@@ -81,7 +82,8 @@ def code_terms(text: str) -> frozenset[str]:
     frames = {"at:" + f for f in top_frames(t)} if "at " in t else set()
     exceptions = {"x:" + e for e in _EXCEPTION.findall(t)} if any(w in t for w in _EXCEPTION_ENDS) else set()
     codes = {"c:" + c for c in _CAPS_CODE.findall(t)} if "_" in t else set()
-    return frozenset(frames | exceptions | codes | {"e:" + n for n in _NUMBERED.findall(t.lower())})
+    numbered = _NUMBERED_LOWER.findall(t.lower()) if t.isascii() else _NUMBERED.findall(t)
+    return frozenset(frames | exceptions | codes | {"e:" + n for n in numbered})
 
 
 def code_agreement(query_terms: frozenset[str], candidate_terms: Sequence[frozenset[str]]) -> np.ndarray:

@@ -45,10 +45,11 @@ class MinedIndex:
 
 
 @contextmanager
-def mined_index(args: Any, code: bool = False, progress: bool = False, tokens: bool = True) -> Iterator[MinedIndex]:
+def mined_index(args: Any, code: bool = False, progress: bool = False, tokens: bool = True,
+                text: bool = False) -> Iterator[MinedIndex]:
     """`args.index` open, its train / validation / test lists mined at `args.train_before` / `args.test_since`
-    with the index's fusion, and their training data with the pair inputs (`code`: and the code columns;
-    `tokens` False: no token states, for scripts that train only linear models)."""
+    with the index's fusion, and their training data with the pair inputs (`code`: and the code columns; `text`:
+    and the text columns; `tokens` False: no token states, for scripts that train only linear models)."""
     manifest = Manifest.load(args.index)
     settings = index_settings(manifest, get_settings())
     with TicketStore(IndexDir(args.index).store_path) as store:
@@ -57,5 +58,5 @@ def mined_index(args: Any, code: bool = False, progress: bool = False, tokens: b
         mined = mine(store, inp, manifest.fusion, settings.fusion_depth, parse_datetime(args.train_before),
                      parse_datetime(args.test_since))
         base, fs, _ = build_train_data(store, inp, encoder, args.index, mined, with_pair=True, progress=progress,
-                                       code=code, tokens=tokens)
+                                       code=code, tokens=tokens, text=text)
         yield MinedIndex(manifest, settings, store, encoder, inp, mined, base, fs)

@@ -25,7 +25,7 @@ from experiment_args import experiment_index_parser, mined_index
 
 from ticketsearch.atomic import atomic_write_json
 from ticketsearch.pipeline.general import general_inputs, list_scores
-from ticketsearch.pipeline.variants import VARIANTS, train_named
+from ticketsearch.pipeline.variants import built_columns, train_named
 from ticketsearch.rerank.general import SHIPPED, load_general
 from ticketsearch.rerank.train import RankList, TrainConfig, rerank_scores, reranked_ranks
 from ticketsearch.retrieval.evaluation import metrics_from_ranks, paired_bootstrap
@@ -58,8 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     out: dict[str, Any] = {"index": str(args.index), "seeds": args.seeds, "variants": args.variants, "rows": {}}
     t0 = time.perf_counter()
-    code = any(VARIANTS[n].get("code") for n in args.variants)
-    with mined_index(args, code=code) as mi, tempfile.TemporaryDirectory() as tmp:
+    built = built_columns(args.variants)
+    with mined_index(args, code=built.code, text=built.text) as mi, tempfile.TemporaryDirectory() as tmp:
         store, inp, encoder, mined, base, fs = mi.store, mi.inp, mi.encoder, mi.mined, mi.base, mi.fs
         print(f"mined {len(mined.groups)} / {len(mined.valid)} / {len(mined.test)} in {time.perf_counter() - t0:.0f} s",
               flush=True)
@@ -69,13 +69,13 @@ def main() -> None:
             states = []
             for seed in range(args.seeds):
                 tcfg = TrainConfig(time_budget_s=args.budget, seed=seed, init_seed=0 if args.same_init else None)
-                vr, data, perm = train_named(name, base, code, fs, store.schema.to_dict(), mined, Path(tmp), encoder,
+                vr, data, perm = train_named(name, base, built, fs, store.schema.to_dict(), mined, Path(tmp), encoder,
                                              tcfg, False, lambda s: None)
                 comp[f"{name}#{seed}"] = {k: vr.scores(data, lists, perm) for k, lists in sets.items()}
                 states.append({k: v.clone() for k, v in vr.model.state_dict().items()})
                 print(f"  {name} seed {seed}: {vr.seconds:.0f} s, valid MRR {vr.valid_mrr:.3f}", flush=True)
             if name == args.variants[0]:  # its logistic start alone: the pair inputs and the cosine, no deep part
-                vr0, data0, perm0 = train_named(name, base, code, fs, store.schema.to_dict(), mined, Path(tmp),
+                vr0, data0, perm0 = train_named(name, base, built, fs, store.schema.to_dict(), mined, Path(tmp),
                                                 encoder, TrainConfig(epochs=0), False, lambda s: None)
                 comp[f"{name} epoch 0"] = {k: vr0.scores(data0, lists, perm0) for k, lists in sets.items()}
             if args.same_init:

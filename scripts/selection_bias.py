@@ -21,7 +21,7 @@ import numpy as np
 from experiment_args import experiment_index_parser, mined_index
 
 from ticketsearch.atomic import atomic_write_json
-from ticketsearch.pipeline.variants import VARIANTS, first_stage_ranks, general_ranker, train_named
+from ticketsearch.pipeline.variants import built_columns, first_stage_ranks, general_ranker, train_named
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.retrieval.evaluation import metrics_from_ranks
 
@@ -53,11 +53,11 @@ def main() -> None:
     args = ap.parse_args()
     rows: dict[str, Any] = {}
     t0 = time.perf_counter()
-    code = any(VARIANTS[n].get("code") for n in args.variants)
-    with mined_index(args, code=code) as mi, tempfile.TemporaryDirectory() as tmp:
+    built = built_columns(args.variants)
+    with mined_index(args, code=built.code, text=built.text) as mi, tempfile.TemporaryDirectory() as tmp:
         store, inp, encoder, mined, base, fs = mi.store, mi.inp, mi.encoder, mi.mined, mi.base, mi.fs
         for name in args.variants:
-            vr, _, _ = train_named(name, base, code, fs, store.schema.to_dict(), mined, Path(tmp), encoder,
+            vr, _, _ = train_named(name, base, built, fs, store.schema.to_dict(), mined, Path(tmp), encoder,
                                    TrainConfig(time_budget_s=900), False, lambda s: None)
             best = int(np.argmax([np.mean(1 / r) for r in vr.epoch_ranks]))
             rows[name] = {"epochs": len(vr.epoch_ranks), "best_epoch": best,

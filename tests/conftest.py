@@ -57,6 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 RAY_SCOPE = "ray"  # the modules named test_ray_*.py (each starts a local Ray instance: `local_ray`)
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (-p no:xdist) there is no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With `--dist loadfile`, the Ray modules are one work unit, run one after another on one worker, where
     each would otherwise hold the other worker idle on the Ray lock (`local_ray`) while it ran its own."""

@@ -22,8 +22,9 @@ from ticketsearch.pipeline.folds import OCCAM_MARGIN
 from ticketsearch.pipeline.search import SearchPipeline
 from ticketsearch.pipeline.training import train_index
 from ticketsearch.pipeline.variants import AUTO_VARIANTS, VARIANTS, train_variants
+from ticketsearch.requests import SearchRequest
 from ticketsearch.rerank.general import GeneralReranker, LinearReranker
-from ticketsearch.rerank.pair_features import KIND_COLUMNS, pair_dim
+from ticketsearch.rerank.pair_features import CODE_COLUMNS, KIND_COLUMNS, TEXT_COLUMNS, pair_dim
 from ticketsearch.rerank.train import TrainConfig
 from ticketsearch.results import TRAIN_VARIANTS, TrainParams
 from ticketsearch.service.cli import app
@@ -50,6 +51,15 @@ def test_the_linear_model_reranks_without_token_states_or_candidate_vectors(
         rest = [h.rerank_score for h in out.hits if not h.near_copy]
         assert all(x is not None for x in rest) and rest == sorted(rest, reverse=True)  # type: ignore[type-var]
         assert all(0.0 <= h.probability <= 1.0 for h in out.hits if h.probability is not None)
+        # a BM25-only search reranked by it still encodes the query: its cosines are pair inputs, never zeros
+        req = SearchRequest.of("refund missing after a double charge", method="bm25")
+        q, cands = s.retrieve(req, "bm25", s.rerank_depth, False, True)
+        assert q.vector is not None and q.title_vector is not None
+        s.complete(q, cands, s.rerank_depth)
+        pair = s.pair_inputs(q, cands, s.candidate_rows(cands, cands.row_ids[:s.rerank_depth]))
+        assert pair is not None and (pair[:, 0] != 0).all() and (pair[:, -CODE_COLUMNS - TEXT_COLUMNS] != 0).all()
+        q, _ = s.retrieve(req, "bm25", 10, False, False)  # not reranked: not encoded
+        assert q.vector is None
     finally:
         s.close()
 

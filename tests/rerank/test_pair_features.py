@@ -171,6 +171,10 @@ def test_code_terms_read_frames_exceptions_and_error_codes() -> None:
     assert "e:10004" in code_terms("FAILED: SemanticException [Error 10004]: Line 1:7 Invalid table alias")
     assert code_terms("The page is slow when I open my invoices.") == frozenset()
     assert code_terms("") == frozenset()
+    # numbered errors in any case; a text that is not ASCII read case-insensitively as Unicode has it (the fast
+    # path lower-cases ASCII texts only: "ſ" matches "s" and "İ" lower-cases to two characters)
+    assert code_terms("ERROR CODE: 500 then Status=404") == frozenset({"e:500", "e:404"})
+    assert code_terms("ſtatus 404") == frozenset({"e:404"}) and code_terms("İerror 500") == frozenset()
 
 
 def test_code_agreement_is_the_share_of_the_smaller_set() -> None:

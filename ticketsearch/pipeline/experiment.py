@@ -135,8 +135,8 @@ def run_experiment(
             if tuned is not None:  # the index now searches with the tuned encoder: the rerankers train on it
                 encoder, inp, chosen = tuned
                 test = pools(main, test_q)
-                test_win = pools(main, test_q, window_days=cfg.window_days)
-                test_hard = pools(main, test_q, exclude_easy=True)
+                test_win = pools(main, test_q, window_days=cfg.window_days, text=True)
+                test_hard = pools(main, test_q, exclude_easy=True, text=True)
         else:
             log("[5/6] the encoder stays as it is (--no-tune-encoder)")
         results["reranks"] = "hybrid-tuned" if cfg.tune_encoder and results["tune_encoder"]["installed"] else "hybrid"

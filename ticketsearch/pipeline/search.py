@@ -257,10 +257,11 @@ class SearchPipeline:
         self, text: str | None = None, *, title: str | None = None, like: str | None = None,
         fields: dict[str, Any] | None = None, filters: dict[str, list[Any]] | None = None,
         before: str | datetime | None = None, after: str | datetime | None = None,
-        method: str = "hybrid", tokens: bool = False,
+        method: str = "hybrid", tokens: bool = False, vectors: bool = False,
     ) -> Query:
-        """Build the query once: its text, vectors (and token states when `tokens`), typed fields and time."""
-        o = self.query_options(fields, filters, before, after, method, tokens)
+        """Build the query once: its text, vectors (and token states when `tokens`), typed fields and time.
+        `vectors`: encode the query whatever the method fuses (a reranker reads its cosines)."""
+        o = self.query_options(fields, filters, before, after, method, tokens, vectors)
         if like is not None:
             if text or title:
                 raise QueryError("give either a query text or --like ID, not both")
@@ -288,14 +289,16 @@ class SearchPipeline:
 
     def query_options(self, fields: dict[str, Any] | None, filters: dict[str, list[Any]] | None,
                       before: str | datetime | None, after: str | datetime | None, method: str,
-                      tokens: bool) -> QueryOptions:
-        """A query's options checked and typed, before anything is read or encoded."""
+                      tokens: bool, vectors: bool = False) -> QueryOptions:
+        """A query's options checked and typed, before anything is read or encoded. The query is encoded where
+        the method fuses a vector list, the reranker reads token states (`tokens`) or its pair inputs' cosines
+        (`vectors`: training computed them for every query, so search never leaves them at zero)."""
         values = self.field_values(fields)
         checked = as_filters(checked_fields(self.schema, filters or {}, "filters", is_filter=True)) or None
         before_dt, after_dt = as_datetime(before, "before"), as_datetime(after, "after")
         use = fusion_weights(self.manifest, method)
-        return QueryOptions(values, checked, before_dt, after_dt, tokens or bool(use.keys() & {"dense", "title"}),
-                            tokens)
+        return QueryOptions(values, checked, before_dt, after_dt,
+                            tokens or vectors or bool(use.keys() & {"dense", "title"}), tokens)
 
     def like_query(self, like: str, o: QueryOptions) -> Query:
         """The query of a search like the indexed ticket `like` (one read of it: `like_ticket`)."""
@@ -314,12 +317,17 @@ class SearchPipeline:
         return q
 
     # ---- stage 1: candidates ------------------------------------------------------------------------
+    def reads_cosines(self, rerank: bool) -> bool:
+        """Whether a search that reranks (`rerank`) needs the query's vectors for the reranker's pair inputs."""
+        return rerank and self.reranker is not None and self.reranker.uses_pair
+
     def retrieve(self, req: SearchRequest, method: str, depth: int, tokens: bool,
                  rerank: bool) -> tuple[Query, Candidates]:
         """The query and its candidates (`first_stage`); "encode" in the candidates' timings."""
         t0 = time.perf_counter()
         q = self.query(req.text, title=req.title, like=req.like, fields=req.fields, filters=req.filters,
-                       before=req.created_before, after=req.created_after, method=method, tokens=tokens)
+                       before=req.created_before, after=req.created_after, method=method, tokens=tokens,
+                       vectors=self.reads_cosines(rerank))
         encode_ms = (time.perf_counter() - t0) * 1000
         cands = self.first_stage(q, method, depth, rerank)
         cands.timings_ms = {"encode": encode_ms, **cands.timings_ms}

@@ -227,7 +227,8 @@ class ShardedSearch(SearchPipeline):
         if len(self.shards) > 1 or req.like is None or req.text or req.title:
             return super().retrieve(req, method, depth, tokens, rerank)
         t0 = time.perf_counter()
-        o = self.query_options(req.fields, req.filters, req.created_before, req.created_after, method, tokens)
+        o = self.query_options(req.fields, req.filters, req.created_before, req.created_after, method, tokens,
+                               self.reads_cosines(rerank))
         wants = self._wants_vectors(rerank)
         ask = ShardQuery(method, depth, None, None, "", None, o.filters, o.before, o.after, rows=depth, vectors=wants,
                          only=True, like=req.like, options=o)

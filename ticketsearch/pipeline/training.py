@@ -127,6 +127,9 @@ def run_rerankers(
     fuse = fusion_fn(fusion, depth)
     extra_sets: dict[str, tuple[Mined, TrainData]] = {}
     for set_name, pools in (extra or {}).items():
+        if built.text and any("bm25_title" not in p.scores for p in pools):  # before any training, not after
+            raise ValueError(f"the {set_name!r} pools were scored without the text columns' scores "
+                             "(kind_pools(text=True)), which rerank-linear reads")
         m = Mined(groups=[], valid=[], test=[])
         m.valid = rank_lists(pools, fuse, m)
         d, _, _ = build_train_data(store, inp, encoder, index_dir, m, with_pair=True, progress=progress,
