@@ -100,7 +100,7 @@ def main() -> None:
     from ticketsearch.pipeline.variants import needs_tokens
 
     # token states only when a trial (a fusion model) or a variant of the experiment reads them
-    tokens = bool(trials) or args.experiment is None or not args.experiment or needs_tokens(args.experiment)
+    tokens = bool(trials) or not args.experiment or needs_tokens(args.experiment)
     with mined_index(args, progress=True, tokens=tokens) as mi:
         manifest, settings, store, encoder, inp = mi.manifest, mi.settings, mi.store, mi.encoder, mi.inp
         mined, base, fs = mi.mined, mi.base, mi.fs

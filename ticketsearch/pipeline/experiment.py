@@ -81,10 +81,14 @@ def run_experiment(
         def pools(kind: QueryKind, queries: Any, **args: Any) -> list[QueryPool]:
             return kind_pools(inp, store, encoder, kind, queries, cfg.progress, **args)[0]
 
+        def reranked_sets() -> tuple[list[QueryPool], list[QueryPool]]:
+            """The test period with a candidate window and without easy duplicates, reranked as extra sets: with
+            the text columns' scores (`mining.build_train_data(text=True)`)."""
+            return (pools(main, test_q, window_days=cfg.window_days, text=True),
+                    pools(main, test_q, exclude_easy=True, text=True))
+
         val, test = pools(main, val_q), pools(main, test_q)
-        # reranked as extra sets: with the text columns' scores (`mining.build_train_data(text=True)`)
-        test_win = pools(main, test_q, window_days=cfg.window_days, text=True)
-        test_hard = pools(main, test_q, exclude_easy=True, text=True)
+        test_win, test_hard = reranked_sets()
         other = {k.label: (pools(k, val_q), pools(k, test_q)) for k in others}
         log(f"      {main.label} queries: validation {len(val)}, test {len(test)} ({len(test_win)} with a "
             f"{cfg.window_days}-day window, {len(test_hard)} without easy duplicates)"
@@ -135,8 +139,7 @@ def run_experiment(
             if tuned is not None:  # the index now searches with the tuned encoder: the rerankers train on it
                 encoder, inp, chosen = tuned
                 test = pools(main, test_q)
-                test_win = pools(main, test_q, window_days=cfg.window_days, text=True)
-                test_hard = pools(main, test_q, exclude_easy=True, text=True)
+                test_win, test_hard = reranked_sets()
         else:
             log("[5/6] the encoder stays as it is (--no-tune-encoder)")
         results["reranks"] = "hybrid-tuned" if cfg.tune_encoder and results["tune_encoder"]["installed"] else "hybrid"

@@ -118,8 +118,9 @@ def run_fold(
     `run_rerankers` does for the validation period; None when the fold has no train or no validation query. The
     fold's models are written under `work_dir` (beside the trained variants) and removed."""
     t0 = time.perf_counter()
+    built = built_columns(names)
     mined = mine(store, inp, fusion, depth, start, end, seed=tcfg.seed, encoder=encoder, train_kinds=train_kinds,
-                 eval_kinds=(), progress=progress, rejected=rejected)
+                 eval_kinds=(), progress=progress, rejected=rejected, text=built.text)
     if first_train_queries is not None:
         keep_first_groups(mined, inp, first_train_queries)
     if not mined.groups or not mined.valid:
@@ -128,7 +129,6 @@ def run_fold(
         return None
     log(f"    fold {start:%Y-%m-%d} to {end:%Y-%m-%d}: {len(mined.groups)} train queries before it, "
         f"{len(mined.valid)} validation queries in it")
-    built = built_columns(names)
     base, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
                                    code=built.code, tokens=needs_tokens(names), text=built.text)
     ranks: dict[str, np.ndarray] = {}

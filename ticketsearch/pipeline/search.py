@@ -461,7 +461,7 @@ class SearchPipeline:
     def title_query(self, title: str, bm25_query: str) -> str | None:
         """What BM25 of a query's title scores (`lexical.title_query`), where the reranker reads the text columns;
         None where it does not."""
-        return title_query(title, bm25_query) if getattr(self.reranker, "text", False) else None
+        return title_query(title, bm25_query) if self.reranker is not None and self.reranker.text else None
 
     def candidate_rows(self, cands: Candidates, row_ids: list[int], with_body: bool = False) -> list[StoredTicket]:
         return self.store.get_rows(row_ids, with_body=with_body)

@@ -97,8 +97,11 @@ def run_rerankers(
     if periods:  # only the folds nothing the index searches with has learned from
         periods = held_out_periods(periods, encoder_learned_before(index_dir), log)
     tcfg = tcfg or TrainConfig()
+    names = variants or default_variants()
+    built = built_columns(names)  # pair inputs built with the columns any variant reads, for all
     mined = mine(store, inp, fusion, depth, train_before, valid_before, seed=tcfg.seed, encoder=encoder,
-                 train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress, rejected=rejected)
+                 train_kinds=train_kinds, eval_kinds=eval_kinds, progress=progress, rejected=rejected,
+                 text=built.text)
     if first_train_queries is not None:  # a young project: only its first N train duplicates (by filing date)
         keep_first_groups(mined, inp, first_train_queries)
     if not mined.groups or not mined.valid:
@@ -108,8 +111,6 @@ def run_rerankers(
     log(f"    mined {len(mined.groups)} train queries ({', '.join(k.label for k in train_kinds)}; "
         f"{sum(len(g.negatives) for g in mined.groups)} negatives, {mined.feedback_negatives} of them rejected by "
         f"agents), {len(mined.valid)} validation and {len(mined.test)} test queries with their top {RERANK_DEPTH}")
-    names = variants or default_variants()
-    built = built_columns(names)  # pair inputs built with the columns any variant reads, for all
     tokens = needs_tokens(names)  # token states only for variants that read them
     base_data, fs, _ = build_train_data(store, inp, encoder, index_dir, mined, with_pair=True, progress=progress,
                                         code=built.code, tokens=tokens, text=built.text)
