@@ -7,7 +7,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,45 +155,82 @@ def built_index(tmp_path_factory: pytest.TempPathFactory, demo_file: Path, encod
     return index_dir
 
 
-# ---- an index of 1,000 generated tickets, and a copy of it with a trained reranker (service and pipeline) --
+# ---- an index of 1,000 generated tickets, and copies of it with a trained reranker (service and pipeline) -----
+# Each is built once per test run, by whichever worker asks first (the other waits on its lock instead of building
+# the same thing beside it on the same two cores), and never changed after: every worker tests its own copy.
+
+
+def _run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory this run's workers share: pytest-xdist puts each worker's base directory in it; without
+    xdist, the run's own base directory."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(directory)` run once per test run for `name`, under a file lock the workers share; the finished
+    directory appears whole (built beside, then renamed) and is read only by copying it (`own_copy`)."""
+    from filelock import FileLock
+
+    root = _run_dir(tmp_path_factory) / "built-once"
+    root.mkdir(exist_ok=True)
+    done = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_dir():
+            work = root / f"{name}.partial"
+            shutil.rmtree(work, ignore_errors=True)
+            build(work)
+            work.rename(done)
+    return done
+
+
+def own_copy(tmp_path_factory: pytest.TempPathFactory, source: Path, name: str) -> Path:
+    target = tmp_path_factory.mktemp(name) / "idx"
+    shutil.copytree(source, target)
+    return target
+
+
+def _pristine_index(tmp_path_factory: pytest.TempPathFactory, encoder: Any, settings: Settings) -> Path:
+    def build(target: Path) -> None:
+        from ticketsearch.index_data.ingest import ingest_file
+        from ticketsearch.index_data.schema import load_schema
+        from ticketsearch.index_data.store import TicketStore
+        from ticketsearch.index_dir import IndexDir
+        from ticketsearch.pipeline.ingest import build_index
+
+        data = write_jsonl(tmp_path_factory.mktemp("rr") / "d.jsonl", generate(1000, seed=11))
+        with TicketStore(IndexDir(target).store_path, schema=load_schema("support")) as store:
+            ingest_file(store, data, progress=False)
+            build_index(target, store, encoder, "minilm", settings=settings, progress=False)
+
+    return built_once(tmp_path_factory, "index", build)
 
 
 @pytest.fixture(scope="session")
 def index_dir(tmp_path_factory: pytest.TempPathFactory, encoder, settings) -> Path:
-    from ticketsearch.index_data.ingest import ingest_file
-    from ticketsearch.index_data.schema import load_schema
-    from ticketsearch.index_data.store import TicketStore
-    from ticketsearch.index_dir import IndexDir
-    from ticketsearch.pipeline.ingest import build_index
-
-    root = tmp_path_factory.mktemp("rr")
-    data = root / "d.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in generate(1000, seed=11)))
-    with TicketStore(IndexDir(root / "idx").store_path, schema=load_schema("support")) as store:
-        ingest_file(store, data, progress=False)
-        build_index(root / "idx", store, encoder, "minilm", settings=settings, progress=False)
-    return root / "idx"
+    return own_copy(tmp_path_factory, _pristine_index(tmp_path_factory, encoder, settings), "rr")
 
 
 @pytest.fixture(scope="session")
-def trained_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-
+def trained_index(tmp_path_factory: pytest.TempPathFactory, encoder, settings) -> Path:
     from typer.testing import CliRunner
 
     from ticketsearch.index_dir import IndexDir
     from ticketsearch.service.cli import app
 
-    runner = CliRunner()
-    target = tmp_path_factory.mktemp("trained") / "idx"
-    shutil.copytree(index_dir, target)
-    # installed whatever validation says: on demo data, where time no longer gives the answer away, the model
-    # barely beats the first stage (docs/RESULTS.md), and these tests are about serving an installed fusion model
-    # (token states, candidate vectors, attention: `linear_index` has the linear one)
-    res = runner.invoke(app, ["train", "--index", str(target), "--variant", "rerank-cross+pair", "--epochs", "3",
-                              "--install", "always", "--validation-folds", "0", "-q"])
-    assert res.exit_code == 0, res.output
-    assert "installed rerank-cross+pair" in res.output and "installed as asked" in res.output
+    pristine = _pristine_index(tmp_path_factory, encoder, settings)
+
+    def build(target: Path) -> None:
+        shutil.copytree(pristine, target)
+        # installed whatever validation says: on demo data, where time no longer gives the answer away, the model
+        # barely beats the first stage (docs/RESULTS.md), and these tests are about serving an installed fusion
+        # model (token states, candidate vectors, attention: `linear_index` has the linear one)
+        res = CliRunner().invoke(app, ["train", "--index", str(target), "--variant", "rerank-cross+pair", "--epochs",
+                                       "3", "--install", "always", "--validation-folds", "0", "-q"])
+        assert res.exit_code == 0, res.output
+        assert "installed rerank-cross+pair" in res.output and "installed as asked" in res.output
+
+    target = own_copy(tmp_path_factory, built_once(tmp_path_factory, "trained", build), "trained")
     cfg = json.loads((IndexDir(target).reranker_path / "config.json").read_text())
     assert {"a", "b"} <= set(cfg["calibration"]) and cfg["features"]["schema"]["name"] == "support"
     assert (IndexDir(target).reranker_path / "model.safetensors").is_file()
@@ -201,26 +238,27 @@ def trained_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
-def linear_index(index_dir: Path, tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:
+def linear_index(tmp_path_factory: pytest.TempPathFactory, encoder, settings) -> Path:
     """A copy of `index_dir` with the linear variant installed (`train --variant rerank-linear`), and the token
     states its training found in the index (none were encoded for it: `token_files` before and after)."""
-    import shutil
-
     from typer.testing import CliRunner
 
     from ticketsearch.index_dir import IndexDir
     from ticketsearch.service.cli import app
 
-    target = tmp_path_factory.mktemp("linear") / "idx"
-    shutil.copytree(index_dir, target)
-    cache = IndexDir(target).token_cache_path(encoder.key)
-    before = sorted(p.name for p in cache.rglob("*")) if cache.exists() else []
-    res = CliRunner().invoke(app, ["train", "--index", str(target), "--variant", "rerank-linear", "--install",
-                                   "always", "--validation-folds", "0", "-q"])
-    assert res.exit_code == 0, res.output
-    assert "installed rerank-linear" in res.output and "installed as asked" in res.output
-    after = sorted(p.name for p in cache.rglob("*")) if cache.exists() else []
-    assert after == before, "the linear variant's training encoded token states"
-    return target
+    pristine = _pristine_index(tmp_path_factory, encoder, settings)
+
+    def build(target: Path) -> None:
+        shutil.copytree(pristine, target)
+        cache = IndexDir(target).token_cache_path(encoder.key)
+        before = sorted(p.name for p in cache.rglob("*")) if cache.exists() else []
+        res = CliRunner().invoke(app, ["train", "--index", str(target), "--variant", "rerank-linear", "--install",
+                                       "always", "--validation-folds", "0", "-q"])
+        assert res.exit_code == 0, res.output
+        assert "installed rerank-linear" in res.output and "installed as asked" in res.output
+        after = sorted(p.name for p in cache.rglob("*")) if cache.exists() else []
+        assert after == before, "the linear variant's training encoded token states"
+
+    return own_copy(tmp_path_factory, built_once(tmp_path_factory, "linear", build), "linear")
 
 
