@@ -72,9 +72,11 @@ def main() -> None:
                 vr, data, perm = train_named(name, base, built, fs, store.schema.to_dict(), mined, Path(tmp), encoder,
                                              tcfg, False, lambda s: None)
                 comp[f"{name}#{seed}"] = {k: vr.scores(data, lists, perm) for k, lists in sets.items()}
-                states.append({k: v.clone() for k, v in vr.model.state_dict().items()})
+                if args.same_init:  # the fusion variants' weights, for the soup (a linear model has no epochs)
+                    states.append({k: v.clone() for k, v in vr.model.state_dict().items()})
                 print(f"  {name} seed {seed}: {vr.seconds:.0f} s, valid MRR {vr.valid_mrr:.3f}", flush=True)
-            if name == args.variants[0]:  # its logistic start alone: the pair inputs and the cosine, no deep part
+            # the first fusion variant's logistic start alone: the pair inputs and the cosine, no deep part
+            if name == args.variants[0] and name != "rerank-linear":
                 vr0, data0, perm0 = train_named(name, base, built, fs, store.schema.to_dict(), mined, Path(tmp),
                                                 encoder, TrainConfig(epochs=0), False, lambda s: None)
                 comp[f"{name} epoch 0"] = {k: vr0.scores(data0, lists, perm0) for k, lists in sets.items()}
