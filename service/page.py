@@ -3,7 +3,9 @@
 `GET /` and `GET /tickets/{id}` render one Jinja2 template: a shell that names the view and says whether the
 service wants API keys. The data comes from the JSON API, fetched by `static/page.js` with the agent's key as
 a Bearer header (kept in sessionStorage, never in a URL), and every ticket text is put into the page as text
-(`textContent`), never as HTML. Deep links: `/?q=TEXT`, `/?like=ID`, `/?collection=NAME&q=...`.
+(`textContent`), never as HTML. Its inputs take what the API takes (the limits of `ticketsearch/requests.py`):
+a ticket pasted whole is checked whole, not cut by the browser. Deep links: `/?q=TEXT`, `/?like=ID`,
+`/?collection=NAME&q=...`.
 
 Safe by construction: a strict Content-Security-Policy on every page response (scripts, styles and requests
 from this origin only, no inline script or style, no frames), no third-party requests. The page's assets
@@ -23,7 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from .auth import ApiKeys
 from .gate import ApiError
-from .schemas import MAX_ID
+from .schemas import MAX_BODY, MAX_ID, MAX_QUERY, MAX_TITLE
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -68,7 +70,7 @@ def add_page_routes(app: FastAPI, keys: ApiKeys, retry_after_s: int) -> None:
     def render(view: str, ticket_id: str = "") -> HTMLResponse:
         html = template.render(view=view, ticket_id=ticket_id, keys="on" if keys.enabled else "off",
                                retry_after=retry_after_s, css=url("page.css"), js=url("page.js"),
-                               icon=url("icon.svg"))
+                               icon=url("icon.svg"), max_query=MAX_QUERY, max_title=MAX_TITLE, max_body=MAX_BODY)
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
     router = APIRouter(include_in_schema=False)

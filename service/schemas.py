@@ -17,9 +17,11 @@ from ticketsearch.names import FIELD_PATTERN, NAME_MAX
 from ticketsearch.requests import (  # noqa: F401 - the request models and limits, defined once, re-exported here
     ID_PATTERN,
     MAX_BATCH,
+    MAX_BODY,
     MAX_FIELDS,
     MAX_ID,
     MAX_K,
+    MAX_QUERY,
     MAX_TEXT,
     MAX_TITLE,
     MAX_VALUES,

@@ -120,8 +120,11 @@ def naive_utc(dt: datetime) -> datetime:
 
 
 
-MAX_TEXT = 100_000  # characters of a query text; the encoder itself reads the first max_seq_length tokens
+MAX_TEXT = 100_000  # characters of a value kept verbatim (a field's or a column's)
 MAX_BODY = 200_000  # characters of a ticket's body, at every door (real JIRA tickets reach 187,000)
+# characters of a query text: a whole ticket's body, since a new ticket's body is the text its duplicate check and
+# a `search` with it read (the encoder reads the first max_seq_length tokens; BM25 and the near-copy rule all words)
+MAX_QUERY = MAX_BODY
 MAX_TITLE = 2_000
 MAX_ID = MAX_ID_LEN  # the same limit and rule (ID_PATTERN) as ticket files: index_data/records.py
 MAX_K = 100  # hits of one search, at every door (the reranker reorders the top 100)
@@ -262,8 +265,8 @@ class SearchRequest(Strict):
     })
 
     # text and like may be left out, not sent as null (the JSON schema says which one a request gives)
-    text: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": MAX_TEXT, "pattern": NOT_BLANK})] = \
-        Field(default=None, max_length=MAX_TEXT, pattern=NOT_BLANK,
+    text: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": MAX_QUERY, "pattern": NOT_BLANK})] = \
+        Field(default=None, max_length=MAX_QUERY, pattern=NOT_BLANK,
         description="Query text (the encoder reads its first max_seq_length tokens; the rest is cut). Give `text` or "
         "`like`.")
     like: Annotated[TicketId | None, WithJsonSchema({"type": "string", "maxLength": MAX_ID, "pattern": ID_PATTERN})] = \
@@ -344,7 +347,7 @@ class DuplicateRequest(Strict):
     """Is this new ticket a duplicate of an indexed one?"""
 
     title: str = Field(max_length=MAX_TITLE, pattern=NOT_BLANK)  # the pattern needs a visible character
-    body: str = Field(default="", max_length=MAX_TEXT)
+    body: str = Field(default="", max_length=MAX_BODY)  # a ticket's body, as an indexed ticket's (`TicketIn`)
     created: IsoDate | None = Field(default=None, description="Only tickets created before this are candidates.")
     fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=MAX_FIELDS)
     k: int = Field(default=5, ge=1, le=MAX_K)

@@ -188,7 +188,7 @@ def test_cli_next_to_a_running_service(trained_index: Path, tmp_path: Path) -> N
 
 def test_search_limits_and_options_are_the_requests(cli_index: tuple[Path, Path]) -> None:
     """The CLI's search takes the API's limits (ticketsearch.requests: one home) and every option the API has."""
-    from ticketsearch.requests import MAX_K, MAX_TEXT
+    from ticketsearch.requests import MAX_K, MAX_QUERY
 
     data, idx = cli_index
     code, out, err = run("search", "--index", str(idx), "login", "-k", str(MAX_K + 1))
@@ -197,10 +197,10 @@ def test_search_limits_and_options_are_the_requests(cli_index: tuple[Path, Path]
     assert code == 0 and len(json.loads(out)["hits"]) == MAX_K
     code, out, err = run("search", "--index", str(idx), "   ")
     assert code == 2 and err.count("\n") == 1 and "text" in err and "empty" in err
-    code, out, err = run("search", "--index", str(idx), "x" * (MAX_TEXT + 1))  # the API's limit, not a crash
-    assert code == 2 and err == f"error: text: String should have at most {MAX_TEXT} characters\n" and not out
-    code, out, err = run("duplicates", "--index", str(idx), "--title", "t", "--body", "b" * (MAX_TEXT + 1))
-    assert code == 2 and "body" in err and f"at most {MAX_TEXT} characters" in err and err.count("\n") == 1
+    code, out, err = run("search", "--index", str(idx), "x" * (MAX_QUERY + 1))  # the API's limit, not a crash
+    assert code == 2 and err == f"error: text: String should have at most {MAX_QUERY} characters\n" and not out
+    code, out, err = run("duplicates", "--index", str(idx), "--title", "t", "--body", "b" * (MAX_QUERY + 1))
+    assert code == 2 and "body" in err and f"at most {MAX_QUERY} characters" in err and err.count("\n") == 1
     code, out, err = run("search", "--index", str(idx), "login", "--field", "affected_count=many")
     assert code == 2 and "affected_count" in err and "number" in err
     first = json.loads(data.read_text().splitlines()[42])

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 
 from ticketsearch.api import TicketIndex
 from ticketsearch.client import Client
+from ticketsearch.errors import QueryError
 from ticketsearch.pipeline.collections import Collections
+from ticketsearch.requests import MAX_BODY
 from ticketsearch.service.cli import app
 
 from ..demo_rows import write_demo
@@ -92,3 +94,42 @@ def test_every_door_gives_the_same_answers_and_the_same_errors(doors: Any, setti
             for where in (["--index", str(lib_dir)], ["--url", srv.url, "--key", ADMIN, "--collection", "sharded"]):
                 code, out, err = cli("search", *where, *cli_args(opts), "--json")
                 assert code == 2 and not out and err.startswith("error: ") and err.count("\n") == 1, (opts, err)
+
+
+def test_a_ticket_every_door_takes_is_checked_whole_at_every_door(doors: Any, settings) -> None:  # noqa: ANN001
+    """A ticket with a body of more than a query text's old limit (real JIRA tickets reach 187,000 characters),
+    written at every door, and sent back as a new ticket: every door's duplicate check takes it and finds it
+    first, a near copy; one character over a ticket's limit, every door refuses it alike."""
+    rows, lib_dir, srv, client = doors
+    words = " ".join(r["body"] for r in rows)
+    body = (words + " ") * (150_000 // len(words) + 1)
+    body = body[:150_000].strip()
+    long = {"id": "LONG-1", "title": "Export worker log dump after the nightly job", "body": body,
+            "created": "2024-06-01T00:00:00Z", "fields": {"product": rows[0]["fields"]["product"]}}
+    with TicketIndex.open(lib_dir, writable=True, settings=settings) as idx:
+        idx.upsert([long])
+    for name in ("plain", "sharded"):
+        client.upsert([long], collection=name)
+    check = {"title": long["title"], "body": body, "created": "2026-01-01T00:00:00Z"}
+    runner = CliRunner()
+    cli_doors = (["--index", str(lib_dir)], ["--url", srv.url, "--key", ADMIN, "--collection", "sharded"])
+    with TicketIndex.open(lib_dir, settings=settings) as lib:
+        answers = [lib.duplicates(check), client.duplicates(check, collection="plain"),
+                   client.duplicates(check, collection="sharded")]
+        for where in cli_doors:
+            res = runner.invoke(app, ["duplicates", *where, "--title", check["title"], "--body", body, "--created",
+                                      check["created"], "--json"])
+            assert res.exit_code == 0, res.stderr
+            answers.append(json.loads(res.stdout))
+        for got in answers:
+            got = got if isinstance(got, dict) else got.model_dump()
+            assert got["candidates"][0]["id"] == "LONG-1" and got["near_copy"] and got["is_duplicate"], got["reason"]
+        over = {**check, "body": "b" * (MAX_BODY + 1)}
+        with pytest.raises(QueryError, match="body"):
+            lib.duplicates(over)
+        for name in ("plain", "sharded"):
+            with pytest.raises(QueryError, match="body"):
+                client.duplicates(over, collection=name)
+        for where in cli_doors:
+            res = runner.invoke(app, ["duplicates", *where, "--title", "t", "--body", over["body"]])
+            assert res.exit_code == 2 and "body" in res.stderr and res.stderr.count("\n") == 1, res.stderr

@@ -10,6 +10,8 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from ticketsearch.requests import MAX_BODY, MAX_QUERY, MAX_TITLE
+
 from ..demo_rows import generate
 from .browser import PageErrors, chromium
 from .server import Server
@@ -195,6 +197,8 @@ def test_a_pasted_ticket_with_fields_gets_the_duplicate_check(page: Any, server:
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready=true]")
     page.click("#paste summary")
+    limits = [page.eval_on_selector(sel, "e => e.maxLength") for sel in ("#q", "#t-title", "#t-body")]
+    assert limits == [MAX_QUERY, MAX_TITLE, MAX_BODY]  # the API's own: a ticket pasted whole is checked whole
     product = page.locator("#t-fields input[name=product]")
     options = page.eval_on_selector_all("#values-product option", "els => els.map(e => e.value)")
     assert src["fields"]["product"] in options  # the schema's known values are offered
