@@ -26,9 +26,12 @@ from ticketsearch.rerank.explain import plot_attention
 from ticketsearch.results import (
     DEFAULT_VALIDATION_FOLDS,
     INSTALL_RULES,
+    MAX_SEED,
     MAX_VALIDATION_FOLDS,
     TRAIN_VARIANT_HELP,
     VALIDATION_FOLDS_HELP,
+    calibration_problem,
+    period_problem,
 )
 from ticketsearch.retrieval.evaluation import markdown_table
 from ticketsearch.retrieval.manifest import Manifest
@@ -85,8 +88,9 @@ def split_dates(train_before: str | None, valid_before: str | None) -> tuple[Any
     """--train-before and --valid-before as datetimes (None where not given: an 80/10/10 split by time)."""
 
     tb, vb = as_datetime(train_before, "--train-before"), as_datetime(valid_before, "--valid-before")
-    if tb and vb and vb <= tb:
-        fail("--valid-before must be after --train-before")
+    problem = period_problem(tb, vb)  # the library's and a training job's rule
+    if problem:
+        fail(problem)
     return tb, vb
 
 
@@ -478,7 +482,7 @@ def train(
     variant: Annotated[str, typer.Option("--variant", help=TRAIN_VARIANT_HELP)] = "auto",
     loss: Annotated[str, typer.Option("--loss", help="bce, listwise or both.")] = "both",
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=200)] = 20,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED)] = 0,
     train_queries: Annotated[Optional[list[str]], typer.Option("--train-queries", help=TRAIN_QUERIES_HELP)] = None,
     install: Annotated[str, typer.Option(
         "--install", help="auto: install the model only where it beats the first stage (and the general model) "
@@ -537,8 +541,9 @@ def dedupe(
 
     since_dt = as_datetime(since, "--since")
     cal = [as_datetime(calibrate_since, "--calibrate-since"), as_datetime(calibrate_until, "--calibrate-until")]
-    if (cal[0] is None) != (cal[1] is None):
-        fail("give --calibrate-since and --calibrate-until together")
+    problem = calibration_problem(cal[0], cal[1])  # the library's and a dedupe job's rule, before the index opens
+    if problem:
+        fail(problem)
     with TicketIndex.open(index) as idx:
         rep = run_dedupe(idx, out, precision=precision, since=since_dt, progress=not quiet, log=typer.echo,
                          calibrate_since=cal[0], calibrate_until=cal[1])

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ticketsearch.requests import IsoDate
 
 
 class AttendedWord(BaseModel):
@@ -146,22 +148,50 @@ TRAIN_VARIANT_HELP = ("auto (rerank-linear and rerank-cross+pair: the linear mod
                       "rerank-cross or rerank-concat.")
 
 
+MAX_SEED = 2**31 - 1  # a training seed, at every door
+
+
+def period_problem(train_before: datetime | None, valid_before: datetime | None) -> str | None:
+    """Why a train/validation split is refused (the one rule for the library, the CLI and a training job)."""
+    if train_before is not None and valid_before is not None and valid_before <= train_before:
+        return "valid_before must be after train_before"
+    return None
+
+
+def calibration_problem(since: datetime | None, until: datetime | None) -> str | None:
+    """Why a dedupe run's calibration period is refused (the library, the CLI and a dedupe job)."""
+    if (since is None) != (until is None):
+        return "a calibration period needs its start and its end: calibrate_since and calibrate_until together"
+    if since is not None and until is not None and until <= since:
+        return "calibrate_until must be after calibrate_since"
+    return None
+
+
 class TrainParams(BaseModel):
-    """What a training job trains (the defaults of `ticketsearch train`)."""
+    """What a training job trains (the defaults of `ticketsearch train`); dates as every request reads them
+    (ISO-8601 strings, naive UTC)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    train_before: datetime | None = Field(default=None, description="End of the train period (default: 80% of "
-                                          "tickets by creation time).")
-    valid_before: datetime | None = Field(default=None, description="End of the validation period (default 90%).")
+    train_before: IsoDate | None = Field(default=None, description="End of the train period (default: 80% of "
+                                         "tickets by creation time).")
+    valid_before: IsoDate | None = Field(default=None, description="End of the validation period (default 90%); "
+                                         "after train_before.")
     variant: TrainVariant = Field(default="auto", description=TRAIN_VARIANT_HELP)
     epochs: int = Field(default=20, ge=1, le=200)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     install: InstallRule = Field(default="auto", description="auto: install the trained model only "
                                                "where it beats the first stage (and the general model) on "
                                                "validation; always: install it whatever validation says.")
     validation_folds: int = Field(default=DEFAULT_VALIDATION_FOLDS, ge=0, le=MAX_VALIDATION_FOLDS,
                                   description=VALIDATION_FOLDS_HELP)
+
+    @model_validator(mode="after")
+    def _period(self) -> TrainParams:
+        problem = period_problem(self.train_before, self.valid_before)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class DedupeParams(BaseModel):
@@ -169,11 +199,18 @@ class DedupeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = Field(default=None, description="Only tickets created since then (default: all).")
+    since: IsoDate | None = Field(default=None, description="Only tickets created since then (default: all).")
     precision: float = Field(default=0.9, ge=0.5, le=0.99, description="Target precision of the kept links.")
-    calibrate_since: datetime | None = Field(default=None, description="A labelled period to choose the threshold "
-                                             "on, with every ticket a query (default: the threshold training stored).")
-    calibrate_until: datetime | None = None
+    calibrate_since: IsoDate | None = Field(default=None, description="A labelled period to choose the threshold "
+                                            "on, with every ticket a query (default: the threshold training stored).")
+    calibrate_until: IsoDate | None = Field(default=None, description="Its end (with calibrate_since).")
+
+    @model_validator(mode="after")
+    def _calibration(self) -> DedupeParams:
+        problem = calibration_problem(self.calibrate_since, self.calibrate_until)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class JobInfo(BaseModel):

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from ..demo_rows import generate
@@ -170,6 +171,37 @@ def test_the_cli_calibrates_as_the_library_does(backlog: dict) -> None:
     assert res.exit_code == 0, res.output
     assert f"p >= {t:.3f} (precision 0.5, " in res.output and out.is_file()
     assert "(precision 0.5, stored)" not in res.output  # the calibration period's threshold, not a stored one
-    half = CliRunner().invoke(app, [*args, "--calibrate-since", cal0.isoformat()])
-    assert half.exit_code == 2 and "give --calibrate-since and --calibrate-until together" in half.output
-    assert len(half.output.strip().splitlines()) == 1
+    for half in (["--calibrate-since", cal0.isoformat()], ["--calibrate-until", cal0.isoformat()]):
+        res = CliRunner().invoke(app, [*args, *half])
+        assert res.exit_code == 2 and "calibrate_since and calibrate_until together" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    back = CliRunner().invoke(app, [*args, "--calibrate-since", backlog["since"].isoformat(), "--calibrate-until",
+                                    cal0.isoformat()])
+    assert back.exit_code == 2 and "calibrate_until must be after calibrate_since" in back.output, back.output
+
+
+def test_every_door_reads_a_dedupe_period_the_same_way(backlog: dict) -> None:
+    """`results.calibration_problem` at every door: half a calibration period (either half) is refused, not
+    silently ignored; dates with an offset are the same instants as the store's naive UTC ones."""
+    from ticketsearch.api import TicketIndex
+    from ticketsearch.errors import QueryError
+    from ticketsearch.pipeline.dedupe import dedupe
+    from ticketsearch.results import DedupeParams
+
+    since = backlog["since"]
+    with TicketIndex.open(backlog["index"]) as idx:
+        for half in ({"calibrate_since": since}, {"calibrate_until": since}):
+            with pytest.raises(QueryError, match="calibrate_since and calibrate_until together"):
+                dedupe(idx, backlog["root"] / "half.jsonl", precision=0.5, progress=False, **half)
+            with pytest.raises(ValidationError, match="calibrate_since and calibrate_until together"):
+                DedupeParams(**{k: v.isoformat() for k, v in half.items()})
+        with pytest.raises(QueryError, match="calibrate_until must be after calibrate_since"):
+            dedupe(idx, backlog["root"] / "back.jsonl", precision=0.5, progress=False, calibrate_since=since,
+                   calibrate_until=since)
+        naive = dedupe(idx, backlog["root"] / "naive.jsonl", precision=0.8, since=since, progress=False)
+        aware = dedupe(idx, backlog["root"] / "aware.jsonl", precision=0.8, since=since.replace(tzinfo=UTC),
+                       progress=False)  # was a TypeError: an aware date against the store's naive ones
+    assert not (backlog["root"] / "half.jsonl").exists() and not (backlog["root"] / "back.jsonl").exists()
+    assert aware.tickets == naive.tickets > 0 and aware.threshold == naive.threshold
+    assert (backlog["root"] / "aware.jsonl").read_text() == (backlog["root"] / "naive.jsonl").read_text()
+    assert DedupeParams(since="2020-01-01T02:00:00+02:00").since == datetime(2020, 1, 1)  # type: ignore[arg-type]

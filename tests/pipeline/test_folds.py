@@ -50,6 +50,34 @@ def test_fold_periods_step_back_from_the_train_period_end() -> None:
     assert TrainParams(validation_folds=MAX_VALIDATION_FOLDS).validation_folds == MAX_VALIDATION_FOLDS
 
 
+def test_every_door_refuses_a_validation_period_that_ends_before_it_starts(tmp_path: Path) -> None:
+    """One rule (`results.period_problem`): the library, the CLI and a training job's parameters refuse
+    valid_before at or before train_before, before anything is read; dates are ISO strings, read as naive UTC."""
+    from typer.testing import CliRunner
+
+    from ticketsearch.errors import RequestError
+    from ticketsearch.service.cli import app
+
+    early, late = datetime(2016, 1, 1), datetime(2015, 1, 1)
+    for vb in (late, early):
+        with pytest.raises(RequestError, match="valid_before must be after train_before"):
+            train_index(tmp_path / "none", early, vb, "auto", None, TrainConfig())
+        with pytest.raises(ValidationError, match="valid_before must be after train_before"):
+            TrainParams(train_before=early.isoformat(), valid_before=vb.isoformat())  # type: ignore[arg-type]
+        res = CliRunner().invoke(app, ["train", "--index", str(tmp_path / "none"), "--train-before",
+                                       early.isoformat(), "--valid-before", vb.isoformat()])
+        assert res.exit_code == 2 and "valid_before must be after train_before" in res.output, res.output
+    # the same instant written with two offsets is the same instant: not after
+    with pytest.raises(RequestError):
+        train_index(tmp_path / "none", datetime(2016, 1, 1, 1, tzinfo=UTC), datetime(2016, 1, 1, 1), "auto",
+                    None, TrainConfig())
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(ValidationError, match="ISO-8601"):
+        TrainParams(train_before=1451606400)  # type: ignore[arg-type]  # a number is not a date
+    p = TrainParams(train_before="2015-01-01T00:00:00Z", valid_before="2015-01-01T03:00:00+02:00")  # type: ignore[arg-type]
+    assert p.train_before == datetime(2015, 1, 1) and p.valid_before == datetime(2015, 1, 1, 1)
+
+
 def test_pooled_mrr_is_the_mrr_of_all_the_queries() -> None:
     main, a, b = np.array([1.0, 3.0, 2.0]), np.array([1.0, 10.0]), np.array([4.0])
     assert pooled_mrr(mrr(main), len(main), [a, b]) == pytest.approx(mrr(np.concatenate([main, a, b])))

@@ -242,6 +242,10 @@ def test_a_training_job_swaps_its_model_in_without_a_restart(own_server: Server,
     assert before["reranker"] is None
     r = admin.post("/v1/collections/trained/train", json={"validation_folds": MAX_VALIDATION_FOLDS + 1})
     assert r.status_code == 422 and "validation_folds" in r.text, r.text  # the CLI's bound, before any work
+    for dates in ({"train_before": "2025-06-01T00:00:00Z", "valid_before": "2025-05-01"},
+                  {"train_before": 1748736000}):  # the CLI's and the library's rules: a period, ISO strings
+        r = admin.post("/v1/collections/trained/train", json=dates)
+        assert r.status_code == 422 and ("valid_before must be after" in r.text or "ISO-8601" in r.text), r.text
     r = admin.post("/v1/collections/trained/train", json={"variant": "rerank-cross-shuffled"})  # an ablation
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body.variant", r.text
     # one earlier period of the same length joins validation: the decision pools it and says so
@@ -310,6 +314,10 @@ def test_a_dedupe_job_finds_clusters(trained_server: Server) -> None:
     admin = server.client(ADMIN)
     r = admin.post("/v1/collections/trained/dedupe", json={"precision": 0.6})  # training stored no threshold
     assert r.status_code == 422 and "stores duplicate thresholds for precision 0.80" in r.text, r.text
+    for half in ({"calibrate_since": "2020-01-01T00:00:00Z"}, {"calibrate_until": "2020-01-01T00:00:00Z"},
+                 {"calibrate_since": "2020-01-02", "calibrate_until": "2020-01-01"}, {"since": 1577836800}):
+        r = admin.post("/v1/collections/trained/dedupe", json={"precision": 0.8, **half})  # the CLI's rules
+        assert r.status_code == 422 and ("calibrate_" in r.text or "ISO-8601" in r.text), (half, r.text)
     r = admin.post("/v1/collections/trained/dedupe", json={"precision": 0.8})
     assert r.status_code == 202 and r.json()["kind"] == "dedupe", r.text
     done = wait_job(admin, "trained", r.json()["id"])

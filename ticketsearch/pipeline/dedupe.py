@@ -36,7 +36,9 @@ from tqdm import tqdm
 from ticketsearch.atomic import atomic_write_text
 from ticketsearch.errors import ConflictError, QueryError
 from ticketsearch.index_data.links import components, groups
+from ticketsearch.requests import naive_utc
 from ticketsearch.rerank.calibration import lowest_threshold_for_precision
+from ticketsearch.results import calibration_problem
 
 CANDIDATES = 10  # the reranked top candidates of each ticket that are considered
 # A calibrated threshold establishes its precision only when the 95% lower bound of the precision of the pairs
@@ -195,6 +197,12 @@ def dedupe(
     out = Path(out)
     if out.suffix not in (".jsonl", ".csv"):
         raise QueryError(f"--out must end in .jsonl or .csv, got {out.name!r}")
+    # the store's dates are naive UTC: so are these, whatever offset they were given with
+    since, calibrate_since, calibrate_until = (None if x is None else naive_utc(x)
+                                               for x in (since, calibrate_since, calibrate_until))
+    problem = calibration_problem(calibrate_since, calibrate_until)
+    if problem:
+        raise QueryError(problem)
     t0 = time.perf_counter()
     pipeline = index.pipeline
     stored = check_ready(pipeline.reranker, precision, calibrate_since is not None)
@@ -205,8 +213,7 @@ def dedupe(
             "queries that all have a duplicate; in a backlog most tickets have none, so expect a lower precision "
             "(calibrate on a labelled period: --calibrate-since/--calibrate-until)")
     else:
-        if calibrate_until is None:
-            raise QueryError("give the calibration period's end as well (--calibrate-until)")
+        assert calibrate_until is not None  # calibration_problem: both or neither
         threshold, how = calibrated_threshold(index, precision, calibrate_since, calibrate_until, k, progress)
         lower = how["lower_bound"]
         basis = "calibrated" if lower >= precision - SLACK else "uncertain"

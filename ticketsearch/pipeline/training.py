@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ticketsearch.atomic import atomic_write_dir
-from ticketsearch.errors import QueryError
+from ticketsearch.errors import QueryError, RequestError
 from ticketsearch.index_data import feedback
 from ticketsearch.index_data.store import TicketStore
 from ticketsearch.index_dir import IndexDir
@@ -65,7 +65,7 @@ from ticketsearch.pipeline.variants import (  # noqa: F401 - the variants, also 
 )
 from ticketsearch.requests import naive_utc
 from ticketsearch.rerank.train import TrainConfig, TrainData, reranked_ranks
-from ticketsearch.results import DEFAULT_VALIDATION_FOLDS, InstallRule
+from ticketsearch.results import DEFAULT_VALIDATION_FOLDS, InstallRule, period_problem
 from ticketsearch.retrieval.encoder import Encoder
 from ticketsearch.retrieval.eval_index import EvalInputs, fusion_fn, load_eval_inputs
 from ticketsearch.retrieval.evaluation import QueryPool, metrics_from_ranks, paired_bootstrap
@@ -263,10 +263,13 @@ def train_index(
     vectors itself, when it swaps the model in: `Engine.reload_reranker`)."""
     check_folds(validation_folds)  # refused before anything is read
     names = train_variants(variant)
-    d = IndexDir(index_dir)
-    d.require_store()  # train an index that exists: never create one
     # the store's dates are naive UTC: so are the splits, whatever offset a request gave them
     train_before, valid_before = (None if x is None else naive_utc(x) for x in (train_before, valid_before))
+    problem = period_problem(train_before, valid_before)
+    if problem:
+        raise RequestError(problem)
+    d = IndexDir(index_dir)
+    d.require_store()  # train an index that exists: never create one
     if store is not None:
         return _train(d, store, train_before, valid_before, names, settings, tcfg, progress, log, train_kinds,
                       vectors=False, install_rule=install_rule, validation_folds=validation_folds)
