@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from ticketsearch.requests import (  # noqa: F401 - the id rule and dates live w
     MAX_TITLE,
     SELF_DUPLICATE,
     TicketIn,
+    checked_fields,
     id_problem,
     naive_utc,
     parse_datetime,
@@ -210,6 +211,33 @@ def normalize_row(schema: Schema, raw: Any, line: int, tracker: bool = False) ->
                                field=f"fields.{spec.name}")
     return Ticket(id=tid, title=checked.title, body=checked.body, created=checked.created, duplicate_of=dup,
                   values=values, raw_fields=merged, updated=checked.updated)
+
+
+def sent_ticket(schema: Schema, sent: Mapping[str, Any] | TicketIn, where: str, line: int = 1) -> Ticket:
+    """A ticket sent as JSON (the API's `POST .../tickets`, the client's and the library's `upsert`): the JSON
+    types `requests.TicketIn` and the OpenAPI document state, strictly (none of a file's leniency: an id is a
+    string, fields are nested, each value of its field's JSON type), then the one rule of a ticket
+    (`normalize_row`). Raises RequestError naming `where.FIELD`; its type is "conflict" for a ticket marked a
+    duplicate of itself (well formed, but in conflict with its own id: the API's 409)."""
+    if isinstance(sent, TicketIn):
+        t = sent
+    elif not isinstance(sent, Mapping):
+        raise RequestError(f"expected an object, got {type(sent).__name__}", field=where, type_="model_type")
+    else:
+        try:
+            t = validated(TicketIn, dict(sent))
+        except RequestError as exc:
+            raise RequestError(exc.reason, f"{where}.{exc.field}" if exc.field else where, exc.type) from None
+    checked_fields(schema, {k: v for k, v in t.fields.items() if k in schema.field_names}, f"{where}.fields")
+    raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
+           "updated": t.updated.isoformat() if t.updated else None, "duplicate_of": t.duplicate_of,
+           "fields": t.fields}
+    try:
+        return normalize_row(schema, raw, line)
+    except RowError as exc:
+        kind = ("conflict" if exc.reason == SELF_DUPLICATE else
+                "unknown_field" if exc.detail.startswith("unknown field") else "value_error")
+        raise RequestError(exc.detail, f"{where}.{exc.field}" if exc.field else where, kind) from None
 
 
 def _open_text(path: Path) -> io.TextIOBase:

@@ -47,7 +47,7 @@ from ticketsearch.errors import (
     UnavailableError,
     one_line,
 )
-from ticketsearch.index_data.records import SELF_DUPLICATE, normalize_row
+from ticketsearch.index_data.records import normalize_row, sent_ticket
 from ticketsearch.index_data.trackers import hook_record
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.collections import DEFAULT, Collections
@@ -55,7 +55,7 @@ from ticketsearch.pipeline.engine import Engine
 from ticketsearch.pipeline.jobs import TrainingJobs
 from ticketsearch.pipeline.parts import open_store
 from ticketsearch.pipeline.shared_models import SharedModels
-from ticketsearch.requests import COSTLY_KINDS, checked_fields, error_message
+from ticketsearch.requests import COSTLY_KINDS, error_message
 from ticketsearch.results import (
     CollectionInfo,
     CollectionSchema,
@@ -573,26 +573,18 @@ def add_hook_routes(router: APIRouter, svc: Service, named: bool) -> None:
 
 
 def checked_tickets(eng: Engine, body: Any) -> list[Any]:
-    """The request's tickets by the one rule of a ticket (`records.normalize_row`, which reads files too), after
-    the JSON types of the schema's fields that the OpenAPI document states (422, or 409 for a self-duplicate)."""
+    """The request's tickets by the one rule of a ticket sent as JSON (`records.sent_ticket`, the library's and
+    the client's rule too): 422 naming the field, or 409 for a self-duplicate."""
     assert eng.store is not None  # the store is open once the engine is ready
-    schema = eng.store.schema
     items = body if isinstance(body, list) else [body]
     prefix = "body" if not isinstance(body, list) else "body.{i}"
     tickets = []
     for i, t in enumerate(items):
-        where = prefix.format(i=i)
-        query_fields(eng, {k: v for k, v in t.fields.items() if k in schema.field_names}, f"{where}.fields")
-        raw = {"id": t.id, "title": t.title, "body": t.body, "created": t.created.isoformat(),
-               "updated": t.updated.isoformat() if t.updated else None, "duplicate_of": t.duplicate_of,
-               "fields": t.fields}
         try:
-            tickets.append(normalize_row(schema, raw, i + 1))
-        except RowError as exc:
-            if exc.reason == SELF_DUPLICATE:  # well formed, but in conflict with the ticket's own id
-                raise ApiError(409, f"{where}.duplicate_of", exc.reason, type_="conflict") from None
-            kind = "unknown_field" if exc.detail.startswith("unknown field") else "value_error"
-            raise ApiError(422, f"{where}.{exc.field}" if exc.field else where, exc.detail, type_=kind) from None
+            tickets.append(sent_ticket(eng.store.schema, t, prefix.format(i=i), i + 1))
+        except RequestError as exc:
+            raise ApiError(409 if exc.type == "conflict" else 422, exc.field or "body", exc.reason,
+                           type_=exc.type) from None
     return tickets
 
 
@@ -604,15 +596,6 @@ def read_schema(index_dir: Path):  # noqa: ANN201 - a Schema or None
             return store.schema
     except TicketsearchError:
         return None
-
-
-def query_fields(eng: Engine, fields: dict[str, Any], where: str) -> dict[str, Any]:
-    """A ticket's fields by the one rule of a request's fields (`requests.checked_fields`), as a 422 there."""
-    assert eng.store is not None  # the store is open once the engine is ready
-    try:
-        return checked_fields(eng.store.schema, fields, where)
-    except RequestError as exc:
-        raise ApiError(422, exc.field or where, exc.reason, type_=exc.type) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:

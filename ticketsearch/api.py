@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ticketsearch.errors import ReadOnlyError, RowError, UnavailableError, reraise
+from ticketsearch.errors import ConflictError, ReadOnlyError, RequestError, UnavailableError, reraise
 from ticketsearch.index_data import feedback
-from ticketsearch.index_data.records import normalize_row
+from ticketsearch.index_data.records import sent_ticket
 from ticketsearch.requests import DuplicateRequest, SearchRequest
 from ticketsearch.results import DuplicateResult, SearchResult, TicketOut
 from ticketsearch.settings import Settings, get_settings
@@ -170,15 +170,21 @@ class TicketIndex:
         return self._engine
 
     def upsert(self, tickets: Iterable[Mapping[str, Any]]) -> Any:
-        """Insert or replace tickets by id; searchable when this returns. Raises RowError for a bad ticket."""
+        """Insert or replace tickets by id; searchable when this returns. Each ticket by the rule of a ticket sent
+        as JSON (`records.sent_ticket`, the API's and the client's rule): a bad one raises RequestError naming
+        `tickets.N.FIELD`, a ticket marked a duplicate of itself ConflictError (the API's 422 and 409), and
+        nothing is written."""
 
         engine = self._writer()
         schema = engine.store.schema
         rows = []
         for i, raw in enumerate(tickets):
-            if not isinstance(raw, Mapping):
-                raise RowError(i + 1, f"expected an object, got {type(raw).__name__}")
-            rows.append(normalize_row(schema, dict(raw), i + 1))
+            try:
+                rows.append(sent_ticket(schema, raw, f"tickets.{i}", i + 1))
+            except RequestError as exc:
+                if exc.type == "conflict":
+                    raise ConflictError(str(exc)) from None
+                raise
         return engine.upsert(rows)
 
     def feedback(self, ticket_id: str, candidate_id: str, label: str, by: str | None = None) -> Any:

@@ -133,3 +133,40 @@ def test_a_ticket_every_door_takes_is_checked_whole_at_every_door(doors: Any, se
         for where in cli_doors:
             res = runner.invoke(app, ["duplicates", *where, "--title", "t", "--body", over["body"]])
             assert res.exit_code == 2 and "body" in res.stderr and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_every_door_refuses_the_same_tickets_the_same_way(doors: Any, settings) -> None:  # noqa: ANN001
+    """A write through the library is checked by the API's rule (`records.sent_ticket`), not a file's leniency:
+    each bad ticket is refused by the library and the client alike (QueryError naming the same field, or
+    ConflictError for a self-duplicate), and nothing of the batch is written."""
+    from ticketsearch.errors import ConflictError, NotFoundError
+
+    rows, lib_dir, srv, client = doors
+    ok = {"id": "W-1", "title": "Exports stall at ninety percent", "created": "2024-06-01T00:00:00Z",
+          "fields": {"product": rows[0]["fields"]["product"]}}
+    bad: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({**ok, "id": 12}, QueryError, "id"),  # a file may spell an id as a number; JSON states a string
+        ({**ok, "product": "Mobile App"}, QueryError, "product"),  # a flat column: a file's spelling, not the API's
+        ({**ok, "fields": {"affected_count": "12"}}, QueryError, "fields.affected_count"),  # a CSV cell's spelling
+        ({**ok, "fields": {"colour": "red"}}, QueryError, "fields.colour"),
+        ({**ok, "created": 1717200000}, QueryError, "created"),
+        ({**ok, "title": "\x00\x01"}, QueryError, "title"),
+        ({**ok, "duplicate_of": ".."}, QueryError, "duplicate_of"),
+        ({**ok, "duplicate_of": "W-1"}, ConflictError, "duplicate_of"),
+    ]
+    with TicketIndex.open(lib_dir, writable=True, settings=settings) as idx:
+        for ticket, kind, field in bad:
+            with pytest.raises(kind) as lib_err:
+                idx.upsert([{**ok, "id": "W-0"}, ticket])  # the good ticket before it is not written either
+            for name in ("plain", "sharded"):
+                with pytest.raises(kind) as http_err:
+                    client.upsert([{**ok, "id": "W-0"}, ticket], collection=name)
+                if kind is QueryError:
+                    lib_field = lib_err.value.field  # type: ignore[attr-defined]
+                    assert lib_field == f"tickets.1{'.' + field if field else ''}", (ticket, lib_field)
+                    assert f"body.1{'.' + field if field else ''}" in str(http_err.value), (ticket, http_err.value)
+        with pytest.raises(NotFoundError):
+            idx.get("W-0")
+    for name in ("plain", "sharded"):
+        with pytest.raises(NotFoundError):
+            client.get("W-0", collection=name)
