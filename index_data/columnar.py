@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +22,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from ticketsearch.requests import MAX_BODY, MAX_FIELDS, MAX_TEXT, MAX_TITLE, MAX_VALUES
+from ticketsearch.requests import MAX_BODY, MAX_FIELDS, MAX_TEXT, MAX_TITLE, MAX_VALUES, VISIBLE
 
-from .records import CONTROL_CHARS, MAX_ID_LEN, detect_format, text_hash, ticket_text
+from .records import MAX_ID_LEN, detect_format, id_problem, text_hash, ticket_text
 from .schema import CORE_COLUMNS, FieldSpec, Schema
 from .store import _ARROW_TYPE
 
-# The date shapes on which Arrow's ISO-8601 cast and `records.parse_datetime` agree.
+# The date shapes on which Arrow's ISO-8601 cast and `records.parse_datetime` agree: not at the calendar's ends,
+# where Python has no year 0 and the row path drops an offset that would leave years 1 to 9999 (Arrow does not)
 _DATE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?$"
+_CALENDAR_END = r"^(0000|0001|9999)-"
+FIELD_NAME_LEN = 64  # a key of `fields` (requests.FieldName)
 MIN_ROWS = 1_000  # below this the per-row path is as fast
 
 
@@ -111,8 +115,10 @@ def _columns(table: pa.Table, schema: Schema) -> pa.Table:
     ids = _ids(table.column("id") if "id" in table.column_names else None, n)
     title = _text(table.column("title"))
     body = _text(table.column("body"))
-    if pc.any(pc.equal(pc.utf8_trim_whitespace(title), "")).as_py():
-        raise NotColumnar("a row with no title")  # the row path names it (requests.TicketIn)
+    titles = title.to_pylist()
+    visible = re.compile(VISIBLE)  # the row path's own rule (requests.TicketIn), not a look-alike in RE2
+    if not all(visible.search(t) for t in titles):
+        raise NotColumnar("a row with no title")  # the row path names it
     if pc.max(pc.utf8_length(title)).as_py() > MAX_TITLE or pc.max(pc.utf8_length(body)).as_py() > MAX_BODY:
         raise NotColumnar("a title or body over its limit")
     created = _dates(table.column("created"), required=True)
@@ -128,7 +134,7 @@ def _columns(table: pa.Table, schema: Schema) -> pa.Table:
     out: dict[str, pa.Array | pa.ChunkedArray] = {
         "id": ids, "title": title, "body": body, "created": created, "duplicate_of": dup,
     }
-    out["text_hash"] = _text_hashes(schema, title.to_pylist(), body.to_pylist())
+    out["text_hash"] = _text_hashes(schema, titles, body.to_pylist())
     for spec in schema.fields:
         column = None
         if fields is not None and fields.type.get_field_index(spec.source) >= 0:
@@ -145,8 +151,8 @@ def _kept_columns(fields: pa.ChunkedArray, schema: Schema) -> None:
     MAX_FIELDS of them, kept columns plain values within their limits (requests.TicketIn)."""
     names = [fields.type.field(i).name for i in range(fields.type.num_fields)]
     unknown = set(names) - schema.input_set
-    if unknown or len(names) > MAX_FIELDS:
-        raise NotColumnar(f"fields {sorted(unknown)[:3]} or too many")
+    if unknown or len(names) > MAX_FIELDS or any(len(x) > FIELD_NAME_LEN for x in names):
+        raise NotColumnar(f"fields {sorted(unknown)[:3]}, too many or a long name")
     sources = {f.source for f in schema.fields} | {f.name for f in schema.fields}
     for name in names:
         if name in sources:
@@ -162,6 +168,8 @@ def _kept_columns(fields: pa.ChunkedArray, schema: Schema) -> None:
         if pa.types.is_list(t) and len(col) and (pc.max(pc.list_value_length(col)).as_py() or 0) > MAX_VALUES:
             raise NotColumnar(f"{name}: a long list")
         flat = pc.list_flatten(col) if pa.types.is_list(t) else col
+        if pa.types.is_list(t) and flat.null_count:
+            raise NotColumnar(f"{name}: a null in a list")  # the row path refuses it (requests.KeptValue)
         if pa.types.is_string(items) and len(flat) and (pc.max(pc.utf8_length(flat)).as_py() or 0) > MAX_TEXT:
             raise NotColumnar(f"{name}: a long value")
         if pa.types.is_floating(items) and not pc.all(pc.fill_null(pc.is_finite(flat), True)).as_py():
@@ -175,16 +183,19 @@ def _ids(col: pa.ChunkedArray | None, n: int) -> pa.ChunkedArray:
         col = pc.cast(col, pa.string())
     elif not pa.types.is_string(col.type):
         raise NotColumnar(f"id of type {col.type}")
-    if not pc.all(pc.equal(pc.utf8_trim_whitespace(col), col)).as_py():
-        raise NotColumnar("an id with surrounding whitespace")
     lengths = pc.utf8_length(col)
     if pc.any(pc.equal(lengths, 0)).as_py() or pc.max(lengths).as_py() > MAX_ID_LEN:
         raise NotColumnar("an empty or long id")
-    if pc.any(pc.match_substring_regex(col, r"^\.+$")).as_py():
-        raise NotColumnar("an id of dots only")  # the row path names it (requests.id_problem)
-    if pc.any(pc.match_substring_regex(col, f"[{CONTROL_CHARS}]")).as_py():
-        raise NotColumnar("an id with a control character")  # the row path names it (records.id_problem)
+    _id_rule(col, "an id")
     return col
+
+
+def _id_rule(col: pa.ChunkedArray | pa.Array, what: str) -> None:
+    """The row path's own id rule (`requests.id_problem`, after the strip a file's ids get), value by value: an
+    id it would refuse or change is the row path's to name."""
+    for v in col.to_pylist():
+        if v is not None and (v != v.strip() or id_problem(v)):
+            raise NotColumnar(f"{what} the row path refuses or strips: {v[:40]!r}")
 
 
 def _text(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -203,9 +214,9 @@ def _dates(col: pa.ChunkedArray | pa.Array, required: bool) -> pa.ChunkedArray |
         raise NotColumnar(f"dates of type {col.type}")
     if required and col.null_count:
         raise NotColumnar("a missing date")
-    ok = pc.match_substring_regex(col, _DATE)
+    ok = pc.and_(pc.match_substring_regex(col, _DATE), pc.invert(pc.match_substring_regex(col, _CALENDAR_END)))
     if not pc.all(pc.fill_null(ok, True)).as_py():
-        raise NotColumnar("a date in another shape")
+        raise NotColumnar("a date in another shape, or at the calendar's ends")
     # Z / offsets -> UTC; strings without an offset are taken as UTC, like parse_datetime
     with_zone = pc.match_substring_regex(col, r"(Z|[+-]\d{2}:\d{2})$")
     try:
@@ -227,8 +238,7 @@ def _duplicate_of(col: pa.ChunkedArray | None, ids: pa.ChunkedArray, n: int) -> 
     elif not pa.types.is_string(col.type):
         raise NotColumnar(f"duplicate_of of type {col.type}")
     col = pc.if_else(pc.equal(col, ""), None, col)
-    if not pc.all(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), col), True)).as_py():
-        raise NotColumnar("a duplicate_of with surrounding whitespace")
+    _id_rule(col, "a duplicate_of")
     if pc.any(pc.fill_null(pc.equal(col, ids), False)).as_py():
         raise NotColumnar("a ticket marked a duplicate of itself")
     return col

@@ -19,6 +19,7 @@ any other value is read as a path.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -27,7 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ticketsearch.errors import SchemaError
-from ticketsearch.names import is_field_name
+from ticketsearch.names import MAX_FIELD_NAME, MAX_FIELDS, is_field_name
+
+# One rule for a schema, from a TOML file (the CLI) or inline (the API's `InlineSchema` states the same limits):
+SCHEMA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+MAX_VOCAB = 100_000  # categories a field's embedding keeps (the rest share the out-of-vocabulary bucket)
 
 FieldKind = Literal["categorical", "multi", "numeric", "date"]
 KINDS: tuple[str, ...] = ("categorical", "multi", "numeric", "date")
@@ -127,15 +132,19 @@ def load_schema(name_or_path: str | Path) -> Schema:
 
 def _parse(data: dict[str, Any], origin: str) -> Schema:
     name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise SchemaError(f"schema {origin}: 'name' must be a non-empty string")
+    if not isinstance(name, str) or not re.fullmatch(SCHEMA_NAME_PATTERN, name):
+        raise SchemaError(f"schema {origin}: 'name' must be 1-63 characters of A-Z, a-z, 0-9, '_', '.' and '-', "
+                          "starting with a letter or digit")
     text = data.get("text", {}).get("fields", ["title", "body"])
     if not isinstance(text, list) or not text or not all(t in ("title", "body") for t in text):
         raise SchemaError(f"schema {origin}: text.fields must be a non-empty list drawn from 'title' and 'body'")
     allow_leaky = bool(data.get("allow_leaky_fields", False))
     specs: list[FieldSpec] = []
     seen: set[str] = set()
-    for i, raw in enumerate(data.get("fields", [])):
+    given = data.get("fields", [])
+    if not isinstance(given, list) or len(given) > MAX_FIELDS:
+        raise SchemaError(f"schema {origin}: fields must be a list of at most {MAX_FIELDS} tables")
+    for i, raw in enumerate(given):
         where = f"schema {origin}: fields[{i}]"
         if not isinstance(raw, dict):
             raise SchemaError(f"{where}: must be a table")
@@ -152,21 +161,24 @@ def _parse(data: dict[str, Any], origin: str) -> Schema:
         if kind not in KINDS:
             raise SchemaError(f"{where} ({fname}): kind must be one of {', '.join(KINDS)}, got {kind!r}")
         source = raw.get("source", fname)
-        if not isinstance(source, str) or not source:
-            raise SchemaError(f"{where} ({fname}): source must be a non-empty string")
+        if not isinstance(source, str) or not source or len(source) > MAX_FIELD_NAME:
+            raise SchemaError(f"{where} ({fname}): source must be a string of 1-{MAX_FIELD_NAME} characters "
+                              "(a ticket's fields are named so at every door)")
         if not allow_leaky and (source.lower() in LEAKY_FIELDS or fname.lower() in LEAKY_FIELDS):
             raise SchemaError(
                 f"{where}: {source!r} is recorded after filing and leaks the answer; "
                 "set allow_leaky_fields = true to use it anyway"
             )
         max_vocab = raw.get("max_vocab", 1000)
-        if not isinstance(max_vocab, int) or max_vocab < 1:
-            raise SchemaError(f"{where} ({fname}): max_vocab must be a positive integer")
+        if isinstance(max_vocab, bool) or not isinstance(max_vocab, int) or not 1 <= max_vocab <= MAX_VOCAB:
+            raise SchemaError(f"{where} ({fname}): max_vocab must be an integer from 1 to {MAX_VOCAB:,}")
         transform = raw.get("transform", "none")
         if transform not in ("none", "log1p") or (transform != "none" and kind != "numeric"):
             raise SchemaError(f"{where} ({fname}): transform must be 'none' or 'log1p' (numeric fields only)")
         specs.append(FieldSpec(name=fname, kind=kind, source=source, max_vocab=max_vocab, transform=transform))
     keep = data.get("keep", [])
-    if not isinstance(keep, list) or not all(isinstance(k, str) and k for k in keep):
-        raise SchemaError(f"schema {origin}: keep must be a list of column names")
+    if (not isinstance(keep, list) or len(keep) > MAX_FIELDS
+            or not all(isinstance(k, str) and 0 < len(k) <= MAX_FIELD_NAME for k in keep)):
+        raise SchemaError(f"schema {origin}: keep must be a list of at most {MAX_FIELDS} column names of "
+                          f"1-{MAX_FIELD_NAME} characters")
     return Schema(name=name, text_fields=tuple(text), fields=tuple(specs), keep=tuple(keep))

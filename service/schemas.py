@@ -12,12 +12,13 @@ from pydantic import (
     Tag,
 )
 
-from ticketsearch.index_data.schema import FieldSpec, Schema
+from ticketsearch.index_data.schema import MAX_VOCAB, SCHEMA_NAME_PATTERN, FieldSpec, Schema
 from ticketsearch.names import FIELD_PATTERN, NAME_MAX
 from ticketsearch.requests import (  # noqa: F401 - the request models and limits, defined once, re-exported here
     ID_PATTERN,
     MAX_BATCH,
     MAX_BODY,
+    MAX_FIELD_NAME,
     MAX_FIELDS,
     MAX_ID,
     MAX_K,
@@ -131,16 +132,16 @@ class InlineField(Strict):
     name: str = Field(min_length=1, max_length=NAME_MAX, pattern=FIELD_PATTERN,
                       description="A column of the ticket store: a lower-case identifier.")
     kind: Literal["categorical", "multi", "numeric", "date"]
-    source: str | None = Field(default=None, min_length=1, max_length=200,
+    source: str | None = Field(default=None, min_length=1, max_length=MAX_FIELD_NAME,
                                description="The input column (default: the name).")
-    max_vocab: int = Field(default=1000, ge=1, le=100_000)
+    max_vocab: int = Field(default=1000, ge=1, le=MAX_VOCAB)
     transform: Literal["none", "log1p"] = "none"
 
 
 class InlineSchema(Strict):
     """A field schema given inline: the layout of the TOML schema files, as JSON."""
 
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, max_length=63, pattern=SCHEMA_NAME_PATTERN)
     text: dict[Literal["fields"], list[Literal["title", "body"]]] = Field(
         default={"fields": ["title", "body"]}, description="The text fields the encoder reads.")
     fields: list[InlineField] = Field(default_factory=list, max_length=MAX_FIELDS)

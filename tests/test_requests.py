@@ -385,6 +385,9 @@ def test_the_search_of_a_duplicate_check() -> None:
         "stack trace", "Crash", datetime(2024, 1, 1, 23), 7, True, {"product": "SSO"})
     alone = DuplicateRequest.of({"title": " Crash ", "body": "   "}).search()
     assert (alone.text, alone.title, alone.k, alone.created_before) == ("Crash", None, 5, None)
+    for blank in ("\x00\x01", " \x7f\t\x9f ", "\x1b\n"):  # ingest takes such a body: so does the check
+        unseen = DuplicateRequest.of({"title": " Crash ", "body": blank}).search()
+        assert (unseen.text, unseen.title) == ("Crash", None), repr(blank)
 
 
 def test_a_costly_duplicate_check_is_its_search() -> None:

@@ -15,6 +15,8 @@ import secrets
 from ticketsearch.errors import QueryError
 
 NAME_MAX = 63
+MAX_FIELDS = 64  # fields of one ticket or query, and of one schema
+MAX_FIELD_NAME = 64  # a key of a ticket's `fields`: a schema field's name or source column, or a kept column
 COLLECTION_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the API's path parameter gives the same pattern
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 JOB_ID_BYTES = 8

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from ticketsearch.errors import RequestError
+from ticketsearch.names import MAX_FIELD_NAME, MAX_FIELDS  # noqa: F401 - the request limits, re-exported
 
 if TYPE_CHECKING:
     from ticketsearch.index_data.schema import FieldSpec, Schema
@@ -128,7 +129,6 @@ MAX_QUERY = MAX_BODY
 MAX_TITLE = 2_000
 MAX_ID = MAX_ID_LEN  # the same limit and rule (ID_PATTERN) as ticket files: index_data/records.py
 MAX_K = 100  # hits of one search, at every door (the reranker reorders the top 100)
-MAX_FIELDS = 64
 MAX_VALUES = 100
 MAX_BATCH = 1000  # tickets per POST /v1/tickets
 METHODS = ("hybrid", "dense", "bm25", "title")  # first stages a request may name (retrieval/first_stage.py)
@@ -170,7 +170,7 @@ FieldValue = Annotated[
     WithJsonSchema({"anyOf": [*_SCALAR_SCHEMA["anyOf"], {"type": "null"},
                               {"type": "array", "items": _SCALAR_SCHEMA, "maxItems": MAX_VALUES}]}),
 ]
-FieldName = Annotated[str, Field(min_length=1, max_length=64)]
+FieldName = Annotated[str, Field(min_length=1, max_length=MAX_FIELD_NAME)]
 
 
 def _kept_value(v: Any) -> Any:
@@ -366,8 +366,9 @@ class DuplicateRequest(Strict):
 
     def search(self) -> SearchRequest:
         """The search that finds its candidates: the body as the text with the title apart (the title alone
-        when there is no body), before its creation time."""
-        body = self.body.strip()
+        when there is no body: none with a visible character, as a ticket with only control characters in its
+        body, which ingest takes), before its creation time."""
+        body = self.body.strip() if re.search(VISIBLE, self.body) else ""
         return validated(SearchRequest, {
             "text": body or self.title.strip(), "title": self.title if body else None, "fields": self.fields,
             "created_before": self.created, "k": self.k, "snippets": self.snippets})

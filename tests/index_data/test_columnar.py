@@ -119,6 +119,16 @@ BAD_ROWS = {
     "categorical as number": lambda r: r["fields"].update(product=7),
     "fields not an object": lambda r: r.update(fields="product=x"),
     "flat field beside fields": lambda r: r.update(channel="email"),
+    # the row path's own rules, which the fast path once read more leniently (it stored what a row refuses)
+    "duplicate_of of dots": lambda r: r.update(duplicate_of=".."),
+    "duplicate_of with a control character": lambda r: r.update(duplicate_of="SUP-1\x01"),
+    "duplicate_of too long": lambda r: r.update(duplicate_of="D" * 257),
+    "title of control characters": lambda r: r.update(title="\x00\x01"),
+    "title of a no-break space": lambda r: r.update(title="\u00a0\u3000"),
+    "id with a no-break space": lambda r: r.update(id=r["id"] + "\u00a0"),
+    "year 0000": lambda r: r.update(created="0000-06-01T00:00:00"),
+    "year 9999 west of UTC": lambda r: r.update(created="9999-12-31T23:00:00-05:00"),
+    "year 1 east of UTC": lambda r: r.update(created="0001-01-01T00:30:00+01:00"),
 }
 
 
@@ -139,6 +149,16 @@ def test_repeated_list_items_and_malformed_lines_fall_back(tmp_path: Path) -> No
     rows[20]["fields"]["components"] = ["hdfs", "hdfs"]
     path = write(tmp_path / "j.jsonl", rows)
     assert read_columnar(path, JIRA) is None
+    for name, value in (("environment", ["linux", None]), ("s" * 65, "x")):  # a kept list's null, a long name
+        rows = jira_rows(MIN_ROWS + 5)
+        for r in rows:
+            r["fields"]["environment"] = ["linux"]  # a list in every row: no null list to send it row by row
+        rows[30]["fields"][name] = value
+        path = write(tmp_path / f"k{len(name)}.jsonl", rows)
+        assert read_columnar(path, JIRA) is None, name
+        fast, rep_fast = stored(path, JIRA, True, tmp_path)
+        slow, rep_slow = stored(path, JIRA, False, tmp_path)
+        assert fast == slow and [str(e) for e in rep_fast.errors] == [str(e) for e in rep_slow.errors] != []
     broken = tmp_path / "broken.jsonl"
     broken.write_text(write(tmp_path / "ok.jsonl", generate(MIN_ROWS, seed=8)).read_text() + "{not json\n")
     assert read_columnar(broken, SUPPORT) is None

@@ -52,6 +52,13 @@ def test_schema_from_path(tmp_path: Path) -> None:
         ('name = "x"\n[[fields]]\nname = "a"\nkind = "numeric"\ncolour = 1\n', "unknown keys"),
         ("name = \n", "invalid TOML"),
         ('[text]\nfields = ["title"]\n', "'name'"),
+        ('name = "my schema"\n', "'name' must be 1-63 characters"),
+        ('name = "x"\n[[fields]]\nname = "a"\nkind = "categorical"\nsource = "' + "s" * 65 + '"\n',
+         "source must be a string of 1-64"),  # no ticket could name it: a field is named in at most 64
+        ('name = "x"\n[[fields]]\nname = "a"\nkind = "categorical"\nmax_vocab = true\n', "max_vocab"),
+        ('name = "x"\n[[fields]]\nname = "a"\nkind = "categorical"\nmax_vocab = 100001\n', "max_vocab"),
+        ('name = "x"\nkeep = ["' + "k" * 65 + '"]\n', "keep must be a list of at most 64"),
+        ('name = "x"\nfields = 3\n', "fields must be a list"),
     ],
 )
 def test_bad_schemas_are_rejected_with_a_reason(tmp_path: Path, text: str, needle: str) -> None:
@@ -74,3 +81,22 @@ def test_round_trip_dict() -> None:
 
     s = load_schema("jira")
     assert Schema.from_dict(s.to_dict()) == s
+
+
+def test_an_inline_schema_has_the_limits_of_a_file() -> None:
+    """The API's inline schema (`InlineSchema`) states the limits `schema._parse` enforces on a TOML file."""
+    from pydantic import ValidationError
+
+    from ticketsearch.index_data.schema import MAX_VOCAB, Schema
+    from ticketsearch.service.schemas import InlineSchema
+
+    for bad in ({"name": "my schema"}, {"name": "x", "fields": [{"name": "a", "kind": "numeric", "source": "s" * 65}]},
+                {"name": "x", "fields": [{"name": "a", "kind": "categorical", "max_vocab": MAX_VOCAB + 1}]}):
+        with pytest.raises(ValidationError):
+            InlineSchema.model_validate(bad)
+        with pytest.raises(SchemaError):
+            Schema.from_dict(bad)
+    edge = {"name": "x.y-1", "fields": [{"name": "a", "kind": "categorical", "source": "s" * 64,
+                                         "max_vocab": MAX_VOCAB}]}
+    parsed = Schema.from_dict(InlineSchema.model_validate(edge).model_dump(exclude_none=True))
+    assert parsed.field("a").source == "s" * 64
