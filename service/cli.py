@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +23,7 @@ from ticketsearch.logs import configure_logging
 from ticketsearch.pipeline.dedupe import dedupe as run_dedupe
 from ticketsearch.pipeline.parts import index_settings, open_store
 from ticketsearch.pipeline.sharding import split_index
-from ticketsearch.requests import MAX_K, METHODS, DuplicateRequest, SearchRequest, as_datetime, named_date
+from ticketsearch.requests import MAX_BODY, MAX_K, METHODS, DuplicateRequest, SearchRequest, as_datetime, named_date
 from ticketsearch.rerank.explain import plot_attention
 from ticketsearch.results import (
     DEFAULT_VALIDATION_FOLDS,
@@ -94,19 +96,44 @@ def split_dates(train_before: str | None, valid_before: str | None) -> tuple[Any
     return tb, vb
 
 
+def read_text_file(path: str, option: str, limit: int) -> str:
+    """The text of the file an option names ('-': standard input), read no further than `limit` characters of
+    UTF-8 can take; longer, or not UTF-8, is one line naming the problem (the request's rule then checks the
+    text's length in characters, as at every door)."""
+    try:
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - stdin is not ours to close
+    except OSError as exc:
+        fail(f"{option}: cannot read {path!r}: {exc.strerror or exc}")
+    try:
+        data = fh.read(4 * limit + 1)
+    except OSError as exc:
+        fail(f"{option}: cannot read {path!r}: {exc.strerror or exc}")
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+    if len(data) > 4 * limit:
+        fail(f"{option}: longer than {limit:,} characters")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{option}: not UTF-8 text (byte {exc.start + 1})")
+
+
 def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, list[str]]:
-    """['k=v', 'k=w', 'j=x'] -> {'k': ['v', 'w'], 'j': ['x']}; 'k=v,w' also gives two values."""
+    """['k=v', 'k=w', 'j=x'] -> {'k': ['v', 'w'], 'j': ['x']}; 'k=v,w' also gives two values, and '\\,' is a
+    comma within a value ('product=Acme\\, Inc' is one value)."""
     out: dict[str, list[str]] = {}
     for p in pairs or []:
         key, sep, value = p.partition("=")
         if not sep or not key.strip() or not value.strip():
             fail(f"{option} expects K=V, got {p!r}")
-        out.setdefault(key.strip(), []).extend(v.strip() for v in value.split(",") if v.strip())
+        values = (v.replace("\\,", ",").strip() for v in re.split(r"(?<!\\),", value))
+        out.setdefault(key.strip(), []).extend(v for v in values if v)
     return out
 
 
@@ -291,7 +318,8 @@ def search(
     ] = None,
     field: Annotated[Optional[list[str]], typer.Option("--field", help="The query ticket's own field, K=V.")] = None,
     filter_: Annotated[
-        Optional[list[str]], typer.Option("--filter", help="Restrict candidates, K=V (repeat or comma = OR).")
+        Optional[list[str]], typer.Option(
+            "--filter", help="Restrict candidates, K=V (repeat or comma = OR; '\\,' is a comma within a value).")
     ] = None,
     before: Annotated[Optional[str], typer.Option("--before", help="Only tickets created before this date.")] = None,
     after: Annotated[Optional[str], typer.Option("--after", help="Only tickets created on or after this date.")] = None,
@@ -352,6 +380,9 @@ def duplicates(
     title: Annotated[str, typer.Option("--title", help="The new ticket's title.")],
     index: IndexOpt = None,
     body: Annotated[str, typer.Option("--body", help="The new ticket's body.")] = "",
+    body_file: Annotated[Optional[str], typer.Option(
+        "--body-file", help="Read the body from this UTF-8 file ('-': standard input): a ticket's body (up to "
+        f"{MAX_BODY:,} characters) can be longer than one shell argument may be (128 KiB).")] = None,
     created: Annotated[Optional[str], typer.Option("--created", help="Its creation time (ISO-8601).")] = None,
     field: Annotated[Optional[list[str]], typer.Option("--field", help="Its own field, K=V.")] = None,
     k: Annotated[int, typer.Option("-k", help=f"Number of candidates (1 to {MAX_K}).")] = 5,
@@ -361,6 +392,10 @@ def duplicates(
     collection: CollectionOpt = None,
 ) -> None:
     """Is this new ticket a duplicate of an indexed one? (the index's reranker, or the general model)"""
+    if body_file is not None:
+        if body:
+            fail("give --body or --body-file, not both")
+        body = read_text_file(body_file, "--body-file", MAX_BODY)
     reader = open_reader(index, url, key, collection)
     try:
         kinds = field_kinds(reader, bool(field))

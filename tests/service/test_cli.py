@@ -51,6 +51,12 @@ def test_search_json_rank_1_and_filters(cli_index: tuple[Path, Path]) -> None:
     hits = json.loads(out)["hits"]
     assert code == 0 and len(hits) == 12
     assert all(h["fields"]["channel"] in ("chat", "phone") and h["created"] < "2024-12-01" for h in hits)
+    code, out, err = run("search", "--index", str(idx), "login", "--filter", "channel=chat\\,phone", "--json")
+    assert code == 0 and json.loads(out)["hits"] == [], err  # one value with a comma in it: no channel has it
+    from ticketsearch.service.cli import parse_pairs
+
+    assert parse_pairs(["product=Acme\\, Inc", "product=a, b", "c=x\\,y,,z"], "--filter") == {
+        "product": ["Acme, Inc", "a", "b"], "c": ["x,y", "z"]}
 
 
 def test_like_and_text_output(cli_index: tuple[Path, Path]) -> None:
@@ -248,6 +254,7 @@ def test_info_says_what_reranks_the_index(cli_index: tuple[Path, Path], trained_
 def test_similar_and_duplicates_on_an_index(cli_index: tuple[Path, Path]) -> None:
     """`similar` and `duplicates` with --index answer as the library does; the text shows the JSON's hits."""
     from ticketsearch.api import TicketIndex
+    from ticketsearch.requests import MAX_BODY
 
     data, idx = cli_index
     rows = [json.loads(line) for line in data.read_text().splitlines()]
@@ -267,6 +274,24 @@ def test_similar_and_duplicates_on_an_index(cli_index: tuple[Path, Path]) -> Non
     dup = json.loads(out)
     assert dup["is_duplicate"] is True and dup["candidates"][0]["id"] == src["id"]  # a copy of an indexed ticket
     assert [c["id"] for c in dup["candidates"]] == [c.id for c in lib.candidates]
+    # a body from a file or standard input (a real shell takes at most 128 KiB in one argument; a body 200,000
+    # characters): the same request, the same answer
+    (idx.parent / "body.txt").write_text(src["body"], encoding="utf-8")
+    for where, stdin in ((str(idx.parent / "body.txt"), None), ("-", src["body"].encode())):
+        res = runner.invoke(app, ["duplicates", "--index", str(idx), "--title", src["title"], "--body-file", where,
+                                  *[a for k, v in src["fields"].items() for a in ("--field", f"{k}={v}")], "--json"],
+                            input=stdin)
+        assert res.exit_code == 0 and json.loads(res.stdout) == dup, (where, res.stderr)
+    (idx.parent / "latin1.txt").write_bytes("Umsatzsteuer f\xfcr M\xe4rz".encode("latin-1"))
+    (idx.parent / "long.txt").write_text("b" * (MAX_BODY + 1), encoding="utf-8")
+    for args, needle in (
+            (["--body", "x", "--body-file", str(idx.parent / "body.txt")], "give --body or --body-file, not both"),
+            (["--body-file", str(idx.parent / "missing.txt")], "--body-file: cannot read"),
+            (["--body-file", str(idx.parent)], "--body-file: cannot read"),
+            (["--body-file", str(idx.parent / "latin1.txt")], "--body-file: not UTF-8 text (byte 15)"),
+            (["--body-file", str(idx.parent / "long.txt")], f"body: String should have at most {MAX_BODY} char")):
+        code, out, err = run("duplicates", "--index", str(idx), "--title", "t", *args)
+        assert code == 2 and needle in err and err.count("\n") == 1 and not out, (args, err)
     code, out, _ = run("duplicates", "--index", str(idx), "--title", "Lattice gauge theory on a quantum annealer",
                        "--body", "Monte Carlo of quark confinement at finite temperature.", "--json")
     assert code == 0 and json.loads(out)["is_duplicate"] is False  # about nothing the index holds
