@@ -9,7 +9,13 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ticketsearch.requests import COSTLY_KINDS
+from ticketsearch.requests import COSTLY_KINDS, MAX_BODY, MAX_TITLE
+
+# A ticket every door takes (MAX_TITLE + MAX_BODY characters) must fit one request body however a client's JSON
+# writes it: at worst 12 bytes a character (one outside the BMP as an escaped surrogate pair, "\\ud83d\\ude00"),
+# 2.4 MB; with room for its fields, 4 MiB (a 1 MiB limit refused a legal ticket that a client sent ASCII-escaped).
+DEFAULT_MAX_BODY_BYTES = 4 << 20
+assert DEFAULT_MAX_BODY_BYTES >= 12 * (MAX_TITLE + MAX_BODY) + (1 << 20)
 
 
 class ServiceSettings(BaseSettings):
@@ -28,7 +34,9 @@ class ServiceSettings(BaseSettings):
         description="Comma-separated COLLECTION=SECRET pairs: the secret each collection's tracker webhooks are "
         "signed with (GitHub, Jira) or send as their token. A collection without one refuses its hooks.",
     )
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1024, description="Larger request bodies get 413 (default 4 MiB: one "
+        "ticket of the longest title and body fits however its JSON escapes them).")
     body_timeout_s: float = Field(
         default=10.0, gt=0, le=600,
         description="A request body not received in full within this many seconds gets 408 (it holds no slot "

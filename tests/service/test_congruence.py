@@ -170,3 +170,28 @@ def test_every_door_refuses_the_same_tickets_the_same_way(doors: Any, settings) 
     for name in ("plain", "sharded"):
         with pytest.raises(NotFoundError):
             client.get("W-0", collection=name)
+
+
+def test_a_ticket_of_the_longest_body_fits_one_request_however_its_json_escapes_it(doors: Any) -> None:
+    """The service's default body limit (TICKETSEARCH_MAX_BODY_BYTES) takes a ticket of the longest title and
+    body written with JSON's longest escapes (ASCII-only JSON: a character outside the BMP is 12 bytes); 1 MiB
+    answered 413 to a ticket that every door's rule takes. One byte over the limit is still 413."""
+    from ticketsearch.requests import MAX_BODY, MAX_TITLE
+    from ticketsearch.service.settings import DEFAULT_MAX_BODY_BYTES
+
+    _, _, srv, _ = doors
+    ticket = {"id": "WIDE-1", "title": "\U0001f525" * MAX_TITLE, "body": "\U0001f4a5" * MAX_BODY,
+              "created": "2024-06-01T00:00:00Z"}
+    raw = json.dumps(ticket)  # ensure_ascii: every emoji as "\\ud83d\\udca5"
+    assert len(raw) > 12 * (MAX_TITLE + MAX_BODY) > 2 * (1 << 20)
+    http = srv.client(ADMIN)
+    try:
+        r = http.post("/v1/collections/plain/tickets", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["ids"] == ["WIDE-1"], r.text[:300]
+        assert http.get("/v1/collections/plain/tickets/WIDE-1").json()["body"] == ticket["body"]
+        over = http.post("/v1/collections/plain/tickets", content=b" " * (DEFAULT_MAX_BODY_BYTES + 1),
+                         headers={"content-type": "application/json"})
+        assert over.status_code == 413, over.text
+    finally:
+        http.delete("/v1/collections/plain/tickets/WIDE-1")
+        http.close()
