@@ -59,6 +59,12 @@ def load_assets(folder: Path = HERE / "static") -> dict[str, Asset]:
     return out
 
 
+# A box's maxlength counts UTF-16 code units, the API's limits characters (code points): a character outside the
+# BMP is two units, so a box that takes twice the API's limit cuts nothing the API takes (the API names what is
+# over it, and the page shows that error)
+BOX = 2
+
+
 def add_page_routes(app: FastAPI, keys: ApiKeys, retry_after_s: int) -> None:
     assets = load_assets()
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
@@ -70,7 +76,8 @@ def add_page_routes(app: FastAPI, keys: ApiKeys, retry_after_s: int) -> None:
     def render(view: str, ticket_id: str = "") -> HTMLResponse:
         html = template.render(view=view, ticket_id=ticket_id, keys="on" if keys.enabled else "off",
                                retry_after=retry_after_s, css=url("page.css"), js=url("page.js"),
-                               icon=url("icon.svg"), max_query=MAX_QUERY, max_title=MAX_TITLE, max_body=MAX_BODY)
+                               icon=url("icon.svg"), max_query=BOX * MAX_QUERY, max_title=BOX * MAX_TITLE,
+                               max_body=BOX * MAX_BODY)
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
     router = APIRouter(include_in_schema=False)

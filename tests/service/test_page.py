@@ -198,7 +198,8 @@ def test_a_pasted_ticket_with_fields_gets_the_duplicate_check(page: Any, server:
     page.wait_for_selector("body[data-ready=true]")
     page.click("#paste summary")
     limits = [page.eval_on_selector(sel, "e => e.maxLength") for sel in ("#q", "#t-title", "#t-body")]
-    assert limits == [MAX_QUERY, MAX_TITLE, MAX_BODY]  # the API's own: a ticket pasted whole is checked whole
+    # the API's own, in UTF-16 units (an emoji is two): a ticket pasted whole is checked whole, never cut
+    assert limits == [2 * MAX_QUERY, 2 * MAX_TITLE, 2 * MAX_BODY]
     product = page.locator("#t-fields input[name=product]")
     options = page.eval_on_selector_all("#values-product option", "els => els.map(e => e.value)")
     assert src["fields"]["product"] in options  # the schema's known values are offered
