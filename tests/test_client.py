@@ -226,6 +226,7 @@ def test_an_id_of_dots_is_refused_and_never_changes_the_route(server: Server, tm
         assert c.collection(name).tickets == 1 and c.get("D-1", collection=name).title == "a ticket to keep"
     r = server.client(ADMIN).get(f"/v1/collections/{name}/tickets/{dots.replace('.', '%2E')}")
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "path.ticket_id"
+    assert "must not be only dots" in r.json()["detail"][0]["reason"], r.text  # a file's words, not a regex
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"id": dots, "title": "t", "created": "2026-01-05"}) + "\n")
     [row] = list(read_tickets(path, load_schema("support")))

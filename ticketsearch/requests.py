@@ -228,8 +228,11 @@ def request_error(exc: ValidationError) -> RequestError:
 
 def error_message(e: Any) -> str:
     """A validation error's message, in the request's terms (a blank text says so)."""
-    if e.get("type") == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == NOT_BLANK:
+    pattern = (e.get("ctx") or {}).get("pattern") if e.get("type") == "string_pattern_mismatch" else None
+    if pattern == NOT_BLANK:
         return "must not be empty or whitespace only"
+    if pattern == ID_PATTERN and isinstance(e.get("input"), str):  # a file's words for an id, not the regex
+        return id_problem(e["input"]) or "not a ticket id"
     msg = str(e.get("msg", "invalid"))
     return msg.removeprefix("Value error, ")
 
