@@ -784,7 +784,20 @@ def reranker_info(d: IndexDir) -> dict[str, Any]:
 
 
 def main() -> None:
-    app()
+    """The console script. A usage error (an unknown command or option, a value of the wrong type or out of its
+    bounds) is one line naming the problem and where help is, exit 2, as every other error of the CLI (typer's
+    own answer is a boxed panel of several lines)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as exc:  # click's usage errors, as typer raises them
+        ctx = getattr(exc, "ctx", None)
+        message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+        typer.echo(f"error: {message} (see {ctx.command_path if ctx else 'ticketsearch'} --help)", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

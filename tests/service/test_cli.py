@@ -377,3 +377,24 @@ def test_ingest_options_index_type_model_and_mapping(tmp_path: Path) -> None:
     code, _, err = run("ingest", "--data", str(fixtures), "--index", str(tmp_path / "zd2"), "--mapping",
                        str(mapping), "-q")
     assert code == 2 and "schema field" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_usage_error_is_one_line_from_the_console_script(tmp_path: Path) -> None:
+    """The installed `ticketsearch` answers a usage error (a value of the wrong type or out of its bounds, an
+    unknown command or option) in one line naming the problem and where help is, exit 2, as every other error
+    of the CLI: not typer's boxed panel of several lines. --help still prints help and exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).parent / "ticketsearch")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for args, needle in ((["search", "--index", str(tmp_path), "x", "-k", "many"], "Invalid value for '-k'"),
+                         (["train", "--index", str(tmp_path), "--validation-folds", "9"], "less than or equal to 4"),
+                         (["serch"], "No such command 'serch'")):
+        res = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, env=env)
+        lines = [x for x in res.stderr.splitlines() if not x.startswith("warning: ")]
+        assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+        assert needle in lines[0] and "--help)" in lines[0] and not res.stdout, res.stderr
+    res = subprocess.run([exe, "search", "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0 and "--filter" in res.stdout
