@@ -320,6 +320,13 @@ def test_what_a_costly_search_is(text: str, title: str | None, snippets: bool, k
     assert r.costly() is costly
 
 
+def test_a_search_like_a_ticket_costs_as_that_tickets_text() -> None:
+    r = search(like="T-1", k=20)
+    assert not r.costly() and not r.costly(like_chars=10_000) and r.costly(like_chars=10_001)
+    assert not search(text="short", k=5).costly(like_chars=50_000)  # only a like search reads a ticket's text
+    assert search(like="T-1", explain=True, k=5).costly()
+
+
 def test_search_of_is_the_library_spelling() -> None:
     r = SearchRequest.of("crash", before="2024-01-02", after="2023-01-02", k=None, method=None, filters={"p": "a"})
     assert r.created_before == datetime(2024, 1, 2) and r.created_after == datetime(2023, 1, 2)

@@ -241,8 +241,9 @@ def error_message(e: Any) -> str:
 MAX_EXPLAINED = 20  # explain covers at most this many hits: each costs about as much as a whole ordinary search
 COSTLY_TEXT = 10_000  # a query of more characters costs several ordinary searches (BM25 reads every term)
 COSTLY_SNIPPETS = 20  # snippets for more hits than this
-COSTLY_KINDS = (f"explain, a query of over {COSTLY_TEXT:,} characters, snippets of over {COSTLY_SNIPPETS} hits"
-                )  # what `SearchRequest.costly` counts, in words (the service's 429 and its documents say it)
+# what `SearchRequest.costly` counts, in words (the service's 429 and its documents say it)
+COSTLY_KINDS = (f"explain, a query of over {COSTLY_TEXT:,} characters (a like ticket's text counts), snippets of "
+                f"over {COSTLY_SNIPPETS} hits")
 
 
 def explain_problem(k: int) -> str | None:
@@ -311,11 +312,12 @@ class SearchRequest(Strict):
             raise ValueError(problem)
         return self
 
-    def costly(self) -> bool:
-        """A search that costs several ordinary ones: explained, a query of over COSTLY_TEXT characters, or
-        snippets of over COSTLY_SNIPPETS hits. The service runs only a few of these at once, per key and in all
-        (`service.costs`), so that they cannot take the workers from ordinary searches."""
-        chars = len(self.text or "") + len(self.title or "")
+    def costly(self, like_chars: int = 0) -> bool:
+        """A search that costs several ordinary ones: explained, a query of over COSTLY_TEXT characters (for a
+        search `like` an indexed ticket, that ticket's title and body: `like_chars`, which the caller reads from
+        the store), or snippets of over COSTLY_SNIPPETS hits. The service runs only a few of these at once, per
+        key and in all (`service.costs`), so that they cannot take the workers from ordinary searches."""
+        chars = like_chars if self.like is not None else len(self.text or "") + len(self.title or "")
         return self.explain or chars > COSTLY_TEXT or (self.snippets and self.k > COSTLY_SNIPPETS)
 
     @classmethod

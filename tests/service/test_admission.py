@@ -141,6 +141,7 @@ def test_anonymous_and_stalled_clients_hold_no_slot(keyed_server: Server) -> Non
 
 
 OTHER = "admission-other-key"
+WRITER = "admission-writer-key"
 LONG = " ".join(["refund not received after cancelling the order, charged twice on the card"] * 150)  # 11k chars
 
 
@@ -148,7 +149,8 @@ LONG = " ".join(["refund not received after cancelling the order, charged twice 
 def costly_server(trained_index: Path, tmp_path: Path) -> Server:
     shutil.copytree(trained_index, tmp_path / "idx")
     srv = Server(tmp_path / "idx", tmp_path / "server.log",
-                 env={"TICKETSEARCH_API_KEYS": f"{KEY}:read,{OTHER}:read", "TICKETSEARCH_WORKERS": "2",
+                 env={"TICKETSEARCH_API_KEYS": f"{KEY}:read,{OTHER}:read,{WRITER}:write",
+                      "TICKETSEARCH_WORKERS": "2",
                       "TICKETSEARCH_COSTLY_PER_KEY": "1", "TICKETSEARCH_COSTLY_TOTAL": "1",
                       "TICKETSEARCH_RETRY_AFTER_S": "2"}).start()
     yield srv
@@ -190,6 +192,38 @@ def test_costly_requests_are_bounded_and_ordinary_ones_go_on(costly_server: Serv
         assert c.post("/v1/search", json=costly).status_code == 200  # the budget is back
     for c in clients:
         c.close()
+
+
+def test_a_search_like_a_long_ticket_is_costly_as_the_long_query_would_be(costly_server: Server) -> None:
+    """A search `like` an indexed ticket reads all of its text, as a query of that text would: like a ticket of
+    over 10,000 characters (POST /search with like, GET /similar) counts against the costly bound, so six at
+    once from one key are mostly 429; like a short ticket is an ordinary search and is never refused so."""
+    with costly_server.client(WRITER) as w:
+        long = {"id": "LONG-LIKE", "title": "Refund missing after the order was cancelled", "body": LONG,
+                "created": "2025-01-01T00:00:00Z"}
+        short = {**long, "id": "SHORT-LIKE", "body": "charged twice"}
+        assert w.post("/v1/tickets", json=[long, short]).status_code == 200
+    for like in ("LONG-LIKE", "SHORT-LIKE"):
+        clients = [costly_server.client(KEY) for _ in range(6)]
+        start = threading.Barrier(len(clients))
+
+        def send(i: int, c: httpx.Client, like: str, start: threading.Barrier) -> httpx.Response:
+            start.wait()
+            if i % 2:
+                return c.get(f"/v1/tickets/{like}/similar", params={"k": 20})
+            return c.post("/v1/search", json={"like": like, "k": 20})
+
+        with ThreadPoolExecutor(len(clients)) as pool:
+            futures = [pool.submit(send, i, c, like, start) for i, c in enumerate(clients)]
+            codes = sorted(f.result().status_code for f in futures)
+        for c in clients:
+            c.close()
+        if like == "LONG-LIKE":
+            assert codes.count(200) >= 1 and codes.count(429) >= 3 and set(codes) == {200, 429}, codes
+        else:
+            assert codes == [200] * 6, codes
+    with costly_server.client(KEY) as c:
+        assert c.get("/v1/tickets/NOPE-1/similar").status_code == 404  # measured first: an unknown id is still 404
 
 
 def test_without_keys_only_loopback_names_are_answered(small_server: Server) -> None:
