@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ticketsearch.errors import QueryError
+from ticketsearch.errors import QueryError, RequestError
 
 from .store import TicketStore
 
@@ -33,6 +33,9 @@ class Decision:
     at: datetime  # naive UTC
 
 
+MAX_BY = 200  # characters of who decided (the API's FeedbackRequest states the same limit)
+
+
 def decide(get: Callable[[str], object], ticket_id: str, candidate_id: str, label: str,
            by: str | None = None) -> Decision:
     """A decision made now, with one index's checks wherever it is kept: QueryError for an unknown label or a
@@ -40,6 +43,8 @@ def decide(get: Callable[[str], object], ticket_id: str, candidate_id: str, labe
     collection) for an unknown ticket."""
     if label not in LABELS:
         raise QueryError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+    if by is not None and (not isinstance(by, str) or len(by) > MAX_BY):
+        raise RequestError(f"must be a string of at most {MAX_BY} characters", field="by")
     get(ticket_id)  # both must exist: NotFoundError otherwise
     get(candidate_id)
     if ticket_id == candidate_id:

@@ -12,6 +12,7 @@ from pydantic import (
     Tag,
 )
 
+from ticketsearch.index_data.feedback import MAX_BY
 from ticketsearch.index_data.schema import MAX_VOCAB, SCHEMA_NAME_PATTERN, FieldSpec, Schema
 from ticketsearch.names import FIELD_PATTERN, NAME_MAX
 from ticketsearch.requests import (  # noqa: F401 - the request models and limits, defined once, re-exported here
@@ -176,4 +177,4 @@ class FeedbackRequest(Strict):
     ticket_id: TicketId = Field(description="The ticket the agent was looking at.")
     candidate_id: TicketId = Field(description="The candidate the agent decided on.")
     label: Literal["duplicate", "not_duplicate"]
-    by: str | None = Field(default=None, max_length=200, description="Who decided (an agent's name or id).")
+    by: str | None = Field(default=None, max_length=MAX_BY, description="Who decided (an agent's name or id).")
