@@ -331,6 +331,25 @@ GITHUB_ACTIONS = {"opened", "edited", "reopened", "labeled", "unlabeled", "trans
 JIRA_EVENTS = {"jira:issue_created", "jira:issue_updated"}
 
 
+# Where a webhook payload holds each field of the ticket it becomes (`github_record`, `jira_record`): a refused
+# ticket's error names the payload's own field (`body.issue.fields.summary`), not the ticket's
+HOOK_PATHS: dict[str, dict[str, str]] = {
+    "github": {"id": "issue.number", "title": "issue.title", "body": "issue.body", "created": "issue.created_at",
+               "updated": "issue.updated_at", "fields.labels": "issue.labels"},
+    "jira": {"id": "issue.key", "title": "issue.fields.summary", "body": "issue.fields.description",
+             "created": "issue.fields.created", "updated": "issue.fields.updated",
+             "fields.project": "issue.fields.project.key", "fields.issuetype": "issue.fields.issuetype",
+             "fields.priority": "issue.fields.priority", "fields.components": "issue.fields.components",
+             "fields.versions": "issue.fields.versions", "fields.labels": "issue.fields.labels"},
+}
+
+
+def hook_field(source: str, ticket_field: str | None) -> str:
+    """The payload's field (under the request body) that a ticket's field came from; the issue as a whole where
+    none did."""
+    return "body." + HOOK_PATHS.get(source, {}).get(ticket_field or "", "issue")
+
+
 def hook_record(source: str, event: str | None, payload: Any) -> tuple[dict[str, Any] | None, str]:
     """The record of an issue-created or issue-updated webhook payload, or (None, why it is ignored).
     Raises ValueError for a payload that claims to be one but is malformed."""

@@ -48,7 +48,7 @@ from ticketsearch.errors import (
     one_line,
 )
 from ticketsearch.index_data.records import normalize_row, sent_ticket
-from ticketsearch.index_data.trackers import hook_record
+from ticketsearch.index_data.trackers import hook_field, hook_record
 from ticketsearch.index_dir import IndexDir
 from ticketsearch.pipeline.collections import DEFAULT, Collections
 from ticketsearch.pipeline.engine import Engine
@@ -532,8 +532,8 @@ def add_hook_routes(router: APIRouter, svc: Service, named: bool) -> None:
                     return JSONResponse(before, 200, headers={"X-Ticketsearch-Replay": "true"})
             try:
                 ticket = normalize_row(eng.store.schema, rec, 1, tracker=True)  # type: ignore[union-attr]  # the store is open once the engine is ready
-            except RowError as exc:
-                raise ApiError(422, "body.issue", exc.reason, type_="value_error") from None
+            except RowError as exc:  # named where the tracker's payload holds it
+                raise ApiError(422, hook_field(source, exc.field), exc.detail, type_="value_error") from None
             index = TicketIndex.of_engine(eng)
 
             def upsert_and_check(e: Engine) -> tuple[DuplicateResult, bool]:

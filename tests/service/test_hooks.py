@@ -132,6 +132,11 @@ def test_other_events_and_actions_are_ignored(server: Server) -> None:
     assert c.get("/v1/collections/gh/tickets/acme%2Fwidget%2360").status_code == 404
     r = github(c, "gh", {"action": "opened", "issue": {**ISSUE7, "number": "x"}}, GH_SECRET)
     assert r.status_code == 422
+    # a refused issue is named where the tracker's payload holds the field, not by the ticket's name for it
+    r = github(c, "gh", {"action": "opened", "issue": {**ISSUE7, "number": 61, "title": " \t "}}, GH_SECRET)
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body.issue.title", r.text
+    assert "empty or whitespace" in r.json()["detail"][0]["reason"], r.text
+    assert c.get("/v1/collections/gh/tickets/acme%2Fwidget%2361").status_code == 404  # nothing written
 
 
 def test_jira_hooks_by_token_or_signature(server: Server, tmp_path: Path) -> None:
@@ -175,6 +180,12 @@ def test_jira_hooks_by_token_or_signature(server: Server, tmp_path: Path) -> Non
     deleted = {"webhookEvent": "jira:issue_deleted", "issue": issue}
     body3, sig3 = signed(JIRA_SECRET, deleted)
     assert c.post("/v1/collections/jr/hooks/jira", content=body3, headers={"X-Hub-Signature": sig3}).status_code == 202
+    dated = {"webhookEvent": "jira:issue_created",  # a refused issue: named where Jira's payload holds it
+             "issue": {**issue, "key": "HDFS-99", "fields": {**issue["fields"], "created": "yesterday"}}}
+    body5, sig5 = signed(JIRA_SECRET, dated)
+    r = c.post("/v1/collections/jr/hooks/jira", content=body5, headers={"X-Hub-Signature": sig5})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body.issue.fields.created", r.text
+    assert c.get("/v1/collections/jr/tickets/HDFS-99").status_code == 404
 
 
 def test_an_older_delivery_never_rolls_a_ticket_back(server: Server) -> None:
