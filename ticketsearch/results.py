@@ -4,7 +4,7 @@ and the API; collections and training jobs as the service and its client see the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -167,6 +167,16 @@ def calibration_problem(since: datetime | None, until: datetime | None) -> str |
     return None
 
 
+P = TypeVar("P", bound=BaseModel)
+
+
+def refused_if(problem: str | None, params: P) -> P:
+    """A model validator's answer: `params`, or the problem as pydantic's error (the API's 422)."""
+    if problem:
+        raise ValueError(problem)
+    return params
+
+
 class TrainParams(BaseModel):
     """What a training job trains (the defaults of `ticketsearch train`); dates as every request reads them
     (ISO-8601 strings, naive UTC)."""
@@ -188,10 +198,7 @@ class TrainParams(BaseModel):
 
     @model_validator(mode="after")
     def _period(self) -> TrainParams:
-        problem = period_problem(self.train_before, self.valid_before)
-        if problem:
-            raise ValueError(problem)
-        return self
+        return refused_if(period_problem(self.train_before, self.valid_before), self)
 
 
 class DedupeParams(BaseModel):
@@ -207,10 +214,7 @@ class DedupeParams(BaseModel):
 
     @model_validator(mode="after")
     def _calibration(self) -> DedupeParams:
-        problem = calibration_problem(self.calibrate_since, self.calibrate_until)
-        if problem:
-            raise ValueError(problem)
-        return self
+        return refused_if(calibration_problem(self.calibrate_since, self.calibrate_until), self)
 
 
 class JobInfo(BaseModel):

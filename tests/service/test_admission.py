@@ -145,8 +145,9 @@ WRITER = "admission-writer-key"
 LONG = " ".join(["refund not received after cancelling the order, charged twice on the card"] * 150)  # 11k chars
 
 
-@pytest.fixture
-def costly_server(trained_index: Path, tmp_path: Path) -> Server:
+@pytest.fixture(scope="module")  # its two tests leave the bound as they found it (nothing in progress)
+def costly_server(trained_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    tmp_path = tmp_path_factory.mktemp("costly")
     shutil.copytree(trained_index, tmp_path / "idx")
     srv = Server(tmp_path / "idx", tmp_path / "server.log",
                  env={"TICKETSEARCH_API_KEYS": f"{KEY}:read,{OTHER}:read,{WRITER}:write",
