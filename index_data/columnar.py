@@ -32,7 +32,6 @@ from .store import _ARROW_TYPE
 # where Python has no year 0 and the row path drops an offset that would leave years 1 to 9999 (Arrow does not)
 _DATE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?$"
 _CALENDAR_END = r"^(0000|0001|9999)-"
-FIELD_NAME_LEN = 64  # a key of `fields` (requests.FieldName)
 MIN_ROWS = 1_000  # below this the per-row path is as fast
 
 
@@ -151,8 +150,8 @@ def _kept_columns(fields: pa.ChunkedArray, schema: Schema) -> None:
     MAX_FIELDS of them, kept columns plain values within their limits (requests.TicketIn)."""
     names = [fields.type.field(i).name for i in range(fields.type.num_fields)]
     unknown = set(names) - schema.input_set
-    if unknown or len(names) > MAX_FIELDS or any(len(x) > FIELD_NAME_LEN for x in names):
-        raise NotColumnar(f"fields {sorted(unknown)[:3]}, too many or a long name")
+    if unknown or len(names) > MAX_FIELDS:  # (a name the schema has is short enough: `schema._parse`)
+        raise NotColumnar(f"fields {sorted(unknown)[:3]} or too many")
     sources = {f.source for f in schema.fields} | {f.name for f in schema.fields}
     for name in names:
         if name in sources:

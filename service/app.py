@@ -413,7 +413,7 @@ def add_ticket_routes(app: FastAPI, svc: Service, prefix: str, guard: Callable[[
         """`SearchRequest.costly`, a `like` ticket's text measured first (one read of the ticket: a search like a
         long ticket reads all of it, as a long query would; NotFoundError answers 404 as the search would)."""
         like = req.like
-        if like is None:
+        if like is None or req.costly():  # no ticket to measure, or costly whatever its length
             return req.costly()
         got = await svc.run(eng, lambda e: e.get(like))
         return req.costly(like_chars=len(got["title"]) + len(got["body"] or ""))

@@ -101,16 +101,13 @@ def read_text_file(path: str, option: str, limit: int) -> str:
     UTF-8 can take; longer, or not UTF-8, is one line naming the problem (the request's rule then checks the
     text's length in characters, as at every door)."""
     try:
-        fh = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - stdin is not ours to close
+        if path == "-":
+            data = sys.stdin.buffer.read(4 * limit + 1)  # standard input is not ours to close
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(4 * limit + 1)
     except OSError as exc:
         fail(f"{option}: cannot read {path!r}: {exc.strerror or exc}")
-    try:
-        data = fh.read(4 * limit + 1)
-    except OSError as exc:
-        fail(f"{option}: cannot read {path!r}: {exc.strerror or exc}")
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
     if len(data) > 4 * limit:
         fail(f"{option}: longer than {limit:,} characters")
     try:
