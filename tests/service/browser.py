@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,13 +45,42 @@ def chromium() -> Iterator[Any]:
 
 class PageErrors:
     """What a page reported: uncaught script errors, dialogs opened (alert/confirm), requests that left the
-    service's origin."""
+    service's origin; and, for a failure's message, the API's answers and the requests that got none."""
 
     def __init__(self, page: Any, origin: str) -> None:
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         self.foreign: list[str] = []
+        self.traffic: list[str] = []  # "METHOD PATH -> STATUS" of each API call, "-> failed: why" without an answer
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         page.on("request", lambda r: None if r.url.startswith(origin) or r.url.startswith("data:")
                 else self.foreign.append(r.url))
+        api = origin + "/v1/"
+        page.on("response", lambda r: self.traffic.append(f"{r.request.method} {r.url[len(origin):]} -> {r.status}")
+                if r.url.startswith(api) else None)
+        page.on("requestfailed", lambda r: self.traffic.append(f"{r.method} {r.url[len(origin):]} -> failed: "
+                                                               f"{r.failure}") if r.url.startswith(api) else None)
+
+
+ANSWERED = "#answer[data-state=done], #answer[data-state=error]"
+
+
+def answered(page: Any, server_log: Callable[[], str], timeout_ms: float = 90_000) -> None:
+    """Wait until the page has answered, and fail unless the answer is done: an error answer fails at once, and
+    either failure says what the page showed, what the API answered it, and the end of the server's log (a
+    bare timeout said none of it)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    t0 = time.monotonic()
+    try:
+        page.wait_for_selector(ANSWERED, state="attached", timeout=timeout_ms)  # an error hides the section
+        state = page.get_attribute("#answer", "data-state")
+    except PlaywrightTimeout:
+        state = f"still {page.get_attribute('#answer', 'data-state')!r} after {time.monotonic() - t0:.0f} s"
+    if state == "done":
+        return
+    traffic = getattr(getattr(page, "errors", None), "traffic", [])
+    log = "\n".join(server_log().splitlines()[-40:])
+    pytest.fail(f"the page did not answer: {state}; status line {page.inner_text('#status')!r}; url {page.url}\n"
+                f"API calls: {traffic}\nserver log (end):\n{log}")

@@ -13,13 +13,12 @@ import pytest
 from ticketsearch.requests import MAX_BODY, MAX_QUERY, MAX_TITLE
 
 from ..demo_rows import generate
-from .browser import PageErrors, chromium
+from .browser import PageErrors, answered, chromium
 from .server import Server
 
 QUERY = "customers were charged twice for their subscription"
 PAYLOAD_TITLE = "<img src=x onerror=alert(1)> Printer <b>jams</b> on every label"
 PAYLOAD_BODY = "<script>window.pwned = 1; alert('body')</script> The zebra label printer jams every roll."
-DONE = "#answer[data-state=done]"
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +59,10 @@ def hit_ids(page: Any) -> list[str]:
 
 def test_a_typed_query_shows_the_api_hits_in_order_with_badges(page: Any, server: Server, tmp_path: Path) -> None:
     page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")  # the page's own search, not the form's plain GET
     page.fill("#q", QUERY)
     page.press("#q", "Enter")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     api = server.client().post("/v1/search", json={"text": QUERY, "k": 10, "snippets": True}).json()
     assert hit_ids(page) == [h["id"] for h in api["hits"]] and len(api["hits"]) == 10
     assert "q=customers+were+charged" in page.url  # the answer has its own deep link
@@ -91,19 +91,19 @@ def test_a_typed_query_shows_the_api_hits_in_order_with_badges(page: Any, server
 def test_deep_links_open_the_answer(page: Any, server: Server) -> None:
     c = server.client()
     page.goto(server.url + "/?q=" + quote_plus(QUERY))
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     assert page.input_value("#q") == QUERY
     assert hit_ids(page) == [h["id"] for h in c.post("/v1/search", json={"text": QUERY, "k": 10}).json()["hits"]]
 
     tid = linked_ticket()
     page.goto(f"{server.url}/?collection=default&like={tid}")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     assert hit_ids(page) == [h["id"] for h in c.get(f"/v1/tickets/{tid}/similar?k=10").json()["hits"]]
     assert tid in page.inner_text("#answer-title")
     assert page.locator("#hits .fb").count() == 20  # the query is a ticket: feedback buttons on every hit
 
     page.goto(f"{server.url}/tickets/{tid}")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     ticket = c.get(f"/v1/tickets/{tid}").json()
     assert page.inner_text("#ticket-title") == ticket["title"]
     assert page.inner_text("#ticket-body") == ticket["body"]
@@ -114,14 +114,14 @@ def test_deep_links_open_the_answer(page: Any, server: Server) -> None:
     line = page.inner_text("#status")
     assert line.startswith("Error 404") and "NO-SUCH-TICKET" in line and "\n" not in line
     page.goto(f"{server.url}/?q=printer&collection=nope")  # an unknown collection: the one there is
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     assert page.input_value("#collection") == "default" and page.locator("#hits > li.hit").count() == 10
 
 
 def test_feedback_buttons_record_a_decision_that_a_reload_shows(page: Any, server: Server) -> None:
     tid = linked_ticket()
     page.goto(f"{server.url}/?like={tid}")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     second = page.locator("#hits > li.hit").nth(1)
     cand = second.get_attribute("data-id")
     second.get_by_role("button", name="Not a duplicate").click()
@@ -132,7 +132,7 @@ def test_feedback_buttons_record_a_decision_that_a_reload_shows(page: Any, serve
     assert {(d["ticket_id"], d["candidate_id"], d["label"]) for d in stored} >= {(tid, cand, "not_duplicate")}
 
     page.reload()
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     again = page.locator(f"#hits > li.hit[data-id='{cand}']")
     assert again.locator(".decision").inner_text().startswith("Recorded: not a duplicate")
     assert again.get_by_role("button", name="Not a duplicate").get_attribute("aria-pressed") == "true"
@@ -147,13 +147,13 @@ def test_a_ticket_holding_html_and_script_renders_as_text(page: Any, server: Ser
     resp = page.goto(server.url + "/?q=zebra+label+printer+jams")
     csp = resp.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     hit = page.locator("#hits > li.hit[data-id='XSS-1']")
     assert hit.locator(".hit-link").inner_text() == PAYLOAD_TITLE
     assert hit.locator(".snippet").inner_text() == PAYLOAD_BODY
     assert page.locator("#hits img, #hits script, #hits b").count() == 0
     page.goto(server.url + "/tickets/XSS-1")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     assert page.inner_text("#ticket-title") == PAYLOAD_TITLE and page.inner_text("#ticket-body") == PAYLOAD_BODY
     assert page.locator("main img, main script").count() == 0
     page.wait_for_timeout(300)
@@ -170,7 +170,7 @@ def test_keyboard_alone_reaches_the_box_the_results_and_the_buttons(page: Any, s
     assert page.evaluate("document.activeElement.id") == "q"
     page.keyboard.type("charged twice")
     page.keyboard.press("Enter")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     reached: list[str] = []
     for _ in range(8):
         page.keyboard.press("Tab")
@@ -179,7 +179,7 @@ def test_keyboard_alone_reaches_the_box_the_results_and_the_buttons(page: Any, s
 
     tid = linked_ticket()
     page.goto(f"{server.url}/?like={tid}")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     for _ in range(40):
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.dataset.label") == "duplicate":
@@ -207,7 +207,7 @@ def test_a_pasted_ticket_with_fields_gets_the_duplicate_check(page: Any, server:
     page.fill("#t-body", src["body"])
     product.fill(src["fields"]["product"])
     page.click("#check")
-    page.wait_for_selector(DONE)
+    answered(page, server.log)
     api = c.post("/v1/duplicates", json={"title": src["title"], "body": src["body"], "k": 10,
                                          "fields": {"product": src["fields"]["product"]}}).json()
     assert hit_ids(page) == [h["id"] for h in api["candidates"]]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ..demo_rows import generate
-from .browser import PageErrors, chromium
+from .browser import PageErrors, answered, chromium
 from .server import Server
 
 KEYS = "page-reader-key-1:read,page-writer-key-1:write"
@@ -41,7 +41,7 @@ def test_the_page_asks_for_a_key_waits_out_loading_and_a_read_key_cannot_record(
         context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(60_000)
-        errors = PageErrors(page, slow_server.url)
+        errors = page.errors = PageErrors(page, slow_server.url)
         sent: list[str | None] = []
         page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/v1/" in r.url else None)
 
@@ -57,7 +57,7 @@ def test_the_page_asks_for_a_key_waits_out_loading_and_a_read_key_cannot_record(
         # the service is still loading: the page says so and retries after Retry-After
         page.wait_for_selector("#status[data-kind=busy]")
         assert "retrying in 1 s" in page.inner_text("#status")
-        page.wait_for_selector("#answer[data-state=done]")
+        answered(page, slow_server.log)
         assert page.locator("#hits > li.hit").count() == 10
         assert page.evaluate("sessionStorage.getItem('ticketsearch.key')") == "page-reader-key-1"
         assert "page-reader-key-1" not in page.url and all(h in ("Bearer page-reader-key-1", "Bearer not-a-key")
@@ -65,7 +65,7 @@ def test_the_page_asks_for_a_key_waits_out_loading_and_a_read_key_cannot_record(
 
         tid = next(r["id"] for r in generate(1000, seed=11) if r.get("duplicate_of"))
         page.goto(f"{slow_server.url}/?like={tid}")  # the same tab: the key is still there, no prompt
-        page.wait_for_selector("#answer[data-state=done]")
+        answered(page, slow_server.log)
         assert page.locator("#keybox[open]").count() == 0
         first = page.locator("#hits > li.hit").first
         first.get_by_role("button", name="Duplicate", exact=True).click()
