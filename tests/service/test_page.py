@@ -40,7 +40,7 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, server: Server) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     pg = context.new_page()
-    pg.set_default_timeout(30_000)
+    pg.set_default_timeout(60_000)  # a slow CI machine (answers wait longer: `answered`)
     pg.errors = PageErrors(pg, server.url)
     yield pg
     assert not pg.errors.errors, pg.errors.errors
@@ -236,7 +236,7 @@ def test_the_api_document_works_offline_under_its_csp(page: Any, server: Server)
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     r = page.goto(server.url + "/docs")
     assert r.status == 200 and "script-src 'self' 'sha256-" in r.headers["content-security-policy"]
-    page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/search\"]", timeout=30_000)
+    page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/search\"]")
     assert page.locator(".swagger-ui .info .title").inner_text().startswith("ticketsearch")
     assert not violations, violations
     with server.client() as c:
